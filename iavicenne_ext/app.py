@@ -1,0 +1,167 @@
+"""The `IAvicenne` extension app: the whole configuration surface, and the wiring.
+
+Every option is a traitlet here, settable as ``--IAvicenne.<name>=...`` on the command
+line or ``c.IAvicenne.<name> = ...`` in ``jupyter_server_config.py``. The app creates the
+shared objects (broker, room hub) once and hands them to the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from traitlets import Enum, Float, Int, Unicode, default
+
+from .broker.base import Broker
+from .broker.memory import MemoryBroker
+from .handlers.base import Limits
+from .handlers.rest import RoomListHandler, RoomMembersHandler
+from .handlers.rooms import RoomSocketHandler
+from .rooms import RoomHub
+
+
+class IAvicenne(ExtensionApp):
+    name = "iavicenne"
+    description = "Real-time rooms, presence, history and peer-to-peer signaling for Jupyter."
+    load_other_extensions = True
+
+    # -- broker ----------------------------------------------------------------------
+    broker = Enum(
+        ["memory", "redis"],
+        default_value="memory",
+        config=True,
+        help="Where rooms live: 'memory' (this server only, no setup) or 'redis' "
+        "(rooms shared by every Jupyter server that uses the same redis_url and redis_prefix).",
+    )
+    redis_url = Unicode(
+        config=True,
+        help="Redis URL for broker='redis' (redis://, rediss:// for TLS, with password "
+        "as redis-py accepts them). Default: $IAVICENNE_REDIS_URL or redis://127.0.0.1:6379/0.",
+    )
+
+    @default("redis_url")
+    def _default_redis_url(self) -> str:
+        return os.environ.get("IAVICENNE_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+    redis_prefix = Unicode(
+        "iavicenne",
+        config=True,
+        help="Prefix of every Redis key and channel, so several deployments can share one Redis.",
+    )
+    presence_refresh = Float(
+        5.0,
+        config=True,
+        help="Seconds between two refreshes of this server's presence entries in Redis.",
+    )
+    presence_timeout = Float(
+        20.0,
+        config=True,
+        help="Seconds after which a server that stopped refreshing (killed, cut off) is "
+        "considered gone: its members are removed and 'user-left' is sent. Keep it above "
+        "presence_refresh.",
+    )
+    redis_retry_interval = Float(
+        2.0,
+        config=True,
+        help="Seconds between two attempts to reach Redis while it is unreachable.",
+    )
+
+    # -- rooms -----------------------------------------------------------------------
+    history_size = Int(
+        1000,
+        config=True,
+        help="Messages kept per room for 'since' recovery; older ones are dropped.",
+    )
+    history_ttl = Float(
+        3600.0,
+        config=True,
+        help="Seconds a room's history is kept after its last member left.",
+    )
+    dedup_ttl = Float(
+        600.0,
+        config=True,
+        help="Seconds a message 'ref' is remembered, so a resend after a reconnect is delivered once.",
+    )
+
+    # -- per-connection limits -------------------------------------------------------
+    max_frame_bytes = Int(
+        1024 * 1024,
+        config=True,
+        help="Largest frame a client may send, in bytes; a larger one closes the socket with 1009.",
+    )
+    messages_per_second = Float(
+        100.0,
+        config=True,
+        help="Frames per second a connection may send on average; the excess is dropped with a 'rate-limited' error.",
+    )
+    burst = Int(
+        200,
+        config=True,
+        help="Frames a connection may send at once above messages_per_second.",
+    )
+    max_rooms_per_connection = Int(
+        32,
+        config=True,
+        help="Rooms one connection may be in at the same time.",
+    )
+    max_outbound_bytes = Int(
+        8 * 1024 * 1024,
+        config=True,
+        help="Bytes that may wait for a client to read; beyond this the client is "
+        "disconnected (close 1008, 'slow consumer') instead of growing the server's memory.",
+    )
+
+    # -- wiring ----------------------------------------------------------------------
+    def make_broker(self) -> Broker:
+        if self.broker == "redis":
+            from .broker.redis import RedisBroker  # redis is only imported when used
+
+            return RedisBroker(
+                url=self.redis_url,
+                prefix=self.redis_prefix,
+                history_size=self.history_size,
+                history_ttl=self.history_ttl,
+                dedup_ttl=self.dedup_ttl,
+                presence_refresh=self.presence_refresh,
+                presence_timeout=self.presence_timeout,
+                retry_interval=self.redis_retry_interval,
+                log=self.log,
+            )
+        return MemoryBroker(history_size=self.history_size, history_ttl=self.history_ttl, dedup_ttl=self.dedup_ttl)
+
+    @property
+    def limits(self) -> Limits:
+        return Limits(
+            max_frame_bytes=self.max_frame_bytes,
+            messages_per_second=self.messages_per_second,
+            burst=self.burst,
+            max_rooms=self.max_rooms_per_connection,
+            max_outbound_bytes=self.max_outbound_bytes,
+        )
+
+    def initialize_settings(self) -> None:
+        self.room_broker = self.make_broker()
+        self.hub = RoomHub(self.room_broker, self.log)
+
+    def initialize_handlers(self) -> None:
+        shared: dict[str, Any] = {"hub": self.hub, "limits": self.limits}
+        self.handlers.extend(
+            [
+                (r"/iavicenne/ws/mcp/?", RoomSocketHandler, shared),
+                (r"/iavicenne/api/rooms/?", RoomListHandler, {"hub": self.hub}),
+                (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, {"hub": self.hub}),
+            ]
+        )
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        await super()._start_jupyter_server_extension(serverapp)
+        await self.room_broker.start()
+        self.log.info("iavicenne: rooms on the %s broker (server id %s)", self.broker, self.room_broker.server_id)
+
+    async def stop_extension(self) -> None:
+        try:
+            await asyncio.wait_for(self.room_broker.close(), timeout=5)
+        except asyncio.TimeoutError:
+            self.log.warning("iavicenne: the broker did not close within 5 s")

@@ -1,0 +1,189 @@
+"""The broker interface: what the room logic needs to carry rooms, whoever carries them.
+
+A broker owns the shared state of every room — presence entries, the sequence counter,
+the bounded history, the ids already accepted — and moves frames to every server that
+has members in a room. It knows nothing of sockets: each server's `RoomHub` attaches a
+`deliver` callback and writes what the broker hands it to its local connections.
+
+`MemoryBroker` keeps all of it in this process (one server, no setup); `RedisBroker`
+keeps it in Redis so several Jupyter servers share their rooms. The room logic cannot
+tell them apart.
+"""
+
+from __future__ import annotations
+
+import enum
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+#: The hub's local fan-out: (room, encoded frame, seq or 0, target user_id or None,
+#: connection key to skip or None). Called on the event loop, never blocks.
+Deliver = Callable[[str, bytes, int, "str | None", "str | None"], None]
+
+
+class BrokerUnavailable(Exception):
+    """The broker cannot be reached now; the request was not carried out."""
+
+
+@dataclass(slots=True)
+class PresenceEntry:
+    """One connection's membership of one room."""
+
+    conn: str  # unique across servers: "<server id>:<n>"
+    user_id: str
+    identity: dict[str, Any]
+    state: dict[str, Any] = field(default_factory=dict)
+    state_at: float = 0.0  # when `state` was last set; the newest wins for the user
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "conn": self.conn,
+            "user_id": self.user_id,
+            "identity": self.identity,
+            "state": self.state,
+            "state_at": self.state_at,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PresenceEntry:
+        return cls(data["conn"], data["user_id"], data["identity"], data.get("state") or {}, data.get("state_at", 0.0))
+
+
+@dataclass(slots=True)
+class Member:
+    """A user present in a room: all of its connections folded into one entry."""
+
+    user_id: str
+    identity: dict[str, Any]
+    state: dict[str, Any]
+    connections: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"user_id": self.user_id, "identity": self.identity, "state": self.state, "connections": self.connections}
+
+
+def fold_members(entries: list[PresenceEntry]) -> list[Member]:
+    """Fold connection entries into users; a user's state is its newest one."""
+    users: dict[str, tuple[Member, float]] = {}
+    for entry in entries:
+        known = users.get(entry.user_id)
+        if known is None:
+            users[entry.user_id] = (Member(entry.user_id, entry.identity, entry.state, 1), entry.state_at)
+            continue
+        member, state_at = known
+        member.connections += 1
+        if entry.state_at > state_at:
+            member.state = entry.state
+            users[entry.user_id] = (member, entry.state_at)
+    return sorted((m for m, _ in users.values()), key=lambda m: m.user_id)
+
+
+class JoinOutcome(enum.Enum):
+    FIRST = "first"  # the user's first connection in the room: announce it
+    AGAIN = "again"  # the user was already present through another connection
+    TAKEN = "taken"  # another identity holds this user_id in the room
+
+
+@dataclass(slots=True)
+class Published:
+    seq: int
+    duplicate: bool  # the dedup key was seen before: nothing was sent again
+
+
+@dataclass(slots=True)
+class History:
+    messages: list[bytes]  # encoded frames, oldest first, each with its seq
+    seq: int  # the room's last seq
+    epoch: str  # changes when the room's history starts over (e.g. a restarted memory broker)
+    recovered: bool  # True when `messages` are exactly all the messages after `since`
+
+
+class Broker(ABC):
+    """Shared room state and fan-out between servers. See the module docstring."""
+
+    def __init__(self, *, history_size: int, history_ttl: float, dedup_ttl: float) -> None:
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self.dedup_ttl = dedup_ttl
+        self._deliver: Deliver | None = None
+
+    def attach(self, deliver: Deliver) -> None:
+        """Set the callback that writes frames to this server's connections."""
+        self._deliver = deliver
+
+    def deliver(self, room: str, frame: bytes, seq: int = 0, to: str | None = None, skip: str | None = None) -> None:
+        if self._deliver is not None:
+            self._deliver(room, frame, seq, to, skip)
+
+    @property
+    @abstractmethod
+    def server_id(self) -> str:
+        """This server's id, the prefix of its connection keys."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Connect; called once the event loop runs."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and tasks."""
+
+    @property
+    def available(self) -> bool:
+        return True
+
+    # -- fan-out ------------------------------------------------------------------
+    @abstractmethod
+    async def subscribe(self, room: str) -> None:
+        """This server has a member in `room` now: start receiving its frames."""
+
+    @abstractmethod
+    async def unsubscribe(self, room: str) -> None:
+        """This server's last member left `room`."""
+
+    @abstractmethod
+    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None) -> Published:
+        """Give `frame` the room's next seq, keep it in history and deliver it everywhere.
+
+        A `dedup_key` seen within `dedup_ttl` seconds is not published again; the seq it
+        got the first time is returned with ``duplicate=True``.
+        """
+
+    @abstractmethod
+    async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
+        """Deliver a frame without seq or history: to the room, or to user `to` only."""
+
+    # -- presence -----------------------------------------------------------------
+    @abstractmethod
+    async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
+        """Add a connection to the room's presence, unless another identity holds its user_id."""
+
+    @abstractmethod
+    async def leave(self, room: str, conn: str, user_id: str) -> bool:
+        """Remove a connection; True when its user has no connection left in the room."""
+
+    @abstractmethod
+    async def set_state(self, room: str, conn: str, state: dict[str, Any], state_at: float) -> None:
+        """Set the presence state of one connection."""
+
+    @abstractmethod
+    async def entries(self, room: str) -> list[PresenceEntry]:
+        """Every live connection entry in the room, on every server."""
+
+    async def members(self, room: str) -> list[Member]:
+        return fold_members(await self.entries(room))
+
+    async def is_present(self, room: str, user_id: str) -> bool:
+        return any(e.user_id == user_id for e in await self.entries(room))
+
+    @abstractmethod
+    async def rooms(self) -> dict[str, list[Member]]:
+        """Every room that has members now, with its members."""
+
+    # -- history ------------------------------------------------------------------
+    @abstractmethod
+    async def history(self, room: str, since: int | None, epoch: str | None) -> History:
+        """The room's messages after `since` (none when `since` is None)."""
+
+    @abstractmethod
+    async def room_exists(self, room: str) -> bool:
+        """True when the room has members or kept history."""

@@ -1,0 +1,1 @@
+"""Tornado handlers of the extension: the room and signaling sockets, the REST API."""

@@ -1,0 +1,204 @@
+"""What every iAvicenne WebSocket shares: Jupyter auth, limits, framing of errors.
+
+A `ProtocolSocket` authenticates like every Jupyter endpoint, checks the origin as
+Jupyter does, parses each text frame once with `protocol.parse_request`, turns any
+`ProtocolError` into an error frame, and protects the server from its client: frame
+size (close 1009), rate (error ``rate-limited``, excess dropped) and outbound buffer
+(a consumer too slow to read is disconnected rather than growing our memory).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import hashlib
+import itertools
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from jupyter_core.utils import ensure_async
+from jupyter_server.auth.decorator import ws_authenticated
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.base.websocket import WebSocketMixin
+from tornado import web
+from tornado.websocket import WebSocketClosedError, WebSocketHandler
+
+from .. import protocol as p
+from ..broker.base import BrokerUnavailable
+
+AUTH_RESOURCE = "iavicenne"
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-connection limits, from the app's traitlets."""
+
+    max_frame_bytes: int
+    messages_per_second: float
+    burst: int
+    max_rooms: int
+    max_outbound_bytes: int
+
+
+class TokenBucket:
+    """`rate` tokens per second, at most `burst` saved up."""
+
+    __slots__ = ("rate", "burst", "tokens", "stamp")
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+_connection_numbers = itertools.count(1)
+
+Handler = Callable[[p.Request], Awaitable[None]]
+
+
+class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
+    """Base of the room and signaling sockets; subclasses fill `handlers` and `closed`."""
+
+    auth_resource = AUTH_RESOURCE
+    known_types: frozenset[str] = frozenset()
+
+    def initialize(self, *, limits: Limits, server_id: str) -> None:  # type: ignore[override]
+        self.limits = limits
+        self.key = f"{server_id}:{next(_connection_numbers)}"
+        self.identity: dict[str, Any] = {}
+        self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
+        self._outbound = 0  # bytes queued to this client and not yet written to the socket
+        self._dropped = 0
+        self._last_limit_notice = 0.0
+        self._gone = False
+        self._handlers: dict[str, Handler] = {}
+
+    # -- tornado / jupyter plumbing -------------------------------------------------
+    def set_default_headers(self) -> None:
+        """JupyterHandler's headers (CSP etc.) mean nothing for a WebSocket."""
+
+    def get_compression_options(self) -> dict[str, Any] | None:
+        return self.settings.get("websocket_compression_options", None)
+
+    @property
+    def max_message_size(self) -> int:  # tornado closes with 1009 beyond this
+        return self.limits.max_frame_bytes
+
+    @ws_authenticated
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        user = self.current_user
+        if not await ensure_async(self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)):
+            raise web.HTTPError(403, "not authorized to use iAvicenne rooms")
+        self.identity = self._identity_of(user)
+        await super().get(*args, **kwargs)
+
+    def _identity_of(self, user: Any) -> dict[str, Any]:
+        """The server-side identity attached to everything this connection does.
+
+        Whoever holds a server's token is that server's owner, but Jupyter names every
+        token-authenticated request as a new random anonymous user. Give them one stable
+        identity per token instead, so two kernels of one analyst (or one kernel that
+        reconnects) are the same user. The token itself is never shown, only a digest.
+        """
+        identity = {"username": user.username, "name": user.name, "display_name": user.display_name}
+        token = getattr(self.identity_provider, "token", None)
+        if token and self.identity_provider.is_token_authenticated(self):
+            digest = hashlib.sha256(token.encode()).hexdigest()[:16]
+            identity["username"] = f"token-{digest}"
+            # the server runs as its owner: that login is the token holder's name
+            identity["name"] = identity["display_name"] = getpass.getuser()
+        return identity
+
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        super().open(*args, **kwargs)  # starts Jupyter's keep-alive pings
+        self.log.debug("iavicenne: %s opened %s as %s", self.key, self.request.path, self.identity["username"])
+
+    # -- outbound -------------------------------------------------------------------
+    def send(self, frame: bytes) -> None:
+        """Queue one encoded frame (as a text frame, no re-encoding)."""
+        if self._gone:
+            return
+        size = len(frame)
+        if self._outbound + size > self.limits.max_outbound_bytes:
+            self._drop_slow_consumer()
+            return
+        try:
+            written = self.write_message(frame)
+        except WebSocketClosedError:
+            self._gone = True
+            return
+        self._outbound += size
+        written.add_done_callback(lambda _f, size=size: self._flushed(size))
+
+    def _flushed(self, size: int) -> None:
+        self._outbound -= size
+
+    def send_frame(self, frame: dict[str, Any]) -> None:
+        frame.setdefault("timestamp", p.now_iso())
+        self.send(p.encode(frame))
+
+    def send_error(self, code: str, message: str, ref: str | None = None, **extra: Any) -> None:
+        self.send(p.encode(p.error_frame(code, message, ref, **extra)))
+
+    def _drop_slow_consumer(self) -> None:
+        reason = f"slow consumer: more than {self.limits.max_outbound_bytes} bytes waiting to be read"
+        self.log.warning("iavicenne: closing %s (%s): %s", self.key, self.identity.get("username"), reason)
+        self._gone = True
+        self.close(p.CLOSE_POLICY, reason)
+        # closing may wait for the client to read; leave its rooms now
+        asyncio.ensure_future(self._leave_all(closing=True))
+
+    # -- inbound --------------------------------------------------------------------
+    async def on_message(self, message: str | bytes) -> None:
+        if self._gone:
+            return
+        ref: str | None = None
+        try:
+            if not self._bucket.take():
+                self._rate_limited(message)
+                return
+            request = p.parse_request(message, self.known_types)
+            ref = request.ref
+            await self._handlers[request.type](request)
+        except p.ProtocolError as error:
+            self.send_error(error.code, error.message, ref)
+        except BrokerUnavailable as error:
+            self.send_error(p.ErrorCode.UNAVAILABLE, f"not delivered: {error}", ref)
+        except Exception:
+            self.log.exception("iavicenne: error handling a frame from %s", self.key)
+            self.send_error(p.ErrorCode.INTERNAL, "internal error; the request was not carried out", ref)
+
+    def _rate_limited(self, message: str | bytes) -> None:
+        """Drop the frame; say so at most once a second (the notice must not be a flood too)."""
+        self._dropped += 1
+        now = time.monotonic()
+        if now - self._last_limit_notice < 1.0:
+            return
+        self._last_limit_notice = now
+        self.send_error(
+            p.ErrorCode.RATE_LIMITED,
+            f"rate limited: more than {self.limits.messages_per_second:g} frames per second "
+            f"(burst {self.limits.burst}); {self._dropped} frame(s) dropped, send them again later",
+            dropped=self._dropped,
+        )
+        self._dropped = 0
+
+    def on_close(self) -> None:
+        self._gone = True
+        super().on_close()
+        asyncio.ensure_future(self._leave_all(closing=True))
+
+    async def _leave_all(self, *, closing: bool) -> None:
+        """Leave every room; overridden by subclasses."""

@@ -1,0 +1,55 @@
+"""REST endpoints: which rooms exist and who is in them."""
+
+from __future__ import annotations
+
+import json
+
+from jupyter_server.auth.decorator import authorized
+from jupyter_server.base.handlers import APIHandler
+from tornado import web
+
+from .. import protocol as p
+from ..rooms import RoomHub
+from .base import AUTH_RESOURCE
+
+
+class _RoomsAPIHandler(APIHandler):
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, *, hub: RoomHub) -> None:  # type: ignore[override]
+        self.hub = hub
+
+
+class RoomListHandler(_RoomsAPIHandler):
+    """`GET {base_url}iavicenne/api/rooms`: rooms with members now, and their counts."""
+
+    @web.authenticated
+    @authorized("read", resource=AUTH_RESOURCE)
+    async def get(self) -> None:
+        rooms = await self.hub.broker.rooms()
+        self.finish(
+            json.dumps(
+                {
+                    "rooms": [
+                        {"room": name, "members": len(members), "connections": sum(m.connections for m in members)}
+                        for name, members in sorted(rooms.items())
+                    ]
+                }
+            )
+        )
+
+
+class RoomMembersHandler(_RoomsAPIHandler):
+    """`GET {base_url}iavicenne/api/rooms/<room>`: one room's members with their presence state."""
+
+    @web.authenticated
+    @authorized("read", resource=AUTH_RESOURCE)
+    async def get(self, room: str) -> None:
+        try:
+            p.check_name(room, "room")
+        except p.ProtocolError as error:
+            raise web.HTTPError(400, error.message) from None
+        if not await self.hub.broker.room_exists(room):
+            raise web.HTTPError(404, f"no room {room!r}")
+        members = await self.hub.members(room)
+        self.finish(json.dumps({"room": room, "members": [m.to_json() for m in members]}))

@@ -1,0 +1,176 @@
+"""The wire protocol, defined once: frame types, validation rules and error codes.
+
+Both the server handlers and the Python client (``widgets``) import this module, so a
+frame type or an error code is spelled in exactly one place. The seed's frames are kept
+as they are (``type`` strings, field names, error messages); everything this project adds
+is a new field or a new type. docs/protocol.md is the prose version of this file.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+# -- frame types: room endpoint ------------------------------------------------------
+CONNECT = "connect"
+JOIN_ROOM = "join-room"
+LEAVE_ROOM = "leave-room"
+MESSAGE = "message"
+DISCONNECT = "disconnect"
+ROOM_JOINED = "room-joined"
+ROOM_LEFT = "room-left"
+USER_JOINED = "user-joined"
+USER_LEFT = "user-left"
+ERROR = "error"
+# additions
+PRESENCE = "presence"
+DIRECT_MESSAGE = "direct-message"
+ACK = "ack"
+
+ROOM_REQUESTS = frozenset({CONNECT, JOIN_ROOM, LEAVE_ROOM, MESSAGE, DISCONNECT, PRESENCE, DIRECT_MESSAGE})
+
+# -- frame types: signaling endpoint -------------------------------------------------
+JOIN = "join"
+LEAVE = "leave"
+JOINED = "joined"
+PEER_JOINED = "peer-joined"
+PEER_LEFT = "peer-left"
+OFFER = "offer"
+ANSWER = "answer"
+ICE_CANDIDATE = "ice-candidate"
+RELAYED = (OFFER, ANSWER, ICE_CANDIDATE)
+SIGNALING_REQUESTS = frozenset({JOIN, LEAVE, *RELAYED})
+
+
+class ErrorCode:
+    """Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's)."""
+
+    INVALID_JSON = "invalid-json"
+    INVALID_FRAME = "invalid-frame"
+    TYPE_REQUIRED = "type-required"
+    UNKNOWN_TYPE = "unknown-type"
+    BINARY_FRAME = "binary-frame"
+    USER_ID_REQUIRED = "user-id-required"
+    ROOM_REQUIRED = "room-required"
+    INVALID_FIELD = "invalid-field"
+    NOT_IN_ROOM = "not-in-room"
+    ALREADY_CONNECTED = "already-connected"
+    NAME_TAKEN = "name-taken"
+    UNKNOWN_USER = "unknown-user"
+    UNKNOWN_PEER = "unknown-peer"
+    TOO_MANY_ROOMS = "too-many-rooms"
+    RATE_LIMITED = "rate-limited"
+    UNAVAILABLE = "unavailable"
+    INTERNAL = "internal-error"
+
+
+# WebSocket close codes the server uses (RFC 6455 section 7.4.1).
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008  # slow consumer: outbound buffer over its limit
+CLOSE_TOO_BIG = 1009  # frame larger than the configured limit
+
+# Names are what people type and read, so allow any letter or digit (unicode), a few
+# separators, and inner spaces; refuse control characters and anything over 64 chars.
+_NAME = re.compile(r"^[\w.@:+#~-](?:[\w .@:+#~-]{0,62}[\w.@:+#~-])?$")
+REF_MAX_LENGTH = 128
+
+
+class ProtocolError(Exception):
+    """A client request that cannot be served; becomes an ``error`` frame."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def now_iso() -> str:
+    """The ``timestamp`` every server frame carries (ISO 8601, UTC)."""
+    return datetime.now(timezone.utc).isoformat()
+
+
+def encode(frame: dict[str, Any]) -> bytes:
+    """Encode a server frame once; the bytes are then written to every recipient."""
+    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def with_seq(seq: int, frame: bytes) -> bytes:
+    """Put ``seq`` first into an already encoded frame (``{...}``) without re-encoding it.
+
+    The broker assigns ``seq`` at publish time (in Redis, inside the script that also
+    stores and publishes the frame), so the frame is encoded before its seq is known.
+    """
+    return b'{"seq":%d,' % seq + frame[1:]
+
+
+def error_frame(code: str, message: str, ref: str | None = None, **extra: Any) -> dict[str, Any]:
+    frame: dict[str, Any] = {"type": ERROR, "message": message, "code": code}
+    if ref is not None:
+        frame["ref"] = ref
+    frame.update(extra)
+    frame["timestamp"] = now_iso()
+    return frame
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A client frame that passed the envelope checks: a known type, an object payload."""
+
+    type: str
+    payload: dict[str, Any]
+    room: str | None
+    ref: str | None
+    raw: dict[str, Any]
+
+
+def parse_request(data: str | bytes, known_types: frozenset[str]) -> Request:
+    """Parse and check the envelope of one client frame, or raise `ProtocolError`.
+
+    The envelope is ``{"type": str, "payload": object?, "room": str?, "ref": str?}``;
+    the checks of each type's payload live with the handler of that type.
+    """
+    if isinstance(data, bytes):
+        raise ProtocolError(ErrorCode.BINARY_FRAME, "Binary frames are not supported; send JSON text")
+    try:
+        frame = json.loads(data)
+    except (ValueError, RecursionError):
+        raise ProtocolError(ErrorCode.INVALID_JSON, "Invalid JSON format") from None
+    if not isinstance(frame, dict):
+        raise ProtocolError(ErrorCode.INVALID_FRAME, "A frame must be a JSON object")
+    ref = frame.get("ref")
+    if ref is not None and not (isinstance(ref, str) and 0 < len(ref) <= REF_MAX_LENGTH):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"ref must be a string of 1 to {REF_MAX_LENGTH} characters")
+    kind = frame.get("type")
+    if not kind:
+        raise ProtocolError(ErrorCode.TYPE_REQUIRED, "Message type is required")
+    if not isinstance(kind, str):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "type must be a string")
+    if kind not in known_types:
+        raise ProtocolError(ErrorCode.UNKNOWN_TYPE, f"Unknown message type: {kind[:64]}")
+    payload = frame.get("payload")
+    if payload is None:
+        payload = {}
+    elif not isinstance(payload, dict):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "payload must be a JSON object")
+    room = frame.get("room")
+    if room is not None and room != "":
+        room = check_name(room, "room")
+    else:
+        room = None
+    return Request(kind, payload, room, ref, frame)
+
+
+def check_name(value: Any, field: str) -> str:
+    """Check a room, user or peer name: 1 to 64 letters, digits, spaces or ``.@:+#~-_``."""
+    if not isinstance(value, str):
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field} must be a string")
+    if not _NAME.fullmatch(value):
+        raise ProtocolError(
+            ErrorCode.INVALID_FIELD,
+            f"invalid {field} {value[:64]!r}: use 1 to 64 letters, digits, inner spaces or .@:+#~-_",
+        )
+    return value

@@ -1,0 +1,232 @@
+"""The room logic: membership, presence, ordered messages and the local fan-out.
+
+One `RoomHub` per server. It turns requests of a connection into broker operations
+and frames, and writes what the broker delivers to this server's connections. A frame
+is encoded once and the same bytes are written to every local recipient.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from . import protocol as p
+from .broker.base import Broker, JoinOutcome, Member, PresenceEntry, Published
+
+
+class Connection(Protocol):
+    """What the hub needs of a client connection (the WebSocket handler)."""
+
+    key: str  # unique across servers
+    user_id: str
+    identity: dict[str, Any]
+
+    def send(self, frame: bytes) -> None:
+        """Queue an encoded frame; never blocks, never raises."""
+
+
+@dataclass(slots=True)
+class LocalRoom:
+    """This server's connections in one room."""
+
+    members: dict[str, Connection] = field(default_factory=dict)
+    by_user: dict[str, dict[str, Connection]] = field(default_factory=dict)
+    # connections between subscribe and the end of their history replay: live frames
+    # wait here so none is lost or sent before the replay
+    joining: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+
+    def add(self, conn: Connection) -> None:
+        self.members[conn.key] = conn
+        self.by_user.setdefault(conn.user_id, {})[conn.key] = conn
+
+    def remove(self, conn: Connection) -> None:
+        self.joining.pop(conn.key, None)
+        if self.members.pop(conn.key, None) is not None:
+            peers = self.by_user[conn.user_id]
+            del peers[conn.key]
+            if not peers:
+                del self.by_user[conn.user_id]
+
+    def __bool__(self) -> bool:
+        return bool(self.members) or bool(self.joining)
+
+
+class RoomHub:
+    """Rooms of this server over a `Broker`; the handlers call it, the broker feeds it."""
+
+    def __init__(self, broker: Broker, log: logging.Logger, *, dedup_scope: str = "room") -> None:
+        self.broker = broker
+        self.log = log
+        self.local: dict[str, LocalRoom] = {}
+        self._dedup_scope = dedup_scope
+        broker.attach(self.deliver)
+
+    # -- fan-out (hot path) ----------------------------------------------------------
+    def deliver(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None) -> None:
+        local = self.local.get(room)
+        if local is None:
+            return
+        if to is not None:
+            targets = local.by_user.get(to)
+            if targets:
+                for conn in list(targets.values()):
+                    conn.send(frame)
+            return
+        if skip is None:
+            for conn in list(local.members.values()):
+                conn.send(frame)
+        else:
+            for key, conn in list(local.members.items()):
+                if key != skip:
+                    conn.send(frame)
+        if local.joining:
+            for key, waiting in local.joining.items():
+                if key != skip:
+                    waiting.append((seq, frame))
+
+    # -- requests ---------------------------------------------------------------------
+    async def join(
+        self,
+        conn: Connection,
+        room: str,
+        *,
+        state: dict[str, Any],
+        since: int | None,
+        epoch: str | None,
+        ref: str | None = None,
+    ) -> bool:
+        """Join `room`: snapshot, replay of what was missed, then live frames. False if refused."""
+        now = time.time()
+        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, now if state else 0.0)
+        outcome = await self.broker.join(room, entry)
+        if outcome is JoinOutcome.TAKEN:
+            conn.send(
+                p.encode(
+                    p.error_frame(
+                        p.ErrorCode.NAME_TAKEN,
+                        f"user_id {conn.user_id!r} is taken in room {room!r} by another user; connect with another user_id",
+                        ref,
+                        room=room,
+                    )
+                )
+            )
+            return False
+        local = self.local.get(room)
+        if local is None:
+            local = self.local[room] = LocalRoom()
+        waiting: list[tuple[int, bytes]] = []
+        local.joining[conn.key] = waiting
+        try:
+            if len(self.local[room].joining) == 1 and not local.members:
+                await self.broker.subscribe(room)
+            history = await self.broker.history(room, since, epoch)
+            members = await self.broker.members(room)
+        except BaseException:
+            local.remove(conn)
+            if not local:
+                self.local.pop(room, None)
+            await self.broker.leave(room, conn.key, conn.user_id)
+            raise
+        if local.joining.get(conn.key) is not waiting:
+            return False  # the connection closed meanwhile
+        joined: dict[str, Any] = {
+            "type": p.ROOM_JOINED,
+            "room": room,
+            "user_id": conn.user_id,
+            "members": [m.to_json() for m in members],
+            "seq": history.seq,
+            "epoch": history.epoch,
+        }
+        if since is not None:
+            joined["since"] = since
+            joined["recovered"] = history.recovered
+        if ref is not None:
+            joined["ref"] = ref
+        joined["timestamp"] = p.now_iso()
+        conn.send(p.encode(joined))
+        for frame in history.messages:
+            conn.send(frame)
+        # ready: take live frames directly; first flush what arrived during the replay
+        del local.joining[conn.key]
+        local.add(conn)
+        for seq, frame in waiting:
+            if seq == 0 or seq > history.seq:
+                conn.send(frame)
+        announce = p.encode(self._presence_frame(p.USER_JOINED, room, entry))
+        conn.send(announce)  # the seed sends the joiner its own user-joined
+        if outcome is JoinOutcome.FIRST:
+            await self.broker.emit(room, announce, skip=conn.key)
+        return True
+
+    async def leave(self, conn: Connection, room: str, *, closing: bool = False) -> None:
+        """Leave `room`; `user-left` goes to the room when the user's last connection leaves."""
+        local = self.local.get(room)
+        if local is not None:
+            local.remove(conn)
+        gone = await self.broker.leave(room, conn.key, conn.user_id)
+        if local is not None and not local:
+            del self.local[room]
+            await self.broker.unsubscribe(room)
+        entry = PresenceEntry(conn.key, conn.user_id, conn.identity)
+        left = p.encode(self._presence_frame(p.USER_LEFT, room, entry))
+        if not closing:
+            conn.send(left)
+        if gone:
+            await self.broker.emit(room, left, skip=conn.key)
+
+    async def publish(self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None) -> Published:
+        frame: dict[str, Any] = {
+            "type": p.MESSAGE,
+            "user_id": conn.user_id,
+            "message": payload,
+            "room": room,
+            "identity": conn.identity,
+        }
+        if ref is not None:
+            frame["ref"] = ref
+        frame["timestamp"] = p.now_iso()
+        return await self.broker.publish(room, p.encode(frame), dedup_key=self._dedup_key(conn, room, ref))
+
+    async def direct(self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None) -> bool:
+        """Send to every connection of user `to` in `room`; False if that user is not there."""
+        if not await self.broker.is_present(room, to):
+            return False
+        frame: dict[str, Any] = {
+            "type": p.DIRECT_MESSAGE,
+            "user_id": conn.user_id,
+            "to": to,
+            "message": payload,
+            "room": room,
+            "identity": conn.identity,
+        }
+        if ref is not None:
+            frame["ref"] = ref
+        frame["timestamp"] = p.now_iso()
+        await self.broker.emit(room, p.encode(frame), to=to)
+        return True
+
+    async def set_state(self, conn: Connection, room: str, state: dict[str, Any]) -> None:
+        now = time.time()
+        await self.broker.set_state(room, conn.key, state, now)
+        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, now)
+        await self.broker.emit(room, p.encode(self._presence_frame(p.PRESENCE, room, entry)))
+
+    async def members(self, room: str) -> list[Member]:
+        return await self.broker.members(room)
+
+    # -- helpers ----------------------------------------------------------------------
+    def _dedup_key(self, conn: Connection, room: str, ref: str | None) -> str | None:
+        if ref is None:
+            return None
+        # scoped to the sender's identity and name, so nobody can burn another's ids
+        return f"{room}\x1f{conn.identity.get('username', '')}\x1f{conn.user_id}\x1f{ref}"
+
+    @staticmethod
+    def _presence_frame(kind: str, room: str, entry: PresenceEntry) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": kind, "user_id": entry.user_id, "room": room, "identity": entry.identity}
+        if kind != p.USER_LEFT:
+            frame["state"] = entry.state
+        frame["timestamp"] = p.now_iso()
+        return frame

@@ -1,0 +1,1 @@
+"""What a notebook imports: the iAvicenne client, room widgets and peer links."""

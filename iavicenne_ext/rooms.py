@@ -7,6 +7,7 @@ is encoded once and the same bytes are written to every local recipient.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ class LocalRoom:
     # connections between subscribe and the end of their history replay: live frames
     # wait here so none is lost or sent before the replay
     joining: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
+    subscribed: asyncio.Future[None] | None = None
 
     def add(self, conn: Connection) -> None:
         self.members[conn.key] = conn
@@ -116,17 +118,18 @@ class RoomHub:
         local = self.local.get(room)
         if local is None:
             local = self.local[room] = LocalRoom()
+            # every joiner of this room on this server waits for the one subscription
+            local.subscribed = asyncio.ensure_future(self.broker.subscribe(room))
         waiting: list[tuple[int, bytes]] = []
         local.joining[conn.key] = waiting
         try:
-            if len(self.local[room].joining) == 1 and not local.members:
-                await self.broker.subscribe(room)
+            await asyncio.shield(local.subscribed)
             history = await self.broker.history(room, since, epoch)
             members = await self.broker.members(room)
         except BaseException:
             local.remove(conn)
-            if not local:
-                self.local.pop(room, None)
+            if not local and self.local.get(room) is local:
+                del self.local[room]
             await self.broker.leave(room, conn.key, conn.user_id)
             raise
         if local.joining.get(conn.key) is not waiting:
@@ -166,7 +169,7 @@ class RoomHub:
         if local is not None:
             local.remove(conn)
         gone = await self.broker.leave(room, conn.key, conn.user_id)
-        if local is not None and not local:
+        if local is not None and not local and self.local.get(room) is local:
             del self.local[room]
             await self.broker.unsubscribe(room)
         entry = PresenceEntry(conn.key, conn.user_id, conn.identity)

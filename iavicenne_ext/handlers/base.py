@@ -140,10 +140,12 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
             self._gone = True
             return
         self._outbound += size
-        written.add_done_callback(lambda _f, size=size: self._flushed(size))
+        written.add_done_callback(lambda done, size=size: self._flushed(done, size))
 
-    def _flushed(self, size: int) -> None:
+    def _flushed(self, done: asyncio.Future[None], size: int) -> None:
         self._outbound -= size
+        if not done.cancelled() and done.exception() is not None:
+            self._gone = True  # the peer went away; on_close does the rest
 
     def send_frame(self, frame: dict[str, Any]) -> None:
         frame.setdefault("timestamp", p.now_iso())

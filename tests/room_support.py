@@ -1,0 +1,90 @@
+"""What the room-endpoint tests share: two analysts with their own tokens, and checks
+every test wants (each server frame carries an ISO 8601 UTC `timestamp`).
+
+Imported by the test modules (pytest puts `tests/` on ``sys.path``); fixtures defined
+here are used by importing them into a module.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+from jupyter_server.auth.identity import IdentityProvider, User
+from tornado import web
+
+from iavicenne_ext.pytest_plugin import WSClient
+
+ALICE = {"Authorization": "token alice-token"}
+BOB = {"Authorization": "token bob-token"}
+
+Connect = Callable[..., Awaitable[WSClient]]
+
+
+class TwoAnalysts(IdentityProvider):
+    """Jupyter's own token and cookie login, plus a personal token for alice and for bob.
+
+    Set as ``ServerApp.identity_provider_class``: this is how a JupyterHub-like
+    deployment looks to the extension — several real users, each with a token. Like
+    Jupyter and JupyterHub, a token-authenticated request is marked as such (which skips
+    the origin check for scripts).
+    """
+
+    analysts = {"alice-token": "alice", "bob-token": "bob"}
+
+    async def get_user(self, handler: web.RequestHandler) -> User | None:  # type: ignore[override]
+        name = self.analysts.get(self.get_token(handler) or "")
+        if name is None:
+            return await self._get_user(handler)
+        handler._token_authenticated = True  # type: ignore[attr-defined]
+        return User(username=name, name=name, display_name=name.title())
+
+
+def with_analysts(config: dict[str, Any]) -> dict[str, Any]:
+    config["ServerApp"]["identity_provider_class"] = TwoAnalysts
+    return config
+
+
+def assert_timestamped(frames: list[dict[str, Any]]) -> None:
+    for frame in frames:
+        stamp = frame.get("timestamp")
+        assert isinstance(stamp, str), f"no timestamp in {frame}"
+        parsed = datetime.fromisoformat(stamp)
+        assert parsed.utcoffset() == timedelta(0), f"timestamp not in UTC: {frame}"
+
+
+@pytest.fixture
+def connect(iav_connect: Connect) -> Connect:
+    """`iav_connect`, and at the end: every frame any client read carried a UTC timestamp."""
+    clients: list[WSClient] = []
+
+    async def open_client(*args: Any, **kwargs: Any) -> WSClient:
+        client = await iav_connect(*args, **kwargs)
+        clients.append(client)
+        return client
+
+    yield open_client
+    for client in clients:
+        assert_timestamped(client.seen)
+
+
+async def closed(client: WSClient, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Read until the server closes the socket; its close code and reason."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        left = deadline - loop.time()
+        assert left > 0, f"the socket was not closed within {timeout} s; saw {client.seen[-5:]}"
+        try:
+            await client.recv(left)
+        except ConnectionError:
+            return client.ws.close_code, client.ws.close_reason
+        except TimeoutError:
+            continue
+
+
+def of_type(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [f for f in frames if f.get("type") == kind]

@@ -43,6 +43,9 @@ ANSWER = "answer"
 ICE_CANDIDATE = "ice-candidate"
 RELAYED = (OFFER, ANSWER, ICE_CANDIDATE)
 SIGNALING_REQUESTS = frozenset({JOIN, LEAVE, *RELAYED})
+# The hub carries signaling rooms beside chat rooms under this prefix; no valid room
+# name contains '/', so "signaling/r1" can never be the chat room "r1" (or any other).
+SIGNALING_ROOM_PREFIX = "signaling/"
 
 
 class ErrorCode:
@@ -54,11 +57,14 @@ class ErrorCode:
     UNKNOWN_TYPE = "unknown-type"
     BINARY_FRAME = "binary-frame"
     USER_ID_REQUIRED = "user-id-required"
+    PEER_ID_REQUIRED = "peer-id-required"
+    TARGET_REQUIRED = "target-required"
     ROOM_REQUIRED = "room-required"
     INVALID_FIELD = "invalid-field"
     NOT_IN_ROOM = "not-in-room"
     ALREADY_CONNECTED = "already-connected"
     NAME_TAKEN = "name-taken"
+    SUPERSEDED = "superseded"  # a newer connection of the same user took this peer_id over
     UNKNOWN_USER = "unknown-user"
     UNKNOWN_PEER = "unknown-peer"
     TOO_MANY_ROOMS = "too-many-rooms"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import getpass
 import hashlib
+import hmac
 import itertools
 import time
 from collections.abc import Awaitable, Callable
@@ -114,12 +115,22 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         """
         identity = {"username": user.username, "name": user.name, "display_name": user.display_name}
         token = getattr(self.identity_provider, "token", None)
-        if token and self.identity_provider.is_token_authenticated(self):
+        if token and self.identity_provider.is_token_authenticated(self) and self._presented(token):
             digest = hashlib.sha256(token.encode()).hexdigest()[:16]
             identity["username"] = f"token-{digest}"
             # the server runs as its owner: that login is the token holder's name
             identity["name"] = identity["display_name"] = getpass.getuser()
         return identity
+
+    def _presented(self, token: str) -> bool:
+        """True when this request carries the server's own token.
+
+        Being token-authenticated is not enough: identity providers with personal tokens
+        (JupyterHub, or any custom one) also mark their requests so, and those users must
+        keep their own identity rather than become the server's owner.
+        """
+        presented = self.identity_provider.get_token(self) or ""
+        return hmac.compare_digest(presented.encode(), token.encode())
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)  # starts Jupyter's keep-alive pings

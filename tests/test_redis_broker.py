@@ -1,0 +1,320 @@
+"""`RedisBroker` on its own, against real Redis servers: the broker interface's semantics
+(the ones `MemoryBroker` defines), several brokers sharing one Redis as several servers
+would, liveness, and Redis going away and coming back.
+
+Every test uses its own key prefix on the Redis at 127.0.0.1:6379, or a private
+`redis-server` when it must stop it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import RedisProcess, drop_prefix, free_port, shared_redis_url, unique_prefix
+
+from iavicenne_ext import protocol as p
+from iavicenne_ext.broker.base import BrokerUnavailable, JoinOutcome, PresenceEntry
+from iavicenne_ext.broker.redis import RedisBroker, redact
+
+REFRESH = 0.2
+TIMEOUT = 0.8
+RETRY = 0.2
+
+
+@dataclass
+class Delivered:
+    """What a broker handed to its hub."""
+
+    frames: list[tuple[str, dict[str, Any], int, str | None, str | None]] = field(default_factory=list)
+
+    def __call__(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None) -> None:
+        self.frames.append((room, json.loads(frame), seq, to, skip))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [f for _, f, _, _, _ in self.frames if f.get("type") == kind]
+
+    async def wait(self, test: Callable[[], bool], timeout: float = 5.0, what: str = "frames") -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not test():
+            if loop.time() > deadline:
+                raise TimeoutError(f"{what} not delivered within {timeout} s; got {self.frames[-5:]}")
+            await asyncio.sleep(0.02)
+
+
+class Lines(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def at(self, level: int) -> list[str]:
+        return [r.getMessage() for r in self.records if r.levelno >= level]
+
+
+def message(text: str) -> bytes:
+    return p.encode({"type": p.MESSAGE, "user_id": "u", "message": {"content": text}, "timestamp": p.now_iso()})
+
+
+def entry(conn: str, user_id: str, username: str = "owner") -> PresenceEntry:
+    return PresenceEntry(conn, user_id, {"username": username, "name": user_id, "display_name": user_id})
+
+
+Brokers = Callable[..., Awaitable[tuple[RedisBroker, Delivered]]]
+
+
+@asynccontextmanager
+async def brokers_on(url: str, prefix: str, **options: Any) -> AsyncIterator[Brokers]:
+    """Start brokers that share `url` and `prefix` (as servers would); close them at the end."""
+    started: list[RedisBroker] = []
+
+    async def start(**more: Any) -> tuple[RedisBroker, Delivered]:
+        settings: dict[str, Any] = {
+            "history_size": 100,
+            "history_ttl": 60.0,
+            "dedup_ttl": 60.0,
+            "presence_refresh": REFRESH,
+            "presence_timeout": TIMEOUT,
+            "retry_interval": RETRY,
+            "socket_timeout": 2.0,
+            **options,
+            **more,
+        }
+        broker = RedisBroker(url=url, prefix=prefix, **settings)
+        delivered = Delivered()
+        broker.attach(delivered)
+        started.append(broker)
+        await broker.start()
+        return broker, delivered
+
+    try:
+        yield start
+    finally:
+        for broker in started:
+            await broker.close()
+
+
+@pytest.fixture
+def shared() -> tuple[str, str]:
+    url = shared_redis_url()
+    prefix = unique_prefix("broker")
+    yield url, prefix
+    drop_prefix(url, prefix)
+
+
+@pytest.fixture
+def private_redis(tmp_path: Path) -> RedisProcess:
+    server = RedisProcess(tmp_path / "redis").start()
+    yield server
+    server.stop()
+
+
+# -- seq, history, dedup ----------------------------------------------------------------
+async def test_publish_numbers_stores_and_dedups(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared) as start:
+        broker, delivered = await start()
+        await broker.subscribe("r")
+        seqs = [(await broker.publish("r", message(f"m{i}"))).seq for i in range(1, 6)]
+        assert seqs == [1, 2, 3, 4, 5]
+        first = await broker.publish("r", message("once"), dedup_key="r\x1fowner\x1fu\x1fref-1")
+        again = await broker.publish("r", message("once"), dedup_key="r\x1fowner\x1fu\x1fref-1")
+        assert (first.seq, first.duplicate) == (6, False)
+        assert (again.seq, again.duplicate) == (6, True)
+        # publish returns once the frame was delivered here, like the memory broker
+        assert [seq for _, _, seq, _, _ in delivered.frames] == [1, 2, 3, 4, 5, 6]
+        assert [f["seq"] for _, f, _, _, _ in delivered.frames] == [1, 2, 3, 4, 5, 6]
+        assert delivered.frames[0][1]["message"] == {"content": "m1"}
+
+        missed = await broker.history("r", 2, None)
+        assert [json.loads(m)["seq"] for m in missed.messages] == [3, 4, 5, 6]
+        assert missed.recovered and missed.seq == 6
+        none = await broker.history("r", None, None)
+        assert none.messages == [] and none.recovered and none.epoch == missed.epoch
+        ahead = await broker.history("r", 7, missed.epoch)
+        assert ahead.messages == [] and not ahead.recovered
+        foreign = await broker.history("r", 3, "another-life")
+        assert not foreign.recovered and len(foreign.messages) == 6
+        assert await broker.room_exists("r") and not await broker.room_exists("never")
+
+
+async def test_history_is_bounded_and_recovered_stays_exact(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared, history_size=3) as start:
+        broker, _ = await start()
+        for i in range(6):
+            await broker.publish("r", message(f"m{i}"))
+        kept = await broker.history("r", 3, None)
+        assert [json.loads(m)["seq"] for m in kept.messages] == [4, 5, 6] and kept.recovered
+        lost = await broker.history("r", 2, None)
+        assert [json.loads(m)["seq"] for m in lost.messages] == [4, 5, 6] and not lost.recovered
+        assert (await broker.history("r", 6, None)).recovered
+        # an absurd since is refused plainly, not a Redis error
+        assert not (await broker.history("r", 2**70, None)).recovered
+
+
+# -- several servers on one Redis ---------------------------------------------------------
+async def test_frames_reach_every_server_once_in_seq_order(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared) as start:
+        (a, got_a), (b, got_b), (c, got_c) = [await start() for _ in range(3)]
+        await a.subscribe("r")
+        await b.subscribe("r")  # c has no member in r: it must receive nothing
+        results = await asyncio.gather(
+            *(broker.publish("r", message(f"{n}-{i}")) for i in range(40) for n, broker in (("a", a), ("b", b), ("c", c)))
+        )
+        assert sorted(r.seq for r in results) == list(range(1, 121))
+        for got in (got_a, got_b):
+            await got.wait(lambda got=got: len(got.frames) == 120)
+            assert [seq for _, _, seq, _, _ in got.frames] == list(range(1, 121))
+        await a.emit("r", p.encode({"type": "x", "timestamp": p.now_iso()}), to="bob", skip="k")
+        await got_b.wait(lambda: len(got_b.frames) == 121)
+        assert got_b.frames[-1][2:] == (0, "bob", "k")
+        assert got_c.frames == []
+        await b.unsubscribe("r")
+        await a.publish("r", message("after"))
+        await got_a.wait(lambda: len(got_a.frames) == 122)
+        await asyncio.sleep(0.2)
+        assert len(got_b.frames) == 121
+
+
+async def test_presence_first_again_taken_across_servers(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared) as start:
+        (a, _), (b, _) = await start(), await start()
+        assert await a.join("r", entry(f"{a.server_id}:1", "alice")) is JoinOutcome.FIRST
+        assert await b.join("r", entry(f"{b.server_id}:1", "alice")) is JoinOutcome.AGAIN
+        assert await b.join("r", entry(f"{b.server_id}:2", "alice", username="mallory")) is JoinOutcome.TAKEN
+        assert await b.join("r", entry(f"{b.server_id}:3", "bob", username="bob")) is JoinOutcome.FIRST
+        await b.set_state("r", f"{b.server_id}:3", {"cell": 4}, 5.0)
+        members = {m.user_id: m for m in await a.members("r")}
+        assert members["alice"].connections == 2 and members["bob"].state == {"cell": 4}
+        assert await a.is_present("r", "bob") and not await a.is_present("r", "mallory")
+        assert {name: len(ms) for name, ms in (await a.rooms()).items()} == {"r": 2}
+        assert await a.leave("r", f"{a.server_id}:1", "alice") is False
+        assert await b.leave("r", f"{b.server_id}:1", "alice") is True
+        assert await b.leave("r", f"{b.server_id}:1", "alice") is False  # twice: nothing
+        assert await b.leave("r", f"{b.server_id}:3", "bob") is True
+        assert await a.rooms() == {} and await a.entries("r") == []
+
+
+async def test_a_silent_server_is_swept_and_comes_back(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared) as start:
+        (a, got_a), (b, _) = await start(), await start()
+        await a.subscribe("r")
+        await a.join("r", entry(f"{a.server_id}:1", "alice"))
+        await b.join("r", entry(f"{b.server_id}:1", "bob", username="bob"))
+        await b.join("r", entry(f"{b.server_id}:2", "alice"))  # alice is also on a
+        # b stops refreshing (a stalled process looks like a dead one from outside)
+        assert b._presence_task is not None
+        b._presence_task.cancel()
+        loop = asyncio.get_running_loop()
+        stalled = loop.time()
+        await got_a.wait(lambda: bool(got_a.of_type(p.USER_LEFT)), timeout=TIMEOUT + 3 * REFRESH + 1, what="user-left")
+        assert loop.time() - stalled <= TIMEOUT + 2 * REFRESH + 0.5
+        left = got_a.of_type(p.USER_LEFT)
+        assert [f["user_id"] for f in left] == ["bob"]  # alice still has her connection on a
+        assert left[0]["identity"]["username"] == "bob" and left[0]["room"] == "r"
+        assert [m.user_id for m in await a.members("r")] == ["alice"]
+        # b refreshes again: told it was swept, it registers its members and announces them
+        b._presence_task = asyncio.ensure_future(b._presence_loop(b._generation))
+        await got_a.wait(lambda: bool(got_a.of_type(p.USER_JOINED)), what="user-joined")
+        assert [f["user_id"] for f in got_a.of_type(p.USER_JOINED)] == ["bob"]
+        members = {m.user_id: m.connections for m in await a.members("r")}
+        assert members == {"alice": 2, "bob": 1}
+        await asyncio.sleep(TIMEOUT + REFRESH)
+        assert len(got_a.of_type(p.USER_LEFT)) == 1  # nobody is swept twice
+
+
+async def test_a_closing_server_leaves_at_once(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared) as start:
+        (a, got_a), (b, _) = await start(), await start()
+        await a.subscribe("r")
+        await b.join("r", entry(f"{b.server_id}:1", "bob", username="bob"))
+        await b.close()
+        await got_a.wait(lambda: bool(got_a.of_type(p.USER_LEFT)), timeout=1.0, what="user-left")
+        assert await a.members("r") == []
+
+
+# -- Redis going away ----------------------------------------------------------------------
+async def test_unreachable_at_start_is_one_line_then_retried(tmp_path: Path) -> None:
+    port = free_port()
+    lines = Lines()
+    log = logging.getLogger(f"iavicenne.test.{port}")
+    log.addHandler(lines)
+    log.setLevel(logging.DEBUG)
+    url = f"redis://:s3cret@127.0.0.1:{port}/0"
+    async with brokers_on(url, unique_prefix("start"), log=log) as start:
+        broker, _ = await start()  # returns: the server starts without Redis
+        assert not broker.available
+        with pytest.raises(BrokerUnavailable, match="unreachable"):
+            await broker.publish("r", message("lost?"))
+        with pytest.raises(BrokerUnavailable):
+            await broker.join("r", entry(f"{broker.server_id}:1", "alice"))
+        await asyncio.sleep(4 * RETRY)  # several failed attempts
+        warnings = lines.at(logging.WARNING)
+        assert len(warnings) == 1, warnings
+        assert "cannot reach Redis" in warnings[0] and f"127.0.0.1:{port}" in warnings[0]
+        assert "s3cret" not in warnings[0]
+        assert not any(r.exc_info for r in lines.records)
+        # Redis starts (without the password: redis-py only sends it when the server asks)
+        redis_server = RedisProcess(tmp_path / "redis", port=port).start()
+        try:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while not broker.available:
+                assert loop.time() < deadline, "did not reconnect"
+                await asyncio.sleep(0.05)
+            assert await broker.join("r", entry(f"{broker.server_id}:1", "alice")) is JoinOutcome.FIRST
+        finally:
+            await broker.close()
+            redis_server.stop()
+
+
+async def test_redis_restart_resubscribes_and_reregisters(private_redis: RedisProcess) -> None:
+    async with brokers_on(private_redis.url, unique_prefix("restart")) as start:
+        (a, got_a), (b, got_b) = await start(), await start()
+        for broker, user in ((a, "alice"), (b, "bob")):
+            await broker.subscribe("r")
+            await broker.join("r", entry(f"{broker.server_id}:1", user, username=user))
+        await b.join("r", entry(f"{b.server_id}:2", "carol", username="carol"))
+        before = await a.publish("r", message("before"))
+        epoch = (await a.history("r", None, None)).epoch
+        await got_b.wait(lambda: len(got_b.frames) == 1)
+
+        private_redis.stop()
+        with pytest.raises(BrokerUnavailable):
+            await a.publish("r", message("during"))
+        assert not a.available
+        with pytest.raises(BrokerUnavailable):
+            await b.emit("r", message("during"))
+        # a leave during the outage is kept, and applied once Redis is back
+        assert await b.leave("r", f"{b.server_id}:2", "carol") is False
+
+        private_redis.start()  # same port, empty: no persistence
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 5
+        while not (a.available and b.available):
+            assert loop.time() < deadline, "did not reconnect"
+            await asyncio.sleep(0.05)
+        assert {m.user_id for m in await a.members("r")} == {"alice", "bob"}
+        await got_a.wait(lambda: bool(got_a.of_type(p.USER_LEFT)), what="carol's user-left")
+        assert [f["user_id"] for f in got_a.of_type(p.USER_LEFT)] == ["carol"]
+        after = await a.publish("r", message("after"))
+        await got_b.wait(lambda: any(f.get("message") == {"content": "after"} for f in got_b.of_type(p.MESSAGE)))
+        history = await a.history("r", before.seq, epoch)
+        # Redis lost the room's past: a new life, and the client is told it cannot recover
+        assert history.epoch != epoch and not history.recovered and after.seq == 1
+        assert all(f.get("message", {}).get("content") != "during" for f in got_b.of_type(p.MESSAGE))
+
+
+async def test_redis_url_is_redacted_in_logs() -> None:
+    assert redact("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
+    assert redact("rediss://user:pw@host/1") == "rediss://user:***@host/1"
+    assert redact("redis://host:6379") == "redis://host:6379"

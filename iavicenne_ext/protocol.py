@@ -12,7 +12,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NoReturn
 
 # -- frame types: room endpoint ------------------------------------------------------
 CONNECT = "connect"
@@ -142,9 +142,14 @@ def parse_request(data: str | bytes, known_types: frozenset[str]) -> Request:
     if isinstance(data, bytes):
         raise ProtocolError(ErrorCode.BINARY_FRAME, "Binary frames are not supported; send JSON text")
     try:
-        frame = json.loads(data)
+        frame = json.loads(data, parse_constant=_not_json)
     except (ValueError, RecursionError):
         raise ProtocolError(ErrorCode.INVALID_JSON, "Invalid JSON format") from None
+    if _SURROGATE_ESCAPE.search(data) and not _encodable(frame):
+        raise ProtocolError(
+            ErrorCode.INVALID_JSON,
+            "Invalid JSON format: a \\u escape is a lone surrogate, not a Unicode character; send UTF-8 text",
+        )
     if not isinstance(frame, dict):
         raise ProtocolError(ErrorCode.INVALID_FRAME, "A frame must be a JSON object")
     ref = frame.get("ref")
@@ -168,6 +173,26 @@ def parse_request(data: str | bytes, known_types: frozenset[str]) -> Request:
     else:
         room = None
     return Request(kind, payload, room, ref, frame)
+
+
+def _not_json(constant: str) -> NoReturn:
+    # Python reads NaN and Infinity, but they are not JSON: echoed to a browser, its
+    # JSON.parse would fail on every frame of the room
+    raise ValueError(f"{constant} is not JSON")
+
+
+# A \uD800-\uDFFF escape decodes to a lone surrogate unless it is half of a valid pair;
+# such a string cannot be encoded as UTF-8, so every frame that carries it would fail
+# later (and a presence state holding one would break the room's snapshot for everyone).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(frame: Any) -> bool:
+    try:
+        encode(frame)
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def check_name(value: Any, field: str) -> str:

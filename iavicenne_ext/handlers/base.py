@@ -142,7 +142,8 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         if self._gone:
             return
         size = len(frame)
-        if self._outbound + size > self.limits.max_outbound_bytes:
+        # a client with nothing waiting is not slow, however big this one frame is
+        if self._outbound and self._outbound + size > self.limits.max_outbound_bytes:
             self._drop_slow_consumer()
             return
         try:

@@ -12,13 +12,15 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Enum, Float, Int, Unicode, default
+from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 from .broker.base import Broker
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits
 from .handlers.rest import RoomListHandler, RoomMembersHandler
 from .handlers.rooms import RoomSocketHandler
+from .handlers.signaling import SignalingSocketHandler
+from .ice import IceConfig
 from .rooms import RoomHub
 
 
@@ -113,6 +115,42 @@ class IAvicenne(ExtensionApp):
         "disconnected (close 1008, 'slow consumer') instead of growing the server's memory.",
     )
 
+    # -- signaling: the ICE servers handed to peers in `joined` -----------------------
+    ice_servers = List(
+        Dict(),
+        config=True,
+        help="STUN/TURN servers handed to peers in 'joined', as W3C RTCIceServer dicts, e.g. "
+        "[{'urls': ['stun:stun.example.org:3478']}, {'urls': ['turn:turn.example.org:3478?transport=udp']}]. "
+        "A TURN entry without 'username' gets time-limited credentials when turn_secret is set. "
+        "Default: none (peers on one network need none).",
+    )
+
+    @validate("ice_servers")
+    def _check_ice_servers(self, proposal: Any) -> list[dict[str, Any]]:
+        for server in proposal["value"]:
+            urls = server.get("urls")
+            if not (isinstance(urls, str) or (isinstance(urls, list) and urls and all(isinstance(u, str) for u in urls))):
+                raise TraitError(f"every ICE server needs 'urls', a URL or a list of URLs; got {server!r}")
+        return proposal["value"]
+
+    turn_secret = Unicode(
+        config=True,
+        help="Secret shared with the TURN server (coturn: use-auth-secret, static-auth-secret=...). "
+        "TURN entries of ice_servers then get the TURN REST credentials: username "
+        "'<expiry unix time>:<peer_id>', credential base64(HMAC-SHA1(secret, username)). "
+        "Default: $IAVICENNE_TURN_SECRET.",
+    )
+
+    @default("turn_secret")
+    def _default_turn_secret(self) -> str:
+        return os.environ.get("IAVICENNE_TURN_SECRET", "")
+
+    turn_ttl = Float(
+        86400.0,
+        config=True,
+        help="Seconds the TURN credentials handed out in 'joined' stay valid.",
+    )
+
     # -- wiring ----------------------------------------------------------------------
     def make_broker(self) -> Broker:
         if self.broker == "redis":
@@ -145,11 +183,16 @@ class IAvicenne(ExtensionApp):
         self.room_broker = self.make_broker()
         self.hub = RoomHub(self.room_broker, self.log)
 
+    @property
+    def ice(self) -> IceConfig:
+        return IceConfig(self.ice_servers, self.turn_secret, self.turn_ttl)
+
     def initialize_handlers(self) -> None:
         shared: dict[str, Any] = {"hub": self.hub, "limits": self.limits}
         self.handlers.extend(
             [
                 (r"/iavicenne/ws/mcp/?", RoomSocketHandler, shared),
+                (r"/iavicenne/ws/signaling/?", SignalingSocketHandler, {**shared, "ice": self.ice}),
                 (r"/iavicenne/api/rooms/?", RoomListHandler, {"hub": self.hub}),
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, {"hub": self.hub}),
             ]

@@ -78,6 +78,7 @@ CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008  # slow consumer: outbound buffer over its limit
 CLOSE_TOO_BIG = 1009  # frame larger than the configured limit
+CLOSE_SUPERSEDED = 4000  # a newer connection of the same user took the peer_id over: do not reconnect
 
 # Names are what people type and read, so allow any letter or digit (unicode), a few
 # separators, and inner spaces; refuse control characters and anything over 64 chars.

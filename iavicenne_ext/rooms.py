@@ -115,11 +115,7 @@ class RoomHub:
                 )
             )
             return False
-        local = self.local.get(room)
-        if local is None:
-            local = self.local[room] = LocalRoom()
-            # every joiner of this room on this server waits for the one subscription
-            local.subscribed = asyncio.ensure_future(self.broker.subscribe(room))
+        local = self._local_room(room)
         waiting: list[tuple[int, bytes]] = []
         local.joining[conn.key] = waiting
         try:
@@ -219,7 +215,51 @@ class RoomHub:
     async def members(self, room: str) -> list[Member]:
         return await self.broker.members(room)
 
+    # -- listeners: endpoints that speak frames of their own (signaling) ---------------
+    async def listen(self, conn: Connection, room: str) -> None:
+        """Deliver `room`'s frames to `conn`, and nothing else: no presence, no history.
+
+        For an endpoint that keeps its own presence in the broker and writes its own
+        frames (the signaling socket): the hub only subscribes and fans out, so frames
+        emitted to the room or to one `user_id` reach `conn` on whichever server it is.
+        """
+        local = self._local_room(room)
+        waiting: list[tuple[int, bytes]] = []
+        local.joining[conn.key] = waiting  # holds the room open while subscribing
+        try:
+            await asyncio.shield(local.subscribed)
+        except BaseException:
+            await self.unlisten(conn, room)
+            raise
+        if local.joining.pop(conn.key, None) is not waiting:
+            return  # unlistened meanwhile
+        local.add(conn)
+        for _seq, frame in waiting:
+            conn.send(frame)
+
+    async def unlisten(self, conn: Connection, room: str) -> None:
+        local = self.local.get(room)
+        if local is None:
+            return
+        local.remove(conn)
+        if not local and self.local.get(room) is local:
+            del self.local[room]
+            await self.broker.unsubscribe(room)
+
+    def connections(self, room: str, user_id: str) -> list[Connection]:
+        """This server's connections of `user_id` in `room`."""
+        local = self.local.get(room)
+        return list(local.by_user.get(user_id, {}).values()) if local is not None else []
+
     # -- helpers ----------------------------------------------------------------------
+    def _local_room(self, room: str) -> LocalRoom:
+        local = self.local.get(room)
+        if local is None:
+            local = self.local[room] = LocalRoom()
+            # every joiner of this room on this server waits for the one subscription
+            local.subscribed = asyncio.ensure_future(self.broker.subscribe(room))
+        return local
+
     def _dedup_key(self, conn: Connection, room: str, ref: str | None) -> str | None:
         if ref is None:
             return None

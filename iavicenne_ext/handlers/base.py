@@ -163,7 +163,8 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         frame.setdefault("timestamp", p.now_iso())
         self.send(p.encode(frame))
 
-    def send_error(self, code: str, message: str, ref: str | None = None, **extra: Any) -> None:
+    def send_error_frame(self, code: str, message: str, ref: str | None = None, **extra: Any) -> None:
+        # not `send_error`: that is tornado's, which answers a refused handshake (403)
         self.send(p.encode(p.error_frame(code, message, ref, **extra)))
 
     def _drop_slow_consumer(self) -> None:
@@ -187,12 +188,12 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
             ref = request.ref
             await self._handlers[request.type](request)
         except p.ProtocolError as error:
-            self.send_error(error.code, error.message, ref)
+            self.send_error_frame(error.code, error.message, ref)
         except BrokerUnavailable as error:
-            self.send_error(p.ErrorCode.UNAVAILABLE, f"not delivered: {error}", ref)
+            self.send_error_frame(p.ErrorCode.UNAVAILABLE, f"not delivered: {error}", ref)
         except Exception:
             self.log.exception("iavicenne: error handling a frame from %s", self.key)
-            self.send_error(p.ErrorCode.INTERNAL, "internal error; the request was not carried out", ref)
+            self.send_error_frame(p.ErrorCode.INTERNAL, "internal error; the request was not carried out", ref)
 
     def _rate_limited(self, message: str | bytes) -> None:
         """Drop the frame; say so at most once a second (the notice must not be a flood too)."""
@@ -201,7 +202,7 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         if now - self._last_limit_notice < 1.0:
             return
         self._last_limit_notice = now
-        self.send_error(
+        self.send_error_frame(
             p.ErrorCode.RATE_LIMITED,
             f"rate limited: more than {self.limits.messages_per_second:g} frames per second "
             f"(burst {self.limits.burst}); {self._dropped} frame(s) dropped, send them again later",

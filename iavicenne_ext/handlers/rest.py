@@ -33,6 +33,7 @@ class RoomListHandler(_RoomsAPIHandler):
                     "rooms": [
                         {"room": name, "members": len(members), "connections": sum(m.connections for m in members)}
                         for name, members in sorted(rooms.items())
+                        if not name.startswith(p.SIGNALING_ROOM_PREFIX)  # the signaling socket's
                     ]
                 }
             )

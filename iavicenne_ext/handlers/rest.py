@@ -19,6 +19,16 @@ class _RoomsAPIHandler(APIHandler):
     def initialize(self, *, hub: RoomHub) -> None:  # type: ignore[override]
         self.hub = hub
 
+    async def prepare(self) -> None:
+        try:
+            await super().prepare()
+        except web.HTTPError as error:
+            # APIHandler answers a foreign Origin with 404, which reads as a missing room;
+            # refuse it as the room socket does, with 403 and the reason
+            if error.status_code == 404 and self.current_user is not None and not self.check_origin():
+                raise web.HTTPError(403, "cross-origin request refused: Origin does not match Host") from None
+            raise
+
 
 class RoomListHandler(_RoomsAPIHandler):
     """`GET {base_url}iavicenne/api/rooms`: rooms with members now, and their counts."""

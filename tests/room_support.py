@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
-from jupyter_server.auth.identity import IdentityProvider, User
+from jupyter_server.auth.identity import PasswordIdentityProvider, User
 from tornado import web
 
 from iavicenne_ext.pytest_plugin import WSClient
@@ -24,7 +24,7 @@ BOB = {"Authorization": "token bob-token"}
 Connect = Callable[..., Awaitable[WSClient]]
 
 
-class TwoAnalysts(IdentityProvider):
+class TwoAnalysts(PasswordIdentityProvider):
     """Jupyter's own token and cookie login, plus a personal token for alice and for bob.
 
     Set as ``ServerApp.identity_provider_class``: this is how a JupyterHub-like

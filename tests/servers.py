@@ -119,29 +119,84 @@ def drop_prefix(url: str, prefix: str) -> None:
         client.close()
 
 
-class RedisProcess:
-    """A private `redis-server` on a free loopback port, without persistence."""
+def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 and its key (PEM files), for a TLS Redis."""
+    import datetime
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, LOOPBACK)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(__import__("ipaddress").ip_address(LOOPBACK))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "redis.crt", folder / "redis.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class RedisProcess:
+    """A private `redis-server` on a free loopback port, without persistence; with a
+    password and TLS (a self-signed certificate) when asked."""
+
+    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None, tls: bool = False) -> None:
         self.binary = redis_binary()
         self.port = port or free_port()
+        self.password = password
+        self.tls = tls
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://{LOOPBACK}:{self.port}/0"
+        auth = f":{self.password}@" if self.password else ""
+        if self.tls:
+            return f"rediss://{auth}{LOOPBACK}:{self.port}/0?ssl_ca_certs={self.workdir / 'redis.crt'}"
+        return f"redis://{auth}{LOOPBACK}:{self.port}/0"
 
     def start(self) -> RedisProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - owned by the process
+        args = [self.binary, "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        if self.tls:
+            cert, key = self_signed_certificate(self.workdir)
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]
+            args += ["--tls-ca-cert-file", str(cert), "--tls-auth-clients", "no"]
+        else:
+            args += ["--port", str(self.port)]
+        if self.password:
+            args += ["--requirepass", self.password]
         self.proc = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(self.workdir)],
+            args,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
         log.close()
-        wait_until(lambda: ping(self.url), 10, f"redis-server on port {self.port}")
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                text = (self.workdir / f"redis-{self.port}.log").read_text(errors="replace")
+                raise RuntimeError(f"redis-server exited ({self.proc.returncode}):\n{text[-2000:]}")
+            return ping(self.url)
+
+        wait_until(up, 10, f"redis-server on port {self.port}")
         return self
 
     def stop(self, sig: int = signal.SIGTERM) -> None:
@@ -213,10 +268,10 @@ class JupyterProcess:
         root = self.workdir / "root"
         for folder in (config, runtime, root):
             folder.mkdir(parents=True, exist_ok=True)
-        # a config dir of its own: the extension enabled, nothing of the user's config
-        (config / "jupyter_server_config.json").write_text(
-            json.dumps({"ServerApp": {"jpserver_extensions": {"iavicenne_ext": True}}})
-        )
+        # a config dir of its own: the extension enabled, nothing of the user's config, and
+        # no terminals (a faster start)
+        extensions = {"iavicenne_ext": True, "jupyter_server_terminals": False}
+        (config / "jupyter_server_config.json").write_text(json.dumps({"ServerApp": {"jpserver_extensions": extensions}}))
         env = {
             **os.environ,
             "JUPYTER_CONFIG_DIR": str(config),
@@ -231,8 +286,10 @@ class JupyterProcess:
             f"--ServerApp.ip={LOOPBACK}",
             f"--ServerApp.port={self.port}",
             "--ServerApp.port_retries=0",
-            f"--ServerApp.token={self.token}",
+            # ServerApp.token is deprecated since jupyter_server 2 in favour of this one
+            f"--IdentityProvider.token={self.token}",
             "--ServerApp.open_browser=False",
+            "--ServerApp.allow_root=True",  # CI containers run as root
             f"--ServerApp.root_dir={root}",
         ]
         args += [f"--IAvicenne.{key}={value}" for key, value in self.options.items()]
@@ -274,9 +331,9 @@ class JupyterProcess:
             self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM: Jupyter stops its extensions, so the broker leaves Redis cleanly."""
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            # jupyter asks for confirmation on the first SIGINT when attached to a tty; not here
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(10)
             except subprocess.TimeoutExpired:
@@ -293,9 +350,10 @@ def start_all(servers: Iterable[JupyterProcess], timeout: float = 60.0) -> list[
 
 
 def stop_all(servers: Iterable[JupyterProcess]) -> None:
-    for server in servers:
+    servers = list(servers)
+    for server in servers:  # all at once, then wait for each
         if server.proc is not None and server.proc.poll() is None:
-            server.proc.send_signal(signal.SIGINT)
+            server.proc.send_signal(signal.SIGTERM)
     for server in servers:
         server.stop()
 

@@ -263,8 +263,8 @@ async def test_unreachable_at_start_is_one_line_then_retried(tmp_path: Path) -> 
         assert "cannot reach Redis" in warnings[0] and f"127.0.0.1:{port}" in warnings[0]
         assert "s3cret" not in warnings[0]
         assert not any(r.exc_info for r in lines.records)
-        # Redis starts (without the password: redis-py only sends it when the server asks)
-        redis_server = RedisProcess(tmp_path / "redis", port=port).start()
+        # Redis starts, with that password
+        redis_server = RedisProcess(tmp_path / "redis", port=port, password="s3cret").start()
         try:
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 5
@@ -312,6 +312,28 @@ async def test_redis_restart_resubscribes_and_reregisters(private_redis: RedisPr
         # Redis lost the room's past: a new life, and the client is told it cannot recover
         assert history.epoch != epoch and not history.recovered and after.seq == 1
         assert all(f.get("message", {}).get("content") != "during" for f in got_b.of_type(p.MESSAGE))
+
+
+async def test_tls_and_password_url(tmp_path: Path) -> None:
+    redis_server = RedisProcess(tmp_path / "tls", password="tls-pw", tls=True)
+    try:
+        redis_server.start()
+    except RuntimeError as error:
+        if "tls" in str(error).lower():
+            pytest.skip(f"this redis-server was built without TLS: {error}")
+        raise
+    try:
+        assert redis_server.url.startswith("rediss://:tls-pw@")
+        async with brokers_on(redis_server.url, unique_prefix("tls")) as start:
+            (a, _), (b, got_b) = await start(), await start()
+            assert a.available and b.available
+            await b.subscribe("r")
+            assert await a.join("r", entry(f"{a.server_id}:1", "alice")) is JoinOutcome.FIRST
+            await a.publish("r", message("over TLS"))
+            await got_b.wait(lambda: len(got_b.frames) == 1)
+            assert [m.user_id for m in await b.members("r")] == ["alice"]
+    finally:
+        redis_server.stop()
 
 
 async def test_redis_url_is_redacted_in_logs() -> None:

@@ -46,6 +46,7 @@ from urllib.parse import urlsplit, urlunsplit
 import redis.asyncio as aioredis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
+from redis.commands.core import AsyncScript
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -53,7 +54,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import protocol as p
 from ..rooms import RoomHub
-from .base import Broker, BrokerUnavailable, History, JoinOutcome, Member, PresenceEntry, Published
+from .base import Broker, BrokerUnavailable, History, JoinOutcome, Member, PresenceEntry, Published, fold_members
 
 # Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
@@ -366,6 +367,7 @@ class RedisBroker(Broker):
         self._presence_task: asyncio.Task[None] | None = None
         self._reconnector: asyncio.Task[None] | None = None
         self._sub_lock = asyncio.Lock()
+        self._scripts: dict[str, AsyncScript] = {}
 
         # What this server holds, so it can be re-established after an outage: rooms with
         # local members (subscriptions), and every local presence entry.
@@ -422,7 +424,7 @@ class RedisBroker(Broker):
             self.log.warning(
                 "iavicenne: cannot reach Redis at %s (%s); rooms are unavailable until it answers, retrying every %g s",
                 redact(self.url),
-                error,
+                str(error) or type(error).__name__,
                 self.retry_interval,
             )
             self._reconnector = asyncio.ensure_future(self._reconnect_loop())
@@ -459,7 +461,7 @@ class RedisBroker(Broker):
             self.log.warning(
                 "iavicenne: lost Redis at %s (%s); rooms are unavailable, retrying every %g s",
                 redact(self.url),
-                error or type(error).__name__,
+                str(error) or type(error).__name__,
                 self.retry_interval,
             )
         self._available = False
@@ -633,39 +635,56 @@ class RedisBroker(Broker):
         if seq and room not in self._fresh:
             epoch: str = header["epoch"]
             last = self._last.get(room)
-            if last is not None and last[0] == epoch:
-                if seq <= last[1]:
+            if last is not None:
+                if last[0] == epoch and seq <= last[1]:
                     return  # already delivered by a catch-up
-                if seq > last[1] + 1:
-                    await self._catch_up(room, until=seq)
+                if last[0] != epoch or seq > last[1] + 1:
+                    await self._catch_up(room, until=(epoch, seq))
             self._last[room] = (epoch, seq)
         self.deliver(room, frame, seq, header.get("to"), header.get("skip"))
         if seq and self._echo_waiters:
             self._release_echoes(room, seq)
 
-    async def _catch_up(self, room: str, until: int | None = None) -> None:
-        """Deliver what this server's members missed after the last frame they got."""
+    async def _catch_up(self, room: str, until: tuple[str, int] | None = None) -> None:
+        """Deliver what this server's members missed after the last frame they got.
+
+        `until` is a live frame that revealed the gap: only what comes before it is
+        delivered here. Members are told plainly what cannot be replayed.
+        """
         epoch, since = self._last[room]
         history = await self._history(room, since, epoch)
-        if not history.recovered:
+        if history.epoch != epoch:
+            # Redis lost the room (restarted without persistence, flushed): a new life
+            self.log.warning("iavicenne: the history of room %r started over in Redis (new epoch)", room)
+            self._notify(
+                room,
+                f"the history of room {room!r} started over (Redis lost it): seq numbers begin again "
+                f"with epoch {history.epoch}; messages sent before seq {since} was received may be missing",
+                since=since,
+                epoch=history.epoch,
+            )
+        elif not history.recovered:
             self.log.warning("iavicenne: frames of room %r after seq %d were lost on this server", room, since)
-            notice = p.error_frame(
-                p.ErrorCode.UNAVAILABLE,
+            self._notify(
+                room,
                 f"messages of room {room!r} after seq {since} were lost while this server could not "
                 "reach Redis; join-room again with since to get what is left",
-                room=room,
                 since=since,
             )
-            self.deliver(room, p.encode(notice))
-            self._last[room] = (history.epoch, history.seq)
-            return
-        seq = since
-        for frame in history.messages:
-            seq += 1
-            if until is not None and seq >= until:
+        # the frames returned are contiguous and end at history.seq
+        first = history.seq - len(history.messages) + 1
+        delivered = since if history.epoch == epoch else first - 1
+        for seq, frame in enumerate(history.messages, first):
+            if until is not None and (until[0] != history.epoch or seq >= until[1]):
                 break
             self.deliver(room, frame, seq)
-        self._last[room] = (epoch, seq)
+            delivered = seq
+        self._last[room] = (history.epoch, delivered)
+        if self._echo_waiters:
+            self._release_echoes(room, delivered)
+
+    def _notify(self, room: str, text: str, **extra: Any) -> None:
+        self.deliver(room, p.encode(p.error_frame(p.ErrorCode.UNAVAILABLE, text, room=room, **extra)))
 
     def _release_echoes(self, room: str, seq: int) -> None:
         echoes = self._echo_waiters.get(room)
@@ -740,6 +759,10 @@ class RedisBroker(Broker):
         return Published(int(seq), bool(duplicate))
 
     async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
+        if self._closing:
+            # the server is stopping: `close` has told every room its members left, and
+            # the sockets emitting now are closing too
+            return
         await self._command("PUBLISH", self._channel_prefix + room.encode(), _envelope(frame, to=to, skip=skip))
 
     # -- presence -------------------------------------------------------------------------
@@ -753,12 +776,12 @@ class RedisBroker(Broker):
             entry.identity.get("username") or "",
             json.dumps(entry.to_json(), separators=(",", ":")),
         )
-        outcome = outcome.decode()
-        if outcome == "taken":
+        if outcome == b"taken":
             return JoinOutcome.TAKEN
         self._entries[(room, entry.conn)] = entry
         self._entries_version += 1
-        return JoinOutcome.AGAIN if outcome == "again" else JoinOutcome.FIRST
+        # 'present': this very connection was registered already, so the user was too
+        return JoinOutcome.FIRST if outcome == b"first" else JoinOutcome.AGAIN
 
     async def leave(self, room: str, conn: str, user_id: str) -> bool:
         # Never raises: a leave that cannot reach Redis now is applied when it is back
@@ -797,12 +820,26 @@ class RedisBroker(Broker):
 
     async def rooms(self) -> dict[str, list[Member]]:
         names = sorted(n.decode() for n in await self._command("SMEMBERS", f"{self.prefix}:rooms"))
-        members = {}
-        for name in names:
-            found = await self.members(name)
-            if found:
-                members[name] = found
-        return members
+        if not names:
+            return {}
+        assert self._redis is not None
+        generation = self._generation
+        try:
+            pipe = self._redis.pipeline(transaction=False)
+            for name in names:
+                pipe.hvals(self._key("presence", name))
+            values = await pipe.execute()
+        except _LOST as error:
+            self._lost(error, generation)
+            raise self._down() from None
+        except RedisError as error:
+            raise BrokerUnavailable(f"Redis refused the request: {error}") from None
+        rooms = {}
+        for name, raw in zip(names, values):
+            members = fold_members([PresenceEntry.from_json(json.loads(item)) for item in raw])
+            if members:
+                rooms[name] = members
+        return rooms
 
     async def _reconcile(self, *, announce: bool, swept: bool = False) -> None:
         """Make Redis's entries of this server the local ones; send the presence diffs.

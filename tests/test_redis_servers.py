@@ -1,0 +1,172 @@
+"""Three real `jupyter server` processes sharing the Redis at 127.0.0.1:6379: one set of
+rooms, whichever server a client is connected to.
+
+The servers are started once for the module (each test uses rooms of its own), with a key
+prefix of their own, and clients talk to them over real WebSockets with the server token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from servers import JupyterProcess, connect, drop_prefix, shared_redis_url, start_all, stop_all, unique_prefix
+
+from iavicenne_ext import protocol as p
+from iavicenne_ext.pytest_plugin import WSClient
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterProcess]]:
+    url = shared_redis_url()
+    prefix = unique_prefix("servers")
+    workdir = tmp_path_factory.mktemp("cluster")
+    servers = [JupyterProcess(workdir, redis_url=url, prefix=prefix, name=f"server{i}") for i in range(3)]
+    try:
+        yield start_all(servers)
+    finally:
+        stop_all(servers)
+        drop_prefix(url, prefix)
+
+
+def messages(client: WSClient, room: str) -> list[dict[str, Any]]:
+    return [f for f in client.seen if f.get("type") == p.MESSAGE and f.get("room") == room]
+
+
+async def test_messages_reach_every_server_once_in_seq_order(cluster: list[JupyterProcess]) -> None:
+    room = "cross-messages"
+    clients = [await connect(server, f"user{i}") for i, server in enumerate(cluster)]
+    for client in clients:
+        await client.join(room)
+    per_client = 25
+
+    async def send_all(i: int, client: WSClient) -> None:
+        for n in range(per_client):
+            await client.send({"type": p.MESSAGE, "room": room, "ref": f"{i}-{n}", "payload": {"n": n, "from": i}})
+
+    async def read_all(client: WSClient) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while (
+            len(messages(client, room)) < per_client * len(clients)
+            or len([f for f in client.seen if f.get("type") == p.ACK]) < per_client
+        ):
+            await client.recv(deadline - loop.time())
+
+    await asyncio.gather(*(send_all(i, c) for i, c in enumerate(clients)), *(read_all(c) for c in clients))
+    total = per_client * len(clients)
+    orders = []
+    for client in clients:
+        got = messages(client, room)
+        seqs = [f["seq"] for f in got]
+        assert seqs == list(range(1, total + 1)), f"not each seq once and in order: {seqs}"
+        orders.append([(f["message"]["from"], f["message"]["n"]) for f in got])
+        # each sender's own messages in the order it sent them
+        for i in range(len(clients)):
+            assert [n for sender, n in orders[-1] if sender == i] == list(range(per_client))
+    assert orders[0] == orders[1] == orders[2], "servers delivered different orders"
+    # nothing arrives twice later
+    extra = await clients[0].silent(0.3)
+    assert not [f for f in extra if f.get("type") == p.MESSAGE]
+    # every ack carries the seq every member saw for that message
+    acks = {f["ref"]: f["seq"] for c in clients for f in c.seen if f.get("type") == p.ACK}
+    assert sorted(acks.values()) == list(range(1, total + 1))
+    for client in clients:
+        client.close()
+
+
+async def test_presence_snapshot_and_diffs_across_servers(cluster: list[JupyterProcess]) -> None:
+    room = "cross-presence"
+    alice = await connect(cluster[0], "alice")
+    await alice.join(room, state={"notebook": "a.ipynb"})
+    bob = await connect(cluster[1], "bob")
+    joined = await bob.join(room)
+    assert [(m["user_id"], m["state"]) for m in joined["members"]] == [("alice", {"notebook": "a.ipynb"}), ("bob", {})]
+    seen = await alice.expect(p.USER_JOINED, where=lambda f: f["user_id"] == "bob")
+    assert seen["room"] == room
+
+    # alice opens a second connection on another server: one user, no second user-joined
+    alice2 = await connect(cluster[2], "alice")
+    joined = await alice2.join(room)
+    assert {m["user_id"]: m["connections"] for m in joined["members"]} == {"alice": 2, "bob": 1}
+    assert not [f for f in await bob.silent(0.4) if f.get("type") == p.USER_JOINED and f["user_id"] == "alice"]
+
+    # a presence state set on one server is seen on the others
+    await alice2.send({"type": p.PRESENCE, "room": room, "payload": {"state": {"cell": 7}}})
+    update = await bob.expect(p.PRESENCE)
+    assert (update["user_id"], update["state"]) == ("alice", {"cell": 7})
+    status, body = await asyncio.to_thread(cluster[1].get, f"/iavicenne/api/rooms/{room}")
+    assert status == 200
+    assert {m["user_id"]: m["state"] for m in body["members"]} == {"alice": {"cell": 7}, "bob": {}}
+
+    # alice leaves on server 0: still present through server 2, so nobody is told she left
+    await alice.send({"type": p.LEAVE_ROOM, "room": room})
+    await alice.expect(p.ROOM_LEFT)
+    assert not [f for f in await bob.silent(0.4) if f.get("type") == p.USER_LEFT]
+    # her last connection closes: everyone, on every server, gets one user-left
+    alice2.close()
+    left = await bob.expect(p.USER_LEFT, where=lambda f: f["user_id"] == "alice")
+    assert left["room"] == room
+    assert not [f for f in await bob.silent(0.4) if f.get("type") == p.USER_LEFT]
+    status, body = await asyncio.to_thread(cluster[0].get, "/iavicenne/api/rooms")
+    assert {"room": room, "members": 1, "connections": 1} in body["rooms"]
+    alice.close()
+    bob.close()
+
+
+async def test_since_recovers_from_another_server(cluster: list[JupyterProcess]) -> None:
+    room = "cross-recovery"
+    writer = await connect(cluster[0], "writer")
+    await writer.join(room)
+    reader = await connect(cluster[1], "reader")
+    joined = await reader.join(room)
+    epoch = joined["epoch"]
+    for n in range(3):
+        await writer.send({"type": p.MESSAGE, "room": room, "payload": {"n": n}})
+    last = None
+    for _ in range(3):
+        last = await reader.expect(p.MESSAGE)
+    assert last is not None and last["seq"] == 3
+    reader.close()
+    for n in range(3, 8):
+        await writer.send({"type": p.MESSAGE, "room": room, "ref": f"w{n}", "payload": {"n": n}})
+        await writer.expect(p.ACK, where=lambda f, n=n: f["ref"] == f"w{n}")
+
+    # it comes back through a third server, saying where it was
+    back = await connect(cluster[2], "reader")
+    await back.send({"type": p.JOIN_ROOM, "room": room, "payload": {"since": 3, "epoch": epoch}})
+    joined = await back.expect(p.ROOM_JOINED)
+    assert joined["recovered"] is True and joined["seq"] == 8 and joined["epoch"] == epoch
+    replay = [await back.expect(p.MESSAGE) for _ in range(5)]
+    assert [(f["seq"], f["message"]["n"]) for f in replay] == [(s, s - 1) for s in range(4, 9)]
+    # a client of another room life cannot recover, and is told so
+    other = await connect(cluster[0], "stranger")
+    await other.send({"type": p.JOIN_ROOM, "room": room, "payload": {"since": 3, "epoch": "not-this-room"}})
+    assert (await other.expect(p.ROOM_JOINED))["recovered"] is False
+    for client in (writer, back, other):
+        client.close()
+
+
+async def test_direct_messages_reach_a_user_on_other_servers(cluster: list[JupyterProcess]) -> None:
+    room = "cross-direct"
+    alice = await connect(cluster[0], "alice")
+    await alice.join(room)
+    bob_here = await connect(cluster[1], "bob")
+    await bob_here.join(room)
+    bob_there = await connect(cluster[2], "bob")
+    await bob_there.join(room)
+    carol = await connect(cluster[1], "carol")
+    await carol.join(room)
+    await alice.send({"type": p.DIRECT_MESSAGE, "room": room, "to": "bob", "ref": "d1", "payload": {"text": "psst"}})
+    await alice.expect(p.ACK, where=lambda f: f.get("ref") == "d1")
+    for bob in (bob_here, bob_there):
+        direct = await bob.expect(p.DIRECT_MESSAGE)
+        assert (direct["user_id"], direct["to"], direct["message"]) == ("alice", "bob", {"text": "psst"})
+    assert not [f for f in await carol.silent(0.4) if f.get("type") == p.DIRECT_MESSAGE]
+    await alice.send({"type": p.DIRECT_MESSAGE, "room": room, "to": "nobody", "ref": "d2", "payload": {}})
+    error = await alice.expect(p.ERROR)
+    assert (error["code"], error["ref"]) == (p.ErrorCode.UNKNOWN_USER, "d2")
+    for client in (alice, bob_here, bob_there, carol):
+        client.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -116,6 +117,58 @@ class RoomHub:
             )
             return False
         local = self._local_room(room)
+
+        async def undo() -> None:
+            local.remove(conn)
+            if not local and self.local.get(room) is local:
+                del self.local[room]
+            await self.broker.leave(room, conn.key, conn.user_id)
+
+        return await self._welcome(
+            conn, room, local, entry, since=since, epoch=epoch, ref=ref, announce=outcome is JoinOutcome.FIRST, undo=undo
+        )
+
+    async def rejoin(
+        self,
+        conn: Connection,
+        room: str,
+        *,
+        state: dict[str, Any],
+        since: int | None,
+        epoch: str | None,
+        ref: str | None = None,
+    ) -> bool:
+        """`join-room` for a room `conn` is in: a fresh snapshot and replay, without leaving.
+
+        Leaving and joining again would show the others a `user-left` and a `user-joined`
+        for a user who never left, and lose the live frames sent in between.
+        """
+        local = self.local[room]
+        local.remove(conn)  # live frames wait in `joining` until the replay is written
+        if state:
+            await self.set_state(conn, room, state)
+
+        async def undo() -> None:
+            if local.joining.pop(conn.key, None) is not None:
+                local.add(conn)
+
+        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state)
+        return await self._welcome(conn, room, local, entry, since=since, epoch=epoch, ref=ref, announce=False, undo=undo)
+
+    async def _welcome(
+        self,
+        conn: Connection,
+        room: str,
+        local: LocalRoom,
+        entry: PresenceEntry,
+        *,
+        since: int | None,
+        epoch: str | None,
+        ref: str | None,
+        announce: bool,
+        undo: Callable[[], Awaitable[None]],
+    ) -> bool:
+        """Send `room-joined`, the replay and `user-joined`, then let live frames through."""
         waiting: list[tuple[int, bytes]] = []
         local.joining[conn.key] = waiting
         try:
@@ -123,10 +176,7 @@ class RoomHub:
             history = await self.broker.history(room, since, epoch)
             members = await self.broker.members(room)
         except BaseException:
-            local.remove(conn)
-            if not local and self.local.get(room) is local:
-                del self.local[room]
-            await self.broker.leave(room, conn.key, conn.user_id)
+            await undo()
             raise
         if local.joining.get(conn.key) is not waiting:
             return False  # the connection closed meanwhile
@@ -153,10 +203,10 @@ class RoomHub:
         for seq, frame in waiting:
             if seq == 0 or seq > history.seq:
                 conn.send(frame)
-        announce = p.encode(self._presence_frame(p.USER_JOINED, room, entry))
-        conn.send(announce)  # the seed sends the joiner its own user-joined
-        if outcome is JoinOutcome.FIRST:
-            await self.broker.emit(room, announce, skip=conn.key)
+        joined_frame = p.encode(self._presence_frame(p.USER_JOINED, room, entry))
+        conn.send(joined_frame)  # the seed sends the joiner its own user-joined
+        if announce:
+            await self.broker.emit(room, joined_frame, skip=conn.key)
         return True
 
     async def leave(self, conn: Connection, room: str, *, closing: bool = False) -> None:

@@ -66,9 +66,9 @@ class RoomSocketHandler(ProtocolSocket):
             # no `connect` was sent: the Jupyter user's name is the display name
             self.user_id = p.check_name(self.identity.get("name") or self.identity["username"], "user_id")
         if room in self.rooms:
-            # already a member: answer with a fresh snapshot (and replay, if asked)
-            await self.hub.leave(self, room, closing=True)
-            self.rooms.discard(room)
+            # already a member: a fresh snapshot (and replay, if asked), staying in the room
+            await self.hub.rejoin(self, room, state=state or {}, since=since, epoch=epoch, ref=request.ref)
+            return
         self.rooms.add(room)
         try:
             joined = await self.hub.join(self, room, state=state or {}, since=since, epoch=epoch, ref=request.ref)

@@ -288,6 +288,28 @@ async def test_since_from_another_life_of_the_room_is_not_recovered(connect: Con
     assert got["epoch"] == joined["epoch"]
 
 
+async def test_join_room_again_replays_without_leaving(connect: Connect) -> None:
+    """A client that suspects it missed something asks again in place: the others see nothing."""
+    bob, _ = await analyst(connect, BOB)
+    alice, joined = await analyst(connect, ALICE)
+    await bob.expect("user-joined")
+    await say(bob, "m1")
+    await alice.expect("message")
+    await bob.expect("message")
+
+    await alice.send({"type": "join-room", "room": "r1", "payload": {"since": joined["seq"], "epoch": joined["epoch"]}, "ref": "j2"})
+    again = await alice.recv()
+    assert (again["type"], again["ref"], again["recovered"]) == ("room-joined", "j2", True)
+    assert [m["user_id"] for m in again["members"]] == ["alice", "bob"]
+    replay = await alice.recv()
+    assert (replay["type"], replay["message"]) == ("message", {"content": "m1"})
+    assert (await alice.recv())["type"] == "user-joined"
+
+    assert await bob.silent() == []  # no user-left / user-joined for alice
+    await say(bob, "m2")
+    assert (await alice.expect("message"))["message"] == {"content": "m2"}
+
+
 # -- ref, ack, no duplicates ---------------------------------------------------------
 
 

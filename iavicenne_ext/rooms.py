@@ -74,8 +74,9 @@ class RoomHub:
         if to is not None:
             targets = local.by_user.get(to)
             if targets:
-                for conn in list(targets.values()):
-                    conn.send(frame)
+                for key, conn in list(targets.items()):
+                    if key != skip:
+                        conn.send(frame)
             return
         if skip is None:
             for conn in list(local.members.values()):

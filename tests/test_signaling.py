@@ -237,6 +237,7 @@ async def test_the_same_user_reconnecting_takes_its_peer_id_over(connect: Connec
     # relays reach the new connection only; the old one's close said nothing to the room
     await other.send(relay("offer", "p1"))
     assert (await new.expect("offer"))["source_peer_id"] == "p2"
+    assert of_type(new.seen, "error") == []  # the notice went to the old connection only
     assert of_type(await other.silent(), "peer-left") == []
     # and when the new one leaves, p1 is gone
     await new.send({"type": "leave"})

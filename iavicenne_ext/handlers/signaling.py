@@ -129,7 +129,10 @@ class SignalingSocketHandler(ProtocolSocket):
                 p.ErrorCode.UNKNOWN_PEER,
                 f"no peer {target!r} in room {self.room!r}: it left or never joined; wait for its peer-joined",
             )
-        frame = {"type": kind, field: body, "source_peer_id": self.user_id, "room": self.room, "timestamp": p.now_iso()}
+        frame = {"type": kind, field: body, "source_peer_id": self.user_id, "room": self.room}
+        if request.ref is not None:  # lets the target drop a resend whose ack was lost
+            frame["ref"] = request.ref
+        frame["timestamp"] = p.now_iso()
         await self.hub.broker.emit(key, p.encode(frame), to=target)
         if request.ref is not None:
             self.send_frame({"type": p.ACK, "ref": request.ref, "room": self.room})

@@ -1,0 +1,115 @@
+"""One small event emitter for the client and the peer links: callbacks and async iterators.
+
+``emitter.on("message", callback)`` calls `callback(event)` for each event (a coroutine
+function is scheduled as a task); ``async for event in emitter.stream("message")`` reads
+them in order. A stream sees the events emitted after it was created, without limit, so
+a slow reader never makes the connection drop anything; it ends when the emitter closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+log = logging.getLogger("iavicenne.client")
+
+_END = object()
+
+
+class EventStream:
+    """An async iterator over the events of some kinds; ``close()`` (or ``async with``) ends it."""
+
+    def __init__(self, emitter: EventEmitter, kinds: frozenset[str] | None) -> None:
+        self._emitter = emitter
+        self.kinds = kinds
+        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.closed = False
+
+    def _put(self, event: Any) -> None:
+        if not self.closed:
+            self._queue.put_nowait(event)
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._queue.put_nowait(_END)
+            self._emitter._streams.discard(self)
+
+    def __aiter__(self) -> AsyncIterator[Any]:
+        return self
+
+    async def __anext__(self) -> Any:
+        event = await self._queue.get()
+        if event is _END:
+            raise StopAsyncIteration
+        return event
+
+    async def get(self, timeout: float | None = None) -> Any:
+        """The next event; `asyncio.TimeoutError` after `timeout` s, `EOFError` once closed."""
+        event = await asyncio.wait_for(self._queue.get(), timeout)
+        if event is _END:
+            self._queue.put_nowait(_END)
+            raise EOFError("the event stream is closed")
+        return event
+
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def __aenter__(self) -> EventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class EventEmitter:
+    def __init__(self) -> None:
+        self._callbacks: dict[str, list[Callable[[Any], Any]]] = {}
+        self._streams: set[EventStream] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def on(self, kind: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        """Call `callback(event)` for every `kind` event; returns a function that stops it."""
+        self._callbacks.setdefault(kind, []).append(callback)
+
+        def off() -> None:
+            callbacks = self._callbacks.get(kind, [])
+            if callback in callbacks:
+                callbacks.remove(callback)
+
+        return off
+
+    def stream(self, *kinds: str) -> EventStream:
+        """An async iterator over the events of `kinds` (every kind when none is given)."""
+        stream = EventStream(self, frozenset(kinds) if kinds else None)
+        self._streams.add(stream)
+        return stream
+
+    def emit(self, kind: str, event: Any) -> None:
+        for stream in list(self._streams):
+            if stream.kinds is None or kind in stream.kinds:
+                stream._put(event)
+        for callback in list(self._callbacks.get(kind, ())):
+            try:
+                result = callback(event)
+                if inspect.isawaitable(result):
+                    task = asyncio.ensure_future(result)
+                    self._tasks.add(task)
+                    task.add_done_callback(self._callback_done)
+            except Exception:
+                # a user's callback must not break the connection that called it
+                log.exception("iavicenne: the %r callback %r failed", kind, callback)
+
+    def _callback_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("iavicenne: an event callback failed", exc_info=task.exception())
+
+    def close(self) -> None:
+        """End every stream (their iterators stop) and forget the callbacks."""
+        for stream in list(self._streams):
+            stream.close()
+        self._callbacks.clear()

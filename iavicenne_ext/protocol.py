@@ -9,6 +9,7 @@ is a new field or a new type. docs/protocol.md is the prose version of this file
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -134,6 +135,35 @@ class Request:
     raw: dict[str, Any]
 
 
+def _not_json(constant: str) -> NoReturn:
+    # Python reads NaN and Infinity, but they are not JSON: echoed to a browser, its
+    # JSON.parse would fail on every frame of the room
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _finite(number: str) -> float:
+    value = float(number)
+    if math.isinf(value):  # 1e400 reads as infinity: not JSON once echoed, as above
+        raise ValueError(f"{number[:32]} is out of range")
+    return value
+
+
+_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_float=_finite)
+
+# A \uD800-\uDFFF escape decodes to a lone surrogate unless it is half of a valid pair;
+# such a string cannot be encoded as UTF-8, so every frame that carries it would fail
+# later (and a presence state holding one would break the room's snapshot for everyone).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _encodable(frame: Any) -> bool:
+    try:
+        encode(frame)
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_request(data: str | bytes, known_types: frozenset[str]) -> Request:
     """Parse and check the envelope of one client frame, or raise `ProtocolError`.
 
@@ -143,7 +173,7 @@ def parse_request(data: str | bytes, known_types: frozenset[str]) -> Request:
     if isinstance(data, bytes):
         raise ProtocolError(ErrorCode.BINARY_FRAME, "Binary frames are not supported; send JSON text")
     try:
-        frame = json.loads(data, parse_constant=_not_json)
+        frame = _DECODER.decode(data)
     except (ValueError, RecursionError):
         raise ProtocolError(ErrorCode.INVALID_JSON, "Invalid JSON format") from None
     if _SURROGATE_ESCAPE.search(data) and not _encodable(frame):
@@ -174,26 +204,6 @@ def parse_request(data: str | bytes, known_types: frozenset[str]) -> Request:
     else:
         room = None
     return Request(kind, payload, room, ref, frame)
-
-
-def _not_json(constant: str) -> NoReturn:
-    # Python reads NaN and Infinity, but they are not JSON: echoed to a browser, its
-    # JSON.parse would fail on every frame of the room
-    raise ValueError(f"{constant} is not JSON")
-
-
-# A \uD800-\uDFFF escape decodes to a lone surrogate unless it is half of a valid pair;
-# such a string cannot be encoded as UTF-8, so every frame that carries it would fail
-# later (and a presence state holding one would break the room's snapshot for everyone).
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def _encodable(frame: Any) -> bool:
-    try:
-        encode(frame)
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def check_name(value: Any, field: str) -> str:

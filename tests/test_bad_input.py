@@ -60,6 +60,9 @@ BAD_FRAMES: list[tuple[str, str | bytes | dict[str, Any], str, str]] = [
     ("not-json", "{'type': 'message'}", "invalid-json", "Invalid JSON format"),
     ("truncated-json", '{"type": "message", "payload": {', "invalid-json", "Invalid JSON format"),
     ("nan-is-not-json", '{"type": "message", "room": "r1", "payload": {"x": NaN}}', "invalid-json", "Invalid JSON format"),
+    ("infinity-is-not-json", '{"type": "message", "room": "r1", "payload": {"x": -Infinity}}', "invalid-json", "Invalid JSON format"),
+    ("overflow-to-infinity", '{"type": "message", "room": "r1", "payload": {"x": 1e400}}', "invalid-json", "Invalid JSON format"),
+    ("deep-nesting", '{"type": "message", "room": "r1", "payload": {"x": %s}}' % ("[" * 5000 + "]" * 5000), "invalid-json", "Invalid JSON format"),
     ("json-array", "[1, 2]", "invalid-frame", "must be a JSON object"),
     ("json-string", '"message"', "invalid-frame", "must be a JSON object"),
     ("json-number", "42", "invalid-frame", "must be a JSON object"),
@@ -139,6 +142,14 @@ async def test_lone_surrogates_are_refused_and_harm_no_one(connect: Connect, whe
     bob = await member(connect, "bob")
     await bob.send('{"type": "message", "room": "r1", "payload": {"content": "\\ud83d\\ude00"}}')
     assert (await alice.expect("message"))["message"] == {"content": "\N{GRINNING FACE}"}
+
+
+async def test_unusual_but_valid_json_passes_through(connect: Connect) -> None:
+    alice = await member(connect, "alice")
+    await alice.send('{"type": "message", "room": "r1", "payload": {"big": 1.5e300, "int": 123456789012345678901234567890, "deep": %s}}' % ("[" * 500 + "]" * 500))
+    got = await alice.expect("message")
+    assert got["message"]["big"] == 1.5e300
+    assert got["message"]["int"] == 123456789012345678901234567890
 
 
 async def test_names_may_use_any_script(connect: Connect) -> None:

@@ -25,8 +25,8 @@ class Connection(Protocol):
     user_id: str
     identity: dict[str, Any]
 
-    def send(self, frame: bytes) -> None:
-        """Queue an encoded frame; never blocks, never raises."""
+    def send(self, frame: bytes, *, replay: bool = False) -> None:
+        """Queue an encoded frame; never blocks, never raises. `replay`: history asked for."""
 
 
 @dataclass(slots=True)
@@ -197,7 +197,7 @@ class RoomHub:
         joined["timestamp"] = p.now_iso()
         conn.send(p.encode(joined))
         for frame in history.messages:
-            conn.send(frame)
+            conn.send(frame, replay=True)
         # ready: take live frames directly; first flush what arrived during the replay
         del local.joining[conn.key]
         local.add(conn)

@@ -81,6 +81,7 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         self.identity: dict[str, Any] = {}
         self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
         self._outbound = 0  # bytes queued to this client and not yet written to the socket
+        self._replaying = 0  # of which: history replayed on the client's request
         self._dropped = 0
         self._last_limit_notice = 0.0
         self._gone = False
@@ -137,13 +138,19 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         self.log.debug("iavicenne: %s opened %s as %s", self.key, self.request.path, self.identity["username"])
 
     # -- outbound -------------------------------------------------------------------
-    def send(self, frame: bytes) -> None:
-        """Queue one encoded frame (as a text frame, no re-encoding)."""
+    def send(self, frame: bytes, *, replay: bool = False) -> None:
+        """Queue one encoded frame (as a text frame, no re-encoding).
+
+        A `replay` frame is history the client asked for (``since``): written all at once
+        and bounded by the room's history, it is not a sign of a slow consumer, so it does
+        not count towards max_outbound_bytes.
+        """
         if self._gone:
             return
         size = len(frame)
+        waiting = self._outbound - self._replaying
         # a client with nothing waiting is not slow, however big this one frame is
-        if self._outbound and self._outbound + size > self.limits.max_outbound_bytes:
+        if not replay and waiting and waiting + size > self.limits.max_outbound_bytes:
             self._drop_slow_consumer()
             return
         try:
@@ -152,10 +159,14 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
             self._gone = True
             return
         self._outbound += size
-        written.add_done_callback(lambda done, size=size: self._flushed(done, size))
+        if replay:
+            self._replaying += size
+        written.add_done_callback(lambda done, size=size, replay=replay: self._flushed(done, size, replay))
 
-    def _flushed(self, done: asyncio.Future[None], size: int) -> None:
+    def _flushed(self, done: asyncio.Future[None], size: int, replay: bool) -> None:
         self._outbound -= size
+        if replay:
+            self._replaying -= size
         if not done.cancelled() and done.exception() is not None:
             self._gone = True  # the peer went away; on_close does the rest
 

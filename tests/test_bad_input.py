@@ -241,6 +241,23 @@ async def test_a_reader_gets_a_frame_bigger_than_the_outbound_limit(connect: Con
     await still_works(bob)
 
 
+@pytest.mark.parametrize("iavicenne_config", [{"max_outbound_bytes": 64 * 1024, "max_frame_bytes": MAX_FRAME}])
+async def test_a_replay_bigger_than_the_outbound_limit_is_delivered(connect: Connect) -> None:
+    """What a client asked for with `since` is not a pile-up: it may exceed the limit."""
+    alice = await member(connect, "alice")
+    joined = await alice.join("r1")
+    big = "x" * (30 * 1024)
+    for n in range(10):  # 300 KiB of history
+        await alice.send({"type": "message", "room": "r1", "payload": {"n": n, "big": big}})
+        await alice.expect("message")
+
+    late = await connect()
+    await late.send({"type": "join-room", "room": "r1", "payload": {"since": joined["seq"], "epoch": joined["epoch"]}})
+    assert (await late.expect("room-joined"))["recovered"] is True
+    assert [(await late.expect("message"))["message"]["n"] for _ in range(10)] == list(range(10))
+    await still_works(late)
+
+
 class RawSocket:
     """A WebSocket client on a bare socket with a tiny receive buffer, for a client that never reads."""
 

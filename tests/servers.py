@@ -153,14 +153,22 @@ def self_signed_certificate(folder: Path) -> tuple[Path, Path]:
 
 
 class RedisProcess:
-    """A private `redis-server` on a free loopback port, without persistence; with a
-    password and TLS (a self-signed certificate) when asked."""
+    """A private `redis-server` on a free loopback port, without persistence unless
+    `appendonly`; with a password and TLS (a self-signed certificate) when asked."""
 
-    def __init__(self, workdir: Path, port: int | None = None, password: str | None = None, tls: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        password: str | None = None,
+        tls: bool = False,
+        appendonly: bool = False,
+    ) -> None:
         self.binary = redis_binary()
         self.port = port or free_port()
         self.password = password
         self.tls = tls
+        self.appendonly = appendonly
         self.workdir = workdir
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -174,7 +182,8 @@ class RedisProcess:
     def start(self) -> RedisProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = open(self.workdir / f"redis-{self.port}.log", "ab")  # noqa: SIM115 - owned by the process
-        args = [self.binary, "--bind", LOOPBACK, "--save", "", "--appendonly", "no", "--dir", str(self.workdir)]
+        appendonly = "yes" if self.appendonly else "no"
+        args = [self.binary, "--bind", LOOPBACK, "--save", "", "--appendonly", appendonly, "--dir", str(self.workdir)]
         if self.tls:
             cert, key = self_signed_certificate(self.workdir)
             args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(cert), "--tls-key-file", str(key)]

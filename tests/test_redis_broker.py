@@ -314,6 +314,39 @@ async def test_redis_restart_resubscribes_and_reregisters(private_redis: RedisPr
         assert all(f.get("message", {}).get("content") != "during" for f in got_b.of_type(p.MESSAGE))
 
 
+async def test_redis_restart_with_its_data_changes_nothing_for_members(tmp_path: Path) -> None:
+    redis_server = RedisProcess(tmp_path / "aof", appendonly=True).start()
+    timeout = 1.5
+    try:
+        async with brokers_on(redis_server.url, unique_prefix("aof"), presence_timeout=timeout) as start:
+            # b comes back about 1 s after a: a must not take it for dead meanwhile
+            (a, got_a), (b, _) = await start(retry_interval=0.1), await start(retry_interval=1.5)
+            await a.subscribe("r")
+            await a.join("r", entry(f"{a.server_id}:1", "alice"))
+            await b.join("r", entry(f"{b.server_id}:1", "bob", username="bob"))
+            sent = await a.publish("r", message("kept"))
+            epoch = (await a.history("r", None, None)).epoch
+            redis_server.stop()  # SIGTERM: the append-only file is complete
+            await asyncio.sleep(timeout + 0.3)  # every heartbeat in Redis is now too old
+            redis_server.start()
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 5
+            while not (a.available and b.available):
+                assert loop.time() < deadline, "did not reconnect"
+                await asyncio.sleep(0.05)
+            # nobody is swept for the outage, nobody is announced again
+            await asyncio.sleep(timeout + 2 * REFRESH)
+            assert not got_a.of_type(p.USER_LEFT) and not got_a.of_type(p.USER_JOINED)
+            assert {m.user_id for m in await a.members("r")} == {"alice", "bob"}
+            # the room's life goes on: same epoch, since recovery across the restart
+            after = await b.publish("r", message("after"))
+            history = await b.history("r", sent.seq - 1, epoch)
+            assert history.recovered and after.seq == sent.seq + 1
+            assert [json.loads(m)["message"]["content"] for m in history.messages] == ["kept", "after"]
+    finally:
+        redis_server.stop()
+
+
 async def test_tls_and_password_url(tmp_path: Path) -> None:
     redis_server = RedisProcess(tmp_path / "tls", password="tls-pw", tls=True)
     try:

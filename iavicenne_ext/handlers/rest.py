@@ -9,6 +9,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from .. import protocol as p
+from ..broker.base import BrokerUnavailable
 from ..rooms import RoomHub
 from .base import AUTH_RESOURCE
 
@@ -36,7 +37,10 @@ class RoomListHandler(_RoomsAPIHandler):
     @web.authenticated
     @authorized("read", resource=AUTH_RESOURCE)
     async def get(self) -> None:
-        rooms = await self.hub.broker.rooms()
+        try:
+            rooms = await self.hub.broker.rooms()
+        except BrokerUnavailable as error:  # Redis down: say so, not a 500 with a traceback
+            raise web.HTTPError(503, str(error)) from None
         self.finish(
             json.dumps(
                 {
@@ -60,7 +64,10 @@ class RoomMembersHandler(_RoomsAPIHandler):
             p.check_name(room, "room")
         except p.ProtocolError as error:
             raise web.HTTPError(400, error.message) from None
-        if not await self.hub.broker.room_exists(room):
-            raise web.HTTPError(404, f"no room {room!r}")
-        members = await self.hub.members(room)
+        try:
+            if not await self.hub.broker.room_exists(room):
+                raise web.HTTPError(404, f"no room {room!r}")
+            members = await self.hub.members(room)
+        except BrokerUnavailable as error:
+            raise web.HTTPError(503, str(error)) from None
         self.finish(json.dumps({"room": room, "members": [m.to_json() for m in members]}))

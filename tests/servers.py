@@ -271,7 +271,11 @@ class JupyterProcess:
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{LOOPBACK}:{self.port}/iavicenne/ws/mcp"
+        return self.ws("mcp")
+
+    def ws(self, endpoint: str) -> str:
+        """URL of a socket endpoint: ``mcp`` (rooms) or ``signaling``."""
+        return f"ws://{LOOPBACK}:{self.port}/iavicenne/ws/{endpoint}"
 
     @property
     def log_path(self) -> Path:
@@ -380,9 +384,12 @@ def stop_all(servers: Iterable[JupyterProcess]) -> None:
         server.stop()
 
 
-async def connect(server: JupyterProcess, user_id: str | None = None, token: str | None = None) -> WSClient:
-    """A room socket on `server`, authenticated with its token (or `token`); `connect`ed as `user_id`."""
-    request = HTTPRequest(server.ws_url, headers={"Authorization": f"token {token or server.token}"})
+async def connect(
+    server: JupyterProcess, user_id: str | None = None, token: str | None = None, endpoint: str = "mcp"
+) -> WSClient:
+    """A socket on `server` (the room one unless `endpoint` says ``signaling``), authenticated
+    with its token (or `token`); on the room socket, `connect`ed as `user_id` if given."""
+    request = HTTPRequest(server.ws(endpoint), headers={"Authorization": f"token {token or server.token}"})
     client = WSClient(await websocket_connect(request))
     if user_id is not None:
         await client.send({"type": "connect", "payload": {"user_id": user_id}})

@@ -8,10 +8,12 @@ prefix of their own, and clients talk to them over real WebSockets with the serv
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import redis
 from servers import JupyterProcess, connect, drop_prefix, shared_redis_url, start_all, stop_all, unique_prefix
 
 from iavicenne_ext import protocol as p
@@ -169,4 +171,43 @@ async def test_direct_messages_reach_a_user_on_other_servers(cluster: list[Jupyt
     error = await alice.expect(p.ERROR)
     assert (error["code"], error["ref"]) == (p.ErrorCode.UNKNOWN_USER, "d2")
     for client in (alice, bob_here, bob_there, carol):
+        client.close()
+
+
+async def test_signaling_relays_and_takes_over_across_servers(cluster: list[JupyterProcess]) -> None:
+    room = "cross-signaling"
+    p1 = await connect(cluster[0], endpoint="signaling")
+    await p1.send({"type": p.JOIN, "room": room, "payload": {"peer_id": "p1"}})
+    await p1.expect(p.JOINED)
+    p2 = await connect(cluster[1], endpoint="signaling")
+    await p2.send({"type": p.JOIN, "room": room, "payload": {"peer_id": "p2"}})
+    assert (await p2.expect(p.JOINED))["peers"] == ["p1"]
+    assert (await p1.expect(p.PEER_JOINED))["peer_id"] == "p2"
+
+    offer = {"type": "offer", "sdp": "v=0"}
+    await p1.send({"type": p.OFFER, "room": room, "payload": {"target_peer_id": "p2", "offer": offer}})
+    relayed = await p2.expect(p.OFFER)
+    assert (relayed["offer"], relayed["source_peer_id"]) == (offer, "p1")
+    answer = {"type": "answer", "sdp": "v=0"}
+    await p2.send({"type": p.ANSWER, "room": room, "payload": {"target_peer_id": "p1", "answer": answer}})
+    assert (await p1.expect(p.ANSWER))["answer"] == answer
+
+    # p2 reconnects through a third server: the newer connection takes the peer_id over,
+    # the older one (on server 1) is told, and its presence is gone from Redis
+    p2_new = await connect(cluster[2], endpoint="signaling")
+    await p2_new.send({"type": p.JOIN, "room": room, "payload": {"peer_id": "p2"}})
+    assert (await p2_new.expect(p.JOINED))["peers"] == ["p1"]
+    assert (await p2.expect(p.ERROR))["code"] == "superseded"
+    rejoined = await p1.expect(p.PEER_JOINED)
+    assert (rejoined["peer_id"], rejoined.get("rejoined")) == ("p2", True)
+    store = redis.Redis.from_url(cluster[0].redis_url)
+    try:
+        entries = store.hvals(f"{cluster[0].prefix}:presence:{p.SIGNALING_ROOM_PREFIX}{room}")
+    finally:
+        store.close()
+    assert sorted(json.loads(e)["user_id"] for e in entries) == ["p1", "p2"]  # the old p2 is gone
+    candidate = {"candidate": "candidate:1 1 udp 1 127.0.0.1 9 typ host", "sdpMid": "0"}
+    await p1.send({"type": p.ICE_CANDIDATE, "room": room, "payload": {"target_peer_id": "p2", "candidate": candidate}})
+    assert (await p2_new.expect(p.ICE_CANDIDATE))["candidate"] == candidate
+    for client in (p1, p2, p2_new):
         client.close()

@@ -799,12 +799,24 @@ class RedisBroker(Broker):
         return JoinOutcome.FIRST if outcome == b"first" else JoinOutcome.AGAIN
 
     async def leave(self, room: str, conn: str, user_id: str) -> bool:
-        # Never raises: a leave that cannot reach Redis now is applied when it is back
-        # (then its user-left is sent), so closing sockets never fail on an outage.
+        """Remove a connection; this server's own leaves never raise (see below).
+
+        A leave of this server's connection that cannot reach Redis now is kept and applied
+        when Redis is back (its user-left is sent then), so closing sockets never fail on
+        an outage. A connection of another server (a signaling take-over removes the older
+        connection of a peer, wherever it is) is removed like any request: now, or
+        `BrokerUnavailable`.
+        """
         entry = self._entries.pop((room, conn), None)
-        if entry is None or self._closing:
-            return False  # when closing, `close` removes this server's entries itself
-        self._entries_version += 1
+        if entry is not None:
+            self._entries_version += 1
+        if self._closing:
+            return False  # `close` removes this server's entries itself
+        server = conn.rpartition(":")[0]  # connection keys are "<server id>:<n>"
+        if entry is None:
+            if server == self._server_id:
+                return False  # never registered (refused) or already left
+            return bool(await self._run("leave", room, server, user_id, conn, self._history_ttl_ms))
         if not self._available:
             self._deferred.append(_Leave(room, entry))
             return False

@@ -239,10 +239,16 @@ class RoomHub:
         frame["timestamp"] = p.now_iso()
         return await self.broker.publish(room, p.encode(frame), dedup_key=self._dedup_key(conn, room, ref))
 
-    async def direct(self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None) -> bool:
-        """Send to every connection of user `to` in `room`; False if that user is not there."""
+    async def direct(self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None) -> bool | None:
+        """Send to every connection of user `to` in `room`.
+
+        False if that user is not there; None if `ref` was sent before (not sent again).
+        """
         if not await self.broker.is_present(room, to):
             return False
+        dedup_key = self._dedup_key(conn, "\x1edirect\x1e" + room, ref)
+        if dedup_key is not None and not await self.broker.claim(dedup_key):
+            return None
         frame: dict[str, Any] = {
             "type": p.DIRECT_MESSAGE,
             "user_id": conn.user_id,
@@ -254,8 +260,19 @@ class RoomHub:
         if ref is not None:
             frame["ref"] = ref
         frame["timestamp"] = p.now_iso()
-        await self.broker.emit(room, p.encode(frame), to=to)
+        try:
+            await self.broker.emit(room, p.encode(frame), to=to)
+        except BaseException:
+            if dedup_key is not None:
+                await asyncio.shield(self._release_quietly(dedup_key))
+            raise
         return True
+
+    async def _release_quietly(self, dedup_key: str) -> None:
+        try:
+            await self.broker.release(dedup_key)
+        except Exception:  # the broker is down: the claim expires after dedup_ttl
+            self.log.debug("iavicenne: could not release %r", dedup_key)
 
     async def set_state(self, conn: Connection, room: str, state: dict[str, Any]) -> None:
         now = time.time()

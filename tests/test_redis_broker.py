@@ -120,6 +120,17 @@ def private_redis(tmp_path: Path) -> RedisProcess:
 
 
 # -- seq, history, dedup ----------------------------------------------------------------
+async def test_a_claim_holds_across_servers_until_released(shared: tuple[str, str]) -> None:
+    """Direct messages dedup by claiming their ref; another server sees the claim."""
+    async with brokers_on(*shared) as start:
+        one, _ = await start()
+        two, _ = await start()
+        assert await one.claim("direct\x1fowner\x1fu\x1fref-9") is True
+        assert await two.claim("direct\x1fowner\x1fu\x1fref-9") is False
+        await one.release("direct\x1fowner\x1fu\x1fref-9")
+        assert await two.claim("direct\x1fowner\x1fu\x1fref-9") is True
+
+
 async def test_publish_numbers_stores_and_dedups(shared: tuple[str, str]) -> None:
     async with brokers_on(*shared) as start:
         broker, delivered = await start()

@@ -384,3 +384,23 @@ async def test_direct_message_to_a_missing_user_is_unknown_user(connect: Connect
         error = await alice.expect("error")
         assert error["code"] == "unknown-user"
         assert f"'{to}'" in error["message"]
+
+
+async def test_a_direct_message_resent_with_its_ref_is_delivered_once(connect) -> None:
+    """A client that lost its ack resends with the same ref; the target sees it once."""
+    alice = await connect()
+    bob = await connect()
+    await alice.join("dm-dedup", "alice")
+    await bob.join("dm-dedup", "bob")
+    frame = {"type": "direct-message", "room": "dm-dedup", "to": "bob", "payload": {"n": 1}, "ref": "dm-1"}
+    await alice.send(frame)
+    first = await alice.expect("ack", where=lambda f: f.get("ref") == "dm-1")
+    assert first["duplicate"] is False
+    # a new connection of the same user, as after a reconnect
+    again = await connect()
+    await again.join("dm-dedup", "alice")
+    await again.send(frame)
+    second = await again.expect("ack", where=lambda f: f.get("ref") == "dm-1")
+    assert second["duplicate"] is True
+    await bob.silent(0.5)  # everything that arrives is recorded in bob.seen
+    assert [f["message"] for f in bob.seen if f["type"] == "direct-message"] == [{"n": 1}]

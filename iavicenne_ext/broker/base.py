@@ -149,6 +149,17 @@ class Broker(ABC):
         """
 
     @abstractmethod
+    async def claim(self, dedup_key: str) -> bool:
+        """Remember `dedup_key` for `dedup_ttl` seconds; False if it was already claimed.
+
+        For frames without seq (direct messages): a resend after a reconnect is dropped.
+        """
+
+    @abstractmethod
+    async def release(self, dedup_key: str) -> None:
+        """Forget a claim whose frame could not be sent, so its resend goes through."""
+
+    @abstractmethod
     async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
         """Deliver a frame without seq or history: to the room, or to user `to` only."""
 

@@ -81,6 +81,20 @@ class MemoryBroker(Broker):
         self.deliver(room, framed, seq)
         return Published(seq, False)
 
+    async def claim(self, dedup_key: str) -> bool:
+        now = time.monotonic()
+        known = self._accepted.get(dedup_key)
+        if known is not None and now - known[1] <= self.dedup_ttl:
+            return False
+        self._accepted[dedup_key] = (0, now)
+        self._accepted.move_to_end(dedup_key)
+        if len(self._accepted) > self._max_dedup_keys:
+            self._accepted.popitem(last=False)
+        return True
+
+    async def release(self, dedup_key: str) -> None:
+        self._accepted.pop(dedup_key, None)
+
     async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
         self.deliver(room, frame, 0, to, skip)
 

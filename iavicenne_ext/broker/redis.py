@@ -773,6 +773,13 @@ class RedisBroker(Broker):
             await self._await_echo(room, seq)
         return Published(int(seq), bool(duplicate))
 
+    async def claim(self, dedup_key: str) -> bool:
+        key = f"{self.prefix}:dedup:{dedup_key}"
+        return bool(await self._command("SET", key, 0, "NX", "PX", self._dedup_ttl_ms))
+
+    async def release(self, dedup_key: str) -> None:
+        await self._command("DEL", f"{self.prefix}:dedup:{dedup_key}")
+
     async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
         if self._closing:
             # the server is stopping: `close` has told every room its members left, and

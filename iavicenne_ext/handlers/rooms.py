@@ -109,9 +109,11 @@ class RoomSocketHandler(ProtocolSocket):
         if to is None:
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "direct-message needs 'to', the user_id of a member of the room")
         to = p.check_name(to, "to")
-        if not await self.hub.direct(self, room, to, request.payload, request.ref):
+        sent = await self.hub.direct(self, room, to, request.payload, request.ref)
+        if sent is False:
             raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
-        self._ack(request, room)
+        if request.ref is not None:
+            self.send_frame({"type": p.ACK, "ref": request.ref, "room": room, "duplicate": sent is None})
 
     async def _on_disconnect(self, request: p.Request) -> None:
         await self._leave_all(closing=False)

@@ -1,4 +1,11 @@
-"""What a notebook imports: the iAvicenne client, room widgets and peer links."""
+"""What a notebook imports: the iAvicenne client, room widgets and peer links.
+
+``from widgets import join`` gives the notebook API (`widgets.room`); it and the other
+notebook-only names are loaded on first use, so a script that only needs the client
+does not import ipywidgets, pandas or aiortc.
+"""
+
+from typing import Any
 
 from .client import (
     AuthenticationError,
@@ -24,7 +31,29 @@ from .client import (
     discover_server,
 )
 
+# name -> module (relative) that defines it, imported on first access (PEP 562)
+_LAZY = {
+    "join": ".room",
+    "RoomSession": ".room",
+    "PeerSession": ".peering",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'widgets' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
 __all__ = [
+    "join",
+    "RoomSession",
+    "PeerSession",
     "AuthenticationError",
     "Backoff",
     "ClientError",

@@ -1,0 +1,208 @@
+"""The notebook widgets' Python behaviour (`widgets.room`, `widgets.panels`, `widgets.share`)
+with real client objects against pytest-jupyter's in-process Jupyter server.
+
+The sessions run on the test's event loop, as they run on a kernel's loop in a notebook;
+widgets are real ipywidgets objects (without a kernel their comms go nowhere, their
+Python state is what we check: what a front-end would render).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from widgets import join
+from widgets.client import Backoff, Message, RoomClient, ServerInfo
+from widgets.room import RoomSession
+
+FAST = Backoff(initial=0.05, maximum=0.2)
+
+
+@pytest.fixture
+def server(jp_serverapp: Any, http_server_client: Any, jp_http_port: int, jp_base_url: str) -> ServerInfo:
+    """The in-process server (`http_server_client` makes it listen), as a kernel would find it."""
+    return ServerInfo(f"http://127.0.0.1:{jp_http_port}{jp_base_url}", jp_serverapp.identity_provider.token)
+
+
+@pytest.fixture
+def opened(io_loop: Any) -> Any:
+    """Sessions and clients a test opened; closed at the end on the test's loop."""
+    things: list[Any] = []
+    yield things
+
+    async def close_all() -> None:
+        for thing in reversed(things):
+            await thing.close()
+
+    io_loop.run_sync(close_all)
+
+
+def joined(opened: list[Any], server: ServerInfo, room: str, user_id: str, **kwargs: Any) -> RoomSession:
+    session = join(room, user_id=user_id, url=server.url, token=server.token, display=False, backoff=FAST, **kwargs)
+    opened.append(session)
+    return session
+
+
+async def eventually(condition: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not within {timeout} s")
+        await asyncio.sleep(0.02)
+
+
+def member_names(session: RoomSession) -> list[str]:
+    return [row.user_id for row in session.panel.members_box.children]
+
+
+# -- joining and presence ------------------------------------------------------------------
+
+
+async def test_join_returns_at_once_and_the_panel_goes_online_with_the_members(server: ServerInfo, opened: list[Any]) -> None:
+    alice = joined(opened, server, "analysis", "alice", state={"notebook": "eda.ipynb"})
+    assert alice.state == "connecting" and "connecting" in alice.panel.header.value
+    assert await alice is alice  # awaiting the session waits for the join
+    assert alice.state == "online" and "online" in alice.panel.header.value
+    assert member_names(alice) == ["alice"]
+    assert alice.members["alice"]["state"] == {"status": "available", "notebook": "eda.ipynb"}
+
+    bob = joined(opened, server, "analysis", "bob")
+    await bob.ready()
+    await eventually(lambda: member_names(alice) == ["alice", "bob"], what="bob in alice's panel")
+    assert member_names(bob) == ["bob", "alice"]  # you first
+    assert "(you)" in bob.panel.rows["bob"].label.value
+    assert bob.panel.rows["bob"].peer_button.layout.display == "none"  # no link with yourself
+    assert alice.panel.rows["bob"].peer_button.layout.display is None
+    assert "2 members" in alice.panel.header.value
+
+    bob.set_status("busy")
+    await eventually(lambda: "busy" in alice.panel.rows["bob"].label.value, what="bob's status")
+    assert alice.members["bob"]["state"]["status"] == "busy"
+
+    await bob.leave()
+    assert bob.state == "closed" and "closed" in bob.panel.header.value
+    await eventually(lambda: member_names(alice) == ["alice"], what="bob gone")
+    assert "bob left" in alice.panel.conversation.value
+
+
+async def test_messages_reach_the_log_callbacks_and_streams(server: ServerInfo, opened: list[Any]) -> None:
+    alice = await joined(opened, server, "chat", "alice")
+    bob = await joined(opened, server, "chat", "bob")
+    got: list[Message] = []
+    bob.on_message(got.append)
+    stream = bob.stream("message")
+
+    ack = await alice.send("hello <b>bob</b>")
+    assert ack["seq"] >= 1
+    first = await stream.get(5)
+    assert (first.user_id, first.text, first.seq) == ("alice", "hello <b>bob</b>", ack["seq"])
+    assert got == [first] and bob.messages[-1] is first
+    # peers' text is escaped, never markup
+    assert "hello &lt;b&gt;bob&lt;/b&gt;" in bob.panel.conversation.value and "<b>bob</b>" not in bob.panel.conversation.value
+
+    # the panel's input box and Send button
+    alice_inbox = alice.stream("message")
+    bob.panel.composer.text.value = "hi alice"
+    bob.panel.composer.button.click()
+    assert bob.panel.composer.text.value == ""
+    while (reply := await alice_inbox.get(5)).user_id != "bob":
+        pass
+    assert reply.text == "hi alice"
+
+    await bob.direct("alice", "just for you")
+    direct = await alice_inbox.get(5)
+    assert direct.direct and direct.text == "just for you"
+    assert "bob → you" in alice.panel.conversation.value
+    stream.close()
+    alice_inbox.close()
+
+
+async def test_an_error_in_a_callback_is_shown_in_the_panel(server: ServerInfo, opened: list[Any]) -> None:
+    alice = await joined(opened, server, "errors", "alice")
+    bob = await joined(opened, server, "errors", "bob")
+
+    def broken(message: Message) -> None:
+        raise ZeroDivisionError("my callback is broken")
+
+    async def broken_later(message: Message) -> None:
+        await asyncio.sleep(0)
+        raise KeyError("async too")
+
+    seen: list[str] = []
+    bob.on_message(broken)
+    bob.on_message(broken_later)
+    bob.on_message(lambda m: seen.append(m.text))  # later callbacks still run
+    await alice.send("boom")
+    await eventually(lambda: len(bob.errors) == 2, what="both errors recorded")
+    assert seen == ["boom"]
+    area = bob.panel.errors
+    assert area.layout.display is None  # shown
+    assert "ZeroDivisionError" in area.text.value and "my callback is broken" in area.text.value
+    assert "KeyError" in area.text.value and "broken_later" in area.text.value
+    area.clear_button.click()
+    assert area.layout.display == "none" and area.text.value == ""
+    assert bob.online  # the connection did not suffer
+
+
+async def test_a_wrong_token_is_shown_and_raised(server: ServerInfo, opened: list[Any]) -> None:
+    session = join("r", user_id="eve", url=server.url, token="wrong", display=False)
+    opened.append(session)
+    with pytest.raises(Exception, match="403"):
+        await session.ready()
+    assert session.state == "offline"
+    assert "refused the token" in session.panel.errors.text.value
+    assert "offline" in session.panel.header.value
+
+
+async def test_a_send_before_the_join_completes_is_carried_out(server: ServerInfo, opened: list[Any]) -> None:
+    alice = await joined(opened, server, "early", "alice")
+    inbox = alice.stream("message")
+    bob = joined(opened, server, "early", "bob")
+    early = bob.send("sent before joined")  # from a cell, right after join()
+    ack = await early
+    assert ack["type"] == "ack"
+    assert (await inbox.get(5)).text == "sent before joined"
+
+
+async def test_running_the_cell_again_replaces_the_old_session(server: ServerInfo, opened: list[Any]) -> None:
+    first = await joined(opened, server, "again", "alice")
+    second = await joined(opened, server, "again", "alice")
+    await eventually(lambda: first.state == "closed", what="the first session closed")
+    assert "replaced by a newer join" in first.panel.errors.text.value
+    assert second.online and list(second.members) == ["alice"]
+
+
+async def test_the_panel_shows_reconnecting_then_online(server: ServerInfo, opened: list[Any]) -> None:
+    alice = await joined(opened, server, "flaky", "alice")
+    bob = await joined(opened, server, "flaky", "bob")
+    states: list[str] = []
+    alice.on("state", states.append)
+    assert alice.client is not None and alice.client._ws is not None
+    alice.client._ws.close()  # the network drops
+    await eventually(lambda: "reconnecting" in states, what="reconnecting shown")
+    await eventually(lambda: alice.online, what="online again")
+    assert "online" in alice.panel.header.value
+    inbox = alice.stream("message")
+    await bob.send("after the drop")
+    assert (await inbox.get(5)).text == "after the drop"
+
+
+async def test_a_python_client_and_a_session_see_each_other(server: ServerInfo, opened: list[Any]) -> None:
+    """A member that is a plain `RoomClient` (a script, another kernel) shows in the panel."""
+    alice = await joined(opened, server, "mixed", "alice")
+    script = await RoomClient.connect(server.url, server.token, user_id="script", backoff=FAST)
+    opened.append(script)
+    room = await script.join("mixed", state={"status": "batch job"})
+    await eventually(lambda: "script" in alice.panel.rows, what="script in panel")
+    assert "batch job" in alice.panel.rows["script"].label.value
+    inbox = alice.stream("message")
+    await room.send("from a script")
+    assert (await inbox.get(5)).user_id == "script"
+
+
+def test_join_outside_a_loop_says_how_to_call_it() -> None:
+    with pytest.raises(RuntimeError, match="notebook cell"):
+        join("r", display=False)

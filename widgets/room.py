@@ -1,0 +1,430 @@
+"""Rooms from a notebook cell: ``room = join("analysis")`` shows a live panel and returns
+a `RoomSession`, whose plain Python API drives the same room.
+
+Why it is built this way:
+
+* **One loop, no threads.** A kernel (ipykernel) runs an asyncio loop in its main thread;
+  `join` captures it and schedules the connection there, so it works from a plain cell
+  (no ``await`` needed) and every client task, callback and widget update runs on that
+  loop, between and during cells. Nothing here starts a thread; a call that arrives from
+  another thread anyway is handed to the loop (`_on_loop`) instead of touching widgets.
+* **Errors are shown, not lost.** A user's callback that raises, a send that fails, a
+  refused join: each lands in the panel's error area (and in `RoomSession.errors`), so a
+  failure in a background task is visible in the notebook.
+* **Nothing is missed between connecting and listening.** The session listens on the
+  client's own events before it joins, so the presence snapshot and any replayed message
+  reach the panel.
+* **Running the cell again replaces the old session** of the same user in the same room
+  (its connection is closed), instead of leaving a ghost connection behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import os
+import threading
+import weakref
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .client import ClientError, Gap, Message, PresenceEvent, RoomClient
+from .client import Room as ClientRoom
+from .events import EventEmitter, EventStream
+from .panels import RoomPanel
+
+if TYPE_CHECKING:
+    from .peering import PeerSession
+
+MESSAGES_KEPT = 1000  # messages a session remembers in `messages`
+
+# sessions alive in this kernel, by (server, room, user): a cell run again replaces its old one
+_live: weakref.WeakValueDictionary[tuple[str, str, str | None], RoomSession] = weakref.WeakValueDictionary()
+
+
+def current_notebook() -> str | None:
+    """The notebook this kernel runs for, as Jupyter told the kernel (None outside one)."""
+    path = os.environ.get("JPY_SESSION_NAME")  # set by jupyter_server >= 2 for its kernels
+    if not path:
+        with contextlib.suppress(Exception):
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            path = shell.user_ns.get("__session__") if shell is not None else None
+    return os.path.basename(path) if path else None
+
+
+class RoomSession:
+    """A notebook's membership of one room: the panel, and the API behind it.
+
+    Created by `join`. Await it (``await room`` or ``await room.ready()``) to wait until
+    the room is joined; everything else can be called at once and is carried out once the
+    connection is up.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        user_id: str | None = None,
+        url: str | None = None,
+        token: str | None = None,
+        status: str | None = "available",
+        state: dict[str, Any] | None = None,
+        loop: asyncio.AbstractEventLoop | None = None,
+        **client_options: Any,
+    ) -> None:
+        self.name = name
+        self.user_id = user_id
+        self.loop = loop or asyncio.get_running_loop()
+        self.client: RoomClient | None = None
+        self.room: ClientRoom | None = None
+        self.state = "connecting"
+        self.messages: list[Message] = []
+        self.errors: list[BaseException] = []
+        self.events = EventEmitter()  # message, presence, state: re-emitted for the user
+        self.peers: dict[str, PeerSession] = {}
+        self.presence: dict[str, Any] = dict(state or {})
+        if status is not None:
+            self.presence.setdefault("status", status)
+        notebook = current_notebook()
+        if notebook:
+            self.presence.setdefault("notebook", notebook)
+        self.panel = RoomPanel(name)
+        self.panel.show_user(user_id)
+        self.panel.on_send(self._send_from_panel)
+        self.panel.on_open_peer(self._open_peer_from_panel)
+        self._url, self._token, self._options = url, token, client_options
+        self._joined: asyncio.Future[RoomSession] = self.loop.create_future()
+        self._joined.add_done_callback(lambda f: f.cancelled() or f.exception())  # read by `ready`
+        self._closed = False
+        self._thread = threading.get_ident()
+        self._task = self.loop.create_task(self._connect())
+
+    def __repr__(self) -> str:
+        return f"<RoomSession {self.name!r} as {self.user_id!r}: {self.state}, members {sorted(self.members)}>"
+
+    def __await__(self) -> Any:
+        return self.ready().__await__()
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.panel)
+
+    # -- state ------------------------------------------------------------------------
+    @property
+    def members(self) -> dict[str, dict[str, Any]]:
+        """Who is in the room now: ``{user_id: {"state": {...}, "identity": {...}, ...}}``."""
+        return {k: dict(v) for k, v in self.room.members.items()} if self.room is not None else {}
+
+    @property
+    def online(self) -> bool:
+        return self.state == "online"
+
+    async def ready(self, timeout: float | None = 30.0) -> RoomSession:
+        """Wait until the room is joined; raises what prevented it (wrong token, no server)."""
+        return await asyncio.wait_for(asyncio.shield(self._joined), timeout)
+
+    # -- sending ----------------------------------------------------------------------
+    def send(self, content: str | dict[str, Any]) -> asyncio.Task[dict[str, Any]]:
+        """Send to the room. Returns a task: ``await`` it for the server's ack (with the
+        message's ``seq``), or ignore it (a failure then shows in the panel)."""
+        return self._spawn(self._send(content), "sending a message")
+
+    def direct(self, to: str, content: str | dict[str, Any]) -> asyncio.Task[dict[str, Any]]:
+        """Send to one member only, through the server."""
+        return self._spawn(self._direct(to, content), f"sending a direct message to {to}")
+
+    def set_status(self, status: str) -> asyncio.Task[None]:
+        """Set your presence status (``"busy"``, ``"reviewing"``, …), seen by every member."""
+        return self.set_presence(status=status)
+
+    def set_presence(self, **state: Any) -> asyncio.Task[None]:
+        """Merge `state` into your presence (any JSON values); a None value removes a key."""
+        for key, value in state.items():
+            if value is None:
+                self.presence.pop(key, None)
+            else:
+                self.presence[key] = value
+        return self._spawn(self._push_presence(), "updating presence")
+
+    async def _send(self, content: str | dict[str, Any]) -> dict[str, Any]:
+        room = await self._room()
+        return await room.send(content)
+
+    async def _direct(self, to: str, content: str | dict[str, Any]) -> dict[str, Any]:
+        room = await self._room()
+        return await room.direct(to, content)
+
+    async def _push_presence(self) -> None:
+        room = await self._room()
+        await room.set_state(dict(self.presence))
+
+    def _send_from_panel(self, text: str) -> None:
+        self.send(text)
+
+    # -- receiving --------------------------------------------------------------------
+    def on_message(self, callback: Callable[[Message], Any]) -> Callable[[], None]:
+        """Call `callback(message)` for each message (room and direct); returns a function
+        that stops it. A callback may be a coroutine function; what it raises is shown in
+        the panel's error area."""
+        return self.on("message", callback)
+
+    def on_presence(self, callback: Callable[[PresenceEvent], Any]) -> Callable[[], None]:
+        """Call `callback(event)` when a member joins, leaves or changes its presence."""
+        return self.on("presence", callback)
+
+    def on(self, kind: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        """Callbacks for ``message``, ``presence``, ``state`` (the connection's) or ``gap``."""
+        return self.events.on(kind, self._guarded(callback, f"your {kind!r} callback {_name(callback)}"))
+
+    def stream(self, *kinds: str) -> EventStream:
+        """``async for message in room.stream("message"): ...`` (every kind when none given)."""
+        return self.events.stream(*kinds)
+
+    async def next_message(self, timeout: float | None = 30.0, where: Callable[[Message], bool] | None = None) -> Message:
+        """The next message (matching `where`) that arrives from now on."""
+        deadline = None if timeout is None else self.loop.time() + timeout
+        async with self.stream("message") as stream:
+            while True:
+                left = None if deadline is None else max(0.0, deadline - self.loop.time())
+                try:
+                    message = await stream.get(left)
+                except asyncio.TimeoutError:
+                    raise asyncio.TimeoutError(f"no such message in {self.name!r} within {timeout} s") from None
+                if where is None or where(message):
+                    return message
+
+    async def wait_for_message(self, where: Callable[[Message], bool], timeout: float | None = 30.0) -> Message:
+        """The first message matching `where`, among those already received or the next
+        ones: what a cell wants when the other side may have spoken already."""
+        for message in self.messages:
+            if where(message):
+                return message
+        return await self.next_message(timeout, where)
+
+    async def wait_for_member(self, user_id: str, timeout: float | None = 30.0) -> dict[str, Any]:
+        """Wait until `user_id` is in the room; its member entry."""
+        await self.ready(timeout)
+        if user_id in self.members:
+            return self.members[user_id]
+        async with self.stream("presence") as stream:
+            while user_id not in self.members:
+                try:
+                    await stream.get(timeout)
+                except asyncio.TimeoutError:
+                    raise asyncio.TimeoutError(f"{user_id!r} did not join {self.name!r} within {timeout} s") from None
+        return self.members[user_id]
+
+    # -- peer links -------------------------------------------------------------------
+    def peer(self, user_id: str) -> PeerSession:
+        """The direct peer-to-peer link with member `user_id` (opened on first use) and its
+        panel, shown under the room's."""
+        session = self.peers.get(user_id)
+        if session is None or session.closed:
+            from .peering import PeerSession  # aiortc is imported only when a link is wanted
+
+            session = PeerSession(self, user_id)
+            self.peers[user_id] = session
+            self.panel.add_peer_panel(session.panel)
+        return session
+
+    def _open_peer_from_panel(self, user_id: str) -> None:
+        self.peer(user_id).open()
+
+    # -- closing ----------------------------------------------------------------------
+    async def leave(self) -> None:
+        """Leave the room and close the connection and every peer link."""
+        if self._closed:
+            return
+        self._closed = True
+        for peer in list(self.peers.values()):
+            await peer.close()
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._task
+        if self.client is not None:
+            await self.client.close()
+        self._set_state("closed")
+        if not self._joined.done():
+            self._joined.set_exception(ClientError(f"left {self.name!r} before it was joined"))
+        self.events.close()
+
+    close = leave
+
+    # -- inside -----------------------------------------------------------------------
+    async def _connect(self) -> None:
+        try:
+            client = await RoomClient.connect(self._url, self._token, user_id=self.user_id, **self._options)
+            self.client = client
+            self._replace_older(client.server.url)
+            # listen before joining: the snapshot and any replay are emitted during the join
+            client.on("message", self._on_client_message)
+            client.on("presence", self._on_client_presence)
+            client.on("gap", self._on_client_gap)
+            client.on("connected", lambda _e: self.room is not None and self._set_state("online"))
+            client.on("disconnected", lambda e: self._set_state("reconnecting", _close_reason(e)))
+            client.on("reconnecting", lambda e: self._set_state("reconnecting", f"attempt {e['attempt']}"))
+            client.on("closed", self._on_client_closed)
+            client.on("error", lambda e: self._report(f"the server refused a request: {e}", e))
+            self.room = await client.join(self.name, state=dict(self.presence))
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:
+            self._set_state("offline", str(error))
+            self._report(f"could not join {self.name!r}: {error}", error, traceback=False)
+            if not self._joined.done():
+                self._joined.set_exception(error)
+            if self.client is not None:
+                await self.client.close()
+            return
+        self.user_id = client.user_id
+        self.panel.show_user(self.user_id)
+        self.panel.show_members(self.members)
+        self._set_state("online")
+        self._joined.set_result(self)
+
+    def _replace_older(self, server_url: str) -> None:
+        key = (server_url, self.name, self.user_id)
+        older = _live.get(key)
+        if older is not None and older is not self and not older._closed:
+            older._report("replaced by a newer join of the same room in this kernel", traceback=False)
+            self.loop.create_task(older.leave())
+        _live[key] = self
+
+    def _on_client_message(self, message: Message) -> None:
+        if message.room != self.name:
+            return
+        self.messages.append(message)
+        del self.messages[:-MESSAGES_KEPT]
+        text = message.text if message.text is not None else message.content
+        self._on_loop(self.panel.show_message, message.timestamp, message.user_id, str(text), direct=message.direct)
+        self.events.emit("message", message)
+
+    def _on_client_presence(self, event: PresenceEvent) -> None:
+        if event.room != self.name:
+            return
+        self._on_loop(self.panel.show_members, dict(event.members))
+        if event.kind in ("joined", "left") and event.user_id != self.user_id:
+            from datetime import datetime, timezone
+
+            now = datetime.now(timezone.utc).isoformat()
+            self._on_loop(self.panel.show_note, now, f"{event.user_id} {event.kind}")
+        self.events.emit("presence", event)
+
+    def _on_client_gap(self, gap: Gap) -> None:
+        if gap.room != self.name:
+            return
+        why = "the room started over" if gap.epoch_changed else "they are older than the history the server keeps"
+        self._on_loop(self.panel.show_note, "", f"some messages sent while you were away are lost ({why})")
+        self.events.emit("gap", gap)
+
+    def _on_client_closed(self, error: BaseException) -> None:
+        if self._closed:
+            return
+        self._set_state("offline", str(error))
+        self._report(f"the connection stopped: {error}", error, traceback=False)
+
+    def _set_state(self, state: str, detail: str = "") -> None:
+        if self._closed and state != "closed":
+            return
+        self.state = state
+        self._on_loop(self.panel.show_state, state, detail)
+        self.events.emit("state", state)
+
+    async def _room(self) -> ClientRoom:
+        await self.ready(None)
+        assert self.room is not None
+        return self.room
+
+    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
+        """Run `coro` on the session's loop; a failure nobody awaits is shown in the panel."""
+        if threading.get_ident() != self._thread:
+            raise RuntimeError("call this from the kernel's thread (the one that ran join())")
+        task = self.loop.create_task(coro)
+
+        def done(task: asyncio.Task[Any]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                self._report(f"{what} failed: {task.exception()}", task.exception(), traceback=False)
+
+        task.add_done_callback(done)
+        return task
+
+    def _guarded(self, callback: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
+        """`callback` that reports what it raises, also from a coroutine it returns."""
+
+        def call(event: Any) -> None:
+            try:
+                result = callback(event)
+            except Exception as error:
+                self._report(f"{what} raised {type(error).__name__}: {error}", error)
+                return
+            if inspect.isawaitable(result):
+                task = asyncio.ensure_future(result)
+
+                def done(task: asyncio.Future[Any]) -> None:
+                    if not task.cancelled() and task.exception() is not None:
+                        error = task.exception()
+                        self._report(f"{what} raised {type(error).__name__}: {error}", error)
+
+                task.add_done_callback(done)
+
+        return call
+
+    def _report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
+        if error is not None:
+            self.errors.append(error)
+        self._on_loop(self.panel.show_error, what, error if traceback else None)
+
+    def _on_loop(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run a widget update now when on the kernel's thread, else hand it to its loop."""
+        if threading.get_ident() == self._thread:
+            function(*args, **kwargs)
+        else:
+            self.loop.call_soon_threadsafe(lambda: function(*args, **kwargs))
+
+
+def _name(callback: Callable[..., Any]) -> str:
+    return getattr(callback, "__qualname__", None) or repr(callback)
+
+
+def _close_reason(event: dict[str, Any]) -> str:
+    code, reason = event.get("code"), event.get("reason")
+    return f"closed {code}: {reason}" if reason else (f"closed {code}" if code else "connection lost")
+
+
+def join(
+    room: str,
+    *,
+    user_id: str | None = None,
+    url: str | None = None,
+    token: str | None = None,
+    status: str | None = "available",
+    state: dict[str, Any] | None = None,
+    display: bool = True,
+    **client_options: Any,
+) -> RoomSession:
+    """Join `room` and show its live panel; returns the `RoomSession` at once.
+
+    Call it from a cell (``room = join("analysis")``) or await it
+    (``room = await join("analysis")`` returns once joined). `user_id` defaults to your
+    Jupyter user name; the server is found by itself (`discover_server`: ``url=`` and
+    ``token=``, else ``IAVICENNE_URL`` / ``IAVICENNE_TOKEN``, else the server that
+    started this kernel). `status` and `state` are your initial presence; the notebook
+    you are in is added. Extra keywords go to `RoomClient` (``backoff=``, …).
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        raise RuntimeError(
+            "join() schedules its connection on the running event loop: call it from a notebook "
+            "cell (an IPython kernel runs one) or from a coroutine"
+        ) from None
+    session = RoomSession(room, user_id=user_id, url=url, token=token, status=status, state=state, loop=loop, **client_options)
+    if display:
+        from IPython.display import display as show
+
+        show(session.panel)
+    return session

@@ -17,6 +17,7 @@ from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, default
 from .broker.base import Broker
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits
+from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomListHandler, RoomMembersHandler
 from .handlers.rooms import RoomSocketHandler
 from .handlers.signaling import SignalingSocketHandler
@@ -195,6 +196,8 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/ws/signaling/?", SignalingSocketHandler, {**shared, "ice": self.ice}),
                 (r"/iavicenne/api/rooms/?", RoomListHandler, {"hub": self.hub}),
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, {"hub": self.hub}),
+                (r"/iavicenne/?", DemoPageHandler),
+                (r"/iavicenne/static/(.+)", StaticHandler, {"path": str(STATIC_DIR)}),
             ]
         )
 

@@ -1,0 +1,70 @@
+"""The browser side: the demo page (`{base_url}iavicenne/`) and the JavaScript module
+(`{base_url}iavicenne/static/...`), both behind Jupyter's authentication.
+
+The page is a Jupyter page: a visitor who is not logged in is redirected to the login
+page and comes back after it (``?token=...`` in the address logs in too, as for `/lab`).
+The static files are the module (`iavicenne.js`, `iavicenne.d.ts`) and the demo's own
+script and style. They hold nothing secret, but they are the extension's endpoints like
+any other, so they need the same login; an unauthenticated request gets 403 rather than
+a redirect, because a ``<script>`` or an ``import`` cannot follow a login page.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Any
+
+from jupyter_server.base.handlers import JupyterHandler
+from tornado import web
+
+from .base import AUTH_RESOURCE
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
+
+
+class DemoPageHandler(JupyterHandler):
+    """`GET {base_url}iavicenne/`: the demo page, with this server's base URL filled in."""
+
+    auth_resource = AUTH_RESOURCE
+
+    @web.authenticated
+    @web.addslash  # relative links (static/demo.js) resolve under {base_url}iavicenne/
+    async def get(self) -> None:
+        page = (STATIC_DIR / "demo.html").read_text(encoding="utf-8")
+        self.set_header("Content-Type", "text/html; charset=UTF-8")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(page.replace("{{base_url}}", html.escape(self.base_url, quote=True)))
+
+
+class StaticHandler(JupyterHandler, web.StaticFileHandler):
+    """`GET {base_url}iavicenne/static/<file>`: the module and the demo's files, for logged-in users."""
+
+    auth_resource = AUTH_RESOURCE
+
+    def initialize(self, path: str = str(STATIC_DIR), default_filename: str | None = None) -> None:  # type: ignore[override]
+        web.StaticFileHandler.initialize(self, path, default_filename)
+
+    def get_login_url(self) -> str:
+        # what @web.authenticated calls to redirect: refuse instead (see the module docstring)
+        raise web.HTTPError(403, "log in to Jupyter first, or add ?token=... to the URL")
+
+    def set_extra_headers(self, path: str) -> None:
+        # revalidate every time (a 304 when unchanged): a page must never run a stale
+        # module against a newer server
+        self.set_header("Cache-Control", "no-cache")
+
+    def get_content_type(self) -> str:
+        if self.absolute_path is not None and self.absolute_path.endswith((".js", ".mjs")):
+            return "text/javascript; charset=UTF-8"  # module scripts need a JavaScript type
+        if self.absolute_path is not None and self.absolute_path.endswith(".d.ts"):
+            return "text/plain; charset=UTF-8"
+        return super().get_content_type()
+
+    @web.authenticated
+    def get(self, path: str, include_body: bool = True) -> Any:
+        return super().get(path, include_body)
+
+    @web.authenticated
+    def head(self, path: str) -> Any:
+        return super().head(path)

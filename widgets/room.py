@@ -205,17 +205,26 @@ class RoomSession:
                 return message
         return await self.next_message(timeout, where)
 
-    async def wait_for_member(self, user_id: str, timeout: float | None = 30.0) -> dict[str, Any]:
-        """Wait until `user_id` is in the room; its member entry."""
+    async def wait_for_member(
+        self, user_id: str, where: Callable[[dict[str, Any]], bool] | None = None, timeout: float | None = 30.0
+    ) -> dict[str, Any]:
+        """Wait until `user_id` is in the room (and its entry matches `where`, e.g. a
+        status); its member entry."""
         await self.ready(timeout)
-        if user_id in self.members:
-            return self.members[user_id]
+
+        def found() -> bool:
+            member = self.members.get(user_id)
+            return member is not None and (where is None or bool(where(member)))
+
+        deadline = None if timeout is None else self.loop.time() + timeout
         async with self.stream("presence") as stream:
-            while user_id not in self.members:
+            while not found():
+                left = None if deadline is None else max(0.0, deadline - self.loop.time())
                 try:
-                    await stream.get(timeout)
+                    await stream.get(left)
                 except asyncio.TimeoutError:
-                    raise asyncio.TimeoutError(f"{user_id!r} did not join {self.name!r} within {timeout} s") from None
+                    what = "join" if user_id not in self.members else "reach that presence"
+                    raise asyncio.TimeoutError(f"{user_id!r} did not {what} in {self.name!r} within {timeout} s") from None
         return self.members[user_id]
 
     # -- peer links -------------------------------------------------------------------

@@ -119,8 +119,18 @@ class JupyterApp:
             f"--ServerApp.root_dir={self.root}",
         ]
         if self.lab:
-            # the test drives the notebook through JupyterLab's own commands (window.jupyterapp)
-            args += ["--LabApp.expose_app_in_browser=True", "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+            # settings and workspaces of its own; no news pop-up (nothing to fetch from here)
+            settings = self.workdir / "lab-settings"
+            notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
+            notification.parent.mkdir(parents=True, exist_ok=True)
+            notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+            args += [
+                # the test drives the notebook through JupyterLab's own commands (window.jupyterapp)
+                "--LabApp.expose_app_in_browser=True",
+                f"--LabApp.user_settings_dir={settings}",
+                f"--LabApp.workspaces_dir={self.workdir / 'lab-workspaces'}",
+                "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate",
+            ]
         args += [f"--IAvicenne.{key}={value}" for key, value in self.options.items()]
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process
         self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=self.env, cwd=self.root)

@@ -160,7 +160,9 @@ class MemberRow(W.HBox):
         identity = member.get("identity") or {}
         name = f"<b class='iav-member-name'>{_esc(self.user_id)}</b>"
         shown = identity.get("display_name") or identity.get("name")
-        if shown and shown != self.user_id:
+        # a token's identity is the server's login, the same for every kernel: no news
+        personal = not str(identity.get("username", "")).startswith("token-")
+        if shown and personal and shown != self.user_id:
             name += f" <span style='color:#757575'>({_esc(shown)})</span>"
         if self.me:
             name += " <span style='color:#757575'>(you)</span>"
@@ -168,7 +170,7 @@ class MemberRow(W.HBox):
         if state.get("status"):
             parts.append(f"<span class='iav-member-status'>{_esc(state['status'])}</span>")
         if state.get("notebook"):
-            parts.append(f"<span class='iav-member-notebook' style='color:#757575'>📓 {_esc(state['notebook'])}</span>")
+            parts.append(f"<span class='iav-member-notebook' style='color:#757575'>in {_esc(state['notebook'])}</span>")
         connections = member.get("connections") or 1
         if connections > 1:
             parts.append(f"<span style='color:#757575'>{connections} connections</span>")

@@ -1,0 +1,120 @@
+"""End to end in a real browser: JupyterLab served by the test, headless Chromium (Debian's,
+driven by Playwright's Python API), a notebook that joins a room, and a second member
+that is a Python client in this process.
+
+The test sees the room panel rendered by JupyterLab's ipywidgets manager with both
+members, writes in the panel's input box and clicks Send (the Python client receives
+it), sees the client's reply in the panel's log, and saves a screenshot for the README
+(docs/img/room-panel.png).
+
+Without Chromium the test fails in CI (``CI`` set) and is skipped elsewhere, saying how to
+install it (`apt-get install chromium`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from notebook_support import CHROMIUM_ARGS, REPO, JupyterApp, chromium_path
+
+from widgets.client import RoomClient
+
+pytestmark = pytest.mark.timeout(180)
+
+SCREENSHOT = REPO / "docs" / "img" / "room-panel.png"
+ROOM = "analysis"
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterApp]:
+    chromium_path()  # fail (CI) or skip before starting anything
+    app = JupyterApp(tmp_path_factory.mktemp("lab"), lab=True).start()
+    yield app
+    app.stop()
+
+
+def write_notebook(folder: Path) -> str:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
+    notebook.cells = [
+        nbformat.v4.new_markdown_cell("# Team room\nWho is here, and what they say."),
+        nbformat.v4.new_code_cell(f'from widgets import join\n\nroom = join("{ROOM}", user_id="alice", status="exploring sales data")'),
+    ]
+    nbformat.write(notebook, folder / "team.ipynb")
+    return "team.ipynb"
+
+
+def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    name = write_notebook(lab.root)
+
+    async def scenario() -> None:
+        bob = await RoomClient.connect(lab.url, lab.token, user_id="bob")
+        room = await bob.join(ROOM, state={"status": "reviewing", "notebook": "forecast.ipynb"})
+        inbox = room.messages()
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+            page = await browser.new_page(viewport={"width": 1100, "height": 640})
+            try:
+                await page.goto(f"{lab.url}lab/tree/{name}?token={lab.token}", wait_until="domcontentloaded")
+                # JupyterLab exposes its app (--LabApp.expose_app_in_browser): wait for the
+                # notebook and its kernel, then run every cell as the Run menu would
+                await page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
+                await page.evaluate(
+                    """async () => {
+                        const panel = window.jupyterapp.shell.currentWidget;
+                        await panel.context.ready;
+                        await panel.sessionContext.ready;
+                        if (window.jupyterapp.shell.leftCollapsed === false) {
+                            await window.jupyterapp.commands.execute('application:toggle-left-area');
+                        }
+                        await window.jupyterapp.commands.execute('notebook:run-all-cells');
+                    }"""
+                )
+                panel = page.locator(".iav-room-panel")
+                await expect(panel).to_be_visible(timeout=60_000)
+                await expect(panel.locator(".iav-state-online")).to_be_visible(timeout=30_000)
+                members = panel.locator(".iav-member")
+                await expect(members).to_have_count(2, timeout=30_000)
+                await expect(members.nth(0)).to_contain_text("alice")
+                await expect(members.nth(0)).to_contain_text("(you)")
+                await expect(members.nth(1)).to_contain_text("bob")
+                await expect(members.nth(1)).to_contain_text("reviewing")
+                await expect(members.nth(1)).to_contain_text("forecast.ipynb")
+                await expect(members.nth(1).locator(".iav-peer-button")).to_be_visible()
+
+                # the panel's input box and Send button reach the Python client
+                await panel.locator(".iav-compose input").fill("Sales are up 12% in Q3, see my notebook")
+                await panel.locator(".iav-compose button").click()
+                heard = await asyncio.wait_for(inbox.get(), 30)
+                assert (heard.user_id, heard.text) == ("alice", "Sales are up 12% in Q3, see my notebook")
+                assert heard.content.get("content") == heard.text
+
+                # and what the client says shows in the log
+                await room.send("Nice — can you share the DataFrame?")
+                log = panel.locator(".iav-log")
+                await expect(log).to_contain_text("Nice — can you share the DataFrame?", timeout=30_000)
+                await expect(log).to_contain_text("Sales are up 12% in Q3")
+
+                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(SCREENSHOT))
+            except Exception:
+                failure = lab.workdir / "failure.png"
+                await page.screenshot(path=str(failure))
+                print(f"screenshot of the failure: {failure}\nserver log:\n{lab.log_text()[-3000:]}")
+                raise
+            finally:
+                await browser.close()
+                await bob.close()
+
+    asyncio.run(scenario())
+    # the presence seen by the server, as the REST API reports it
+    status, body = lab.get(f"iavicenne/api/rooms/{ROOM}")
+    assert status == 200, body
+    assert [m["user_id"] for m in body["members"]] == ["alice"], json.dumps(body)

@@ -206,3 +206,84 @@ async def test_a_python_client_and_a_session_see_each_other(server: ServerInfo, 
 def test_join_outside_a_loop_says_how_to_call_it() -> None:
     with pytest.raises(RuntimeError, match="notebook cell"):
         join("r", display=False)
+
+
+# -- sharing: DataFrames and files, never pickle ----------------------------------------------
+
+
+def sales() -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(
+        {
+            "region": pd.Categorical(["north", "south", "north"]),
+            "amount": [12.5, 7.25, None],
+            "units": pd.array([3, None, 5], dtype="Int64"),
+            "day": pd.to_datetime(["2026-01-02", "2026-01-03", "2026-01-04"]),
+            "note": ["a", "b", "ç"],
+        },
+        index=pd.Index([101, 102, 103], name="order"),
+    )
+
+
+@pytest.mark.parametrize("format", ["arrow", "parquet"])
+def test_a_dataframe_round_trips_with_its_index_and_dtypes(format: str) -> None:
+    import pandas as pd
+
+    from widgets import share
+
+    df = sales()
+    packed = share.pack_dataframe(df, "sales", format)
+    assert share.is_shared(packed) and not share.is_shared(b"plain bytes") and not share.is_shared("text")
+    shared = share.unpack(packed)
+    assert (shared.kind, shared.name, shared.header["rows"], shared.header["format"]) == ("dataframe", "sales", 3, format)
+    pd.testing.assert_frame_equal(shared.dataframe(), df)
+    assert "sales (DataFrame 3×5" in share.describe(shared.header)
+
+
+def test_a_pickled_arrow_extension_type_is_refused() -> None:
+    """CVE-2023-47248's vector: a column marked as a Python (pickled) extension type."""
+    import io
+
+    import pyarrow as pa
+
+    from widgets import share
+
+    marked = pa.field("x", pa.binary(), metadata={b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": b"cos\nsystem\n"})
+    table = pa.table({"x": [b"1"]}).cast(pa.schema([marked]))
+    sink = io.BytesIO()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    with pytest.raises(share.ShareError, match="pickled"):
+        share.unpack(share.pack(share.DATAFRAME, "evil", sink.getvalue(), format="arrow")).dataframe()
+
+
+def test_malformed_shared_objects_are_refused() -> None:
+    from widgets import share
+
+    good = share.pack(share.FILE, "a.txt", b"hello")
+    with pytest.raises(share.ShareError, match="truncated"):
+        share.unpack(good[:-1])
+    with pytest.raises(share.ShareError, match="bad header length"):
+        share.unpack(share.MAGIC + (10**6).to_bytes(4, "big") + b"{}")
+    with pytest.raises(share.ShareError, match="unknown kind"):
+        share.unpack(share.pack("pickle", "x", b""))
+    with pytest.raises(share.ShareError, match="unknown DataFrame format"):
+        share.unpack(share.pack(share.DATAFRAME, "x", b"", format="pickle")).dataframe()
+    with pytest.raises(share.ShareError, match="cannot read"):
+        share.unpack(share.pack(share.DATAFRAME, "x", b"not arrow", format="arrow")).dataframe()
+
+
+def test_a_received_file_stays_in_the_folder_the_receiver_chose(tmp_path: Any) -> None:
+    from widgets import share
+
+    (tmp_path / "report.csv").write_text("a,b\n1,2\n")
+    shared = share.unpack(share.pack_file(tmp_path / "report.csv"))
+    inbox = tmp_path / "inbox"
+    first = share.save_file(shared, inbox)
+    second = share.save_file(shared, inbox)  # kept, not overwritten
+    assert (first.name, second.name) == ("report.csv", "report (1).csv")
+    assert first.read_text() == second.read_text() == "a,b\n1,2\n"
+    evil = share.unpack(share.pack(share.FILE, "../../../etc/cron.d/x", b"*"))
+    assert share.save_file(evil, inbox).parent == inbox
+    assert share.safe_file_name("..\\..\\win.ini") == "win.ini" and share.safe_file_name("..") == "received"

@@ -31,6 +31,7 @@ DATAFRAME = "dataframe"
 FILE = "file"
 FORMATS = ("arrow", "parquet")
 MAX_HEADER_BYTES = 64 * 1024
+PICKLED_EXTENSION = b"arrow.py_extension_type"
 
 
 class ShareError(ValueError):
@@ -129,15 +130,19 @@ def decode_dataframe(format: str, payload: bytes) -> pd.DataFrame:
 def _refuse_pickled_types(schema: pa.Schema) -> None:
     import pyarrow as pa
 
-    for column in schema:
-        kind = column.type
-        # arrow.py_extension_type is serialised with pickle; a peer must not choose our code
-        if isinstance(kind, pa.ExtensionType) and kind.extension_name == "arrow.py_extension_type":
-            raise ShareError(f"column {column.name!r} uses a pickled Python extension type; refused")
-    metadata = schema.metadata or {}
-    for key in metadata:
-        if key.startswith(b"ARROW:extension") and b"py_extension_type" in metadata[key]:
-            raise ShareError("a pickled Python extension type in the schema; refused")
+    # arrow.py_extension_type is serialised with pickle: a peer must not choose our code.
+    # pyarrow >= 14.0.1 reads it as its storage type, but the mark stays in the field's
+    # metadata; refuse it either way, and anywhere in nested types
+    def check(field: pa.Field) -> None:
+        kind = field.type
+        name = (field.metadata or {}).get(b"ARROW:extension:name", b"")
+        if name == PICKLED_EXTENSION or (isinstance(kind, pa.ExtensionType) and kind.extension_name == PICKLED_EXTENSION.decode()):
+            raise ShareError(f"column {field.name!r} is a pickled Python extension type; refused")
+        for index in range(kind.num_fields):
+            check(kind.field(index))
+
+    for field in schema:
+        check(field)
 
 
 def pack_dataframe(df: pd.DataFrame, name: str = "dataframe", format: str = "arrow") -> bytes:
@@ -187,9 +192,11 @@ def describe(header: dict[str, Any]) -> str:
 
 
 def human_size(size: int) -> str:
+    if size < 1024:
+        return f"{size} B"
     value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    for unit in ("KB", "MB", "GB"):
         value /= 1024
-    return f"{size} B"
+        if value < 1024 or unit == "GB":
+            break
+    return f"{value:.1f} {unit}"

@@ -35,7 +35,7 @@ from .client import (
 _LAZY = {
     "join": ".room",
     "RoomSession": ".room",
-    "PeerSession": ".peering",
+    "PeerSession": ".peer_session",
 }
 
 

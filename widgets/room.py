@@ -27,7 +27,7 @@ import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .client import ClientError, Gap, Message, PresenceEvent, RoomClient
 from .client import Room as ClientRoom
@@ -35,8 +35,9 @@ from .events import EventEmitter, EventStream
 from .panels import RoomPanel
 
 if TYPE_CHECKING:
-    from .peering import PeerSession
+    from .peer_session import PeerSession
 
+T = TypeVar("T")
 MESSAGES_KEPT = 1000  # messages a session remembers in `messages`
 
 # sessions alive in this kernel, by (server, room, user): a cell run again replaces its old one
@@ -53,6 +54,36 @@ def current_notebook() -> str | None:
             shell = get_ipython()
             path = shell.user_ns.get("__session__") if shell is not None else None
     return os.path.basename(path) if path else None
+
+
+class Pending(Generic[T]):
+    """What a call that works in the background returns (``room.send(...)``): await it
+    for the result, or leave it. Its repr says where it stands, so a cell that ends with
+    such a call prints something readable instead of a task's internals."""
+
+    def __init__(self, task: asyncio.Task[T], what: str) -> None:
+        self.task = task
+        self.what = what
+
+    def __await__(self) -> Any:
+        return self.task.__await__()
+
+    def done(self) -> bool:
+        return self.task.done()
+
+    def result(self) -> T:
+        return self.task.result()
+
+    def cancel(self) -> bool:
+        return self.task.cancel()
+
+    def __repr__(self) -> str:
+        if not self.task.done():
+            return f"<{self.what}: pending>"
+        if self.task.cancelled():
+            return f"<{self.what}: cancelled>"
+        error = self.task.exception()
+        return f"<{self.what}: failed: {error}>" if error is not None else f"<{self.what}: done>"
 
 
 class RoomSession:
@@ -128,20 +159,20 @@ class RoomSession:
         return await asyncio.wait_for(asyncio.shield(self._joined), timeout)
 
     # -- sending ----------------------------------------------------------------------
-    def send(self, content: str | dict[str, Any]) -> asyncio.Task[dict[str, Any]]:
+    def send(self, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
         """Send to the room. Returns a task: ``await`` it for the server's ack (with the
         message's ``seq``), or ignore it (a failure then shows in the panel)."""
         return self._spawn(self._send(content), "sending a message")
 
-    def direct(self, to: str, content: str | dict[str, Any]) -> asyncio.Task[dict[str, Any]]:
+    def direct(self, to: str, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
         """Send to one member only, through the server."""
         return self._spawn(self._direct(to, content), f"sending a direct message to {to}")
 
-    def set_status(self, status: str) -> asyncio.Task[None]:
+    def set_status(self, status: str) -> Pending[None]:
         """Set your presence status (``"busy"``, ``"reviewing"``, …), seen by every member."""
         return self.set_presence(status=status)
 
-    def set_presence(self, **state: Any) -> asyncio.Task[None]:
+    def set_presence(self, **state: Any) -> Pending[None]:
         """Merge `state` into your presence (any JSON values); a None value removes a key."""
         for key, value in state.items():
             if value is None:
@@ -233,7 +264,7 @@ class RoomSession:
         panel, shown under the room's."""
         session = self.peers.get(user_id)
         if session is None or session.closed:
-            from .peering import PeerSession  # aiortc is imported only when a link is wanted
+            from .peer_session import PeerSession  # aiortc is imported only when a link is wanted
 
             session = PeerSession(self, user_id)
             self.peers[user_id] = session
@@ -348,9 +379,11 @@ class RoomSession:
         assert self.room is not None
         return self.room
 
-    def _spawn(self, coro: Any, what: str) -> asyncio.Task[Any]:
-        """Run `coro` on the session's loop; a failure nobody awaits is shown in the panel."""
+    def _spawn(self, coro: Any, what: str) -> Pending[Any]:
+        """Run `coro` on the session's loop; a failure is also shown in the panel, where it
+        is seen even when nobody awaits it."""
         if threading.get_ident() != self._thread:
+            coro.close()
             raise RuntimeError("call this from the kernel's thread (the one that ran join())")
         task = self.loop.create_task(coro)
 
@@ -359,7 +392,7 @@ class RoomSession:
                 self._report(f"{what} failed: {task.exception()}", task.exception(), traceback=False)
 
         task.add_done_callback(done)
-        return task
+        return Pending(task, what)
 
     def _guarded(self, callback: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
         """`callback` that reports what it raises, also from a coroutine it returns."""

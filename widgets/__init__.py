@@ -31,11 +31,14 @@ from .client import (
     discover_server,
 )
 
-# name -> module (relative) that defines it, imported on first access (PEP 562)
+# name -> module (relative) that defines it, imported on first access (PEP 562). Peer
+# links need aiortc (the `widgets` extra) and the notebook API ipywidgets: a script or a
+# notebook that only chats does not pay for them.
 _LAZY = {
     "join": ".room",
     "RoomSession": ".room",
     "PeerSession": ".peer_session",
+    **dict.fromkeys(["PeerLeft", "PeerLink", "PeerLinkClosed", "PeerLinkError", "PeerNetwork", "PeerUnreachable", "Progress"], ".peer"),
 }
 
 
@@ -75,4 +78,11 @@ __all__ = [
     "UnknownPeer",
     "connect",
     "discover_server",
+    "PeerLeft",
+    "PeerLink",
+    "PeerLinkClosed",
+    "PeerLinkError",
+    "PeerNetwork",
+    "PeerUnreachable",
+    "Progress",
 ]

@@ -394,26 +394,8 @@ class RoomSession:
         task.add_done_callback(done)
         return Pending(task, what)
 
-    def _guarded(self, callback: Callable[[Any], Any], what: str) -> Callable[[Any], Any]:
-        """`callback` that reports what it raises, also from a coroutine it returns."""
-
-        def call(event: Any) -> None:
-            try:
-                result = callback(event)
-            except Exception as error:
-                self._report(f"{what} raised {type(error).__name__}: {error}", error)
-                return
-            if inspect.isawaitable(result):
-                task = asyncio.ensure_future(result)
-
-                def done(task: asyncio.Future[Any]) -> None:
-                    if not task.cancelled() and task.exception() is not None:
-                        error = task.exception()
-                        self._report(f"{what} raised {type(error).__name__}: {error}", error)
-
-                task.add_done_callback(done)
-
-        return call
+    def _guarded(self, callback: Callable[..., Any], what: str) -> Callable[..., None]:
+        return guarded(callback, what, self._report)
 
     def _report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
         if error is not None:
@@ -426,6 +408,30 @@ class RoomSession:
             function(*args, **kwargs)
         else:
             self.loop.call_soon_threadsafe(lambda: function(*args, **kwargs))
+
+
+def guarded(callback: Callable[..., Any], what: str, report: Callable[..., None]) -> Callable[..., None]:
+    """`callback` that hands what it raises to `report(what, error)`, also when it is a
+    coroutine function (its task's failure is reported when it ends): an event loop's
+    callbacks must not fail where nobody looks."""
+
+    def call(*args: Any) -> None:
+        try:
+            result = callback(*args)
+        except Exception as error:
+            report(f"{what} raised {type(error).__name__}: {error}", error)
+            return
+        if inspect.isawaitable(result):
+            task = asyncio.ensure_future(result)
+
+            def done(task: asyncio.Future[Any]) -> None:
+                if not task.cancelled() and task.exception() is not None:
+                    error = task.exception()
+                    report(f"{what} raised {type(error).__name__}: {error}", error)
+
+            task.add_done_callback(done)
+
+    return call
 
 
 def _name(callback: Callable[..., Any]) -> str:

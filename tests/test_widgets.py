@@ -287,3 +287,108 @@ def test_a_received_file_stays_in_the_folder_the_receiver_chose(tmp_path: Any) -
     evil = share.unpack(share.pack(share.FILE, "../../../etc/cron.d/x", b"*"))
     assert share.save_file(evil, inbox).parent == inbox
     assert share.safe_file_name("..\\..\\win.ini") == "win.ini" and share.safe_file_name("..") == "received"
+
+
+# -- peer links from the panel -------------------------------------------------------------
+
+
+async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str) -> tuple[RoomSession, RoomSession]:
+    """alice and bob in `room`, both reachable for peer links on loopback."""
+    alice = await joined(opened, server, room, "alice", loopback=True)
+    bob = await joined(opened, server, room, "bob", loopback=True)
+    await alice.wait_for_member("bob")
+    return alice, bob
+
+
+async def test_the_member_button_opens_a_peer_link_both_sides_see(server: ServerInfo, opened: list[Any]) -> None:
+    alice, bob = await pair_of_sessions(opened, server, "p2p")
+    await bob._network_ready()  # bob's kernel can take links
+    alice.panel.rows["bob"].peer_button.click()
+    link = alice.peers["bob"]
+    assert link.panel in alice.panel.peers_box.children
+    await link.ready(30)
+    assert link.state == "open" and "open" in link.panel.header.value
+    await eventually(lambda: "alice" in bob.peers and bob.peers["alice"].state == "open", 30, "bob's side of the link")
+    back = bob.peers["alice"]
+    assert back.panel in bob.panel.peers_box.children  # an incoming link gets its panel too
+
+    await link.send("hello over the data channel")
+    await link.send({"numbers": [1, 2, 3], "unicode": "ç"})
+    await link.send(b"\x00\x01raw")
+    assert await back.receive(10) == "hello over the data channel"
+    assert await back.receive(10) == {"numbers": [1, 2, 3], "unicode": "ç"}
+    assert await back.receive(10) == b"\x00\x01raw"
+    assert "hello over the data channel" in back.panel.conversation.value
+    assert "(5 B of bytes)" in back.panel.conversation.value
+
+    # the peer panel's own input box
+    got: list[Any] = []
+    link.on_message(got.append)
+    back.panel.composer.text.value = "typed in bob's peer panel"
+    back.panel.composer.button.click()
+    assert await link.receive(10) == "typed in bob's peer panel"
+    assert got == ["typed in bob's peer panel"]
+
+
+async def test_a_dataframe_and_a_file_travel_peer_to_peer_with_progress_bars(server: ServerInfo, opened: list[Any], tmp_path: Any) -> None:
+    import numpy as np
+    import pandas as pd
+
+    alice, bob = await pair_of_sessions(opened, server, "share")
+    rows = 200_000
+    big = pd.DataFrame({"id": np.arange(rows), "x": np.random.default_rng(1).random(rows), "tag": pd.Categorical(np.where(np.arange(rows) % 2, "odd", "even"))})
+    to_bob = alice.peer("bob")
+    namespace: dict[str, Any] = {}
+    receiver = bob.peer("alice")
+    receiver.store_dataframes(namespace)
+
+    sent = to_bob.send_dataframe(big, "measurements")
+    received = await receiver.receive_dataframe(60)
+    await sent
+    pd.testing.assert_frame_equal(received, big)
+    assert namespace["measurements"] is not None and namespace["measurements"].shape == (rows, 3)
+    assert "stored as `measurements`" in receiver.panel.conversation.value
+    (out_row,) = to_bob.panel.transfers.children
+    (in_row,) = receiver.panel.transfers.children
+    assert out_row.bar.value == in_row.bar.value == 1.0
+    assert out_row.bar.bar_style == in_row.bar.bar_style == "success"
+    assert "measurements (DataFrame 200000×3, arrow)" in in_row.label.value and in_row.status.value == "received"
+
+    small = pd.DataFrame({"a": [1, 2]})
+    await to_bob.send_dataframe(small, "tiny", format="parquet")
+    pd.testing.assert_frame_equal(await receiver.receive_dataframe(10), small)
+
+    report = tmp_path / "report.csv"
+    report.write_bytes(b"region,amount\nnorth,12\n" * 5000)
+    await to_bob.send_file(report)
+    saved = await receiver.receive_file(tmp_path / "inbox", 30)
+    assert saved == tmp_path / "inbox" / "report.csv" and saved.read_bytes() == report.read_bytes()
+    assert receiver.messages == []  # shared objects never land among the messages
+
+
+async def test_an_error_in_a_peer_callback_shows_in_the_peer_panel(server: ServerInfo, opened: list[Any]) -> None:
+    import pandas as pd
+
+    alice, bob = await pair_of_sessions(opened, server, "peer-errors")
+    receiver = bob.peer("alice")
+
+    def broken(name: str, df: Any) -> None:
+        raise ValueError(f"cannot handle {name}")
+
+    receiver.on_dataframe(broken)
+    await alice.peer("bob").send_dataframe(pd.DataFrame({"a": [1]}), "prices")
+    await eventually(lambda: receiver.errors, 20, "the error recorded")
+    assert "cannot handle prices" in receiver.panel.errors.text.value
+    assert receiver.panel.errors.layout.display is None
+    pd.testing.assert_frame_equal(await receiver.receive_dataframe(5), pd.DataFrame({"a": [1]}))  # still delivered
+
+
+async def test_when_the_peer_leaves_the_link_shows_closed_and_waits_end(server: ServerInfo, opened: list[Any]) -> None:
+    alice, bob = await pair_of_sessions(opened, server, "leaving")
+    link = await alice.peer("bob").ready(30)
+    await eventually(lambda: "alice" in bob.peers, 30, "bob's side")
+    await bob.leave()
+    await eventually(lambda: link.state == "closed", 20, "alice's link closed")
+    assert "closed" in link.panel.header.value and "link closed" in link.panel.conversation.value
+    with pytest.raises(Exception, match="bob"):
+        await link.receive(5)

@@ -35,6 +35,7 @@ from .events import EventEmitter, EventStream
 from .panels import RoomPanel
 
 if TYPE_CHECKING:
+    from .peer import PeerNetwork
     from .peer_session import PeerSession
 
 T = TypeVar("T")
@@ -103,6 +104,9 @@ class RoomSession:
         token: str | None = None,
         status: str | None = "available",
         state: dict[str, Any] | None = None,
+        peers: bool = True,
+        loopback: bool | None = None,
+        peer_timeout: float = 60.0,
         loop: asyncio.AbstractEventLoop | None = None,
         **client_options: Any,
     ) -> None:
@@ -116,6 +120,12 @@ class RoomSession:
         self.errors: list[BaseException] = []
         self.events = EventEmitter()  # message, presence, state: re-emitted for the user
         self.peers: dict[str, PeerSession] = {}
+        self.network: PeerNetwork | None = None
+        self.peer_timeout = peer_timeout
+        self._want_peers = peers
+        self._loopback = loopback
+        self._network_task: asyncio.Task[PeerNetwork] | None = None
+        self._accepting: asyncio.Task[None] | None = None
         self.presence: dict[str, Any] = dict(state or {})
         if status is not None:
             self.presence.setdefault("status", status)
@@ -260,12 +270,15 @@ class RoomSession:
 
     # -- peer links -------------------------------------------------------------------
     def peer(self, user_id: str) -> PeerSession:
-        """The direct peer-to-peer link with member `user_id` (opened on first use) and its
-        panel, shown under the room's."""
+        """The direct peer-to-peer link with member `user_id` (opened on first use:
+        ``await room.peer("bob").ready()`` to wait for it) and its panel, shown under the
+        room's."""
         session = self.peers.get(user_id)
         if session is None or session.closed:
             from .peer_session import PeerSession  # aiortc is imported only when a link is wanted
 
+            if user_id == self.user_id:
+                raise ValueError("a peer link goes to another member, not to yourself")
             session = PeerSession(self, user_id)
             self.peers[user_id] = session
             self.panel.add_peer_panel(session.panel)
@@ -273,6 +286,43 @@ class RoomSession:
 
     def _open_peer_from_panel(self, user_id: str) -> None:
         self.peer(user_id).open()
+
+    async def _network_ready(self) -> PeerNetwork:
+        """This session's peer in the room's signaling (started after the join)."""
+        await self.ready(None)
+        if self._network_task is None:
+            self._network_task = self.loop.create_task(self._start_network())
+        return await asyncio.shield(self._network_task)
+
+    async def _start_network(self) -> PeerNetwork:
+        import aioice.ice
+
+        from . import ice
+        from .peer import PeerNetwork
+
+        assert self.client is not None and self.user_id is not None
+        if self._loopback is None:
+            # the usual interfaces (peers on other machines) and loopback (another kernel
+            # of this machine, also when it has no network at all)
+            addresses = [*aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True), *ice.LOOPBACK]
+            options: dict[str, Any] = {"host_addresses": list(dict.fromkeys(addresses))}
+        else:
+            options = {"loopback": self._loopback}
+        signaling = {key: value for key, value in self._options.items() if key in ("backoff", "connect_timeout")}
+        server = self.client.server
+        network = await PeerNetwork.join(self.name, self.user_id, server.url, server.token, signaling_options=signaling, **options)
+        self.network = network
+        self._accepting = self.loop.create_task(self._accept(network))
+        return network
+
+    async def _accept(self, network: PeerNetwork) -> None:
+        """Links other members open to us get a session (and a panel) of their own."""
+        while True:
+            link = await network.accept()
+            try:
+                self.peer(link.peer_id).attach(link)
+            except Exception as error:
+                self._report(f"could not take the link from {link.peer_id}: {error}", error)
 
     # -- closing ----------------------------------------------------------------------
     async def leave(self) -> None:
@@ -282,6 +332,13 @@ class RoomSession:
         self._closed = True
         for peer in list(self.peers.values()):
             await peer.close()
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._network_task is not None:
+            if not self._network_task.done():
+                self._network_task.cancel()
+            elif self.network is not None:
+                await self.network.close()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
@@ -325,6 +382,15 @@ class RoomSession:
         self.panel.show_members(self.members)
         self._set_state("online")
         self._joined.set_result(self)
+        if self._want_peers:
+            # be reachable for links others open, before anyone asks for one here
+            self._network_task = self.loop.create_task(self._start_network())
+            self._network_task.add_done_callback(self._network_started)
+
+    def _network_started(self, task: asyncio.Task[PeerNetwork]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            self._report(f"peer-to-peer links are not available: {error}", error, traceback=False)
 
     def _replace_older(self, server_url: str) -> None:
         key = (server_url, self.name, self.user_id)
@@ -379,17 +445,18 @@ class RoomSession:
         assert self.room is not None
         return self.room
 
-    def _spawn(self, coro: Any, what: str) -> Pending[Any]:
-        """Run `coro` on the session's loop; a failure is also shown in the panel, where it
-        is seen even when nobody awaits it."""
+    def _spawn(self, coro: Any, what: str, report: Callable[..., None] | None = None) -> Pending[Any]:
+        """Run `coro` on the session's loop; a failure is also shown in the panel (or given
+        to `report`), where it is seen even when nobody awaits it."""
         if threading.get_ident() != self._thread:
             coro.close()
             raise RuntimeError("call this from the kernel's thread (the one that ran join())")
         task = self.loop.create_task(coro)
+        report = report or self._report
 
         def done(task: asyncio.Task[Any]) -> None:
             if not task.cancelled() and task.exception() is not None:
-                self._report(f"{what} failed: {task.exception()}", task.exception(), traceback=False)
+                report(f"{what} failed: {task.exception()}", task.exception(), traceback=False)
 
         task.add_done_callback(done)
         return Pending(task, what)
@@ -451,6 +518,8 @@ def join(
     token: str | None = None,
     status: str | None = "available",
     state: dict[str, Any] | None = None,
+    peers: bool = True,
+    loopback: bool | None = None,
     display: bool = True,
     **client_options: Any,
 ) -> RoomSession:
@@ -461,7 +530,11 @@ def join(
     Jupyter user name; the server is found by itself (`discover_server`: ``url=`` and
     ``token=``, else ``IAVICENNE_URL`` / ``IAVICENNE_TOKEN``, else the server that
     started this kernel). `status` and `state` are your initial presence; the notebook
-    you are in is added. Extra keywords go to `RoomClient` (``backoff=``, …).
+    you are in is added. With `peers` (the default) you can open peer-to-peer links
+    (``room.peer("bob")``) and others can open them to you; `loopback` chooses the local
+    addresses a link may use: None (default) your network interfaces and 127.0.0.1,
+    True 127.0.0.1 only (kernels of one machine), False your interfaces only. Extra
+    keywords go to `RoomClient` (``backoff=``, …).
     """
     try:
         loop = asyncio.get_running_loop()
@@ -470,7 +543,9 @@ def join(
             "join() schedules its connection on the running event loop: call it from a notebook "
             "cell (an IPython kernel runs one) or from a coroutine"
         ) from None
-    session = RoomSession(room, user_id=user_id, url=url, token=token, status=status, state=state, loop=loop, **client_options)
+    session = RoomSession(
+        room, user_id=user_id, url=url, token=token, status=status, state=state, peers=peers, loopback=loopback, loop=loop, **client_options
+    )
     if display:
         from IPython.display import display as show
 

@@ -1,0 +1,380 @@
+"""A direct peer-to-peer link with one member, from a notebook: ``room.peer("bob")``.
+
+`PeerSession` sits on `widgets.peer.PeerLink` (a WebRTC data channel, aiortc) and adds
+what a notebook wants: a panel (link state, messages, transfers with progress bars),
+DataFrames and files (`widgets.share`: Arrow IPC or Parquet, never pickle), separate
+mailboxes so ``await peer.receive_dataframe()`` does not swallow a chat line, and
+callbacks whose errors show in the panel.
+
+A session lives as long as its room session: when the link closes (the peer's kernel
+restarted, it left), the session stays, shows why, and opens a new link on the next
+send or click; a link the peer opens to us attaches to the same session.
+
+The mailboxes keep what nobody asked for yet, up to a bound (`KEPT`): a forgotten
+``receive_dataframe()`` must not keep every DataFrame a peer ever sent in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import keyword
+import os
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from . import share
+from .panels import PeerPanel, TransferRow
+from .peer import PeerLink, PeerLinkClosed, PeerLinkError, Progress
+from .room import Pending, guarded
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .room import RoomSession
+
+T = TypeVar("T")
+KEPT = {"message": 1000, "dataframe": 20, "file": 20}
+PROGRESS_INTERVAL = 0.1  # seconds between two progress bar updates: widgets cost a comm message each
+
+
+class Mailbox(Generic[T]):
+    """Items in arrival order; ``await get()`` takes the oldest (or waits). Bounded: past
+    `limit` the oldest is dropped (and counted)."""
+
+    def __init__(self, limit: int) -> None:
+        self.items: deque[T] = deque()
+        self.limit = limit
+        self.dropped = 0
+        self._arrived = asyncio.Event()
+
+    def put(self, item: T) -> None:
+        self.items.append(item)
+        while len(self.items) > self.limit:
+            self.items.popleft()
+            self.dropped += 1
+        self._arrived.set()
+
+    async def get(self, timeout: float | None, closed: Callable[[], BaseException | None]) -> T:
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while not self.items:
+            error = closed()
+            if error is not None:
+                raise error
+            self._arrived.clear()
+            left = None if deadline is None else deadline - loop.time()
+            if left is not None and left <= 0:
+                raise asyncio.TimeoutError(f"nothing arrived within {timeout} s")
+            try:
+                await asyncio.wait_for(self._arrived.wait(), left)
+            except asyncio.TimeoutError:
+                continue
+        return self.items.popleft()
+
+    def wake(self) -> None:
+        self._arrived.set()
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+def _preview(data: Any) -> str:
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        return f"({share.human_size(len(data))} of bytes)"
+    text = data if isinstance(data, str) else repr(data)
+    return text if len(text) <= 300 else text[:300] + "…"
+
+
+class _Throttled:
+    """A transfer row fed by progress events, redrawn at most every PROGRESS_INTERVAL."""
+
+    def __init__(self, row: TransferRow) -> None:
+        self.row = row
+        self.last = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if progress.done >= progress.total or now - self.last >= PROGRESS_INTERVAL:
+            self.last = now
+            self.row.progress(progress.done, progress.total)
+
+
+class PeerSession:
+    """The link with one member (`remote`) of a `RoomSession`, and its panel."""
+
+    def __init__(self, room: RoomSession, remote: str) -> None:
+        self.room = room
+        self.remote = remote
+        self.link: PeerLink | None = None
+        self.state = "new"
+        self.closed = False
+        self.messages: list[Any] = []  # everything received that is not a shared object
+        self.errors: list[BaseException] = []
+        self.panel = PeerPanel(room.user_id or "you", remote)
+        self.panel.on_send(lambda text: self.send(text))
+        self._mail: dict[str, Mailbox[Any]] = {kind: Mailbox(limit) for kind, limit in KEPT.items()}
+        self._callbacks: dict[str, list[Callable[..., None]]] = {"message": [], "dataframe": [], "file": []}
+        self._opening: asyncio.Task[PeerLink] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._incoming: _Throttled | None = None
+        self._link_error: BaseException | None = None
+
+    def __repr__(self) -> str:
+        return f"<PeerSession {self.room.user_id!r} ⇄ {self.remote!r}: {self.state}>"
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        display(self.panel)
+
+    # -- the link ---------------------------------------------------------------------
+    def open(self) -> Pending[PeerSession]:
+        """Open the link (what the member's "Peer link" button does); await for it."""
+        return self.room._spawn(self._open_then_self(), f"opening a link to {self.remote}", self._report)
+
+    async def ready(self, timeout: float | None = 60.0) -> PeerSession:
+        """Wait until the link is open (opening it if needed)."""
+        try:
+            await asyncio.wait_for(self._ensure_link(), timeout)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"the link to {self.remote!r} did not open within {timeout} s") from None
+        return self
+
+    async def _open_then_self(self) -> PeerSession:
+        await self._ensure_link()
+        return self
+
+    async def _ensure_link(self) -> PeerLink:
+        if self.closed:
+            raise PeerLinkClosed(f"the session with {self.remote!r} was closed; use room.peer({self.remote!r}) again")
+        if self.link is not None and self.link.open:
+            return self.link
+        if self._opening is None or self._opening.done():
+            self._opening = asyncio.ensure_future(self._connect())
+        return await asyncio.shield(self._opening)
+
+    async def _connect(self) -> PeerLink:
+        self._show_state("connecting")
+        try:
+            network = await self.room._network_ready()
+            link = await network.connect(self.remote, timeout=self.room.peer_timeout)
+        except Exception as error:
+            self._show_state("failed", str(error))
+            raise
+        self.attach(link)
+        return link
+
+    def attach(self, link: PeerLink) -> None:
+        """Use `link` (ours, or one the peer opened to us) from now on."""
+        if link is self.link:
+            return
+        if self._reader is not None:
+            self._reader.cancel()
+        self.link = link
+        self._link_error = None
+        link.on("progress", self._on_progress)
+        link.on("close", self._on_close)
+        link.on("error", lambda error: self._report(f"from {self.remote}: {error}", error, traceback=False))
+        self._reader = asyncio.ensure_future(self._read(link))
+        if link.open:
+            self._show_state("open", "direct, peer to peer")
+            self.panel.show_note(_now(), f"link open ({'we' if link.offerer else self.remote} offered)")
+
+    async def close(self) -> None:
+        """Close the link; this session is done (``room.peer(...)`` makes a new one)."""
+        self.closed = True
+        if self._opening is not None and not self._opening.done():
+            self._opening.cancel()
+        if self.link is not None:
+            await self.link.close()
+        if self._reader is not None:
+            self._reader.cancel()
+        self._show_state("closed")
+        for mailbox in self._mail.values():
+            mailbox.wake()
+
+    # -- sending ----------------------------------------------------------------------
+    def send(self, data: Any) -> Pending[None]:
+        """Send text, bytes or a JSON-able object (never pickled). Returns once the peer's
+        channel has it: await it, or not (a failure shows in the panel)."""
+        return self.room._spawn(self._send(data), f"sending to {self.remote}", self._report)
+
+    def send_dataframe(self, df: pd.DataFrame, name: str = "dataframe", format: str = "arrow") -> Pending[None]:
+        """Share a DataFrame as Arrow IPC (default) or Parquet, with a progress bar; the
+        peer gets it with ``receive_dataframe()`` or ``on_dataframe``."""
+        packed = share.pack_dataframe(df, name, format)  # here, so a bad DataFrame raises in the cell
+        label = share.describe(share.unpack(packed).header)
+        return self.room._spawn(self._transfer(packed, label), f"sending {name} to {self.remote}", self._report)
+
+    def send_file(self, path: str | os.PathLike[str], name: str | None = None) -> Pending[None]:
+        """Send a file (its base name travels with it; the receiver picks the folder)."""
+        packed = share.pack_file(path, name)
+        label = share.describe(share.unpack(packed).header)
+        return self.room._spawn(self._transfer(packed, label), f"sending {Path(path).name} to {self.remote}", self._report)
+
+    async def _send(self, data: Any) -> None:
+        link = await self._ensure_link()
+        await link.send(data)
+        self.panel.show_message(_now(), self.room.user_id or "you", _preview(data))
+
+    async def _transfer(self, packed: bytes, label: str) -> None:
+        link = await self._ensure_link()
+        row = self.panel.add_transfer(label, outgoing=True)
+        try:
+            await link.send(packed, progress=_Throttled(row))
+        except BaseException as error:
+            row.finish(f"failed: {error}" if isinstance(error, Exception) else "cancelled", ok=False)
+            raise
+        row.finish("sent")
+
+    # -- receiving --------------------------------------------------------------------
+    async def receive(self, timeout: float | None = 60.0) -> Any:
+        """The next message (text, bytes or a JSON value) not yet taken."""
+        return await self._take("message", timeout)
+
+    async def receive_dataframe(self, timeout: float | None = 120.0) -> pd.DataFrame:
+        """The next DataFrame the peer shared (decoded from Arrow or Parquet)."""
+        shared: share.Shared = await self._take("dataframe", timeout)
+        return shared.dataframe()
+
+    async def receive_file(self, folder: str | os.PathLike[str] = ".", timeout: float | None = 120.0) -> Path:
+        """Save the next file the peer sent into `folder` (never elsewhere); its path."""
+        shared: share.Shared = await self._take("file", timeout)
+        return share.save_file(shared, folder)
+
+    def on_message(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
+        """Call `callback(data)` for each message; errors it raises show in the panel."""
+        return self._on("message", callback)
+
+    def on_dataframe(self, callback: Callable[[str, pd.DataFrame], Any]) -> Callable[[], None]:
+        """Call `callback(name, df)` for each DataFrame the peer shares."""
+        return self._on("dataframe", callback)
+
+    def on_file(self, callback: Callable[[str, bytes], Any]) -> Callable[[], None]:
+        """Call `callback(name, content)` for each file the peer sends."""
+        return self._on("file", callback)
+
+    def store_dataframes(self, namespace: dict[str, Any] | None = None, prefix: str = "") -> Callable[[], None]:
+        """Put each DataFrame the peer shares into `namespace` (default: the notebook's
+        variables) under its name (with `prefix`): ``sales`` shared → ``sales`` here.
+        A name that is not a plain identifier, or is private, is not used as one."""
+        if namespace is None:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is None:
+                raise RuntimeError("no notebook here: pass the namespace (a dict) to store into")
+            namespace = shell.user_ns
+
+        def store(name: str, df: pd.DataFrame) -> None:
+            variable = prefix + name
+            if not variable.isidentifier() or keyword.iskeyword(variable) or variable.startswith("_"):
+                variable = f"{prefix or 'shared_'}{share.safe_file_name(name).replace('.', '_').replace(' ', '_').replace('-', '_')}"
+                if not variable.isidentifier():
+                    variable = f"{prefix or 'shared_'}dataframe"
+            namespace[variable] = df
+            self.panel.show_note(_now(), f"stored as `{variable}`")
+
+        return self.on_dataframe(store)
+
+    def _on(self, kind: str, callback: Callable[..., Any]) -> Callable[[], None]:
+        what = f"your {kind!r} callback {getattr(callback, '__qualname__', callback)!r} for {self.remote}"
+        wrapped = guarded(callback, what, self._report)
+        self._callbacks[kind].append(wrapped)
+
+        def off() -> None:
+            if wrapped in self._callbacks[kind]:
+                self._callbacks[kind].remove(wrapped)
+
+        return off
+
+    async def _take(self, kind: str, timeout: float | None) -> Any:
+        mailbox = self._mail[kind]
+        if not mailbox.items and not self.closed and self.link is None:
+            await self.ready(timeout)  # nothing can arrive without a link: open one
+        try:
+            return await mailbox.get(timeout, self._why_nothing_more)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"no {kind} from {self.remote!r} within {timeout} s") from None
+
+    def _why_nothing_more(self) -> BaseException | None:
+        """Why waiting would hang: this session closed, or its link did (the peer left,
+        its kernel stopped). A send opens a new link; a receive does not wait for one."""
+        if self.closed:
+            return PeerLinkClosed(f"the session with {self.remote!r} is closed")
+        if self.link is not None and not self.link.open and self.link.state == "closed":
+            return self._link_error or PeerLinkClosed(f"the link to {self.remote!r} closed")
+        return None
+
+    async def _read(self, link: PeerLink) -> None:
+        """Take every message off the link (so its own queue never grows) and sort it."""
+        while True:
+            try:
+                data = await link.recv()
+            except PeerLinkError:
+                return  # `close` says why
+            try:
+                self._dispatch(data)
+            except Exception as error:
+                self._report(f"could not read what {self.remote} sent: {error}", error, traceback=False)
+
+    def _dispatch(self, data: Any) -> None:
+        if share.is_shared(data):
+            incoming, self._incoming = self._incoming, None
+            shared = share.unpack(data)
+            label = share.describe(shared.header)
+            if incoming is None:  # small enough for one message: no progress on the way
+                incoming = _Throttled(self.panel.add_transfer(label, outgoing=False))
+            incoming.row.label.value = f"↓ {label}"
+            incoming.row.finish("received")
+            if shared.kind == share.DATAFRAME:
+                self._mail["dataframe"].put(shared)
+                if self._callbacks["dataframe"]:
+                    df = shared.dataframe()
+                    for callback in list(self._callbacks["dataframe"]):
+                        callback(shared.name, df)
+            else:
+                self._mail["file"].put(shared)
+                for callback in list(self._callbacks["file"]):
+                    callback(shared.name, shared.payload)
+            return
+        self.messages.append(data)
+        del self.messages[: -KEPT["message"]]
+        self._mail["message"].put(data)
+        self.panel.show_message(_now(), self.remote, _preview(data))
+        for callback in list(self._callbacks["message"]):
+            callback(data)
+
+    def _on_progress(self, progress: Progress) -> None:
+        if progress.direction != "receive":
+            return
+        if self._incoming is None:
+            size = share.human_size(progress.total)
+            self._incoming = _Throttled(self.panel.add_transfer(f"incoming from {self.remote} ({size})", outgoing=False))
+        self._incoming(progress)
+
+    def _on_close(self, error: BaseException) -> None:
+        self._link_error = error
+        for mailbox in self._mail.values():
+            mailbox.wake()  # a waiting receive ends with `error` instead of hanging
+        if self._incoming is not None:
+            self._incoming.row.finish("cut off", ok=False)
+            self._incoming = None
+        if not self.closed:
+            self._show_state("closed", str(error))
+            self.panel.show_note(_now(), f"link closed: {error}")
+
+    # -- showing ----------------------------------------------------------------------
+    def _show_state(self, state: str, detail: str = "") -> None:
+        self.state = state
+        self.room._on_loop(self.panel.show_state, state, detail)
+
+    def _report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
+        if error is not None:
+            self.errors.append(error)
+        self.room._on_loop(self.panel.show_error, what, error if traceback else None)

@@ -176,6 +176,7 @@ class NotebookRun:
     path: Path
     env: dict[str, str]
     label: str = ""
+    cwd: Path | None = None  # where the kernel runs (default: the notebook's folder)
     result: nbformat.NotebookNode | None = field(default=None, repr=False)
 
     def outputs_text(self) -> str:
@@ -204,7 +205,7 @@ async def _execute(run: NotebookRun, timeout: float) -> None:
         notebook,
         timeout=timeout,
         kernel_name="python3",
-        resources={"metadata": {"path": str(run.path.parent)}},
+        resources={"metadata": {"path": str(run.cwd or run.path.parent)}},
         # ipywidgets' state is recorded as it would be saved from JupyterLab
         record_timing=False,
     )

@@ -26,16 +26,16 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterApp]:
 
 
 def pair(app: JupyterApp, notebook: str, **extra: str) -> list[NotebookRun]:
-    """Two runs of `notebook`, as alice and as bob, in a room of their own."""
+    """Two runs of `notebook`, as alice and as bob, in a room of their own; each kernel
+    works in a folder of its own (what a notebook writes stays out of the repository)."""
     room = f"nb-{Path(notebook).stem}-{secrets.token_hex(3)}"
-    return [
-        NotebookRun(
-            NOTEBOOKS / notebook,
-            kernel_env(app, IAVICENNE_ROLE=role, IAVICENNE_ROOM=room, IAVICENNE_TIMEOUT="60", JPY_SESSION_NAME=f"{role}-{notebook}", **extra),
-            label=f"{notebook} as {role}",
-        )
-        for role in ("alice", "bob")
-    ]
+    runs = []
+    for role in ("alice", "bob"):
+        cwd = app.workdir / f"{Path(notebook).stem}-{role}-{secrets.token_hex(2)}"
+        cwd.mkdir()
+        env = kernel_env(app, IAVICENNE_ROLE=role, IAVICENNE_ROOM=room, IAVICENNE_TIMEOUT="60", JPY_SESSION_NAME=f"{role}-{notebook}", **extra)
+        runs.append(NotebookRun(NOTEBOOKS / notebook, env, label=f"{notebook} as {role}", cwd=cwd))
+    return runs
 
 
 def test_every_notebook_has_a_test() -> None:
@@ -53,3 +53,27 @@ def test_rooms_and_presence(app: JupyterApp) -> None:
     assert a["partner_state"] == {"status": "bob is reviewing", "notebook": "bob-rooms_and_presence.ipynb"}
     assert ["bob", "hello from bob"] in a["heard"] and ["alice", "hello from alice"] in b["heard"]
     assert a["errors"] == b["errors"] == []
+
+
+def test_peer_messages(app: JupyterApp) -> None:
+    alice, bob = run_notebooks(pair(app, "peer_messages.ipynb"))
+    a, b = alice.results(), bob.results()
+    assert a["text"] == "hi alice, this is bob, peer to peer" and b["text"] == "hi bob, this is alice, peer to peer"
+    assert a["obj"] == {"from": "bob", "numbers": [1, 2, 3], "ok": True}
+    assert a["raw"] == b["raw"] == list(range(8))  # bytes stay bytes
+    assert a["answers"] == b["answers"] == ["ping", "pong"]
+    assert a["state"] == b["state"] == "open"
+    assert a["errors"] == b["errors"] == []
+
+
+def test_share_dataframe(app: JupyterApp) -> None:
+    alice, bob = run_notebooks(pair(app, "share_dataframe.ipynb"))
+    a, b = alice.results(), bob.results()
+    assert a["rows"] == b["rows"] == 300_000
+    assert a["amount"] == b["amount"]  # the same data on both sides
+    assert a["dtypes"] == b["dtypes"] and a["dtypes"]["region"] == "category" and a["dtypes"]["day"].startswith("datetime64")
+    assert a["regions"] == b["regions"] == ["east", "north", "south", "west"]
+    assert a["file"].startswith("region,count,sum,mean\n")
+    assert a["errors"] == b["errors"] == []
+    # nothing was written next to the notebooks
+    assert not (NOTEBOOKS / "summary.csv").exists() and not (NOTEBOOKS / "received").exists()

@@ -22,7 +22,9 @@ import nbformat
 import pytest
 from notebook_support import CHROMIUM_ARGS, REPO, JupyterApp, chromium_path
 
+from widgets import share
 from widgets.client import RoomClient
+from widgets.peer import PeerNetwork
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -50,6 +52,7 @@ def write_notebook(folder: Path) -> str:
 
 
 def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> None:
+    import pandas as pd
     from playwright.async_api import async_playwright, expect
 
     name = write_notebook(lab.root)
@@ -58,9 +61,11 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> Non
         bob = await RoomClient.connect(lab.url, lab.token, user_id="bob")
         room = await bob.join(ROOM, state={"status": "reviewing", "notebook": "forecast.ipynb"})
         inbox = room.messages()
+        # bob's kernel side of peer links (this process, loopback)
+        bob_peers = await PeerNetwork.join(ROOM, "bob", lab.url, lab.token, loopback=True)
         async with async_playwright() as playwright:
             browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
-            page = await browser.new_page(viewport={"width": 1100, "height": 640})
+            page = await browser.new_page(viewport={"width": 1100, "height": 720})
             try:
                 await page.goto(f"{lab.url}lab/tree/{name}?token={lab.token}", wait_until="domcontentloaded")
                 # JupyterLab exposes its app (--LabApp.expose_app_in_browser): wait for the
@@ -102,6 +107,20 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> Non
                 await expect(log).to_contain_text("Nice — can you share the DataFrame?", timeout=30_000)
                 await expect(log).to_contain_text("Sales are up 12% in Q3")
 
+                # the "Peer link" button next to bob opens a WebRTC link to bob's peer (in
+                # this process, on loopback); bob shares a DataFrame over it
+                await members.nth(1).locator(".iav-peer-button").click()
+                link = await bob_peers.accept(timeout=60)
+                peer_panel = panel.locator(".iav-peer-panel")
+                await expect(peer_panel.locator(".iav-state-open")).to_be_visible(timeout=30_000)
+                await link.send("Here it comes, peer to peer")
+                forecast = pd.DataFrame({"week": range(1, 53), "units": [1200 + 15 * w for w in range(52)]})
+                await link.send(share.pack_dataframe(forecast, "forecast"))
+                transfer = peer_panel.locator(".iav-transfer")
+                await expect(transfer).to_contain_text("forecast (DataFrame 52×2, arrow)", timeout=30_000)
+                await expect(transfer).to_contain_text("received")
+                await expect(peer_panel.locator(".iav-peer-log")).to_contain_text("Here it comes, peer to peer")
+
                 SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
                 await page.screenshot(path=str(SCREENSHOT))
             except Exception:
@@ -111,6 +130,7 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> Non
                 raise
             finally:
                 await browser.close()
+                await bob_peers.close()
                 await bob.close()
 
     asyncio.run(scenario())

@@ -69,7 +69,7 @@ def clients(io_loop: Any) -> Any:
 async def room_client(clients: list[Any], server: ServerInfo, user_id: str | None = None, **options: Any) -> RoomClient:
     options.setdefault("backoff", FAST)
     client = RoomClient(server, user_id=user_id, **options)
-    await client._start()
+    await client.start()
     clients.append(client)
     return client
 
@@ -338,11 +338,11 @@ class TestRateLimited:
 
 async def test_signaling_peers_signals_and_unknown_peers(server: ServerInfo, clients: list[Any]) -> None:
     p1 = SignalingClient(server, "lab", "p1", backoff=FAST)
-    await p1._start()
+    await p1.start()
     clients.append(p1)
     peers = p1.stream("peer")
     p2 = SignalingClient(server, "lab", "p2", backoff=FAST)
-    await p2._start()
+    await p2.start()
     clients.append(p2)
     assert p2.peers == {"p1"}
     event: PeerEvent = await next_of(peers)
@@ -361,7 +361,7 @@ async def test_signaling_peers_signals_and_unknown_peers(server: ServerInfo, cli
 
 async def test_signaling_rejoins_and_reports_who_came_and_went(server: ServerInfo, clients: list[Any]) -> None:
     p1 = SignalingClient(server, "lab", "p1", backoff=Backoff(initial=0.5, maximum=0.5, jitter=0))
-    await p1._start()
+    await p1.start()
     clients.append(p1)
     p2 = await SignalingClient.connect("lab", "p2", server.url, server.token)
     clients.append(p2)

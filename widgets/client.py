@@ -299,7 +299,7 @@ class _Endpoint:
         backoff: Backoff | None = None,
         connect_timeout: float = 10.0,
         ping_interval: float = 10.0,
-        ping_timeout: float = 20.0,
+        ping_timeout: float = 10.0,
     ) -> None:
         self.server = server
         self.backoff = backoff or Backoff()
@@ -367,7 +367,10 @@ class _Endpoint:
         """Say goodbye while the socket is still open."""
 
     # -- connecting -------------------------------------------------------------------
-    async def _start(self) -> None:
+    async def start(self) -> None:
+        """Connect (the first time): raises `AuthenticationError`, `ServerUnreachable`,
+        `NameTaken`... instead of retrying. `connect()` is construct-then-start; start by
+        hand to register callbacks before the first frame can arrive."""
         ws = await self._open()  # the first connection raises its errors to the caller
         self._supervisor = asyncio.create_task(self._supervise(ws))
         await self._wait_ready()
@@ -750,7 +753,7 @@ class RoomClient(_Endpoint):
     @classmethod
     async def connect(cls, url: str | None = None, token: str | None = None, *, user_id: str | None = None, **options: Any) -> RoomClient:
         client = cls(discover_server(url, token), user_id=user_id, **options)
-        await client._start()
+        await client.start()
         return client
 
     async def join(self, room: str, *, state: dict[str, Any] | None = None) -> Room:
@@ -884,7 +887,7 @@ class SignalingClient(_Endpoint):
     @classmethod
     async def connect(cls, room: str, peer_id: str, url: str | None = None, token: str | None = None, **options: Any) -> SignalingClient:
         client = cls(discover_server(url, token), room, peer_id, **options)
-        await client._start()
+        await client.start()
         return client
 
     async def relay(self, kind: str, target: str, body: dict[str, Any] | None) -> dict[str, Any]:

@@ -1,0 +1,105 @@
+"""One peer in its own process, for tests/test_peer.py: ``python peer_worker.py SCENARIO ME OTHER``.
+
+It finds the Jupyter server from IAVICENNE_URL / IAVICENNE_TOKEN (as a kernel would from
+its environment), joins signaling room $PEER_ROOM with loopback ICE, opens a link to
+OTHER, plays SCENARIO and prints one JSON line: {"result": ...} or {"error": ...}.
+Scenarios that end in "die" leave with os._exit(3) in the middle of a transfer: no
+goodbye, as a killed kernel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import os
+import random
+import sys
+import time
+from typing import Any
+
+from widgets.peer import PeerLink, PeerLinkError, PeerNetwork, Progress
+
+BIG = 20 * 1024 * 1024
+TEXT = "héllo from a kernel ✓"
+OBJECT = {"rows": [[1, 2.5], [3, None]], "name": "ünïcode", "nested": {"ok": True}}
+
+
+def emit(**fields: Any) -> None:
+    print(json.dumps(fields), flush=True)
+
+
+def payload() -> bytes:
+    return random.Random(20).randbytes(BIG)
+
+
+def loopback_only(link: PeerLink) -> bool:
+    lines = [line for line in link.pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")]
+    return bool(lines) and all(" 127.0.0.1 " in line for line in lines)
+
+
+def die_after(nbytes: int) -> Any:
+    def on_progress(progress: Progress) -> None:
+        if progress.done >= nbytes:
+            os._exit(3)
+
+    return on_progress
+
+
+async def main(scenario: str, me: str, other: str) -> None:
+    net = await PeerNetwork.join(os.environ["PEER_ROOM"], me, loopback=True)
+    link = await net.connect(other, timeout=30)
+    started = time.monotonic()
+    try:
+        if scenario == "exchange":
+            if me == "alice":
+                data = payload()
+                calls = 0
+
+                def count(_: Progress) -> None:
+                    nonlocal calls
+                    calls += 1
+
+                await link.send(TEXT)
+                await link.send(OBJECT)
+                await link.send(data, progress=count)
+                reply = await link.recv(timeout=60)
+                emit(result={"text": TEXT, "object": OBJECT, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                             "reply": reply, "offerer": link.offerer, "loopback_only": loopback_only(link), "progress_calls": calls})
+            else:
+                text = await link.recv(timeout=60)
+                obj = await link.recv(timeout=60)
+                data = await link.recv(timeout=120)
+                await link.send(f"thanks, {len(data)} bytes")
+                emit(result={"text": text, "object": obj, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                             "offerer": link.offerer, "loopback_only": loopback_only(link)})
+                await asyncio.sleep(0.5)  # let the reply reach alice before leaving
+        elif scenario == "send-big":
+            await link.send(payload())
+            emit(result="sent")
+        elif scenario == "recv-big":
+            await link.recv(timeout=60)
+            emit(result="received")
+        elif scenario == "recv-then-die":
+            link.on("progress", die_after(3 * 1024 * 1024))
+            await link.recv(timeout=60)
+            emit(result="received everything: should have died")
+        elif scenario == "send-then-die":
+            await link.send(payload(), progress=die_after(3 * 1024 * 1024))
+            emit(result="sent everything: should have died")
+        else:
+            raise SystemExit(f"unknown scenario {scenario}")
+    except PeerLinkError as error:
+        emit(error={"type": type(error).__name__, "message": str(error), "seconds": time.monotonic() - started})
+    finally:
+        await net.close()
+
+
+if __name__ == "__main__":
+    if os.environ.get("PEER_DEBUG"):
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(relativeCreated)6.0f %(name)s %(message)s")
+        for quiet in ("aioice", "aiortc"):
+            logging.getLogger(quiet).setLevel(logging.INFO)
+    asyncio.run(main(*sys.argv[1:4]))

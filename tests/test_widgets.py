@@ -201,6 +201,41 @@ async def test_a_python_client_and_a_session_see_each_other(server: ServerInfo, 
     inbox = alice.stream("message")
     await room.send("from a script")
     assert (await inbox.get(5)).user_id == "script"
+    # a script without a peer of its own takes no links: its button says so
+    await alice._network_ready()
+    assert alice.panel.rows["script"].peer_button.disabled
+    assert "takes no peer links" in alice.panel.rows["script"].peer_button.tooltip
+
+
+async def test_background_calls_return_a_pending_with_a_readable_repr(server: ServerInfo, opened: list[Any]) -> None:
+    alice = await joined(opened, server, "pending", "alice", peers=False)
+    sending = alice.send("hi")
+    assert repr(sending) == "<sending a message: pending>"
+    await sending
+    assert repr(sending) == "<sending a message: done>" and sending.result()["seq"] >= 1
+    failing = alice.direct("nobody", "hello?")
+    with pytest.raises(Exception, match="nobody|not in"):
+        await failing
+    assert repr(failing).startswith("<sending a direct message to nobody: failed:")
+    assert "sending a direct message to nobody failed" in alice.panel.errors.text.value  # shown even if not awaited
+
+
+async def test_widget_updates_from_another_thread_run_on_the_loop(server: ServerInfo, opened: list[Any]) -> None:
+    """Only the loop's thread touches widgets: an update from elsewhere is handed over."""
+    import threading
+
+    alice = await joined(opened, server, "threads", "alice", peers=False)
+    seen: list[int] = []
+    original = alice.panel.show_state
+    alice.panel.show_state = lambda *a, **k: (seen.append(threading.get_ident()), original(*a, **k))  # type: ignore[method-assign]
+    worker = threading.Thread(target=alice._set_state, args=("reconnecting", "from a thread"))
+    worker.start()
+    worker.join()
+    await eventually(lambda: seen, what="the update ran")
+    assert seen == [threading.get_ident()]
+    assert "from a thread" in alice.panel.header.value
+    with pytest.raises(RuntimeError, match="kernel's thread"):
+        await asyncio.to_thread(alice.send, "from a thread")
 
 
 def test_join_outside_a_loop_says_how_to_call_it() -> None:
@@ -303,6 +338,8 @@ async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str) -> 
 async def test_the_member_button_opens_a_peer_link_both_sides_see(server: ServerInfo, opened: list[Any]) -> None:
     alice, bob = await pair_of_sessions(opened, server, "p2p")
     await bob._network_ready()  # bob's kernel can take links
+    await alice._network_ready()
+    await eventually(lambda: not alice.panel.rows["bob"].peer_button.disabled, what="bob reachable")
     alice.panel.rows["bob"].peer_button.click()
     link = alice.peers["bob"]
     assert link.panel in alice.panel.peers_box.children

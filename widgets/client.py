@@ -380,7 +380,11 @@ class _Endpoint:
         headers = {"Authorization": f"token {self.server.token}"} if self.server.token else {}
         request = HTTPRequest(url, headers=headers, connect_timeout=self.connect_timeout, request_timeout=self.connect_timeout)
         try:
-            return await websocket_connect(request, ping_interval=self.ping_interval, ping_timeout=self.ping_timeout)
+            ws = await websocket_connect(request, ping_interval=self.ping_interval, ping_timeout=self.ping_timeout)
+            # frames are small and often two in a row (a frame, then its ack): Nagle's
+            # algorithm would hold the second until the peer's delayed ACK, ~40 ms
+            ws.protocol.set_nodelay(True)
+            return ws
         except HTTPClientError as error:
             if error.code == 403:
                 raise AuthenticationError(

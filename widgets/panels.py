@@ -155,6 +155,14 @@ class MemberRow(W.HBox):
         self.add_class("iav-member")
         self.me = me
 
+    def show_reachable(self, reachable: bool) -> None:
+        self.peer_button.disabled = not reachable
+        self.peer_button.tooltip = (
+            f"open a direct peer-to-peer link with {self.user_id}"
+            if reachable
+            else f"{self.user_id} takes no peer links (no peer of theirs in this room)"
+        )
+
     def show(self, member: dict[str, Any]) -> None:
         state = member.get("state") or {}
         identity = member.get("identity") or {}
@@ -194,6 +202,7 @@ class RoomPanel(W.VBox):
         self.peers_box = W.VBox()
         self.peers_box.add_class("iav-peers")
         self.rows: dict[str, MemberRow] = {}
+        self._reachable: set[str] | None = None  # members that take peer links; None: not known
         self._open_peer: Callable[[str], Any] | None = None
         self._user_id: str | None = None
         self._state = ("connecting", "")
@@ -231,11 +240,20 @@ class RoomPanel(W.VBox):
             if row is None:
                 row = self.rows[user_id] = MemberRow(user_id, me=user_id == self._user_id)
                 row.peer_button.on_click(lambda _b, who=user_id: self._open_peer and self._open_peer(who))
+                if self._reachable is not None:
+                    row.show_reachable(user_id in self._reachable)
             row.show(member)
         ordered = sorted(self.rows.values(), key=lambda r: (not r.me, r.user_id.casefold()))
         if tuple(self.members_box.children) != tuple(ordered):
             self.members_box.children = ordered
         self._render_header()
+
+    def show_reachable(self, peers: set[str]) -> None:
+        """Which members take peer links (have a peer in the room's signaling)."""
+        self._reachable = set(peers)
+        for user_id, row in self.rows.items():
+            if not row.me:
+                row.show_reachable(user_id in self._reachable)
 
     def show_message(self, timestamp: str, who: str, text: str, *, direct: bool = False) -> None:
         label = f"{who} → you" if direct else who

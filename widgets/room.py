@@ -312,6 +312,10 @@ class RoomSession:
         server = self.client.server
         network = await PeerNetwork.join(self.name, self.user_id, server.url, server.token, signaling_options=signaling, **options)
         self.network = network
+        # a member with no peer of its own in the room (a script, a page without links)
+        # cannot take a link: its button says so instead of waiting for a timeout
+        network.on("peer", guarded(lambda _e: self._on_loop(self.panel.show_reachable, network.peers), "peer list", self._report))
+        self.panel.show_reachable(network.peers)
         self._accepting = self.loop.create_task(self._accept(network))
         return network
 
@@ -358,14 +362,19 @@ class RoomSession:
             self.client = client
             self._replace_older(client.server.url)
             # listen before joining: the snapshot and any replay are emitted during the join
-            client.on("message", self._on_client_message)
-            client.on("presence", self._on_client_presence)
-            client.on("gap", self._on_client_gap)
-            client.on("connected", lambda _e: self.room is not None and self._set_state("online"))
-            client.on("disconnected", lambda e: self._set_state("reconnecting", _close_reason(e)))
-            client.on("reconnecting", lambda e: self._set_state("reconnecting", f"attempt {e['attempt']}"))
-            client.on("closed", self._on_client_closed)
-            client.on("error", lambda e: self._report(f"the server refused a request: {e}", e))
+            # our own handlers are guarded too: a bug in the panel must show, not vanish in a log
+            handlers: dict[str, Callable[[Any], Any]] = {
+                "message": self._on_client_message,
+                "presence": self._on_client_presence,
+                "gap": self._on_client_gap,
+                "connected": lambda _e: self.room is not None and self._set_state("online"),
+                "disconnected": lambda e: self._set_state("reconnecting", _close_reason(e)),
+                "reconnecting": lambda e: self._set_state("reconnecting", f"attempt {e['attempt']}"),
+                "closed": self._on_client_closed,
+                "error": lambda e: self._report(f"the server refused a request: {e}", e, traceback=False),
+            }
+            for kind, handler in handlers.items():
+                client.on(kind, guarded(handler, f"the room panel's {kind!r} handler", self._report))
             self.room = await client.join(self.name, state=dict(self.presence))
         except asyncio.CancelledError:
             raise
@@ -434,10 +443,13 @@ class RoomSession:
         self._report(f"the connection stopped: {error}", error, traceback=False)
 
     def _set_state(self, state: str, detail: str = "") -> None:
+        if threading.get_ident() != self._thread:
+            self.loop.call_soon_threadsafe(self._set_state, state, detail)  # the events too
+            return
         if self._closed and state != "closed":
             return
         self.state = state
-        self._on_loop(self.panel.show_state, state, detail)
+        self.panel.show_state(state, detail)
         self.events.emit("state", state)
 
     async def _room(self) -> ClientRoom:

@@ -1,0 +1,375 @@
+// @ts-check
+/**
+ * The demo page: join a room with a name, see who is there (kernels included, with their
+ * presence state), chat through the server, and open a direct WebRTC data channel to a
+ * member. Everything here goes through the public API of `iavicenne.js`.
+ *
+ * `?room=...&name=...` in the address fills the form and joins at once.
+ */
+
+import { PeerLinkClosed, PeerNetwork, RoomClient, SignalingClient } from "./iavicenne.js";
+
+/** @param {string} id */
+const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
+
+const ui = {
+  connection: $("connection"),
+  joinForm: /** @type {HTMLFormElement} */ ($("join-form")),
+  name: /** @type {HTMLInputElement} */ ($("name")),
+  room: /** @type {HTMLInputElement} */ ($("room")),
+  joinButton: /** @type {HTMLButtonElement} */ ($("join")),
+  joinError: $("join-error"),
+  roomView: $("room-view"),
+  roomName: $("room-name"),
+  members: $("members"),
+  log: $("log"),
+  sendForm: /** @type {HTMLFormElement} */ ($("send-form")),
+  sendTo: /** @type {HTMLSelectElement} */ ($("send-to")),
+  message: /** @type {HTMLInputElement} */ ($("message")),
+  leave: $("leave"),
+};
+
+/** What the page is connected to; also on `window.iavicenneDemo` for the console (and tests). */
+const demo = {
+  /** @type {RoomClient | null} */ client: null,
+  /** @type {import("./iavicenne.js").Room | null} */ room: null,
+  /** @type {SignalingClient | null} */ signaling: null,
+  /** @type {PeerNetwork | null} */ peers: null,
+};
+/** @type {any} */ (window).iavicenneDemo = demo;
+
+// -- the log --------------------------------------------------------------------------
+
+/** @param {string} [timestamp] */
+function clock(timestamp) {
+  const date = timestamp ? new Date(timestamp) : new Date();
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+}
+
+/**
+ * @param {string} who
+ * @param {string} text
+ * @param {{ via?: string, timestamp?: string }} [options]
+ */
+function logMessage(who, text, { via, timestamp } = {}) {
+  const item = document.createElement("li");
+  item.className = "message";
+  const when = document.createElement("span");
+  when.className = "when";
+  when.textContent = clock(timestamp);
+  const name = document.createElement("span");
+  name.className = "who";
+  name.textContent = `${who}: `;
+  const body = document.createElement("span");
+  body.className = "text";
+  body.textContent = text;
+  item.append(when, name, body);
+  if (via) {
+    const tag = document.createElement("span");
+    tag.className = "via";
+    tag.textContent = via;
+    item.append(tag);
+  }
+  append(item);
+}
+
+/**
+ * @param {string} text
+ * @param {boolean} [bad]
+ */
+function notice(text, bad = false) {
+  const item = document.createElement("li");
+  item.className = bad ? "notice bad" : "notice";
+  item.textContent = `${clock()} ${text}`;
+  append(item);
+}
+
+/** @param {HTMLElement} item */
+function append(item) {
+  const atBottom = ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 40;
+  ui.log.append(item);
+  if (atBottom) ui.log.scrollTop = ui.log.scrollHeight;
+}
+
+/** @param {unknown} content */
+function display(content) {
+  if (typeof content === "string") return content;
+  if (content instanceof Uint8Array || content instanceof ArrayBuffer) return `(${content.byteLength} bytes)`;
+  return JSON.stringify(content);
+}
+
+// -- connection state -------------------------------------------------------------------
+
+/** @param {string} state */
+function showConnection(state) {
+  ui.connection.dataset.state = state;
+  ui.connection.textContent = state;
+}
+
+// -- members ----------------------------------------------------------------------------
+
+/** @param {Record<string, any>} state */
+function describe(state) {
+  const parts = [];
+  for (const [key, value] of Object.entries(state ?? {})) {
+    parts.push(`${key}: ${typeof value === "string" ? value : JSON.stringify(value)}`);
+  }
+  return parts.join(" · ");
+}
+
+function renderMembers() {
+  const room = demo.room;
+  if (!room) return;
+  const me = demo.client?.userId;
+  const members = [...room.members.values()].sort((a, b) => a.user_id.localeCompare(b.user_id));
+  ui.members.replaceChildren(
+    ...members.map((member) => {
+      const item = document.createElement("li");
+      item.dataset.member = member.user_id;
+      const name = document.createElement("span");
+      name.className = "member-name";
+      name.textContent = member.user_id;
+      if (member.user_id === me) {
+        const you = document.createElement("span");
+        you.className = "you";
+        you.textContent = " (you)";
+        name.append(you);
+      }
+      const peer = document.createElement("span");
+      peer.className = "member-peer";
+      if (member.user_id !== me) peer.append(...peerControls(member.user_id));
+      const detail = document.createElement("span");
+      detail.className = "member-detail";
+      const who = member.identity?.display_name || member.identity?.name || "";
+      const connections = member.connections > 1 ? `${member.connections} connections` : "";
+      detail.textContent = [who && who !== member.user_id ? who : "", describe(member.state), connections]
+        .filter(Boolean)
+        .join(" · ");
+      item.append(name, peer, detail);
+      return item;
+    }),
+  );
+  // the "send to" choices: the room, and every open data channel
+  const chosen = ui.sendTo.value;
+  const options = [new Option("Everyone (room)", "")];
+  for (const member of members) {
+    if (member.user_id === me) continue;
+    const link = demo.peers?.links.get(member.user_id);
+    if (link?.state === "open") options.push(new Option(`${member.user_id} (data channel)`, `peer:${member.user_id}`));
+    options.push(new Option(`${member.user_id} (direct, via server)`, `direct:${member.user_id}`));
+  }
+  ui.sendTo.replaceChildren(...options);
+  if (Array.from(ui.sendTo.options).some((o) => o.value === chosen)) ui.sendTo.value = chosen;
+}
+
+/** The last state of the link with each member, and why it closed: shown until a new one. */
+/** @type {Map<string, { state: string, error: Error | null }>} */
+const linkStates = new Map();
+
+/** @param {string} userId */
+function peerControls(userId) {
+  const link = demo.peers?.links.get(userId);
+  const last = linkStates.get(userId);
+  const failed = last?.state === "closed" && last.error && !(last.error instanceof PeerLinkClosed);
+  const state = link?.state ?? (failed ? "failed" : last?.state ?? "none");
+  const badge = document.createElement("span");
+  badge.className = "badge link-state";
+  badge.dataset.state = state;
+  badge.textContent = state === "none" ? "no link" : state;
+  if (last?.error) badge.title = last.error.message;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "connect-peer";
+  const live = state === "open" || state === "connecting";
+  button.textContent = live ? "Disconnect" : "Connect";
+  button.disabled = !demo.peers || !demo.signaling?.peers.has(userId);
+  button.title = button.disabled ? "not taking peer connections (not in this room's signaling)" : "";
+  button.addEventListener("click", () => (live ? link?.close() : connectPeer(userId)));
+  return [badge, button];
+}
+
+// -- peers --------------------------------------------------------------------------------
+
+/** @param {string} userId */
+async function connectPeer(userId) {
+  const peers = demo.peers;
+  if (!peers) return;
+  if (!demo.signaling?.peers.has(userId)) {
+    notice(`${userId} takes no peer connections (it is not in this room's signaling); direct messages still work`, true);
+    return;
+  }
+  notice(`opening a data channel with ${userId}…`);
+  try {
+    await peers.connect(userId);
+  } catch (error) {
+    notice(`no data channel with ${userId}: ${/** @type {Error} */ (error).message}`, true);
+  }
+}
+
+/**
+ * Follow a link from its creation (ours, or one a peer opens): its messages and states.
+ * @param {{ peerId: string, state: string, error: Error | null, link: import("./iavicenne.js").PeerLink, replaced: boolean }} change
+ */
+function onLinkChange({ peerId, state, error, link, replaced }) {
+  if (replaced) return; // glare: the other side's offer won, its link follows
+  linkStates.set(peerId, { state, error });
+  if (state === "connecting" && !watched.has(link)) {
+    watched.add(link);
+    link.on("message", (/** @type {unknown} */ data) => logMessage(peerId, display(data), { via: "data channel" }));
+  }
+  if (state === "open") notice(`data channel with ${peerId} open`);
+  if (state === "closed" && watched.has(link)) notice(`data channel with ${peerId} closed: ${error?.message ?? ""}`, !(error instanceof PeerLinkClosed));
+  renderMembers();
+}
+
+/** @type {WeakSet<object>} */
+const watched = new WeakSet();
+
+// -- joining ------------------------------------------------------------------------------
+
+/**
+ * @param {string} name
+ * @param {string} roomName
+ */
+async function join(name, roomName) {
+  ui.joinError.textContent = "";
+  ui.joinButton.disabled = true;
+  showConnection("connecting");
+  try {
+    await leave();
+    const client = new RoomClient({ userId: name });
+    demo.client = client;
+    for (const state of ["connected", "disconnected", "reconnecting", "closed"]) {
+      client.on(state, (/** @type {any} */ event) => {
+        showConnection(client.state);
+        if (state === "disconnected" && demo.room) notice("connection lost; reconnecting…", true);
+        if (state === "connected" && event.reconnects > 0) notice("reconnected");
+        if (state === "closed" && event?.name !== "ConnectionClosed") notice(`stopped: ${event.message}`, true);
+      });
+    }
+    await client.open();
+    const room = await client.join(roomName, { state: { kind: "browser", page: "demo" } });
+    demo.room = room;
+    ui.roomName.textContent = roomName;
+    ui.roomView.hidden = false;
+    ui.log.replaceChildren();
+    notice(`joined ${roomName} as ${client.userId}`);
+    room.on("presence", (/** @type {any} */ event) => {
+      if (event.kind === "joined" && event.userId !== client.userId) notice(`${event.userId} joined`);
+      if (event.kind === "left") notice(`${event.userId} left`);
+      renderMembers();
+    });
+    room.on("message", (/** @type {import("./iavicenne.js").Message} */ message) => {
+      logMessage(message.userId, display(message.text ?? message.content), {
+        via: message.direct ? "direct" : undefined,
+        timestamp: message.timestamp,
+      });
+    });
+    room.on("gap", (/** @type {any} */ gap) => {
+      notice(
+        gap.epochChanged
+          ? "the server restarted: messages sent before may be missing"
+          : "some messages could not be recovered (older than the kept history)",
+        true,
+      );
+    });
+    room.on("error", (/** @type {Error} */ error) => notice(error.message, true));
+    renderMembers();
+    await startPeers(name, roomName);
+    const url = new URL(location.href);
+    url.searchParams.set("room", roomName);
+    url.searchParams.set("name", name);
+    history.replaceState(null, "", url);
+    localStorage.setItem("iavicenne-demo", JSON.stringify({ name, room: roomName }));
+    ui.message.focus();
+  } catch (error) {
+    ui.joinError.textContent = /** @type {Error} */ (error).message;
+    showConnection(demo.client?.state ?? "closed");
+    await leave();
+  } finally {
+    ui.joinButton.disabled = false;
+  }
+}
+
+/**
+ * Join the room's signaling as `name`, so members can open data channels with us (and we with them).
+ * @param {string} name
+ * @param {string} roomName
+ */
+async function startPeers(name, roomName) {
+  try {
+    const signaling = new SignalingClient({ room: roomName, peerId: name });
+    demo.signaling = signaling;
+    await signaling.open();
+    // `?loopback=1`: offer loopback candidates only (peers on this machine, as the tests are)
+    demo.peers = new PeerNetwork(signaling, { loopback: params.get("loopback") === "1" });
+    demo.peers.on("change", onLinkChange);
+    signaling.on("peer", () => renderMembers());
+    renderMembers();
+  } catch (error) {
+    notice(`peer-to-peer unavailable: ${/** @type {Error} */ (error).message}`, true);
+  }
+}
+
+async function leave() {
+  const { client, peers, signaling } = demo;
+  demo.client = demo.room = demo.signaling = demo.peers = null;
+  peers?.close();
+  signaling?.close();
+  client?.close();
+  ui.roomView.hidden = true;
+}
+
+// -- sending ------------------------------------------------------------------------------
+
+async function send() {
+  const text = ui.message.value;
+  const room = demo.room;
+  if (!text || !room) return;
+  const target = ui.sendTo.value;
+  ui.message.value = "";
+  try {
+    if (target.startsWith("peer:")) {
+      const peerId = target.slice(5);
+      const link = demo.peers?.links.get(peerId);
+      if (!link) throw new Error(`no data channel with ${peerId}`);
+      await link.send(text);
+      logMessage(demo.client?.userId ?? "me", text, { via: `data channel → ${peerId}` });
+    } else if (target.startsWith("direct:")) {
+      const to = target.slice(7);
+      await room.direct(to, text);
+      logMessage(demo.client?.userId ?? "me", text, { via: `direct → ${to}` });
+    } else {
+      await room.send(text); // our own message comes back from the room, in order
+    }
+  } catch (error) {
+    notice(`not sent: ${/** @type {Error} */ (error).message}`, true);
+  }
+}
+
+// -- wiring -------------------------------------------------------------------------------
+
+ui.joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  join(ui.name.value.trim(), ui.room.value.trim());
+});
+ui.sendForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  send();
+});
+ui.leave.addEventListener("click", async () => {
+  await leave();
+  showConnection("idle");
+  ui.connection.textContent = "not connected";
+});
+
+const params = new URLSearchParams(location.search);
+let saved = {};
+try {
+  saved = JSON.parse(localStorage.getItem("iavicenne-demo") ?? "{}");
+} catch {
+  saved = {};
+}
+ui.name.value = params.get("name") ?? /** @type {any} */ (saved).name ?? "";
+ui.room.value = params.get("room") ?? /** @type {any} */ (saved).room ?? "";
+if (params.get("name") && params.get("room")) join(ui.name.value, ui.room.value);

@@ -1,0 +1,477 @@
+"""The browser side in a real browser: the demo page and `iavicenne.js` in headless Chromium.
+
+A `jupyter server` process with the extension (in-memory broker) on a free loopback port;
+Debian's Chromium driven by Playwright's Python API (`executable_path`: Playwright's own
+browser download is not used); the other side of every exchange is a separate Python
+process (`browser_agent.py`) with the real Python client and, for the data channel, a
+real aiortc peer link. All traffic stays on loopback.
+
+WebRTC on loopback in Chromium needs ``--allow-loopback-in-peer-connection``, local
+addresses not hidden behind mDNS names, and, since Chromium enumerates every interface
+(loopback included) only for a page that may use the camera or microphone, that
+permission granted to the server's origin.
+
+Without Chromium these tests fail in CI (``CI`` set) and are skipped elsewhere, with the
+command that installs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import os
+import queue
+import shutil
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from servers import LOOPBACK, JupyterProcess
+
+REPO = Path(__file__).resolve().parent.parent
+AGENT = Path(__file__).resolve().parent / "browser_agent.py"
+SCREENSHOT = REPO / "docs" / "img" / "demo-page.png"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
+]
+INSTALL_HINT = "apt-get install chromium (Debian's package; Playwright's own browser download is not used)"
+TIMEOUT_MS = 20_000
+
+
+def _missing(reason: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run the browser tests: {INSTALL_HINT}", pytrace=False)
+    pytest.skip(f"{reason}: {INSTALL_HINT}")
+
+
+def chromium_executable() -> str:
+    for candidate in (os.environ.get("IAVICENNE_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    _missing("no Chromium found (looked for $IAVICENNE_CHROMIUM, chromium on PATH, /usr/bin/chromium)")
+    raise AssertionError("unreachable")
+
+
+# -- the server and the browser -----------------------------------------------------------
+
+
+# Playwright's sync API runs its own event loop in this thread. pytest-jupyter's autouse
+# fixtures would take that loop as theirs and close it after each test; these tests use
+# no in-process server, so they get a loop of their own and no server clean-up.
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def jp_server_cleanup() -> Iterator[None]:
+    yield
+
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
+    process = JupyterProcess(
+        tmp_path_factory.mktemp("browser"),
+        redis_url="redis://127.0.0.1:1/0",  # unused: the in-memory broker
+        prefix="unused",
+        name="jupyter",
+        options={"broker": "memory"},
+    )
+    process.launch().wait_serving()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium_executable()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright is not installed (pip install playwright, or the project's test extras)")
+        raise
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: JupyterProcess) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    # lets Chromium offer its loopback address as an ICE candidate (see the module docstring)
+    context.grant_permissions(["camera", "microphone"], origin=server.base)
+    tab = context.new_page()
+    tab.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    tab.on("console", lambda message: message.type == "error" and errors.append(message.text))
+    yield tab
+    context.close()
+    # a server that goes away makes the browser log failed WebSocket handshakes: not page errors
+    real = [e for e in errors if "WebSocket connection to" not in e and "Failed to load resource" not in e]
+    assert real == [], f"errors in the page: {real}"
+
+
+def open_demo(page: Any, server: JupyterProcess, room: str, name: str, *, loopback: bool = False) -> None:
+    """Open the demo page (logged in by the token in its address) and join `room` as `name`."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server.base}/iavicenne/?token={server.token}" + ("&loopback=1" if loopback else ""))
+    page.fill("#name", name)
+    page.fill("#room", room)
+    page.click("#join")
+    expect(page.locator("#connection")).to_have_text("online")
+    expect(page.locator("#room-name")).to_have_text(room)
+
+
+def member(page: Any, user_id: str) -> Any:
+    return page.locator(f'#members li[data-member="{user_id}"]')
+
+
+# -- a Python client in its own process -----------------------------------------------------
+
+
+class Agent:
+    """`browser_agent.py` in a process of its own: commands in, events out."""
+
+    def __init__(self, server: JupyterProcess, room: str, user_id: str, *, peer: bool = False, log: Path) -> None:
+        args = [sys.executable, str(AGENT), f"{server.base}/", server.token, room, user_id]
+        if peer:
+            args.append("--peer")
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.log = log
+        self._stderr = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=REPO, text=True
+        )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.events.put({"event": "output", "line": line})
+
+    def expect(self, event: str, timeout: float = 20.0, **match: Any) -> dict[str, Any]:
+        """The next event of kind `event` whose fields equal `match`, skipping others."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(
+                    f"agent: no {event} {match} within {timeout} s; saw {self.seen[-8:]}\n{self.stderr()[-3000:]}"
+                )
+            try:
+                got = self.events.get(timeout=min(left, 0.5))
+            except queue.Empty:
+                if self.proc.poll() is not None and self.events.empty():
+                    raise AssertionError(f"agent exited ({self.proc.returncode}):\n{self.stderr()[-3000:]}") from None
+                continue
+            self.seen.append(got)
+            if got.get("event") == "error":
+                raise AssertionError(f"agent error: {got.get('message')}\n{got.get('trace')}")
+            if got.get("event") == event and all(got.get(k) == v for k, v in match.items()):
+                return got
+
+    def command(self, **command: Any) -> None:
+        assert self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(command) + "\n")
+            self.proc.stdin.flush()
+        except BrokenPipeError:
+            raise AssertionError(f"agent exited ({self.proc.poll()}):\n{self.stderr()[-3000:]}") from None
+
+    def stderr(self) -> str:
+        try:
+            return self.log.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                self.command(cmd="quit")
+                self.proc.wait(10)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+        self._stderr.close()
+
+
+@pytest.fixture
+def agents(tmp_path: Path) -> Iterator[Any]:
+    started: list[Agent] = []
+
+    def start(server: JupyterProcess, room: str, user_id: str, *, peer: bool = False) -> Agent:
+        agent = Agent(server, room, user_id, peer=peer, log=tmp_path / f"{user_id}.log")
+        started.append(agent)
+        agent.expect("ready", timeout=30)
+        return agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+# -- the page and the module over HTTP --------------------------------------------------------
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+def fetch(server: JupyterProcess, path: str, token: bool = True) -> tuple[int, dict[str, str], bytes]:
+    headers = {"Authorization": f"token {server.token}"} if token else {}
+    opener = urllib.request.build_opener(_NoRedirect)
+    try:
+        with opener.open(urllib.request.Request(server.base + path, headers=headers), timeout=5) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, dict(error.headers), error.read()
+
+
+def test_the_page_needs_a_login_and_the_module_is_served_to_logged_in_users(server: JupyterProcess) -> None:
+    # a visitor who is not logged in goes to Jupyter's login page, and comes back after it
+    status, headers, _ = fetch(server, "/iavicenne/", token=False)
+    assert status == 302
+    assert headers["Location"].startswith("/login?next=%2Fiavicenne%2F")
+    # logged in: the page, with this server's base URL for the module
+    status, headers, body = fetch(server, "/iavicenne/")
+    assert status == 200 and headers["Content-Type"].startswith("text/html")
+    assert b'<meta name="iavicenne-base-url" content="/" />' in body
+    assert fetch(server, "/iavicenne")[0] in (301, 302)  # to the address with its slash
+    # the module and its types: only for logged-in users; a script cannot follow a login page
+    for path in ("iavicenne.js", "iavicenne.d.ts", "demo.js", "demo.css"):
+        assert fetch(server, f"/iavicenne/static/{path}", token=False)[0] == 403, path
+        status, headers, body = fetch(server, f"/iavicenne/static/{path}")
+        assert status == 200 and body, path
+    assert fetch(server, "/iavicenne/static/iavicenne.js")[1]["Content-Type"].startswith("text/javascript")
+    # nothing outside the static folder
+    for path in ("../handlers/page.py", "..%2Fhandlers%2Fpage.py", "missing.js"):
+        assert fetch(server, f"/iavicenne/static/{path}")[0] in (403, 404), path
+
+
+# -- in the browser ---------------------------------------------------------------------------
+
+
+def test_the_page_sees_a_python_client_and_messages_flow_both_ways(page: Any, server: JupyterProcess, agents: Any) -> None:
+    from playwright.sync_api import expect
+
+    kernel = agents(server, "chat", "kernel-1")
+    open_demo(page, server, "chat", "ada")
+
+    # presence both ways: the kernel with its state, the browser in the kernel's view
+    expect(member(page, "kernel-1")).to_contain_text("kind: kernel")
+    expect(member(page, "kernel-1")).to_contain_text("status: idle")
+    expect(member(page, "ada")).to_contain_text("(you)")
+    kernel.expect("presence", kind="joined", user_id="ada")
+
+    # browser -> room -> kernel
+    page.fill("#message", "hello from the browser")
+    page.click("#send")
+    got = kernel.expect("message", user_id="ada", text="hello from the browser")
+    assert isinstance(got["seq"], int)
+    expect(page.locator("#log")).to_contain_text("ada: hello from the browser")
+
+    # kernel -> room -> browser, in order
+    for text in ("one", "two", "three"):
+        kernel.command(cmd="send", text=f"from python {text}")
+        kernel.expect("sent")
+    expect(page.locator("#log li.message").last).to_contain_text("kernel-1: from python three")
+    texts = page.locator("#log li.message .text").all_inner_texts()
+    assert texts[-3:] == ["from python one", "from python two", "from python three"]
+
+    # direct messages, through the server, both ways
+    kernel.command(cmd="direct", to="ada", text="just for you")
+    expect(page.locator("#log li.message").last).to_contain_text("just for you")
+    expect(page.locator("#log li.message").last.locator(".via")).to_have_text("direct")
+    page.select_option("#send-to", "direct:kernel-1")
+    page.fill("#message", "psst")
+    page.click("#send")
+    assert kernel.expect("message", user_id="ada", text="psst")["direct"] is True
+
+    # a presence state change shows up
+    kernel.command(cmd="state", state={"kind": "kernel", "status": "busy", "notebook": "eda.ipynb"})
+    expect(member(page, "kernel-1")).to_contain_text("status: busy")
+    expect(member(page, "kernel-1")).to_contain_text("notebook: eda.ipynb")
+
+    # the kernel leaves: gone from the members
+    kernel.stop()
+    expect(member(page, "kernel-1")).to_have_count(0)
+    expect(page.locator("#log")).to_contain_text("kernel-1 left")
+
+
+# what the page collected from a link: received payloads, bytes as their length and SHA-256
+COLLECT = """(peerId) => {
+    const link = window.iavicenneDemo.peers.links.get(peerId);
+    window.received = [];
+    link.on("message", (data) => window.received.push(data));
+}"""
+RECEIVED = """async () => Promise.all(window.received.map(async (d) => d instanceof Uint8Array
+    ? { size: d.length, sha256: [...new Uint8Array(await crypto.subtle.digest("SHA-256", d))]
+          .map((b) => b.toString(16).padStart(2, "0")).join("") }
+    : d))"""
+SELECTED_PAIR = """async (peerId) => {
+    const stats = await window.iavicenneDemo.peers.links.get(peerId).pc.getStats();
+    const byId = new Map([...stats.values()].map((s) => [s.id, s]));
+    const transport = [...stats.values()].find((s) => s.type === "transport");
+    const pair = byId.get(transport.selectedCandidatePairId);
+    const local = byId.get(pair.localCandidateId);
+    return [{ address: local.address, type: local.candidateType }, byId.get(pair.remoteCandidateId).address];
+}"""
+
+
+def host_addresses() -> set[str]:
+    """This machine's own addresses (packets between them never leave it)."""
+    import psutil
+
+    return {address.address for addresses in psutil.net_if_addrs().values() for address in addresses}
+
+
+def test_a_data_channel_between_chromium_and_an_aiortc_kernel(page: Any, server: JupyterProcess, agents: Any) -> None:
+    from playwright.sync_api import expect
+
+    kernel = agents(server, "p2p", "kernel-p", peer=True)
+    open_demo(page, server, "p2p", "ada", loopback=True)
+    row = member(page, "kernel-p")
+    expect(row.locator(".link-state")).to_have_text("no link")
+    row.locator(".connect-peer").click()
+    expect(row.locator(".link-state")).to_have_text("open")
+    opened = kernel.expect("link", peer="ada", state="open")
+    assert opened["offerer"] is False  # the page offered; the kernel answered
+    expect(page.locator("#log")).to_contain_text("data channel with kernel-p open")
+    # loopback ICE: the kernel's end is 127.0.0.1 (the only address either side signalled);
+    # Chromium may reach it from another of this machine's host addresses (it rates its
+    # loopback interface as a costlier network), which the kernel routes through loopback too
+    local, remote = page.evaluate(SELECTED_PAIR, "kernel-p")
+    assert remote == "127.0.0.1"
+    assert local["type"] == "host" and (local["address"] == "127.0.0.1" or local["address"] in host_addresses()), local
+    page.evaluate(COLLECT, "kernel-p")
+
+    # browser -> kernel, typed in the page
+    page.select_option("#send-to", "peer:kernel-p")
+    page.fill("#message", "hello over WebRTC")
+    page.click("#send")
+    assert kernel.expect("peer-message", peer="ada")["data"] == "hello over WebRTC"
+
+    # kernel -> browser: text, a JSON value, bytes
+    kernel.command(cmd="peer-send", peer="ada", data="hello from aiortc")
+    kernel.expect("sent")
+    kernel.command(cmd="peer-send", peer="ada", data={"json": {"rows": [1, 2, 3], "ok": True}})
+    kernel.expect("sent")
+    kernel.command(cmd="peer-send", peer="ada", data={"bytes": base64.b64encode(b"\x00\x01\x02").decode()})
+    kernel.expect("sent")
+    expect(page.locator("#log li.message").last).to_contain_text("(3 bytes)")
+    log = page.locator("#log li.message").all_inner_texts()
+    assert any("kernel-p: hello from aiortc" in line and "data channel" in line for line in log), log
+    assert any('{"rows":[1,2,3],"ok":true}' in line for line in log), log
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+
+    # payloads larger than one data-channel message: transfers, both ways, intact
+    blob = os.urandom(700_000)
+    kernel.command(cmd="peer-send", peer="ada", data={"bytes": base64.b64encode(blob).decode()})
+    kernel.expect("sent", timeout=30)  # the page confirmed it has it all
+    received = page.evaluate(RECEIVED)
+    assert received[:3] == ["hello from aiortc", {"rows": [1, 2, 3], "ok": True}, {"size": 3, "sha256": hashlib.sha256(b"\x00\x01\x02").hexdigest()}]
+    assert received[3] == {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
+    sent = page.evaluate(
+        """async () => {
+            const link = window.iavicenneDemo.peers.links.get("kernel-p");
+            const data = new Uint8Array(900000).map((_, i) => (i * 7919) % 251);
+            const steps = [];
+            await link.send(data, { onProgress: (p) => steps.push(p.done) });
+            await link.send("é".repeat(100000));           // text over one message: a transfer too
+            await link.send({ big: "x".repeat(70000) });   // and JSON
+            return { steps: steps.length, last: steps[steps.length - 1], size: link.maxMessageSize };
+        }"""
+    )
+    assert sent["last"] == 900_000 and sent["steps"] > 10 and sent["size"] == 65536, sent
+    got = kernel.expect("peer-message", peer="ada", timeout=30)["data"]
+    assert got["size"] == 900_000
+    assert base64.b64decode(got["bytes"]) == bytes((i * 7919) % 251 for i in range(900_000))
+    assert kernel.expect("peer-message", peer="ada")["data"] == "é" * 100_000
+    assert kernel.expect("peer-message", peer="ada")["data"] == {"json": {"big": "x" * 70_000}}
+
+    # the kernel goes away: the page's link closes, and says why
+    kernel.stop()
+    expect(row).to_have_count(0)
+    expect(page.locator("#log")).to_contain_text("data channel with kernel-p closed")
+
+
+def test_the_module_stops_with_a_clear_error_when_the_login_is_gone(page: Any, server: JupyterProcess) -> None:
+    """A page whose Jupyter session ended (logged out, cookie expired): the browser does
+    not say why a WebSocket was refused, so the module asks the REST API, and stops with
+    an `AuthenticationError` that says what to do instead of retrying for ever."""
+    page.goto(f"{server.base}/iavicenne/?token={server.token}")
+    page.evaluate("import('./static/iavicenne.js')")  # loaded while logged in
+    page.context.clear_cookies()
+    result = page.evaluate(
+        """async () => {
+            const { RoomClient } = await import("./static/iavicenne.js");
+            const client = new RoomClient({ token: "", userId: "x", backoff: { initial: 50, maximum: 100 } });
+            const reconnects = [];
+            client.on("reconnecting", (e) => reconnects.push(e.attempt));
+            try { await client.open(); return "connected?"; }
+            catch (error) { return `${error.name}: ${error.message} after ${reconnects.length} attempt(s); ${client.state}`; }
+        }"""
+    )
+    assert result.startswith("AuthenticationError:"), result
+    assert "HTTP 403" in result and "log in to Jupyter" in result and result.endswith("closed"), result
+
+
+def test_the_page_reconnects_after_the_server_restarts(page: Any, server: JupyterProcess, agents: Any) -> None:
+    from playwright.sync_api import expect
+
+    kernel = agents(server, "restart", "kernel-r")
+    open_demo(page, server, "restart", "grace")
+    expect(member(page, "kernel-r")).to_be_visible()
+    page.fill("#message", "before the restart")
+    page.click("#send")
+    kernel.expect("message", text="before the restart")
+
+    server.stop()
+    expect(page.locator("#connection")).to_have_text("reconnecting")
+    expect(page.locator("#log")).to_contain_text("connection lost")
+    kernel.expect("disconnected")
+    # what the page sends while the server is down waits in its outbox
+    page.fill("#message", "sent during the outage")
+    page.click("#send")
+
+    server.launch().wait_serving()  # the same port
+    expect(page.locator("#connection")).to_have_text("online", timeout=30_000)
+    expect(page.locator("#log")).to_contain_text("reconnected")
+    expect(page.locator("#log")).to_contain_text("the server restarted")  # its history is gone: said plainly
+    kernel.expect("connected", timeout=30)
+    expect(member(page, "kernel-r")).to_be_visible()
+    # the message written during the outage is delivered once, after the kernel is back in
+    got = kernel.expect("message", text="sent during the outage", timeout=30)
+    assert got["user_id"] == "grace"
+    kernel.command(cmd="send", text="after the restart")
+    expect(page.locator("#log li.message").last).to_contain_text("kernel-r: after the restart")
+    texts = page.locator("#log li.message .text").all_inner_texts()
+    assert texts.count("sent during the outage") == 1, texts

@@ -237,6 +237,8 @@ class Subscriber:
         self.latencies = array("d")
 
     def on_text(self, data: bytes) -> None:
+        worker = self.worker
+        worker.progress[worker.frames_slot] += 1
         kind = frame_type(data)
         if kind == b"message":
             now = time.time()
@@ -254,7 +256,7 @@ class Subscriber:
             self.received += 1
             if self.record:
                 self.latencies.append(now - sent)
-            self.worker.counted(now)
+            worker.counted(now)
         elif kind == b"room-joined":
             if not self.joined.done():
                 self.joined.set_result(None)
@@ -271,10 +273,12 @@ class Subscriber:
 class Worker:
     """A process of the load generator: runs commands from the parent on its subscribers."""
 
-    def __init__(self, index: int, conn: Connection, progress: Any) -> None:
+    def __init__(self, index: int, workers: int, conn: Connection, progress: Any) -> None:
         self.index = index
         self.conn = conn
-        self.progress = progress  # shared array: messages counted by each worker so far
+        # shared with the parent: [messages counted by each worker] + [frames received by each worker]
+        self.progress = progress
+        self.frames_slot = workers + index
         self.groups: dict[str, list[Subscriber]] = {}
         self.first = self.last = 0.0
         self._pacer: asyncio.Future[None] | None = None
@@ -390,11 +394,11 @@ def run_loop(main: Any, kind: str) -> Any:
     return asyncio.run(main)
 
 
-def worker_main(index: int, conn: Connection, progress: Any, loop: str) -> None:
+def worker_main(index: int, workers: int, conn: Connection, progress: Any, loop: str) -> None:
     """Entry point of a worker process."""
     raise_nofile_limit()
     try:
-        run_loop(Worker(index, conn, progress).serve(), loop)
+        run_loop(Worker(index, workers, conn, progress).serve(), loop)
     except KeyboardInterrupt:
         sys.exit(1)
 
@@ -409,12 +413,13 @@ class LoadGenerator:
         self.loop = event_loop_kind(loop)
 
         ctx = mp.get_context("spawn")  # a clean interpreter, not a copy of the parent
-        self.progress = ctx.Array("q", workers, lock=False)
+        self.workers = workers
+        self.progress = ctx.Array("q", 2 * workers, lock=False)
         self.pipes: list[Connection] = []
         self.processes = []
         for index in range(workers):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=worker_main, args=(index, child, self.progress, self.loop), name=f"fanout-worker-{index}", daemon=True)
+            process = ctx.Process(target=worker_main, args=(index, workers, child, self.progress, self.loop), name=f"fanout-worker-{index}", daemon=True)
             process.start()
             child.close()
             self.pipes.append(parent)
@@ -426,7 +431,11 @@ class LoadGenerator:
 
     def counted(self) -> int:
         """Messages counted by all subscribers since the start (monotonic)."""
-        return sum(self.progress)
+        return sum(self.progress[: self.workers])
+
+    def frames(self) -> int:
+        """Frames of any type received by all subscribers since the start (monotonic)."""
+        return sum(self.progress[self.workers :])
 
     async def _reply(self, pipe: Connection) -> Any:
         loop = asyncio.get_running_loop()
@@ -445,7 +454,12 @@ class LoadGenerator:
         """Run a command on every worker (with its own arguments if `per_worker`) and gather the replies."""
         for k, pipe in enumerate(self.pipes):
             pipe.send((name, per_worker[k] if per_worker is not None else args))
-        return list(await asyncio.gather(*(self._reply(pipe) for pipe in self.pipes)))
+        # every reply is read, even after an error, so that none is left for the next call
+        replies = await asyncio.gather(*(self._reply(pipe) for pipe in self.pipes), return_exceptions=True)
+        for reply in replies:
+            if isinstance(reply, BaseException):
+                raise reply
+        return list(replies)
 
     def close(self) -> None:
         for pipe in self.pipes:

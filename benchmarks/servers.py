@@ -188,19 +188,38 @@ def start_jupyter(label: str, workdir: Path, extra: list[str]) -> ServerProcess:
     return server
 
 
-def start_minimal(label: str, workdir: Path) -> ServerProcess:
+def iavicenne_sets_nodelay() -> bool:
+    """Whether iAvicenne's sockets set TCP_NODELAY, which the baseline then mirrors.
+
+    With Nagle's algorithm, frames queued for one client leave in fewer, larger TCP
+    segments; without it every frame is a segment, which costs both sides more per
+    delivery. The baseline uses the same option so that the ratio compares the code.
+    """
+    import inspect
+
+    from iavicenne_ext.handlers.base import ProtocolSocket
+
+    return "set_nodelay(True)" in inspect.getsource(ProtocolSocket)
+
+
+def start_minimal(label: str, workdir: Path, nodelay: bool) -> ServerProcess:
     port, token = free_port(), secrets.token_hex(16)
     log_path = workdir / f"{label}.log"
     args = [sys.executable, str(HERE / "minimal_server.py"), f"--port={port}", f"--token={token}"]
+    if nodelay:
+        args.append("--nodelay")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=_server_env(workdir), cwd=workdir)
     return ServerProcess(label, proc, Endpoint(HOST, port, ROOM_PATH, token), log_path)
 
 
-def launch(name: str, workdir: Path, *, redis_url: str = "redis://127.0.0.1:6379/0", redis_servers: int = 2) -> Deployment:
+def launch(
+    name: str, workdir: Path, *, redis_url: str = "redis://127.0.0.1:6379/0", redis_servers: int = 2, nodelay: bool = False
+) -> Deployment:
     """Start a deployment by name: ``minimal``, ``memory`` or ``redis``; wait until it serves."""
     if name == "minimal":
-        deployment = Deployment(name, "minimal Tornado server (baseline)", [start_minimal("minimal", workdir)])
+        description = "minimal Tornado server (baseline)" + (", TCP_NODELAY like iAvicenne" if nodelay else "")
+        deployment = Deployment(name, description, [start_minimal("minimal", workdir, nodelay)])
     elif name == "memory":
         deployment = Deployment(name, "iAvicenne, memory broker", [start_jupyter("memory", workdir, [])])
     elif name == "redis":

@@ -14,7 +14,7 @@ from __future__ import annotations
 import html
 import traceback
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
 import ipywidgets as W
@@ -125,7 +125,11 @@ class Composer(W.HBox):
         self._handler: Callable[[str], Any] | None = None
         self.button.on_click(lambda _: self._submit())
         # the Text view sends {"event": "submit"} on Enter (what the deprecated on_submit read)
-        self.text.on_msg(lambda _w, content, _b: content.get("event") == "submit" and self._submit())
+        self.text.on_msg(self._on_text_message)
+
+    def _on_text_message(self, _widget: W.Widget, content: dict[str, Any], _buffers: Any) -> None:
+        if content.get("event") == "submit":
+            self._submit()
 
     def on_send(self, handler: Callable[[str], Any]) -> None:
         self._handler = handler
@@ -233,20 +237,22 @@ class RoomPanel(W.VBox):
         """Make the rows match `members` (kept sorted, you first); rows are reused so a
         presence change only rewrites one label."""
         for user_id in [u for u in self.rows if u not in members]:
-            row = self.rows.pop(user_id)
-            row.close()
+            self.rows.pop(user_id).close()
         for user_id, member in members.items():
-            row = self.rows.get(user_id)
-            if row is None:
-                row = self.rows[user_id] = MemberRow(user_id, me=user_id == self._user_id)
-                row.peer_button.on_click(lambda _b, who=user_id: self._open_peer and self._open_peer(who))
-                if self._reachable is not None:
-                    row.show_reachable(user_id in self._reachable)
-            row.show(member)
+            if user_id not in self.rows:
+                self.rows[user_id] = self._new_row(user_id)
+            self.rows[user_id].show(member)
         ordered = sorted(self.rows.values(), key=lambda r: (not r.me, r.user_id.casefold()))
         if tuple(self.members_box.children) != tuple(ordered):
             self.members_box.children = ordered
         self._render_header()
+
+    def _new_row(self, user_id: str) -> MemberRow:
+        row = MemberRow(user_id, me=user_id == self._user_id)
+        row.peer_button.on_click(lambda _button: self._open_peer(user_id) if self._open_peer else None)
+        if self._reachable is not None:
+            row.show_reachable(user_id in self._reachable)
+        return row
 
     def show_reachable(self, peers: set[str]) -> None:
         """Which members take peer links (have a peer in the room's signaling)."""
@@ -345,8 +351,3 @@ class PeerPanel(W.VBox):
 
     def show_error(self, what: str, error: BaseException | None = None) -> None:
         self.errors.show(what, error)
-
-
-def close_all(widgets: Iterable[W.Widget]) -> None:
-    for widget in widgets:
-        widget.close()

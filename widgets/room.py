@@ -166,12 +166,15 @@ class RoomSession:
 
     async def ready(self, timeout: float | None = 30.0) -> RoomSession:
         """Wait until the room is joined; raises what prevented it (wrong token, no server)."""
-        return await asyncio.wait_for(asyncio.shield(self._joined), timeout)
+        try:
+            return await asyncio.wait_for(asyncio.shield(self._joined), timeout)
+        except asyncio.TimeoutError:
+            raise asyncio.TimeoutError(f"{self.name!r} not joined within {timeout} s ({self.state})") from None
 
     # -- sending ----------------------------------------------------------------------
     def send(self, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
-        """Send to the room. Returns a task: ``await`` it for the server's ack (with the
-        message's ``seq``), or ignore it (a failure then shows in the panel)."""
+        """Send to the room. Returns a `Pending`: ``await`` it for the server's ack (with
+        the message's ``seq``), or ignore it (a failure then shows in the panel)."""
         return self._spawn(self._send(content), "sending a message")
 
     def direct(self, to: str, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
@@ -367,7 +370,7 @@ class RoomSession:
                 "message": self._on_client_message,
                 "presence": self._on_client_presence,
                 "gap": self._on_client_gap,
-                "connected": lambda _e: self.room is not None and self._set_state("online"),
+                "connected": self._on_client_connected,
                 "disconnected": lambda e: self._set_state("reconnecting", _close_reason(e)),
                 "reconnecting": lambda e: self._set_state("reconnecting", f"attempt {e['attempt']}"),
                 "closed": self._on_client_closed,
@@ -435,6 +438,10 @@ class RoomSession:
         why = "the room started over" if gap.epoch_changed else "they are older than the history the server keeps"
         self._on_loop(self.panel.show_note, "", f"some messages sent while you were away are lost ({why})")
         self.events.emit("gap", gap)
+
+    def _on_client_connected(self, _event: dict[str, Any]) -> None:
+        if self.room is not None:  # a reconnect (the first connection goes online once joined)
+            self._set_state("online")
 
     def _on_client_closed(self, error: BaseException) -> None:
         if self._closed:

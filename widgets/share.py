@@ -1,9 +1,16 @@
 """What travels over a peer link when a notebook shares data: DataFrames and files.
 
-A shared object is one binary message: a short magic prefix, a JSON header (what it is,
-its name, its size) and the payload. DataFrames travel as Arrow IPC (the default: fast,
-keeps dtypes and the index) or Parquet (smaller for repetitive data), both written and
-read by pyarrow. **Nothing is ever pickled**: a peer is another person's kernel, and
+A shared object is one binary message on the link (a `PeerLink` carries it in pieces
+when it is large)::
+
+    b"\x00IAVSHARE1\x00"  |  header length: u32, big-endian  |  header: JSON, UTF-8  |  payload
+
+with the header ``{"kind": "dataframe" | "file", "name": str, "size": <payload bytes>,
+...}`` (a DataFrame adds ``format``: ``"arrow"`` or ``"parquet"``, ``rows``, ``columns``).
+Any peer that writes this (a browser with apache-arrow, say) can share with a kernel.
+
+DataFrames travel as Arrow IPC (the default: fast, keeps dtypes and the index) or
+Parquet (smaller for repetitive data), both written and read by pyarrow. **Nothing is ever pickled**: a peer is another person's kernel, and
 unpickling its bytes would run whatever code it chose. Arrow and Parquet readers only
 build columns of data; the one way Arrow could reach pickle (the Python extension type,
 CVE-2023-47248) is refused below, whatever the pyarrow version.
@@ -133,16 +140,16 @@ def _refuse_pickled_types(schema: pa.Schema) -> None:
     # arrow.py_extension_type is serialised with pickle: a peer must not choose our code.
     # pyarrow >= 14.0.1 reads it as its storage type, but the mark stays in the field's
     # metadata; refuse it either way, and anywhere in nested types
-    def check(field: pa.Field) -> None:
-        kind = field.type
-        name = (field.metadata or {}).get(b"ARROW:extension:name", b"")
+    def check(column: pa.Field) -> None:
+        kind = column.type
+        name = (column.metadata or {}).get(b"ARROW:extension:name", b"")
         if name == PICKLED_EXTENSION or (isinstance(kind, pa.ExtensionType) and kind.extension_name == PICKLED_EXTENSION.decode()):
-            raise ShareError(f"column {field.name!r} is a pickled Python extension type; refused")
+            raise ShareError(f"column {column.name!r} is a pickled Python extension type; refused")
         for index in range(kind.num_fields):
             check(kind.field(index))
 
-    for field in schema:
-        check(field)
+    for column in schema:
+        check(column)
 
 
 def pack_dataframe(df: pd.DataFrame, name: str = "dataframe", format: str = "arrow") -> bytes:

@@ -140,6 +140,9 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)  # starts Jupyter's keep-alive pings
+        # frames are small and often two in a row (an ack, then a relayed frame): with
+        # Nagle's algorithm the second waits for the client's delayed ACK, ~40 ms
+        self.set_nodelay(True)
         self.log.debug("iavicenne: %s opened %s as %s", self.key, self.request.path, self.identity["username"])
 
     # -- outbound -------------------------------------------------------------------

@@ -194,12 +194,14 @@ async def test_events_as_callbacks_and_iterators(server: ServerInfo, clients: li
     alice = await room_client(clients, server, "alice")
     seen: list[Any] = []
     alice.on("presence", seen.append)
+    presence = alice.stream("presence")  # before joining: it sees the join itself too
     a_room = await alice.join("r1", state={"notebook": "a.ipynb"})
-    presence = a_room.stream("presence")
-    bob = await room_client(clients, server, "bob")
-    b_room = await bob.join("r1")
+    snapshot: PresenceEvent = await next_of(presence)
+    assert (snapshot.kind, set(snapshot.members)) == ("snapshot", {"alice"})
     own: PresenceEvent = await next_of(presence)  # the seed tells a joiner of its own arrival
     assert (own.kind, own.user_id) == ("joined", "alice")
+    bob = await room_client(clients, server, "bob")
+    b_room = await bob.join("r1")
     joined: PresenceEvent = await next_of(presence)
     assert (joined.kind, joined.user_id) == ("joined", "bob")
     assert set(a_room.members) == {"alice", "bob"}

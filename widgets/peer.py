@@ -300,7 +300,7 @@ class PeerLink:
             await self._write(bytes((TAG_END,)) + _ID.pack(transfer))
             finished = True
             await done  # the peer has it all
-        except PeerLinkClosed as error:
+        except PeerLinkError as error:
             raise type(error)(
                 f"{error} in the middle of a transfer: {_mb(self._sending[0])} of {_mb(total)} handed to the channel, "
                 "not confirmed by the peer"

@@ -116,7 +116,7 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def page(browser: Any, server: JupyterProcess) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1100, "height": 760})
+    context = browser.new_context(viewport={"width": 1100, "height": 640})
     # lets Chromium offer its loopback address as an ICE candidate (see the module docstring)
     context.grant_permissions(["camera", "microphone"], origin=server.base)
     tab = context.new_page()
@@ -131,11 +131,15 @@ def page(browser: Any, server: JupyterProcess) -> Iterator[Any]:
     assert real == [], f"errors in the page: {real}"
 
 
-def open_demo(page: Any, server: JupyterProcess, room: str, name: str, *, loopback: bool = False) -> None:
-    """Open the demo page (logged in by the token in its address) and join `room` as `name`."""
+def open_demo(page: Any, server: JupyterProcess, room: str, name: str, *, loopback: bool = False, cookie: bool = False) -> None:
+    """Open the demo page and join `room` as `name`. Logged in by the token in the page's
+    address (which the module then uses too), or, with `cookie`, by Jupyter's login cookie
+    alone: the token logs in once, and the page is opened again without it."""
     from playwright.sync_api import expect
 
     page.goto(f"{server.base}/iavicenne/?token={server.token}" + ("&loopback=1" if loopback else ""))
+    if cookie:
+        page.goto(f"{server.base}/iavicenne/")
     page.fill("#name", name)
     page.fill("#room", room)
     page.click("#join")
@@ -282,7 +286,19 @@ def test_the_page_sees_a_python_client_and_messages_flow_both_ways(page: Any, se
     from playwright.sync_api import expect
 
     kernel = agents(server, "chat", "kernel-1")
-    open_demo(page, server, "chat", "ada")
+    open_demo(page, server, "chat", "ada", cookie=True)
+    assert page.evaluate("window.iavicenneDemo.client.server.token") == ""  # the cookie authenticates
+    # the module's REST calls follow Jupyter's XSRF rule: a browser's POST needs X-XSRFToken
+    created = page.evaluate(
+        """async () => {
+            const { Server } = await import("./static/iavicenne.js");
+            const server = new Server();
+            const made = await server.request("api/contents", { method: "POST", body: { type: "notebook" } });
+            const bare = await fetch("../api/contents", { method: "POST", body: "{}", credentials: "same-origin" });
+            return [made.type, bare.status, "X-XSRFToken" in server.headers(), await server.rooms()];
+        }"""
+    )
+    assert created == ["notebook", 403, True, [{"room": "chat", "members": 2, "connections": 2}]], created
 
     # presence both ways: the kernel with its state, the browser in the kernel's view
     expect(member(page, "kernel-1")).to_contain_text("kind: kernel")
@@ -358,6 +374,12 @@ def test_a_data_channel_between_chromium_and_an_aiortc_kernel(page: Any, server:
     kernel = agents(server, "p2p", "kernel-p", peer=True)
     open_demo(page, server, "p2p", "ada", loopback=True)
     row = member(page, "kernel-p")
+    # a few words through the room first (they show in the screenshot)
+    kernel.command(cmd="send", text="the model is trained; want the weights?")
+    expect(page.locator("#log")).to_contain_text("kernel-p: the model is trained")
+    page.fill("#message", "yes please, peer to peer")
+    page.click("#send")
+    kernel.expect("message", user_id="ada", text="yes please, peer to peer")
     expect(row.locator(".link-state")).to_have_text("no link")
     row.locator(".connect-peer").click()
     expect(row.locator(".link-state")).to_have_text("open")

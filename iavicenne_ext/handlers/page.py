@@ -32,6 +32,9 @@ class DemoPageHandler(JupyterHandler):
     @web.addslash  # relative links (static/demo.js) resolve under {base_url}iavicenne/
     async def get(self) -> None:
         page = (STATIC_DIR / "demo.html").read_text(encoding="utf-8")
+        # sets the `_xsrf` cookie, which the module sends back as X-XSRFToken on REST calls
+        # (Jupyter refuses a browser's POST, PUT, DELETE without it)
+        self.xsrf_token  # noqa: B018 - the property sets the cookie
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
         self.finish(page.replace("{{base_url}}", html.escape(self.base_url, quote=True)))

@@ -1138,42 +1138,52 @@ export class Room {
    * Publish to the room; resolves with the server's ack (with the message's `seq`) once
    * it has it, however many reconnects that takes.
    * @param {string | Record<string, any>} content
+   * @returns {Promise<Record<string, any>>}
    */
   send(content) {
-    this._checkOpen();
-    return this.client._sendReliable({ type: "message", room: this.name, payload: payloadOf(content) }, this.name);
+    return this._reliable(() => ({ type: "message", room: this.name, payload: payloadOf(content) }));
   }
 
   /**
    * Send to every connection of member `to` only; rejects with `UnknownPeer` if it is not here.
    * @param {string} to
    * @param {string | Record<string, any>} content
+   * @returns {Promise<Record<string, any>>}
    */
   direct(to, content) {
-    this._checkOpen();
-    checkName(to, "to");
-    return this.client._sendReliable(
-      { type: "direct-message", room: this.name, to, payload: payloadOf(content) },
-      this.name,
-    );
+    return this._reliable(() => ({ type: "direct-message", room: this.name, to: checkName(to, "to"), payload: payloadOf(content) }));
   }
 
   /**
    * Set this connection's presence state (kept across reconnects).
    * @param {Record<string, any>} state
+   * @returns {Promise<Record<string, any>>}
    */
   setState(state) {
-    this._checkOpen();
-    this.state = state;
-    return this.client._sendReliable({ type: "presence", room: this.name, payload: { state } }, this.name);
+    return this._reliable(() => {
+      if (state === null || typeof state !== "object" || Array.isArray(state)) throw new IAvicenneError("a presence state is a JSON object");
+      this.state = state;
+      return { type: "presence", room: this.name, payload: { state } };
+    });
   }
 
   leave() {
     return this.client.leave(this.name);
   }
 
-  _checkOpen() {
-    if (this.left) throw new IAvicenneError(`left room ${JSON.stringify(this.name)}; join it again to send`);
+  /**
+   * Send the frame `make` builds, reliably; whatever goes wrong (a left room, a bad
+   * argument) is a rejected promise, never a throw.
+   * @param {() => Record<string, any>} make
+   * @returns {Promise<Record<string, any>>}
+   */
+  _reliable(make) {
+    try {
+      if (this.left) throw new IAvicenneError(`left room ${JSON.stringify(this.name)}; join it again to send`);
+      return this.client._sendReliable(make(), this.name);
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   // -- frames from the client ----------------------------------------------------------

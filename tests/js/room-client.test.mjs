@@ -161,6 +161,8 @@ test("direct messages: ack, unknown user, and a resend seen twice handled once",
   const nobody = room.direct("nobody", "hi");
   ws.receive({ type: "error", code: "unknown-user", message: "no user 'nobody' in room 'r1'", ref: ws.last("direct-message").ref });
   await assert.rejects(nobody, UnknownPeer);
+  await assert.rejects(room.direct("not/a name", "hi"), /invalid to/); // refused here, as a rejection
+  await assert.rejects(room.setState(["not", "an", "object"]), /a presence state is a JSON object/);
   const dm = { type: "direct-message", room: "r1", user_id: "bob", to: "alice", message: { content: "hey" }, ref: "b-1" };
   ws.receive(dm);
   ws.receive(dm);
@@ -229,7 +231,7 @@ test("a refused join fails that join; a refused rejoin drops the room with an er
   assert.equal(room.left, true);
   assert.equal(client.rooms.size, 0);
   await assert.rejects(pending, NameTaken);
-  assert.throws(() => room.send("x"), /left room "r1"/);
+  await assert.rejects(room.send("x"), /left room "r1"/);
 });
 
 test("a join asked while offline happens on the next connection", async () => {

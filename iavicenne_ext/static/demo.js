@@ -305,6 +305,10 @@ async function startPeers(name, roomName) {
     demo.peers = new PeerNetwork(signaling, { loopback: params.get("loopback") === "1" });
     demo.peers.on("change", onLinkChange);
     signaling.on("peer", () => renderMembers());
+    signaling.on("closed", (/** @type {Error} */ error) => {
+      if (error.name === "Superseded") notice("peer-to-peer moved to your newer tab or window with the same name", true);
+      renderMembers();
+    });
     renderMembers();
   } catch (error) {
     notice(`peer-to-peer unavailable: ${/** @type {Error} */ (error).message}`, true);

@@ -172,6 +172,28 @@ class Bench:
                     await self.wait_frames(expected)
                 bar.update(last - first)
 
+    async def leave(self, group: str, count: int, label: str, *, paced: bool) -> None:
+        """Close a group's `count` subscribers; `paced`: in batches, like `join`.
+
+        Each leave sends ``user-left`` to every member still there; all at once, 2,000
+        leaves are again millions of queued frames (and as many broker calls at once).
+        """
+        workers = len(self.gen.pipes)
+        batch = max(workers, self.args.join_batch) if paced else count
+        left = count
+        with tqdm(total=count, desc=f"{label}: closing", unit="conn", leave=False, file=sys.stderr) as bar:
+            while left > 0:
+                now = min(batch, left)
+                frames = self.gen.frames()
+                per_worker = [{"group": group, "count": now // workers + (1 if w < now % workers else 0)} for w in range(workers)]
+                closed = sum(await self.gen.call("close", per_worker))
+                left -= closed
+                if paced and left > 0:
+                    await self.wait_frames(frames + closed * left)  # each one still there hears each leaver
+                bar.update(closed)
+                if not closed:
+                    break
+
     async def wait_frames(self, target: int, stall: float = 10.0) -> None:
         """Until the subscribers have received `target` frames, or none came for `stall` s."""
         last, since = -1, time.monotonic()
@@ -296,9 +318,7 @@ class Bench:
             seconds = time.monotonic() - t0
             after = await self._settled_rss(deployment)
             self.results.memory.append(Memory(deployment.name, count, before, after, seconds))
-            with tqdm(total=count, desc=f"{deployment.name} memory: closing", unit="conn", leave=False, file=sys.stderr) as bar:
-                await self.gen.call("close", group=group)
-                bar.update(count)
+            await self.leave(group, count, f"{deployment.name} memory", paced=not one_user)
         except Exception as error:
             await self.fail(deployment, "memory", error, [group, "warm-up"])
         if self.runs_bar is not None:
@@ -616,6 +636,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--minimal-nodelay", choices=["auto", "on", "off"], default="auto",
         help="TCP_NODELAY on the minimal server's sockets (default: auto, the same as iAvicenne's)",
     )
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (kept anyway when a server fails)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run and the summary to this JSON file")
     args = parser.parse_args(argv)
     quick = args.quick
@@ -658,7 +679,9 @@ async def main_async(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]
             generator.close()
         for deployment in deployments:
             deployment.stop()
-    if not results.failures:
+    if results.failures or args.keep_logs:
+        print(f"server logs kept in {workdir}", file=sys.stderr)
+    else:
         shutil.rmtree(workdir, ignore_errors=True)
     return results, summarize(results)
 

@@ -366,9 +366,17 @@ class Worker:
     async def cmd_cpu(self) -> float:
         return time.process_time()
 
-    async def cmd_close(self, group: str | None = None) -> int:
+    async def cmd_close(self, group: str | None = None, count: int | None = None) -> int:
+        """Close a group's subscribers (every group's when None); only `count` of them if given."""
         names = [group] if group is not None else list(self.groups)
-        subs = [sub for name in names for sub in self.groups.pop(name, [])]
+        subs: list[Subscriber] = []
+        for name in names:
+            members = self.groups.get(name, [])
+            take = len(members) if count is None else min(count, len(members))
+            subs += members[len(members) - take :]
+            del members[len(members) - take :]
+            if not members:
+                self.groups.pop(name, None)
         await asyncio.gather(*(sub.client.close() for sub in subs if sub.client is not None))
         return len(subs)
 

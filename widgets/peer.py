@@ -36,7 +36,8 @@ room, in the middle of a transfer, the sender's ``send`` and the receiver's ``re
 raise `PeerLinkClosed` (`PeerLeft`) saying how far it got: never a hang.
 
 **Loopback.** aiortc gathers no loopback candidates; ``loopback=True`` (what the tests
-use) gathers 127.0.0.1 only, for peers on one machine (see `widgets.ice`).
+use) gathers 127.0.0.1 only, for peers on one machine, and such a link tries only the
+peer's loopback candidates (see `widgets.ice`, also for ``$IAVICENNE_ICE_ADDRESSES``).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ from iavicenne_ext import protocol as p
 
 from .client import ClientError, PeerEvent, Signal, SignalingClient, discover_server
 from .events import EventEmitter, EventStream
-from .ice import LOOPBACK, host_addresses, rtc_ice_servers
+from .ice import LOOPBACK, configured_addresses, host_addresses, reachable_candidate, reachable_sdp, rtc_ice_servers
 
 log = logging.getLogger("iavicenne.peer")
 
@@ -427,7 +428,8 @@ class PeerLink:
         await self.network.signaling.relay(p.OFFER, self.peer_id, {"type": local.type, "sdp": local.sdp})
 
     async def _answer(self, offer: dict[str, Any]) -> None:
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer["sdp"], type=offer.get("type", "offer")))
+        sdp = reachable_sdp(offer["sdp"], self.network.addresses)
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=offer.get("type", "offer")))
         answer = await self.pc.createAnswer()
         with host_addresses(self.network.addresses):
             await self.pc.setLocalDescription(answer)
@@ -438,7 +440,8 @@ class PeerLink:
 
     async def _on_answer(self, answer: dict[str, Any]) -> None:
         if self.offerer and self.pc.signalingState == "have-local-offer":
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type=answer.get("type", "answer")))
+            sdp = reachable_sdp(answer["sdp"], self.network.addresses)
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=answer.get("type", "answer")))
 
     async def _on_candidate(self, body: dict[str, Any] | None) -> None:
         """A trickled candidate (browsers send them; aiortc puts its own in the SDP)."""
@@ -447,6 +450,8 @@ class PeerLink:
             return
         text = body["candidate"]
         candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
+        if not reachable_candidate(candidate.ip, self.network.addresses):
+            return
         candidate.sdpMid = body.get("sdpMid")
         candidate.sdpMLineIndex = body.get("sdpMLineIndex")
         await self.pc.addIceCandidate(candidate)
@@ -485,9 +490,10 @@ class PeerNetwork:
     """This peer's links in one signaling room: opens links on request, answers offers.
 
     Options: `loopback` (gather 127.0.0.1 only: peers on one machine) or
-    `host_addresses` (exactly these local addresses); `ice_servers` (W3C dicts; default:
-    what the server hands out in `joined`); `chunk_size`, `high_water`, `low_water` (bytes;
-    see the module docstring); `compress` (False, True or "auto").
+    `host_addresses` (exactly these local addresses; with neither, those
+    ``$IAVICENNE_ICE_ADDRESSES`` lists, else aioice's interfaces); `ice_servers` (W3C
+    dicts; default: what the server hands out in `joined`); `chunk_size`, `high_water`,
+    `low_water` (bytes; see the module docstring); `compress` (False, True or "auto").
     """
 
     def __init__(
@@ -506,7 +512,9 @@ class PeerNetwork:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
         self.signaling = signaling
-        self.addresses: tuple[str, ...] | None = LOOPBACK if loopback else (tuple(host_addresses) if host_addresses else None)
+        self.addresses: tuple[str, ...] | None = (
+            LOOPBACK if loopback else tuple(host_addresses) if host_addresses else configured_addresses()
+        )
         self.ice_servers_override = list(ice_servers) if ice_servers is not None else None
         self.chunk_size = chunk_size
         self.high_water = high_water

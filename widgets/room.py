@@ -298,17 +298,12 @@ class RoomSession:
         return await asyncio.shield(self._network_task)
 
     async def _start_network(self) -> PeerNetwork:
-        import aioice.ice
-
         from . import ice
         from .peer import PeerNetwork
 
         assert self.client is not None and self.user_id is not None
         if self._loopback is None:
-            # the usual interfaces (peers on other machines) and loopback (another kernel
-            # of this machine, also when it has no network at all)
-            addresses = [*aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=True), *ice.LOOPBACK]
-            options: dict[str, Any] = {"host_addresses": list(dict.fromkeys(addresses))}
+            options: dict[str, Any] = {"host_addresses": ice.default_host_addresses()}
         else:
             options = {"loopback": self._loopback}
         signaling = {key: value for key, value in self._options.items() if key in ("backoff", "connect_timeout")}
@@ -551,8 +546,9 @@ def join(
     started this kernel). `status` and `state` are your initial presence; the notebook
     you are in is added. With `peers` (the default) you can open peer-to-peer links
     (``room.peer("bob")``) and others can open them to you; `loopback` chooses the local
-    addresses a link may use: None (default) your network interfaces and 127.0.0.1,
-    True 127.0.0.1 only (kernels of one machine), False your interfaces only. Extra
+    addresses a link may use: True 127.0.0.1 only (kernels of one machine); otherwise
+    those ``$IAVICENNE_ICE_ADDRESSES`` lists, if set, else your network interfaces, and
+    with None (the default) 127.0.0.1 too (`widgets.ice.default_host_addresses`). Extra
     keywords go to `RoomClient` (``backoff=``, …).
     """
     try:

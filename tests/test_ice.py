@@ -1,0 +1,56 @@
+"""`widgets.ice`: which local addresses a peer link offers, and which remote candidates a
+loopback-only link tries. (Links that use them: tests/test_peer.py.)"""
+
+from __future__ import annotations
+
+import pytest
+
+from widgets import ice
+
+OFFER = (
+    "v=0\r\n"
+    "m=application 9 DTLS/SCTP 5000\r\n"
+    "a=candidate:1 1 UDP 2130706431 127.0.0.1 40001 typ host\r\n"
+    "a=candidate:2 1 UDP 2130706431 192.0.2.7 40002 typ host\r\n"
+    "a=candidate:3 1 UDP 2130706431 ::1 40003 typ host\r\n"
+    "a=candidate:4 1 UDP 2130706431 6b1c3e0a-2f.local 40004 typ host\r\n"
+    "a=candidate:5 1 UDP 1694498815 203.0.113.9 40005 typ srflx raddr 0.0.0.0 rport 0\r\n"
+    "a=end-of-candidates\r\n"
+)
+
+
+def test_the_variable_sets_the_default_addresses(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ice.ADDRESSES_VARIABLE, " 127.0.0.1, ::1,127.0.0.1 ")
+    assert ice.configured_addresses() == ("127.0.0.1", "::1")
+    assert ice.default_host_addresses() == ("127.0.0.1", "::1")
+
+
+def test_without_the_variable_join_offers_every_interface_and_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ice, "_aioice_get_host_addresses", lambda use_ipv4, use_ipv6: ["198.51.100.4", "2001:db8::4"])
+    for unset in ("", " , "):
+        monkeypatch.setenv(ice.ADDRESSES_VARIABLE, unset)
+        assert ice.configured_addresses() is None
+        assert ice.default_host_addresses() == ("198.51.100.4", "2001:db8::4", "127.0.0.1")
+    monkeypatch.delenv(ice.ADDRESSES_VARIABLE)
+    assert ice.configured_addresses() is None
+
+
+def test_a_wrong_address_in_the_variable_says_what_to_write(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ice.ADDRESSES_VARIABLE, "127.0.0.1,localhost")
+    with pytest.raises(ValueError, match=r"'localhost' is not an IP address.*127\.0\.0\.1 for links on this machine only"):
+        ice.default_host_addresses()
+
+
+def test_a_loopback_only_link_tries_only_the_peers_loopback_candidates() -> None:
+    kept = ice.reachable_sdp(OFFER, ice.LOOPBACK)
+    assert [line.split()[4] for line in kept.splitlines() if line.startswith("a=candidate:")] == ["127.0.0.1", "::1"]
+    assert kept.startswith("v=0\r\nm=application") and kept.endswith("a=end-of-candidates\r\n")
+    assert ice.reachable_candidate("127.0.0.1", ("127.0.0.1", "::1"))
+    assert not ice.reachable_candidate("192.0.2.7", ice.LOOPBACK)
+    assert not ice.reachable_candidate("6b1c3e0a-2f.local", ice.LOOPBACK)
+
+
+def test_a_link_with_other_addresses_tries_every_candidate() -> None:
+    for local in (None, (), ("192.0.2.1",), ("192.0.2.1", "127.0.0.1")):
+        assert ice.reachable_sdp(OFFER, local) == OFFER
+        assert ice.reachable_candidate("192.0.2.7", local)

@@ -29,7 +29,7 @@ from typing import Any
 import nbformat
 import pytest
 from nbclient import NotebookClient
-from servers import LOOPBACK, free_port, wait_until
+from servers import LOOPBACK, LOOPBACK_ICE, free_port, wait_until
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -93,6 +93,7 @@ class JupyterApp:
             "JUPYTER_RUNTIME_DIR": str(self.runtime),
             "JUPYTER_PLATFORM_DIRS": "0",
             "PYTHONUNBUFFERED": "1",
+            **LOOPBACK_ICE,  # the kernels' join() links stay on loopback
         }
         # the kernels must find this server by themselves, not through a test's variables
         for var in ("IAVICENNE_URL", "IAVICENNE_TOKEN", "JUPYTER_SERVER_URL", "JUPYTER_TOKEN"):
@@ -232,5 +233,5 @@ def run_notebooks(runs: list[NotebookRun], timeout: float = 60.0) -> list[Notebo
 
 def kernel_env(app: JupyterApp, **variables: str) -> dict[str, str]:
     """A kernel's environment: the server given through IAVICENNE_URL / IAVICENNE_TOKEN,
-    plus `variables` (a notebook's parameters)."""
-    return {**os.environ, "IAVICENNE_URL": app.url, "IAVICENNE_TOKEN": app.token, **variables}
+    loopback-only peer links, plus `variables` (a notebook's parameters)."""
+    return {**os.environ, **LOOPBACK_ICE, "IAVICENNE_URL": app.url, "IAVICENNE_TOKEN": app.token, **variables}

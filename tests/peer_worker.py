@@ -5,6 +5,9 @@ its environment), joins signaling room $PEER_ROOM with loopback ICE, opens a lin
 OTHER, plays SCENARIO and prints one JSON line: {"result": ...} or {"error": ...}.
 Scenarios that end in "die" leave with os._exit(3) in the middle of a transfer: no
 goodbye, as a killed kernel.
+
+`ice_addresses` and `loopback_only` (which addresses a link's ICE used) serve the
+in-process tests too.
 """
 
 from __future__ import annotations
@@ -33,9 +36,22 @@ def payload() -> bytes:
     return random.Random(20).randbytes(BIG)
 
 
-def loopback_only(link: PeerLink) -> bool:
-    lines = [line for line in link.pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")]
-    return bool(lines) and all(" 127.0.0.1 " in line for line in lines)
+def ice_addresses(link: PeerLink) -> dict[str, Any]:
+    """What an open link's ICE used: the addresses it offered, every pair it checked (local,
+    remote) and the pair it selected. aiortc reports no candidate-pair stats, so this reads
+    aioice's connection behind the data channel."""
+    offered = [line.split()[4] for line in link.pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")]
+    assert link.pc.sctp is not None
+    connection = link.pc.sctp.transport.transport._connection
+    checked = [[pair.local_addr[0], pair.remote_addr[0]] for pair in connection._check_list]
+    selected = connection._nominated.get(1)
+    return {"offered": offered, "checked": checked, "selected": selected and [selected.local_addr[0], selected.remote_addr[0]]}
+
+
+def loopback_only(addresses: dict[str, Any]) -> bool:
+    """Whether `ice_addresses` offered, checked and selected loopback addresses only."""
+    used = [*addresses["offered"], *(a for pair in addresses["checked"] for a in pair), *(addresses["selected"] or ())]
+    return bool(addresses["offered"] and addresses["selected"]) and all(a in ("127.0.0.1", "::1") for a in used)
 
 
 def die_after(nbytes: int) -> Any:
@@ -65,14 +81,14 @@ async def main(scenario: str, me: str, other: str) -> None:
                 await link.send(data, progress=count)
                 reply = await link.recv(timeout=60)
                 emit(result={"text": TEXT, "object": OBJECT, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                             "reply": reply, "offerer": link.offerer, "loopback_only": loopback_only(link), "progress_calls": calls})
+                             "reply": reply, "offerer": link.offerer, "ice": ice_addresses(link), "progress_calls": calls})
             else:
                 text = await link.recv(timeout=60)
                 obj = await link.recv(timeout=60)
                 data = await link.recv(timeout=120)
                 await link.send(f"thanks, {len(data)} bytes")
                 emit(result={"text": text, "object": obj, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                             "offerer": link.offerer, "loopback_only": loopback_only(link)})
+                             "offerer": link.offerer, "ice": ice_addresses(link)})
                 await asyncio.sleep(0.5)  # let the reply reach alice before leaving
         elif scenario == "send-big":
             await link.send(payload())

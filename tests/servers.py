@@ -38,8 +38,12 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from iavicenne_ext.pytest_plugin import WSClient
+from widgets.ice import ADDRESSES_VARIABLE
 
 LOOPBACK = "127.0.0.1"
+# the environment of every process the tests start: peer links (a kernel's join() too)
+# gather loopback addresses only (conftest.py sets it for the test process as well)
+LOOPBACK_ICE = {ADDRESSES_VARIABLE: LOOPBACK}
 SHARED_REDIS_URL = f"redis://{LOOPBACK}:6379/0"
 # presence timing of the test servers: a dead server's members are gone within ~2.5 s
 PRESENCE_REFRESH = 0.5
@@ -304,6 +308,7 @@ class JupyterProcess:
             "JUPYTER_RUNTIME_DIR": str(runtime),
             "JUPYTER_DATA_DIR": str(self.workdir / "data"),
             "JUPYTER_PLATFORM_DIRS": "0",
+            **LOOPBACK_ICE,
         }
         args = [
             sys.executable,

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from peer_worker import ice_addresses, loopback_only
 
 from widgets.client import Backoff, ServerInfo, SignalingClient
 from widgets.peer import PeerLeft, PeerLink, PeerLinkClosed, PeerNetwork, PeerUnreachable, Progress
@@ -61,9 +62,9 @@ async def pair(networks: list[PeerNetwork], server: ServerInfo, **options: Any) 
     return to_bob, from_alice
 
 
-def only_loopback(link: PeerLink) -> bool:
-    candidates = [line for line in link.pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")]
-    return bool(candidates) and all(" 127.0.0.1 " in line for line in candidates)
+def assert_loopback_only(link: PeerLink) -> None:
+    addresses = ice_addresses(link)
+    assert loopback_only(addresses), addresses
 
 
 async def test_text_objects_and_bytes_both_ways(server: ServerInfo, networks: list[PeerNetwork]) -> None:
@@ -72,7 +73,8 @@ async def test_text_objects_and_bytes_both_ways(server: ServerInfo, networks: li
     # aiortc hands the answering side its channel already open: no `open` event follows,
     # and the link must not wait for one (it would hang here)
     assert from_alice.open and from_alice.channel is not None and from_alice.channel.readyState == "open"
-    assert only_loopback(to_bob) and only_loopback(from_alice)
+    assert_loopback_only(to_bob)
+    assert_loopback_only(from_alice)
 
     payloads: list[Any] = [
         "hello",
@@ -287,7 +289,7 @@ def test_two_processes_exchange_text_objects_and_20_mb(jupyter: Any) -> None:
     assert got["sha256"] == sent["sha256"]
     assert a["result"]["reply"] == "thanks, 20971520 bytes"
     assert sent["offerer"] != got["offerer"]  # exactly one side offered
-    assert sent["loopback_only"] and got["loopback_only"]
+    assert loopback_only(sent["ice"]) and loopback_only(got["ice"]), (sent["ice"], got["ice"])
     assert sent["progress_calls"] > 10
 
 

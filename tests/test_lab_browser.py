@@ -21,6 +21,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from notebook_support import CHROMIUM_ARGS, REPO, JupyterApp, chromium_path
+from peer_worker import ice_addresses, loopback_only
 
 from widgets import share
 from widgets.client import RoomClient
@@ -111,6 +112,10 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> Non
                 # this process, on loopback); bob shares a DataFrame over it
                 await members.nth(1).locator(".iav-peer-button").click()
                 link = await bob_peers.accept(timeout=60)
+                # alice's kernel joined with join()'s default addresses: the tests' environment
+                # (IAVICENNE_ICE_ADDRESSES) keeps them to loopback, at both ends of every pair
+                addresses = ice_addresses(link)
+                assert loopback_only(addresses), addresses
                 peer_panel = panel.locator(".iav-peer-panel")
                 await expect(peer_panel.locator(".iav-state-open")).to_be_visible(timeout=30_000)
                 await link.send("Here it comes, peer to peer")

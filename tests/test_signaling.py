@@ -357,3 +357,52 @@ async def test_a_null_candidate_is_relayed_as_end_of_candidates(connect: Connect
     p2, _ = await peer(connect, "p2")
     await p1.send({"type": "ice-candidate", "payload": {"target_peer_id": "p2", "candidate": None}, "room": "r1"})
     assert (await p2.expect("ice-candidate"))["candidate"] is None
+
+
+# -- across servers (Redis broker) ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from servers import JupyterProcess, drop_prefix, shared_redis_url, start_all, stop_all, unique_prefix
+
+    url, prefix = shared_redis_url(), unique_prefix("signaling")
+    workdir = tmp_path_factory.mktemp("signaling-cluster")
+    cluster = [JupyterProcess(workdir, redis_url=url, prefix=prefix, name=f"s{i}") for i in range(2)]
+    try:
+        yield start_all(cluster)
+    finally:
+        stop_all(cluster)
+        drop_prefix(url, prefix)
+
+
+async def test_across_servers_relays_reach_only_the_target_and_takeover_closes_the_old(two_servers: Any) -> None:
+    from servers import connect as connect_to
+
+    first, second = two_servers
+
+    async def join(server: Any, peer_id: str) -> tuple[WSClient, dict[str, Any]]:
+        client = await connect_to(server, endpoint="signaling")
+        await client.send({"type": "join", "payload": {"peer_id": peer_id}, "room": "x"})
+        return client, await client.expect("joined")
+
+    p1, _ = await join(first, "p1")
+    p3, _ = await join(first, "p3")
+    old_p2, joined = await join(second, "p2")
+    assert joined["peers"] == ["p1", "p3"]
+    await p1.send(relay("offer", "p2", room="x"))
+    assert (await old_p2.expect("offer"))["source_peer_id"] == "p1"
+    assert of_type(await p3.silent(), "offer") == []  # not the whole room: the target only
+
+    # p2 comes back through the first server: the old socket, on the second, is closed
+    new_p2, _ = await join(first, "p2")
+    assert (await old_p2.expect("error"))["code"] == p.ErrorCode.SUPERSEDED
+    assert (await closed(old_p2))[0] == p.CLOSE_SUPERSEDED
+    await p1.send(relay("ice-candidate", "p2", room="x"))
+    assert (await new_p2.expect("ice-candidate"))["source_peer_id"] == "p1"
+    await p3.send(relay("answer", "ghost", room="x"))
+    assert (await p3.expect("error"))["code"] == p.ErrorCode.UNKNOWN_PEER
+    new_p2.close()
+    assert (await p1.expect("peer-left"))["peer_id"] == "p2"
+    for client in (p1, p3):
+        client.close()

@@ -17,13 +17,14 @@ whichever server that connection is.
 reconnects (network drop, its old socket not yet noticed dead) joins again with its
 peer_id; it must not be refused. The new connection gets the peer_id; older connections
 of that peer_id are removed from the room's presence, receive an ``error`` frame with
-code ``superseded``, and (those on this server) are closed with code 4000, which tells a
-self-healing client not to reconnect. Others get `peer-joined` again, with
+code ``superseded`` (through the broker: on whichever server they are), and are closed
+with code 4000 as it passes, which tells a self-healing client not to reconnect. Others get `peer-joined` again, with
 ``"rejoined": true``, so they know links to the old connection may be gone.
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from .. import protocol as p
@@ -35,6 +36,9 @@ from .base import Limits, ProtocolSocket
 # the field that carries each relayed type's body, and its name in the seed's errors
 _BODY = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "candidate"}
 _LABEL = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "ICE candidate"}
+# how a socket recognises the take-over notice among the frames it writes (p.encode's form)
+_ERROR_PREFIX = b'{"type":"error"'
+_SUPERSEDED_CODE = b'"code":"superseded"'
 
 
 def hub_room(room: str) -> str:
@@ -167,9 +171,13 @@ class SignalingSocketHandler(ProtocolSocket):
         for entry in await broker.entries(key):
             if entry.user_id == peer_id and entry.conn != self.key:
                 await broker.leave(key, entry.conn, peer_id)
-        for conn in self.hub.connections(key, peer_id):
-            if conn is not self and isinstance(conn, SignalingSocketHandler):
-                await conn._superseded()
+        # an older connection closes when the notice reaches it (`send`), on whichever
+        # server it is
+
+    def send(self, frame: bytes) -> None:
+        super().send(frame)
+        if frame.startswith(_ERROR_PREFIX) and _SUPERSEDED_CODE in frame and self.room is not None:
+            asyncio.ensure_future(self._superseded())
 
     async def _superseded(self) -> None:
         room, self.room = self.room, None

@@ -255,6 +255,7 @@ class PeerLink:
         while channel.bufferedAmount > self.network.high_water:
             self._check()
             self._drained = asyncio.get_running_loop().create_future()
+            self._drained.add_done_callback(_retrieve)
             try:
                 await self._drained
             finally:
@@ -275,6 +276,7 @@ class PeerLink:
         compressor = zlib.compressobj(1) if compress else None
         transfer = next(self._ids)
         done = asyncio.get_running_loop().create_future()
+        done.add_done_callback(_retrieve)  # failed before it is awaited: no "never retrieved" noise
         self._done[transfer] = done
         self._sending = [0, total]
         finished = False
@@ -483,6 +485,11 @@ class PeerLink:
 
 
 _CLOSED = object()
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()
 
 
 # -- the peers of one signaling room ----------------------------------------------------------

@@ -37,7 +37,7 @@ def test_quick_fanout_prints_the_figures_and_loses_nothing(tmp_path: Path) -> No
     summary = out[out.index("---- summary") : out.index("---- end of summary")]
     assert "- MET     losses: 0" in summary
     assert "throughput memory S=50" in summary and "latency memory S=50" in summary and "memory memory" in summary
-    assert "Generator check S=50" in out
+    assert "Generator check S=50, memory" in out
 
     data = json.loads(report.read_text())
     assert data["losses"] == 0 and data["failures"] == []

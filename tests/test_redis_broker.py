@@ -120,6 +120,18 @@ def private_redis(tmp_path: Path) -> RedisProcess:
 
 
 # -- seq, history, dedup ----------------------------------------------------------------
+async def test_a_burst_of_requests_waits_for_connections_instead_of_failing(shared: tuple[str, str]) -> None:
+    """Hundreds of clients joining or closing at once must not read as "Redis is down"."""
+    async with brokers_on(*shared) as start:
+        broker, _ = await start()
+        users = [entry(f"c{i}", f"user{i}") for i in range(400)]
+        outcomes = await asyncio.gather(*(broker.join("burst", e) for e in users))
+        assert set(outcomes) == {JoinOutcome.FIRST}
+        gone = await asyncio.gather(*(broker.leave("burst", e.conn, e.user_id) for e in users))
+        assert all(gone)
+        assert await broker.entries("burst") == []
+
+
 async def test_a_claim_holds_across_servers_until_released(shared: tuple[str, str]) -> None:
     """Direct messages dedup by claiming their ref; another server sees the claim."""
     async with brokers_on(*shared) as start:

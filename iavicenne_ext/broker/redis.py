@@ -59,6 +59,7 @@ from .base import Broker, BrokerUnavailable, History, JoinOutcome, Member, Prese
 # Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
 _LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
+_MAX_CONNECTIONS = 64  # to Redis, per server; more concurrent requests wait their turn
 _SEP = "\x1f"  # between room, user_id and conn in a server's set; names cannot contain it
 _STALE_TTL_MS = 24 * 3600 * 1000  # how long a swept server may take to notice it was swept
 
@@ -396,8 +397,13 @@ class RedisBroker(Broker):
     async def start(self) -> None:
         """Connect, or log one line and keep trying in the background; never raises."""
         try:
-            self._redis = aioredis.from_url(
+            # A blocking pool: a burst of requests (hundreds of clients closing at once)
+            # waits for a free connection instead of failing with MaxConnectionsError,
+            # which would read as "Redis is down" and leave ghost members until a sweep.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=self.socket_timeout,
                 socket_timeout=self.socket_timeout,
                 socket_connect_timeout=self.socket_timeout,
                 # fail fast, no hidden retries: a script is not idempotent, and the outage is
@@ -405,6 +411,7 @@ class RedisBroker(Broker):
                 retry=Retry(NoBackoff(), 0),
                 client_name=f"iavicenne-{self._server_id}",
             )
+            self._redis = aioredis.Redis.from_pool(pool)
         except ValueError as error:  # retrying cannot fix a malformed URL
             self._config_error = f"the server's Redis URL is invalid ({error})"
             self.log.error(

@@ -90,10 +90,11 @@ REF_MAX_LENGTH = 128
 class ProtocolError(Exception):
     """A client request that cannot be served; becomes an ``error`` frame."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
+        self.ref = ref  # the request's ref, when the envelope got far enough to have one
 
 
 def now_iso() -> str:
@@ -186,6 +187,14 @@ def parse_request(data: str | bytes, known_types: frozenset[str]) -> Request:
     ref = frame.get("ref")
     if ref is not None and not (isinstance(ref, str) and 0 < len(ref) <= REF_MAX_LENGTH):
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"ref must be a string of 1 to {REF_MAX_LENGTH} characters")
+    try:
+        return _check_envelope(frame, ref, known_types)
+    except ProtocolError as error:
+        error.ref = ref  # so the client can tell which of its requests failed
+        raise
+
+
+def _check_envelope(frame: dict[str, Any], ref: str | None, known_types: frozenset[str]) -> Request:
     kind = frame.get("type")
     if not kind:
         raise ProtocolError(ErrorCode.TYPE_REQUIRED, "Message type is required")

@@ -368,3 +368,14 @@ async def test_slow_consumer_is_disconnected_with_1008_and_others_keep_receiving
         slow.close()
     await still_works(flooder)
     assert (await watcher.expect("message"))["message"] == {"content": "still here"}
+
+
+async def test_an_envelope_error_names_the_request_by_its_ref(connect) -> None:
+    """A client with several requests in flight learns which one was refused."""
+    client = await connect()
+    await client.send({"type": "shout", "ref": "r-41"})
+    error = await client.expect("error")
+    assert (error["code"], error["ref"]) == ("unknown-type", "r-41")
+    await client.send({"type": "message", "payload": [1], "ref": "r-42"})
+    error = await client.expect("error")
+    assert (error["code"], error["ref"]) == ("invalid-field", "r-42")

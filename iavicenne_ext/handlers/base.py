@@ -230,7 +230,7 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
             ref = request.ref
             await self._handlers[request.type](request)
         except p.ProtocolError as error:
-            self.send_error_frame(error.code, error.message, ref)
+            self.send_error_frame(error.code, error.message, ref if ref is not None else error.ref)
         except BrokerUnavailable as error:
             self.send_error_frame(p.ErrorCode.UNAVAILABLE, f"not delivered: {error}", ref)
         except Exception:

@@ -7,29 +7,8 @@ does not import ipywidgets, pandas or aiortc.
 
 from typing import Any
 
-from .client import (
-    AuthenticationError,
-    Backoff,
-    ClientError,
-    ConnectionClosed,
-    Gap,
-    Message,
-    NameTaken,
-    PeerEvent,
-    PresenceEvent,
-    RequestFailed,
-    Room,
-    RoomClient,
-    ServerInfo,
-    ServerNotFound,
-    ServerUnreachable,
-    Signal,
-    SignalingClient,
-    Superseded,
-    UnknownPeer,
-    connect,
-    discover_server,
-)
+from . import client
+from .client import *  # noqa: F403 - the client's names are this package's (client.__all__)
 
 # name -> module (relative) that defines it, imported on first access (PEP 562). Peer
 # links need aiortc (the `widgets` extra) and the notebook API ipywidgets: a script or a
@@ -53,36 +32,4 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = [
-    "join",
-    "RoomSession",
-    "PeerSession",
-    "AuthenticationError",
-    "Backoff",
-    "ClientError",
-    "ConnectionClosed",
-    "Gap",
-    "Message",
-    "NameTaken",
-    "PeerEvent",
-    "PresenceEvent",
-    "RequestFailed",
-    "Room",
-    "RoomClient",
-    "ServerInfo",
-    "ServerNotFound",
-    "ServerUnreachable",
-    "Signal",
-    "SignalingClient",
-    "Superseded",
-    "UnknownPeer",
-    "connect",
-    "discover_server",
-    "PeerLeft",
-    "PeerLink",
-    "PeerLinkClosed",
-    "PeerLinkError",
-    "PeerNetwork",
-    "PeerUnreachable",
-    "Progress",
-]
+__all__ = [*_LAZY, *client.__all__]

@@ -7,7 +7,7 @@ On 127.0.0.1 only, it starts a real `jupyter server` with iAvicenne (memory brok
 limits raised) and a second Python process, the *responder*; this process is the
 *driver*. Between the two processes it measures, in the same run:
 
-* **PeerLink** (widgets/peer.py): bulk throughput, one `--mb` MB bytes payload sent with
+* **PeerLink** (widgets/iavicenne/peer.py): bulk throughput, one `--mb` MB bytes payload sent with
   ``await link.send(data)`` (which returns once the peer confirmed it has reassembled
   it), and the round-trip time of a small text message echoed back;
 * **raw aiortc**: the same bytes on an RTCDataChannel driven directly, as a careful
@@ -56,7 +56,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from tqdm import tqdm  # noqa: E402
 
-from widgets.client import Backoff, Message, RoomClient, ServerInfo, Signal, SignalingClient  # noqa: E402
+from iavicenne.client import Backoff, Message, RoomClient, ServerInfo, Signal, SignalingClient  # noqa: E402
 
 HOST = "127.0.0.1"
 ROOM = "p2p-bench"
@@ -178,7 +178,7 @@ async def raw_offer(signaling: SignalingClient, target: str) -> tuple[Any, Any]:
     """A plain RTCPeerConnection + RTCDataChannel to `target` (signaling only via our server)."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    from widgets.ice import LOOPBACK, host_addresses
+    from iavicenne.ice import LOOPBACK, host_addresses
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     channel = pc.createDataChannel("raw", ordered=True)
@@ -236,8 +236,8 @@ async def responder(url: str, token: str, patched: bool) -> None:
     """Echo text, confirm bulk transfers, over PeerLink, raw aiortc and the room socket."""
     from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-    from widgets.ice import LOOPBACK, host_addresses
-    from widgets.peer import PeerLink, PeerNetwork
+    from iavicenne.ice import LOOPBACK, host_addresses
+    from iavicenne.peer import PeerLink, PeerNetwork
 
     if patched:
         delay_sacks()
@@ -358,7 +358,7 @@ class Driver:
         self.processes = {name: psutil.Process(pid) for name, pid in pids.items()}
 
     async def setup(self) -> None:
-        from widgets.peer import PeerNetwork
+        from iavicenne.peer import PeerNetwork
 
         self.network = PeerNetwork(SignalingClient(self.info, ROOM, "driver"), loopback=True, owns_signaling=True)
         await self.network.signaling.start()

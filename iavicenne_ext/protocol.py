@@ -1,9 +1,12 @@
 """The wire protocol, defined once: frame types, validation rules and error codes.
 
-Both the server handlers and the Python client (``widgets``) import this module, so a
-frame type or an error code is spelled in exactly one place. The seed's frames are kept
-as they are (``type`` strings, field names, error messages); everything this project adds
-is a new field or a new type. docs/protocol.md is the prose version of this file.
+The server handlers and the Python client (``iavicenne``) import this module, and the
+browser client imports ``static/protocol.js``, which is emitted from it
+(``python -m iavicenne_ext.protocol_js``; a test fails when the two drift). So a frame
+type, an error code, a path or a peer-link tag is spelled in exactly one place. The
+seed's frames are kept as they are (``type`` strings, field names, error messages);
+everything this project adds is a new field or a new type. docs/protocol.md is the prose
+version of this file.
 """
 
 from __future__ import annotations
@@ -14,6 +17,11 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
+
+# -- endpoints, relative to the server's base_url -----------------------------------
+ROOMS_PATH = "iavicenne/ws/mcp"
+SIGNALING_PATH = "iavicenne/ws/signaling"
+REST_PATH = "iavicenne/api/"
 
 # -- frame types: room endpoint ------------------------------------------------------
 CONNECT = "connect"
@@ -43,6 +51,8 @@ OFFER = "offer"
 ANSWER = "answer"
 ICE_CANDIDATE = "ice-candidate"
 RELAYED = (OFFER, ANSWER, ICE_CANDIDATE)
+#: the payload field that carries each relayed type's body (and is relayed under that name)
+RELAY_BODY = {OFFER: "offer", ANSWER: "answer", ICE_CANDIDATE: "candidate"}
 SIGNALING_REQUESTS = frozenset({JOIN, LEAVE, *RELAYED})
 # The hub carries signaling rooms beside chat rooms under this prefix; no valid room
 # name contains '/', so "signaling/r1" can never be the chat room "r1" (or any other).
@@ -83,7 +93,14 @@ CLOSE_SUPERSEDED = 4000  # a newer connection of the same user took the peer_id 
 
 # Names are what people type and read, so allow any letter or digit (unicode), a few
 # separators, and inner spaces; refuse control characters and anything over 64 chars.
-_NAME = re.compile(r"^[\w.@:+#~-](?:[\w .@:+#~-]{0,62}[\w.@:+#~-])?$")
+# The rule is written once, as its parts, so that the JavaScript emitter spells the same
+# rule with \p{L}\p{N} classes (JavaScript's \w is ASCII only).
+NAME_MAX_LENGTH = 64
+NAME_SEPARATORS = ".@:+#~-_"
+NAME_RULE = f"use 1 to {NAME_MAX_LENGTH} letters, digits, inner spaces or {NAME_SEPARATORS}"
+_EDGE = r"[\w" + re.escape(NAME_SEPARATORS) + "]"
+_INNER = r"[\w " + re.escape(NAME_SEPARATORS) + "]"
+_NAME = re.compile(f"^{_EDGE}(?:{_INNER}{{0,{NAME_MAX_LENGTH - 2}}}{_EDGE})?$")
 REF_MAX_LENGTH = 128
 
 
@@ -222,6 +239,39 @@ def check_name(value: Any, field: str) -> str:
     if not _NAME.fullmatch(value):
         raise ProtocolError(
             ErrorCode.INVALID_FIELD,
-            f"invalid {field} {value[:64]!r}: use 1 to 64 letters, digits, inner spaces or .@:+#~-_",
+            f"invalid {field} {value[:NAME_MAX_LENGTH]!r}: {NAME_RULE}",
         )
     return value
+
+
+# -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --
+# A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
+# or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,
+# size u64 before compression, big-endian), DATA pieces, END (id); the receiver answers
+# DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up.
+CHANNEL_LABEL = "iavicenne"
+
+
+class Tag:
+    """The first byte of a binary data-channel message."""
+
+    BYTES = 0x00
+    JSON = 0x01
+    START = 0x02
+    DATA = 0x03
+    END = 0x04
+    ABORT = 0x05
+    DONE = 0x06
+
+
+class Kind:
+    """What a transfer carries, once reassembled."""
+
+    BYTES = 0
+    JSON = 1
+    TEXT = 2
+
+
+FLAG_ZLIB = 1  # START flag: the transfer's bytes are zlib-compressed
+#: what a peer may receive when its SDP names no size (RFC 8841's default)
+DEFAULT_REMOTE_MAX_MESSAGE = 65536

@@ -22,7 +22,7 @@ import sys
 import traceback
 from typing import Any
 
-from widgets.client import Backoff, Message, PresenceEvent, RoomClient
+from iavicenne.client import Backoff, Message, PresenceEvent, RoomClient
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -109,11 +109,11 @@ async def main() -> None:
     await client.close()
 
 
-# -- peer links (widgets.peer, on aiortc; loopback candidates only) -------------------------
+# -- peer links (iavicenne.peer, on aiortc; loopback candidates only) -------------------------
 
 
 async def start_peers(args: argparse.Namespace, backoff: Backoff) -> Any:
-    from widgets.peer import PeerNetwork
+    from iavicenne.peer import PeerNetwork
 
     network = await PeerNetwork.join(
         args.room, args.user_id, args.url, args.token, loopback=True, signaling_options={"backoff": backoff}

@@ -1,6 +1,6 @@
 import os
 
-from widgets.ice import ADDRESSES_VARIABLE
+from iavicenne.ice import ADDRESSES_VARIABLE
 
 pytest_plugins = ["pytest_jupyter.jupyter_server", "iavicenne_ext.pytest_plugin"]
 

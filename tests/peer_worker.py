@@ -21,7 +21,7 @@ import sys
 import time
 from typing import Any
 
-from widgets.peer import PeerLink, PeerLinkError, PeerNetwork, Progress
+from iavicenne.peer import PeerLink, PeerLinkError, PeerNetwork, Progress
 
 BIG = 20 * 1024 * 1024
 TEXT = "héllo from a kernel ✓"

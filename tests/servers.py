@@ -38,7 +38,7 @@ from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
 from iavicenne_ext.pytest_plugin import WSClient
-from widgets.ice import ADDRESSES_VARIABLE
+from iavicenne.ice import ADDRESSES_VARIABLE
 
 LOOPBACK = "127.0.0.1"
 # the environment of every process the tests start: peer links (a kernel's join() too)

@@ -1,4 +1,4 @@
-"""The Python client (`widgets.client`): discovery, rooms, events, errors, self-healing.
+"""The Python client (`iavicenne.client`): discovery, rooms, events, errors, self-healing.
 
 Most tests run the client against pytest-jupyter's in-process server (same event loop).
 The restart tests run a real `jupyter server` process on a fixed loopback port, stop it
@@ -19,7 +19,7 @@ import pytest
 from room_support import with_analysts
 
 from iavicenne_ext import protocol as p
-from widgets.client import (
+from iavicenne.client import (
     AuthenticationError,
     Backoff,
     Gap,
@@ -441,7 +441,7 @@ async def test_the_client_survives_a_server_restart(jupyter: Any, clients: list[
 
 KERNEL_CODE = """
 import asyncio, os
-from widgets import RoomClient
+from iavicenne import RoomClient
 client = await RoomClient.connect(user_id="kernel")
 room = await client.join("from-kernel")
 ack = await room.send("hello from a kernel")

@@ -1,11 +1,11 @@
-"""`widgets.ice`: which local addresses a peer link offers, and which remote candidates a
+"""`iavicenne.ice`: which local addresses a peer link offers, and which remote candidates a
 loopback-only link tries. (Links that use them: tests/test_peer.py.)"""
 
 from __future__ import annotations
 
 import pytest
 
-from widgets import ice
+from iavicenne import ice
 
 OFFER = (
     "v=0\r\n"

@@ -23,9 +23,9 @@ import pytest
 from notebook_support import CHROMIUM_ARGS, REPO, JupyterApp, chromium_path
 from peer_worker import ice_addresses, loopback_only
 
-from widgets import share
-from widgets.client import RoomClient
-from widgets.peer import PeerNetwork
+from iavicenne import share
+from iavicenne.client import RoomClient
+from iavicenne.peer import PeerNetwork
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,7 +46,7 @@ def write_notebook(folder: Path) -> str:
     notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
     notebook.cells = [
         nbformat.v4.new_markdown_cell("# Team room\nWho is here, and what they say."),
-        nbformat.v4.new_code_cell(f'from widgets import join\n\nroom = join("{ROOM}", user_id="alice", status="exploring sales data")'),
+        nbformat.v4.new_code_cell(f'from iavicenne import join\n\nroom = join("{ROOM}", user_id="alice", status="exploring sales data")'),
     ]
     nbformat.write(notebook, folder / "team.ipynb")
     return "team.ipynb"

@@ -1,4 +1,4 @@
-"""Peer links (`widgets.peer`): real aiortc peers, ICE over loopback only.
+"""Peer links (`iavicenne.peer`): real aiortc peers, ICE over loopback only.
 
 First in one process against pytest-jupyter's server (both peers and the server on one
 event loop): payload kinds, chunking, flow control, progress, glare, closing, leaving
@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from peer_worker import ice_addresses, loopback_only
 
-from widgets.client import Backoff, ServerInfo, SignalingClient
-from widgets.peer import PeerLeft, PeerLink, PeerLinkClosed, PeerNetwork, PeerUnreachable, Progress
+from iavicenne.client import Backoff, ServerInfo, SignalingClient
+from iavicenne.peer import PeerLeft, PeerLink, PeerLinkClosed, PeerNetwork, PeerUnreachable, Progress
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 

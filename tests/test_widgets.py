@@ -1,4 +1,4 @@
-"""The notebook widgets' Python behaviour (`widgets.room`, `widgets.panels`, `widgets.share`)
+"""The notebook widgets' Python behaviour (`iavicenne.room`, `iavicenne.panels`, `iavicenne.share`)
 with real client objects against pytest-jupyter's in-process Jupyter server.
 
 The sessions run on the test's event loop, as they run on a kernel's loop in a notebook;
@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from widgets import join
-from widgets.client import Backoff, Message, RoomClient, ServerInfo
-from widgets.room import RoomSession
+from iavicenne import join
+from iavicenne.client import Backoff, Message, RoomClient, ServerInfo
+from iavicenne.room import RoomSession
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 
@@ -265,7 +265,7 @@ def sales() -> Any:
 def test_a_dataframe_round_trips_with_its_index_and_dtypes(format: str) -> None:
     import pandas as pd
 
-    from widgets import share
+    from iavicenne import share
 
     df = sales()
     packed = share.pack_dataframe(df, "sales", format)
@@ -282,7 +282,7 @@ def test_a_pickled_arrow_extension_type_is_refused() -> None:
 
     import pyarrow as pa
 
-    from widgets import share
+    from iavicenne import share
 
     marked = pa.field("x", pa.binary(), metadata={b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": b"cos\nsystem\n"})
     table = pa.table({"x": [b"1"]}).cast(pa.schema([marked]))
@@ -294,7 +294,7 @@ def test_a_pickled_arrow_extension_type_is_refused() -> None:
 
 
 def test_malformed_shared_objects_are_refused() -> None:
-    from widgets import share
+    from iavicenne import share
 
     good = share.pack(share.FILE, "a.txt", b"hello")
     with pytest.raises(share.ShareError, match="truncated"):
@@ -310,7 +310,7 @@ def test_malformed_shared_objects_are_refused() -> None:
 
 
 def test_a_received_file_stays_in_the_folder_the_receiver_chose(tmp_path: Any) -> None:
-    from widgets import share
+    from iavicenne import share
 
     (tmp_path / "report.csv").write_text("a,b\n1,2\n")
     shared = share.unpack(share.pack_file(tmp_path / "report.csv"))

@@ -14,7 +14,7 @@
  * await room.send("hello");            // resolves with the server's ack (and seq)
  * ```
  *
- * It behaves as the Python client (`widgets/client.py`) does, over the same protocol
+ * It behaves as the Python client (`widgets/iavicenne/client.py`) does, over the same protocol
  * (docs/protocol.md):
  *
  * - **reconnects** by itself with exponential backoff and jitter (`Backoff`);
@@ -1491,7 +1491,7 @@ export class SignalingClient extends Endpoint {
 
 // -- peer links: WebRTC data channels ---------------------------------------------------------
 //
-// The conventions are the Python peer link's (widgets/peer.py), so a browser and a kernel
+// The conventions are the Python peer link's (widgets/iavicenne/peer.py), so a browser and a kernel
 // talk to each other:
 //
 // - Either side may open a link (it offers). When both offer at once (glare), the offer of
@@ -2123,7 +2123,7 @@ export class PeerLink {
 
 /**
  * This page's links in one signaling room: opens links on request, answers offers. Mirrors
- * the Python `PeerNetwork` (widgets/peer.py). Options: `loopback` (use 127.0.0.1 / ::1
+ * the Python `PeerNetwork` (widgets/iavicenne/peer.py). Options: `loopback` (use 127.0.0.1 / ::1
  * candidates only: peers on one machine, as the tests do), `iceServers` (default: what the
  * server hands out), `chunkSize`, `highWater`, `lowWater` (bytes), `gatherTimeout` (ms),
  * `RTCPeerConnection` (a constructor; default: the browser's).

@@ -1,4 +1,4 @@
-// Peer links: the wire format shared with the Python peer link (widgets/peer.py), and the
+// Peer links: the wire format shared with the Python peer link (widgets/iavicenne/peer.py), and the
 // negotiation (who offers, glare, trickle, loopback) over a fake RTCPeerConnection.
 import assert from "node:assert/strict";
 import { test } from "node:test";

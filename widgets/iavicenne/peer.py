@@ -37,7 +37,7 @@ raise `PeerLinkClosed` (`PeerLeft`) saying how far it got: never a hang.
 
 **Loopback.** aiortc gathers no loopback candidates; ``loopback=True`` (what the tests
 use) gathers 127.0.0.1 only, for peers on one machine, and such a link tries only the
-peer's loopback candidates (see `widgets.ice`, also for ``$IAVICENNE_ICE_ADDRESSES``).
+peer's loopback candidates (see `iavicenne.ice`, also for ``$IAVICENNE_ICE_ADDRESSES``).
 """
 
 from __future__ import annotations

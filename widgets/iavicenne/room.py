@@ -548,7 +548,7 @@ def join(
     (``room.peer("bob")``) and others can open them to you; `loopback` chooses the local
     addresses a link may use: True 127.0.0.1 only (kernels of one machine); otherwise
     those ``$IAVICENNE_ICE_ADDRESSES`` lists, if set, else your network interfaces, and
-    with None (the default) 127.0.0.1 too (`widgets.ice.default_host_addresses`). Extra
+    with None (the default) 127.0.0.1 too (`iavicenne.ice.default_host_addresses`). Extra
     keywords go to `RoomClient` (``backoff=``, …).
     """
     try:

@@ -1,8 +1,8 @@
 """A direct peer-to-peer link with one member, from a notebook: ``room.peer("bob")``.
 
-`PeerSession` sits on `widgets.peer.PeerLink` (a WebRTC data channel, aiortc) and adds
+`PeerSession` sits on `iavicenne.peer.PeerLink` (a WebRTC data channel, aiortc) and adds
 what a notebook wants: a panel (link state, messages, transfers with progress bars),
-DataFrames and files (`widgets.share`: Arrow IPC or Parquet, never pickle), separate
+DataFrames and files (`iavicenne.share`: Arrow IPC or Parquet, never pickle), separate
 mailboxes so ``await peer.receive_dataframe()`` does not swallow a chat line, and
 callbacks whose errors show in the panel.
 

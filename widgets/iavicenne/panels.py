@@ -2,7 +2,7 @@
 
 No custom front-end code, so they render wherever ipywidgets do (JupyterLab, Notebook 7,
 VS Code) with nothing to build. They hold no logic: `RoomSession` and `PeerSession`
-(``widgets.room``) call their ``show_*`` methods, and they call back through the
+(``iavicenne.room``) call their ``show_*`` methods, and they call back through the
 handlers given to ``on_send`` / ``on_open_peer``. Everything a peer sends is escaped
 before it reaches an HTML widget: another person's text must not become our markup.
 

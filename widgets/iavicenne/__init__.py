@@ -1,6 +1,6 @@
 """What a notebook imports: the iAvicenne client, room widgets and peer links.
 
-``from widgets import join`` gives the notebook API (`widgets.room`); it and the other
+``from iavicenne import join`` gives the notebook API (`iavicenne.room`); it and the other
 notebook-only names are loaded on first use, so a script that only needs the client
 does not import ipywidgets, pandas or aiortc.
 """
@@ -24,7 +24,7 @@ _LAZY = {
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
-        raise AttributeError(f"module 'widgets' has no attribute {name!r}")
+        raise AttributeError(f"module 'iavicenne' has no attribute {name!r}")
     from importlib import import_module
 
     value = getattr(import_module(module, __name__), name)

@@ -116,6 +116,84 @@ class IAvicenne(ExtensionApp):
         "disconnected (close 1008, 'slow consumer') instead of growing the server's memory.",
     )
 
+    # -- budgets: what one (possibly hostile) user may cost the server ----------------
+    # Reaching one answers with an error frame of code 'limit-exceeded' that names the
+    # option (frame fields "option" and "limit"); what was accepted before is kept.
+    max_message_bytes = Int(
+        64 * 1024,
+        config=True,
+        help="Largest room message (encoded, as kept in history), in bytes. Direct messages, "
+        "which are not stored, may be up to max_frame_bytes.",
+    )
+    history_bytes_per_room = Int(
+        4 * 1024 * 1024,
+        config=True,
+        help="Bytes of history kept per room; the oldest messages are dropped beyond it "
+        "(as they are beyond history_size).",
+    )
+    history_bytes_total = Int(
+        256 * 1024 * 1024,
+        config=True,
+        help="Bytes of history kept in all rooms together: per server with broker='memory', "
+        "per deployment (redis_prefix) with broker='redis'. Beyond it the oldest messages of "
+        "the room being written are dropped, then new messages are refused.",
+    )
+    max_replay_bytes = Int(
+        8 * 1024 * 1024,
+        config=True,
+        help="Bytes of history one join-room with 'since' may replay; a longer gap is "
+        "answered with what fits and recovered=false. Replays count towards "
+        "max_outbound_bytes, and a new one is refused while the last is still unread.",
+    )
+    max_state_bytes = Int(
+        4096,
+        config=True,
+        help="Largest presence state (encoded JSON), in bytes.",
+    )
+    max_state_depth = Int(
+        4,
+        config=True,
+        help="Deepest nesting of objects and arrays in a presence state.",
+    )
+    max_state_keys = Int(
+        64,
+        config=True,
+        help="Most keys and array items, counted over the whole presence state.",
+    )
+    max_connections_per_identity = Int(
+        32,
+        config=True,
+        help="Room and signaling sockets one identity (Jupyter user) may hold open on this server.",
+    )
+    max_rooms_per_identity = Int(
+        64,
+        config=True,
+        help="Rooms one identity may be in at the same time on this server, over all its connections.",
+    )
+    bytes_per_second = Int(
+        1024 * 1024,
+        config=True,
+        help="Bytes per second one identity may send on average, over all its connections "
+        "(beside messages_per_second); the excess is dropped with a 'rate-limited' error.",
+    )
+    burst_bytes = Int(
+        8 * 1024 * 1024,
+        config=True,
+        help="Bytes one identity may send at once above bytes_per_second.",
+    )
+    max_dedup_per_identity = Int(
+        10_000,
+        config=True,
+        help="Message refs remembered per identity for resend deduplication; one identity's "
+        "oldest refs are forgotten first, never another's.",
+    )
+    max_outbound_bytes_total = Int(
+        256 * 1024 * 1024,
+        config=True,
+        help="Bytes that may wait to be read by all clients of this server together; beyond "
+        "it the connections with the most bytes waiting are closed first (1008, slow consumer).",
+    )
+
     # -- signaling: the ICE servers handed to peers in `joined` -----------------------
     ice_servers = List(
         Dict(),

@@ -80,6 +80,9 @@ class ErrorCode:
     UNKNOWN_PEER = "unknown-peer"
     TOO_MANY_ROOMS = "too-many-rooms"
     RATE_LIMITED = "rate-limited"
+    # a budget was reached; the frame names it: "option" (the IAvicenne traitlet that
+    # raises it) and "limit" (its value)
+    LIMIT_EXCEEDED = "limit-exceeded"
     UNAVAILABLE = "unavailable"
     INTERNAL = "internal-error"
 
@@ -133,13 +136,26 @@ def with_seq(seq: int, frame: bytes) -> bytes:
     return b'{"seq":%d,' % seq + frame[1:]
 
 
-def error_frame(code: str, message: str, ref: str | None = None, **extra: Any) -> dict[str, Any]:
-    frame: dict[str, Any] = {"type": ERROR, "message": message, "code": code}
+def build(kind: str, *, ref: str | None = None, **fields: Any) -> dict[str, Any]:
+    """A server frame: ``type`` first, then `fields` in order, then ``ref``, then ``timestamp``.
+
+    Every frame the server writes is built here, so every frame has the same shape: a
+    client reads ``ref`` to match its request and ``timestamp`` is always last.
+    """
+    frame: dict[str, Any] = {"type": kind, **fields}
     if ref is not None:
         frame["ref"] = ref
-    frame.update(extra)
     frame["timestamp"] = now_iso()
     return frame
+
+
+def encoded(kind: str, *, ref: str | None = None, **fields: Any) -> bytes:
+    """`build` and `encode` in one step, for a frame written as it is built."""
+    return encode(build(kind, ref=ref, **fields))
+
+
+def error_frame(code: str, message: str, ref: str | None = None, **extra: Any) -> dict[str, Any]:
+    return build(ERROR, ref=ref, message=message, code=code, **extra)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,9 +34,12 @@ class Delivered:
     """What a broker handed to its hub."""
 
     frames: list[tuple[str, dict[str, Any], int, str | None, str | None]] = field(default_factory=list)
+    superseding: list[dict[str, Any]] = field(default_factory=list)  # the frames delivered with supersede=True
 
-    def __call__(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None) -> None:
+    def __call__(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool) -> None:
         self.frames.append((room, json.loads(frame), seq, to, skip))
+        if supersede:
+            self.superseding.append(json.loads(frame))
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [f for _, f, _, _, _ in self.frames if f.get("type") == kind]
@@ -200,12 +203,17 @@ async def test_frames_reach_every_server_once_in_seq_order(shared: tuple[str, st
         await a.emit("r", p.encode({"type": "x", "timestamp": p.now_iso()}), to="bob", skip="k")
         await got_b.wait(lambda: len(got_b.frames) == 121)
         assert got_b.frames[-1][2:] == (0, "bob", "k")
+        assert got_b.superseding == []
+        # a take-over notice carries supersede to the hub of the server holding the old connection
+        await a.emit("r", p.encoded(p.ERROR, code=p.ErrorCode.SUPERSEDED, message="taken over"), to="bob", supersede=True)
+        await got_b.wait(lambda: len(got_b.frames) == 122)
+        assert [f["code"] for f in got_b.superseding] == [p.ErrorCode.SUPERSEDED]
         assert got_c.frames == []
         await b.unsubscribe("r")
         await a.publish("r", message("after"))
-        await got_a.wait(lambda: len(got_a.frames) == 122)
+        await got_a.wait(lambda: len(got_a.frames) == 123)
         await asyncio.sleep(0.2)
-        assert len(got_b.frames) == 121
+        assert len(got_b.frames) == 122
 
 
 async def test_presence_first_again_taken_across_servers(shared: tuple[str, str]) -> None:
@@ -236,8 +244,8 @@ async def test_a_silent_server_is_swept_and_comes_back(shared: tuple[str, str]) 
         await b.join("r", entry(f"{b.server_id}:1", "bob", username="bob"))
         await b.join("r", entry(f"{b.server_id}:2", "alice"))  # alice is also on a
         # b stops refreshing (a stalled process looks like a dead one from outside)
-        assert b._presence_task is not None
-        b._presence_task.cancel()
+        assert b._liveness.task is not None
+        b._liveness.task.cancel()
         loop = asyncio.get_running_loop()
         stalled = loop.time()
         await got_a.wait(lambda: bool(got_a.of_type(p.USER_LEFT)), timeout=TIMEOUT + 3 * REFRESH + 1, what="user-left")
@@ -247,7 +255,7 @@ async def test_a_silent_server_is_swept_and_comes_back(shared: tuple[str, str]) 
         assert left[0]["identity"]["username"] == "bob" and left[0]["room"] == "r"
         assert [m.user_id for m in await a.members("r")] == ["alice"]
         # b refreshes again: told it was swept, it registers its members and announces them
-        b._presence_task = asyncio.ensure_future(b._presence_loop(b._generation))
+        b._liveness.start()
         await got_a.wait(lambda: bool(got_a.of_type(p.USER_JOINED)), what="user-joined")
         assert [f["user_id"] for f in got_a.of_type(p.USER_JOINED)] == ["bob"]
         members = {m.user_id: m.connections for m in await a.members("r")}

@@ -1,0 +1,288 @@
+"""`RedisBroker`: the `Broker` methods, each one a Redis request.
+
+Each server keeps its sockets; Redis keeps what the servers share (keys.py). Every state
+change is one Lua script (scripts.py), so it is atomic across servers. The parts around
+the requests live apart: the connection and its faults in link.py, the ordering of a
+room's frames in feed.py, heartbeats and sweeping in liveness.py.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import secrets
+from collections.abc import Callable
+from typing import Any
+
+from ... import protocol as p
+from ..base import (
+    Broker,
+    BrokerUnavailable,
+    Deliver,
+    History,
+    JoinOutcome,
+    Member,
+    PresenceEntry,
+    Published,
+    fold_members,
+)
+from . import envelope
+from .feed import RoomFeed
+from .keys import Keys
+from .link import RedisLink
+from .liveness import Liveness, Registry, entry_json
+
+
+def _takes_supersede(deliver: Callable[..., None]) -> bool:
+    try:
+        inspect.signature(deliver).bind("", b"", 0, None, None, False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+class RedisBroker(Broker):
+    """Rooms in Redis, shared by every server with the same URL and prefix."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        prefix: str,
+        history_size: int,
+        history_ttl: float,
+        dedup_ttl: float,
+        presence_refresh: float = 5.0,
+        presence_timeout: float = 20.0,
+        retry_interval: float = 2.0,
+        socket_timeout: float = 5.0,
+        log: logging.Logger | None = None,
+    ) -> None:
+        super().__init__(history_size=history_size, history_ttl=history_ttl, dedup_ttl=dedup_ttl)
+        if presence_timeout <= presence_refresh:
+            raise ValueError(
+                f"presence_timeout ({presence_timeout:g} s) must be longer than presence_refresh "
+                f"({presence_refresh:g} s), or live servers would be declared dead; raise "
+                "IAvicenne.presence_timeout (e.g. to 4 x presence_refresh)"
+            )
+        self.url = url
+        self.prefix = prefix
+        self.log = log or logging.getLogger("iavicenne")
+        # a new id per process life: the entries of a previous life are swept, never reused
+        self._server_id = "r" + secrets.token_hex(6)
+        self._keys = Keys(prefix)
+        self._history_ttl_ms = max(1, int(history_ttl * 1000))
+        self._dedup_ttl_ms = max(1, int(dedup_ttl * 1000))
+        self._supersede_arg = True
+
+        self._registry = Registry()
+        self._feed = RoomFeed(fetch=self._history, deliver=self._hand_over, log=self.log, echo_timeout=socket_timeout)
+        self._link = RedisLink(
+            url=url,
+            keys=self._keys,
+            server_id=self._server_id,
+            socket_timeout=socket_timeout,
+            retry_interval=retry_interval,
+            log=self.log,
+            on_connected=self._on_connected,
+            on_message=self._feed.on_message,
+            on_subscribed=self._feed.on_subscribed,
+            on_lost=self._feed.reset,
+        )
+        self._liveness = Liveness(
+            self._link,
+            self._registry,
+            self._keys,
+            server_id=self._server_id,
+            refresh=presence_refresh,
+            timeout=presence_timeout,
+            history_ttl_ms=self._history_ttl_ms,
+            log=self.log,
+        )
+
+    # -- life cycle -------------------------------------------------------------------
+    @property
+    def server_id(self) -> str:
+        return self._server_id
+
+    @property
+    def available(self) -> bool:
+        return self._link.available
+
+    def attach(self, deliver: Deliver) -> None:
+        super().attach(deliver)
+        # Transitional, until RoomHub.deliver takes `supersede` (issue 9, the hub's
+        # branch): a callback of five arguments is called without it. Remove then.
+        self._supersede_arg = _takes_supersede(deliver)
+
+    def _hand_over(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool) -> None:
+        deliver: Callable[..., None] | None = self._deliver
+        if deliver is None:
+            return
+        if self._supersede_arg:
+            deliver(room, frame, seq, to, skip, supersede)
+        else:
+            deliver(room, frame, seq, to, skip)
+
+    async def start(self) -> None:
+        """Connect, or log one line and keep trying in the background; never raises."""
+        await self._link.start()
+
+    async def _on_connected(self) -> str:
+        """Redis answers (again): re-establish what this server holds there."""
+        await self._liveness.heartbeat()
+        rooms = sorted(self._feed.wanted)
+        if rooms:
+            await self._link.subscribe(rooms)
+        await self._liveness.settle()
+        self._liveness.start()
+        return f"{len(rooms)} room(s) resubscribed, {len(self._registry.entries)} connection(s) re-registered"
+
+    async def close(self) -> None:
+        """Leave every room at once (other servers need not wait for the sweep), then disconnect."""
+
+        async def farewell() -> None:
+            self._registry.entries.clear()
+            await self._liveness.reconcile(announce=False)
+            await self._link.client.zrem(self._keys.servers, self._server_id)
+
+        await self._link.close(farewell)
+
+    # -- fan-out --------------------------------------------------------------------------
+    async def subscribe(self, room: str) -> None:
+        async with self._link.request():
+            self._feed.want(room)
+            try:
+                await self._link.subscribe([room])
+            except Exception:
+                self._feed.wanted.discard(room)
+                raise
+
+    async def unsubscribe(self, room: str) -> None:
+        # never raises: with Redis down, there is no subscription to end anyway
+        self._feed.unwant(room)
+        try:
+            async with self._link.request():
+                await self._link.unsubscribe(room)
+        except BrokerUnavailable:
+            pass
+
+    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None) -> Published:
+        seq, duplicate = await self._link.run(
+            "publish",
+            room,
+            frame,
+            secrets.token_hex(6),
+            self.history_size,
+            self._history_ttl_ms,
+            dedup_key or "",
+            self._dedup_ttl_ms,
+        )
+        if not duplicate:
+            await self._feed.await_echo(room, seq)
+        return Published(int(seq), bool(duplicate))
+
+    async def claim(self, dedup_key: str) -> bool:
+        return bool(await self._link.command("SET", self._keys.dedup(dedup_key), 0, "NX", "PX", self._dedup_ttl_ms))
+
+    async def release(self, dedup_key: str) -> None:
+        await self._link.command("DEL", self._keys.dedup(dedup_key))
+
+    async def emit(
+        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
+        if self._link.closing:
+            # the server is stopping: `close` has told every room its members left, and
+            # the sockets emitting now are closing too
+            return
+        message = envelope.encode(frame, to=to, skip=skip, supersede=supersede)
+        await self._link.command("PUBLISH", self._keys.channel(room), message)
+
+    # -- presence -------------------------------------------------------------------------
+    async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
+        outcome = await self._link.run(
+            "join", room, self._server_id, entry.conn, entry.user_id, entry.identity.get("username") or "", entry_json(entry)
+        )
+        if outcome == b"taken":
+            return JoinOutcome.TAKEN
+        self._registry.add(room, entry)
+        # 'present': this very connection was registered already, so the user was too
+        return JoinOutcome.FIRST if outcome == b"first" else JoinOutcome.AGAIN
+
+    async def leave(self, room: str, conn: str, user_id: str) -> bool:
+        """Remove a connection; this server's own leaves never raise (see below).
+
+        A leave of this server's connection that cannot reach Redis now is kept and applied
+        when Redis is back (its user-left is sent then), so closing sockets never fail on
+        an outage. A connection of another server (a signaling take-over removes the older
+        connection of a peer, wherever it is) is removed like any request: now, or
+        `BrokerUnavailable`.
+        """
+        entry = self._registry.remove(room, conn)
+        if self._link.closing:
+            return False  # `close` removes this server's entries itself
+        server = conn.rpartition(":")[0]  # connection keys are "<server id>:<n>"
+        if entry is None:
+            if server == self._server_id:
+                return False  # never registered (refused) or already left
+            return bool(await self._link.run("leave", room, server, user_id, conn, self._history_ttl_ms))
+        try:
+            return bool(await self._link.run("leave", room, self._server_id, user_id, conn, self._history_ttl_ms))
+        except BrokerUnavailable:
+            self._registry.defer(room, entry)
+            return False
+
+    async def set_state(self, room: str, conn: str, state: dict[str, Any], state_at: float) -> None:
+        entry = self._registry.get(room, conn)
+        if entry is None:
+            return
+        updated = PresenceEntry(entry.conn, entry.user_id, entry.identity, state, state_at)
+        await self._link.run("set_state", room, conn, entry_json(updated))
+        entry.state, entry.state_at = state, state_at
+
+    async def entries(self, room: str) -> list[PresenceEntry]:
+        raw = await self._link.command("HVALS", self._keys.of("presence", room))
+        return [PresenceEntry.from_json(json.loads(item)) for item in raw]
+
+    async def is_present(self, room: str, user_id: str) -> bool:
+        return bool(await self._link.command("HEXISTS", self._keys.of("users", room), user_id))
+
+    async def rooms(self) -> dict[str, list[Member]]:
+        async with self._link.request() as client:
+            names = sorted(n.decode() for n in await client.execute_command("SMEMBERS", self._keys.rooms))
+            if not names:
+                return {}
+            pipe = client.pipeline(transaction=False)
+            for name in names:
+                pipe.hvals(self._keys.of("presence", name))
+            values = await pipe.execute()
+        rooms = {}
+        for name, raw in zip(names, values):
+            members = fold_members([PresenceEntry.from_json(json.loads(item)) for item in raw])
+            if members:
+                rooms[name] = members
+        return rooms
+
+    # -- history ---------------------------------------------------------------------------
+    async def _history(self, room: str, since: int | None, epoch: str | None) -> History:
+        """History without the availability check (the reader catches up while reconnecting)."""
+        # stream ids are unsigned 64-bit: a client's absurd `since` must not make XRANGE fail
+        start = "" if since is None else f"{min(since + 1, 2**63)}-0"
+        raw = await self._link.scripts.run("history", room, secrets.token_hex(6), self._history_ttl_ms, start, epoch or "")
+        current, seq, oldest, first = raw[0].decode(), int(raw[1]), int(raw[2]), int(raw[3])
+        messages = [p.with_seq(n, frame) for n, frame in enumerate(raw[4:], first)]
+        if since is None:
+            return History([], seq, current, True)
+        if epoch is not None and epoch != current:
+            return History(messages, seq, current, False)
+        # exactly what MemoryBroker answers: every message after `since` is still kept
+        recovered = since <= seq and since >= oldest - 1
+        return History(messages, seq, current, recovered)
+
+    async def history(self, room: str, since: int | None, epoch: str | None) -> History:
+        async with self._link.request():
+            return await self._history(room, since, epoch)
+
+    async def room_exists(self, room: str) -> bool:
+        return bool(await self._link.command("EXISTS", self._keys.of("meta", room), self._keys.of("presence", room)))

@@ -1,0 +1,86 @@
+"""What travels on a room's channel: one JSON header line, then the frame's bytes.
+
+The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..}`` (only ``seq``
+is always there; ``epoch`` comes with a seq). A frame with a seq is published by the
+publish script without it, and the receiving server puts it in (`protocol.with_seq`);
+frames without seq (presence, direct messages, signaling) have ``"seq":0``.
+
+Anything else that reaches a room's channel (another program's PUBLISH, garbage) is a
+`MalformedEnvelope`: the reader drops it, and the link and the other rooms are untouched.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+# NaN and Infinity are not JSON: a browser's JSON.parse would fail on the frame
+_STRICT = json.JSONDecoder(parse_constant=_not_json)
+
+
+class MalformedEnvelope(ValueError):
+    """A message on a room's channel that this broker did not publish."""
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    seq: int  # 0: a frame without seq or history
+    epoch: str | None
+    to: str | None  # deliver to this user_id only
+    skip: str | None  # deliver to every connection but this one
+    supersede: bool  # the recipient's connection was taken over by a newer one
+    frame: bytes  # without its seq
+
+
+def encode(frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False) -> bytes:
+    """A frame without seq as published (the publish script writes the seq ones)."""
+    header: dict[str, Any] = {"seq": 0, "to": to, "skip": skip}
+    if supersede:
+        header["supersede"] = True
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + frame
+
+
+def _optional_str(header: dict[str, Any], name: str) -> str | None:
+    value = header.get(name)
+    if value is not None and not isinstance(value, str):
+        raise MalformedEnvelope(f"{name} is {type(value).__name__}, not a string")
+    return value
+
+
+def decode(data: bytes) -> Envelope:
+    """Read one channel message, or raise `MalformedEnvelope` saying what is wrong."""
+    head, newline, frame = data.partition(b"\n")
+    if not newline:
+        raise MalformedEnvelope("no header line")
+    try:
+        header = json.loads(head)
+    except (ValueError, RecursionError):
+        raise MalformedEnvelope("the header is not JSON") from None
+    if not isinstance(header, dict):
+        raise MalformedEnvelope("the header is not a JSON object")
+    seq = header.get("seq")
+    if type(seq) is not int or seq < 0:  # bool is an int: excluded on purpose
+        raise MalformedEnvelope("seq is not a non-negative integer")
+    epoch = _optional_str(header, "epoch")
+    if seq and not epoch:
+        raise MalformedEnvelope("a frame with a seq has no epoch")
+    supersede = header.get("supersede", False)
+    if not isinstance(supersede, bool):
+        raise MalformedEnvelope("supersede is not a boolean")
+    # the frame goes to clients as it is, in a text message: it must be UTF-8 JSON, an
+    # object with a type (parsed once per server here, not once per recipient)
+    try:
+        body = _STRICT.decode(frame.decode())
+    except UnicodeDecodeError:
+        raise MalformedEnvelope("the frame is not UTF-8") from None
+    except (ValueError, RecursionError):
+        raise MalformedEnvelope("the frame is not JSON") from None
+    if not isinstance(body, dict) or not isinstance(body.get("type"), str):
+        raise MalformedEnvelope("the frame is not a JSON object with a type")
+    return Envelope(seq, epoch, _optional_str(header, "to"), _optional_str(header, "skip"), supersede, frame)

@@ -1,0 +1,58 @@
+"""Names of the Redis broker's keys and channels, all under one prefix (``redis_prefix``).
+
+Per room (``R`` the room name):
+
+``{prefix}:room:R``      pub/sub channel; a server subscribes while it has members in R
+``{prefix}:meta:R``      hash ``epoch`` (random id of this life of the room), ``seq``
+``{prefix}:history:R``   stream of the last ``history_size`` frames (kept without their
+                         seq), entry id ``<seq>-0``
+``{prefix}:presence:R``  hash connection key -> `PresenceEntry` JSON
+``{prefix}:users:R``     hash user_id -> number of connections (FIRST/AGAIN/left)
+``{prefix}:owners:R``    hash user_id -> identity ``username`` holding it (TAKEN)
+
+Per deployment and per server: ``{prefix}:rooms`` (set of rooms with members),
+``{prefix}:servers`` (sorted set server id -> last heartbeat, Redis clock),
+``{prefix}:conns:<server>`` (set of ``room \\x1f user_id \\x1f conn`` of that server),
+``{prefix}:stale:<server>`` (set when a server was declared dead),
+``{prefix}:server:<server>`` (a channel of its own, so its pub/sub link never idles empty),
+``{prefix}:dedup:<key>`` (the seq a dedup key got).
+
+The Lua scripts (lua/common.lua ``key``) build the same names.
+"""
+
+from __future__ import annotations
+
+
+class Keys:
+    __slots__ = ("channel_prefix", "prefix")
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.channel_prefix = f"{prefix}:room:".encode()
+
+    def of(self, kind: str, room: str) -> str:
+        """A room's key of `kind`: ``meta``, ``history``, ``presence``, ``users``, ``owners``."""
+        return f"{self.prefix}:{kind}:{room}"
+
+    def channel(self, room: str) -> bytes:
+        return self.channel_prefix + room.encode()
+
+    def room_of(self, channel: bytes) -> str | None:
+        """The room a channel carries, or None for a channel that is not a room's."""
+        if not channel.startswith(self.channel_prefix):
+            return None
+        return channel[len(self.channel_prefix) :].decode(errors="replace")
+
+    @property
+    def rooms(self) -> str:
+        return f"{self.prefix}:rooms"
+
+    @property
+    def servers(self) -> str:
+        return f"{self.prefix}:servers"
+
+    def server_channel(self, server_id: str) -> str:
+        return f"{self.prefix}:server:{server_id}"
+
+    def dedup(self, dedup_key: str) -> str:
+        return f"{self.prefix}:dedup:{dedup_key}"

@@ -1,0 +1,327 @@
+"""The Redis broker's transport: the connection to Redis, lost and found again.
+
+One `RedisLink` per server holds a pool of connections for requests and one pub/sub
+connection read by a single task. Every request goes through `RedisLink.request`, the one
+place where Redis errors are translated: unreachable (the link is given up, requests raise
+`BrokerUnavailable` and one background task retries every ``retry_interval`` s) or refused
+(`BrokerUnavailable` naming Redis's answer). Once Redis answers again, the broker's
+``on_connected`` re-establishes what this server holds there before requests resume.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from ..base import BrokerUnavailable
+from .keys import Keys
+from .scripts import Scripts
+
+#: Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
+LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
+
+_MAX_CONNECTIONS = 64  # to Redis, per server; more concurrent requests wait their turn
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for log lines."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit((parts.scheme, user + host, parts.path, parts.query, parts.fragment))
+
+
+class RedisLink:
+    """This server's connection to Redis: requests, pub/sub, reconnection. See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        url: str,
+        keys: Keys,
+        server_id: str,
+        socket_timeout: float,
+        retry_interval: float,
+        log: logging.Logger,
+        on_connected: Callable[[], Awaitable[str]],
+        on_message: Callable[[str, bytes], Awaitable[None]],
+        on_subscribed: Callable[[str], Awaitable[None]],
+        on_lost: Callable[[], None],
+    ) -> None:
+        self.url = url
+        self.keys = keys
+        self.server_id = server_id
+        self.socket_timeout = socket_timeout
+        self.retry_interval = retry_interval
+        self.log = log
+        self._on_connected = on_connected
+        self._on_message = on_message
+        self._on_subscribed = on_subscribed
+        self._on_lost = on_lost
+
+        self._client: aioredis.Redis | None = None
+        self._scripts: Scripts | None = None
+        self.available = False
+        self.closing = False
+        self._config_error: str | None = None
+        # bumped whenever the connection is given up, so late errors of an old connection
+        # do not tear down a newer one
+        self.generation = 0
+        self._pubsub: PubSub | None = None
+        self._sub_lock = asyncio.Lock()
+        self._confirming: dict[str, list[asyncio.Future[None]]] = {}
+        self._tasks: list[asyncio.Task[None]] = []  # of the current connection: the reader, liveness
+        self._reconnector: asyncio.Task[None] | None = None
+        self._restored = ""  # what on_connected re-established, for the log
+
+    # -- raw access, for the connection's own set-up and tasks --------------------------
+    @property
+    def client(self) -> aioredis.Redis:
+        assert self._client is not None, "the link has not started"
+        return self._client
+
+    @property
+    def scripts(self) -> Scripts:
+        assert self._scripts is not None, "the link has not started"
+        return self._scripts
+
+    # -- requests ------------------------------------------------------------------------
+    def down(self) -> BrokerUnavailable:
+        if self.closing:
+            return BrokerUnavailable("this Jupyter server is shutting down")
+        if self._config_error is not None:
+            return BrokerUnavailable(f"rooms are unavailable: {self._config_error}")
+        return BrokerUnavailable(f"Redis is unreachable (retrying every {self.retry_interval:g} s); send it again later")
+
+    @asynccontextmanager
+    async def request(self) -> AsyncIterator[aioredis.Redis]:
+        """A request to Redis: refused now when the link is down, and its errors translated.
+
+        A lost connection becomes `BrokerUnavailable` and a reconnect; an error Redis
+        answered (a full memory, a script error) becomes `BrokerUnavailable` naming it.
+        """
+        if not self.available or self.closing or self._client is None:
+            raise self.down()
+        generation = self.generation
+        try:
+            yield self._client
+        except LOST as error:
+            self.lost(error, generation)
+            raise self.down() from None
+        except RedisError as error:
+            raise BrokerUnavailable(f"Redis refused the request: {error}") from None
+
+    async def run(self, script: str, *args: Any) -> Any:
+        async with self.request():
+            return await self.scripts.run(script, *args)
+
+    async def command(self, name: str, *args: Any) -> Any:
+        async with self.request() as client:
+            return await client.execute_command(name, *args)
+
+    # -- life cycle ------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect, or log one line and keep trying in the background; never raises."""
+        try:
+            # A blocking pool: a burst of requests (hundreds of clients closing at once)
+            # waits for a free connection instead of failing with MaxConnectionsError,
+            # which would read as "Redis is down" and leave ghost members until a sweep.
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url,
+                max_connections=_MAX_CONNECTIONS,
+                timeout=self.socket_timeout,
+                socket_timeout=self.socket_timeout,
+                socket_connect_timeout=self.socket_timeout,
+                # fail fast, no hidden retries: a script is not idempotent, and the outage is
+                # handled here (BrokerUnavailable now, reconnect in the background)
+                retry=Retry(NoBackoff(), 0),
+                client_name=f"iavicenne-{self.server_id}",
+            )
+        except ValueError as error:  # retrying cannot fix a malformed URL
+            self._config_error = f"the server's Redis URL is invalid ({error})"
+            self.log.error(
+                "iavicenne: invalid IAvicenne.redis_url %s (%s); use redis://[:password@]host:port/db "
+                "or rediss:// for TLS. Rooms are unavailable.",
+                redact(self.url),
+                error,
+            )
+            return
+        self._client = aioredis.Redis.from_pool(pool)
+        self._scripts = Scripts(self._client, self.keys.prefix)
+        try:
+            await self._establish()
+        except (*LOST, RedisError, BrokerUnavailable) as error:
+            self._teardown()
+            self.log.warning(
+                "iavicenne: cannot reach Redis at %s (%s); rooms are unavailable until it answers, retrying every %g s",
+                redact(self.url),
+                str(error) or type(error).__name__,
+                self.retry_interval,
+            )
+            self._reconnector = asyncio.ensure_future(self._reconnect_loop())
+        else:
+            self.log.info("iavicenne: connected to Redis at %s (prefix %r)", redact(self.url), self.keys.prefix)
+
+    async def close(self, farewell: Callable[[], Awaitable[None]]) -> None:
+        """Stop the tasks, run `farewell` if Redis is reachable (bounded), then disconnect."""
+        self.closing = True
+        for task in (self._reconnector, *self._tasks):
+            if task is not None:
+                task.cancel()
+        if self.available and self._client is not None:
+            try:
+                await asyncio.wait_for(farewell(), self.socket_timeout)
+            except (*LOST, RedisError) as error:
+                self.log.info("iavicenne: could not remove this server's members from Redis (%s); they will be swept", error)
+        self.available = False
+        self._teardown()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def lost(self, error: BaseException, generation: int) -> None:
+        """Give up the connection of `generation` and start reconnecting (once)."""
+        if self.closing or generation != self.generation:
+            return
+        if self.available:
+            self.log.warning(
+                "iavicenne: lost Redis at %s (%s); rooms are unavailable, retrying every %g s",
+                redact(self.url),
+                str(error) or type(error).__name__,
+                self.retry_interval,
+            )
+        self.available = False
+        self._teardown()
+        if self._reconnector is None or self._reconnector.done():
+            self._reconnector = asyncio.ensure_future(self._reconnect_loop())
+
+    def spawn(self, work: Callable[[], Awaitable[None]], what: str) -> asyncio.Task[None]:
+        """Run `work` as a task of the current connection: cancelled when it is given up,
+        and its failure gives it up (a bug must not leave the server deaf without a trace)."""
+        task = asyncio.ensure_future(self._supervise(work, self.generation, what))
+        self._tasks = [t for t in self._tasks if not t.done()]
+        self._tasks.append(task)
+        return task
+
+    async def _supervise(self, work: Callable[[], Awaitable[None]], generation: int, what: str) -> None:
+        try:
+            await work()
+        except asyncio.CancelledError:
+            raise
+        except (*LOST, RedisError) as error:
+            self.lost(error, generation)
+        except Exception as error:
+            self.log.exception("iavicenne: the %s failed; reconnecting", what)
+            self.lost(error, generation)
+
+    def _teardown(self) -> None:
+        """Stop this connection's tasks, drop the pub/sub connection, fail the waiters."""
+        self.generation += 1
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        self._tasks = []
+        if self._pubsub is not None:
+            pubsub, self._pubsub = self._pubsub, None
+            asyncio.ensure_future(self._close_quietly(pubsub))
+        for waiters in self._confirming.values():
+            for future in waiters:
+                if not future.done():
+                    future.set_exception(self.down())
+        self._confirming.clear()
+        self._on_lost()
+
+    async def _close_quietly(self, pubsub: PubSub) -> None:
+        try:
+            await pubsub.aclose()
+        except Exception as error:  # noqa: BLE001 - the connection is being thrown away anyway
+            self.log.debug("iavicenne: closing a dead pub/sub connection: %s", error)
+
+    async def _reconnect_loop(self) -> None:
+        while not self.closing:
+            await asyncio.sleep(self.retry_interval)
+            try:
+                await self._establish()
+            except (*LOST, RedisError, BrokerUnavailable) as error:
+                self._teardown()
+                self.log.debug("iavicenne: Redis at %s still unreachable: %s", redact(self.url), error)
+                continue
+            self.log.info("iavicenne: Redis at %s is back: %s", redact(self.url), self._restored)
+            return
+
+    async def _establish(self) -> None:
+        """One attempt: connect, listen, let the broker re-establish its state, then mark available."""
+        client = self.client
+        generation = self.generation
+        # connections of the previous Redis are dead sockets: drop them all
+        await client.connection_pool.disconnect()
+        await client.ping()
+        pubsub = client.pubsub()
+        # a channel of our own keeps the subscription (and the reader) alive with no room
+        await pubsub.subscribe(self.keys.server_channel(self.server_id))
+        self._pubsub = pubsub
+        self.spawn(lambda: self._read(pubsub), "Redis reader")
+        self._restored = await self._on_connected()
+        if generation != self.generation:
+            raise self.down()  # the connection broke while we were setting it up
+        self.available = True
+
+    # -- pub/sub ------------------------------------------------------------------------
+    async def subscribe(self, rooms: list[str]) -> None:
+        """Subscribe and wait for Redis to confirm: only then is no later frame missed."""
+        pubsub = self._pubsub
+        if pubsub is None:
+            raise self.down()
+        loop = asyncio.get_running_loop()
+        futures = []
+        for room in rooms:
+            future: asyncio.Future[None] = loop.create_future()
+            self._confirming.setdefault(room, []).append(future)
+            futures.append(future)
+        async with self._sub_lock:
+            await pubsub.subscribe(*(self.keys.channel(room) for room in rooms))
+        await asyncio.wait_for(asyncio.gather(*futures), self.socket_timeout)
+
+    async def unsubscribe(self, room: str) -> None:
+        pubsub = self._pubsub
+        if pubsub is None:
+            return  # no connection, so no subscription to end
+        async with self._sub_lock:
+            await pubsub.unsubscribe(self.keys.channel(room))
+
+    async def _read(self, pubsub: PubSub) -> None:
+        """The one reader of this server: hand every room's message to the broker, in order."""
+        while True:
+            message = await pubsub.get_message(timeout=None)
+            if message is None:
+                continue
+            kind = message["type"]
+            if kind not in ("message", "subscribe"):
+                continue
+            room = self.keys.room_of(message["channel"])
+            if room is None:
+                continue
+            if kind == "message":
+                await self._on_message(room, message["data"])
+                continue
+            waiters = self._confirming.pop(room, None)
+            await self._on_subscribed(room)
+            for future in waiters or ():
+                if not future.done():
+                    future.set_result(None)

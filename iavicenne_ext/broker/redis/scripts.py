@@ -1,0 +1,35 @@
+"""The Redis broker's Lua scripts, read from the package's ``lua/`` folder.
+
+Every state change is one script, so it is atomic across servers. Each script is
+``common.lua`` (the key names and the presence bookkeeping they share) followed by its
+own file, and gets the key prefix as its first argument.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+
+NAMES = ("publish", "history", "join", "leave", "set_state", "heartbeat", "sweep", "reconcile")
+
+
+@cache
+def source(name: str) -> str:
+    """The full text of script `name`, as Redis runs it."""
+    folder = resources.files(__package__).joinpath("lua")
+    return folder.joinpath("common.lua").read_text(encoding="utf-8") + folder.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+class Scripts:
+    """The scripts registered on one client (EVALSHA, loaded again if Redis forgot them)."""
+
+    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
+        self._prefix = prefix
+        self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
+
+    async def run(self, name: str, *args: Any) -> Any:
+        return await self._scripts[name](args=[self._prefix, *args])

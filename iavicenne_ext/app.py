@@ -244,6 +244,10 @@ class IAvicenne(ExtensionApp):
                 presence_refresh=self.presence_refresh,
                 presence_timeout=self.presence_timeout,
                 retry_interval=self.redis_retry_interval,
+                history_bytes_per_room=self.history_bytes_per_room,
+                history_bytes_total=self.history_bytes_total,
+                max_replay_bytes=self.max_replay_bytes,
+                max_dedup_per_identity=self.max_dedup_per_identity,
                 log=self.log,
             )
         return MemoryBroker(history_size=self.history_size, history_ttl=self.history_ttl, dedup_ttl=self.dedup_ttl)

@@ -18,7 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from servers import RedisProcess, drop_prefix, free_port, shared_redis_url, unique_prefix
+import redis
+import redis.asyncio
+from servers import (
+    RedisProcess,
+    drop_prefix,
+    free_port,
+    shared_redis_url,
+    unique_prefix,
+)
 
 from iavicenne_ext import protocol as p
 from iavicenne_ext.broker.base import BrokerUnavailable, JoinOutcome, PresenceEntry
@@ -418,3 +426,179 @@ async def test_redis_url_is_redacted_in_logs() -> None:
     assert redact("redis://:pw@host:6379/0") == "redis://:***@host:6379/0"
     assert redact("rediss://user:pw@host/1") == "rediss://user:***@host/1"
     assert redact("redis://host:6379") == "redis://host:6379"
+
+
+# -- budgets (issue 10): history in bytes, replay, dedup per identity ------------------------
+def sized(text: str, size: int) -> bytes:
+    """A message frame of exactly `size` bytes (as kept, without its seq)."""
+    frame = message(text)
+    filler = size - len(frame) - len(',"pad":""')
+    assert filler >= 0
+    return frame[:-1] + b',"pad":"' + b"x" * filler + b'"}'
+
+
+def stored(url: str, prefix: str) -> tuple[dict[str, int], dict[str, int], int]:
+    """What Redis holds: bytes of each room's history stream, the broker's count of them, and its total."""
+    client = redis.Redis.from_url(url)
+    try:
+        actual = {}
+        for key in client.scan_iter(match=f"{prefix}:history:*"):
+            room = key.decode()[len(f"{prefix}:history:") :]
+            actual[room] = sum(len(fields[b"f"]) for _, fields in client.xrange(key))
+        counted = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}:history-bytes").items()}
+        return actual, counted, int(client.get(f"{prefix}:history-total") or 0)
+    finally:
+        client.close()
+
+
+def seqs(frames: list[bytes]) -> list[int]:
+    return [json.loads(f)["seq"] for f in frames]
+
+
+async def test_history_is_bounded_in_bytes_per_room_and_recovered_stays_exact(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared, history_bytes_per_room=10_000) as start:
+        broker, _ = await start()
+        for i in range(30):
+            await broker.publish("r", sized(f"m{i}", 1000))
+        kept = await broker.history("r", 0, None)
+        # the 10 newest fit in 10,000 bytes; the ones before are gone, and the client is told so
+        assert seqs(kept.messages) == list(range(21, 31)) and not kept.recovered
+        assert (await broker.history("r", 20, None)).recovered
+        assert not (await broker.history("r", 19, None)).recovered
+        # one message larger than the whole budget is still kept (alone)
+        await broker.publish("r", sized("big", 15_000))
+        assert seqs((await broker.history("r", 30, None)).messages) == [31]
+        actual, counted, total = stored(*shared)
+        assert actual == counted == {"r": 15_000} and total == 15_000
+
+
+async def test_a_replay_is_cut_at_max_replay_bytes_keeping_the_newest(shared: tuple[str, str]) -> None:
+    async with brokers_on(*shared, max_replay_bytes=5_500) as start:
+        broker, _ = await start()
+        for i in range(200):
+            await broker.publish("r", sized(f"m{i}", 1000))
+        cut = await broker.history("r", 0, None)
+        # what fits, contiguous up to the last seq (live frames follow it), and recovered=false
+        assert seqs(cut.messages) == [196, 197, 198, 199, 200] and not cut.recovered and cut.seq == 200
+        fits = await broker.history("r", 195, cut.epoch)
+        assert seqs(fits.messages) == [196, 197, 198, 199, 200] and fits.recovered
+        other_life = await broker.history("r", 3, "another-life")
+        assert seqs(other_life.messages) == [196, 197, 198, 199, 200] and not other_life.recovered
+
+
+async def test_history_total_drops_the_writers_oldest_then_refuses(shared: tuple[str, str]) -> None:
+    """A flood of rooms fills the deployment's history; the room written makes space from its own."""
+    url, prefix = shared
+    async with brokers_on(url, prefix, history_bytes_total=20_000, history_bytes_per_room=8_000, history_ttl=1.0) as start:
+        broker, _ = await start()
+        await broker.join("work", entry(f"{broker.server_id}:1", "alice", username="alice"))
+        for i in range(4):
+            await broker.publish("work", sized(f"alice {i}", 1000))
+        # mallory fills the rest with rooms nobody is in
+        refused = None
+        for n in range(20):
+            try:
+                await broker.publish(f"flood-{n}", sized("junk", 2000))
+            except p.ProtocolError as error:
+                refused = error
+                break
+        assert refused is not None and n == 8, f"refused only after {n} rooms"
+        assert refused.code == p.ErrorCode.LIMIT_EXCEEDED and "IAvicenne.history_bytes_total = 20000" in refused.message
+        actual, counted, total = stored(url, prefix)
+        assert actual == counted and total == sum(actual.values()) == 20_000
+        # alice's room is full too: her next message drops her own oldest, not mallory's
+        sent = await broker.publish("work", sized("alice 4", 1000))
+        assert sent.seq == 5 and seqs((await broker.history("work", 0, None)).messages) == [2, 3, 4, 5]
+        actual_after, _, _ = stored(url, prefix)
+        assert {k: v for k, v in actual_after.items() if k != "work"} == {k: v for k, v in actual.items() if k != "work"}
+        # the empty rooms expire (history_ttl): their bytes leave the total, and rooms are written again
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 10
+        while True:
+            try:
+                await broker.publish("flood-new", sized("later", 2000))
+                break
+            except p.ProtocolError:
+                assert loop.time() < deadline, "the expired histories were never taken off the total"
+                await asyncio.sleep(0.1)
+        actual, counted, total = stored(url, prefix)
+        assert set(actual) == {"work", "flood-new"} and actual == counted and total == sum(actual.values())
+
+
+async def test_dedup_records_of_one_identity_never_evict_another(shared: tuple[str, str]) -> None:
+    url, prefix = shared
+    async with brokers_on(url, prefix, max_dedup_per_identity=20) as start:
+        one, _ = await start()
+        two, _ = await start()
+        first = await one.publish("r", message("hi"), dedup_key="r\x1falice\x1falice\x1fa-1")
+        assert await one.claim("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
+        # mallory sends far more refs than her share, from another server
+        for n in range(200):
+            await two.publish("r", message(f"m{n}"), dedup_key=f"r\x1fmallory\x1fm\x1fm-{n}")
+        for n in range(100):
+            await two.claim(f"\x1edirect\x1er\x1fmallory\x1fm\x1fd-{n}")
+        # alice's resends are still recognised
+        again = await two.publish("r", message("hi"), dedup_key="r\x1falice\x1falice\x1fa-1")
+        assert (again.seq, again.duplicate) == (first.seq, True)
+        assert not await two.claim("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
+        # mallory's own oldest are forgotten; what Redis holds for her stays within her share
+        assert not (await one.publish("r", message("m0"), dedup_key="r\x1fmallory\x1fm\x1fm-0")).duplicate
+        client = redis.Redis.from_url(url)
+        try:
+            records = [k for k in client.scan_iter(match=f"{prefix}:dedup:*mallory*", count=1000)]
+            assert len(records) == 20 and client.zcard(f"{prefix}:dedup-of:mallory") == 20
+        finally:
+            client.close()
+        # a released claim can be claimed again (a direct message that could not be sent)
+        await one.release("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
+        assert await two.claim("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
+
+
+# -- a hostile PUBLISH on a room's channel ------------------------------------------------------
+async def test_garbage_on_a_room_channel_is_dropped_and_the_link_stays_up(shared: tuple[str, str]) -> None:
+    url, prefix = shared
+    lines = Lines()
+    log = logging.getLogger(f"iavicenne.test.garbage.{prefix}")
+    log.addHandler(lines)
+    async with brokers_on(url, prefix, log=log) as start:
+        broker, delivered = await start()
+        for room in ("r", "other"):
+            await broker.subscribe(room)
+        epoch = (await broker.history("r", None, None)).epoch
+        await broker.publish("r", message("before"))
+        hostile = redis.asyncio.Redis.from_url(url)
+        garbage = [
+            b"\xff\xfe\x00 no header",
+            b"not json\n{}",
+            b"[1]\n{}",
+            b'{"seq":"1"}\n{"type":"message"}',
+            b'{"seq":true}\n{"type":"message"}',
+            b'{"seq":0,"to":5}\n{"type":"message"}',
+            b'{"seq":0,"supersede":"yes"}\n{"type":"message"}',
+            b'{"seq":0}\n[1,2]',
+            b'{"seq":0}\n{"type":"message","n":NaN}',
+            b'{"seq":0}\n{"type":"message","text":"\xff"}',
+            b'{"seq":0}\n{"type":"message"',
+            b'{"seq":7}\n{"type":"message"}',
+            # well formed, but not the room's: another epoch, and a seq the history does not hold
+            b'{"seq":2,"epoch":"forged"}\n{"type":"message","message":{"content":"forged"}}',
+            b'{"seq":50,"epoch":"%s"}\n{"type":"message","message":{"content":"forged"}}' % epoch.encode(),
+        ]
+        try:
+            for data in garbage:
+                await hostile.publish(f"{prefix}:room:r", data)
+        finally:
+            await hostile.aclose()
+        after = await broker.publish("r", message("after"))
+        await broker.publish("other", message("elsewhere"))
+        await delivered.wait(lambda: len(delivered.of_type(p.MESSAGE)) == 3)
+        assert broker.available
+        assert [(r, f["message"]["content"], f["seq"]) for r, f, *_ in delivered.frames] == [
+            ("r", "before", 1),
+            ("r", "after", after.seq),
+            ("other", "elsewhere", 1),
+        ]
+        assert not delivered.of_type(p.ERROR), "members were told of an outage that did not happen"
+    warnings = lines.at(logging.WARNING)
+    assert warnings and all("did not publish" in w for w in warnings), warnings
+    assert len(warnings) <= len(garbage) and not any(r.exc_info for r in lines.records)

@@ -33,6 +33,14 @@ from .keys import Keys
 from .link import RedisLink
 from .liveness import Liveness, Registry, entry_json
 
+MiB = 1024 * 1024
+
+
+def _identity(dedup_key: str) -> str:
+    """Whose dedup key it is: the hub builds them as room, username, user_id, ref."""
+    parts = dedup_key.split("\x1f", 2)
+    return parts[1] if len(parts) == 3 else ""
+
 
 def _takes_supersede(deliver: Callable[..., None]) -> bool:
     try:
@@ -40,6 +48,10 @@ def _takes_supersede(deliver: Callable[..., None]) -> bool:
     except (TypeError, ValueError):
         return False
     return True
+
+
+# the publish script's answers
+_SENT, _DUPLICATE, _FULL = 0, 1, 2
 
 
 class RedisBroker(Broker):
@@ -57,6 +69,10 @@ class RedisBroker(Broker):
         presence_timeout: float = 20.0,
         retry_interval: float = 2.0,
         socket_timeout: float = 5.0,
+        history_bytes_per_room: int = 4 * MiB,
+        history_bytes_total: int = 256 * MiB,
+        max_replay_bytes: int = 8 * MiB,
+        max_dedup_per_identity: int = 10_000,
         log: logging.Logger | None = None,
     ) -> None:
         super().__init__(history_size=history_size, history_ttl=history_ttl, dedup_ttl=dedup_ttl)
@@ -68,6 +84,10 @@ class RedisBroker(Broker):
             )
         self.url = url
         self.prefix = prefix
+        self.history_bytes_per_room = history_bytes_per_room
+        self.history_bytes_total = history_bytes_total
+        self.max_replay_bytes = max_replay_bytes
+        self.max_dedup_per_identity = max_dedup_per_identity
         self.log = log or logging.getLogger("iavicenne")
         # a new id per process life: the entries of a previous life are swept, never reused
         self._server_id = "r" + secrets.token_hex(6)
@@ -169,7 +189,7 @@ class RedisBroker(Broker):
             pass
 
     async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None) -> Published:
-        seq, duplicate = await self._link.run(
+        seq, status = await self._link.run(
             "publish",
             room,
             frame,
@@ -178,16 +198,28 @@ class RedisBroker(Broker):
             self._history_ttl_ms,
             dedup_key or "",
             self._dedup_ttl_ms,
+            self.history_bytes_per_room,
+            self.history_bytes_total,
+            _identity(dedup_key or ""),
+            self.max_dedup_per_identity,
         )
-        if not duplicate:
+        if status == _FULL:
+            raise p.ProtocolError(
+                p.ErrorCode.LIMIT_EXCEEDED,
+                f"message not sent: the history of all rooms is full, and room {room!r} holds too little "
+                "to make space; it frees up as empty rooms expire (history_ttl) "
+                f"(limit: IAvicenne.history_bytes_total = {self.history_bytes_total})",
+            )
+        if status == _SENT:
             await self._feed.await_echo(room, seq)
-        return Published(int(seq), bool(duplicate))
+        return Published(int(seq), status == _DUPLICATE)
 
     async def claim(self, dedup_key: str) -> bool:
-        return bool(await self._link.command("SET", self._keys.dedup(dedup_key), 0, "NX", "PX", self._dedup_ttl_ms))
+        identity = _identity(dedup_key)
+        return bool(await self._link.run("claim", dedup_key, self._dedup_ttl_ms, identity, self.max_dedup_per_identity))
 
     async def release(self, dedup_key: str) -> None:
-        await self._link.command("DEL", self._keys.dedup(dedup_key))
+        await self._link.run("release", dedup_key, _identity(dedup_key))
 
     async def emit(
         self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
@@ -269,15 +301,18 @@ class RedisBroker(Broker):
         """History without the availability check (the reader catches up while reconnecting)."""
         # stream ids are unsigned 64-bit: a client's absurd `since` must not make XRANGE fail
         start = "" if since is None else f"{min(since + 1, 2**63)}-0"
-        raw = await self._link.scripts.run("history", room, secrets.token_hex(6), self._history_ttl_ms, start, epoch or "")
-        current, seq, oldest, first = raw[0].decode(), int(raw[1]), int(raw[2]), int(raw[3])
-        messages = [p.with_seq(n, frame) for n, frame in enumerate(raw[4:], first)]
+        raw = await self._link.scripts.run(
+            "history", room, secrets.token_hex(6), self._history_ttl_ms, start, epoch or "", self.max_replay_bytes
+        )
+        current, seq, oldest, first, complete = raw[0].decode(), int(raw[1]), int(raw[2]), int(raw[3]), raw[4] == 1
+        # cut at max_replay_bytes: the newest that fit, so the replay still ends where live frames begin
+        messages = [p.with_seq(n, frame) for n, frame in enumerate(raw[5:], first)]
         if since is None:
             return History([], seq, current, True)
         if epoch is not None and epoch != current:
             return History(messages, seq, current, False)
         # exactly what MemoryBroker answers: every message after `since` is still kept
-        recovered = since <= seq and since >= oldest - 1
+        recovered = complete and since <= seq and since >= oldest - 1
         return History(messages, seq, current, recovered)
 
     async def history(self, room: str, since: int | None, epoch: str | None) -> History:

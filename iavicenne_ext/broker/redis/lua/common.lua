@@ -10,6 +10,111 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- History sizes, kept so that trimming by bytes never scans: the bytes of each room's
+-- kept frames, their sum over the deployment, and when each empty room's history expires
+-- (so that an expired history's bytes leave the sum).
+local SIZES = P .. ':history-bytes'
+local TOTAL = P .. ':history-total'
+local EXPIRY = P .. ':history-expiry'
+
+local function room_bytes(room)
+  return tonumber(redis.call('HGET', SIZES, room) or '0')
+end
+
+local function total_bytes()
+  return tonumber(redis.call('GET', TOTAL) or '0')
+end
+
+local function forget_sizes(room)
+  local bytes = room_bytes(room)
+  if bytes ~= 0 then redis.call('DECRBY', TOTAL, bytes) end
+  redis.call('HDEL', SIZES, room)
+  redis.call('ZREM', EXPIRY, room)
+end
+
+-- The history of a room left empty expires after ttl_ms, with the room's meta.
+local function expire_room(room, ttl_ms)
+  redis.call('PEXPIRE', key('meta', room), ttl_ms)
+  if redis.call('PEXPIRE', key('history', room), ttl_ms) == 1 then
+    redis.call('ZADD', EXPIRY, now_ms() + tonumber(ttl_ms), room)
+  end
+end
+
+local function keep_room(room)
+  redis.call('PERSIST', key('meta', room))
+  redis.call('PERSIST', key('history', room))
+  redis.call('ZREM', EXPIRY, room)
+end
+
+-- Take the bytes of (at most n) expired histories off the sum.
+local function account_expired(n)
+  local now = now_ms()
+  for _, room in ipairs(redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, n)) do
+    local ttl = redis.call('PTTL', key('history', room))
+    if ttl == -2 then
+      forget_sizes(room)
+    elseif ttl == -1 then
+      redis.call('ZREM', EXPIRY, room)
+    else
+      redis.call('ZADD', EXPIRY, now + ttl, room)  -- its TTL was renewed meanwhile
+    end
+  end
+end
+
+-- Check (at most n) rooms of the sizes against their history, a page at a time from
+-- where the last check stopped: a history that vanished otherwise (deleted, evicted under
+-- maxmemory) must not hold its bytes in the sum for ever.
+local function audit_sizes(n)
+  local cursor_key = P .. ':history-audit'
+  local page = redis.call('HSCAN', SIZES, redis.call('GET', cursor_key) or '0', 'COUNT', n)
+  redis.call('SET', cursor_key, page[1])
+  local fields = page[2]
+  for i = 1, #fields, 2 do
+    if redis.call('EXISTS', key('history', fields[i])) == 0 then forget_sizes(fields[i]) end
+  end
+end
+
+-- Drop a room's oldest frames until it holds at most max_count frames and max_bytes
+-- bytes, never its `keep` newest; returns the bytes freed.
+local function trim(room, max_count, max_bytes, keep)
+  local history = key('history', room)
+  local count = redis.call('XLEN', history)
+  local bytes = room_bytes(room)
+  local freed, last = 0, nil
+  while (count > max_count or bytes > max_bytes) and count > keep do
+    local rows = redis.call('XRANGE', history, last and ('(' .. last) or '-', '+', 'COUNT', 64)
+    if #rows == 0 then break end
+    for _, row in ipairs(rows) do
+      if not ((count > max_count or bytes > max_bytes) and count > keep) then break end
+      local size = #row[2][2]
+      bytes, freed, count, last = bytes - size, freed + size, count - 1, row[1]
+    end
+  end
+  if last then
+    redis.call('XTRIM', history, 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
+    redis.call('HINCRBY', SIZES, room, -freed)
+    redis.call('DECRBY', TOTAL, freed)
+  end
+  return freed
+end
+
+-- Remember that dedup key `dedup` got `seq`, for ttl_ms. The keys of one identity are
+-- indexed by expiry, and bounded: beyond `max`, that identity's oldest are forgotten,
+-- never another identity's.
+local function remember(dedup, seq, ttl_ms, identity, max)
+  local now = now_ms()
+  local index = P .. ':dedup-of:' .. identity
+  redis.call('SET', P .. ':dedup:' .. dedup, seq, 'PX', ttl_ms)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', now)
+  redis.call('ZADD', index, now + tonumber(ttl_ms), dedup)
+  local excess = redis.call('ZCARD', index) - max
+  if excess > 0 then
+    local oldest = redis.call('ZPOPMIN', index, excess)
+    for i = 1, #oldest, 2 do redis.call('DEL', P .. ':dedup:' .. oldest[i]) end
+  end
+  redis.call('PEXPIRE', index, ttl_ms)
+end
+
 -- A room's life: its epoch, seq counter and history begin together. A new life (first
 -- use, or after the empty room expired) gets a new epoch and no history.
 local function ensure_room(room, candidate, ttl_ms)
@@ -18,6 +123,7 @@ local function ensure_room(room, candidate, ttl_ms)
   if not epoch then
     epoch = candidate
     redis.call('DEL', key('history', room))
+    forget_sizes(room)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
     if redis.call('EXISTS', key('presence', room)) == 0 then
       redis.call('PEXPIRE', meta, ttl_ms)
@@ -41,8 +147,7 @@ local function add_entry(room, sid, conn, user, username, entry)
   redis.call('SADD', P .. ':conns:' .. sid, room .. '\31' .. user .. '\31' .. conn)
   redis.call('SADD', P .. ':rooms', room)
   -- members keep the room's history alive; the last one to leave starts its TTL
-  redis.call('PERSIST', key('meta', room))
-  redis.call('PERSIST', key('history', room))
+  keep_room(room)
   if count == 1 then return 'first' end
   return 'again'
 end
@@ -62,8 +167,7 @@ local function remove_entry(room, sid, user, conn, ttl_ms)
   end
   if redis.call('HLEN', presence) == 0 then
     redis.call('SREM', P .. ':rooms', room)
-    redis.call('PEXPIRE', key('meta', room), ttl_ms)
-    redis.call('PEXPIRE', key('history', room), ttl_ms)
+    expire_room(room, ttl_ms)
   end
   return gone
 end

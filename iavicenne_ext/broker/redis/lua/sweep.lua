@@ -18,4 +18,7 @@ for _, sid in ipairs(dead) do
   redis.call('ZREM', servers, sid)
   redis.call('SET', P .. ':stale:' .. sid, 1, 'PX', ARGV[4])
 end
+-- the sweepers also keep the history sizes true (see common.lua)
+account_expired(32)
+audit_sizes(32)
 return gone

@@ -10,11 +10,22 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from servers import JupyterProcess, connect, drop_prefix, shared_redis_url, start_all, stop_all, unique_prefix
+import redis.asyncio
+from servers import (
+    JupyterProcess,
+    RedisProcess,
+    connect,
+    drop_prefix,
+    shared_redis_url,
+    start_all,
+    stop_all,
+    unique_prefix,
+)
 
 from iavicenne_ext import protocol as p
 from iavicenne_ext.pytest_plugin import WSClient
@@ -210,4 +221,151 @@ async def test_signaling_relays_and_takes_over_across_servers(cluster: list[Jupy
     await p1.send({"type": p.ICE_CANDIDATE, "room": room, "payload": {"target_peer_id": "p2", "candidate": candidate}})
     assert (await p2_new.expect(p.ICE_CANDIDATE))["candidate"] == candidate
     for client in (p1, p2, p2_new):
+        client.close()
+
+
+async def answer(client: WSClient, ref: str) -> dict[str, Any]:
+    """The ack or the error that answers the request `ref`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        frame = await client.recv(deadline - loop.time())
+        if frame.get("type") in (p.ACK, p.ERROR) and frame.get("ref") == ref:
+            return frame
+
+
+def unavailable(client: WSClient) -> list[dict[str, Any]]:
+    return [f for f in client.seen if f.get("type") == p.ERROR and f.get("code") == p.ErrorCode.UNAVAILABLE]
+
+
+async def test_garbage_published_on_a_room_channel_is_dropped(cluster: list[JupyterProcess]) -> None:
+    """Someone else's PUBLISH on a room's channel: dropped with a log line; the link and the rooms carry on."""
+    room, other = "cross-garbage", "cross-garbage-other"
+    s0, s1, s2 = cluster
+    alice, bob = await connect(s0, "alice"), await connect(s1, "bob")
+    carol, dave = await connect(s1, "carol"), await connect(s2, "dave")
+    joined = await alice.join(room)
+    await bob.join(room)
+    await carol.join(other)
+    await dave.join(other)
+    await alice.send({"type": p.MESSAGE, "room": room, "ref": "a1", "payload": {"text": "before"}})
+    assert (await answer(alice, "a1"))["type"] == p.ACK
+    await bob.expect(p.MESSAGE)
+
+    hostile = redis.asyncio.Redis.from_url(s0.redis_url)
+    channel = f"{s0.prefix}:room:{room}"
+    try:
+        for data in (
+            b"\x00\xff garbage",
+            b"{not json\n{}",
+            b'{"seq":"2","epoch":1}\n{"type":"message"}',
+            b'{"seq":0,"skip":[]}\n{"type":"message"}',
+            b'{"seq":0}\n{"type":"message","message":{"text":"cut',
+            b'{"seq":2,"epoch":"forged"}\n{"type":"message","message":{"text":"forged"}}',
+            b'{"seq":40,"epoch":"%s"}\n{"type":"message","message":{"text":"forged"}}' % joined["epoch"].encode(),
+        ):
+            await hostile.publish(channel, data)
+    finally:
+        await hostile.aclose()
+
+    await alice.send({"type": p.MESSAGE, "room": room, "ref": "a2", "payload": {"text": "after"}})
+    assert (await answer(alice, "a2"))["seq"] == 2
+    got = await bob.expect(p.MESSAGE)
+    assert (got["seq"], got["message"]) == (2, {"text": "after"})
+    await dave.send({"type": p.MESSAGE, "room": other, "ref": "d1", "payload": {"text": "elsewhere"}})
+    assert (await carol.expect(p.MESSAGE))["message"] == {"text": "elsewhere"}
+    for client in (alice, bob, carol, dave):
+        await client.silent(0.3)
+        assert not unavailable(client), f"told of an outage that did not happen: {unavailable(client)}"
+        assert not [f for f in client.seen if f.get("type") == p.MESSAGE and f["message"].get("text") == "forged"]
+    for server in (s0, s1):  # both had a member in the room
+        log = server.log_text()
+        assert "did not publish" in log and "lost Redis" not in log and "Traceback" not in log
+    for client in (alice, bob, carol, dave):
+        client.close()
+
+
+# -- budgets: one Redis shared by two servers, a hostile user flooding it ----------------------
+BUDGETS = {
+    "history_bytes_per_room": 256 * 1024,
+    "history_bytes_total": 4 * 1024 * 1024,
+    "max_replay_bytes": 128 * 1024,
+    # what is measured here is the history: the byte rate is not what stops this flood
+    "bytes_per_second": 1 << 30,
+    "burst_bytes": 1 << 30,
+}
+
+
+@pytest.fixture
+def budget_cluster(tmp_path: Path) -> Iterator[tuple[RedisProcess, list[JupyterProcess]]]:
+    redis_server = RedisProcess(tmp_path / "redis").start()  # its used_memory is ours alone
+    prefix = unique_prefix("budget")
+    servers = [
+        JupyterProcess(tmp_path, redis_url=redis_server.url, prefix=prefix, name=f"server{i}", options=BUDGETS)
+        for i in range(2)
+    ]
+    try:
+        yield redis_server, start_all(servers)
+    finally:
+        stop_all(servers)
+        redis_server.stop()
+
+
+async def test_a_flood_of_large_messages_into_many_rooms_keeps_redis_bounded(
+    budget_cluster: tuple[RedisProcess, list[JupyterProcess]],
+) -> None:
+    redis_server, (s0, s1) = budget_cluster
+    store = redis.Redis.from_url(redis_server.url)
+    alice, bob = await connect(s1, "alice"), await connect(s0, "bob")
+    await alice.join("work")
+    await bob.join("work")
+    for n in range(3):
+        await alice.send({"type": p.MESSAGE, "room": "work", "ref": f"w{n}", "payload": {"text": f"w{n}"}})
+        assert (await answer(alice, f"w{n}"))["type"] == p.ACK
+    used_before = store.info("memory")["used_memory"]
+
+    mallory = await connect(s0, "mallory")
+    blob = "x" * 60_000  # under max_message_bytes
+    rooms, per_room = 48, 6  # 17 MB written; 240 KB kept per room would be 11 MB
+    refused: list[dict[str, Any]] = []
+    for r in range(rooms):
+        await mallory.join(f"flood-{r}")
+        for n in range(per_room):
+            ref = f"{r}-{n}"
+            await mallory.send({"type": p.MESSAGE, "room": f"flood-{r}", "ref": ref, "payload": {"blob": blob}})
+            got = await answer(mallory, ref)
+            if got["type"] == p.ERROR:
+                refused.append(got)
+        await mallory.send({"type": p.LEAVE_ROOM, "room": f"flood-{r}"})
+        await mallory.expect(p.ROOM_LEFT)
+        mallory.seen.clear()
+    grown = store.info("memory")["used_memory"] - used_before
+    total = int(store.get(f"{s0.prefix}:history-total") or 0)
+    assert total <= BUDGETS["history_bytes_total"]
+    assert grown < BUDGETS["history_bytes_total"] + 4 * 1024 * 1024, f"Redis grew by {grown / 2**20:.1f} MiB"
+    # beyond the total, messages into rooms that have nothing to give up are refused, plainly
+    assert refused and {f["code"] for f in refused} == {p.ErrorCode.LIMIT_EXCEEDED}
+    assert all("IAvicenne.history_bytes_total" in f["message"] for f in refused)
+    # per room: the oldest went, the newest are kept
+    kept = store.xlen(f"{s0.prefix}:history:flood-0")
+    assert 0 < kept * 60_000 <= BUDGETS["history_bytes_per_room"]
+
+    # the others still talk, across the two servers, and were told of no outage
+    await alice.send({"type": p.MESSAGE, "room": "work", "ref": "w-after", "payload": {"text": "still here"}})
+    assert (await answer(alice, "w-after"))["type"] == p.ACK
+    assert (await bob.expect(p.MESSAGE, where=lambda f: f["message"] == {"text": "still here"}))["seq"] == 4
+    assert not unavailable(alice) and not unavailable(bob)
+    for server in (s0, s1):
+        assert "lost Redis" not in server.log_text()
+
+    # a replay larger than max_replay_bytes: what fits, up to the last seq, and recovered=false
+    reader = await connect(s1, "reader")
+    await reader.send({"type": p.JOIN_ROOM, "room": "flood-0", "payload": {"since": 0}})
+    joined = await reader.expect(p.ROOM_JOINED)
+    replay = [f for f in await reader.silent(0.5) if f.get("type") == p.MESSAGE]
+    assert joined["recovered"] is False and 0 < len(replay) < kept
+    assert [f["seq"] for f in replay] == list(range(joined["seq"] - len(replay) + 1, joined["seq"] + 1))
+    assert len(replay) * 60_000 <= BUDGETS["max_replay_bytes"]
+    store.close()
+    for client in (alice, bob, mallory, reader):
         client.close()

@@ -4,6 +4,12 @@ Each server keeps its sockets; Redis keeps what the servers share (keys.py). Eve
 change is one Lua script (scripts.py), so it is atomic across servers. The parts around
 the requests live apart: the connection and its faults in link.py, the ordering of a
 room's frames in feed.py, heartbeats and sweeping in liveness.py.
+
+Budgets (issue 10), all enforced inside the scripts: a room's history is trimmed to
+``history_bytes_per_room``; beyond ``history_bytes_total`` over the deployment, the room
+being written drops its own oldest frames, and when it has too few a message is refused
+(``limit-exceeded``); a replay sends at most ``max_replay_bytes`` (the newest, with
+``recovered=false``); each identity keeps at most ``max_dedup_per_identity`` dedup keys.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ def _identity(dedup_key: str) -> str:
 
 
 def _takes_supersede(deliver: Callable[..., None]) -> bool:
+    """Whether the hub's callback has the 6th argument (see `RedisBroker.attach`)."""
     try:
         inspect.signature(deliver).bind("", b"", 0, None, None, False)
     except (TypeError, ValueError):

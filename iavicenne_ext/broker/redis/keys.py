@@ -4,8 +4,9 @@ Per room (``R`` the room name):
 
 ``{prefix}:room:R``      pub/sub channel; a server subscribes while it has members in R
 ``{prefix}:meta:R``      hash ``epoch`` (random id of this life of the room), ``seq``
-``{prefix}:history:R``   stream of the last ``history_size`` frames (kept without their
-                         seq), entry id ``<seq>-0``
+``{prefix}:history:R``   stream of the room's last frames (kept without their seq), entry
+                         id ``<seq>-0``; at most ``history_size`` frames and
+                         ``history_bytes_per_room`` bytes
 ``{prefix}:presence:R``  hash connection key -> `PresenceEntry` JSON
 ``{prefix}:users:R``     hash user_id -> number of connections (FIRST/AGAIN/left)
 ``{prefix}:owners:R``    hash user_id -> identity ``username`` holding it (TAKEN)
@@ -15,7 +16,14 @@ Per deployment and per server: ``{prefix}:rooms`` (set of rooms with members),
 ``{prefix}:conns:<server>`` (set of ``room \\x1f user_id \\x1f conn`` of that server),
 ``{prefix}:stale:<server>`` (set when a server was declared dead),
 ``{prefix}:server:<server>`` (a channel of its own, so its pub/sub link never idles empty),
-``{prefix}:dedup:<key>`` (the seq a dedup key got).
+``{prefix}:dedup:<key>`` (the seq a dedup key got), ``{prefix}:dedup-of:<username>`` (sorted
+set of that identity's dedup keys by expiry, at most ``max_dedup_per_identity``).
+
+History sizes, so that trimming by bytes never scans: ``{prefix}:history-bytes`` (hash room
+-> bytes kept), ``{prefix}:history-total`` (their sum, at most ``history_bytes_total``),
+``{prefix}:history-expiry`` (sorted set room -> when its history expires: the expired ones'
+bytes leave the sum) and ``{prefix}:history-audit`` (where the sweepers' check of the sizes
+against the streams goes on).
 
 The Lua scripts (lua/common.lua ``key``) build the same names.
 """

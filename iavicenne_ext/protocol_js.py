@@ -250,7 +250,10 @@ def _trailing(note: str | None) -> str:
 
 
 def _js_scalar(value: Any, literal: str | None = None) -> str:
-    return literal if literal is not None else json.dumps(value)
+    # an int as protocol.py writes it (0x02), as long as that is still its value
+    if literal is not None and ast.literal_eval(literal) == value:
+        return literal
+    return json.dumps(value)
 
 
 def _js_key(key: str) -> str:
@@ -264,7 +267,7 @@ def _items(value: Any) -> list[Any]:
 def _js_value(entry: _Entry) -> str:
     value = entry.value
     if entry.pattern is not None:
-        return f"/{entry.pattern}/u"
+        return f"Object.freeze(/{entry.pattern}/u)"
     if isinstance(value, dict):
         return "Object.freeze({ " + ", ".join(f"{_js_key(k)}: {_js_scalar(v)}" for k, v in value.items()) + " })"
     if isinstance(value, (tuple, list, set, frozenset)):

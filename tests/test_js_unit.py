@@ -1,9 +1,10 @@
-"""The browser module's unit tests (`tests/js/*.test.mjs`), run by node's test runner.
+"""The browser client's unit tests (`tests/js/*.test.mjs`), run by node's test runner.
 
 They cover the logic that needs no browser (backoff, resend and dedup bookkeeping, since
-tracking, frame parsing, the peer links' wire format and negotiation) with fake
-WebSocket and RTCPeerConnection objects; the browser tests (test_browser_page.py) run
-the same module in Chromium. Running them from here makes the README's ``python -m
+tracking, frame parsing, the peer links' wire format, its bounds against a hostile
+sender, and negotiation), importing each module of static/ where they test its
+internals, with fake WebSocket and RTCPeerConnection objects; the browser tests
+(test_browser_page.py) run the same modules in Chromium. Running them from here makes the README's ``python -m
 pytest`` run them too. Without node (18 or later) they fail in CI (``CI`` set) and are
 skipped elsewhere, with the command that installs it.
 """

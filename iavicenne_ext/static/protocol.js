@@ -88,7 +88,7 @@ export const NAME_SEPARATORS = ".@:+#~-_";
 export const NAME_RULE = "use 1 to 64 letters, digits, inner spaces or .@:+#~-_";
 
 // the name rule as a regex, built from its parts (NAME_RULE says it in words)
-export const NAME_PATTERN = /^[\p{L}\p{N}_.@:+#~\-_](?:[\p{L}\p{N}_ .@:+#~\-_]{0,62}[\p{L}\p{N}_.@:+#~\-_])?$/u;
+export const NAME_PATTERN = Object.freeze(/^[\p{L}\p{N}_.@:+#~\-_](?:[\p{L}\p{N}_ .@:+#~\-_]{0,62}[\p{L}\p{N}_.@:+#~\-_])?$/u);
 export const REF_MAX_LENGTH = 128;
 
 // -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --

@@ -65,7 +65,9 @@ async def main() -> None:
     room = await client.join(args.room, state={"kind": "kernel", "status": "idle"})
 
     def on_message(message: Message) -> None:
-        emit("message", user_id=message.user_id, text=message.text, content=message.content, seq=message.seq, direct=message.direct)
+        emit(
+            "message", user_id=message.user_id, text=message.text, content=message.content, seq=message.seq, direct=message.direct
+        )
 
     def on_presence(event: PresenceEvent) -> None:
         emit("presence", kind=event.kind, user_id=event.user_id, members=sorted(event.members))

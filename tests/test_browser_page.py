@@ -27,11 +27,11 @@ import json
 import os
 import queue
 import shutil
+import struct
 import subprocess
 import sys
 import threading
 import time
-import struct
 import urllib.error
 import urllib.request
 import zlib
@@ -132,7 +132,12 @@ def page(browser: Any, server: JupyterProcess) -> Iterator[Any]:
     tab.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.on("console", lambda message: message.type == "error" and errors.append(message.text))
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    tab.on("console", on_console)
     tab.expected_errors = []  # what a test provokes on purpose (a script the CSP refused)
     yield tab
     context.close()
@@ -314,8 +319,12 @@ def test_the_page_sees_a_python_client_and_messages_flow_both_ways(page: Any, se
     # the module's REST calls follow Jupyter's XSRF rule: a browser's POST needs X-XSRFToken
     # every module of the client loads in the browser, as the page's own scripts do
     modules = sorted(path.name for path in STATIC_DIR.glob("*.js"))
-    loaded = page.evaluate("async (names) => Promise.all(names.map(async (n) => Object.keys(await import(`./static/${n}`)).length))", modules)
-    assert all(count > 0 for name, count in zip(modules, loaded, strict=True) if name != "demo.js"), dict(zip(modules, loaded, strict=True))
+    loaded = page.evaluate(
+        "async (names) => Promise.all(names.map(async (n) => Object.keys(await import(`./static/${n}`)).length))", modules
+    )
+    assert all(count > 0 for name, count in zip(modules, loaded, strict=True) if name != "demo.js"), dict(
+        zip(modules, loaded, strict=True)
+    )
     created = page.evaluate(
         """async () => {
             const { Server } = await import("./static/iavicenne.js");
@@ -381,7 +390,9 @@ HOSTILE = {
 MARKUP = "img, script, svg, iframe, b, a"
 
 
-def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(page: Any, server: JupyterProcess, agents: Any) -> None:
+def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(
+    page: Any, server: JupyterProcess, agents: Any
+) -> None:
     from playwright.sync_api import expect
     from websocket import create_connection
 
@@ -411,7 +422,9 @@ def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(p
     mallory.expect("sent")
     mallory.command(cmd="direct", to="ada", text=HOSTILE["direct"])
     mallory.expect("sent")
-    mallory.command(cmd="state", state={"kind": "kernel", "status": HOSTILE["status"], "notebook": HOSTILE["notebook"], HOSTILE["key"]: 1})
+    mallory.command(
+        cmd="state", state={"kind": "kernel", "status": HOSTILE["status"], "notebook": HOSTILE["notebook"], HOSTILE["key"]: 1}
+    )
     mallory.expect("sent")
 
     row = member(page, "mallory")
@@ -419,7 +432,11 @@ def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(p
     expect(row).to_contain_text(f"notebook: {HOSTILE['notebook']}")
     expect(row).to_contain_text(f"{HOSTILE['key']}: 1")
     texts = page.locator("#log li.message .text").all_inner_texts()
-    assert texts[-3:] == [HOSTILE["message"], json.dumps({HOSTILE["key"]: HOSTILE["json"]}, separators=(",", ":")), HOSTILE["direct"]], texts
+    assert texts[-3:] == [
+        HOSTILE["message"],
+        json.dumps({HOSTILE["key"]: HOSTILE["json"]}, separators=(",", ":")),
+        HOSTILE["direct"],
+    ], texts
     expect(page.locator("#log li.message").last.locator(".via")).to_have_text("direct")
     # shown as text: no element of theirs in the page, and none of their scripts ran
     assert page.locator(f"#log :is({MARKUP}), #members :is({MARKUP})").count() == 0
@@ -528,7 +545,11 @@ def test_a_data_channel_between_chromium_and_an_aiortc_kernel(request: pytest.Fi
     kernel.command(cmd="peer-send", peer="ada", data={"bytes": base64.b64encode(blob).decode()})
     kernel.expect("sent", timeout=30)  # the page confirmed it has it all
     received = page.evaluate(RECEIVED)
-    assert received[:3] == ["hello from aiortc", {"rows": [1, 2, 3], "ok": True}, {"size": 3, "sha256": hashlib.sha256(b"\x00\x01\x02").hexdigest()}]
+    assert received[:3] == [
+        "hello from aiortc",
+        {"rows": [1, 2, 3], "ok": True},
+        {"size": 3, "sha256": hashlib.sha256(b"\x00\x01\x02").hexdigest()},
+    ]
     assert received[3] == {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     sent = page.evaluate(
         """async () => {
@@ -552,7 +573,9 @@ def test_a_data_channel_between_chromium_and_an_aiortc_kernel(request: pytest.Fi
     lines = "the same line again\n" * 150_000
     kernel.command(cmd="peer-send", peer="ada", data=lines, compress=True)
     kernel.expect("sent", timeout=30)
-    assert page.evaluate("(n) => window.received.length === n && window.received.at(-1) === 'the same line again\\n'.repeat(150000)", 5)
+    assert page.evaluate(
+        "(n) => window.received.length === n && window.received.at(-1) === 'the same line again\\n'.repeat(150000)", 5
+    )
 
     # a hostile kernel: a transfer declaring more than the page takes (maxTransferBytes,
     # 256 MiB), then a zlib bomb declaring 4 MiB with 256 MiB of zeros inside; both are

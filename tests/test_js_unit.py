@@ -46,7 +46,9 @@ def test_browser_module_unit_tests() -> None:
     run = subprocess.run([node, "--test", *files], capture_output=True, text=True, timeout=120, check=False, cwd=JS_TESTS)
     summary = "\n".join(line for line in run.stdout.splitlines() if line.startswith(("# tests", "# pass", "# fail")))
     failures = "\n".join(
-        block for block in re.split(r"\n(?=# Subtest|not ok|ok )", run.stdout) if block.startswith("not ok") or "\nnot ok" in block
+        block
+        for block in re.split(r"\n(?=# Subtest|not ok|ok )", run.stdout)
+        if block.startswith("not ok") or "\nnot ok" in block
     )
     assert run.returncode == 0, f"node --test failed:\n{summary}\n{failures[-6000:]}\n{run.stderr[-3000:]}"
     assert "# fail 0" in run.stdout, run.stdout[-3000:]

@@ -45,11 +45,15 @@ def node_eval(script: str, stdin: str = "") -> Any:
 
 def test_the_checked_in_files_are_what_protocol_py_gives_now() -> None:
     assert protocol_js.stale() == [], f"protocol.py changed: run `{protocol_js.COMMAND}` and commit static/protocol.js and .d.ts"
-    run = subprocess.run([sys.executable, "-m", "iavicenne_ext.protocol_js", "--check"], capture_output=True, text=True, cwd=REPO, check=False)
+    run = subprocess.run(
+        [sys.executable, "-m", "iavicenne_ext.protocol_js", "--check"], capture_output=True, text=True, cwd=REPO, check=False
+    )
     assert run.returncode == 0, run.stderr
 
 
-def test_check_fails_when_either_side_drifts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_check_fails_when_either_side_drifts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     js, dts = tmp_path / "protocol.js", tmp_path / "protocol.d.ts"
     shutil.copy(protocol_js.JS_FILE, js)
     shutil.copy(protocol_js.DTS_FILE, dts)
@@ -98,7 +102,15 @@ def test_node_reads_every_value_of_protocol_py_from_protocol_js() -> None:
     assert got["ErrorCode"] == {k: v for k, v in vars(protocol.ErrorCode).items() if k.isupper()}
     assert got["Tag"]["START"] == protocol.Tag.START and got["Kind"]["TEXT"] == protocol.Kind.TEXT
     assert got["RELAY_BODY"] == protocol.RELAY_BODY and got["REF_MAX_LENGTH"] == protocol.REF_MAX_LENGTH
-    assert {"ROOMS_PATH", "SIGNALING_PATH", "REST_PATH", "CLOSE_SUPERSEDED", "CHANNEL_LABEL", "FLAG_ZLIB", "DEFAULT_REMOTE_MAX_MESSAGE"} <= set(got)
+    assert {
+        "ROOMS_PATH",
+        "SIGNALING_PATH",
+        "REST_PATH",
+        "CLOSE_SUPERSEDED",
+        "CHANNEL_LABEL",
+        "FLAG_ZLIB",
+        "DEFAULT_REMOTE_MAX_MESSAGE",
+    } <= set(got)
     assert "SIGNALING_ROOM_PREFIX" not in got  # the hub's business
 
 
@@ -152,7 +164,9 @@ def test_the_two_name_rules_agree_on_every_character_python_knows() -> None:
         json.dumps(points),
     )
     for label, mine, theirs in (("alone", python, got[0]), ("inner", python_inner, got[1])):
-        differ = [f"U+{points[i]:04X} {unicodedata.name(chr(points[i]), '?')}" for i in range(len(points)) if mine[i] != theirs[i]]
+        differ = [
+            f"U+{points[i]:04X} {unicodedata.name(chr(points[i]), '?')}" for i in range(len(points)) if mine[i] != theirs[i]
+        ]
         assert differ == [], f"{label}: {len(differ)} characters judged differently, e.g. {differ[:10]}"
     assert python.count("1") > 100_000  # letters and digits of every script, not ASCII only
 
@@ -161,7 +175,13 @@ def _protocol_strings() -> set[str]:
     """The protocol's values that no other module of static/ may spell: paths, error
     codes, and the frame types that are no plain word (a plain one, "message", is also
     an event name of the client's API)."""
-    values: set[str] = {protocol.ROOMS_PATH, protocol.SIGNALING_PATH, protocol.REST_PATH, protocol.NAME_RULE, protocol.NAME_SEPARATORS}
+    values: set[str] = {
+        protocol.ROOMS_PATH,
+        protocol.SIGNALING_PATH,
+        protocol.REST_PATH,
+        protocol.NAME_RULE,
+        protocol.NAME_SEPARATORS,
+    }
     values |= {v for k, v in vars(protocol.ErrorCode).items() if k.isupper()}
     values |= {v for v in (*protocol.ROOM_REQUESTS, *protocol.SIGNALING_REQUESTS, protocol.ROOM_JOINED, protocol.ROOM_LEFT,
                            protocol.USER_JOINED, protocol.USER_LEFT, protocol.PEER_JOINED, protocol.PEER_LEFT) if "-" in v}  # fmt: skip

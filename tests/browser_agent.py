@@ -5,8 +5,10 @@ reporting over its stdout, one JSON object per line.
     python tests/browser_agent.py URL TOKEN ROOM USER_ID [--peer]
 
 Commands (stdin): ``{"cmd": "send", "text": ...}``, ``{"cmd": "direct", "to": ..., "text": ...}``,
-``{"cmd": "state", "state": {...}}``, ``{"cmd": "peer-send", "peer": ..., "data": ...}``
-(``data`` a string, or ``{"bytes": <base64>}``, or ``{"json": ...}``), ``{"cmd": "quit"}``.
+``{"cmd": "state", "state": {...}}``, ``{"cmd": "peer-send", "peer": ..., "data": ..., "compress": false}``
+(``data`` a string, or ``{"bytes": <base64>}``, or ``{"json": ...}``), ``{"cmd": "peer-raw", "peer": ...,
+"messages": [<base64>, ...]}`` (data-channel messages written as they are: what a hostile
+peer could send), ``{"cmd": "quit"}``.
 
 Events (stdout): ``ready``, ``message``, ``presence``, ``gap``, ``connected``,
 ``disconnected``, ``link`` (a peer link's state), ``peer-message``, ``sent``, ``error``.
@@ -63,7 +65,9 @@ async def main() -> None:
     room = await client.join(args.room, state={"kind": "kernel", "status": "idle"})
 
     def on_message(message: Message) -> None:
-        emit("message", user_id=message.user_id, text=message.text, content=message.content, seq=message.seq, direct=message.direct)
+        emit(
+            "message", user_id=message.user_id, text=message.text, content=message.content, seq=message.seq, direct=message.direct
+        )
 
     def on_presence(event: PresenceEvent) -> None:
         emit("presence", kind=event.kind, user_id=event.user_id, members=sorted(event.members))
@@ -100,7 +104,11 @@ async def main() -> None:
                 emit("sent")
             elif kind == "peer-send":
                 assert peers is not None, "start the agent with --peer"
-                await peer_send(peers, command["peer"], unwire(command["data"]))
+                await peer_send(peers, command["peer"], unwire(command["data"]), compress=command.get("compress", False))
+                emit("sent")
+            elif kind == "peer-raw":
+                assert peers is not None, "start the agent with --peer"
+                await peer_raw(peers, command["peer"], [base64.b64decode(m) for m in command["messages"]])
                 emit("sent")
         except Exception as error:  # report, keep serving: the test decides
             emit("error", message=str(error), kind=type(error).__name__, trace=traceback.format_exc())
@@ -128,11 +136,22 @@ async def start_peers(args: argparse.Namespace, backoff: Backoff) -> Any:
     return network
 
 
-async def peer_send(network: Any, peer_id: str, data: Any) -> None:
+async def open_link(network: Any, peer_id: str) -> Any:
     link = network.links.get(peer_id)
     if link is None or not link.open:
         link = await network.connect(peer_id, timeout=20)
-    await link.send(data)
+    return link
+
+
+async def peer_send(network: Any, peer_id: str, data: Any, *, compress: bool = False) -> None:
+    await (await open_link(network, peer_id)).send(data, compress=compress)
+
+
+async def peer_raw(network: Any, peer_id: str, messages: list[bytes]) -> None:
+    """Write data-channel messages as they are, past the link's own framing (a hostile peer's)."""
+    link = await open_link(network, peer_id)
+    for message in messages:
+        link.channel.send(message)
 
 
 async def stop_peers(network: Any) -> None:

@@ -27,12 +27,14 @@ import json
 import os
 import queue
 import shutil
+import struct
 import subprocess
 import sys
 import threading
 import time
 import urllib.error
 import urllib.request
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,8 @@ import network_namespace
 import pytest
 from notebook_support import NO_NAMES
 from servers import JupyterProcess
+
+from iavicenne_ext.handlers.page import STATIC_DIR
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "browser_agent.py"
@@ -87,9 +91,8 @@ def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
 
 
 @pytest.fixture
-def jp_server_cleanup() -> Iterator[None]:
-    yield
-
+def jp_server_cleanup() -> None:
+    return
 
 
 @pytest.fixture(scope="module")
@@ -129,11 +132,18 @@ def page(browser: Any, server: JupyterProcess) -> Iterator[Any]:
     tab.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
-    tab.on("console", lambda message: message.type == "error" and errors.append(message.text))
+
+    def on_console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(message.text)
+
+    tab.on("console", on_console)
+    tab.expected_errors = []  # what a test provokes on purpose (a script the CSP refused)
     yield tab
     context.close()
     # a server that goes away makes the browser log failed WebSocket handshakes: not page errors
-    real = [e for e in errors if "WebSocket connection to" not in e and "Failed to load resource" not in e]
+    expected = ["WebSocket connection to", "Failed to load resource", *tab.expected_errors]
+    real = [e for e in errors if not any(text in e for text in expected)]
     assert real == [], f"errors in the page: {real}"
 
 
@@ -274,12 +284,24 @@ def test_the_page_needs_a_login_and_the_module_is_served_to_logged_in_users(serv
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert b'<meta name="iavicenne-base-url" content="/" />' in body
     assert fetch(server, "/iavicenne")[0] in (301, 302)  # to the address with its slash
-    # the module and its types: only for logged-in users; a script cannot follow a login page
-    for path in ("iavicenne.js", "iavicenne.d.ts", "demo.js", "demo.css"):
+    # a strict Content-Security-Policy: this server's scripts only, nothing embedded, no <base>
+    policy = [directive.strip() for directive in headers["Content-Security-Policy"].split(";")]
+    for directive in ("script-src 'self'", "object-src 'none'", "base-uri 'none'", "default-src 'self'"):
+        assert directive in policy, policy
+    assert "frame-ancestors 'self'" in policy  # Jupyter's own, kept
+    # every module of the client, its types, the demo's files: only for logged-in users (a
+    # script cannot follow a login page); modules with a JavaScript type, or no browser runs them
+    files = sorted(path.name for path in STATIC_DIR.iterdir() if path.is_file())
+    modules = [name for name in files if name.endswith(".js")]
+    assert {"iavicenne.js", "protocol.js", "wire.js", "peer.js", "client.js", "demo.js"} <= set(modules), modules
+    for path in files:
         assert fetch(server, f"/iavicenne/static/{path}", token=False)[0] == 403, path
         status, headers, body = fetch(server, f"/iavicenne/static/{path}")
-        assert status == 200 and body, path
-    assert fetch(server, "/iavicenne/static/iavicenne.js")[1]["Content-Type"].startswith("text/javascript")
+        assert status == 200 and body == (STATIC_DIR / path).read_bytes(), path
+        if path.endswith(".js"):
+            assert headers["Content-Type"] == "text/javascript; charset=UTF-8", path
+        elif path.endswith(".d.ts"):
+            assert headers["Content-Type"].startswith("text/plain"), path
     # nothing outside the static folder
     for path in ("../handlers/page.py", "..%2Fhandlers%2Fpage.py", "missing.js"):
         assert fetch(server, f"/iavicenne/static/{path}")[0] in (403, 404), path
@@ -295,6 +317,14 @@ def test_the_page_sees_a_python_client_and_messages_flow_both_ways(page: Any, se
     open_demo(page, server, "chat", "ada", cookie=True)
     assert page.evaluate("window.iavicenneDemo.client.server.token") == ""  # the cookie authenticates
     # the module's REST calls follow Jupyter's XSRF rule: a browser's POST needs X-XSRFToken
+    # every module of the client loads in the browser, as the page's own scripts do
+    modules = sorted(path.name for path in STATIC_DIR.glob("*.js"))
+    loaded = page.evaluate(
+        "async (names) => Promise.all(names.map(async (n) => Object.keys(await import(`./static/${n}`)).length))", modules
+    )
+    assert all(count > 0 for name, count in zip(modules, loaded, strict=True) if name != "demo.js"), dict(
+        zip(modules, loaded, strict=True)
+    )
     created = page.evaluate(
         """async () => {
             const { Server } = await import("./static/iavicenne.js");
@@ -345,6 +375,93 @@ def test_the_page_sees_a_python_client_and_messages_flow_both_ways(page: Any, se
     kernel.stop()
     expect(member(page, "kernel-1")).to_have_count(0)
     expect(page.locator("#log")).to_contain_text("kernel-1 left")
+
+
+# Markup a hostile member sends as text: each would set window.pwned if the page ran it
+# (inserted as HTML, or allowed by the page's CSP).
+HOSTILE = {
+    "message": """<img src=x onerror="window.pwned='message'">""",
+    "direct": """<script>window.pwned='direct'</script><b>bold</b>""",
+    "status": """<svg onload="window.pwned='status'"></svg>""",
+    "notebook": """eda.ipynb"><iframe srcdoc="<script>parent.pwned='notebook'</script>"></iframe>""",
+    "key": """<img src=y onerror="window.pwned='key'">""",
+    "json": """<a href="javascript:window.pwned='json'">click</a>""",
+}
+MARKUP = "img, script, svg, iframe, b, a"
+
+
+def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(
+    page: Any, server: JupyterProcess, agents: Any
+) -> None:
+    from playwright.sync_api import expect
+    from websocket import create_connection
+
+    # the one field that cannot carry markup at all: the server refuses such a user_id
+    ws = create_connection(f"ws://{server.base.split('://', 1)[1]}/iavicenne/ws/mcp?token={server.token}", timeout=10)
+    try:
+        ws.send(json.dumps({"type": "connect", "payload": {"user_id": HOSTILE["message"]}}))
+        refused = json.loads(ws.recv())
+    finally:
+        ws.close()
+    assert (refused["type"], refused["code"]) == ("error", "invalid-field"), refused
+
+    mallory = agents(server, "hostile", "mallory")
+    response = page.goto(f"{server.base}/iavicenne/?token={server.token}")
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    page.fill("#name", "ada")
+    page.fill("#room", "hostile")
+    page.click("#join")
+    expect(page.locator("#connection")).to_have_text("online")
+    mallory.expect("presence", kind="joined", user_id="ada")
+
+    # in every field another person fills: a room message, a JSON message, a direct
+    # message, a presence state (its values and its keys), a notebook name
+    mallory.command(cmd="send", text=HOSTILE["message"])
+    mallory.expect("sent")
+    mallory.command(cmd="send", text={HOSTILE["key"]: HOSTILE["json"]})
+    mallory.expect("sent")
+    mallory.command(cmd="direct", to="ada", text=HOSTILE["direct"])
+    mallory.expect("sent")
+    mallory.command(
+        cmd="state", state={"kind": "kernel", "status": HOSTILE["status"], "notebook": HOSTILE["notebook"], HOSTILE["key"]: 1}
+    )
+    mallory.expect("sent")
+
+    row = member(page, "mallory")
+    expect(row).to_contain_text(f"status: {HOSTILE['status']}")
+    expect(row).to_contain_text(f"notebook: {HOSTILE['notebook']}")
+    expect(row).to_contain_text(f"{HOSTILE['key']}: 1")
+    texts = page.locator("#log li.message .text").all_inner_texts()
+    assert texts[-3:] == [
+        HOSTILE["message"],
+        json.dumps({HOSTILE["key"]: HOSTILE["json"]}, separators=(",", ":")),
+        HOSTILE["direct"],
+    ], texts
+    expect(page.locator("#log li.message").last.locator(".via")).to_have_text("direct")
+    # shown as text: no element of theirs in the page, and none of their scripts ran
+    assert page.locator(f"#log :is({MARKUP}), #members :is({MARKUP})").count() == 0
+    assert page.evaluate("window.pwned") is None
+
+    # and the second wall: markup that did get into the page as HTML still runs nothing,
+    # because the page's policy allows no inline script (the browser reports the refusal)
+    page.expected_errors.append("Content Security Policy")
+    violation = page.evaluate(
+        """() => new Promise((resolve) => {
+            document.addEventListener("securitypolicyviolation", (e) => resolve(e.effectiveDirective), { once: true });
+            const probe = document.createElement("div");
+            probe.innerHTML = `<img src="x" onerror="window.pwned='probe'">`;
+            document.body.append(probe);
+        })"""
+    )
+    assert violation == "script-src-attr", violation
+    assert page.evaluate("window.pwned") is None
+
+
+def zlib_bomb(total: int) -> bytes:
+    """`total` zero bytes, zlib-compressed (about a thousandth of it), made 1 MiB at a time."""
+    deflate = zlib.compressobj(9)
+    zeros = bytes(1 << 20)
+    return b"".join([*(deflate.compress(zeros) for _ in range(total >> 20)), deflate.flush()])
 
 
 # what the page collected from a link: received payloads, bytes as their length and SHA-256
@@ -428,7 +545,11 @@ def test_a_data_channel_between_chromium_and_an_aiortc_kernel(request: pytest.Fi
     kernel.command(cmd="peer-send", peer="ada", data={"bytes": base64.b64encode(blob).decode()})
     kernel.expect("sent", timeout=30)  # the page confirmed it has it all
     received = page.evaluate(RECEIVED)
-    assert received[:3] == ["hello from aiortc", {"rows": [1, 2, 3], "ok": True}, {"size": 3, "sha256": hashlib.sha256(b"\x00\x01\x02").hexdigest()}]
+    assert received[:3] == [
+        "hello from aiortc",
+        {"rows": [1, 2, 3], "ok": True},
+        {"size": 3, "sha256": hashlib.sha256(b"\x00\x01\x02").hexdigest()},
+    ]
     assert received[3] == {"size": len(blob), "sha256": hashlib.sha256(blob).hexdigest()}
     sent = page.evaluate(
         """async () => {
@@ -447,6 +568,39 @@ def test_a_data_channel_between_chromium_and_an_aiortc_kernel(request: pytest.Fi
     assert base64.b64decode(got["bytes"]) == bytes((i * 7919) % 251 for i in range(900_000))
     assert kernel.expect("peer-message", peer="ada")["data"] == "é" * 100_000
     assert kernel.expect("peer-message", peer="ada")["data"] == {"json": {"big": "x" * 70_000}}
+
+    # a compressed transfer (zlib, as the kernel writes it) is inflated in the page
+    lines = "the same line again\n" * 150_000
+    kernel.command(cmd="peer-send", peer="ada", data=lines, compress=True)
+    kernel.expect("sent", timeout=30)
+    assert page.evaluate(
+        "(n) => window.received.length === n && window.received.at(-1) === 'the same line again\\n'.repeat(150000)", 5
+    )
+
+    # a hostile kernel: a transfer declaring more than the page takes (maxTransferBytes,
+    # 256 MiB), then a zlib bomb declaring 4 MiB with 256 MiB of zeros inside; both are
+    # refused on arrival, nothing is delivered, and the link stays open
+    oversized = [struct.pack("!BIBBQ", 0x02, 900, 0, 0, 300 << 20), b"\x03" + bytes(1000), struct.pack("!BI", 0x04, 900)]
+    bomb = zlib_bomb(256 << 20)
+    pieces = [b"\x03" + bomb[at : at + 65535] for at in range(0, len(bomb), 65535)]
+    bombing = [struct.pack("!BIBBQ", 0x02, 901, 0, 1, 4 << 20), *pieces, struct.pack("!BI", 0x04, 901)]
+    kernel.command(cmd="peer-raw", peer="ada", messages=[base64.b64encode(m).decode() for m in oversized + bombing])
+    kernel.expect("sent")
+    log = page.locator("#log")
+    expect(log).to_contain_text('transfer 900 from "kernel-p" declares 300.0 MiB, more than maxTransferBytes (256.0 MiB) allows')
+    expect(log).to_contain_text('transfer 901 from "kernel-p" inflates to more than the 4.0 MiB it declared')
+    kernel.command(cmd="peer-send", peer="ada", data="still open")
+    kernel.expect("sent")
+    expect(page.locator("#log li.message").last.locator(".text")).to_have_text("still open")
+    assert page.evaluate("window.received.length") == 6  # only "still open" since the compressed text
+    assert row.locator(".link-state").inner_text() == "open"
+
+    # markup over the data channel is text too
+    kernel.command(cmd="peer-send", peer="ada", data=HOSTILE["message"])
+    kernel.expect("sent")
+    expect(page.locator("#log li.message").last.locator(".text")).to_have_text(HOSTILE["message"])
+    assert page.locator(f"#log :is({MARKUP})").count() == 0
+    assert page.evaluate("window.pwned") is None
 
     # the kernel goes away: the page's link closes, and says why
     kernel.stop()

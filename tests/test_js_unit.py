@@ -1,9 +1,10 @@
-"""The browser module's unit tests (`tests/js/*.test.mjs`), run by node's test runner.
+"""The browser client's unit tests (`tests/js/*.test.mjs`), run by node's test runner.
 
 They cover the logic that needs no browser (backoff, resend and dedup bookkeeping, since
-tracking, frame parsing, the peer links' wire format and negotiation) with fake
-WebSocket and RTCPeerConnection objects; the browser tests (test_browser_page.py) run
-the same module in Chromium. Running them from here makes the README's ``python -m
+tracking, frame parsing, the peer links' wire format, its bounds against a hostile
+sender, and negotiation), importing each module of static/ where they test its
+internals, with fake WebSocket and RTCPeerConnection objects; the browser tests
+(test_browser_page.py) run the same modules in Chromium. Running them from here makes the README's ``python -m
 pytest`` run them too. Without node (18 or later) they fail in CI (``CI`` set) and are
 skipped elsewhere, with the command that installs it.
 """
@@ -45,7 +46,9 @@ def test_browser_module_unit_tests() -> None:
     run = subprocess.run([node, "--test", *files], capture_output=True, text=True, timeout=120, check=False, cwd=JS_TESTS)
     summary = "\n".join(line for line in run.stdout.splitlines() if line.startswith(("# tests", "# pass", "# fail")))
     failures = "\n".join(
-        block for block in re.split(r"\n(?=# Subtest|not ok|ok )", run.stdout) if block.startswith("not ok") or "\nnot ok" in block
+        block
+        for block in re.split(r"\n(?=# Subtest|not ok|ok )", run.stdout)
+        if block.startswith("not ok") or "\nnot ok" in block
     )
     assert run.returncode == 0, f"node --test failed:\n{summary}\n{failures[-6000:]}\n{run.stderr[-3000:]}"
     assert "# fail 0" in run.stdout, run.stdout[-3000:]

@@ -1,12 +1,17 @@
-"""The browser side: the demo page (`{base_url}iavicenne/`) and the JavaScript module
-(`{base_url}iavicenne/static/...`), both behind Jupyter's authentication.
+"""The browser side: the demo page (`{base_url}iavicenne/`) and the browser client's ES
+modules (`{base_url}iavicenne/static/...`), both behind Jupyter's authentication.
 
 The page is a Jupyter page: a visitor who is not logged in is redirected to the login
 page and comes back after it (``?token=...`` in the address logs in too, as for `/lab`).
-The static files are the module (`iavicenne.js`, `iavicenne.d.ts`) and the demo's own
-script and style. They hold nothing secret, but they are the extension's endpoints like
-any other, so they need the same login; an unauthenticated request gets 403 rather than
-a redirect, because a ``<script>`` or an ``import`` cannot follow a login page.
+The static files are the client's modules (`iavicenne.js`, the entry, and the modules it
+imports, `protocol.js` among them; `*.d.ts` their types) and the demo's own script and
+style. They hold nothing secret, but they are the extension's endpoints like any other,
+so they need the same login; an unauthenticated request gets 403 rather than a redirect,
+because a ``<script>`` or an ``import`` cannot follow a login page.
+
+The page shows what other people send (names, messages, presence states); it inserts
+them as text, and its Content-Security-Policy runs no script but its own modules, so a
+string that slipped through as markup still could not run.
 """
 
 from __future__ import annotations
@@ -23,10 +28,34 @@ from .base import AUTH_RESOURCE
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
+# The demo page's own policy: scripts from this server only (its modules: no inline
+# script, no handler attribute, no eval), nothing to embed, no <base> to move relative
+# URLs elsewhere; connections (fetch, WebSocket) and styles from this server too.
+DEMO_PAGE_POLICY = (
+    "default-src 'self'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "connect-src 'self'",
+    "object-src 'none'",
+    "base-uri 'none'",
+    "form-action 'self'",
+)
+
+
 class DemoPageHandler(JupyterHandler):
     """`GET {base_url}iavicenne/`: the demo page, with this server's base URL filled in."""
 
     auth_resource = AUTH_RESOURCE
+
+    @property
+    def content_security_policy(self) -> str:
+        """The demo page's policy, then Jupyter's (``frame-ancestors``, ``report-uri``, or
+        the deployment's own ``Content-Security-Policy`` from ``tornado_settings``).
+
+        Where both name a directive, a browser obeys the first: so on this page, ours;
+        everything else the deployment sets still holds (Jupyter's ``set_default_headers``
+        sends this as the header)."""
+        return "; ".join((*DEMO_PAGE_POLICY, super().content_security_policy))
 
     @web.authenticated
     @web.addslash  # relative links (static/demo.js) resolve under {base_url}iavicenne/
@@ -64,10 +93,12 @@ class StaticHandler(JupyterHandler, web.StaticFileHandler):
             return "text/plain; charset=UTF-8"
         return super().get_content_type()
 
+    # @web.authenticated marks the methods for Jupyter's check that every endpoint is
+    # authenticated (tests/test_auth.py); its untyped wrapper is what mypy sees as the override
     @web.authenticated
-    def get(self, path: str, include_body: bool = True) -> Any:
+    def get(self, path: str, include_body: bool = True) -> Any:  # type: ignore[override]
         return super().get(path, include_body)
 
     @web.authenticated
-    def head(self, path: str) -> Any:
+    def head(self, path: str) -> Any:  # type: ignore[override]
         return super().head(path)

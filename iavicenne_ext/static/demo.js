@@ -216,6 +216,8 @@ function onLinkChange({ peerId, state, error, link, replaced }) {
   if (state === "connecting" && !watched.has(link)) {
     watched.add(link);
     link.on("message", (/** @type {unknown} */ data) => logMessage(peerId, display(data), { via: "data channel" }));
+    // a transfer refused (too large, or more than it declared): the link stays open
+    link.on("error", (/** @type {Error} */ error) => notice(error.message, true));
   }
   if (state === "open") notice(`data channel with ${peerId} open`);
   if (state === "closed" && watched.has(link)) notice(`data channel with ${peerId} closed: ${error?.message ?? ""}`, !(error instanceof PeerLinkClosed));

@@ -1,61 +1,11 @@
-// Types of iavicenne.js, the iAvicenne browser module (served at {base_url}iavicenne/static/).
-// The module is plain JavaScript (an ES module, no build step); this file is for TypeScript
-// users: `import type { RoomClient } from "./iavicenne.js"` with this file beside it, or a
-// `declare module` path mapping in a JupyterLab extension.
+// Types of iavicenne.js, the entry module of the iAvicenne browser client (served at
+// {base_url}iavicenne/static/). The client is plain JavaScript (ES modules, no build step);
+// this file is for TypeScript users: `import type { RoomClient } from "./iavicenne.js"` with
+// this file beside it, or a `declare module` path mapping in a JupyterLab extension. The
+// protocol's values and their types come from protocol.d.ts, emitted with protocol.js.
 
-export declare const ROOMS_PATH: "iavicenne/ws/mcp";
-export declare const SIGNALING_PATH: "iavicenne/ws/signaling";
-export declare const REST_PATH: "iavicenne/api/";
-export declare const CLOSE_NORMAL: 1000;
-export declare const CLOSE_SUPERSEDED: 4000;
-export declare const CHANNEL_LABEL: "iavicenne";
-export declare const DEFAULT_REMOTE_MAX_MESSAGE: 65536;
-
-/** The `code` of an `error` frame (docs/protocol.md). */
-export type ErrorCodeValue =
-  | "invalid-json"
-  | "invalid-frame"
-  | "type-required"
-  | "unknown-type"
-  | "binary-frame"
-  | "user-id-required"
-  | "peer-id-required"
-  | "target-required"
-  | "room-required"
-  | "invalid-field"
-  | "not-in-room"
-  | "already-connected"
-  | "name-taken"
-  | "superseded"
-  | "unknown-user"
-  | "unknown-peer"
-  | "too-many-rooms"
-  | "rate-limited"
-  | "unavailable"
-  | "internal-error";
-
-export declare const ErrorCode: Readonly<{
-  INVALID_JSON: "invalid-json";
-  INVALID_FRAME: "invalid-frame";
-  TYPE_REQUIRED: "type-required";
-  UNKNOWN_TYPE: "unknown-type";
-  BINARY_FRAME: "binary-frame";
-  USER_ID_REQUIRED: "user-id-required";
-  PEER_ID_REQUIRED: "peer-id-required";
-  TARGET_REQUIRED: "target-required";
-  ROOM_REQUIRED: "room-required";
-  INVALID_FIELD: "invalid-field";
-  NOT_IN_ROOM: "not-in-room";
-  ALREADY_CONNECTED: "already-connected";
-  NAME_TAKEN: "name-taken";
-  SUPERSEDED: "superseded";
-  UNKNOWN_USER: "unknown-user";
-  UNKNOWN_PEER: "unknown-peer";
-  TOO_MANY_ROOMS: "too-many-rooms";
-  RATE_LIMITED: "rate-limited";
-  UNAVAILABLE: "unavailable";
-  INTERNAL: "internal-error";
-}>;
+export * from "./protocol.js";
+import type { ACK, ErrorCodeValue, RELAYED } from "./protocol.js";
 
 // -- errors -----------------------------------------------------------------------------
 
@@ -80,6 +30,17 @@ export declare class PeerLinkError extends IAvicenneError {}
 export declare class PeerUnreachable extends PeerLinkError {}
 export declare class PeerLinkClosed extends PeerLinkError {}
 export declare class PeerLeft extends PeerLinkClosed {}
+/** A peer's transfer was dropped: larger than `maxTransferBytes` (`option`), or than it declared. */
+export declare class TransferRefused extends PeerLinkError {
+  constructor(message: string, details: { transfer: number; declared: number; option?: string | null; limit?: number | null });
+  /** The transfer's id. */
+  readonly transfer: number;
+  /** The size it declared, in bytes. */
+  readonly declared: number;
+  /** The option that raises the limit it hit ("maxTransferBytes"), or null. */
+  readonly option: string | null;
+  readonly limit: number | null;
+}
 
 export declare function errorFrom(frame: ServerFrame): RequestFailed;
 
@@ -288,7 +249,7 @@ export interface Gap {
 }
 
 export interface Ack extends ServerFrame {
-  type: "ack";
+  type: typeof ACK;
   ref: string;
   room: string;
   seq?: number;
@@ -350,7 +311,7 @@ export declare class RoomClient implements Endpoint {
 
 // -- signaling --------------------------------------------------------------------------
 
-export type SignalKind = "offer" | "answer" | "ice-candidate";
+export type SignalKind = (typeof RELAYED)[number];
 
 export interface PeerEvent {
   room: string;
@@ -400,9 +361,6 @@ export declare class SignalingClient implements Endpoint {
 
 // -- peer links -------------------------------------------------------------------------
 
-export declare const Tag: Readonly<{ BYTES: 0; JSON: 1; START: 2; DATA: 3; END: 4; ABORT: 5; DONE: 6 }>;
-export declare const Kind: Readonly<{ BYTES: 0; JSON: 1; TEXT: 2 }>;
-
 /** What a link delivers: text, bytes, or a decoded JSON value. */
 export type PeerPayload = string | Uint8Array | Json;
 /** What a link sends: text, bytes, or a JSON value. */
@@ -425,8 +383,23 @@ export declare function frameMessages(
 ): { messages: Array<string | Uint8Array>; transfer: boolean; size: number };
 export declare function filterSdp(sdp: string, keep: (candidate: string) => boolean, complete: boolean): string;
 
+/** The largest transfer a receiver accepts unless told otherwise: 256 MiB. */
+export declare const DEFAULT_MAX_TRANSFER_BYTES: number;
+
+export interface ReassemblerOptions {
+  /** The largest transfer accepted, bytes (DEFAULT_MAX_TRANSFER_BYTES). */
+  maxTransferBytes?: number;
+  /** A transfer dropped before its END: why (a TransferRefused, or a PeerLinkError). */
+  onError?: (error: PeerLinkError) => void;
+  /** Whose messages these are, for the errors' messages. */
+  peerId?: string | null;
+}
+
 export declare class Reassembler {
-  incoming: { id: number; kind: number; flags: number; size: number; pieces: Uint8Array[]; received: number } | null;
+  constructor(options?: ReassemblerOptions);
+  readonly maxTransferBytes: number;
+  /** The transfer coming in; `received` counts its bytes as they came (compressed, if it is). */
+  incoming: { id: number; kind: number; flags: number; size: number; received: number } | null;
   receive(message: string | ArrayBuffer | Uint8Array): {
     value?: PeerPayload;
     done?: number;
@@ -477,6 +450,8 @@ export interface PeerNetworkOptions {
   lowWater?: number;
   /** ms to wait for ICE gathering before sending a description and trickling the rest (3000). */
   gatherTimeout?: number;
+  /** The largest transfer a peer may send to us, bytes (256 MiB); a larger one is refused with a TransferRefused error event on its link. */
+  maxTransferBytes?: number;
   RTCPeerConnection?: any;
   setTimeout?: (callback: () => void, ms: number) => any;
   clearTimeout?: (handle: any) => void;
@@ -497,6 +472,7 @@ export declare class PeerNetwork {
   static join(options: EndpointOptions & PeerNetworkOptions & { room: string; peerId: string }): Promise<PeerNetwork>;
   readonly signaling: SignalingClient;
   readonly loopback: boolean;
+  readonly maxTransferBytes: number;
   readonly links: Map<string, PeerLink>;
   readonly events: Emitter;
   readonly peerId: string;

@@ -2,22 +2,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import {
-  Backoff,
-  checkName,
-  Emitter,
-  errorFrom,
-  NameTaken,
-  Outbox,
-  parseFrame,
-  payloadOf,
-  readCookie,
-  SeenSet,
-  SeqTracker,
-  Server,
-  Superseded,
-  UnknownPeer,
-} from "../../iavicenne_ext/static/iavicenne.js";
+import * as entry from "../../iavicenne_ext/static/iavicenne.js";
+import { payloadOf } from "../../iavicenne_ext/static/client.js";
+import { Backoff, parseFrame } from "../../iavicenne_ext/static/connection.js";
+import { Outbox, SeenSet, SeqTracker } from "../../iavicenne_ext/static/delivery.js";
+import { readCookie, Server } from "../../iavicenne_ext/static/discovery.js";
+import { checkName, errorFrom, NameTaken, Superseded, UnknownPeer } from "../../iavicenne_ext/static/errors.js";
+import { Emitter } from "../../iavicenne_ext/static/events.js";
+import * as protocol from "../../iavicenne_ext/static/protocol.js";
 
 test("backoff grows exponentially up to its maximum, with jitter inside the ceiling", () => {
   const low = new Backoff({ initial: 100, factor: 2, maximum: 1000, jitter: 0.5, random: () => 0 });
@@ -208,4 +200,27 @@ test("an emitter's failing listener does not stop the others; next() waits for a
   } finally {
     globalThis.reportError = original;
   }
+});
+
+test("the entry module exports the modules' own objects (one copy), and every protocol value", async () => {
+  const modules = ["client", "connection", "delivery", "discovery", "errors", "events", "ice", "peer", "signaling", "wire"];
+  let shared = 0;
+  for (const name of modules) {
+    const module = await import(`../../iavicenne_ext/static/${name}.js`);
+    for (const [key, value] of Object.entries(module)) {
+      if (key in entry) {
+        assert.equal(entry[key], value, `iavicenne.js's ${key} is not ${name}.js's`);
+        shared += 1;
+      }
+    }
+  }
+  assert.ok(shared > 35, `only ${shared} names shared`);
+  for (const [key, value] of Object.entries(protocol)) assert.equal(entry[key], value, key);
+  // what the internals keep to themselves stays out of the public API
+  for (const internal of ["Endpoint", "Disconnected", "report", "idFrame"]) assert.equal(entry[internal], undefined, internal);
+});
+
+test("a refused name says the rule, in protocol.py's words", () => {
+  assert.throws(() => checkName("a/b", "room"), new RegExp(`invalid room "a/b": ${protocol.NAME_RULE.replace(/[.+#~-]/g, "\\$&")}$`));
+  assert.throws(() => checkName("x".repeat(100), "room"), (e) => e.message.includes(`"${"x".repeat(protocol.NAME_MAX_LENGTH)}"`));
 });

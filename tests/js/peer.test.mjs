@@ -4,19 +4,12 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { deflateSync } from "node:zlib";
 
-import {
-  CHANNEL_LABEL,
-  codePointLess,
-  Emitter,
-  filterSdp,
-  frameMessages,
-  Kind,
-  PeerLeft,
-  PeerLinkClosed,
-  PeerNetwork,
-  Reassembler,
-  Tag,
-} from "../../iavicenne_ext/static/iavicenne.js";
+import { PeerLeft, PeerLinkClosed, TransferRefused } from "../../iavicenne_ext/static/errors.js";
+import { Emitter } from "../../iavicenne_ext/static/events.js";
+import { filterSdp } from "../../iavicenne_ext/static/ice.js";
+import { codePointLess, PeerNetwork } from "../../iavicenne_ext/static/peer.js";
+import { CHANNEL_LABEL } from "../../iavicenne_ext/static/protocol.js";
+import { frameMessages, Kind, Reassembler, Tag } from "../../iavicenne_ext/static/wire.js";
 import { FakeClock, flush } from "./fakes.mjs";
 
 const bytes = (...values) => new Uint8Array(values);
@@ -268,11 +261,11 @@ class FakeSignaling {
   close() {}
 }
 
-function setUp(peerId, { loopback = true, peers = ["bob", "kernel-1"] } = {}) {
+function setUp(peerId, { loopback = true, peers = ["bob", "kernel-1"], ...options } = {}) {
   const rtc = fakeRTC();
   const clock = new FakeClock();
   const signaling = new FakeSignaling(peerId, peers);
-  const network = new PeerNetwork(signaling, { RTCPeerConnection: rtc.RTCPeerConnection, loopback, chunkSize: 64, highWater: 200, lowWater: 50, ...clock });
+  const network = new PeerNetwork(signaling, { RTCPeerConnection: rtc.RTCPeerConnection, loopback, chunkSize: 64, highWater: 200, lowWater: 50, ...clock, ...options });
   const changes = [];
   network.on("change", (c) => changes.push([c.peerId, c.state, Boolean(c.replaced)]));
   return { rtc, clock, signaling, network, changes };
@@ -436,8 +429,8 @@ test("connect to a peer that never comes: a clear timeout", async () => {
   await refused;
 });
 
-async function openLink() {
-  const env = setUp("ada");
+async function openLink(options = {}) {
+  const env = setUp("ada", options);
   env.signaling.signal("offer", "kernel-1", { type: "offer", sdp: ANSWER_SDP });
   await flush();
   const pc = env.rtc.made[0];
@@ -489,4 +482,31 @@ test("a link closing in the middle of a transfer says how far it got", async () 
   channel.close();
   await assert.rejects(sending, (e) => e instanceof PeerLinkClosed && /in the middle of a transfer: 150 of 150 bytes handed/.test(e.message));
   await assert.rejects(link.send("more"), PeerLinkClosed);
+});
+
+test("a peer's transfer over maxTransferBytes is refused on that link, which stays open", async () => {
+  const { link, channel } = await openLink({ maxTransferBytes: 100 });
+  const got = [];
+  const errors = [];
+  link.on("message", (m) => got.push(m));
+  link.on("error", (e) => errors.push(e));
+  const big = frameMessages(new Uint8Array(101), 64, 5).messages;
+  for (const m of big) channel.receive(m.buffer ?? m);
+  const lying = frameMessages(new Uint8Array(90), 64, 6).messages; // declares 90, then sends 30 more
+  for (const m of [...lying.slice(0, -1), bytes(Tag.DATA, ...new Uint8Array(30)), lying.at(-1)]) channel.receive(m.buffer ?? m);
+  channel.receive("still here");
+  const fits = frameMessages("y".repeat(100), 64, 7).messages;
+  for (const m of fits) channel.receive(m.buffer ?? m);
+  await flush();
+  assert.deepEqual(got, ["still here", "y".repeat(100)]);
+  assert.equal(errors.length, 2);
+  assert.ok(errors.every((e) => e instanceof TransferRefused));
+  assert.match(errors[0].message, /transfer 5 from "kernel-1" declares 101 bytes, more than maxTransferBytes \(100 bytes\)/);
+  assert.equal(errors[0].option, "maxTransferBytes");
+  assert.match(errors[1].message, /transfer 6 from "kernel-1" sent more than the 90 bytes it declared/);
+  assert.equal(link.state, "open");
+  // only the transfer that arrived whole is confirmed
+  const confirmed = channel.sent.filter((m) => m[0] === Tag.DONE).map((m) => m[4]);
+  assert.deepEqual(confirmed, [7]);
+  assert.throws(() => setUp("ada", { maxTransferBytes: "1GB" }), /maxTransferBytes is a number of bytes/);
 });

@@ -1,0 +1,385 @@
+// @ts-check
+/**
+ * Rooms: `RoomClient`, a connection to the room endpoint, and `Room`, one room joined
+ * through it (send, direct messages, presence, and its own events), as the Python
+ * client's `RoomClient` and `Room` do it.
+ */
+
+import { Endpoint } from "./connection.js";
+import { SeenSet, SeqTracker } from "./delivery.js";
+import { checkName, Disconnected, IAvicenneError, RequestFailed } from "./errors.js";
+import { Emitter } from "./events.js";
+import {
+  CONNECT,
+  DIRECT_MESSAGE,
+  DISCONNECT,
+  JOIN_ROOM,
+  LEAVE_ROOM,
+  MESSAGE,
+  PRESENCE,
+  ROOM_JOINED,
+  ROOM_LEFT,
+  ROOMS_PATH,
+  USER_JOINED,
+  USER_LEFT,
+} from "./protocol.js";
+
+/** @typedef {import("./connection.js").EndpointOptions} EndpointOptions */
+
+/**
+ * The payload of a message: a string is the seed's `{"content": text}`.
+ * @param {string | Record<string, any>} content
+ * @returns {Record<string, any>}
+ */
+export function payloadOf(content) {
+  if (typeof content === "string") return { content };
+  if (content !== null && typeof content === "object" && !Array.isArray(content)) return content;
+  throw new IAvicenneError("a message is a string or a JSON object");
+}
+
+/**
+ * @typedef {object} Member
+ * @property {string} user_id
+ * @property {Record<string, any>} identity
+ * @property {Record<string, any>} state
+ * @property {number} connections
+ */
+
+/**
+ * @typedef {object} Message
+ * @property {string} room
+ * @property {string} userId
+ * @property {Record<string, any>} content the sender's payload
+ * @property {any} text `content.content`, where the seed's clients put their text
+ * @property {number | null} seq null for direct messages (not kept in history)
+ * @property {Record<string, any>} identity
+ * @property {string} timestamp
+ * @property {boolean} direct
+ * @property {string | null} ref
+ * @property {Record<string, any>} raw
+ */
+
+/**
+ * @param {string} room
+ * @param {Record<string, any>} frame
+ * @param {boolean} direct
+ * @returns {Message}
+ */
+function messageOf(room, frame, direct) {
+  const content = frame.message !== null && typeof frame.message === "object" ? frame.message : {};
+  return {
+    room,
+    userId: frame.user_id ?? "",
+    content,
+    text: content.content,
+    seq: direct ? null : Number.isInteger(frame.seq) ? frame.seq : null,
+    identity: frame.identity ?? {},
+    timestamp: frame.timestamp ?? "",
+    direct,
+    ref: typeof frame.ref === "string" ? frame.ref : null,
+    raw: frame,
+  };
+}
+
+/** One joined room of a `RoomClient`: send, direct, presence, and its own events. */
+export class Room {
+  /**
+   * @param {RoomClient} client
+   * @param {string} name
+   * @param {Record<string, any> | undefined} state
+   */
+  constructor(client, name, state) {
+    this.client = client;
+    this.name = name;
+    /** This connection's presence state (kept across reconnects). */
+    this.state = state ?? {};
+    /** @type {Map<string, Member>} */
+    this.members = new Map();
+    this.history = new SeqTracker();
+    this.events = new Emitter();
+    this.left = false;
+    this._settled = false;
+    /** @type {(value?: any) => void} */
+    let resolve = () => {};
+    /** @type {(error: Error) => void} */
+    let reject = () => {};
+    /** @type {Promise<void>} */
+    this._joined = new Promise((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    this._joined.catch(() => {});
+    this._resolveJoined = () => {
+      this._settled = true;
+      resolve();
+    };
+    /** @param {Error} error */
+    this._rejectJoined = (error) => {
+      this._settled = true;
+      reject(error);
+    };
+  }
+
+  /** The last seq delivered (null before the first join). */
+  get seq() {
+    return this.history.seq;
+  }
+
+  get epoch() {
+    return this.history.epoch;
+  }
+
+  /**
+   * Events: `message` (`Message`), `presence`, `gap`, `error`.
+   * @param {string} kind
+   * @param {(event: any) => void} callback
+   */
+  on(kind, callback) {
+    return this.events.on(kind, callback);
+  }
+
+  /**
+   * Publish to the room; resolves with the server's ack (with the message's `seq`) once
+   * it has it, however many reconnects that takes.
+   * @param {string | Record<string, any>} content
+   * @returns {Promise<Record<string, any>>}
+   */
+  send(content) {
+    return this._reliable(() => ({ type: MESSAGE, room: this.name, payload: payloadOf(content) }));
+  }
+
+  /**
+   * Send to every connection of member `to` only; rejects with `UnknownPeer` if it is not here.
+   * @param {string} to
+   * @param {string | Record<string, any>} content
+   * @returns {Promise<Record<string, any>>}
+   */
+  direct(to, content) {
+    return this._reliable(() => ({ type: DIRECT_MESSAGE, room: this.name, to: checkName(to, "to"), payload: payloadOf(content) }));
+  }
+
+  /**
+   * Set this connection's presence state (kept across reconnects).
+   * @param {Record<string, any>} state
+   * @returns {Promise<Record<string, any>>}
+   */
+  setState(state) {
+    return this._reliable(() => {
+      if (state === null || typeof state !== "object" || Array.isArray(state)) throw new IAvicenneError("a presence state is a JSON object");
+      this.state = state;
+      return { type: PRESENCE, room: this.name, payload: { state } };
+    });
+  }
+
+  leave() {
+    return this.client.leave(this.name);
+  }
+
+  /**
+   * Send the frame `make` builds, reliably; whatever goes wrong (a left room, a bad
+   * argument) is a rejected promise, never a throw.
+   * @param {() => Record<string, any>} make
+   * @returns {Promise<Record<string, any>>}
+   */
+  _reliable(make) {
+    try {
+      if (this.left) throw new IAvicenneError(`left room ${JSON.stringify(this.name)}; join it again to send`);
+      return this.client._sendReliable(make(), this.name);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  // -- frames from the client ----------------------------------------------------------
+
+  /** @param {Record<string, any>} frame */
+  _onJoined(frame) {
+    const gap = this.history.joined(frame);
+    if (gap) this._emit("gap", { room: this.name, ...gap });
+    this.members = new Map((Array.isArray(frame.members) ? frame.members : []).map((m) => [m.user_id, m]));
+    this._emit("presence", { room: this.name, kind: "snapshot", userId: null, state: {}, members: [...this.members.values()] });
+    if (!this._settled) this._resolveJoined();
+  }
+
+  /** @param {Record<string, any>} frame */
+  _onMessage(frame) {
+    if (!this.history.accept(frame.seq)) return;
+    this._emit("message", messageOf(this.name, frame, false));
+  }
+
+  /** @param {Record<string, any>} frame */
+  _onPresence(frame) {
+    const userId = frame.user_id;
+    if (typeof userId !== "string") return;
+    let kind;
+    if (frame.type === USER_LEFT) {
+      this.members.delete(userId);
+      kind = "left";
+    } else {
+      const member = this.members.get(userId) ?? { user_id: userId, identity: {}, state: {}, connections: 1 };
+      if (frame.identity) member.identity = frame.identity;
+      if (frame.state) member.state = frame.state;
+      this.members.set(userId, member);
+      kind = frame.type === USER_JOINED ? "joined" : "state";
+    }
+    this._emit("presence", { room: this.name, kind, userId, state: frame.state ?? {}, members: [...this.members.values()] });
+  }
+
+  /**
+   * @param {string} kind
+   * @param {any} event
+   */
+  _emit(kind, event) {
+    this.events.emit(kind, event);
+    this.client.events.emit(kind, event);
+  }
+}
+
+/**
+ * A connection to the room endpoint; `join` rooms, then `room.send(...)`.
+ * `await RoomClient.connect({ userId: "alice" })` on a page served by Jupyter; elsewhere
+ * pass `url` (and `token`).
+ */
+export class RoomClient extends Endpoint {
+  /**
+   * @param {EndpointOptions & { userId?: string }} [options]
+   */
+  constructor(options = {}) {
+    super(ROOMS_PATH, options);
+    if (options.userId !== undefined) checkName(options.userId, "user_id");
+    /** @type {string | null} our user_id (the Jupyter user's name if none was chosen) */
+    this.userId = options.userId ?? null;
+    /** @type {Record<string, any>} */
+    this.identity = {};
+    /** @type {Map<string, Room>} */
+    this.rooms = new Map();
+    this._directSeen = new SeenSet();
+  }
+
+  /**
+   * Connect (resolves once the session is up).
+   * @param {EndpointOptions & { userId?: string }} [options]
+   */
+  static async connect(options = {}) {
+    const client = new RoomClient(options);
+    await client.open();
+    return client;
+  }
+
+  /**
+   * Join `name` (kept across reconnects); rejects with `NameTaken` if another user holds our user_id there.
+   * @param {string} name
+   * @param {{ state?: Record<string, any> }} [options]
+   * @returns {Promise<Room>}
+   */
+  async join(name, { state } = {}) {
+    checkName(name, "room");
+    const existing = this.rooms.get(name);
+    if (existing) {
+      await existing._joined;
+      return existing;
+    }
+    const room = new Room(this, name, state);
+    this.rooms.set(name, room);
+    try {
+      while (!room._settled) {
+        // while disconnected, the restore of the next socket joins it (or we do, if that
+        // restore had started before the room was added)
+        await this._waitReady();
+        if (!room._settled) await this._joinQuietly(this._ws, room);
+      }
+      await room._joined;
+    } catch (error) {
+      if (this.rooms.get(name) === room) this.rooms.delete(name);
+      throw error;
+    }
+    return room;
+  }
+
+  /**
+   * Leave `name`: what was sent there and not acknowledged fails.
+   * @param {string} name
+   */
+  async leave(name) {
+    const room = this.rooms.get(name);
+    if (!room) return;
+    this.rooms.delete(name);
+    room.left = true;
+    this._outbox.dropRoom(name, new IAvicenneError(`left room ${JSON.stringify(name)} before this was acknowledged`));
+    if (this._ready) {
+      try {
+        await this._request(this._ws, { type: LEAVE_ROOM, room: name }, ROOM_LEFT);
+      } catch {
+        // disconnected or not in the room: either way we are out
+      }
+    }
+    room.events.clear();
+  }
+
+  /** @param {any} ws */
+  async _restore(ws) {
+    if (this.userId !== null) {
+      const reply = await this._request(ws, { type: CONNECT, payload: { user_id: this.userId } }, CONNECT);
+      this.identity = reply.identity ?? {};
+    }
+    await Promise.all([...this.rooms.values()].map((room) => this._joinQuietly(ws, room)));
+  }
+
+  /**
+   * Join on `ws`; a refusal fails that room only, a disconnect is left to the reconnect.
+   * @param {any} ws
+   * @param {Room} room
+   */
+  async _joinQuietly(ws, room) {
+    /** @type {Record<string, any>} */
+    const payload = { ...room.history.resume() };
+    if (Object.keys(room.state).length) payload.state = room.state;
+    let reply;
+    try {
+      reply = await this._request(ws, { type: JOIN_ROOM, room: room.name, payload }, ROOM_JOINED);
+    } catch (error) {
+      if (error instanceof Disconnected || !(error instanceof RequestFailed)) {
+        if (error instanceof Disconnected) return;
+        throw error;
+      }
+      if (this.rooms.get(room.name) === room) this.rooms.delete(room.name);
+      room.left = true;
+      this._outbox.dropRoom(room.name, error);
+      if (!room._settled) room._rejectJoined(error);
+      else room._emit("error", error); // refused on a rejoin: the room is gone from this client
+      return;
+    }
+    if (this.userId === null && typeof reply.user_id === "string") this.userId = reply.user_id;
+  }
+
+  /** @param {Record<string, any>} frame */
+  _handle(frame) {
+    const room = this.rooms.get(typeof frame.room === "string" ? frame.room : "");
+    if (!room) return;
+    switch (frame.type) {
+      case MESSAGE:
+        room._onMessage(frame);
+        break;
+      case ROOM_JOINED:
+        room._onJoined(frame);
+        break;
+      case USER_JOINED:
+      case USER_LEFT:
+      case PRESENCE:
+        room._onPresence(frame);
+        break;
+      case DIRECT_MESSAGE:
+        // no seq: a resend whose ack was lost is recognised by its sender and ref
+        if (typeof frame.ref === "string" && !this._directSeen.add(`${frame.user_id}\u0000${frame.ref}`)) return;
+        room._emit("message", messageOf(room.name, frame, true));
+        break;
+      default:
+        break;
+    }
+  }
+
+  /** @param {any} ws */
+  _beforeClose(ws) {
+    this._write(ws, JSON.stringify({ type: DISCONNECT }));
+  }
+}

@@ -1,0 +1,89 @@
+// Generated from iavicenne_ext/protocol.py by `python -m iavicenne_ext.protocol_js`: do not edit.
+// Change protocol.py and run that command; tests/test_protocol_js.py fails while they differ.
+// Types of protocol.js (see there); `import { ErrorCode } from "./protocol.js"` finds them.
+
+// -- endpoints, relative to the server's base_url -----------------------------------
+export declare const ROOMS_PATH: "iavicenne/ws/mcp";
+export declare const SIGNALING_PATH: "iavicenne/ws/signaling";
+export declare const REST_PATH: "iavicenne/api/";
+
+// -- frame types: room endpoint ------------------------------------------------------
+export declare const CONNECT: "connect";
+export declare const JOIN_ROOM: "join-room";
+export declare const LEAVE_ROOM: "leave-room";
+export declare const MESSAGE: "message";
+export declare const DISCONNECT: "disconnect";
+export declare const ROOM_JOINED: "room-joined";
+export declare const ROOM_LEFT: "room-left";
+export declare const USER_JOINED: "user-joined";
+export declare const USER_LEFT: "user-left";
+export declare const ERROR: "error";
+// additions
+export declare const PRESENCE: "presence";
+export declare const DIRECT_MESSAGE: "direct-message";
+export declare const ACK: "ack";
+
+export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "message" | "presence")[];
+
+// -- frame types: signaling endpoint -------------------------------------------------
+export declare const JOIN: "join";
+export declare const LEAVE: "leave";
+export declare const JOINED: "joined";
+export declare const PEER_JOINED: "peer-joined";
+export declare const PEER_LEFT: "peer-left";
+export declare const OFFER: "offer";
+export declare const ANSWER: "answer";
+export declare const ICE_CANDIDATE: "ice-candidate";
+export declare const RELAYED: readonly ["offer", "answer", "ice-candidate"];
+/** the payload field that carries each relayed type's body (and is relayed under that name) */
+export declare const RELAY_BODY: Readonly<{ offer: "offer"; answer: "answer"; "ice-candidate": "candidate" }>;
+export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer")[];
+
+/** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
+export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
+/** One of the values of `ErrorCode`. */
+export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
+export declare const CLOSE_NORMAL: 1000;
+export declare const CLOSE_GOING_AWAY: 1001;
+/** slow consumer: outbound buffer over its limit */
+export declare const CLOSE_POLICY: 1008;
+/** frame larger than the configured limit */
+export declare const CLOSE_TOO_BIG: 1009;
+/** a newer connection of the same user took the peer_id over: do not reconnect */
+export declare const CLOSE_SUPERSEDED: 4000;
+
+// Names are what people type and read, so allow any letter or digit (unicode), a few
+// separators, and inner spaces; refuse control characters and anything over 64 chars.
+// The rule is written once, as its parts, so that the JavaScript emitter spells the same
+// rule with \p{L}\p{N} classes (JavaScript's \w is ASCII only).
+export declare const NAME_MAX_LENGTH: 64;
+export declare const NAME_SEPARATORS: ".@:+#~-_";
+export declare const NAME_RULE: "use 1 to 64 letters, digits, inner spaces or .@:+#~-_";
+
+// the name rule as a regex, built from its parts (NAME_RULE says it in words)
+export declare const NAME_PATTERN: RegExp;
+export declare const REF_MAX_LENGTH: 128;
+
+// -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --
+// A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
+// or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,
+// size u64 before compression, big-endian), DATA pieces, END (id); the receiver answers
+// DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up.
+export declare const CHANNEL_LABEL: "iavicenne";
+
+/** The first byte of a binary data-channel message. */
+export declare const Tag: Readonly<{ BYTES: 0; JSON: 1; START: 2; DATA: 3; END: 4; ABORT: 5; DONE: 6 }>;
+/** One of the values of `Tag`. */
+export type TagValue = (typeof Tag)[keyof typeof Tag];
+
+/** What a transfer carries, once reassembled. */
+export declare const Kind: Readonly<{ BYTES: 0; JSON: 1; TEXT: 2 }>;
+/** One of the values of `Kind`. */
+export type KindValue = (typeof Kind)[keyof typeof Kind];
+
+/** START flag: the transfer's bytes are zlib-compressed */
+export declare const FLAG_ZLIB: 1;
+/** what a peer may receive when its SDP names no size (RFC 8841's default) */
+export declare const DEFAULT_REMOTE_MAX_MESSAGE: 65536;

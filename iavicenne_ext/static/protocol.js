@@ -1,0 +1,121 @@
+// Generated from iavicenne_ext/protocol.py by `python -m iavicenne_ext.protocol_js`: do not edit.
+// Change protocol.py and run that command; tests/test_protocol_js.py fails while they differ.
+// @ts-check
+/**
+ * The wire protocol, as iavicenne_ext/protocol.py defines it for the server and the
+ * Python client: endpoint paths, frame types, error and close codes, the name rule, the
+ * relayed bodies, and the peer links' data-channel tags. The browser client imports
+ * these values from here and spells none of them itself (docs/protocol.md is the prose).
+ */
+
+// -- endpoints, relative to the server's base_url -----------------------------------
+export const ROOMS_PATH = "iavicenne/ws/mcp";
+export const SIGNALING_PATH = "iavicenne/ws/signaling";
+export const REST_PATH = "iavicenne/api/";
+
+// -- frame types: room endpoint ------------------------------------------------------
+export const CONNECT = "connect";
+export const JOIN_ROOM = "join-room";
+export const LEAVE_ROOM = "leave-room";
+export const MESSAGE = "message";
+export const DISCONNECT = "disconnect";
+export const ROOM_JOINED = "room-joined";
+export const ROOM_LEFT = "room-left";
+export const USER_JOINED = "user-joined";
+export const USER_LEFT = "user-left";
+export const ERROR = "error";
+// additions
+export const PRESENCE = "presence";
+export const DIRECT_MESSAGE = "direct-message";
+export const ACK = "ack";
+
+export const ROOM_REQUESTS = Object.freeze(["connect", "direct-message", "disconnect", "join-room", "leave-room", "message", "presence"]);
+
+// -- frame types: signaling endpoint -------------------------------------------------
+export const JOIN = "join";
+export const LEAVE = "leave";
+export const JOINED = "joined";
+export const PEER_JOINED = "peer-joined";
+export const PEER_LEFT = "peer-left";
+export const OFFER = "offer";
+export const ANSWER = "answer";
+export const ICE_CANDIDATE = "ice-candidate";
+export const RELAYED = Object.freeze(["offer", "answer", "ice-candidate"]);
+/** the payload field that carries each relayed type's body (and is relayed under that name) */
+export const RELAY_BODY = Object.freeze({ offer: "offer", answer: "answer", "ice-candidate": "candidate" });
+export const SIGNALING_REQUESTS = Object.freeze(["answer", "ice-candidate", "join", "leave", "offer"]);
+
+/** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
+export const ErrorCode = Object.freeze({
+  INVALID_JSON: "invalid-json",
+  INVALID_FRAME: "invalid-frame",
+  TYPE_REQUIRED: "type-required",
+  UNKNOWN_TYPE: "unknown-type",
+  BINARY_FRAME: "binary-frame",
+  USER_ID_REQUIRED: "user-id-required",
+  PEER_ID_REQUIRED: "peer-id-required",
+  TARGET_REQUIRED: "target-required",
+  ROOM_REQUIRED: "room-required",
+  INVALID_FIELD: "invalid-field",
+  NOT_IN_ROOM: "not-in-room",
+  ALREADY_CONNECTED: "already-connected",
+  NAME_TAKEN: "name-taken",
+  SUPERSEDED: "superseded", // a newer connection of the same user took this peer_id over
+  UNKNOWN_USER: "unknown-user",
+  UNKNOWN_PEER: "unknown-peer",
+  TOO_MANY_ROOMS: "too-many-rooms",
+  RATE_LIMITED: "rate-limited",
+  // a budget was reached; the frame names it: "option" (the IAvicenne traitlet that
+  // raises it) and "limit" (its value)
+  LIMIT_EXCEEDED: "limit-exceeded",
+  UNAVAILABLE: "unavailable",
+  INTERNAL: "internal-error",
+});
+
+// WebSocket close codes the server uses (RFC 6455 section 7.4.1).
+export const CLOSE_NORMAL = 1000;
+export const CLOSE_GOING_AWAY = 1001;
+export const CLOSE_POLICY = 1008; // slow consumer: outbound buffer over its limit
+export const CLOSE_TOO_BIG = 1009; // frame larger than the configured limit
+export const CLOSE_SUPERSEDED = 4000; // a newer connection of the same user took the peer_id over: do not reconnect
+
+// Names are what people type and read, so allow any letter or digit (unicode), a few
+// separators, and inner spaces; refuse control characters and anything over 64 chars.
+// The rule is written once, as its parts, so that the JavaScript emitter spells the same
+// rule with \p{L}\p{N} classes (JavaScript's \w is ASCII only).
+export const NAME_MAX_LENGTH = 64;
+export const NAME_SEPARATORS = ".@:+#~-_";
+export const NAME_RULE = "use 1 to 64 letters, digits, inner spaces or .@:+#~-_";
+
+// the name rule as a regex, built from its parts (NAME_RULE says it in words)
+export const NAME_PATTERN = Object.freeze(/^[\p{L}\p{N}_.@:+#~\-_](?:[\p{L}\p{N}_ .@:+#~\-_]{0,62}[\p{L}\p{N}_.@:+#~\-_])?$/u);
+export const REF_MAX_LENGTH = 128;
+
+// -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --
+// A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
+// or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,
+// size u64 before compression, big-endian), DATA pieces, END (id); the receiver answers
+// DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up.
+export const CHANNEL_LABEL = "iavicenne";
+
+/** The first byte of a binary data-channel message. */
+export const Tag = Object.freeze({
+  BYTES: 0x00,
+  JSON: 0x01,
+  START: 0x02,
+  DATA: 0x03,
+  END: 0x04,
+  ABORT: 0x05,
+  DONE: 0x06,
+});
+
+/** What a transfer carries, once reassembled. */
+export const Kind = Object.freeze({
+  BYTES: 0,
+  JSON: 1,
+  TEXT: 2,
+});
+
+export const FLAG_ZLIB = 1; // START flag: the transfer's bytes are zlib-compressed
+/** what a peer may receive when its SDP names no size (RFC 8841's default) */
+export const DEFAULT_REMOTE_MAX_MESSAGE = 65536;

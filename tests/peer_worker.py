@@ -21,7 +21,8 @@ import sys
 import time
 from typing import Any
 
-from iavicenne.peer import PeerLink, PeerLinkError, PeerNetwork, Progress
+from iavicenne import PeerLinkError
+from iavicenne.peer import PeerLink, PeerNetwork, Progress
 
 BIG = 20 * 1024 * 1024
 TEXT = "héllo from a kernel ✓"

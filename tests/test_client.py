@@ -19,7 +19,7 @@ import pytest
 from room_support import with_analysts
 
 from iavicenne_ext import protocol as p
-from iavicenne.client import (
+from iavicenne import (
     AuthenticationError,
     Backoff,
     Gap,
@@ -35,7 +35,6 @@ from iavicenne.client import (
     SignalingClient,
     Superseded,
     UnknownPeer,
-    _Outgoing,
     discover_server,
 )
 
@@ -250,8 +249,7 @@ async def test_direct_messages_reach_one_member_once(server: ServerInfo, clients
 
 
 async def _resend(client: RoomClient, frame: dict[str, Any]) -> dict[str, Any]:
-    future = asyncio.get_running_loop().create_future()
-    client._outbox[frame["ref"]] = _Outgoing(frame["ref"], json.dumps(frame), future, frame["room"])
+    future = client._outbox.add(frame["ref"], json.dumps(frame), frame["room"])
     client._write(client._ws, json.dumps(frame))
     return await asyncio.wait_for(future, 5)
 

@@ -23,8 +23,7 @@ import pytest
 from notebook_support import CHROMIUM_ARGS, REPO, JupyterApp, chromium_path
 from peer_worker import ice_addresses, loopback_only
 
-from iavicenne import share
-from iavicenne.client import RoomClient
+from iavicenne import RoomClient, share
 from iavicenne.peer import PeerNetwork
 
 pytestmark = pytest.mark.timeout(180)

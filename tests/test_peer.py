@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from peer_worker import ice_addresses, loopback_only
 
-from iavicenne.client import Backoff, ServerInfo, SignalingClient
-from iavicenne.peer import PeerLeft, PeerLink, PeerLinkClosed, PeerNetwork, PeerUnreachable, Progress
+from iavicenne import Backoff, PeerLeft, PeerLinkClosed, PeerUnreachable, ServerInfo, SignalingClient
+from iavicenne.peer import PeerLink, PeerNetwork, Progress
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from iavicenne import join
-from iavicenne.client import Backoff, Message, RoomClient, ServerInfo
+from iavicenne import Backoff, Message, RoomClient, ServerInfo, join
 from iavicenne.room import RoomSession
 
 FAST = Backoff(initial=0.05, maximum=0.2)
@@ -202,7 +201,7 @@ async def test_a_python_client_and_a_session_see_each_other(server: ServerInfo, 
     await room.send("from a script")
     assert (await inbox.get(5)).user_id == "script"
     # a script without a peer of its own takes no links: its button says so
-    await alice._network_ready()
+    await alice.peer_network()
     assert alice.panel.rows["script"].peer_button.disabled
     assert "takes no peer links" in alice.panel.rows["script"].peer_button.tooltip
 
@@ -337,8 +336,8 @@ async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str) -> 
 
 async def test_the_member_button_opens_a_peer_link_both_sides_see(server: ServerInfo, opened: list[Any]) -> None:
     alice, bob = await pair_of_sessions(opened, server, "p2p")
-    await bob._network_ready()  # bob's kernel can take links
-    await alice._network_ready()
+    await bob.peer_network()  # bob's kernel can take links
+    await alice.peer_network()
     await eventually(lambda: not alice.panel.rows["bob"].peer_button.disabled, what="bob reachable")
     alice.panel.rows["bob"].peer_button.click()
     link = alice.peers["bob"]

@@ -326,9 +326,9 @@ def test_a_received_file_stays_in_the_folder_the_receiver_chose(tmp_path: Any) -
 # -- peer links from the panel -------------------------------------------------------------
 
 
-async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str) -> tuple[RoomSession, RoomSession]:
-    """alice and bob in `room`, both reachable for peer links on loopback."""
-    alice = await joined(opened, server, room, "alice", loopback=True)
+async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str, sender: str = "alice") -> tuple[RoomSession, RoomSession]:
+    """`sender` (alice) and bob in `room`, both reachable for peer links on loopback."""
+    alice = await joined(opened, server, room, sender, loopback=True)
     bob = await joined(opened, server, room, "bob", loopback=True)
     await alice.wait_for_member("bob")
     return alice, bob
@@ -428,3 +428,113 @@ async def test_when_the_peer_leaves_the_link_shows_closed_and_waits_end(server: 
     assert "closed" in link.panel.header.value and "link closed" in link.panel.conversation.value
     with pytest.raises(Exception, match="bob"):
         await link.receive(5)
+
+
+# -- a hostile peer: bounded DataFrames, variables kept, strings escaped ------------------------
+
+MiB = 1 << 20
+HOSTILE = '<img src=x onerror="window.iavPwned=1">'
+
+
+def parquet_of_zeros(rows: int) -> bytes:
+    """The issue's figure: 100 million int64 zeros are a 445 KiB Parquet file and 763 MiB once
+    decoded. Written a million rows at a time, so the test itself stays small."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    chunk = pa.table({"z": pa.array(np.zeros(1_000_000, dtype=np.int64))})
+    with pq.ParquetWriter(sink, chunk.schema, compression="zstd") as writer:
+        for _ in range(rows // 1_000_000):
+            writer.write_table(chunk)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("limit", ["rows", "bytes"])
+async def test_a_445_kib_parquet_share_that_decodes_to_763_mib_is_refused(server: ServerInfo, opened: list[Any], limit: str) -> None:
+    from peer_worker import MemoryWatch
+
+    from iavicenne import share
+
+    options = {} if limit == "rows" else {"max_dataframe_rows": 10**9}  # then the bytes bound answers
+    mallory = await joined(opened, server, f"bomb-{limit}", "mallory", loopback=True)
+    bob = await joined(opened, server, f"bomb-{limit}", "bob", loopback=True, **options)
+    await mallory.wait_for_member("bob")
+    bomb = parquet_of_zeros(100_000_000)
+    assert len(bomb) < 500 * 1024
+    receiver = bob.peer("mallory")
+    namespace: dict[str, Any] = {}
+    receiver.store_dataframes(namespace)
+    to_bob = await mallory.peer("bob").ready(30)
+    assert to_bob.link is not None
+    with MemoryWatch() as memory:
+        # the header lies ("rows": 3); what counts is the file's own footer
+        await to_bob.link.send(share.pack(share.DATAFRAME, "zeros", bomb, format="parquet", rows=3, columns=["z"]))
+        option = "max_dataframe_rows" if limit == "rows" else "max_dataframe_bytes"
+        with pytest.raises(share.ShareError, match="refused before decoding") as refused:
+            await receiver.receive_dataframe(30)
+        await eventually(lambda: receiver.errors, 10, "the refusal shown")
+    assert option in str(refused.value)
+    assert memory.growth < 100 * MiB, f"the receiver grew by {memory.growth / MiB:.0f} MiB"
+    assert namespace == {}
+    assert option in receiver.panel.errors.text.value
+
+
+async def test_store_dataframes_does_not_rebind_a_name_already_used(server: ServerInfo, opened: list[Any]) -> None:
+    import pandas as pd
+
+    mallory, bob = await pair_of_sessions(opened, server, "rebind", sender="mallory")
+    receiver = bob.peer("mallory")
+    mine = object()
+    namespace: dict[str, Any] = {"pd": pd, "room": bob, "sales": mine}
+    receiver.store_dataframes(namespace)
+    sender = mallory.peer("bob")
+    for number, name in enumerate(("pd", "room", "sales", "forecast", "forecast")):
+        await sender.send_dataframe(pd.DataFrame({"n": [number]}), name)
+    for _ in range(5):
+        await receiver.receive_dataframe(30)  # each one still arrives
+    await eventually(lambda: receiver.panel.conversation.value.count("stored as `forecast`") == 2, 10, "forecast stored twice")
+    assert namespace["pd"] is pd and namespace["room"] is bob and namespace["sales"] is mine
+    assert namespace["forecast"]["n"].tolist() == [4]  # the second one replaced the first: both were the peer's
+    log = receiver.panel.conversation.value
+    assert "not stored as `pd`: that name is already used here" in log and "overwrite=True" in log
+
+    receiver.store_dataframes(namespace, overwrite=True)  # asked for
+    await sender.send_dataframe(pd.DataFrame({"n": [1]}), "sales")
+    await receiver.receive_dataframe(30)
+    await eventually(lambda: namespace["sales"] is not mine, 10, "sales replaced when asked")
+
+
+async def test_a_hostile_peers_strings_are_text_in_every_panel(server: ServerInfo, opened: list[Any], tmp_path: Any) -> None:
+    """The Python side of tests/test_lab_browser.py's check: each HTML value holds the
+    hostile string escaped, never as markup."""
+    from iavicenne import share
+
+    mallory = await joined(opened, server, "xss", "mallory", loopback=True, state={"notebook": HOSTILE + ".ipynb"})
+    bob = await joined(opened, server, "xss", "bob", loopback=True)
+    await bob.wait_for_member("mallory")
+    mallory.set_status(HOSTILE)
+    await mallory.send(HOSTILE)
+    await bob.wait_for_member("mallory", lambda m: m["state"].get("status") == HOSTILE)
+    await bob.wait_for_message(lambda m: m.user_id == "mallory")
+    to_bob = await mallory.peer("bob").ready(30)
+    assert to_bob.link is not None
+    await to_bob.send(HOSTILE)
+    (tmp_path / "f.csv").write_text("a\n1\n")
+    await to_bob.send_file(tmp_path / "f.csv", name=HOSTILE + ".csv")
+    await to_bob.link.send(share.pack(HOSTILE, HOSTILE, b""))  # refused: its error text quotes the kind
+    receiver = bob.peer("mallory")
+    await receiver.receive(30)
+    await receiver.receive_file(tmp_path / "inbox", 30)
+    await eventually(lambda: receiver.errors, 10, "the malformed share reported")
+
+    values = [bob.panel.rows["mallory"].label.value, bob.panel.conversation.value]
+    values += [receiver.panel.conversation.value, receiver.panel.errors.text.value]
+    values += [row.label.value for row in receiver.panel.transfers.children]
+    escaped = '&lt;img src=x onerror=&quot;window.iavPwned=1&quot;&gt;'
+    for value in values:
+        assert "<img" not in value, value
+        assert escaped in value, value

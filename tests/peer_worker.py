@@ -131,15 +131,33 @@ async def main(scenario: str, me: str, other: str) -> None:
                 await link.send(OBJECT)
                 await link.send(data, progress=count)
                 reply = await link.recv(timeout=60)
-                emit(result={"text": TEXT, "object": OBJECT, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                             "reply": reply, "offerer": link.offerer, "ice": ice_addresses(link), "progress_calls": calls})
+                emit(
+                    result={
+                        "text": TEXT,
+                        "object": OBJECT,
+                        "bytes_len": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "reply": reply,
+                        "offerer": link.offerer,
+                        "ice": ice_addresses(link),
+                        "progress_calls": calls,
+                    }
+                )
             else:
                 text = await link.recv(timeout=60)
                 obj = await link.recv(timeout=60)
                 data = await link.recv(timeout=120)
                 await link.send(f"thanks, {len(data)} bytes")
-                emit(result={"text": text, "object": obj, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                             "offerer": link.offerer, "ice": ice_addresses(link)})
+                emit(
+                    result={
+                        "text": text,
+                        "object": obj,
+                        "bytes_len": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "offerer": link.offerer,
+                        "ice": ice_addresses(link),
+                    }
+                )
                 await asyncio.sleep(0.5)  # let the reply reach alice before leaving
         elif scenario == "send-big":
             await link.send(payload())

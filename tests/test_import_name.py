@@ -49,7 +49,10 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     venv.create(env, with_pip=True)
     python = env / "bin" / "python"
     site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], capture_output=True, text=True, check=True
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout.strip()
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (Path(site) / "dependencies-of-the-test-environment.pth").write_text("\n".join(ours) + "\n")
@@ -77,16 +80,26 @@ def test_the_wheel_installs_iavicenne_and_nothing_named_widgets(wheel: Path) -> 
 
 
 def test_import_iavicenne_works_and_import_widgets_fails(installed: Path, tmp_path: Path) -> None:
-    got = run(installed, "import iavicenne, iavicenne.client; print(iavicenne.__file__); print(iavicenne.RoomClient.__module__)", tmp_path)
+    got = run(
+        installed,
+        "import iavicenne, iavicenne.client; print(iavicenne.__file__); print(iavicenne.RoomClient.__module__)",
+        tmp_path,
+    )
     assert got.returncode == 0, got.stderr
     where, module = got.stdout.split()
-    assert Path(where).is_relative_to(installed.parent.parent) and "site-packages" in where, where  # the wheel's, not this checkout
+    assert Path(where).is_relative_to(installed.parent.parent) and "site-packages" in where, (
+        where
+    )  # the wheel's, not this checkout
     assert module == "iavicenne.client"
     widgets = run(installed, "import widgets", tmp_path)
     assert widgets.returncode != 0 and "No module named 'widgets'" in widgets.stderr, widgets.stdout + widgets.stderr
 
 
 def test_the_public_names_import_from_the_wheel(installed: Path, tmp_path: Path) -> None:
-    got = run(installed, "from iavicenne import join, RoomClient, PeerNetwork, PeerLink, TransferRefused; print(join.__module__)", tmp_path)
+    got = run(
+        installed,
+        "from iavicenne import join, RoomClient, PeerNetwork, PeerLink, TransferRefused; print(join.__module__)",
+        tmp_path,
+    )
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == "iavicenne.room"

@@ -48,7 +48,9 @@ def write_notebook(folder: Path) -> str:
     notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
     notebook.cells = [
         nbformat.v4.new_markdown_cell("# Team room\nWho is here, and what they say."),
-        nbformat.v4.new_code_cell(f'from iavicenne import join\n\nroom = join("{ROOM}", user_id="alice", status="exploring sales data")'),
+        nbformat.v4.new_code_cell(
+            f'from iavicenne import join\n\nroom = join("{ROOM}", user_id="alice", status="exploring sales data")'
+        ),
     ]
     nbformat.write(notebook, folder / "team.ipynb")
     return "team.ipynb"
@@ -73,7 +75,10 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> Non
                 await page.goto(f"{lab.url}lab/tree/{name}?token={lab.token}", wait_until="domcontentloaded")
                 # JupyterLab exposes its app (--LabApp.expose_app_in_browser): wait for the
                 # notebook and its kernel, then run every cell as the Run menu would
-                await page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
+                await page.wait_for_function(
+                    "() => window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext",
+                    timeout=60_000,
+                )
                 await page.evaluate(
                     """async () => {
                         const panel = window.jupyterapp.shell.currentWidget;
@@ -237,7 +242,9 @@ def test_a_hostile_members_strings_show_as_text_and_run_no_script(lab: JupyterAp
                 await expect(transfers).to_have_count(2, timeout=30_000)
                 await expect(transfers.nth(0)).to_contain_text(f"{HOSTILE} (file, 8 B)")
                 await expect(transfers.nth(1)).to_contain_text(f"{HOSTILE} (DataFrame 3×0, {HOSTILE})")
-                await expect(peer_panel.locator(".iav-errors")).to_contain_text(f"unknown kind of shared object: '{HOSTILE}'", timeout=30_000)
+                await expect(peer_panel.locator(".iav-errors")).to_contain_text(
+                    f"unknown kind of shared object: '{HOSTILE}'", timeout=30_000
+                )
 
                 # now the control: once its image has failed to load, so has any image above
                 await page.evaluate(run_cell, 1)

@@ -47,7 +47,9 @@ def networks(io_loop: Any) -> Any:
     io_loop.run_sync(close_all)
 
 
-async def network(networks: list[PeerNetwork], server: ServerInfo, peer_id: str, room: str = "lab", **options: Any) -> PeerNetwork:
+async def network(
+    networks: list[PeerNetwork], server: ServerInfo, peer_id: str, room: str = "lab", **options: Any
+) -> PeerNetwork:
     signaling = SignalingClient(server, room, peer_id, backoff=Backoff(initial=0.05, maximum=0.2))
     options.setdefault("loopback", True)
     net = PeerNetwork(signaling, owns_signaling=True, **options)  # listening before it joins
@@ -189,7 +191,9 @@ async def test_closing_a_link_closes_both_ends(server: ServerInfo, networks: lis
         await to_bob.send("too late")
 
 
-async def test_a_peer_leaving_mid_transfer_is_a_clear_error_on_both_sides(server: ServerInfo, networks: list[PeerNetwork]) -> None:
+async def test_a_peer_leaving_mid_transfer_is_a_clear_error_on_both_sides(
+    server: ServerInfo, networks: list[PeerNetwork]
+) -> None:
     alice = await network(networks, server, "alice", high_water=256 * 1024, low_water=64 * 1024)
     bob = await network(networks, server, "bob")
     to_bob = await alice.connect("bob", timeout=10)
@@ -215,7 +219,7 @@ async def test_a_peer_leaving_mid_transfer_is_a_clear_error_on_both_sides(server
 
 
 async def test_peer_left_closes_the_link(server: ServerInfo, networks: list[PeerNetwork]) -> None:
-    to_bob, from_alice = await pair(networks, server)
+    to_bob, _ = await pair(networks, server)
     bob = networks[1]
     await bob.signaling.close()  # leaves signaling; the data channel itself is still up
     with pytest.raises(PeerLeft, match="left the room"):
@@ -272,7 +276,9 @@ def test_the_reassembler_refuses_what_grows_past_its_declared_size() -> None:
     with pytest.raises(TransferRefused, match="more than the 5 bytes"):
         reader.receive(b"\x03" + b"123456")
     # a declared size over the receiver's limit: refused before any piece, naming the option
-    with pytest.raises(TransferRefused, match=r"declares 1,001 bytes, over this side's limit of 1,000 bytes \(max_transfer_bytes"):
+    with pytest.raises(
+        TransferRefused, match=r"declares 1,001 bytes, over this side's limit of 1,000 bytes \(max_transfer_bytes"
+    ):
         reader.receive(wire.start_message(3, Kind.BYTES, 0, 1001))
     # data after the end of a compressed stream, an incomplete one, fewer bytes than declared
     reader.receive(wire.start_message(4, Kind.BYTES, FLAG_ZLIB, 3))
@@ -295,7 +301,9 @@ def test_the_reassembler_refuses_what_grows_past_its_declared_size() -> None:
     assert reader.receive(wire.id_message(Tag.ABORT, 8)) is None and reader.incoming is None
 
 
-async def test_a_hostile_peer_sending_a_zlib_bomb_declared_as_10_bytes_is_refused(server: ServerInfo, networks: list[PeerNetwork]) -> None:
+async def test_a_hostile_peer_sending_a_zlib_bomb_declared_as_10_bytes_is_refused(
+    server: ServerInfo, networks: list[PeerNetwork]
+) -> None:
     """The issue's figure: 10 bytes declared with compression delivered 768 MiB."""
     to_bob, from_mallory = await pair(networks, server)  # alice plays mallory: she writes raw messages
     channel = to_bob.channel
@@ -319,14 +327,18 @@ async def test_a_hostile_peer_sending_a_zlib_bomb_declared_as_10_bytes_is_refuse
     assert wire.ID.unpack_from(abort, 1) == (41,) and b"more than the 10 bytes" in abort[5:]
 
 
-async def test_a_transfer_over_the_receivers_limit_fails_on_both_sides_naming_the_option(server: ServerInfo, networks: list[PeerNetwork]) -> None:
+async def test_a_transfer_over_the_receivers_limit_fails_on_both_sides_naming_the_option(
+    server: ServerInfo, networks: list[PeerNetwork]
+) -> None:
     alice = await network(networks, server, "alice")
     bob = await network(networks, server, "bob", max_transfer_bytes=MiB)
     to_bob = await alice.connect("bob", timeout=10)
     from_alice = await bob.accept(timeout=10)
     assert from_alice.max_transfer_bytes == MiB
     sent: list[int] = []
-    with pytest.raises(TransferRefused, match=r"'bob' answered: .*over this side's limit of 1 MiB \(max_transfer_bytes") as refused:
+    with pytest.raises(
+        TransferRefused, match=r"'bob' answered: .*over this side's limit of 1 MiB \(max_transfer_bytes"
+    ) as refused:
         await to_bob.send(os.urandom(20 * MiB), progress=lambda pr: sent.append(pr.done))
     assert "declares 20 MiB" in str(refused.value)
     assert not sent or sent[-1] < 20 * MiB  # it stopped sending once refused

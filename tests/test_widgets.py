@@ -213,7 +213,7 @@ async def test_background_calls_return_a_pending_with_a_readable_repr(server: Se
     await sending
     assert repr(sending) == "<sending a message: done>" and sending.result()["seq"] >= 1
     failing = alice.direct("nobody", "hello?")
-    with pytest.raises(Exception, match="nobody|not in"):
+    with pytest.raises(Exception, match=r"nobody|not in"):
         await failing
     assert repr(failing).startswith("<sending a direct message to nobody: failed:")
     assert "sending a direct message to nobody failed" in alice.panel.errors.text.value  # shown even if not awaited
@@ -226,7 +226,12 @@ async def test_widget_updates_from_another_thread_run_on_the_loop(server: Server
     alice = await joined(opened, server, "threads", "alice", peers=False)
     seen: list[int] = []
     original = alice.panel.show_state
-    alice.panel.show_state = lambda *a, **k: (seen.append(threading.get_ident()), original(*a, **k))  # type: ignore[method-assign]
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        seen.append(threading.get_ident())
+        original(*args, **kwargs)
+
+    alice.panel.show_state = spy
     worker = threading.Thread(target=alice._set_state, args=("reconnecting", "from a thread"))
     worker.start()
     worker.join()
@@ -283,7 +288,11 @@ def test_a_pickled_arrow_extension_type_is_refused() -> None:
 
     from iavicenne import share
 
-    marked = pa.field("x", pa.binary(), metadata={b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": b"cos\nsystem\n"})
+    marked = pa.field(
+        "x",
+        pa.binary(),
+        metadata={b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": b"cos\nsystem\n"},
+    )
     table = pa.table({"x": [b"1"]}).cast(pa.schema([marked]))
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -326,7 +335,9 @@ def test_a_received_file_stays_in_the_folder_the_receiver_chose(tmp_path: Any) -
 # -- peer links from the panel -------------------------------------------------------------
 
 
-async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str, sender: str = "alice") -> tuple[RoomSession, RoomSession]:
+async def pair_of_sessions(
+    opened: list[Any], server: ServerInfo, room: str, sender: str = "alice"
+) -> tuple[RoomSession, RoomSession]:
     """`sender` (alice) and bob in `room`, both reachable for peer links on loopback."""
     alice = await joined(opened, server, room, sender, loopback=True)
     bob = await joined(opened, server, room, "bob", loopback=True)
@@ -366,13 +377,21 @@ async def test_the_member_button_opens_a_peer_link_both_sides_see(server: Server
     assert got == ["typed in bob's peer panel"]
 
 
-async def test_a_dataframe_and_a_file_travel_peer_to_peer_with_progress_bars(server: ServerInfo, opened: list[Any], tmp_path: Any) -> None:
+async def test_a_dataframe_and_a_file_travel_peer_to_peer_with_progress_bars(
+    server: ServerInfo, opened: list[Any], tmp_path: Any
+) -> None:
     import numpy as np
     import pandas as pd
 
     alice, bob = await pair_of_sessions(opened, server, "share")
     rows = 200_000
-    big = pd.DataFrame({"id": np.arange(rows), "x": np.random.default_rng(1).random(rows), "tag": pd.Categorical(np.where(np.arange(rows) % 2, "odd", "even"))})
+    big = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "x": np.random.default_rng(1).random(rows),
+            "tag": pd.Categorical(np.where(np.arange(rows) % 2, "odd", "even")),
+        }
+    )
     to_bob = alice.peer("bob")
     namespace: dict[str, Any] = {}
     receiver = bob.peer("alice")
@@ -454,7 +473,9 @@ def parquet_of_zeros(rows: int) -> bytes:
 
 
 @pytest.mark.parametrize("limit", ["rows", "bytes"])
-async def test_a_445_kib_parquet_share_that_decodes_to_763_mib_is_refused(server: ServerInfo, opened: list[Any], limit: str) -> None:
+async def test_a_445_kib_parquet_share_that_decodes_to_763_mib_is_refused(
+    server: ServerInfo, opened: list[Any], limit: str
+) -> None:
     from peer_worker import MemoryWatch
 
     from iavicenne import share
@@ -534,7 +555,7 @@ async def test_a_hostile_peers_strings_are_text_in_every_panel(server: ServerInf
     values = [bob.panel.rows["mallory"].label.value, bob.panel.conversation.value]
     values += [receiver.panel.conversation.value, receiver.panel.errors.text.value]
     values += [row.label.value for row in receiver.panel.transfers.children]
-    escaped = '&lt;img src=x onerror=&quot;window.iavPwned=1&quot;&gt;'
+    escaped = "&lt;img src=x onerror=&quot;window.iavPwned=1&quot;&gt;"
     for value in values:
         assert "<img" not in value, value
         assert escaped in value, value

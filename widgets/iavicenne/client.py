@@ -183,7 +183,9 @@ class RoomClient(Endpoint):
         self._direct_seen = SeenSet()
 
     @classmethod
-    async def connect(cls, url: str | None = None, token: str | None = None, *, user_id: str | None = None, **options: Any) -> RoomClient:
+    async def connect(
+        cls, url: str | None = None, token: str | None = None, *, user_id: str | None = None, **options: Any
+    ) -> RoomClient:
         client = cls(discover_server(url, token), user_id=user_id, **options)
         await client.start()
         return client

@@ -47,10 +47,7 @@ def _esc(value: Any) -> str:
 def _badge(state: str, detail: str = "") -> str:
     colour, label = STATES.get(state, ("#757575", state))
     extra = f" <span style='color:#757575'>({_esc(detail)})</span>" if detail else ""
-    return (
-        f"<span class='iav-state iav-state-{_esc(state)}' style='color:{colour};font-weight:600'>"
-        f"● {_esc(label)}</span>{extra}"
-    )
+    return f"<span class='iav-state iav-state-{_esc(state)}' style='color:{colour};font-weight:600'>● {_esc(label)}</span>{extra}"
 
 
 def _time(timestamp: str) -> str:
@@ -115,8 +112,7 @@ class MessageLog(W.HTML):
     def _render(self) -> None:
         body = "".join(self._lines) or "<div style='color:#9e9e9e'>no messages yet</div>"
         self.value = (
-            "<div style='max-height:220px;overflow-y:auto;border:1px solid #e0e0e0;"
-            f"padding:4px;font-size:90%'>{body}</div>"
+            f"<div style='max-height:220px;overflow-y:auto;border:1px solid #e0e0e0;padding:4px;font-size:90%'>{body}</div>"
         )
 
 

@@ -218,7 +218,9 @@ class PeerLink:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
-    async def _transfer(self, kind: int, payload: bytes | bytearray, progress: Callable[[Progress], Any] | None, compress: bool | str) -> None:
+    async def _transfer(
+        self, kind: int, payload: bytes | bytearray, progress: Callable[[Progress], Any] | None, compress: bool | str
+    ) -> None:
         total = len(payload)
         if compress == "auto":
             compress = wire.worth_compressing(payload)
@@ -249,7 +251,13 @@ class PeerLink:
         finally:
             self._done.pop(transfer, None)
             self._sending = None
-            if not finished and not done.done() and self.error is None and self.channel is not None and self.channel.readyState == "open":
+            if (
+                not finished
+                and not done.done()
+                and self.error is None
+                and self.channel is not None
+                and self.channel.readyState == "open"
+            ):
                 with contextlib.suppress(Exception):  # cancelled: tell the peer to drop the pieces
                     self.channel.send(wire.id_message(Tag.ABORT, transfer))
 
@@ -378,7 +386,9 @@ class PeerLink:
             return
         incoming = self._reassembler.incoming
         if incoming is not None and isinstance(error, PeerLinkClosed):
-            error = type(error)(f"{error} in the middle of a transfer: {_mb(len(incoming.buffer))} of {_mb(incoming.size)} received")
+            error = type(error)(
+                f"{error} in the middle of a transfer: {_mb(len(incoming.buffer))} of {_mb(incoming.size)} received"
+            )
             error.cut_transfer = True
             self._reassembler.incoming = None
         self.state = "closed"

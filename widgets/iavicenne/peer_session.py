@@ -298,7 +298,9 @@ class PeerSession:
         """Call `callback(name, content)` for each file the peer sends."""
         return self._on("file", callback)
 
-    def store_dataframes(self, namespace: dict[str, Any] | None = None, prefix: str = "", *, overwrite: bool = False) -> Callable[[], None]:
+    def store_dataframes(
+        self, namespace: dict[str, Any] | None = None, prefix: str = "", *, overwrite: bool = False
+    ) -> Callable[[], None]:
         """Put each DataFrame the peer shares into `namespace` (default: the notebook's
         variables) under its name (with `prefix`): ``sales`` shared → ``sales`` here.
         A name that is not a plain identifier, or is private, is not used as one.
@@ -320,7 +322,9 @@ class PeerSession:
         def store(name: str, df: pd.DataFrame) -> None:
             variable = prefix + name
             if not variable.isidentifier() or keyword.iskeyword(variable) or variable.startswith("_"):
-                variable = f"{prefix or 'shared_'}{share.safe_file_name(name).replace('.', '_').replace(' ', '_').replace('-', '_')}"
+                variable = (
+                    f"{prefix or 'shared_'}{share.safe_file_name(name).replace('.', '_').replace(' ', '_').replace('-', '_')}"
+                )
                 if not variable.isidentifier():
                     variable = f"{prefix or 'shared_'}dataframe"
             ours = variable in stored and target.get(variable) is stored[variable]

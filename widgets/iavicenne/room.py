@@ -294,7 +294,13 @@ class RoomSession:
         signaling = {key: value for key, value in self._options.items() if key in ("backoff", "connect_timeout")}
         server = self.client.server
         network = await PeerNetwork.join(
-            self.name, self.user_id, server.url, server.token, signaling_options=signaling, max_transfer_bytes=self.max_transfer_bytes, **options
+            self.name,
+            self.user_id,
+            server.url,
+            server.token,
+            signaling_options=signaling,
+            max_transfer_bytes=self.max_transfer_bytes,
+            **options,
         )
         self.network = network
         # a member with no peer of its own in the room (a script, a page without links)

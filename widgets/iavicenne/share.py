@@ -185,7 +185,9 @@ def _check_schema(schema: pa.Schema) -> None:
     def check(column: pa.Field) -> None:
         kind = column.type
         name = (column.metadata or {}).get(b"ARROW:extension:name", b"")
-        if name == PICKLED_EXTENSION or (isinstance(kind, pa.ExtensionType) and kind.extension_name == PICKLED_EXTENSION.decode()):
+        if name == PICKLED_EXTENSION or (
+            isinstance(kind, pa.ExtensionType) and kind.extension_name == PICKLED_EXTENSION.decode()
+        ):
             raise ShareError(f"column {column.name!r} is a pickled Python extension type; refused")
         if isinstance(kind, pa.ExtensionType):
             check(pa.field(column.name, kind.storage_type))
@@ -375,7 +377,9 @@ def _decoded_bytes(table: pa.Table, schema: pa.Schema) -> int:
 def _is_binary(kind: pa.DataType) -> bool:
     import pyarrow as pa
 
-    return bool(pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind))
+    return bool(
+        pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+    )
 
 
 def _expanded_bytes(array: pa.Array) -> int:
@@ -398,6 +402,7 @@ def _expanded_bytes(array: pa.Array) -> int:
     if pa.types.is_struct(kind):
         return sum(_expanded_bytes(array.field(index)) for index in range(kind.num_fields))
     return int(array.nbytes)
+
 
 def pack_dataframe(df: pd.DataFrame, name: str = "dataframe", format: str = "arrow") -> bytes:
     payload = encode_dataframe(df, format)

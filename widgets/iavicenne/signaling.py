@@ -44,7 +44,9 @@ class SignalingClient(Endpoint):
         self._signals_seen = SeenSet()
 
     @classmethod
-    async def connect(cls, room: str, peer_id: str, url: str | None = None, token: str | None = None, **options: Any) -> SignalingClient:
+    async def connect(
+        cls, room: str, peer_id: str, url: str | None = None, token: str | None = None, **options: Any
+    ) -> SignalingClient:
         client = cls(discover_server(url, token), room, peer_id, **options)
         await client.start()
         return client
@@ -72,7 +74,9 @@ class SignalingClient(Endpoint):
             off()
 
     async def _restore(self, ws: WebSocketClientConnection) -> None:
-        joined = await self._request(ws, {"type": p.JOIN, "room": self.room, "payload": {"peer_id": self.peer_id}}, expect=p.JOINED)
+        joined = await self._request(
+            ws, {"type": p.JOIN, "room": self.room, "payload": {"peer_id": self.peer_id}}, expect=p.JOINED
+        )
         self.ice_servers = joined.get("ice_servers") or []
         now = set(joined.get("peers") or [])
         before, self.peers = self.peers, now

@@ -69,7 +69,9 @@ def encode_payload(data: Any) -> tuple[int, bytes | bytearray]:
     try:
         encoded = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
     except (TypeError, ValueError) as error:
-        raise TypeError(f"a PeerLink sends str, bytes or JSON-able objects (never pickle); {type(data).__name__} is not: {error}") from None
+        raise TypeError(
+            f"a PeerLink sends str, bytes or JSON-able objects (never pickle); {type(data).__name__} is not: {error}"
+        ) from None
     return Kind.JSON, encoded
 
 
@@ -105,7 +107,9 @@ def worth_compressing(payload: bytes | bytearray) -> bool:
     return len(zlib.compress(sample, 1)) < 0.8 * len(sample)
 
 
-def transfer_messages(transfer: int, kind: int, payload: bytes | bytearray, piece: int, compress: bool) -> Iterator[tuple[bytes, int]]:
+def transfer_messages(
+    transfer: int, kind: int, payload: bytes | bytearray, piece: int, compress: bool
+) -> Iterator[tuple[bytes, int]]:
     """The messages of a transfer (START, DATA pieces of at most `piece` bytes after the
     tag, END), each with how many bytes of `payload` it completes. A generator, so a
     sender writes one piece at a time under flow control, compressing as it goes."""
@@ -281,7 +285,9 @@ class Reassembler:
             else:
                 value = json.loads(incoming.buffer)
         except ValueError as error:
-            raise TransferRefused(f"transfer {transfer} refused: not the {_KIND_NAMES[incoming.kind]} it declared ({error})", transfer) from None
+            raise TransferRefused(
+                f"transfer {transfer} refused: not the {_KIND_NAMES[incoming.kind]} it declared ({error})", transfer
+            ) from None
         return Payload(value, transfer)
 
 

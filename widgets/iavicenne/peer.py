@@ -14,8 +14,9 @@ An offer for a link that exists means the other side started again (a restarted
 kernel): the old link is closed and the new one answered.
 
 **On the channel** the messages are `iavicenne.wire`'s (text, bytes and JSON, and
-transfers: START, DATA pieces, END, answered by DONE). Payloads larger than one data-channel message (64 KiB by default, never more than the
-peer's ``a=max-message-size``) are transfers. Pieces are written under flow control:
+transfers: START, DATA pieces, END, answered by DONE). Payloads larger than one
+data-channel message (64 KiB by default, never more than the peer's
+``a=max-message-size``) are transfers. Pieces are written under flow control:
 past `high_water` bytes buffered in the channel (``bufferedAmount``), the sender waits
 for ``bufferedamountlow`` (fired at `low_water`), so a 1 GB send never holds more than
 about `high_water` bytes in aiortc's queues. If the link closes, or the peer leaves the

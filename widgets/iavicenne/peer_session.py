@@ -27,6 +27,7 @@ import asyncio
 import keyword
 import os
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
@@ -317,7 +318,9 @@ class PeerSession:
                 raise RuntimeError("no notebook here: pass the namespace (a dict) to store into")
             namespace = shell.user_ns
         target = namespace
-        stored: dict[str, Any] = {}  # variable -> the DataFrame this put there
+        # variable -> the DataFrame this put there (weakly: a variable the user rebinds
+        # or deletes must not keep an old DataFrame alive)
+        stored: dict[str, weakref.ref[Any]] = {}
 
         def store(name: str, df: pd.DataFrame) -> None:
             variable = prefix + name
@@ -327,7 +330,8 @@ class PeerSession:
                 )
                 if not variable.isidentifier():
                     variable = f"{prefix or 'shared_'}dataframe"
-            ours = variable in stored and target.get(variable) is stored[variable]
+            mine = stored.get(variable)
+            ours = mine is not None and mine() is not None and target.get(variable) is mine()
             if variable in target and not ours and not overwrite:
                 self.panel.show_note(
                     _now(),
@@ -335,7 +339,8 @@ class PeerSession:
                     "or a prefix allows it); receive_dataframe() has it",
                 )
                 return
-            target[variable] = stored[variable] = df
+            target[variable] = df
+            stored[variable] = weakref.ref(df)
             self.panel.show_note(_now(), f"stored as `{variable}`")
 
         return self.on_dataframe(store)

@@ -103,3 +103,18 @@ def test_the_public_names_import_from_the_wheel(installed: Path, tmp_path: Path)
     )
     assert got.returncode == 0, got.stderr
     assert got.stdout.strip() == "iavicenne.room"
+
+
+def test_the_client_alone_does_not_import_the_notebook_libraries(installed: Path, tmp_path: Path) -> None:
+    """A script that chats pays for neither aiortc nor ipywidgets nor pandas; every name of
+    ``__all__`` (the lazy ones too) is there once asked for."""
+    code = (
+        "import sys, iavicenne\n"
+        "heavy = ['aiortc', 'ipywidgets', 'pandas', 'pyarrow']\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "missing = [n for n in iavicenne.__all__ if getattr(iavicenne, n, None) is None]\n"
+        "print(missing, len(iavicenne.__all__) == len(set(iavicenne.__all__)))\n"
+    )
+    got = run(installed, code, tmp_path)
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.splitlines() == ["[]", "[] True"]

@@ -44,6 +44,7 @@ ID = struct.Struct("!I")
 #: the largest transfer a receiver takes unless told (`PeerNetwork`'s ``max_transfer_bytes``)
 MAX_TRANSFER_BYTES = 256 * 1024 * 1024
 REASON_MAX_CHARS = 500  # of a refusal's reason: another person's text, kept short
+_DATA = bytes((Tag.DATA,))
 
 _KINDS = frozenset({Kind.BYTES, Kind.JSON, Kind.TEXT})
 
@@ -122,16 +123,16 @@ def transfer_messages(
         chunk = view[offset : offset + piece]
         done = min(total, offset + piece)
         if compressor is None:
-            yield b"\x03" + chunk, done
+            yield _DATA + chunk, done
             continue
         pending += compressor.compress(chunk)
         while len(pending) >= piece:
-            yield b"\x03" + pending[:piece], done
+            yield _DATA + pending[:piece], done
             del pending[:piece]
     if compressor is not None:
         pending += compressor.flush()
         for start in range(0, len(pending), piece):
-            yield b"\x03" + pending[start : start + piece], total
+            yield _DATA + pending[start : start + piece], total
     yield id_message(Tag.END, transfer), total
 
 

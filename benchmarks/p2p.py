@@ -56,7 +56,7 @@ sys.path.insert(0, str(HERE.parent))
 
 from tqdm import tqdm  # noqa: E402
 
-from iavicenne.client import Backoff, Message, RoomClient, ServerInfo, Signal, SignalingClient  # noqa: E402
+from iavicenne import Backoff, Message, RoomClient, ServerInfo, Signal, SignalingClient  # noqa: E402
 
 HOST = "127.0.0.1"
 ROOM = "p2p-bench"

@@ -24,7 +24,7 @@ import sys
 import traceback
 from typing import Any
 
-from iavicenne.client import Backoff, Message, PresenceEvent, RoomClient
+from iavicenne import Backoff, Message, PresenceEvent, RoomClient
 
 
 def emit(event: str, **fields: Any) -> None:

@@ -6,8 +6,9 @@ OTHER, plays SCENARIO and prints one JSON line: {"result": ...} or {"error": ...
 Scenarios that end in "die" leave with os._exit(3) in the middle of a transfer: no
 goodbye, as a killed kernel.
 
-`ice_addresses` and `loopback_only` (which addresses a link's ICE used) serve the
-in-process tests too.
+`ice_addresses` and `loopback_only` (which addresses a link's ICE used), `MemoryWatch`
+(how much a hostile peer made this process grow) and `zlib_bomb` serve the in-process
+tests too.
 """
 
 from __future__ import annotations
@@ -17,11 +18,17 @@ import hashlib
 import json
 import os
 import random
+import struct
 import sys
+import threading
 import time
+import zlib
 from typing import Any
 
-from iavicenne.peer import PeerLink, PeerLinkError, PeerNetwork, Progress
+import psutil
+
+from iavicenne import PeerLinkError
+from iavicenne.peer import PeerLink, PeerNetwork, Progress
 
 BIG = 20 * 1024 * 1024
 TEXT = "héllo from a kernel ✓"
@@ -54,6 +61,50 @@ def loopback_only(addresses: dict[str, Any]) -> bool:
     return bool(addresses["offered"] and addresses["selected"]) and all(a in ("127.0.0.1", "::1") for a in used)
 
 
+class MemoryWatch:
+    """The peak resident memory of this process inside ``with``, sampled every 5 ms by a
+    thread (a bomb that is inflated and dropped again between two looks at the end would
+    go unseen): `growth` is the peak minus the resident memory at the start, in bytes."""
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.005):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __enter__(self) -> MemoryWatch:
+        self.start = self.peak = self._process.memory_info().rss
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def zlib_bomb(mib: int) -> bytes:
+    """A valid zlib stream of `mib` MiB of zeros, about 1 KiB per MiB, built in a second: one
+    compressed MiB ends with a full flush (byte-aligned, no reference to what came before),
+    so it can be repeated; then an empty final block and the Adler-32 of the whole."""
+    zeros = bytes(1 << 20)
+    compressor = zlib.compressobj(9)
+    first = compressor.compress(zeros) + compressor.flush(zlib.Z_FULL_FLUSH)
+    header, block = first[:2], first[2:]
+    checksum = 1
+    for _ in range(mib):
+        checksum = zlib.adler32(zeros, checksum)
+    return header + block * mib + b"\x03\x00" + struct.pack("!I", checksum)
+
+
 def die_after(nbytes: int) -> Any:
     def on_progress(progress: Progress) -> None:
         if progress.done >= nbytes:
@@ -80,15 +131,33 @@ async def main(scenario: str, me: str, other: str) -> None:
                 await link.send(OBJECT)
                 await link.send(data, progress=count)
                 reply = await link.recv(timeout=60)
-                emit(result={"text": TEXT, "object": OBJECT, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                             "reply": reply, "offerer": link.offerer, "ice": ice_addresses(link), "progress_calls": calls})
+                emit(
+                    result={
+                        "text": TEXT,
+                        "object": OBJECT,
+                        "bytes_len": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "reply": reply,
+                        "offerer": link.offerer,
+                        "ice": ice_addresses(link),
+                        "progress_calls": calls,
+                    }
+                )
             else:
                 text = await link.recv(timeout=60)
                 obj = await link.recv(timeout=60)
                 data = await link.recv(timeout=120)
                 await link.send(f"thanks, {len(data)} bytes")
-                emit(result={"text": text, "object": obj, "bytes_len": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                             "offerer": link.offerer, "ice": ice_addresses(link)})
+                emit(
+                    result={
+                        "text": text,
+                        "object": obj,
+                        "bytes_len": len(data),
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                        "offerer": link.offerer,
+                        "ice": ice_addresses(link),
+                    }
+                )
                 await asyncio.sleep(0.5)  # let the reply reach alice before leaving
         elif scenario == "send-big":
             await link.send(payload())

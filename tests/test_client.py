@@ -18,10 +18,10 @@ from typing import Any
 import pytest
 from room_support import with_analysts
 
-from iavicenne_ext import protocol as p
-from iavicenne.client import (
+from iavicenne import (
     AuthenticationError,
     Backoff,
+    ClientError,
     Gap,
     Message,
     NameTaken,
@@ -35,9 +35,10 @@ from iavicenne.client import (
     SignalingClient,
     Superseded,
     UnknownPeer,
-    _Outgoing,
     discover_server,
 )
+from iavicenne.delivery import Outbox, SeenSet, SeqTracker
+from iavicenne_ext import protocol as p
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 
@@ -137,7 +138,9 @@ def test_discovery_prefers_arguments_then_iavicenne_then_jupyter_env(clean_env: 
     clean_env.setenv("IAVICENNE_URL", "http://127.0.0.1:8891")
     clean_env.setenv("IAVICENNE_TOKEN", "it")
     assert discover_server() == ServerInfo("http://127.0.0.1:8891/", "it", "IAVICENNE_URL")
-    assert discover_server("https://hub.example.org/user/ann/lab?token=qt") == ServerInfo("https://hub.example.org/user/ann/", "it", "argument")
+    assert discover_server("https://hub.example.org/user/ann/lab?token=qt") == ServerInfo(
+        "https://hub.example.org/user/ann/", "it", "argument"
+    )
     assert discover_server("https://hub.example.org/user/ann/lab?token=qt", "given").token == "given"
     assert ServerInfo("https://h/u/", "t").ws_url("iavicenne/ws/mcp") == "wss://h/u/iavicenne/ws/mcp"
 
@@ -188,6 +191,44 @@ def test_backoff_grows_exponentially_with_jitter() -> None:
 
 
 # -- events --------------------------------------------------------------------------------
+
+
+# -- the bookkeeping, as small classes (iavicenne.delivery) ----------------------------------
+
+
+async def test_the_outbox_keeps_frames_in_order_until_acknowledged_or_failed() -> None:
+    outbox = Outbox()
+    first, second, third = outbox.add("r1", "A", "lab"), outbox.add("r2", "B", "ops"), outbox.add("r3", "C", "lab")
+    assert list(outbox.frames()) == ["A", "B", "C"] and len(outbox) == 3 and "r2" in outbox
+    assert outbox.ack("r2", {"type": "ack", "ref": "r2", "seq": 7}) and not outbox.ack("r2", {})
+    assert (await second)["seq"] == 7
+    outbox.drop_room("lab", ClientError("left lab"))
+    for dropped in (first, third):
+        with pytest.raises(ClientError, match="left lab"):
+            await dropped
+    assert list(outbox.frames()) == [] and not outbox.fail("r1", ClientError("again"))
+
+
+def test_the_seen_set_forgets_the_oldest_keys_past_its_limit() -> None:
+    seen = SeenSet(limit=2)
+    assert seen.add(("alice", "r1")) and not seen.add(("alice", "r1"))
+    assert seen.add(("bob", "r1"))  # another sender's ref is another key
+    assert seen.add(("alice", "r2")) and len(seen) == 2
+    assert seen.add(("alice", "r1"))  # forgotten: the oldest went first
+    assert not seen.add(("alice", "r2"))
+
+
+def test_the_seq_tracker_asks_for_what_it_missed_and_skips_what_it_has() -> None:
+    history = SeqTracker()
+    assert history.resume() == {}
+    assert history.joined({"seq": 5, "epoch": "e1"}) is None
+    assert history.resume() == {"since": 5, "epoch": "e1"}
+    assert not history.accept(5) and history.accept(6) and not history.accept(6) and history.accept(None)
+    gap = history.joined({"seq": 9, "epoch": "e1", "recovered": False, "since": 6})
+    assert gap is not None and (gap.since, gap.epoch_changed) == (6, False)
+    restarted = history.joined({"seq": 2, "epoch": "e2"})  # a new life of the room: its seqs start again
+    assert restarted is not None and restarted.epoch_changed
+    assert history.accept(1) and history.resume() == {"since": 1, "epoch": "e2"}
 
 
 async def test_events_as_callbacks_and_iterators(server: ServerInfo, clients: list[Any]) -> None:
@@ -250,8 +291,7 @@ async def test_direct_messages_reach_one_member_once(server: ServerInfo, clients
 
 
 async def _resend(client: RoomClient, frame: dict[str, Any]) -> dict[str, Any]:
-    future = asyncio.get_running_loop().create_future()
-    client._outbox[frame["ref"]] = _Outgoing(frame["ref"], json.dumps(frame), future, frame["room"])
+    future = client._outbox.add(frame["ref"], json.dumps(frame), frame["room"])
     client._write(client._ws, json.dumps(frame))
     return await asyncio.wait_for(future, 5)
 
@@ -480,7 +520,8 @@ async def test_inside_a_kernel_the_client_finds_its_server(jupyter: Any, clients
 def _post(jupyter: Any, path: str) -> tuple[int, Any]:
     import urllib.request
 
-    request = urllib.request.Request(jupyter.base + path, data=b"{}", method="POST", headers={"Authorization": f"token {jupyter.token}"})
+    request = urllib.request.Request(
+        jupyter.base + path, data=b"{}", method="POST", headers={"Authorization": f"token {jupyter.token}"}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
         return response.status, json.loads(response.read())
-

@@ -1,7 +1,14 @@
-"""`iavicenne.ice`: which local addresses a peer link offers, and which remote candidates a
-loopback-only link tries. (Links that use them: tests/test_peer.py.)"""
+"""`iavicenne.ice`: which local addresses a peer link offers, which remote candidates a
+loopback-only link tries, and that importing iavicenne leaves aioice as it is. (Links
+that use them: tests/test_peer.py.)"""
 
 from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +61,37 @@ def test_a_link_with_other_addresses_tries_every_candidate() -> None:
     for local in (None, (), ("192.0.2.1",), ("192.0.2.1", "127.0.0.1")):
         assert ice.reachable_sdp(OFFER, local) == OFFER
         assert ice.reachable_candidate("192.0.2.7", local)
+
+
+def test_importing_the_package_leaves_aioice_alone_until_a_network_is_created(tmp_path: Path) -> None:
+    """Another library's aiortc connections gather as aioice does, unless a PeerNetwork exists."""
+    script = textwrap.dedent(
+        """
+        import asyncio, json
+        import aioice.ice
+
+        original = aioice.ice.get_host_addresses
+        import iavicenne, iavicenne.peer, iavicenne.ice, iavicenne.room
+        after_import = aioice.ice.get_host_addresses is original
+
+        async def main():
+            signaling = iavicenne.SignalingClient(iavicenne.ServerInfo("http://127.0.0.1:9/", ""), "lab", "alice")
+            network = iavicenne.PeerNetwork(signaling)  # constructed, never started: no server needed
+            patched = aioice.ice.get_host_addresses is not original
+            await network.close()
+            return patched
+
+        print(json.dumps({"untouched_after_import": after_import, "patched_by_a_network": asyncio.run(main())}))
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"untouched_after_import": True, "patched_by_a_network": True}
+
+
+def test_the_patch_changes_nothing_without_an_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ice, "_aioice_get_host_addresses", lambda use_ipv4, use_ipv6: ["198.51.100.4", "2001:db8::4"])
+    assert ice._get_host_addresses(use_ipv4=True, use_ipv6=False) == ["198.51.100.4", "2001:db8::4"]
+    with ice.host_addresses(["127.0.0.1", "::1"]):
+        assert ice._get_host_addresses(use_ipv4=True, use_ipv6=False) == ["127.0.0.1"]
+    assert ice._get_host_addresses(use_ipv4=True, use_ipv6=True) == ["198.51.100.4", "2001:db8::4"]

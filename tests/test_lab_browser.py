@@ -5,7 +5,8 @@ that is a Python client in this process.
 The test sees the room panel rendered by JupyterLab's ipywidgets manager with both
 members, writes in the panel's input box and clicks Send (the Python client receives
 it), sees the client's reply in the panel's log, and saves a screenshot for the README
-(docs/img/room-panel.png).
+(docs/img/room-panel.png). A second test plays a hostile member that puts markup in
+every field another member's panels show, and checks that it stays text.
 
 Without Chromium the test fails in CI (``CI`` set) and is skipped elsewhere, saying how to
 install it (`apt-get install chromium`).
@@ -17,15 +18,16 @@ import asyncio
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
 from notebook_support import CHROMIUM_ARGS, REPO, JupyterApp, chromium_path
 from peer_worker import ice_addresses, loopback_only
 
-from iavicenne import share
-from iavicenne.client import RoomClient
+from iavicenne import RoomClient, share
 from iavicenne.peer import PeerNetwork
+from iavicenne_ext.protocol import ROOMS_PATH
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -46,7 +48,9 @@ def write_notebook(folder: Path) -> str:
     notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
     notebook.cells = [
         nbformat.v4.new_markdown_cell("# Team room\nWho is here, and what they say."),
-        nbformat.v4.new_code_cell(f'from iavicenne import join\n\nroom = join("{ROOM}", user_id="alice", status="exploring sales data")'),
+        nbformat.v4.new_code_cell(
+            f'from iavicenne import join\n\nroom = join("{ROOM}", user_id="alice", status="exploring sales data")'
+        ),
     ]
     nbformat.write(notebook, folder / "team.ipynb")
     return "team.ipynb"
@@ -71,7 +75,10 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> Non
                 await page.goto(f"{lab.url}lab/tree/{name}?token={lab.token}", wait_until="domcontentloaded")
                 # JupyterLab exposes its app (--LabApp.expose_app_in_browser): wait for the
                 # notebook and its kernel, then run every cell as the Run menu would
-                await page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext", timeout=60_000)
+                await page.wait_for_function(
+                    "() => window.jupyterapp && window.jupyterapp.shell.currentWidget && window.jupyterapp.shell.currentWidget.sessionContext",
+                    timeout=60_000,
+                )
                 await page.evaluate(
                     """async () => {
                         const panel = window.jupyterapp.shell.currentWidget;
@@ -143,3 +150,115 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> Non
     status, body = lab.get(f"iavicenne/api/rooms/{ROOM}")
     assert status == 200, body
     assert [m["user_id"] for m in body["members"]] == ["alice"], json.dumps(body)
+
+
+HOSTILE = '<img src=x onerror="window.iavPwned=1">'
+CONTROL = '<img src=x onerror="window.iavControl=1">'
+
+
+def write_victim_notebook(folder: Path) -> str:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
+    notebook.cells = [
+        nbformat.v4.new_code_cell('from iavicenne import join\n\nroom = join("xss", user_id="alice")'),
+        # the control: the same markup, unescaped in an HTML widget, does run in this page
+        nbformat.v4.new_code_cell(f"import ipywidgets\n\nipywidgets.HTML({CONTROL!r})"),
+    ]
+    nbformat.write(notebook, folder / "victim.ipynb")
+    return "victim.ipynb"
+
+
+async def refused_user_id(lab: JupyterApp) -> dict[str, Any]:
+    """What the server answers a client whose user_id is markup (the name rule refuses it)."""
+    from tornado.httpclient import HTTPRequest
+    from tornado.websocket import websocket_connect
+
+    url = lab.url.replace("http://", "ws://") + ROOMS_PATH
+    ws = await websocket_connect(HTTPRequest(url, headers={"Authorization": f"token {lab.token}"}))
+    try:
+        await ws.write_message(json.dumps({"type": "connect", "payload": {"user_id": HOSTILE}}))
+        reply = await ws.read_message()
+        assert isinstance(reply, str)
+        return dict(json.loads(reply))
+    finally:
+        ws.close()
+
+
+def test_a_hostile_members_strings_show_as_text_and_run_no_script(lab: JupyterApp) -> None:
+    """The issue's attack: a peer's file name ran script in the receiver's JupyterLab. Here
+    mallory puts `<img onerror>` in every field another member sees; alice's panels show it
+    as text, and the page never runs it (the control shows it would run, unescaped)."""
+    import pandas as pd
+    from playwright.async_api import async_playwright, expect
+
+    name = write_victim_notebook(lab.root)
+
+    async def scenario() -> None:
+        refusal = await refused_user_id(lab)
+        assert refusal["type"] == "error" and refusal["code"] == "invalid-field", refusal
+        mallory = await RoomClient.connect(lab.url, lab.token, user_id="mallory")
+        mallory_peers = await PeerNetwork.join("xss", "mallory", lab.url, lab.token, loopback=True)
+        async with async_playwright() as playwright:
+            browser = await playwright.chromium.launch(executable_path=chromium_path(), args=CHROMIUM_ARGS, headless=True)
+            page = await browser.new_page(viewport={"width": 1100, "height": 900})
+            try:
+                # ?reset: a workspace of its own, not the one the test above left open
+                await page.goto(f"{lab.url}lab/tree/{name}?reset&token={lab.token}", wait_until="domcontentloaded")
+                await page.wait_for_function(
+                    "(name) => window.jupyterapp?.shell.currentWidget?.context?.path === name && window.jupyterapp.shell.currentWidget.sessionContext",
+                    arg=name,
+                    timeout=60_000,
+                )
+                run_cell = """async (index) => {
+                    const panel = window.jupyterapp.shell.currentWidget;
+                    await panel.context.ready;
+                    await panel.sessionContext.ready;
+                    panel.content.activeCellIndex = index;
+                    await window.jupyterapp.commands.execute('notebook:run-cell');
+                }"""
+                await page.evaluate(run_cell, 0)
+                panel = page.locator(".iav-room-panel")
+                await expect(panel.locator(".iav-state-online")).to_be_visible(timeout=60_000)
+
+                room = await mallory.join("xss", state={"status": HOSTILE, "notebook": HOSTILE})
+                await room.send(HOSTILE)
+                await room.direct("alice", HOSTILE)
+                link = await mallory_peers.connect("alice", timeout=60)
+                await link.send(HOSTILE)
+                await link.send(share.pack(share.FILE, HOSTILE, b"a,b\n1,2\n"))
+                frame = pd.DataFrame({"a": [1, 2, 3]})
+                await link.send(share.pack(share.DATAFRAME, HOSTILE, share.encode_dataframe(frame), format=HOSTILE, rows=3))
+                await link.send(share.pack(HOSTILE, "x", b""))  # refused: the error text quotes its kind
+
+                member = panel.locator(".iav-member").filter(has_text="mallory")
+                await expect(member.locator(".iav-member-status")).to_have_text(HOSTILE, timeout=30_000)
+                await expect(member.locator(".iav-member-notebook")).to_have_text(f"in {HOSTILE}")
+                log = panel.locator(".iav-log")
+                await expect(log).to_contain_text(f"mallory: {HOSTILE}", timeout=30_000)
+                await expect(log).to_contain_text(f"mallory → you: {HOSTILE}")
+                peer_panel = panel.locator(".iav-peer-panel")
+                await expect(peer_panel.locator(".iav-peer-log")).to_contain_text(f"mallory: {HOSTILE}", timeout=30_000)
+                transfers = peer_panel.locator(".iav-transfer")
+                await expect(transfers).to_have_count(2, timeout=30_000)
+                await expect(transfers.nth(0)).to_contain_text(f"{HOSTILE} (file, 8 B)")
+                await expect(transfers.nth(1)).to_contain_text(f"{HOSTILE} (DataFrame 3×0, {HOSTILE})")
+                await expect(peer_panel.locator(".iav-errors")).to_contain_text(
+                    f"unknown kind of shared object: '{HOSTILE}'", timeout=30_000
+                )
+
+                # now the control: once its image has failed to load, so has any image above
+                await page.evaluate(run_cell, 1)
+                await page.wait_for_function("() => window.iavControl === 1", timeout=30_000)
+                assert await page.evaluate("() => window.iavPwned") is None
+                assert await panel.locator("img").count() == 0
+            except Exception:
+                failure = lab.workdir / "failure-xss.png"
+                await page.screenshot(path=str(failure))
+                print(f"screenshot of the failure: {failure}\nserver log:\n{lab.log_text()[-3000:]}")
+                raise
+            finally:
+                await browser.close()
+                await mallory_peers.close()
+                await mallory.close()
+
+    asyncio.run(scenario())

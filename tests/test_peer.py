@@ -16,14 +16,16 @@ import json
 import os
 import subprocess
 import sys
+import zlib
 from pathlib import Path
 from typing import Any
 
 import pytest
-from peer_worker import ice_addresses, loopback_only
+from peer_worker import MemoryWatch, ice_addresses, loopback_only, zlib_bomb
 
-from iavicenne.client import Backoff, ServerInfo, SignalingClient
-from iavicenne.peer import PeerLeft, PeerLink, PeerLinkClosed, PeerNetwork, PeerUnreachable, Progress
+from iavicenne import Backoff, PeerLeft, PeerLinkClosed, PeerUnreachable, ServerInfo, SignalingClient, TransferRefused, wire
+from iavicenne.peer import PeerLink, PeerNetwork, Progress
+from iavicenne.wire import FLAG_ZLIB, Kind, Tag
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 
@@ -45,7 +47,9 @@ def networks(io_loop: Any) -> Any:
     io_loop.run_sync(close_all)
 
 
-async def network(networks: list[PeerNetwork], server: ServerInfo, peer_id: str, room: str = "lab", **options: Any) -> PeerNetwork:
+async def network(
+    networks: list[PeerNetwork], server: ServerInfo, peer_id: str, room: str = "lab", **options: Any
+) -> PeerNetwork:
     signaling = SignalingClient(server, room, peer_id, backoff=Backoff(initial=0.05, maximum=0.2))
     options.setdefault("loopback", True)
     net = PeerNetwork(signaling, owns_signaling=True, **options)  # listening before it joins
@@ -187,7 +191,9 @@ async def test_closing_a_link_closes_both_ends(server: ServerInfo, networks: lis
         await to_bob.send("too late")
 
 
-async def test_a_peer_leaving_mid_transfer_is_a_clear_error_on_both_sides(server: ServerInfo, networks: list[PeerNetwork]) -> None:
+async def test_a_peer_leaving_mid_transfer_is_a_clear_error_on_both_sides(
+    server: ServerInfo, networks: list[PeerNetwork]
+) -> None:
     alice = await network(networks, server, "alice", high_water=256 * 1024, low_water=64 * 1024)
     bob = await network(networks, server, "bob")
     to_bob = await alice.connect("bob", timeout=10)
@@ -213,7 +219,7 @@ async def test_a_peer_leaving_mid_transfer_is_a_clear_error_on_both_sides(server
 
 
 async def test_peer_left_closes_the_link(server: ServerInfo, networks: list[PeerNetwork]) -> None:
-    to_bob, from_alice = await pair(networks, server)
+    to_bob, _ = await pair(networks, server)
     bob = networks[1]
     await bob.signaling.close()  # leaves signaling; the data channel itself is still up
     with pytest.raises(PeerLeft, match="left the room"):
@@ -235,6 +241,119 @@ async def test_an_offer_on_an_existing_link_means_the_peer_started_again(server:
     fresh = await alice.accept(timeout=10)
     await to_alice.send("I am back")
     assert await fresh.recv(timeout=5) == "I am back"
+
+
+# -- a hostile peer: what it sends costs the receiver what it declared, at most ---------------
+
+MiB = 1 << 20
+
+
+def test_the_wire_format_round_trips_every_kind_and_compression() -> None:
+    for data in ["é" * 70_000, b"\x00\xff" * 50_000, {"rows": list(range(20_000))}]:
+        kind, payload = wire.encode_payload(data)
+        for compress in (False, True):
+            reader = wire.Reassembler()
+            got = [reader.receive(message) for message, _ in wire.transfer_messages(9, kind, payload, 16 * 1024, compress)]
+            assert got[-1] == wire.Payload(data, 9), compress
+            assert got[0] == wire.Piece(0, len(payload)) and got[-2] == wire.Piece(len(payload), len(payload))
+    reader = wire.Reassembler()
+    assert reader.receive(wire.single_message(*wire.encode_payload({"a": 1}))) == wire.Payload({"a": 1})
+    assert reader.receive(wire.id_message(Tag.DONE, 4)) == wire.Confirmed(4)
+    assert reader.receive(wire.refusal_message(4, "too big")) == wire.Refused(4, "too big")
+
+
+def test_the_reassembler_refuses_what_grows_past_its_declared_size() -> None:
+    reader = wire.Reassembler(max_transfer_bytes=1000)
+    # a zlib bomb declaring 10 bytes: refused at its first piece, which inflated to 11 bytes at most
+    reader.receive(wire.start_message(1, Kind.BYTES, FLAG_ZLIB, 10))
+    with pytest.raises(TransferRefused, match="more than the 10 bytes it declared") as refused:
+        reader.receive(b"\x03" + zlib_bomb(4)[:60_000])
+    assert refused.value.transfer == 1 and reader.incoming is None
+    assert reader.receive(b"\x03" + b"rest of the bomb") is None  # pieces still on their way: dropped
+    assert reader.receive(wire.id_message(Tag.END, 1)) is None
+    # plain bytes beyond the declared size
+    reader.receive(wire.start_message(2, Kind.BYTES, 0, 5))
+    with pytest.raises(TransferRefused, match="more than the 5 bytes"):
+        reader.receive(b"\x03" + b"123456")
+    # a declared size over the receiver's limit: refused before any piece, naming the option
+    with pytest.raises(
+        TransferRefused, match=r"declares 1,001 bytes, over this side's limit of 1,000 bytes \(max_transfer_bytes"
+    ):
+        reader.receive(wire.start_message(3, Kind.BYTES, 0, 1001))
+    # data after the end of a compressed stream, an incomplete one, fewer bytes than declared
+    reader.receive(wire.start_message(4, Kind.BYTES, FLAG_ZLIB, 3))
+    with pytest.raises(TransferRefused, match="after the end of its compressed stream"):
+        reader.receive(b"\x03" + zlib.compress(b"abc") + b"more")
+    reader.receive(wire.start_message(5, Kind.BYTES, FLAG_ZLIB, 3))
+    reader.receive(b"\x03" + zlib.compress(b"abc")[:4])
+    with pytest.raises(TransferRefused, match="incomplete"):
+        reader.receive(wire.id_message(Tag.END, 5))
+    reader.receive(wire.start_message(6, Kind.JSON, 0, 3))
+    reader.receive(b"\x03" + b"[1")
+    with pytest.raises(TransferRefused, match="2 bytes arrived instead of the 3"):
+        reader.receive(wire.id_message(Tag.END, 6))
+    reader.receive(wire.start_message(7, Kind.JSON, 0, 3))
+    reader.receive(b"\x03" + b"[1,")
+    with pytest.raises(TransferRefused, match="not the JSON it declared"):
+        reader.receive(wire.id_message(Tag.END, 7))
+    # a sender that gives up (ABORT without a reason): its pieces are dropped
+    reader.receive(wire.start_message(8, Kind.BYTES, 0, 4))
+    assert reader.receive(wire.id_message(Tag.ABORT, 8)) is None and reader.incoming is None
+
+
+async def test_a_hostile_peer_sending_a_zlib_bomb_declared_as_10_bytes_is_refused(
+    server: ServerInfo, networks: list[PeerNetwork]
+) -> None:
+    """The issue's figure: 10 bytes declared with compression delivered 768 MiB."""
+    to_bob, from_mallory = await pair(networks, server)  # alice plays mallory: she writes raw messages
+    channel = to_bob.channel
+    assert channel is not None
+    answers: list[bytes] = []
+    channel.on("message", lambda m: answers.append(m) if isinstance(m, bytes) and m[:1] == bytes((Tag.ABORT,)) else None)
+    bomb = zlib_bomb(768)
+    with MemoryWatch() as memory:
+        channel.send(wire.start_message(41, Kind.BYTES, FLAG_ZLIB, 10))
+        for start in range(0, len(bomb), 60_000):
+            channel.send(b"\x03" + bomb[start : start + 60_000])
+        channel.send(wire.id_message(Tag.END, 41))
+        channel.send("still here")
+        with pytest.raises(TransferRefused, match="more than the 10 bytes it declared") as refused:
+            await from_mallory.recv(timeout=30)
+        assert await from_mallory.recv(timeout=30) == "still here"  # the link goes on
+    assert memory.growth < 64 * MiB, f"the receiver grew by {memory.growth / MiB:.0f} MiB"
+    assert "'alice'" in str(refused.value)  # who sent it
+    await eventually(lambda: answers)
+    (abort,) = answers
+    assert wire.ID.unpack_from(abort, 1) == (41,) and b"more than the 10 bytes" in abort[5:]
+
+
+async def test_a_transfer_over_the_receivers_limit_fails_on_both_sides_naming_the_option(
+    server: ServerInfo, networks: list[PeerNetwork]
+) -> None:
+    alice = await network(networks, server, "alice")
+    bob = await network(networks, server, "bob", max_transfer_bytes=MiB)
+    to_bob = await alice.connect("bob", timeout=10)
+    from_alice = await bob.accept(timeout=10)
+    assert from_alice.max_transfer_bytes == MiB
+    sent: list[int] = []
+    with pytest.raises(
+        TransferRefused, match=r"'bob' answered: .*over this side's limit of 1 MiB \(max_transfer_bytes"
+    ) as refused:
+        await to_bob.send(os.urandom(20 * MiB), progress=lambda pr: sent.append(pr.done))
+    assert "declares 20 MiB" in str(refused.value)
+    assert not sent or sent[-1] < 20 * MiB  # it stopped sending once refused
+    with pytest.raises(TransferRefused, match="max_transfer_bytes"):
+        await from_alice.recv(timeout=10)
+    await to_bob.send(b"x" * (MiB // 2))  # under the limit: fine, on the same link
+    assert await from_alice.recv(timeout=10) == b"x" * (MiB // 2)
+
+
+async def eventually(condition: Any, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, "not within the time"
+        await asyncio.sleep(0.02)
 
 
 # -- separate processes, a real Jupyter server ----------------------------------------------

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from iavicenne import join
-from iavicenne.client import Backoff, Message, RoomClient, ServerInfo
+from iavicenne import Backoff, Message, RoomClient, ServerInfo, join
 from iavicenne.room import RoomSession
 
 FAST = Backoff(initial=0.05, maximum=0.2)
@@ -202,7 +201,7 @@ async def test_a_python_client_and_a_session_see_each_other(server: ServerInfo, 
     await room.send("from a script")
     assert (await inbox.get(5)).user_id == "script"
     # a script without a peer of its own takes no links: its button says so
-    await alice._network_ready()
+    await alice.peer_network()
     assert alice.panel.rows["script"].peer_button.disabled
     assert "takes no peer links" in alice.panel.rows["script"].peer_button.tooltip
 
@@ -214,7 +213,7 @@ async def test_background_calls_return_a_pending_with_a_readable_repr(server: Se
     await sending
     assert repr(sending) == "<sending a message: done>" and sending.result()["seq"] >= 1
     failing = alice.direct("nobody", "hello?")
-    with pytest.raises(Exception, match="nobody|not in"):
+    with pytest.raises(Exception, match=r"nobody|not in"):
         await failing
     assert repr(failing).startswith("<sending a direct message to nobody: failed:")
     assert "sending a direct message to nobody failed" in alice.panel.errors.text.value  # shown even if not awaited
@@ -227,7 +226,12 @@ async def test_widget_updates_from_another_thread_run_on_the_loop(server: Server
     alice = await joined(opened, server, "threads", "alice", peers=False)
     seen: list[int] = []
     original = alice.panel.show_state
-    alice.panel.show_state = lambda *a, **k: (seen.append(threading.get_ident()), original(*a, **k))  # type: ignore[method-assign]
+
+    def spy(*args: Any, **kwargs: Any) -> None:
+        seen.append(threading.get_ident())
+        original(*args, **kwargs)
+
+    alice.panel.show_state = spy
     worker = threading.Thread(target=alice._set_state, args=("reconnecting", "from a thread"))
     worker.start()
     worker.join()
@@ -284,7 +288,11 @@ def test_a_pickled_arrow_extension_type_is_refused() -> None:
 
     from iavicenne import share
 
-    marked = pa.field("x", pa.binary(), metadata={b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": b"cos\nsystem\n"})
+    marked = pa.field(
+        "x",
+        pa.binary(),
+        metadata={b"ARROW:extension:name": b"arrow.py_extension_type", b"ARROW:extension:metadata": b"cos\nsystem\n"},
+    )
     table = pa.table({"x": [b"1"]}).cast(pa.schema([marked]))
     sink = io.BytesIO()
     with pa.ipc.new_stream(sink, table.schema) as writer:
@@ -327,9 +335,11 @@ def test_a_received_file_stays_in_the_folder_the_receiver_chose(tmp_path: Any) -
 # -- peer links from the panel -------------------------------------------------------------
 
 
-async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str) -> tuple[RoomSession, RoomSession]:
-    """alice and bob in `room`, both reachable for peer links on loopback."""
-    alice = await joined(opened, server, room, "alice", loopback=True)
+async def pair_of_sessions(
+    opened: list[Any], server: ServerInfo, room: str, sender: str = "alice"
+) -> tuple[RoomSession, RoomSession]:
+    """`sender` (alice) and bob in `room`, both reachable for peer links on loopback."""
+    alice = await joined(opened, server, room, sender, loopback=True)
     bob = await joined(opened, server, room, "bob", loopback=True)
     await alice.wait_for_member("bob")
     return alice, bob
@@ -337,8 +347,8 @@ async def pair_of_sessions(opened: list[Any], server: ServerInfo, room: str) -> 
 
 async def test_the_member_button_opens_a_peer_link_both_sides_see(server: ServerInfo, opened: list[Any]) -> None:
     alice, bob = await pair_of_sessions(opened, server, "p2p")
-    await bob._network_ready()  # bob's kernel can take links
-    await alice._network_ready()
+    await bob.peer_network()  # bob's kernel can take links
+    await alice.peer_network()
     await eventually(lambda: not alice.panel.rows["bob"].peer_button.disabled, what="bob reachable")
     alice.panel.rows["bob"].peer_button.click()
     link = alice.peers["bob"]
@@ -367,13 +377,21 @@ async def test_the_member_button_opens_a_peer_link_both_sides_see(server: Server
     assert got == ["typed in bob's peer panel"]
 
 
-async def test_a_dataframe_and_a_file_travel_peer_to_peer_with_progress_bars(server: ServerInfo, opened: list[Any], tmp_path: Any) -> None:
+async def test_a_dataframe_and_a_file_travel_peer_to_peer_with_progress_bars(
+    server: ServerInfo, opened: list[Any], tmp_path: Any
+) -> None:
     import numpy as np
     import pandas as pd
 
     alice, bob = await pair_of_sessions(opened, server, "share")
     rows = 200_000
-    big = pd.DataFrame({"id": np.arange(rows), "x": np.random.default_rng(1).random(rows), "tag": pd.Categorical(np.where(np.arange(rows) % 2, "odd", "even"))})
+    big = pd.DataFrame(
+        {
+            "id": np.arange(rows),
+            "x": np.random.default_rng(1).random(rows),
+            "tag": pd.Categorical(np.where(np.arange(rows) % 2, "odd", "even")),
+        }
+    )
     to_bob = alice.peer("bob")
     namespace: dict[str, Any] = {}
     receiver = bob.peer("alice")
@@ -429,3 +447,115 @@ async def test_when_the_peer_leaves_the_link_shows_closed_and_waits_end(server: 
     assert "closed" in link.panel.header.value and "link closed" in link.panel.conversation.value
     with pytest.raises(Exception, match="bob"):
         await link.receive(5)
+
+
+# -- a hostile peer: bounded DataFrames, variables kept, strings escaped ------------------------
+
+MiB = 1 << 20
+HOSTILE = '<img src=x onerror="window.iavPwned=1">'
+
+
+def parquet_of_zeros(rows: int) -> bytes:
+    """The issue's figure: 100 million int64 zeros are a 445 KiB Parquet file and 763 MiB once
+    decoded. Written a million rows at a time, so the test itself stays small."""
+    import io
+
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    sink = io.BytesIO()
+    chunk = pa.table({"z": pa.array(np.zeros(1_000_000, dtype=np.int64))})
+    with pq.ParquetWriter(sink, chunk.schema, compression="zstd") as writer:
+        for _ in range(rows // 1_000_000):
+            writer.write_table(chunk)
+    return sink.getvalue()
+
+
+@pytest.mark.parametrize("limit", ["rows", "bytes"])
+async def test_a_445_kib_parquet_share_that_decodes_to_763_mib_is_refused(
+    server: ServerInfo, opened: list[Any], limit: str
+) -> None:
+    from peer_worker import MemoryWatch
+
+    from iavicenne import share
+
+    options = {} if limit == "rows" else {"max_dataframe_rows": 10**9}  # then the bytes bound answers
+    mallory = await joined(opened, server, f"bomb-{limit}", "mallory", loopback=True)
+    bob = await joined(opened, server, f"bomb-{limit}", "bob", loopback=True, **options)
+    await mallory.wait_for_member("bob")
+    bomb = parquet_of_zeros(100_000_000)
+    assert len(bomb) < 500 * 1024
+    receiver = bob.peer("mallory")
+    namespace: dict[str, Any] = {}
+    receiver.store_dataframes(namespace)
+    to_bob = await mallory.peer("bob").ready(30)
+    assert to_bob.link is not None
+    with MemoryWatch() as memory:
+        # the header lies ("rows": 3); what counts is the file's own footer
+        await to_bob.link.send(share.pack(share.DATAFRAME, "zeros", bomb, format="parquet", rows=3, columns=["z"]))
+        option = "max_dataframe_rows" if limit == "rows" else "max_dataframe_bytes"
+        with pytest.raises(share.ShareError, match="refused before decoding") as refused:
+            await receiver.receive_dataframe(30)
+        await eventually(lambda: receiver.errors, 10, "the refusal shown")
+    assert option in str(refused.value)
+    assert memory.growth < 100 * MiB, f"the receiver grew by {memory.growth / MiB:.0f} MiB"
+    assert namespace == {}
+    assert option in receiver.panel.errors.text.value
+
+
+async def test_store_dataframes_does_not_rebind_a_name_already_used(server: ServerInfo, opened: list[Any]) -> None:
+    import pandas as pd
+
+    mallory, bob = await pair_of_sessions(opened, server, "rebind", sender="mallory")
+    receiver = bob.peer("mallory")
+    mine = object()
+    namespace: dict[str, Any] = {"pd": pd, "room": bob, "sales": mine}
+    receiver.store_dataframes(namespace)
+    sender = mallory.peer("bob")
+    for number, name in enumerate(("pd", "room", "sales", "forecast", "forecast")):
+        await sender.send_dataframe(pd.DataFrame({"n": [number]}), name)
+    for _ in range(5):
+        await receiver.receive_dataframe(30)  # each one still arrives
+    await eventually(lambda: receiver.panel.conversation.value.count("stored as `forecast`") == 2, 10, "forecast stored twice")
+    assert namespace["pd"] is pd and namespace["room"] is bob and namespace["sales"] is mine
+    assert namespace["forecast"]["n"].tolist() == [4]  # the second one replaced the first: both were the peer's
+    log = receiver.panel.conversation.value
+    assert "not stored as `pd`: that name is already used here" in log and "overwrite=True" in log
+
+    receiver.store_dataframes(namespace, overwrite=True)  # asked for
+    await sender.send_dataframe(pd.DataFrame({"n": [1]}), "sales")
+    await receiver.receive_dataframe(30)
+    await eventually(lambda: namespace["sales"] is not mine, 10, "sales replaced when asked")
+
+
+async def test_a_hostile_peers_strings_are_text_in_every_panel(server: ServerInfo, opened: list[Any], tmp_path: Any) -> None:
+    """The Python side of tests/test_lab_browser.py's check: each HTML value holds the
+    hostile string escaped, never as markup."""
+    from iavicenne import share
+
+    mallory = await joined(opened, server, "xss", "mallory", loopback=True, state={"notebook": HOSTILE + ".ipynb"})
+    bob = await joined(opened, server, "xss", "bob", loopback=True)
+    await bob.wait_for_member("mallory")
+    mallory.set_status(HOSTILE)
+    await mallory.send(HOSTILE)
+    await bob.wait_for_member("mallory", lambda m: m["state"].get("status") == HOSTILE)
+    await bob.wait_for_message(lambda m: m.user_id == "mallory")
+    to_bob = await mallory.peer("bob").ready(30)
+    assert to_bob.link is not None
+    await to_bob.send(HOSTILE)
+    (tmp_path / "f.csv").write_text("a\n1\n")
+    await to_bob.send_file(tmp_path / "f.csv", name=HOSTILE + ".csv")
+    await to_bob.link.send(share.pack(HOSTILE, HOSTILE, b""))  # refused: its error text quotes the kind
+    receiver = bob.peer("mallory")
+    await receiver.receive(30)
+    await receiver.receive_file(tmp_path / "inbox", 30)
+    await eventually(lambda: receiver.errors, 10, "the malformed share reported")
+
+    values = [bob.panel.rows["mallory"].label.value, bob.panel.conversation.value]
+    values += [receiver.panel.conversation.value, receiver.panel.errors.text.value]
+    values += [row.label.value for row in receiver.panel.transfers.children]
+    escaped = "&lt;img src=x onerror=&quot;window.iavPwned=1&quot;&gt;"
+    for value in values:
+        assert "<img" not in value, value
+        assert escaped in value, value

@@ -2,13 +2,39 @@
 
 ``from iavicenne import join`` gives the notebook API (`iavicenne.room`); it and the other
 notebook-only names are loaded on first use, so a script that only needs the client
-does not import ipywidgets, pandas or aiortc.
+does not import ipywidgets, pandas or aiortc. Importing the package changes nothing in
+other libraries.
+
+The modules, each one concept (the browser client has the same ones, in JavaScript):
+``errors``, ``discovery`` (finding the server), ``delivery`` (outbox, seen set, seq
+tracker), ``connection`` (the self-healing endpoint), ``events``, ``client`` (rooms),
+``signaling``, ``wire`` (the peer-link format), ``peer`` (peer links), ``ice``; and for
+notebooks ``room``, ``peer_session``, ``panels``, ``share``, ``background``.
 """
 
 from typing import Any
 
-from . import client
-from .client import *  # noqa: F403 - the client's names are this package's (client.__all__)
+from .client import Room, RoomClient, connect
+from .connection import Backoff
+from .discovery import ServerInfo, discover_server
+from .errors import (
+    AuthenticationError,
+    ClientError,
+    ConnectionClosed,
+    NameTaken,
+    PeerLeft,
+    PeerLinkClosed,
+    PeerLinkError,
+    PeerUnreachable,
+    RequestFailed,
+    ServerNotFound,
+    ServerUnreachable,
+    Superseded,
+    TransferRefused,
+    UnknownPeer,
+)
+from .events import Gap, Message, PeerEvent, PresenceEvent, Signal
+from .signaling import SignalingClient
 
 # name -> module (relative) that defines it, imported on first access (PEP 562). Peer
 # links need aiortc (the `widgets` extra) and the notebook API ipywidgets: a script or a
@@ -17,7 +43,7 @@ _LAZY = {
     "join": ".room",
     "RoomSession": ".room",
     "PeerSession": ".peer_session",
-    **dict.fromkeys(["PeerLeft", "PeerLink", "PeerLinkClosed", "PeerLinkError", "PeerNetwork", "PeerUnreachable", "Progress"], ".peer"),
+    **dict.fromkeys(["PeerLink", "PeerNetwork", "Progress"], ".peer"),
 }
 
 
@@ -32,4 +58,32 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-__all__ = [*_LAZY, *client.__all__]
+__all__ = [
+    *_LAZY,
+    "AuthenticationError",
+    "Backoff",
+    "ClientError",
+    "ConnectionClosed",
+    "Gap",
+    "Message",
+    "NameTaken",
+    "PeerEvent",
+    "PeerLeft",
+    "PeerLinkClosed",
+    "PeerLinkError",
+    "PeerUnreachable",
+    "PresenceEvent",
+    "RequestFailed",
+    "Room",
+    "RoomClient",
+    "ServerInfo",
+    "ServerNotFound",
+    "ServerUnreachable",
+    "Signal",
+    "SignalingClient",
+    "Superseded",
+    "TransferRefused",
+    "UnknownPeer",
+    "connect",
+    "discover_server",
+]

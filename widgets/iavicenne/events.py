@@ -1,4 +1,8 @@
-"""One small event emitter for the client and the peer links: callbacks and async iterators.
+"""Events: what the client and the peer links tell you, and the one small emitter that
+carries them, as callbacks and async iterators.
+
+The event types: `Message` (a chat or direct message), `PresenceEvent`, `Gap` (of a
+room endpoint), `PeerEvent` and `Signal` (of a signaling room).
 
 ``emitter.on("message", callback)`` calls `callback(event)` for each event (a coroutine
 function is scheduled as a task); ``async for event in emitter.stream("message")`` reads
@@ -12,6 +16,7 @@ import asyncio
 import inspect
 import logging
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 log = logging.getLogger("iavicenne.client")
@@ -19,6 +24,67 @@ log = logging.getLogger("iavicenne.client")
 _END = object()
 
 
+# -- what the client tells you ------------------------------------------------------------
+@dataclass(slots=True)
+class Message:
+    """A chat message (``message``) or a direct message (``direct-message``) of a room."""
+
+    room: str
+    user_id: str
+    content: dict[str, Any]  # the sender's payload; the seed's clients put text in "content"
+    seq: int | None  # None for direct messages (not kept in history)
+    identity: dict[str, Any]
+    timestamp: str
+    direct: bool = False
+    ref: str | None = None
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    @property
+    def text(self) -> Any:
+        return self.content.get("content")
+
+
+@dataclass(slots=True)
+class PresenceEvent:
+    """``joined`` / ``left`` / ``state`` of one member, or a ``snapshot`` after (re)joining."""
+
+    room: str
+    kind: str
+    user_id: str | None
+    state: dict[str, Any]
+    members: dict[str, dict[str, Any]]
+
+
+@dataclass(slots=True)
+class PeerEvent:
+    """A peer ``joined`` or ``left`` the signaling room."""
+
+    room: str
+    kind: str
+    peer_id: str
+    rejoined: bool = False
+
+
+@dataclass(slots=True)
+class Signal:
+    """An offer, answer or ICE candidate relayed from another peer."""
+
+    kind: str  # protocol.OFFER, ANSWER or ICE_CANDIDATE
+    source: str
+    body: dict[str, Any] | None
+    room: str
+
+
+@dataclass(slots=True)
+class Gap:
+    """Messages of `room` after `since` could not all be recovered (history gone or too short)."""
+
+    room: str
+    since: int | None
+    epoch_changed: bool
+
+
+# -- carrying them ---------------------------------------------------------------------------
 class EventStream:
     """An async iterator over the events of some kinds; ``close()`` (or ``async with``) ends it."""
 
@@ -66,6 +132,8 @@ class EventStream:
 
 
 class EventEmitter:
+    """Callbacks and streams by event kind (``message``, ``presence``, ...)."""
+
     def __init__(self) -> None:
         self._callbacks: dict[str, list[Callable[[Any], Any]]] = {}
         self._streams: set[EventStream] = set()
@@ -113,3 +181,6 @@ class EventEmitter:
         for stream in list(self._streams):
             stream.close()
         self._callbacks.clear()
+
+
+__all__ = ["EventEmitter", "EventStream", "Gap", "Message", "PeerEvent", "PresenceEvent", "Signal"]

@@ -7,9 +7,11 @@ other interface (a laptop offline, a container, CI) then cannot connect at all. 
 stacks made it an option (pion's ``SetIncludeLoopbackCandidate``, libjuice's
 ``JUICE_ENABLE_LOCALHOST_ADDRESS``); aiortc has none, so `host_addresses` makes it one:
 inside ``with host_addresses(["127.0.0.1"])``, gathering (``setLocalDescription``) uses
-exactly those addresses. The override is a context variable read by a wrapper installed
-once around ``aioice.ice.get_host_addresses``: every other connection of the process,
-and every other task, gathers as aioice always does.
+exactly those addresses. The override is a context variable read by a wrapper put
+around ``aioice.ice.get_host_addresses`` when the first `PeerNetwork` is created (or
+``host_addresses`` first used), not when ``iavicenne`` is imported: importing a package
+changes nothing in other libraries. Every other connection of the process, and every
+other task, gathers as aioice always does.
 
 **Which addresses by default.** ``$IAVICENNE_ICE_ADDRESSES`` (comma-separated IP
 addresses, e.g. ``127.0.0.1``) sets them for every link of a process whose code chooses
@@ -51,12 +53,10 @@ def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 def _install() -> None:
+    """Put the wrapper in place (once; what it does without an override is aioice's own)."""
     # aioice's gather_candidates looks the function up in its module at each call
     if aioice.ice.get_host_addresses is not _get_host_addresses:
         aioice.ice.get_host_addresses = _get_host_addresses
-
-
-_install()
 
 
 @contextlib.contextmanager
@@ -66,6 +66,7 @@ def host_addresses(addresses: Sequence[str] | None) -> Iterator[None]:
     Wrap ``await pc.setLocalDescription(...)``: that is where aiortc gathers, in this
     task (or in tasks it starts, which inherit the context).
     """
+    _install()
     token = _addresses.set(tuple(addresses) if addresses is not None else None)
     try:
         yield

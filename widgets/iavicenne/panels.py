@@ -3,8 +3,14 @@
 No custom front-end code, so they render wherever ipywidgets do (JupyterLab, Notebook 7,
 VS Code) with nothing to build. They hold no logic: `RoomSession` and `PeerSession`
 (``iavicenne.room``) call their ``show_*`` methods, and they call back through the
-handlers given to ``on_send`` / ``on_open_peer``. Everything a peer sends is escaped
-before it reaches an HTML widget: another person's text must not become our markup.
+handlers given to ``on_send`` / ``on_open_peer``.
+
+Every string that comes from another person (user ids, display names, messages,
+presence values, notebook names, share and file names, error texts that quote them)
+reaches an ``HTML`` widget's value through `_esc` only: an ipywidgets HTML value is
+markup in the receiver's JupyterLab page, where a peer's ``<img onerror=...>`` could
+read ``_xsrf`` and run code in the receiver's kernels. Values set on other widgets
+(``tooltip``, ``placeholder``, ``description``) are plain text there.
 
 Every part carries a CSS class (``iav-…``) so a page, a test or a theme can find it.
 """
@@ -41,10 +47,7 @@ def _esc(value: Any) -> str:
 def _badge(state: str, detail: str = "") -> str:
     colour, label = STATES.get(state, ("#757575", state))
     extra = f" <span style='color:#757575'>({_esc(detail)})</span>" if detail else ""
-    return (
-        f"<span class='iav-state iav-state-{_esc(state)}' style='color:{colour};font-weight:600'>"
-        f"● {_esc(label)}</span>{extra}"
-    )
+    return f"<span class='iav-state iav-state-{_esc(state)}' style='color:{colour};font-weight:600'>● {_esc(label)}</span>{extra}"
 
 
 def _time(timestamp: str) -> str:
@@ -109,8 +112,7 @@ class MessageLog(W.HTML):
     def _render(self) -> None:
         body = "".join(self._lines) or "<div style='color:#9e9e9e'>no messages yet</div>"
         self.value = (
-            "<div style='max-height:220px;overflow-y:auto;border:1px solid #e0e0e0;"
-            f"padding:4px;font-size:90%'>{body}</div>"
+            f"<div style='max-height:220px;overflow-y:auto;border:1px solid #e0e0e0;padding:4px;font-size:90%'>{body}</div>"
         )
 
 
@@ -183,9 +185,9 @@ class MemberRow(W.HBox):
             parts.append(f"<span class='iav-member-status'>{_esc(state['status'])}</span>")
         if state.get("notebook"):
             parts.append(f"<span class='iav-member-notebook' style='color:#757575'>in {_esc(state['notebook'])}</span>")
-        connections = member.get("connections") or 1
-        if connections > 1:
-            parts.append(f"<span style='color:#757575'>{connections} connections</span>")
+        connections = member.get("connections")
+        if isinstance(connections, int) and connections > 1:
+            parts.append(f"<span style='color:#757575'>{connections:d} connections</span>")
         detail = " · ".join(parts)
         self.label.value = f"<span style='color:#2e7d32'>●</span> {name}" + (f" — {detail}" if detail else "")
 
@@ -290,12 +292,17 @@ class TransferRow(W.HBox):
     """One DataFrame or file on its way, in either direction, with a progress bar."""
 
     def __init__(self, label: str, outgoing: bool) -> None:
-        arrow = "↑" if outgoing else "↓"
-        self.label = W.HTML(f"{arrow} {_esc(label)}", layout=W.Layout(width="45%"))
+        self.arrow = "↑" if outgoing else "↓"
+        self.label = W.HTML(layout=W.Layout(width="45%"))
+        self.relabel(label)
         self.bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="35%"))
         self.status = W.HTML("", layout=W.Layout(width="20%"))
         super().__init__([self.label, self.bar, self.status], layout=W.Layout(align_items="center"))
         self.add_class("iav-transfer")
+
+    def relabel(self, label: str) -> None:
+        """Say what the transfer is, once known (a peer's name for it, escaped)."""
+        self.label.value = f"{self.arrow} {_esc(label)}"
 
     def progress(self, done: int, total: int) -> None:
         self.bar.value = min(1.0, done / total) if total else 1.0

@@ -13,27 +13,21 @@ in order in one task, so a late step of a dropped offer can never reach the othe
 An offer for a link that exists means the other side started again (a restarted
 kernel): the old link is closed and the new one answered.
 
-**Framing on the channel** (also in docs/protocol.md). A ``str`` message is text, as a
-browser's ``channel.send("...")`` sends it. A binary message starts with a tag byte:
-
-======  ==============================================================================
-0x00    bytes (the rest of the message)
-0x01    a JSON value (UTF-8)
-0x02    START of a transfer: id u32, kind u8 (0 bytes, 1 JSON, 2 text), flags u8
-        (1 = zlib), size u64 of the payload before compression; then
-0x03    DATA: the next piece of the payload (of at most one data-channel message);
-0x04    END: id; the receiver then answers
-0x06    DONE: id, once it has reassembled the payload (``send`` returns then);
-0x05    ABORT: id, the sender gave up (cancelled); the receiver drops the pieces.
-======  ==============================================================================
-
-Payloads larger than one data-channel message (64 KiB by default, never more than the
-peer's ``a=max-message-size``) are transfers. Pieces are written under flow control:
+**On the channel** the messages are `iavicenne.wire`'s (text, bytes and JSON, and
+transfers: START, DATA pieces, END, answered by DONE). Payloads larger than one
+data-channel message (64 KiB by default, never more than the peer's
+``a=max-message-size``) are transfers. Pieces are written under flow control:
 past `high_water` bytes buffered in the channel (``bufferedAmount``), the sender waits
 for ``bufferedamountlow`` (fired at `low_water`), so a 1 GB send never holds more than
 about `high_water` bytes in aiortc's queues. If the link closes, or the peer leaves the
 room, in the middle of a transfer, the sender's ``send`` and the receiver's ``recv``
 raise `PeerLinkClosed` (`PeerLeft`) saying how far it got: never a hang.
+
+**A receiver bounds what a peer makes it hold.** A transfer larger than
+`max_transfer_bytes` (an option of `PeerNetwork`, 256 MiB by default), or one that grows
+past the size it declared (a compressed one is inflated with a bound), is refused: the
+receiver's ``recv`` raises `TransferRefused` naming the option (and the link goes on
+with the next payload), the sender's ``send`` raises it with the receiver's reason.
 
 **Loopback.** aiortc gathers no loopback candidates; ``loopback=True`` (what the tests
 use) gathers 127.0.0.1 only, for peers on one machine, and such a link tries only the
@@ -45,11 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
-import json
 import logging
 import re
-import struct
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -59,50 +50,16 @@ from aiortc.sdp import candidate_from_sdp
 
 from iavicenne_ext import protocol as p
 
-from .client import ClientError, PeerEvent, Signal, SignalingClient, discover_server
-from .events import EventEmitter, EventStream
-from .ice import LOOPBACK, configured_addresses, host_addresses, reachable_candidate, reachable_sdp, rtc_ice_servers
+from . import ice, wire
+from .discovery import discover_server
+from .errors import PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable, TransferRefused
+from .events import EventEmitter, EventStream, PeerEvent, Signal
+from .signaling import SignalingClient
+from .wire import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE, Tag
 
 log = logging.getLogger("iavicenne.peer")
 
-CHANNEL_LABEL = "iavicenne"
-
-TAG_BYTES = 0x00
-TAG_JSON = 0x01
-TAG_START = 0x02
-TAG_DATA = 0x03
-TAG_END = 0x04
-TAG_ABORT = 0x05
-TAG_DONE = 0x06
-
-KIND_BYTES = 0
-KIND_JSON = 1
-KIND_TEXT = 2
-FLAG_ZLIB = 1
-
-_START = struct.Struct("!IBBQ")
-_ID = struct.Struct("!I")
-
-# what a peer may send without saying: RFC 8841's default when the SDP names no size
-DEFAULT_REMOTE_MAX_MESSAGE = 65536
 _MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d+)", re.MULTILINE)
-
-
-# -- errors ------------------------------------------------------------------------------
-class PeerLinkError(ClientError):
-    """A peer link could not be opened or used."""
-
-
-class PeerUnreachable(PeerLinkError):
-    """No network path to the peer (ICE failed) or it did not answer in time."""
-
-
-class PeerLinkClosed(PeerLinkError):
-    """The link is closed (by either side); pending sends and receives end with this."""
-
-
-class PeerLeft(PeerLinkClosed):
-    """The peer left the signaling room (its kernel stopped, it closed, it lost the server)."""
 
 
 def _mb(n: int) -> str:
@@ -119,14 +76,11 @@ class Progress:
     total: int
 
 
-@dataclass(slots=True)
-class _Incoming:
-    id: int
-    kind: int
-    flags: int
-    size: int
-    buffer: bytearray
-    decompressor: Any | None
+@dataclass(frozen=True, slots=True)
+class _Refusal:
+    """In the inbox where a refused transfer's payload would have been: `recv` raises it."""
+
+    error: TransferRefused
 
 
 # -- one link ----------------------------------------------------------------------------
@@ -142,6 +96,7 @@ class PeerLink:
         self.events = EventEmitter()
         self.error: PeerLinkClosed | PeerLinkError | None = None
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=network._ice_servers()))
+        self._reassembler = wire.Reassembler(network.max_transfer_bytes)
         self.channel: RTCDataChannel | None = None
         self.max_message_size = network.chunk_size
         loop = asyncio.get_running_loop()
@@ -152,7 +107,6 @@ class PeerLink:
         self._drained: asyncio.Future[None] | None = None
         self._done: dict[int, asyncio.Future[None]] = {}
         self._ids = itertools.count(1)
-        self._incoming: _Incoming | None = None
         self._sending: list[int] | None = None  # [sent, total] of the transfer under way
         self._closing: asyncio.Future[Any] | None = None
         self.pc.on("connectionstatechange", self._on_connection_state)
@@ -176,6 +130,15 @@ class PeerLink:
     def stream(self, *kinds: str) -> EventStream:
         return self.events.stream(*kinds)
 
+    @property
+    def max_transfer_bytes(self) -> int:
+        """The largest transfer this side takes from the peer (the network's, unless set here)."""
+        return self._reassembler.max_transfer_bytes
+
+    @max_transfer_bytes.setter
+    def max_transfer_bytes(self, value: int) -> None:
+        self._reassembler.max_transfer_bytes = value
+
     async def wait_open(self, timeout: float | None = None) -> None:
         await asyncio.wait_for(asyncio.shield(self._opened), timeout)
 
@@ -191,39 +154,28 @@ class PeerLink:
         `Progress` as a transfer goes; `compress` (True, False or "auto": compress when a
         sample shrinks) defaults to the network's."""
         await self.wait_open()
-        if isinstance(data, str):
-            kind, payload = KIND_TEXT, data.encode()
-        elif isinstance(data, (bytes, bytearray, memoryview)):
-            kind, payload = KIND_BYTES, bytes(data) if isinstance(data, memoryview) else data
-        else:
-            try:
-                payload = json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-            except (TypeError, ValueError) as error:
-                raise TypeError(
-                    f"a PeerLink sends str, bytes or JSON-able objects (never pickle); {type(data).__name__} is not: {error}"
-                ) from None
-            kind = KIND_JSON
+        kind, payload = wire.encode_payload(data)
         compress = self.network.compress if compress is None else compress
         async with self._send_lock:
             self._check()
-            tagged = kind != KIND_TEXT  # text goes as a str message, the rest behind a tag byte
-            if compress or len(payload) + tagged > self.max_message_size:
+            if compress or not wire.fits(kind, payload, self.max_message_size):
                 await self._transfer(kind, payload, progress, compress)
-            elif not tagged:
-                await self._write(data)
             else:
-                await self._write(bytes((TAG_BYTES if kind == KIND_BYTES else TAG_JSON,)) + payload)
+                await self._write(wire.single_message(kind, payload, data if isinstance(data, str) else None))
 
     async def recv(self, timeout: float | None = None) -> Any:
         """The next payload (str, bytes or the decoded JSON value), in the order sent.
 
         Raises `PeerLinkClosed` / `PeerLeft` once the link is closed and everything that
-        arrived before was read."""
+        arrived before was read, and `TransferRefused` in place of a payload this side
+        refused (the next call returns the next payload)."""
         item = await asyncio.wait_for(self._inbox.get(), timeout)
         if item is _CLOSED:
             self._inbox.put_nowait(_CLOSED)
             assert self.error is not None
             raise self.error
+        if isinstance(item, _Refusal):
+            raise item.error
         return item
 
     def __aiter__(self) -> PeerLink:
@@ -233,7 +185,7 @@ class PeerLink:
         try:
             return await self.recv()
         except PeerLinkClosed as error:
-            if getattr(error, "cut_transfer", False):
+            if error.cut_transfer:
                 raise  # something was lost: say so
             raise StopAsyncIteration from None
 
@@ -267,13 +219,12 @@ class PeerLink:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
-    async def _transfer(self, kind: int, payload: bytes | bytearray, progress: Callable[[Progress], Any] | None, compress: bool | str) -> None:
+    async def _transfer(
+        self, kind: int, payload: bytes | bytearray, progress: Callable[[Progress], Any] | None, compress: bool | str
+    ) -> None:
         total = len(payload)
-        piece = self.max_message_size - 1
         if compress == "auto":
-            sample = bytes(payload[: 1 << 16])
-            compress = len(zlib.compress(sample, 1)) < 0.8 * len(sample)
-        compressor = zlib.compressobj(1) if compress else None
+            compress = wire.worth_compressing(payload)
         transfer = next(self._ids)
         done = asyncio.get_running_loop().create_future()
         done.add_done_callback(_retrieve)  # failed before it is awaited: no "never retrieved" noise
@@ -281,28 +232,18 @@ class PeerLink:
         self._sending = [0, total]
         finished = False
         try:
-            await self._write(bytes((TAG_START,)) + _START.pack(transfer, kind, FLAG_ZLIB if compressor else 0, total))
-            view = memoryview(payload)
-            pending = bytearray()  # compressed bytes not yet written
-            for offset in range(0, total, piece):
-                chunk = view[offset : offset + piece]
-                if compressor is None:
-                    await self._write(b"\x03" + chunk)
-                else:
-                    pending += compressor.compress(chunk)
-                    while len(pending) >= piece:
-                        await self._write(b"\x03" + pending[:piece])
-                        del pending[:piece]
-                self._sending[0] = min(total, offset + piece)
-                if progress is not None:
-                    progress(Progress(self.peer_id, "send", self._sending[0], total))
-            if compressor is not None:
-                pending += compressor.flush()
-                for start in range(0, len(pending), piece):
-                    await self._write(b"\x03" + pending[start : start + piece])
-            await self._write(bytes((TAG_END,)) + _ID.pack(transfer))
+            for message, sent in wire.transfer_messages(transfer, kind, payload, self.max_message_size - 1, bool(compress)):
+                if done.done():
+                    break  # the peer refused it: `await done` raises why
+                await self._write(message)
+                if sent != self._sending[0]:
+                    self._sending[0] = sent
+                    if progress is not None:
+                        progress(Progress(self.peer_id, "send", sent, total))
             finished = True
             await done  # the peer has it all
+        except TransferRefused:
+            raise
         except PeerLinkError as error:
             raise type(error)(
                 f"{error} in the middle of a transfer: {_mb(self._sending[0])} of {_mb(total)} handed to the channel, "
@@ -311,68 +252,50 @@ class PeerLink:
         finally:
             self._done.pop(transfer, None)
             self._sending = None
-            if not finished and self.error is None and self.channel is not None and self.channel.readyState == "open":
+            if (
+                not finished
+                and not done.done()
+                and self.error is None
+                and self.channel is not None
+                and self.channel.readyState == "open"
+            ):
                 with contextlib.suppress(Exception):  # cancelled: tell the peer to drop the pieces
-                    self.channel.send(bytes((TAG_ABORT,)) + _ID.pack(transfer))
+                    self.channel.send(wire.id_message(Tag.ABORT, transfer))
 
     # -- receiving --------------------------------------------------------------------
     def _on_message(self, data: str | bytes) -> None:
-        if isinstance(data, str):
-            self._deliver(data)
-            return
-        if not data:
-            return
-        tag = data[0]
         try:
-            if tag == TAG_DATA:
-                incoming = self._incoming
-                if incoming is None:
-                    return
-                piece = memoryview(data)[1:]
-                if incoming.decompressor is not None:
-                    incoming.buffer += incoming.decompressor.decompress(piece)
-                else:
-                    incoming.buffer += piece
-                self.events.emit("progress", Progress(self.peer_id, "receive", len(incoming.buffer), incoming.size))
-            elif tag == TAG_BYTES:
-                self._deliver(data[1:])
-            elif tag == TAG_JSON:
-                self._deliver(json.loads(data[1:]))
-            elif tag == TAG_START:
-                transfer, kind, flags, size = _START.unpack_from(data, 1)
-                decompressor = zlib.decompressobj() if flags & FLAG_ZLIB else None
-                self._incoming = _Incoming(transfer, kind, flags, size, bytearray(), decompressor)
-            elif tag == TAG_END:
-                self._finish(_ID.unpack_from(data, 1)[0])
-            elif tag == TAG_DONE:
-                waiter = self._done.get(_ID.unpack_from(data, 1)[0])
-                if waiter is not None and not waiter.done():
-                    waiter.set_result(None)
-            elif tag == TAG_ABORT:
-                self._incoming = None
-            else:
-                log.warning("iavicenne: %s sent a message with unknown tag %#x; ignored", self.peer_id, tag)
-        except (ValueError, struct.error, zlib.error) as error:
-            log.warning("iavicenne: a malformed message from %s: %s", self.peer_id, error)
-            self.events.emit("error", PeerLinkError(f"malformed message from {self.peer_id!r}: {error}"))
-
-    def _finish(self, transfer: int) -> None:
-        incoming, self._incoming = self._incoming, None
-        if incoming is None or incoming.id != transfer:
+            got = self._reassembler.receive(data)
+        except TransferRefused as refused:
+            self._refuse(refused)
             return
-        if incoming.decompressor is not None:
-            incoming.buffer += incoming.decompressor.flush()
-        if len(incoming.buffer) != incoming.size:
-            raise ValueError(f"transfer {transfer}: {len(incoming.buffer)} bytes instead of {incoming.size}")
-        if incoming.kind == KIND_BYTES:
-            value: Any = bytes(incoming.buffer)
-        elif incoming.kind == KIND_TEXT:
-            value = incoming.buffer.decode()
-        else:
-            value = json.loads(incoming.buffer)
-        assert self.channel is not None
-        self.channel.send(bytes((TAG_DONE,)) + _ID.pack(transfer))
-        self._deliver(value)
+        except PeerLinkError as error:
+            log.warning("iavicenne: a malformed message from %s: %s", self.peer_id, error)
+            self.events.emit("error", PeerLinkError(f"from {self.peer_id!r}: {error}"))
+            return
+        if isinstance(got, wire.Piece):
+            self.events.emit("progress", Progress(self.peer_id, "receive", got.done, got.total))
+        elif isinstance(got, wire.Payload):
+            if got.transfer is not None and self.channel is not None:
+                self.channel.send(wire.id_message(Tag.DONE, got.transfer))
+            self._deliver(got.value)
+        elif isinstance(got, wire.Confirmed):
+            waiter = self._done.get(got.transfer)
+            if waiter is not None and not waiter.done():
+                waiter.set_result(None)
+        elif isinstance(got, wire.Refused):
+            waiter = self._done.get(got.transfer)
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(TransferRefused(f"{self.peer_id!r} answered: {got.reason}", got.transfer))
+
+    def _refuse(self, refused: TransferRefused) -> None:
+        """Tell the sender (ABORT with the reason), and the reader (in the payload's place)."""
+        if refused.transfer is not None and self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(wire.refusal_message(refused.transfer, str(refused)))
+        error = TransferRefused(f"from {self.peer_id!r}: {refused}", refused.transfer)
+        log.warning("iavicenne: %s", error)
+        self._inbox.put_nowait(_Refusal(error))
+        self.events.emit("error", error)
 
     def _deliver(self, value: Any) -> None:
         self._inbox.put_nowait(value)
@@ -422,7 +345,7 @@ class PeerLink:
 
     async def _offer(self) -> None:
         offer = await self.pc.createOffer()
-        with host_addresses(self.network.addresses):
+        with ice.host_addresses(self.network.addresses):
             await self.pc.setLocalDescription(offer)
         if self.state == "closed":
             return  # dropped meanwhile (glare): the peer must not see this offer
@@ -430,10 +353,10 @@ class PeerLink:
         await self.network.signaling.relay(p.OFFER, self.peer_id, {"type": local.type, "sdp": local.sdp})
 
     async def _answer(self, offer: dict[str, Any]) -> None:
-        sdp = reachable_sdp(offer["sdp"], self.network.addresses)
+        sdp = ice.reachable_sdp(offer["sdp"], self.network.addresses)
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=offer.get("type", "offer")))
         answer = await self.pc.createAnswer()
-        with host_addresses(self.network.addresses):
+        with ice.host_addresses(self.network.addresses):
             await self.pc.setLocalDescription(answer)
         if self.state == "closed":
             return
@@ -442,7 +365,7 @@ class PeerLink:
 
     async def _on_answer(self, answer: dict[str, Any]) -> None:
         if self.offerer and self.pc.signalingState == "have-local-offer":
-            sdp = reachable_sdp(answer["sdp"], self.network.addresses)
+            sdp = ice.reachable_sdp(answer["sdp"], self.network.addresses)
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=answer.get("type", "answer")))
 
     async def _on_candidate(self, body: dict[str, Any] | None) -> None:
@@ -452,7 +375,7 @@ class PeerLink:
             return
         text = body["candidate"]
         candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-        if not reachable_candidate(candidate.ip, self.network.addresses):
+        if not ice.reachable_candidate(candidate.ip, self.network.addresses):
             return
         candidate.sdpMid = body.get("sdpMid")
         candidate.sdpMLineIndex = body.get("sdpMLineIndex")
@@ -462,11 +385,13 @@ class PeerLink:
         """Close for good with `error`: every wait ends with it; the pc closes in the background."""
         if self.state == "closed":
             return
-        incoming = self._incoming
+        incoming = self._reassembler.incoming
         if incoming is not None and isinstance(error, PeerLinkClosed):
-            error = type(error)(f"{error} in the middle of a transfer: {_mb(len(incoming.buffer))} of {_mb(incoming.size)} received")
-            error.cut_transfer = True  # type: ignore[attr-defined]
-            self._incoming = None
+            error = type(error)(
+                f"{error} in the middle of a transfer: {_mb(len(incoming.buffer))} of {_mb(incoming.size)} received"
+            )
+            error.cut_transfer = True
+            self._reassembler.incoming = None
         self.state = "closed"
         self.error = error
         for waiter in (self._opened, self._drained, *self._done.values()):
@@ -500,7 +425,8 @@ class PeerNetwork:
     `host_addresses` (exactly these local addresses; with neither, those
     ``$IAVICENNE_ICE_ADDRESSES`` lists, else aioice's interfaces); `ice_servers` (W3C
     dicts; default: what the server hands out in `joined`); `chunk_size`, `high_water`,
-    `low_water` (bytes; see the module docstring); `compress` (False, True or "auto").
+    `low_water` (bytes; see the module docstring); `compress` (False, True or "auto");
+    `max_transfer_bytes` (the largest transfer a peer may send us; see the module docstring).
     """
 
     def __init__(
@@ -514,19 +440,24 @@ class PeerNetwork:
         high_water: int = 1 << 20,
         low_water: int = 256 * 1024,
         compress: bool | str = False,
+        max_transfer_bytes: int = wire.MAX_TRANSFER_BYTES,
         owns_signaling: bool = False,
     ) -> None:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
+        if max_transfer_bytes < 0:
+            raise ValueError("max_transfer_bytes must be 0 or more")
+        ice._install()  # links choose their local addresses; other aiortc users see no change
         self.signaling = signaling
         self.addresses: tuple[str, ...] | None = (
-            LOOPBACK if loopback else tuple(host_addresses) if host_addresses else configured_addresses()
+            ice.LOOPBACK if loopback else tuple(host_addresses) if host_addresses else ice.configured_addresses()
         )
         self.ice_servers_override = list(ice_servers) if ice_servers is not None else None
         self.chunk_size = chunk_size
         self.high_water = high_water
         self.low_water = low_water
         self.compress = compress
+        self.max_transfer_bytes = max_transfer_bytes
         self.links: dict[str, PeerLink] = {}
         self.events = EventEmitter()
         self._owns_signaling = owns_signaling
@@ -638,7 +569,7 @@ class PeerNetwork:
     def _ice_servers(self) -> list[Any]:
         servers = self.ice_servers_override if self.ice_servers_override is not None else self.signaling.ice_servers
         # an explicit empty list: aiortc would otherwise fall back to a public STUN server
-        return rtc_ice_servers(servers)
+        return ice.rtc_ice_servers(servers)
 
     def _on_signal(self, signal: Signal) -> None:
         self._step(signal.source, signal)
@@ -718,12 +649,4 @@ class PeerNetwork:
                 waiter.set_exception(error)
 
 
-__all__ = [
-    "PeerLeft",
-    "PeerLink",
-    "PeerLinkClosed",
-    "PeerLinkError",
-    "PeerNetwork",
-    "PeerUnreachable",
-    "Progress",
-]
+__all__ = ["PeerLink", "PeerNetwork", "Progress"]

@@ -11,7 +11,14 @@ restarted, it left), the session stays, shows why, and opens a new link on the n
 send or click; a link the peer opens to us attaches to the same session.
 
 The mailboxes keep what nobody asked for yet, up to a bound (`KEPT`): a forgotten
-``receive_dataframe()`` must not keep every DataFrame a peer ever sent in memory.
+``receive_dataframe()`` must not keep every DataFrame a peer ever sent in memory. A
+DataFrame is checked against the room session's bounds (rows, bytes) before it is
+decoded, and `store_dataframes` never replaces a variable it did not put there itself
+unless told to (``overwrite=True``): a peer must not be able to rebind ``pd``.
+
+A session needs a few things from its room session (who we are, how to run work in the
+background, the room's peer network); `PeerHost` names them, so this module does not
+reach into `RoomSession` (and does not import it).
 """
 
 from __future__ import annotations
@@ -20,25 +27,53 @@ import asyncio
 import keyword
 import os
 import time
+import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import share
+from .background import Pending, Report, guarded
+from .errors import PeerLinkClosed, PeerLinkError, TransferRefused
 from .panels import PeerPanel, TransferRow
-from .peer import PeerLink, PeerLinkClosed, PeerLinkError, Progress
-from .room import Pending, guarded
+from .peer import PeerLink, PeerNetwork, Progress
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from .room import RoomSession
-
 T = TypeVar("T")
 KEPT = {"message": 1000, "dataframe": 20, "file": 20}
 PROGRESS_INTERVAL = 0.1  # seconds between two progress bar updates: widgets cost a comm message each
+
+
+class PeerHost(Protocol):
+    """What a `PeerSession` needs from the room session it belongs to (`RoomSession`)."""
+
+    @property
+    def user_id(self) -> str | None: ...
+
+    @property
+    def peer_timeout(self) -> float: ...
+
+    @property
+    def max_dataframe_rows(self) -> int: ...
+
+    @property
+    def max_dataframe_bytes(self) -> int: ...
+
+    def spawn(self, coro: Coroutine[Any, Any, T], what: str, report: Report | None = None) -> Pending[T]:
+        """Run `coro` in the background; what it raises goes to `report`."""
+        ...
+
+    async def peer_network(self) -> PeerNetwork:
+        """This member's peer in the room's signaling (joined on first use)."""
+        ...
+
+    def on_loop(self, function: Callable[..., Any], *args: Any) -> None:
+        """Call `function` on the kernel's loop (widgets are touched from there only)."""
+        ...
 
 
 class Mailbox(Generic[T]):
@@ -105,9 +140,9 @@ class _Throttled:
 
 
 class PeerSession:
-    """The link with one member (`remote`) of a `RoomSession`, and its panel."""
+    """The link with one member (`remote`) of a room session (`room`), and its panel."""
 
-    def __init__(self, room: RoomSession, remote: str) -> None:
+    def __init__(self, room: PeerHost, remote: str) -> None:
         self.room = room
         self.remote = remote
         self.link: PeerLink | None = None
@@ -135,7 +170,7 @@ class PeerSession:
     # -- the link ---------------------------------------------------------------------
     def open(self) -> Pending[PeerSession]:
         """Open the link (what the member's "Peer link" button does); await for it."""
-        return self.room._spawn(self._open_then_self(), f"opening a link to {self.remote}", self._report)
+        return self.room.spawn(self._open_then_self(), f"opening a link to {self.remote}", self._report)
 
     async def ready(self, timeout: float | None = 60.0) -> PeerSession:
         """Wait until the link is open (opening it if needed)."""
@@ -161,7 +196,7 @@ class PeerSession:
     async def _connect(self) -> PeerLink:
         self._show_state("connecting")
         try:
-            network = await self.room._network_ready()
+            network = await self.room.peer_network()
             link = await network.connect(self.remote, timeout=self.room.peer_timeout)
         except Exception as error:
             self._show_state("failed", str(error))
@@ -179,7 +214,7 @@ class PeerSession:
         self._link_error = None
         link.on("progress", self._on_progress)
         link.on("close", self._on_close)
-        link.on("error", lambda error: self._report(f"from {self.remote}: {error}", error, traceback=False))
+        link.on("error", lambda error: self._report(str(error), error, traceback=False))  # it names the peer
         self._reader = asyncio.ensure_future(self._read(link))
         if link.open:
             self._show_state("open", "direct, peer to peer")
@@ -202,20 +237,20 @@ class PeerSession:
     def send(self, data: Any) -> Pending[None]:
         """Send text, bytes or a JSON-able object (never pickled). Returns once the peer's
         channel has it: await it, or not (a failure shows in the panel)."""
-        return self.room._spawn(self._send(data), f"sending to {self.remote}", self._report)
+        return self.room.spawn(self._send(data), f"sending to {self.remote}", self._report)
 
     def send_dataframe(self, df: pd.DataFrame, name: str = "dataframe", format: str = "arrow") -> Pending[None]:
         """Share a DataFrame as Arrow IPC (default) or Parquet, with a progress bar; the
         peer gets it with ``receive_dataframe()`` or ``on_dataframe``."""
         packed = share.pack_dataframe(df, name, format)  # here, so a bad DataFrame raises in the cell
         label = share.describe(share.unpack(packed).header)
-        return self.room._spawn(self._transfer(packed, label), f"sending {name} to {self.remote}", self._report)
+        return self.room.spawn(self._transfer(packed, label), f"sending {name} to {self.remote}", self._report)
 
     def send_file(self, path: str | os.PathLike[str], name: str | None = None) -> Pending[None]:
         """Send a file (its base name travels with it; the receiver picks the folder)."""
         packed = share.pack_file(path, name)
         label = share.describe(share.unpack(packed).header)
-        return self.room._spawn(self._transfer(packed, label), f"sending {Path(path).name} to {self.remote}", self._report)
+        return self.room.spawn(self._transfer(packed, label), f"sending {Path(path).name} to {self.remote}", self._report)
 
     async def _send(self, data: Any) -> None:
         link = await self._ensure_link()
@@ -238,9 +273,14 @@ class PeerSession:
         return await self._take("message", timeout)
 
     async def receive_dataframe(self, timeout: float | None = 120.0) -> pd.DataFrame:
-        """The next DataFrame the peer shared (decoded from Arrow or Parquet)."""
+        """The next DataFrame the peer shared (decoded from Arrow or Parquet); a
+        `share.ShareError` if it is over the room session's ``max_dataframe_rows`` or
+        ``max_dataframe_bytes`` (checked before it is decoded)."""
         shared: share.Shared = await self._take("dataframe", timeout)
-        return shared.dataframe()
+        return self._decode(shared)
+
+    def _decode(self, shared: share.Shared) -> pd.DataFrame:
+        return shared.dataframe(max_rows=self.room.max_dataframe_rows, max_bytes=self.room.max_dataframe_bytes)
 
     async def receive_file(self, folder: str | os.PathLike[str] = ".", timeout: float | None = 120.0) -> Path:
         """Save the next file the peer sent into `folder` (never elsewhere); its path."""
@@ -259,10 +299,17 @@ class PeerSession:
         """Call `callback(name, content)` for each file the peer sends."""
         return self._on("file", callback)
 
-    def store_dataframes(self, namespace: dict[str, Any] | None = None, prefix: str = "") -> Callable[[], None]:
+    def store_dataframes(
+        self, namespace: dict[str, Any] | None = None, prefix: str = "", *, overwrite: bool = False
+    ) -> Callable[[], None]:
         """Put each DataFrame the peer shares into `namespace` (default: the notebook's
         variables) under its name (with `prefix`): ``sales`` shared → ``sales`` here.
-        A name that is not a plain identifier, or is private, is not used as one."""
+        A name that is not a plain identifier, or is private, is not used as one.
+
+        A name already bound here (``pd``, ``room``, your own ``sales``) is left alone and
+        the panel says so, unless `overwrite`; a DataFrame stored here earlier is replaced
+        by the next one of the same name. The DataFrame stays available from
+        ``receive_dataframe()`` either way."""
         if namespace is None:
             from IPython import get_ipython
 
@@ -270,14 +317,30 @@ class PeerSession:
             if shell is None:
                 raise RuntimeError("no notebook here: pass the namespace (a dict) to store into")
             namespace = shell.user_ns
+        target = namespace
+        # variable -> the DataFrame this put there (weakly: a variable the user rebinds
+        # or deletes must not keep an old DataFrame alive)
+        stored: dict[str, weakref.ref[Any]] = {}
 
         def store(name: str, df: pd.DataFrame) -> None:
             variable = prefix + name
             if not variable.isidentifier() or keyword.iskeyword(variable) or variable.startswith("_"):
-                variable = f"{prefix or 'shared_'}{share.safe_file_name(name).replace('.', '_').replace(' ', '_').replace('-', '_')}"
+                variable = (
+                    f"{prefix or 'shared_'}{share.safe_file_name(name).replace('.', '_').replace(' ', '_').replace('-', '_')}"
+                )
                 if not variable.isidentifier():
                     variable = f"{prefix or 'shared_'}dataframe"
-            namespace[variable] = df
+            mine = stored.get(variable)
+            ours = mine is not None and mine() is not None and target.get(variable) is mine()
+            if variable in target and not ours and not overwrite:
+                self.panel.show_note(
+                    _now(),
+                    f"not stored as `{variable}`: that name is already used here (store_dataframes(overwrite=True) "
+                    "or a prefix allows it); receive_dataframe() has it",
+                )
+                return
+            target[variable] = df
+            stored[variable] = weakref.ref(df)
             self.panel.show_note(_now(), f"stored as `{variable}`")
 
         return self.on_dataframe(store)
@@ -316,6 +379,12 @@ class PeerSession:
         while True:
             try:
                 data = await link.recv()
+            except TransferRefused:
+                # refused, and reported by the link's "error" event: the next payload follows
+                if self._incoming is not None:
+                    self._incoming.row.finish("refused", ok=False)
+                    self._incoming = None
+                continue
             except PeerLinkError:
                 return  # `close` says why
             try:
@@ -324,18 +393,23 @@ class PeerSession:
                 self._report(f"could not read what {self.remote} sent: {error}", error, traceback=False)
 
     def _dispatch(self, data: Any) -> None:
+        incoming, self._incoming = self._incoming, None  # the transfer that brought `data`, if one did
         if share.is_shared(data):
-            incoming, self._incoming = self._incoming, None
-            shared = share.unpack(data)
+            try:
+                shared = share.unpack(data)
+            except share.ShareError:
+                if incoming is not None:
+                    incoming.row.finish("refused", ok=False)
+                raise
             label = share.describe(shared.header)
             if incoming is None:  # small enough for one message: no progress on the way
                 incoming = _Throttled(self.panel.add_transfer(label, outgoing=False))
-            incoming.row.label.value = f"↓ {label}"
+            incoming.row.relabel(label)
             incoming.row.finish("received")
             if shared.kind == share.DATAFRAME:
                 self._mail["dataframe"].put(shared)
                 if self._callbacks["dataframe"]:
-                    df = shared.dataframe()
+                    df = self._decode(shared)
                     for callback in list(self._callbacks["dataframe"]):
                         callback(shared.name, df)
             else:
@@ -343,6 +417,8 @@ class PeerSession:
                 for callback in list(self._callbacks["file"]):
                     callback(shared.name, shared.payload)
             return
+        if incoming is not None:
+            incoming.row.finish("received")
         self.messages.append(data)
         del self.messages[: -KEPT["message"]]
         self._mail["message"].put(data)
@@ -372,9 +448,9 @@ class PeerSession:
     # -- showing ----------------------------------------------------------------------
     def _show_state(self, state: str, detail: str = "") -> None:
         self.state = state
-        self.room._on_loop(self.panel.show_state, state, detail)
+        self.room.on_loop(self.panel.show_state, state, detail)
 
     def _report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
         if error is not None:
             self.errors.append(error)
-        self.room._on_loop(self.panel.show_error, what, error if traceback else None)
+        self.room.on_loop(self.panel.show_error, what, error if traceback else None)

@@ -7,7 +7,7 @@ Why it is built this way:
   `join` captures it and schedules the connection there, so it works from a plain cell
   (no ``await`` needed) and every client task, callback and widget update runs on that
   loop, between and during cells. Nothing here starts a thread; a call that arrives from
-  another thread anyway is handed to the loop (`_on_loop`) instead of touching widgets.
+  another thread anyway is handed to the loop (`on_loop`) instead of touching widgets.
 * **Errors are shown, not lost.** A user's callback that raises, a send that fails, a
   refused join: each lands in the panel's error area (and in `RoomSession.errors`), so a
   failure in a background task is visible in the notebook.
@@ -16,22 +16,31 @@ Why it is built this way:
   reach the panel.
 * **Running the cell again replaces the old session** of the same user in the same room
   (its connection is closed), instead of leaving a ghost connection behind.
+* **Peer sessions depend on the room session, not the other way round.** A
+  `PeerSession` (``room.peer("bob")``, imported only when a link is wanted) asks its room
+  session for what it needs through `iavicenne.peer_session.PeerHost`, which
+  `RoomSession` implements with public methods (`spawn`, `peer_network`, `on_loop`).
+* **What another person sends is bounded** before it costs us memory: transfers
+  (`max_transfer_bytes`), DataFrames (`max_dataframe_rows`, `max_dataframe_bytes`), and
+  escaped before it reaches a widget (`iavicenne.panels`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import os
 import threading
 import weakref
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from .client import ClientError, Gap, Message, PresenceEvent, RoomClient
+from . import share, wire
+from .background import Pending, Report, callback_name, guarded
 from .client import Room as ClientRoom
-from .events import EventEmitter, EventStream
+from .client import RoomClient
+from .errors import ClientError
+from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent
 from .panels import RoomPanel
 
 if TYPE_CHECKING:
@@ -57,36 +66,6 @@ def current_notebook() -> str | None:
     return os.path.basename(path) if path else None
 
 
-class Pending(Generic[T]):
-    """What a call that works in the background returns (``room.send(...)``): await it
-    for the result, or leave it. Its repr says where it stands, so a cell that ends with
-    such a call prints something readable instead of a task's internals."""
-
-    def __init__(self, task: asyncio.Task[T], what: str) -> None:
-        self.task = task
-        self.what = what
-
-    def __await__(self) -> Any:
-        return self.task.__await__()
-
-    def done(self) -> bool:
-        return self.task.done()
-
-    def result(self) -> T:
-        return self.task.result()
-
-    def cancel(self) -> bool:
-        return self.task.cancel()
-
-    def __repr__(self) -> str:
-        if not self.task.done():
-            return f"<{self.what}: pending>"
-        if self.task.cancelled():
-            return f"<{self.what}: cancelled>"
-        error = self.task.exception()
-        return f"<{self.what}: failed: {error}>" if error is not None else f"<{self.what}: done>"
-
-
 class RoomSession:
     """A notebook's membership of one room: the panel, and the API behind it.
 
@@ -107,6 +86,9 @@ class RoomSession:
         peers: bool = True,
         loopback: bool | None = None,
         peer_timeout: float = 60.0,
+        max_transfer_bytes: int = wire.MAX_TRANSFER_BYTES,
+        max_dataframe_rows: int = share.MAX_ROWS,
+        max_dataframe_bytes: int = share.MAX_BYTES,
         loop: asyncio.AbstractEventLoop | None = None,
         **client_options: Any,
     ) -> None:
@@ -122,6 +104,9 @@ class RoomSession:
         self.peers: dict[str, PeerSession] = {}
         self.network: PeerNetwork | None = None
         self.peer_timeout = peer_timeout
+        self.max_transfer_bytes = max_transfer_bytes
+        self.max_dataframe_rows = max_dataframe_rows
+        self.max_dataframe_bytes = max_dataframe_bytes
         self._want_peers = peers
         self._loopback = loopback
         self._network_task: asyncio.Task[PeerNetwork] | None = None
@@ -175,11 +160,11 @@ class RoomSession:
     def send(self, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
         """Send to the room. Returns a `Pending`: ``await`` it for the server's ack (with
         the message's ``seq``), or ignore it (a failure then shows in the panel)."""
-        return self._spawn(self._send(content), "sending a message")
+        return self.spawn(self._send(content), "sending a message")
 
     def direct(self, to: str, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
         """Send to one member only, through the server."""
-        return self._spawn(self._direct(to, content), f"sending a direct message to {to}")
+        return self.spawn(self._direct(to, content), f"sending a direct message to {to}")
 
     def set_status(self, status: str) -> Pending[None]:
         """Set your presence status (``"busy"``, ``"reviewing"``, …), seen by every member."""
@@ -192,7 +177,7 @@ class RoomSession:
                 self.presence.pop(key, None)
             else:
                 self.presence[key] = value
-        return self._spawn(self._push_presence(), "updating presence")
+        return self.spawn(self._push_presence(), "updating presence")
 
     async def _send(self, content: str | dict[str, Any]) -> dict[str, Any]:
         room = await self._room()
@@ -222,7 +207,7 @@ class RoomSession:
 
     def on(self, kind: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
         """Callbacks for ``message``, ``presence``, ``state`` (the connection's) or ``gap``."""
-        return self.events.on(kind, self._guarded(callback, f"your {kind!r} callback {_name(callback)}"))
+        return self.events.on(kind, guarded(callback, f"your {kind!r} callback {callback_name(callback)}", self._report))
 
     def stream(self, *kinds: str) -> EventStream:
         """``async for message in room.stream("message"): ...`` (every kind when none given)."""
@@ -290,8 +275,8 @@ class RoomSession:
     def _open_peer_from_panel(self, user_id: str) -> None:
         self.peer(user_id).open()
 
-    async def _network_ready(self) -> PeerNetwork:
-        """This session's peer in the room's signaling (started after the join)."""
+    async def peer_network(self) -> PeerNetwork:
+        """This session's peer in the room's signaling (started after the join, once)."""
         await self.ready(None)
         if self._network_task is None:
             self._network_task = self.loop.create_task(self._start_network())
@@ -308,11 +293,19 @@ class RoomSession:
             options = {"loopback": self._loopback}
         signaling = {key: value for key, value in self._options.items() if key in ("backoff", "connect_timeout")}
         server = self.client.server
-        network = await PeerNetwork.join(self.name, self.user_id, server.url, server.token, signaling_options=signaling, **options)
+        network = await PeerNetwork.join(
+            self.name,
+            self.user_id,
+            server.url,
+            server.token,
+            signaling_options=signaling,
+            max_transfer_bytes=self.max_transfer_bytes,
+            **options,
+        )
         self.network = network
         # a member with no peer of its own in the room (a script, a page without links)
         # cannot take a link: its button says so instead of waiting for a timeout
-        network.on("peer", guarded(lambda _e: self._on_loop(self.panel.show_reachable, network.peers), "peer list", self._report))
+        network.on("peer", guarded(lambda _e: self.on_loop(self.panel.show_reachable, network.peers), "peer list", self._report))
         self.panel.show_reachable(network.peers)
         self._accepting = self.loop.create_task(self._accept(network))
         return network
@@ -413,25 +406,25 @@ class RoomSession:
         self.messages.append(message)
         del self.messages[:-MESSAGES_KEPT]
         text = message.text if message.text is not None else message.content
-        self._on_loop(self.panel.show_message, message.timestamp, message.user_id, str(text), direct=message.direct)
+        self.on_loop(self.panel.show_message, message.timestamp, message.user_id, str(text), direct=message.direct)
         self.events.emit("message", message)
 
     def _on_client_presence(self, event: PresenceEvent) -> None:
         if event.room != self.name:
             return
-        self._on_loop(self.panel.show_members, dict(event.members))
+        self.on_loop(self.panel.show_members, dict(event.members))
         if event.kind in ("joined", "left") and event.user_id != self.user_id:
             from datetime import datetime, timezone
 
             now = datetime.now(timezone.utc).isoformat()
-            self._on_loop(self.panel.show_note, now, f"{event.user_id} {event.kind}")
+            self.on_loop(self.panel.show_note, now, f"{event.user_id} {event.kind}")
         self.events.emit("presence", event)
 
     def _on_client_gap(self, gap: Gap) -> None:
         if gap.room != self.name:
             return
         why = "the room started over" if gap.epoch_changed else "they are older than the history the server keeps"
-        self._on_loop(self.panel.show_note, "", f"some messages sent while you were away are lost ({why})")
+        self.on_loop(self.panel.show_note, "", f"some messages sent while you were away are lost ({why})")
         self.events.emit("gap", gap)
 
     def _on_client_connected(self, _event: dict[str, Any]) -> None:
@@ -459,7 +452,7 @@ class RoomSession:
         assert self.room is not None
         return self.room
 
-    def _spawn(self, coro: Any, what: str, report: Callable[..., None] | None = None) -> Pending[Any]:
+    def spawn(self, coro: Coroutine[Any, Any, T], what: str, report: Report | None = None) -> Pending[T]:
         """Run `coro` on the session's loop; a failure is also shown in the panel (or given
         to `report`), where it is seen even when nobody awaits it."""
         if threading.get_ident() != self._thread:
@@ -475,48 +468,17 @@ class RoomSession:
         task.add_done_callback(done)
         return Pending(task, what)
 
-    def _guarded(self, callback: Callable[..., Any], what: str) -> Callable[..., None]:
-        return guarded(callback, what, self._report)
-
     def _report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
         if error is not None:
             self.errors.append(error)
-        self._on_loop(self.panel.show_error, what, error if traceback else None)
+        self.on_loop(self.panel.show_error, what, error if traceback else None)
 
-    def _on_loop(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+    def on_loop(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
         """Run a widget update now when on the kernel's thread, else hand it to its loop."""
         if threading.get_ident() == self._thread:
             function(*args, **kwargs)
         else:
             self.loop.call_soon_threadsafe(lambda: function(*args, **kwargs))
-
-
-def guarded(callback: Callable[..., Any], what: str, report: Callable[..., None]) -> Callable[..., None]:
-    """`callback` that hands what it raises to `report(what, error)`, also when it is a
-    coroutine function (its task's failure is reported when it ends): an event loop's
-    callbacks must not fail where nobody looks."""
-
-    def call(*args: Any) -> None:
-        try:
-            result = callback(*args)
-        except Exception as error:
-            report(f"{what} raised {type(error).__name__}: {error}", error)
-            return
-        if inspect.isawaitable(result):
-            task = asyncio.ensure_future(result)
-
-            def done(task: asyncio.Future[Any]) -> None:
-                if not task.cancelled() and task.exception() is not None:
-                    error = task.exception()
-                    report(f"{what} raised {type(error).__name__}: {error}", error)
-
-            task.add_done_callback(done)
-
-    return call
-
-
-def _name(callback: Callable[..., Any]) -> str:
-    return getattr(callback, "__qualname__", None) or repr(callback)
 
 
 def _close_reason(event: dict[str, Any]) -> str:
@@ -534,6 +496,9 @@ def join(
     state: dict[str, Any] | None = None,
     peers: bool = True,
     loopback: bool | None = None,
+    max_transfer_bytes: int = wire.MAX_TRANSFER_BYTES,
+    max_dataframe_rows: int = share.MAX_ROWS,
+    max_dataframe_bytes: int = share.MAX_BYTES,
     display: bool = True,
     **client_options: Any,
 ) -> RoomSession:
@@ -548,8 +513,13 @@ def join(
     (``room.peer("bob")``) and others can open them to you; `loopback` chooses the local
     addresses a link may use: True 127.0.0.1 only (kernels of one machine); otherwise
     those ``$IAVICENNE_ICE_ADDRESSES`` lists, if set, else your network interfaces, and
-    with None (the default) 127.0.0.1 too (`iavicenne.ice.default_host_addresses`). Extra
-    keywords go to `RoomClient` (``backoff=``, …).
+    with None (the default) 127.0.0.1 too (`iavicenne.ice.default_host_addresses`).
+
+    What a peer sends is refused past a bound, with an error that names the option
+    to raise: `max_transfer_bytes` (one payload on a peer link, 256 MiB),
+    `max_dataframe_rows` and `max_dataframe_bytes` (a shared DataFrame once decoded,
+    checked before it is, 10 million rows and 512 MiB). Extra keywords go to
+    `RoomClient` (``backoff=``, …).
     """
     try:
         loop = asyncio.get_running_loop()
@@ -559,7 +529,19 @@ def join(
             "cell (an IPython kernel runs one) or from a coroutine"
         ) from None
     session = RoomSession(
-        room, user_id=user_id, url=url, token=token, status=status, state=state, peers=peers, loopback=loopback, loop=loop, **client_options
+        room,
+        user_id=user_id,
+        url=url,
+        token=token,
+        status=status,
+        state=state,
+        peers=peers,
+        loopback=loopback,
+        max_transfer_bytes=max_transfer_bytes,
+        max_dataframe_rows=max_dataframe_rows,
+        max_dataframe_bytes=max_dataframe_bytes,
+        loop=loop,
+        **client_options,
     )
     if display:
         from IPython.display import display as show

@@ -1,0 +1,122 @@
+"""Signaling: one peer in one signaling room, where peers find each other and relay
+the offers, answers and ICE candidates that open a WebRTC link (`iavicenne.peer`).
+
+The same self-healing connection as the room client (`iavicenne.connection`): relays
+are reliable (ref, ack, resent after a reconnect), a relay resent after a lost ack is
+handled once (a `SeenSet`), and after a reconnect the peers that came or went while we
+were away are reported as if we had seen them. The browser's ``signaling.js`` is the same.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from tornado.websocket import WebSocketClientConnection
+
+from iavicenne_ext import protocol as p
+
+from .connection import Endpoint
+from .delivery import SeenSet
+from .discovery import ServerInfo, discover_server
+from .errors import Superseded
+from .events import PeerEvent, Signal
+
+
+class SignalingClient(Endpoint):
+    """One peer (`peer_id`) in one signaling room: peers come and go, signals are relayed.
+
+    ``await SignalingClient.connect("lab", "alice")``; `peers` is who else is there;
+    ``peer`` events (`PeerEvent`) and ``signal`` events (`Signal`) follow. Relays are
+    reliable like room messages (ref, ack, resent after a reconnect) and a relay to a
+    peer that is not there raises `UnknownPeer`.
+    """
+
+    path = p.SIGNALING_PATH
+
+    def __init__(self, server: ServerInfo, room: str, peer_id: str, **options: Any) -> None:
+        super().__init__(server, **options)
+        self.room = p.check_name(room, "room")
+        self.peer_id = p.check_name(peer_id, "peer_id")
+        self.peers: set[str] = set()
+        self.ice_servers: list[dict[str, Any]] = []
+        self._signals_seen = SeenSet()
+
+    @classmethod
+    async def connect(
+        cls, room: str, peer_id: str, url: str | None = None, token: str | None = None, **options: Any
+    ) -> SignalingClient:
+        client = cls(discover_server(url, token), room, peer_id, **options)
+        await client.start()
+        return client
+
+    async def relay(self, kind: str, target: str, body: dict[str, Any] | None) -> dict[str, Any]:
+        """Send an offer, answer or ICE candidate to `target`; returns once the server relayed it."""
+        frame = {"type": kind, "room": self.room, "payload": {"target_peer_id": target, p.RELAY_BODY[kind]: body}}
+        return await self._send_reliable(frame, self.room)
+
+    async def wait_for_peer(self, peer_id: str, timeout: float | None = None) -> None:
+        """Wait until `peer_id` is in the room."""
+        if peer_id in self.peers:
+            return
+        arrived = asyncio.get_running_loop().create_future()
+
+        def on_peer(event: PeerEvent) -> None:
+            if event.kind == "joined" and event.peer_id == peer_id and not arrived.done():
+                arrived.set_result(None)
+
+        off = self.on("peer", on_peer)
+        try:
+            if peer_id not in self.peers:
+                await asyncio.wait_for(arrived, timeout)
+        finally:
+            off()
+
+    async def _restore(self, ws: WebSocketClientConnection) -> None:
+        joined = await self._request(
+            ws, {"type": p.JOIN, "room": self.room, "payload": {"peer_id": self.peer_id}}, expect=p.JOINED
+        )
+        self.ice_servers = joined.get("ice_servers") or []
+        now = set(joined.get("peers") or [])
+        before, self.peers = self.peers, now
+        # what changed while we were away, as if we had seen it
+        for peer_id in sorted(before - now):
+            self.events.emit("peer", PeerEvent(self.room, "left", peer_id))
+        for peer_id in sorted(now - before):
+            self.events.emit("peer", PeerEvent(self.room, "joined", peer_id))
+
+    def _handle(self, frame: dict[str, Any]) -> None:
+        kind = frame.get("type")
+        if kind == p.PEER_JOINED:
+            peer_id = frame["peer_id"]
+            if peer_id == self.peer_id:
+                return
+            self.peers.add(peer_id)
+            self.events.emit("peer", PeerEvent(self.room, "joined", peer_id, bool(frame.get("rejoined"))))
+        elif kind == p.PEER_LEFT:
+            peer_id = frame["peer_id"]
+            self.peers.discard(peer_id)
+            self.events.emit("peer", PeerEvent(self.room, "left", peer_id))
+        elif kind in p.RELAYED:
+            source = frame.get("source_peer_id", "")
+            ref = frame.get("ref")
+            # a resend whose ack was lost is relayed twice: handled once
+            if ref is None or self._signals_seen.add((source, ref)):
+                self.events.emit("signal", Signal(kind, source, frame.get(p.RELAY_BODY[kind]), frame.get("room", self.room)))
+
+    def _on_error(self, frame: dict[str, Any]) -> None:
+        if frame.get("code") == p.ErrorCode.SUPERSEDED and frame.get("ref") is None:
+            error = Superseded(frame)
+            self._stop(error)
+            if self._ws is not None:
+                self._ws.close()
+            return
+        super()._on_error(frame)
+
+    async def _before_close(self) -> None:
+        if self._ready.is_set() and self._ws is not None:
+            self._write(self._ws, json.dumps({"type": p.LEAVE}))
+
+
+__all__ = ["SignalingClient"]

@@ -19,12 +19,12 @@
  *   (`maxTransferBytes`).
  */
 
-import { checkName, IAvicenneError, PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable } from "./errors.js";
+import { checkName, IAvicenneError, PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable, TransferRefused } from "./errors.js";
 import { Emitter } from "./events.js";
 import { filterSdp, isLoopbackCandidate } from "./ice.js";
 import { ANSWER, CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE, ICE_CANDIDATE, OFFER, Tag } from "./protocol.js";
 import { SignalingClient } from "./signaling.js";
-import { DEFAULT_MAX_TRANSFER_BYTES, frameMessages, idFrame, Reassembler } from "./wire.js";
+import { DEFAULT_MAX_TRANSFER_BYTES, frameMessages, idFrame, Reassembler, refusalFrame } from "./wire.js";
 
 /** @typedef {import("./connection.js").EndpointOptions} EndpointOptions */
 
@@ -75,10 +75,10 @@ export class PeerLink {
     this._reassembler = new Reassembler({
       maxTransferBytes: network.maxTransferBytes,
       peerId,
-      onError: (error) => this.events.emit("error", error), // refused: the link stays open
+      onError: (error) => this._refused(error), // refused: the link stays open
     });
     this._ids = 0;
-    /** @type {Map<number, { resolve: () => void, reject: (error: Error) => void }>} */
+    /** @type {Map<number, { resolve: () => void, reject: (error: Error) => void, refused: Error | null }>} */
     this._done = new Map();
     /** @type {Array<() => void>} */
     this._drainWaiters = [];
@@ -146,11 +146,19 @@ export class PeerLink {
         return;
       }
       /** @type {Promise<void>} */
-      const confirmed = new Promise((resolve, reject) => this._done.set(id, { resolve, reject }));
+      /** @type {{ resolve: () => void, reject: (error: Error) => void, refused: Error | null }} */
+      const waiter = { resolve: () => {}, reject: () => {}, refused: null };
+      /** @type {Promise<void>} */
+      const confirmed = new Promise((resolve, reject) => {
+        waiter.resolve = resolve;
+        waiter.reject = reject;
+      });
+      this._done.set(id, waiter);
       confirmed.catch(() => {});
       let handed = 0;
       try {
         for (const message of messages) {
+          if (waiter.refused) throw waiter.refused; // the peer will not take the rest
           await this._write(message);
           if (message[0] === Tag.DATA && typeof message !== "string") {
             handed = Math.min(size, handed + message.length - 1);
@@ -173,6 +181,19 @@ export class PeerLink {
     });
     this._sending = sent.catch(() => {});
     return sent;
+  }
+
+  /**
+   * The reassembler refused one of the peer's transfers: say so here (an `error` event)
+   * and to the sender (ABORT with the reason), whose `send` then fails instead of
+   * waiting for a DONE that never comes.
+   * @param {PeerLinkError} error
+   */
+  _refused(error) {
+    if (error instanceof TransferRefused && this.channel?.readyState === "open") {
+      this.channel.send(refusalFrame(error.transfer, error.message));
+    }
+    this.events.emit("error", error);
   }
 
   /** Close the channel and the peer connection (the peer sees its link close). */
@@ -242,6 +263,16 @@ export class PeerLink {
     if ("value" in got) this._deliver(got.value);
     if (got.progress) this.events.emit("progress", { peerId: this.peerId, direction: "receive", ...got.progress });
     if (got.done !== undefined) this._done.get(got.done)?.resolve();
+    if (got.refused !== undefined) {
+      const waiter = this._done.get(got.refused);
+      if (waiter) {
+        waiter.refused = new TransferRefused(
+          `${JSON.stringify(this.peerId)} refused transfer ${got.refused}: ${got.reason}`,
+          { transfer: got.refused, declared: -1 },
+        );
+        waiter.reject(waiter.refused);
+      }
+    }
     if (got.finish) {
       const id = /** @type {number} */ (got.id);
       // decoding may be asynchronous (inflating): keep the order of what follows
@@ -252,8 +283,7 @@ export class PeerLink {
           if (this.channel?.readyState === "open") this.channel.send(idFrame(Tag.DONE, id));
           this._deliver(decoded, true);
         } catch (error) {
-          this.events.emit(
-            "error",
+          this._refused(
             error instanceof PeerLinkError // the reassembler's own: it says which transfer, from whom
               ? error
               : new PeerLinkError(`a transfer from ${JSON.stringify(this.peerId)} failed: ${/** @type {Error} */ (error).message}`),

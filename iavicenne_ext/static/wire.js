@@ -5,7 +5,8 @@
  * binary message starts with a tag byte: BYTES, or a JSON value (UTF-8); a payload
  * larger than one message is a transfer: START (id u32, kind u8, flags u8, size u64
  * before compression, big-endian), DATA pieces, END (id); the receiver answers DONE (id)
- * once it has it all, and ABORT (id) tells it to drop a transfer the sender gave up.
+ * once it has it all, and ABORT (id) tells it to drop a transfer the sender gave up; an
+ * ABORT (id, UTF-8 reason) from the receiver says it refused the sender's transfer id.
  *
  * The receiving side trusts nothing a peer declares: a transfer larger than
  * `maxTransferBytes` is refused at its START, one that sends more than it declared (or,
@@ -43,6 +44,18 @@ function bytesText(count) {
  */
 function compressedBound(size) {
   return size + Math.ceil(size / 8) + Math.ceil(size / 64) + 5 + 6 + 64;
+}
+
+/** Longest refusal reason read or written (another person's text: kept short). */
+export const REASON_MAX_BYTES = 2000;
+
+/**
+ * The receiver's ABORT of the peer's transfer `id`, saying why (as the Python peer does).
+ * @param {number} id
+ * @param {string} reason
+ */
+export function refusalFrame(id, reason) {
+  return concat(idFrame(Tag.ABORT, id), encoder.encode(reason).subarray(0, REASON_MAX_BYTES));
 }
 
 /**
@@ -262,9 +275,10 @@ export class Reassembler {
 
   /**
    * @param {string | ArrayBuffer | Uint8Array} message
-   * @returns {{ value?: any, done?: number, progress?: { done: number, total: number }, finish?: Promise<any>, id?: number } | null}
+   * @returns {{ value?: any, done?: number, refused?: number, reason?: string, progress?: { done: number, total: number }, finish?: Promise<any>, id?: number } | null}
    *   `value`: a payload now; `finish` + `id`: a transfer complete (its value once
    *   decoded, then answer DONE id); `done`: the peer confirmed transfer `done`;
+   *   `refused` + `reason`: the peer refused our transfer `refused`;
    *   `progress`: how far the incoming transfer is.
    */
   receive(message) {
@@ -296,7 +310,11 @@ export class Reassembler {
       }
       case Tag.ABORT: {
         if (bytes.length < 5) throw new PeerLinkError("malformed ABORT");
-        if (this.incoming?.id === view.getUint32(1)) this._drop();
+        const id = view.getUint32(1);
+        // with a reason, the receiver refused *our* transfer `id` (each direction numbers
+        // its own transfers, so the reason is what tells the two meanings apart)
+        if (bytes.length > 5) return { refused: id, reason: decoder.decode(bytes.subarray(5, 5 + REASON_MAX_BYTES)) };
+        if (this.incoming?.id === id) this._drop();
         return null;
       }
       case Tag.DONE:

@@ -510,3 +510,32 @@ test("a peer's transfer over maxTransferBytes is refused on that link, which sta
   assert.deepEqual(confirmed, [7]);
   assert.throws(() => setUp("ada", { maxTransferBytes: "1GB" }), /maxTransferBytes is a number of bytes/);
 });
+
+test("a refused transfer is answered with ABORT and the reason, as the Python peer answers it", async () => {
+  const { link, channel } = await openLink({ maxTransferBytes: 100 });
+  link.on("error", () => {});
+  for (const m of frameMessages(new Uint8Array(101), 64, 5).messages) channel.receive(m.buffer ?? m);
+  await flush();
+  const abort = channel.sent.find((m) => m[0] === Tag.ABORT);
+  assert.ok(abort, "the sender is told");
+  assert.equal(new DataView(abort.buffer, abort.byteOffset).getUint32(1), 5);
+  assert.match(new TextDecoder().decode(abort.subarray(5)), /declares 101 bytes, more than maxTransferBytes/);
+});
+
+test("our transfer refused by the peer (ABORT with a reason) fails its send at once, naming the reason", async () => {
+  const { link, channel } = await openLink();
+  const sending = link.send(new Uint8Array(400));
+  await flush();
+  const id = new DataView(channel.sent[0].buffer).getUint32(1);
+  const reason = new TextEncoder().encode("transfer refused: more than max_transfer_bytes (1 MiB) allows");
+  channel.receive(new Uint8Array([Tag.ABORT, 0, 0, 0, id, ...reason]).buffer);
+  await assert.rejects(sending, (e) => e instanceof TransferRefused && /refused transfer \d+: transfer refused: more than max_transfer_bytes/.test(e.message));
+  assert.equal(link.state, "open");
+  // a sender's ABORT without a reason is not a refusal of ours: our next transfer is confirmed as usual
+  const next = link.send(new Uint8Array(150));
+  await flush();
+  const nextId = new DataView(channel.sent.filter((m) => m[0] === Tag.START).at(-1).buffer).getUint32(1);
+  channel.receive(bytes(Tag.ABORT, 0, 0, 0, nextId).buffer);
+  channel.receive(bytes(Tag.DONE, 0, 0, 0, nextId).buffer);
+  await next;
+});

@@ -35,7 +35,7 @@ class Delivered:
 
     frames: list[tuple[str, dict[str, Any], int, str | None, str | None]] = field(default_factory=list)
 
-    def __call__(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None) -> None:
+    def __call__(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool = False) -> None:
         self.frames.append((room, json.loads(frame), seq, to, skip))
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:

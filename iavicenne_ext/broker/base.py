@@ -18,8 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 #: The hub's local fan-out: (room, encoded frame, seq or 0, target user_id or None,
-#: connection key to skip or None). Called on the event loop, never blocks.
-Deliver = Callable[[str, bytes, int, "str | None", "str | None"], None]
+#: connection key to skip or None, supersede: the recipients were taken over by a newer
+#: connection and must stop once they have the frame). Called on the event loop, never
+#: blocks.
+Deliver = Callable[[str, bytes, int, "str | None", "str | None", bool], None]
 
 
 class BrokerUnavailable(Exception):
@@ -112,9 +114,11 @@ class Broker(ABC):
         """Set the callback that writes frames to this server's connections."""
         self._deliver = deliver
 
-    def deliver(self, room: str, frame: bytes, seq: int = 0, to: str | None = None, skip: str | None = None) -> None:
+    def deliver(
+        self, room: str, frame: bytes, seq: int = 0, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
         if self._deliver is not None:
-            self._deliver(room, frame, seq, to, skip)
+            self._deliver(room, frame, seq, to, skip, supersede)
 
     @property
     @abstractmethod
@@ -160,8 +164,14 @@ class Broker(ABC):
         """Forget a claim whose frame could not be sent, so its resend goes through."""
 
     @abstractmethod
-    async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
-        """Deliver a frame without seq or history: to the room, or to user `to` only."""
+    async def emit(
+        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
+        """Deliver a frame without seq or history: to the room, or to user `to` only.
+
+        `supersede`: the recipients are taken over by a newer connection; each is told so
+        (`Connection.superseded`) right after it was handed the frame, on whichever server.
+        """
 
     # -- presence -----------------------------------------------------------------
     @abstractmethod

@@ -12,6 +12,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import protocol as p
 from .base import Broker, History, JoinOutcome, PresenceEntry, Published
 
 
@@ -76,7 +77,7 @@ class MemoryBroker(Broker):
             self._accepted[dedup_key] = (seq, now)
             if len(self._accepted) > self._max_dedup_keys:
                 self._accepted.popitem(last=False)
-        framed = b'{"seq":%d,' % seq + frame[1:]
+        framed = p.with_seq(seq, frame)
         state.history.append((seq, framed))
         self.deliver(room, framed, seq)
         return Published(seq, False)
@@ -95,8 +96,10 @@ class MemoryBroker(Broker):
     async def release(self, dedup_key: str) -> None:
         self._accepted.pop(dedup_key, None)
 
-    async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
-        self.deliver(room, frame, 0, to, skip)
+    async def emit(
+        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
+        self.deliver(room, frame, 0, to, skip, supersede)
 
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
         self._expire(time.monotonic())

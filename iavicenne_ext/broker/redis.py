@@ -53,7 +53,6 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .. import protocol as p
-from ..rooms import RoomHub
 from .base import Broker, BrokerUnavailable, History, JoinOutcome, Member, PresenceEntry, Published, fold_members
 
 # Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
@@ -292,12 +291,15 @@ return {swept, outcomes, gone, absent}
 
 def _presence_frame(kind: str, room: str, entry: PresenceEntry) -> bytes:
     """A user-joined / user-left frame, in the hub's one shape for it."""
-    return p.encode(RoomHub._presence_frame(kind, room, entry))
+    return p.presence_frame(kind, room, entry.user_id, entry.identity, p.encode(entry.state))
 
 
-def _envelope(frame: bytes, *, to: str | None = None, skip: str | None = None) -> bytes:
+def _envelope(frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False) -> bytes:
     """A frame without seq as published: the header line, then the frame's bytes."""
-    return json.dumps({"seq": 0, "to": to, "skip": skip}, separators=(",", ":")).encode() + b"\n" + frame
+    header: dict[str, Any] = {"seq": 0, "to": to, "skip": skip}
+    if supersede:
+        header["supersede"] = True
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + frame
 
 
 def redact(url: str) -> str:
@@ -663,7 +665,7 @@ class RedisBroker(Broker):
                 if last[0] != epoch or seq > last[1] + 1:
                     await self._catch_up(room, until=(epoch, seq))
             self._last[room] = (epoch, seq)
-        self.deliver(room, frame, seq, header.get("to"), header.get("skip"))
+        self.deliver(room, frame, seq, header.get("to"), header.get("skip"), bool(header.get("supersede")))
         if seq and self._echo_waiters:
             self._release_echoes(room, seq)
 
@@ -787,12 +789,14 @@ class RedisBroker(Broker):
     async def release(self, dedup_key: str) -> None:
         await self._command("DEL", f"{self.prefix}:dedup:{dedup_key}")
 
-    async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
+    async def emit(
+        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
         if self._closing:
             # the server is stopping: `close` has told every room its members left, and
             # the sockets emitting now are closing too
             return
-        await self._command("PUBLISH", self._channel_prefix + room.encode(), _envelope(frame, to=to, skip=skip))
+        await self._command("PUBLISH", self._channel_prefix + room.encode(), _envelope(frame, to=to, skip=skip, supersede=supersede))
 
     # -- presence -------------------------------------------------------------------------
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:

@@ -201,9 +201,12 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         if not done.cancelled() and done.exception() is not None:
             self._gone = True  # the peer went away; on_close does the rest
 
-    def send_frame(self, frame: dict[str, Any]) -> None:
-        frame.setdefault("timestamp", p.now_iso())
-        self.send(p.encode(frame))
+    def reply(self, kind: str, ref: str | None = None, **fields: Any) -> None:
+        """Send this client a frame of its own (built by `protocol.encoded`)."""
+        self.send(p.encoded(kind, ref=ref, **fields))
+
+    def superseded(self, room: str) -> None:
+        """A newer connection took this one's place in `room`; only signaling peers are taken over."""
 
     def send_error_frame(self, code: str, message: str, ref: str | None = None, **extra: Any) -> None:
         # not `send_error`: that is tornado's, which answers a refused handshake (403)
@@ -230,7 +233,7 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
             ref = request.ref
             await self._handlers[request.type](request)
         except p.ProtocolError as error:
-            self.send_error_frame(error.code, error.message, ref if ref is not None else error.ref)
+            self.send_error_frame(error.code, error.message, ref if ref is not None else error.ref, **error.fields)
         except BrokerUnavailable as error:
             self.send_error_frame(p.ErrorCode.UNAVAILABLE, f"not delivered: {error}", ref)
         except Exception:

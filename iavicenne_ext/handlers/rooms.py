@@ -18,9 +18,9 @@ class RoomSocketHandler(ProtocolSocket):
     known_types = p.ROOM_REQUESTS
 
     def initialize(self, *, hub: RoomHub, limits: Limits) -> None:  # type: ignore[override]
-        super().initialize(limits=limits, server_id=hub.broker.server_id)
+        super().initialize(limits=limits, server_id=hub.server_id)
         self.hub = hub
-        self.user_id: str | None = None
+        self.user_id = ""  # until `connect` (or the first join-room); no name is empty
         self.rooms: set[str] = set()
         self._handlers = {
             p.CONNECT: self._on_connect,
@@ -44,7 +44,7 @@ class RoomSocketHandler(ProtocolSocket):
                 "cannot change user_id while in rooms; leave-room first",
             )
         self.user_id = user_id
-        self._reply({"type": p.CONNECT, "status": "success", "user_id": user_id, "identity": self.identity}, request)
+        self.reply(p.CONNECT, request.ref, status="success", user_id=user_id, identity=self.identity)
 
     async def _on_join_room(self, request: p.Request) -> None:
         room = request.room
@@ -62,7 +62,7 @@ class RoomSocketHandler(ProtocolSocket):
                 p.ErrorCode.TOO_MANY_ROOMS,
                 f"a connection may be in at most {self.limits.max_rooms} rooms; leave one first",
             )
-        if self.user_id is None:
+        if not self.user_id:
             # no `connect` was sent: the Jupyter user's name is the display name
             self.user_id = p.check_name(self.identity.get("name") or self.identity["username"], "user_id")
         if room in self.rooms:
@@ -75,9 +75,9 @@ class RoomSocketHandler(ProtocolSocket):
         except BaseException:
             self.rooms.discard(room)
             raise
-        if not joined:
+        if not joined:  # the socket closed while joining
             self.rooms.discard(room)
-        elif self._gone:  # the socket closed while joining
+        elif self._gone:  # the socket closed right after
             await self._leave_all(closing=True)
 
     async def _on_leave_room(self, request: p.Request) -> None:
@@ -87,13 +87,13 @@ class RoomSocketHandler(ProtocolSocket):
         for room in rooms:
             self.rooms.discard(room)
             await self.hub.leave(self, room)
-            self._reply({"type": p.ROOM_LEFT, "room": room}, request)
+            self.reply(p.ROOM_LEFT, request.ref, room=room)
 
     async def _on_message(self, request: p.Request) -> None:
         room = self._room_of(request)
         published = await self.hub.publish(self, room, request.payload, request.ref)
         if request.ref is not None:
-            self.send_frame({"type": p.ACK, "ref": request.ref, "room": room, "seq": published.seq, "duplicate": published.duplicate})
+            self.reply(p.ACK, request.ref, room=room, seq=published.seq, duplicate=published.duplicate)
 
     async def _on_presence(self, request: p.Request) -> None:
         room = self._room_of(request)
@@ -110,10 +110,8 @@ class RoomSocketHandler(ProtocolSocket):
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "direct-message needs 'to', the user_id of a member of the room")
         to = p.check_name(to, "to")
         sent = await self.hub.direct(self, room, to, request.payload, request.ref)
-        if sent is False:
-            raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
         if request.ref is not None:
-            self.send_frame({"type": p.ACK, "ref": request.ref, "room": room, "duplicate": sent is None})
+            self.reply(p.ACK, request.ref, room=room, duplicate=not sent)
 
     async def _on_disconnect(self, request: p.Request) -> None:
         await self._leave_all(closing=False)
@@ -128,7 +126,7 @@ class RoomSocketHandler(ProtocolSocket):
             except Exception:
                 self.log.exception("iavicenne: %s could not leave %s", self.key, room)
             if not closing:
-                self.send_frame({"type": p.ROOM_LEFT, "room": room})
+                self.reply(p.ROOM_LEFT, room=room)
 
     def _room_of(self, request: p.Request) -> str:
         if request.room is not None:
@@ -150,9 +148,4 @@ class RoomSocketHandler(ProtocolSocket):
 
     def _ack(self, request: p.Request, room: str) -> None:
         if request.ref is not None:
-            self.send_frame({"type": p.ACK, "ref": request.ref, "room": room})
-
-    def _reply(self, frame: dict[str, Any], request: p.Request) -> None:
-        if request.ref is not None:
-            frame["ref"] = request.ref
-        self.send_frame(frame)
+            self.reply(p.ACK, request.ref, room=room)

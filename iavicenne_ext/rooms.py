@@ -79,9 +79,10 @@ def signaling_room(room: str) -> str:
 class RoomHub:
     """Rooms of this server over a `Broker`; the handlers call it, the broker feeds it."""
 
-    def __init__(self, broker: Broker, log: logging.Logger) -> None:
+    def __init__(self, broker: Broker, log: logging.Logger, *, max_message_bytes: int) -> None:
         self.broker = broker
         self.log = log
+        self.max_message_bytes = max_message_bytes
         self.local: dict[str, LocalRoom] = {}
         broker.attach(self.deliver)
 
@@ -126,18 +127,22 @@ class RoomHub:
         conn: Connection,
         room: str,
         *,
-        state: dict[str, Any],
+        state: bytes | None,
         since: int | None,
         epoch: str | None,
         ref: str | None = None,
     ) -> bool:
         """Join `room`: snapshot, replay of what was missed, then live frames.
 
+        `state` is the encoded initial presence state (None: none).
+
         False if the connection closed meanwhile; `ProtocolError` (``name-taken``) when
         another identity holds `conn.user_id` in the room.
         """
-        now = time.time()
-        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, now if state else 0.0)
+        if state is None:
+            entry = PresenceEntry(conn.key, conn.user_id, conn.identity)
+        else:
+            entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, time.time())
         outcome = await self.broker.join(room, entry)
         if outcome is JoinOutcome.TAKEN:
             raise p.ProtocolError(
@@ -163,7 +168,7 @@ class RoomHub:
         conn: Connection,
         room: str,
         *,
-        state: dict[str, Any],
+        state: bytes | None,
         since: int | None,
         epoch: str | None,
         ref: str | None = None,
@@ -175,14 +180,14 @@ class RoomHub:
         """
         local = self.local[room]
         local.remove(conn)  # live frames wait in `joining` until the replay is written
-        if state:
+        if state is not None:
             await self.set_state(conn, room, state)
 
         async def undo() -> None:
             if local.joining.pop(conn.key, None) is not None:
                 local.add(conn)
 
-        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state)
+        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, p.EMPTY_STATE if state is None else state)
         return await self._welcome(conn, room, local, entry, since=since, epoch=epoch, ref=ref, announce=False, undo=undo)
 
     async def _welcome(
@@ -214,8 +219,9 @@ class RoomHub:
         if since is not None:
             position["since"] = since
             position["recovered"] = history.recovered
-        members_json = [m.to_json() for m in members]
-        conn.send(p.encoded(p.ROOM_JOINED, ref=ref, room=room, user_id=conn.user_id, members=members_json, **position))
+        # each member's state is spliced in as the broker keeps it, never decoded
+        listed = p.raw_list(m.encoded() for m in members)
+        conn.send(p.encoded(p.ROOM_JOINED, ref=ref, room=room, user_id=conn.user_id, members=listed, **position))
         for frame in history.messages:
             conn.send(frame, replay=True)
         # ready: take live frames directly; first flush what arrived during the replay
@@ -246,8 +252,16 @@ class RoomHub:
             await self.broker.emit(room, left, skip=conn.key)
 
     async def publish(self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None) -> Published:
+        """Send a message to the room and keep it in history; `limit-exceeded` when too large for that."""
         frame = p.encoded(p.MESSAGE, ref=ref, user_id=conn.user_id, message=payload, room=room, identity=conn.identity)
-        return await self.broker.publish(room, frame, dedup_key=self._dedup_key(conn, room, ref))
+        if len(frame) > self.max_message_bytes:
+            raise p.limit_exceeded(
+                "max_message_bytes",
+                self.max_message_bytes,
+                f"message not sent: {len(frame)} bytes encoded, too large to keep in the room's history; "
+                "send less, or send it as a direct-message (not kept)",
+            )
+        return await self.broker.publish(room, frame, dedup_key=self._dedup_key(conn, room, ref), owner=_owner(conn))
 
     async def direct(self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None) -> bool:
         """Send to every connection of user `to` in `room`; False if `ref` was sent before (not sent again).
@@ -257,7 +271,7 @@ class RoomHub:
         if not await self.broker.is_present(room, to):
             raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
         dedup_key = self._dedup_key(conn, "\x1edirect\x1e" + room, ref)
-        if dedup_key is not None and not await self.broker.claim(dedup_key):
+        if dedup_key is not None and not await self.broker.claim(dedup_key, owner=_owner(conn)):
             return False
         frame = p.encoded(
             p.DIRECT_MESSAGE, ref=ref, user_id=conn.user_id, to=to, message=payload, room=room, identity=conn.identity
@@ -266,17 +280,18 @@ class RoomHub:
             await self.broker.emit(room, frame, to=to)
         except BaseException:
             if dedup_key is not None:
-                await asyncio.shield(self._release_quietly(dedup_key))
+                await asyncio.shield(self._release_quietly(dedup_key, _owner(conn)))
             raise
         return True
 
-    async def _release_quietly(self, dedup_key: str) -> None:
+    async def _release_quietly(self, dedup_key: str, owner: str) -> None:
         try:
-            await self.broker.release(dedup_key)
+            await self.broker.release(dedup_key, owner=owner)
         except Exception:  # the broker is down: the claim expires after dedup_ttl
             self.log.debug("iavicenne: could not release %r", dedup_key)
 
-    async def set_state(self, conn: Connection, room: str, state: dict[str, Any]) -> None:
+    async def set_state(self, conn: Connection, room: str, state: bytes) -> None:
+        """Set `conn`'s presence state in `room` (encoded, within its budgets) and tell the room."""
         now = time.time()
         await self.broker.set_state(room, conn.key, state, now)
         entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, now)
@@ -410,9 +425,14 @@ class RoomHub:
         if ref is None:
             return None
         # scoped to the sender's identity and name, so nobody can burn another's ids
-        return f"{room}\x1f{conn.identity.get('username', '')}\x1f{conn.user_id}\x1f{ref}"
+        return f"{room}\x1f{_owner(conn)}\x1f{conn.user_id}\x1f{ref}"
 
     @staticmethod
     def _presence_frame(kind: str, room: str, entry: PresenceEntry) -> bytes:
-        return p.presence_frame(kind, room, entry.user_id, entry.identity, p.encode(entry.state))
+        return p.presence_frame(kind, room, entry.user_id, entry.identity, entry.state)
+
+
+def _owner(conn: Connection) -> str:
+    """Whose dedup records a connection's refs are: its identity's."""
+    return str(conn.identity.get("username", ""))
 

@@ -291,7 +291,7 @@ return {swept, outcomes, gone, absent}
 
 def _presence_frame(kind: str, room: str, entry: PresenceEntry) -> bytes:
     """A user-joined / user-left frame, in the hub's one shape for it."""
-    return p.presence_frame(kind, room, entry.user_id, entry.identity, p.encode(entry.state))
+    return p.presence_frame(kind, room, entry.user_id, entry.identity, entry.state)
 
 
 def _envelope(frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False) -> bytes:
@@ -338,8 +338,9 @@ class RedisBroker(Broker):
         retry_interval: float = 2.0,
         socket_timeout: float = 5.0,
         log: logging.Logger | None = None,
+        **budgets: int,  # history_bytes_per_room, history_bytes_total, max_replay_bytes, max_dedup_per_identity
     ) -> None:
-        super().__init__(history_size=history_size, history_ttl=history_ttl, dedup_ttl=dedup_ttl)
+        super().__init__(history_size=history_size, history_ttl=history_ttl, dedup_ttl=dedup_ttl, **budgets)
         if presence_timeout <= presence_refresh:
             raise ValueError(
                 f"presence_timeout ({presence_timeout:g} s) must be longer than presence_refresh "
@@ -767,7 +768,7 @@ class RedisBroker(Broker):
     def _key(self, kind: str, room: str) -> str:
         return f"{self.prefix}:{kind}:{room}"
 
-    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None) -> Published:
+    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None, owner: str = "") -> Published:
         seq, duplicate = await self._run(
             "publish",
             room,
@@ -782,11 +783,11 @@ class RedisBroker(Broker):
             await self._await_echo(room, seq)
         return Published(int(seq), bool(duplicate))
 
-    async def claim(self, dedup_key: str) -> bool:
+    async def claim(self, dedup_key: str, *, owner: str = "") -> bool:
         key = f"{self.prefix}:dedup:{dedup_key}"
         return bool(await self._command("SET", key, 0, "NX", "PX", self._dedup_ttl_ms))
 
-    async def release(self, dedup_key: str) -> None:
+    async def release(self, dedup_key: str, *, owner: str = "") -> None:
         await self._command("DEL", f"{self.prefix}:dedup:{dedup_key}")
 
     async def emit(
@@ -848,7 +849,7 @@ class RedisBroker(Broker):
             return False
         return bool(gone)
 
-    async def set_state(self, room: str, conn: str, state: dict[str, Any], state_at: float) -> None:
+    async def set_state(self, room: str, conn: str, state: bytes, state_at: float) -> None:
         entry = self._entries.get((room, conn))
         if entry is None:
             return

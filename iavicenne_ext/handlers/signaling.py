@@ -28,7 +28,7 @@ import asyncio
 from .. import protocol as p
 from ..ice import IceConfig
 from ..rooms import RoomHub, signaling_room
-from .base import Limits, ProtocolSocket
+from .base import ProtocolSocket, Quotas
 
 # how the seed's errors name each relayed type
 _LABEL = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "ICE candidate"}
@@ -37,8 +37,8 @@ _LABEL = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "ICE candidate"
 class SignalingSocketHandler(ProtocolSocket):
     known_types = p.SIGNALING_REQUESTS
 
-    def initialize(self, *, hub: RoomHub, limits: Limits, ice: IceConfig) -> None:  # type: ignore[override]
-        super().initialize(limits=limits, server_id=hub.server_id)
+    def initialize(self, *, hub: RoomHub, quotas: Quotas, ice: IceConfig) -> None:  # type: ignore[override]
+        super().initialize(quotas=quotas, server_id=hub.server_id)
         self.hub = hub
         self.ice = ice
         # the hub addresses a connection by `user_id`: here, that is the peer_id
@@ -67,11 +67,13 @@ class SignalingSocketHandler(ProtocolSocket):
         if self.room is not None:
             await self._leave()
 
+        self.enter(signaling_room(room))
         self.user_id = peer_id  # the hub addresses this connection by it
         try:
             took_over = await self.hub.signaling_join(self, room)
         except BaseException:
             self.user_id = ""
+            self.exit(signaling_room(room))
             raise
         self.room = room
         await self._send_joined(room, request)
@@ -121,9 +123,12 @@ class SignalingSocketHandler(ProtocolSocket):
     async def _superseded(self) -> None:
         room, self.room = self.room, None
         if room is not None:
-            await self.hub.signaling_drop(self, room)
+            try:
+                await self.hub.signaling_drop(self, room)
+            finally:
+                self.exit(signaling_room(room))
         if not self._gone:
-            self._gone = True
+            self._mark_gone()
             self.close(p.CLOSE_SUPERSEDED, "superseded by a newer connection of the same peer")
 
     async def _leave(self) -> None:
@@ -131,7 +136,10 @@ class SignalingSocketHandler(ProtocolSocket):
         room, self.room = self.room, None
         if room is None or not self.user_id:
             return
-        await self.hub.signaling_leave(self, room)
+        try:
+            await self.hub.signaling_leave(self, room)
+        finally:
+            self.exit(signaling_room(room))
 
     async def _leave_all(self, *, closing: bool) -> None:
         try:

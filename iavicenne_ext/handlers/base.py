@@ -18,6 +18,8 @@ Every refusal names the ``IAvicenne`` option that raises the limit (`protocol.li
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import functools
 import getpass
 import hashlib
@@ -91,6 +93,11 @@ class TokenBucket:
     def full(self) -> bool:
         return self.tokens + (time.monotonic() - self.stamp) * self.rate >= self.burst
 
+    def wait(self, amount: float) -> float:
+        """Seconds until `take(amount)` would succeed."""
+        missing = min(amount, self.burst) - self.tokens - (time.monotonic() - self.stamp) * self.rate
+        return max(0.0, missing / self.rate) if self.rate > 0 else 1.0
+
 
 class Account:
     """What one identity holds on this server, over all its room and signaling sockets."""
@@ -138,6 +145,8 @@ class Quotas:
         self.accounts: dict[str, Account] = {}
         self.outbound = 0  # bytes queued to every open socket, not yet written to it
         self.waiting: set[ProtocolSocket] = set()  # the sockets with bytes queued
+        self._released = 0  # bytes that left the queues since the heap was last trimmed
+        self._trimming = False
 
     def open(self, username: str) -> Account | None:
         """Count a new socket of `username`; None when it has max_connections_per_identity already."""
@@ -157,6 +166,19 @@ class Quotas:
         if not account.connections and not account.rooms and account.bytes.full:
             self.accounts.pop(account.username, None)
 
+    def released(self, size: int) -> None:
+        """`size` queued bytes were written or dropped: now and then, give the memory back."""
+        self._released += size
+        if self._released >= TRIM_AFTER_BYTES and not self._trimming and _MALLOC_TRIM is not None:
+            self._trimming = True
+            asyncio.get_running_loop().call_later(1.0, self._trim)
+
+    def _trim(self) -> None:
+        self._trimming = False
+        self._released = 0
+        if _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)
+
     def shed(self) -> None:
         """Close the sockets with the most bytes waiting until the total is within its budget."""
         while self.outbound > self.limits.max_outbound_bytes_total and self.waiting:
@@ -170,6 +192,23 @@ class Quotas:
 def _bytes_waiting(socket: ProtocolSocket) -> int:
     return socket._outbound
 
+
+# glibc keeps the heap pages of freed buffers: after a burst of queued frames (slow
+# readers, a replay) the server's resident memory stayed ~100 MiB up once they were all
+# written or dropped. After this many bytes left the queues, it is asked to give them back
+# (malloc_trim), at most once a second; elsewhere (no glibc) nothing is done.
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 _connection_numbers = itertools.count(1)
 
@@ -325,6 +364,7 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         self._outbound -= size
         if replay:
             self._replaying -= size
+        self.quotas.released(size)
         if not self._gone:  # a gone socket's bytes left the server's total already
             self.quotas.outbound -= size
             if not self._outbound:
@@ -374,6 +414,10 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
             # counted before parsing: a flood of big frames is dropped unparsed
             if self.account is not None and not self.account.bytes.take(len(message)):
                 self._rate_limited("bytes_per_second")
+                # and this socket is not read until the budget would hold the frame (at most
+                # a second; tornado reads the next frame once this returns): the flood then
+                # waits in the sender's socket instead of costing this server its reading
+                await asyncio.sleep(min(1.0, self.account.bytes.wait(len(message))))
                 return
             request = p.parse_request(message, self.known_types)
             ref = request.ref

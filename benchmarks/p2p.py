@@ -95,6 +95,8 @@ class JupyterServer:
             "--ServerApp.log_level=WARN", "--ServerApp.jpserver_extensions=iavicenne_ext=True",
             "--IAvicenne.messages_per_second=1000000", "--IAvicenne.burst=1000000",
             f"--IAvicenne.max_frame_bytes={8 * MB}", f"--IAvicenne.max_outbound_bytes={256 * MB}",
+            f"--IAvicenne.bytes_per_second={1024 * MB}", f"--IAvicenne.burst_bytes={1024 * MB}",
+            f"--IAvicenne.max_outbound_bytes_total={1024 * MB}",
         ]  # fmt: skip
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             args.append("--allow-root")

@@ -27,11 +27,17 @@ HOST = "127.0.0.1"
 ROOM_PATH = "/iavicenne/ws/mcp"
 HERE = Path(__file__).resolve().parent
 
-# Raised so the benchmark measures fan-out, not the per-connection protections.
+# Raised so the benchmark measures fan-out, not the protections: every generator
+# connection is the same identity (the server's token).
 UNLIMITED = [
     "--IAvicenne.messages_per_second=1000000000",
     "--IAvicenne.burst=1000000000",
     "--IAvicenne.max_outbound_bytes=1073741824",
+    "--IAvicenne.max_connections_per_identity=1000000",
+    "--IAvicenne.max_rooms_per_identity=1000000",
+    "--IAvicenne.bytes_per_second=1000000000000",
+    "--IAvicenne.burst_bytes=1000000000000",
+    "--IAvicenne.max_outbound_bytes_total=1000000000000",
 ]
 
 

@@ -16,7 +16,7 @@ from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, default
 
 from .broker.base import Broker
 from .broker.memory import MemoryBroker
-from .handlers.base import Limits
+from .handlers.base import Limits, Quotas
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomListHandler, RoomMembersHandler
 from .handlers.rooms import RoomSocketHandler
@@ -132,18 +132,21 @@ class IAvicenne(ExtensionApp):
         "(as they are beyond history_size).",
     )
     history_bytes_total = Int(
-        256 * 1024 * 1024,
+        64 * 1024 * 1024,
         config=True,
-        help="Bytes of history kept in all rooms together: per server with broker='memory', "
-        "per deployment (redis_prefix) with broker='redis'. Beyond it the oldest messages of "
-        "the room being written are dropped, then new messages are refused.",
+        help="Bytes of history kept in all rooms together, each kept room and message counted "
+        "with its overhead: per server with broker='memory', per deployment (redis_prefix) with "
+        "broker='redis'. With broker='memory', beyond it the rooms nobody is in are forgotten "
+        "first (the one emptied longest ago first), then the server's oldest messages are "
+        "dropped, whichever room they are in; new messages are still delivered.",
     )
     max_replay_bytes = Int(
-        8 * 1024 * 1024,
+        4 * 1024 * 1024,
         config=True,
         help="Bytes of history one join-room with 'since' may replay; a longer gap is "
-        "answered with what fits and recovered=false. Replays count towards "
-        "max_outbound_bytes, and a new one is refused while the last is still unread.",
+        "answered with the newest messages that fit and recovered=false. Replays count towards "
+        "max_outbound_bytes (keep this below it, so live frames fit beside a replay), and a new "
+        "one is refused while the last is still unread.",
     )
     max_state_bytes = Int(
         4096,
@@ -168,13 +171,15 @@ class IAvicenne(ExtensionApp):
     max_rooms_per_identity = Int(
         64,
         config=True,
-        help="Rooms one identity may be in at the same time on this server, over all its connections.",
+        help="Rooms one identity may be in at the same time on this server, over all its room and "
+        "signaling connections; a room counts until its leave is done.",
     )
     bytes_per_second = Int(
         1024 * 1024,
         config=True,
         help="Bytes per second one identity may send on average, over all its connections "
-        "(beside messages_per_second); the excess is dropped with a 'rate-limited' error.",
+        "(beside messages_per_second), counted before a frame is parsed; the excess is dropped "
+        "with a 'rate-limited' error.",
     )
     burst_bytes = Int(
         8 * 1024 * 1024,
@@ -188,7 +193,7 @@ class IAvicenne(ExtensionApp):
         "oldest refs are forgotten first, never another's.",
     )
     max_outbound_bytes_total = Int(
-        256 * 1024 * 1024,
+        64 * 1024 * 1024,
         config=True,
         help="Bytes that may wait to be read by all clients of this server together; beyond "
         "it the connections with the most bytes waiting are closed first (1008, slow consumer).",
@@ -232,25 +237,28 @@ class IAvicenne(ExtensionApp):
 
     # -- wiring ----------------------------------------------------------------------
     def make_broker(self) -> Broker:
+        rooms: dict[str, Any] = {
+            "history_size": self.history_size,
+            "history_ttl": self.history_ttl,
+            "dedup_ttl": self.dedup_ttl,
+            "history_bytes_per_room": self.history_bytes_per_room,
+            "history_bytes_total": self.history_bytes_total,
+            "max_replay_bytes": self.max_replay_bytes,
+            "max_dedup_per_identity": self.max_dedup_per_identity,
+        }
         if self.broker == "redis":
             from .broker.redis import RedisBroker  # redis is only imported when used
 
             return RedisBroker(
                 url=self.redis_url,
                 prefix=self.redis_prefix,
-                history_size=self.history_size,
-                history_ttl=self.history_ttl,
-                dedup_ttl=self.dedup_ttl,
                 presence_refresh=self.presence_refresh,
                 presence_timeout=self.presence_timeout,
                 retry_interval=self.redis_retry_interval,
-                history_bytes_per_room=self.history_bytes_per_room,
-                history_bytes_total=self.history_bytes_total,
-                max_replay_bytes=self.max_replay_bytes,
-                max_dedup_per_identity=self.max_dedup_per_identity,
                 log=self.log,
+                **rooms,
             )
-        return MemoryBroker(history_size=self.history_size, history_ttl=self.history_ttl, dedup_ttl=self.dedup_ttl)
+        return MemoryBroker(**rooms)
 
     @property
     def limits(self) -> Limits:
@@ -260,18 +268,29 @@ class IAvicenne(ExtensionApp):
             burst=self.burst,
             max_rooms=self.max_rooms_per_connection,
             max_outbound_bytes=self.max_outbound_bytes,
+            max_connections_per_identity=self.max_connections_per_identity,
+            max_rooms_per_identity=self.max_rooms_per_identity,
+            bytes_per_second=self.bytes_per_second,
+            burst_bytes=self.burst_bytes,
+            max_outbound_bytes_total=self.max_outbound_bytes_total,
+            max_replay_bytes=self.max_replay_bytes,
+            max_state_bytes=self.max_state_bytes,
+            max_state_depth=self.max_state_depth,
+            max_state_keys=self.max_state_keys,
         )
 
     def initialize_settings(self) -> None:
         self.room_broker = self.make_broker()
-        self.hub = RoomHub(self.room_broker, self.log)
+        self.hub = RoomHub(self.room_broker, self.log, max_message_bytes=self.max_message_bytes)
+        # one per server: every socket counts against the same identities and total
+        self.quotas = Quotas(self.limits)
 
     @property
     def ice(self) -> IceConfig:
         return IceConfig(self.ice_servers, self.turn_secret, self.turn_ttl)
 
     def initialize_handlers(self) -> None:
-        shared: dict[str, Any] = {"hub": self.hub, "limits": self.limits}
+        shared: dict[str, Any] = {"hub": self.hub, "quotas": self.quotas}
         self.handlers.extend(
             [
                 (r"/iavicenne/ws/mcp/?", RoomSocketHandler, shared),

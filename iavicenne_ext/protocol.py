@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, NoReturn
@@ -108,13 +109,28 @@ REF_MAX_LENGTH = 128
 
 
 class ProtocolError(Exception):
-    """A client request that cannot be served; becomes an ``error`` frame."""
+    """A client request that cannot be served; becomes an ``error`` frame.
 
-    def __init__(self, code: str, message: str, ref: str | None = None) -> None:
+    Raising it is the one way to refuse a request: the socket turns it into an error frame
+    with `code`, `message`, the request's `ref` and the extra `fields` (e.g. ``room``).
+    """
+
+    def __init__(self, code: str, message: str, ref: str | None = None, **fields: Any) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.ref = ref  # the request's ref, when the envelope got far enough to have one
+        self.fields = fields
+
+
+def limit_exceeded(option: str, limit: float, what: str, *, code: str = ErrorCode.LIMIT_EXCEEDED) -> ProtocolError:
+    """A request refused by a budget: the error names the option that raises it.
+
+    `what` says what was refused and what to do instead; the message ends with the option
+    and its value, and the frame carries them as ``option`` and ``limit`` for programs.
+    """
+    shown = limit if isinstance(limit, int) else f"{limit:g}"
+    return ProtocolError(code, f"{what} (limit: IAvicenne.{option} = {shown})", option=option, limit=limit)
 
 
 def now_iso() -> str:
@@ -122,9 +138,31 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat()
 
 
+class Raw(bytes):
+    """A field value that is already JSON (a presence state, a member list): `encode`
+    writes it into the frame as it is, so what was encoded once is never encoded again."""
+
+    __slots__ = ()
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def encode(frame: dict[str, Any]) -> bytes:
-    """Encode a server frame once; the bytes are then written to every recipient."""
-    return json.dumps(frame, separators=(",", ":"), ensure_ascii=False).encode()
+    """Encode a server frame once; the bytes are then written to every recipient.
+
+    `Raw` values (at the top level of `frame`) are spliced in without re-encoding.
+    """
+    for value in frame.values():
+        if type(value) is Raw:
+            return b"{" + b",".join(_dumps(k) + b":" + (v if type(v) is Raw else _dumps(v)) for k, v in frame.items()) + b"}"
+    return _dumps(frame)
+
+
+def raw_list(items: Iterable[bytes]) -> Raw:
+    """A JSON array of already encoded items."""
+    return Raw(b"[" + b",".join(items) + b"]")
 
 
 def with_seq(seq: int, frame: bytes) -> bytes:
@@ -156,6 +194,20 @@ def encoded(kind: str, *, ref: str | None = None, **fields: Any) -> bytes:
 
 def error_frame(code: str, message: str, ref: str | None = None, **extra: Any) -> dict[str, Any]:
     return build(ERROR, ref=ref, message=message, code=code, **extra)
+
+
+#: the presence state of a connection that set none
+EMPTY_STATE = Raw(b"{}")
+
+
+def presence_frame(kind: str, room: str, user_id: str, identity: dict[str, Any], state: bytes = EMPTY_STATE) -> bytes:
+    """A ``user-joined``, ``presence`` or ``user-left`` frame (the last without ``state``).
+
+    `state` is the encoded presence state, as the broker keeps it.
+    """
+    if kind == USER_LEFT:
+        return encoded(kind, user_id=user_id, room=room, identity=identity)
+    return encoded(kind, user_id=user_id, room=room, identity=identity, state=Raw(state))
 
 
 @dataclass(frozen=True, slots=True)

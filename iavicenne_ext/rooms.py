@@ -1,8 +1,13 @@
 """The room logic: membership, presence, ordered messages and the local fan-out.
 
-One `RoomHub` per server. It turns requests of a connection into broker operations
-and frames, and writes what the broker delivers to this server's connections. A frame
-is encoded once and the same bytes are written to every local recipient.
+One `RoomHub` per server, and the handlers' only door to the broker. It turns requests of
+a connection into broker operations and frames, and writes what the broker delivers to
+this server's connections. A frame is encoded once and the same bytes are written to
+every local recipient. A request it cannot serve raises `protocol.ProtocolError`.
+
+Signaling rooms (the signaling socket's) are hub rooms too, named
+``protocol.SIGNALING_ROOM_PREFIX + room``: the hub subscribes and fans out their frames,
+but they have no history and no room-endpoint presence frames.
 """
 
 from __future__ import annotations
@@ -28,17 +33,27 @@ class Connection(Protocol):
     def send(self, frame: bytes, *, replay: bool = False) -> None:
         """Queue an encoded frame; never blocks, never raises. `replay`: history asked for."""
 
+    def superseded(self, room: str) -> None:
+        """A newer connection of the same user took this one's place in `room`.
+
+        Called right after the notice saying so was queued to this connection.
+        """
+
+
+# a frame that waits for a joining connection: (seq or 0, frame, supersede)
+Waiting = list[tuple[int, bytes, bool]]
+
 
 @dataclass(slots=True)
 class LocalRoom:
     """This server's connections in one room."""
 
+    subscribed: asyncio.Future[None]  # every joiner on this server waits for the one subscription
     members: dict[str, Connection] = field(default_factory=dict)
     by_user: dict[str, dict[str, Connection]] = field(default_factory=dict)
     # connections between subscribe and the end of their history replay: live frames
     # wait here so none is lost or sent before the replay
-    joining: dict[str, list[tuple[int, bytes]]] = field(default_factory=dict)
-    subscribed: asyncio.Future[None] | None = None
+    joining: dict[str, Waiting] = field(default_factory=dict)
 
     def add(self, conn: Connection) -> None:
         self.members[conn.key] = conn
@@ -56,18 +71,28 @@ class LocalRoom:
         return bool(self.members) or bool(self.joining)
 
 
+def signaling_room(room: str) -> str:
+    """The hub room that carries signaling room `room` (never a chat room: see protocol)."""
+    return p.SIGNALING_ROOM_PREFIX + room
+
+
 class RoomHub:
     """Rooms of this server over a `Broker`; the handlers call it, the broker feeds it."""
 
-    def __init__(self, broker: Broker, log: logging.Logger, *, dedup_scope: str = "room") -> None:
+    def __init__(self, broker: Broker, log: logging.Logger, *, max_message_bytes: int) -> None:
         self.broker = broker
         self.log = log
+        self.max_message_bytes = max_message_bytes
         self.local: dict[str, LocalRoom] = {}
-        self._dedup_scope = dedup_scope
         broker.attach(self.deliver)
 
+    @property
+    def server_id(self) -> str:
+        """This server's id, the prefix of its connection keys."""
+        return self.broker.server_id
+
     # -- fan-out (hot path) ----------------------------------------------------------
-    def deliver(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None) -> None:
+    def deliver(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool) -> None:
         local = self.local.get(room)
         if local is None:
             return
@@ -77,6 +102,8 @@ class RoomHub:
                 for key, conn in list(targets.items()):
                     if key != skip:
                         conn.send(frame)
+                        if supersede:
+                            conn.superseded(room)
             return
         if skip is None:
             for conn in list(local.members.values()):
@@ -85,10 +112,14 @@ class RoomHub:
             for key, conn in list(local.members.items()):
                 if key != skip:
                     conn.send(frame)
+        if supersede:
+            for key, conn in list(local.members.items()):
+                if key != skip:
+                    conn.superseded(room)
         if local.joining:
             for key, waiting in local.joining.items():
                 if key != skip:
-                    waiting.append((seq, frame))
+                    waiting.append((seq, frame, supersede))
 
     # -- requests ---------------------------------------------------------------------
     async def join(
@@ -96,27 +127,30 @@ class RoomHub:
         conn: Connection,
         room: str,
         *,
-        state: dict[str, Any],
+        state: bytes | None,
         since: int | None,
         epoch: str | None,
         ref: str | None = None,
     ) -> bool:
-        """Join `room`: snapshot, replay of what was missed, then live frames. False if refused."""
-        now = time.time()
-        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, now if state else 0.0)
+        """Join `room`: snapshot, replay of what was missed, then live frames.
+
+        `state` is the encoded initial presence state (None: none).
+
+        False if the connection closed meanwhile; `ProtocolError` (``name-taken``) when
+        another identity holds `conn.user_id` in the room.
+        """
+        if state is None:
+            entry = PresenceEntry(conn.key, conn.user_id, conn.identity)
+        else:
+            entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, time.time())
         outcome = await self.broker.join(room, entry)
         if outcome is JoinOutcome.TAKEN:
-            conn.send(
-                p.encode(
-                    p.error_frame(
-                        p.ErrorCode.NAME_TAKEN,
-                        f"user_id {conn.user_id!r} is taken in room {room!r} by another user; connect with another user_id",
-                        ref,
-                        room=room,
-                    )
-                )
+            raise p.ProtocolError(
+                p.ErrorCode.NAME_TAKEN,
+                f"user_id {conn.user_id!r} is taken in room {room!r} by another user; connect with another user_id",
+                ref,
+                room=room,
             )
-            return False
         local = self._local_room(room)
 
         async def undo() -> None:
@@ -134,7 +168,7 @@ class RoomHub:
         conn: Connection,
         room: str,
         *,
-        state: dict[str, Any],
+        state: bytes | None,
         since: int | None,
         epoch: str | None,
         ref: str | None = None,
@@ -146,14 +180,14 @@ class RoomHub:
         """
         local = self.local[room]
         local.remove(conn)  # live frames wait in `joining` until the replay is written
-        if state:
+        if state is not None:
             await self.set_state(conn, room, state)
 
         async def undo() -> None:
             if local.joining.pop(conn.key, None) is not None:
                 local.add(conn)
 
-        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state)
+        entry = PresenceEntry(conn.key, conn.user_id, conn.identity, p.EMPTY_STATE if state is None else state)
         return await self._welcome(conn, room, local, entry, since=since, epoch=epoch, ref=ref, announce=False, undo=undo)
 
     async def _welcome(
@@ -170,7 +204,7 @@ class RoomHub:
         undo: Callable[[], Awaitable[None]],
     ) -> bool:
         """Send `room-joined`, the replay and `user-joined`, then let live frames through."""
-        waiting: list[tuple[int, bytes]] = []
+        waiting: Waiting = []
         local.joining[conn.key] = waiting
         try:
             await asyncio.shield(local.subscribed)
@@ -181,30 +215,22 @@ class RoomHub:
             raise
         if local.joining.get(conn.key) is not waiting:
             return False  # the connection closed meanwhile
-        joined: dict[str, Any] = {
-            "type": p.ROOM_JOINED,
-            "room": room,
-            "user_id": conn.user_id,
-            "members": [m.to_json() for m in members],
-            "seq": history.seq,
-            "epoch": history.epoch,
-        }
+        position: dict[str, Any] = {"seq": history.seq, "epoch": history.epoch}
         if since is not None:
-            joined["since"] = since
-            joined["recovered"] = history.recovered
-        if ref is not None:
-            joined["ref"] = ref
-        joined["timestamp"] = p.now_iso()
-        conn.send(p.encode(joined))
+            position["since"] = since
+            position["recovered"] = history.recovered
+        # each member's state is spliced in as the broker keeps it, never decoded
+        listed = p.raw_list(m.encoded() for m in members)
+        conn.send(p.encoded(p.ROOM_JOINED, ref=ref, room=room, user_id=conn.user_id, members=listed, **position))
         for frame in history.messages:
             conn.send(frame, replay=True)
         # ready: take live frames directly; first flush what arrived during the replay
         del local.joining[conn.key]
         local.add(conn)
-        for seq, frame in waiting:
+        for seq, frame, _supersede in waiting:
             if seq == 0 or seq > history.seq:
                 conn.send(frame)
-        joined_frame = p.encode(self._presence_frame(p.USER_JOINED, room, entry))
+        joined_frame = self._presence_frame(p.USER_JOINED, room, entry)
         conn.send(joined_frame)  # the seed sends the joiner its own user-joined
         if announce:
             await self.broker.emit(room, joined_frame, skip=conn.key)
@@ -219,80 +245,151 @@ class RoomHub:
         if local is not None and not local and self.local.get(room) is local:
             del self.local[room]
             await self.broker.unsubscribe(room)
-        entry = PresenceEntry(conn.key, conn.user_id, conn.identity)
-        left = p.encode(self._presence_frame(p.USER_LEFT, room, entry))
+        left = self._presence_frame(p.USER_LEFT, room, PresenceEntry(conn.key, conn.user_id, conn.identity))
         if not closing:
             conn.send(left)
         if gone:
             await self.broker.emit(room, left, skip=conn.key)
 
     async def publish(self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None) -> Published:
-        frame: dict[str, Any] = {
-            "type": p.MESSAGE,
-            "user_id": conn.user_id,
-            "message": payload,
-            "room": room,
-            "identity": conn.identity,
-        }
-        if ref is not None:
-            frame["ref"] = ref
-        frame["timestamp"] = p.now_iso()
-        return await self.broker.publish(room, p.encode(frame), dedup_key=self._dedup_key(conn, room, ref))
+        """Send a message to the room and keep it in history; `limit-exceeded` when too large for that."""
+        frame = p.encoded(p.MESSAGE, ref=ref, user_id=conn.user_id, message=payload, room=room, identity=conn.identity)
+        if len(frame) > self.max_message_bytes:
+            raise p.limit_exceeded(
+                "max_message_bytes",
+                self.max_message_bytes,
+                f"message not sent: {len(frame)} bytes encoded, too large to keep in the room's history; "
+                "send less, or send it as a direct-message (not kept)",
+            )
+        return await self.broker.publish(room, frame, dedup_key=self._dedup_key(conn, room, ref), owner=_owner(conn))
 
-    async def direct(self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None) -> bool | None:
-        """Send to every connection of user `to` in `room`.
+    async def direct(self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None) -> bool:
+        """Send to every connection of user `to` in `room`; False if `ref` was sent before (not sent again).
 
-        False if that user is not there; None if `ref` was sent before (not sent again).
+        `ProtocolError` (``unknown-user``) when that user is not in the room.
         """
         if not await self.broker.is_present(room, to):
-            return False
+            raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
         dedup_key = self._dedup_key(conn, "\x1edirect\x1e" + room, ref)
-        if dedup_key is not None and not await self.broker.claim(dedup_key):
-            return None
-        frame: dict[str, Any] = {
-            "type": p.DIRECT_MESSAGE,
-            "user_id": conn.user_id,
-            "to": to,
-            "message": payload,
-            "room": room,
-            "identity": conn.identity,
-        }
-        if ref is not None:
-            frame["ref"] = ref
-        frame["timestamp"] = p.now_iso()
+        if dedup_key is not None and not await self.broker.claim(dedup_key, owner=_owner(conn)):
+            return False
+        frame = p.encoded(
+            p.DIRECT_MESSAGE, ref=ref, user_id=conn.user_id, to=to, message=payload, room=room, identity=conn.identity
+        )
         try:
-            await self.broker.emit(room, p.encode(frame), to=to)
+            await self.broker.emit(room, frame, to=to)
         except BaseException:
             if dedup_key is not None:
-                await asyncio.shield(self._release_quietly(dedup_key))
+                await asyncio.shield(self._release_quietly(dedup_key, _owner(conn)))
             raise
         return True
 
-    async def _release_quietly(self, dedup_key: str) -> None:
+    async def _release_quietly(self, dedup_key: str, owner: str) -> None:
         try:
-            await self.broker.release(dedup_key)
+            await self.broker.release(dedup_key, owner=owner)
         except Exception:  # the broker is down: the claim expires after dedup_ttl
             self.log.debug("iavicenne: could not release %r", dedup_key)
 
-    async def set_state(self, conn: Connection, room: str, state: dict[str, Any]) -> None:
+    async def set_state(self, conn: Connection, room: str, state: bytes) -> None:
+        """Set `conn`'s presence state in `room` (encoded, within its budgets) and tell the room."""
         now = time.time()
         await self.broker.set_state(room, conn.key, state, now)
         entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, now)
-        await self.broker.emit(room, p.encode(self._presence_frame(p.PRESENCE, room, entry)))
+        await self.broker.emit(room, self._presence_frame(p.PRESENCE, room, entry))
 
     async def members(self, room: str) -> list[Member]:
         return await self.broker.members(room)
 
-    # -- listeners: endpoints that speak frames of their own (signaling) ---------------
+    async def rooms(self) -> dict[str, list[Member]]:
+        """Every chat room that has members now (on any server), with its members."""
+        rooms = await self.broker.rooms()
+        return {name: members for name, members in rooms.items() if not name.startswith(p.SIGNALING_ROOM_PREFIX)}
+
+    async def room_exists(self, room: str) -> bool:
+        """True when chat room `room` has members or kept history."""
+        return await self.broker.room_exists(room)
+
+    # -- signaling rooms ------------------------------------------------------------------
+    # The signaling socket's rooms: a peer's presence entry is the broker's (its user_id is
+    # the peer_id), its frames are its own; the hub carries them and nothing else.
+    async def signaling_join(self, conn: Connection, room: str) -> bool:
+        """Enter signaling room `room` as peer `conn.user_id`, receiving frames sent to it.
+
+        True when the peer was already there through another connection: that one is
+        superseded (its notice sent, its entry removed; it closes when the notice reaches
+        it, on whichever server it is). `ProtocolError` (``name-taken``) when another
+        identity holds the peer_id in the room.
+        """
+        key = signaling_room(room)
+        peer_id = conn.user_id
+        outcome = await self.broker.join(key, PresenceEntry(conn.key, peer_id, conn.identity))
+        if outcome is JoinOutcome.TAKEN:
+            raise p.ProtocolError(
+                p.ErrorCode.NAME_TAKEN,
+                f"peer_id {peer_id!r} is taken in room {room!r} by another user; join with another peer_id",
+            )
+        try:
+            await self.listen(conn, key)
+        except BaseException:
+            await self.broker.leave(key, conn.key, peer_id)
+            raise
+        if outcome is JoinOutcome.FIRST:
+            return False
+        notice = p.error_frame(
+            p.ErrorCode.SUPERSEDED,
+            f"peer_id {peer_id!r} in room {room!r} was taken over by a newer connection of the same user; "
+            "this connection no longer takes part in the room",
+            room=room,
+        )
+        await self.broker.emit(key, p.encode(notice), to=peer_id, skip=conn.key, supersede=True)
+        for entry in await self.broker.entries(key):
+            if entry.user_id == peer_id and entry.conn != conn.key:
+                await self.broker.leave(key, entry.conn, peer_id)
+        return True
+
+    async def announce_peer(self, conn: Connection, room: str, *, rejoined: bool) -> None:
+        """Tell the others in signaling room `room` that peer `conn.user_id` is there."""
+        extra: dict[str, Any] = {"rejoined": True} if rejoined else {}
+        frame = p.encoded(p.PEER_JOINED, peer_id=conn.user_id, room=room, **extra)
+        await self.broker.emit(signaling_room(room), frame, skip=conn.key)
+
+    async def peers(self, room: str) -> list[str]:
+        """The peer_ids in signaling room `room`, on every server, sorted."""
+        return sorted({e.user_id for e in await self.broker.entries(signaling_room(room))})
+
+    async def relay(self, conn: Connection, room: str, target: str, frame: bytes) -> None:
+        """Deliver `frame` to peer `target` of signaling room `room` only, wherever it is.
+
+        `ProtocolError` (``unknown-peer``) when the target is not in the room.
+        """
+        key = signaling_room(room)
+        if not await self.broker.is_present(key, target):
+            raise p.ProtocolError(
+                p.ErrorCode.UNKNOWN_PEER,
+                f"no peer {target!r} in room {room!r}: it left or never joined; wait for its peer-joined",
+            )
+        await self.broker.emit(key, frame, to=target)
+
+    async def signaling_leave(self, conn: Connection, room: str) -> None:
+        """Leave signaling room `room`; `peer-left` goes to the others when this peer is gone from it."""
+        key = signaling_room(room)
+        await self.unlisten(conn, key)
+        if await self.broker.leave(key, conn.key, conn.user_id):
+            await self.broker.emit(key, p.encoded(p.PEER_LEFT, peer_id=conn.user_id, room=room), skip=conn.key)
+
+    async def signaling_drop(self, conn: Connection, room: str) -> None:
+        """Stop delivering signaling room `room` to a superseded `conn` (its entry is gone already)."""
+        await self.unlisten(conn, signaling_room(room))
+
+    # -- listeners: connections that get a room's frames and nothing else ---------------
     async def listen(self, conn: Connection, room: str) -> None:
         """Deliver `room`'s frames to `conn`, and nothing else: no presence, no history.
 
-        For an endpoint that keeps its own presence in the broker and writes its own
-        frames (the signaling socket): the hub only subscribes and fans out, so frames
-        emitted to the room or to one `user_id` reach `conn` on whichever server it is.
+        The hub only subscribes and fans out, so frames emitted to the room or to one
+        `user_id` reach `conn` on whichever server it is.
         """
         local = self._local_room(room)
-        waiting: list[tuple[int, bytes]] = []
+        waiting: Waiting = []
         local.joining[conn.key] = waiting  # holds the room open while subscribing
         try:
             await asyncio.shield(local.subscribed)
@@ -302,8 +399,10 @@ class RoomHub:
         if local.joining.pop(conn.key, None) is not waiting:
             return  # unlistened meanwhile
         local.add(conn)
-        for _seq, frame in waiting:
+        for _seq, frame, supersede in waiting:
             conn.send(frame)
+            if supersede:
+                conn.superseded(room)
 
     async def unlisten(self, conn: Connection, room: str) -> None:
         local = self.local.get(room)
@@ -314,30 +413,26 @@ class RoomHub:
             del self.local[room]
             await self.broker.unsubscribe(room)
 
-    def connections(self, room: str, user_id: str) -> list[Connection]:
-        """This server's connections of `user_id` in `room`."""
-        local = self.local.get(room)
-        return list(local.by_user.get(user_id, {}).values()) if local is not None else []
-
     # -- helpers ----------------------------------------------------------------------
     def _local_room(self, room: str) -> LocalRoom:
         local = self.local.get(room)
         if local is None:
-            local = self.local[room] = LocalRoom()
-            # every joiner of this room on this server waits for the one subscription
-            local.subscribed = asyncio.ensure_future(self.broker.subscribe(room))
+            local = self.local[room] = LocalRoom(asyncio.ensure_future(self.broker.subscribe(room)))
         return local
 
-    def _dedup_key(self, conn: Connection, room: str, ref: str | None) -> str | None:
+    @staticmethod
+    def _dedup_key(conn: Connection, room: str, ref: str | None) -> str | None:
         if ref is None:
             return None
         # scoped to the sender's identity and name, so nobody can burn another's ids
-        return f"{room}\x1f{conn.identity.get('username', '')}\x1f{conn.user_id}\x1f{ref}"
+        return f"{room}\x1f{_owner(conn)}\x1f{conn.user_id}\x1f{ref}"
 
     @staticmethod
-    def _presence_frame(kind: str, room: str, entry: PresenceEntry) -> dict[str, Any]:
-        frame: dict[str, Any] = {"type": kind, "user_id": entry.user_id, "room": room, "identity": entry.identity}
-        if kind != p.USER_LEFT:
-            frame["state"] = entry.state
-        frame["timestamp"] = p.now_iso()
-        return frame
+    def _presence_frame(kind: str, room: str, entry: PresenceEntry) -> bytes:
+        return p.presence_frame(kind, room, entry.user_id, entry.identity, entry.state)
+
+
+def _owner(conn: Connection) -> str:
+    """Whose dedup records a connection's refs are: its identity's."""
+    return str(conn.identity.get("username", ""))
+

@@ -36,6 +36,9 @@ def iavicenne_config() -> dict[str, Any]:
         "burst": BURST,
         "max_rooms_per_connection": MAX_ROOMS,
         "max_outbound_bytes": MAX_OUTBOUND,
+        # room messages as large as a frame: these tests are about frames (the message
+        # budget has its tests in test_abuse.py)
+        "max_message_bytes": 2 * MAX_FRAME,
     }
 
 
@@ -233,7 +236,7 @@ async def test_too_many_rooms_is_refused(connect: Connect) -> None:
 # -- a consumer that does not read ---------------------------------------------------
 
 
-@pytest.mark.parametrize("iavicenne_config", [{"max_outbound_bytes": 16 * 1024, "max_frame_bytes": MAX_FRAME}])
+@pytest.mark.parametrize("iavicenne_config", [{"max_outbound_bytes": 16 * 1024, "max_frame_bytes": MAX_FRAME, "max_message_bytes": 2 * MAX_FRAME}])
 async def test_a_reader_gets_a_frame_bigger_than_the_outbound_limit(connect: Connect) -> None:
     """The limit is on what piles up, not on one frame: a client that reads is not slow."""
     bob = await member(connect, "bob")
@@ -245,7 +248,7 @@ async def test_a_reader_gets_a_frame_bigger_than_the_outbound_limit(connect: Con
     await still_works(bob)
 
 
-@pytest.mark.parametrize("iavicenne_config", [{"max_outbound_bytes": 64 * 1024, "max_frame_bytes": MAX_FRAME}])
+@pytest.mark.parametrize("iavicenne_config", [{"max_outbound_bytes": 64 * 1024, "max_frame_bytes": MAX_FRAME, "max_message_bytes": 2 * MAX_FRAME}])
 async def test_a_replay_bigger_than_the_outbound_limit_is_delivered(connect: Connect) -> None:
     """What a client asked for with `since` is not a pile-up: it may exceed the limit."""
     alice = await member(connect, "alice")

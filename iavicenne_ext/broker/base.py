@@ -13,13 +13,20 @@ tell them apart.
 from __future__ import annotations
 
 import enum
+import json
+import sys
 from abc import ABC, abstractmethod
-from dataclasses import dataclass, field
-from typing import Any, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from .. import protocol as p
 
 #: The hub's local fan-out: (room, encoded frame, seq or 0, target user_id or None,
-#: connection key to skip or None). Called on the event loop, never blocks.
-Deliver = Callable[[str, bytes, int, "str | None", "str | None"], None]
+#: connection key to skip or None, supersede: the recipients were taken over by a newer
+#: connection and must stop once they have the frame). Called on the event loop, never
+#: blocks.
+Deliver = Callable[[str, bytes, int, "str | None", "str | None", bool], None]
 
 
 class BrokerUnavailable(Exception):
@@ -33,7 +40,9 @@ class PresenceEntry:
     conn: str  # unique across servers: "<server id>:<n>"
     user_id: str
     identity: dict[str, Any]
-    state: dict[str, Any] = field(default_factory=dict)
+    # encoded JSON object, checked against the state budgets; kept as bytes, so a state
+    # costs its size (not a tree of Python objects) and is spliced into frames as it is
+    state: bytes = p.EMPTY_STATE
     state_at: float = 0.0  # when `state` was last set; the newest wins for the user
 
     def to_json(self) -> dict[str, Any]:
@@ -41,13 +50,27 @@ class PresenceEntry:
             "conn": self.conn,
             "user_id": self.user_id,
             "identity": self.identity,
-            "state": self.state,
+            "state": json.loads(self.state),
             "state_at": self.state_at,
         }
 
+    def encoded(self) -> bytes:
+        """`to_json` encoded, without decoding the state."""
+        return p.encode(
+            {
+                "conn": self.conn,
+                "user_id": self.user_id,
+                "identity": self.identity,
+                "state": p.Raw(self.state),
+                "state_at": self.state_at,
+            }
+        )
+
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> PresenceEntry:
-        return cls(data["conn"], data["user_id"], data["identity"], data.get("state") or {}, data.get("state_at", 0.0))
+        state = data.get("state")
+        encoded_state = p.Raw(p.encode(state)) if state else p.EMPTY_STATE
+        return cls(data["conn"], data["user_id"], data["identity"], encoded_state, data.get("state_at", 0.0))
 
 
 @dataclass(slots=True)
@@ -56,11 +79,17 @@ class Member:
 
     user_id: str
     identity: dict[str, Any]
-    state: dict[str, Any]
+    state: bytes  # encoded, as in `PresenceEntry`
     connections: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "identity": self.identity, "state": self.state, "connections": self.connections}
+        return {"user_id": self.user_id, "identity": self.identity, "state": json.loads(self.state), "connections": self.connections}
+
+    def encoded(self) -> bytes:
+        """`to_json` encoded, the state spliced in as it is kept."""
+        return p.encode(
+            {"user_id": self.user_id, "identity": self.identity, "state": p.Raw(self.state), "connections": self.connections}
+        )
 
 
 def fold_members(entries: list[PresenceEntry]) -> list[Member]:
@@ -99,22 +128,50 @@ class History:
     recovered: bool  # True when `messages` are exactly all the messages after `since`
 
 
-class Broker(ABC):
-    """Shared room state and fan-out between servers. See the module docstring."""
+#: the default of a budget a broker is not given: no bound
+UNBOUNDED = sys.maxsize
 
-    def __init__(self, *, history_size: int, history_ttl: float, dedup_ttl: float) -> None:
+
+class Broker(ABC):
+    """Shared room state and fan-out between servers. See the module docstring.
+
+    The budgets (the ``IAvicenne`` options of the same names): a room's history is at
+    most `history_size` messages and `history_bytes_per_room` bytes, all rooms' together
+    at most `history_bytes_total` bytes (per server or per deployment: the broker's
+    scope); `history` replays at most `max_replay_bytes`; each owner (identity) has at
+    most `max_dedup_per_identity` dedup records, and its oldest go first, never another
+    owner's.
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        history_ttl: float,
+        dedup_ttl: float,
+        history_bytes_per_room: int = UNBOUNDED,
+        history_bytes_total: int = UNBOUNDED,
+        max_replay_bytes: int = UNBOUNDED,
+        max_dedup_per_identity: int = UNBOUNDED,
+    ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.dedup_ttl = dedup_ttl
+        self.history_bytes_per_room = history_bytes_per_room
+        self.history_bytes_total = history_bytes_total
+        self.max_replay_bytes = max_replay_bytes
+        self.max_dedup_per_identity = max_dedup_per_identity
         self._deliver: Deliver | None = None
 
     def attach(self, deliver: Deliver) -> None:
         """Set the callback that writes frames to this server's connections."""
         self._deliver = deliver
 
-    def deliver(self, room: str, frame: bytes, seq: int = 0, to: str | None = None, skip: str | None = None) -> None:
+    def deliver(
+        self, room: str, frame: bytes, seq: int = 0, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
         if self._deliver is not None:
-            self._deliver(room, frame, seq, to, skip)
+            self._deliver(room, frame, seq, to, skip, supersede)
 
     @property
     @abstractmethod
@@ -141,27 +198,34 @@ class Broker(ABC):
         """This server's last member left `room`."""
 
     @abstractmethod
-    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None) -> Published:
+    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None, owner: str = "") -> Published:
         """Give `frame` the room's next seq, keep it in history and deliver it everywhere.
 
         A `dedup_key` seen within `dedup_ttl` seconds is not published again; the seq it
-        got the first time is returned with ``duplicate=True``.
+        got the first time is returned with ``duplicate=True``. The key is counted among
+        `owner`'s (the sender's identity) records.
         """
 
     @abstractmethod
-    async def claim(self, dedup_key: str) -> bool:
-        """Remember `dedup_key` for `dedup_ttl` seconds; False if it was already claimed.
+    async def claim(self, dedup_key: str, *, owner: str = "") -> bool:
+        """Remember `dedup_key` (among `owner`'s) for `dedup_ttl` seconds; False if it was already claimed.
 
         For frames without seq (direct messages): a resend after a reconnect is dropped.
         """
 
     @abstractmethod
-    async def release(self, dedup_key: str) -> None:
+    async def release(self, dedup_key: str, *, owner: str = "") -> None:
         """Forget a claim whose frame could not be sent, so its resend goes through."""
 
     @abstractmethod
-    async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
-        """Deliver a frame without seq or history: to the room, or to user `to` only."""
+    async def emit(
+        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
+        """Deliver a frame without seq or history: to the room, or to user `to` only.
+
+        `supersede`: the recipients are taken over by a newer connection; each is told so
+        (`Connection.superseded`) right after it was handed the frame, on whichever server.
+        """
 
     # -- presence -----------------------------------------------------------------
     @abstractmethod
@@ -173,8 +237,8 @@ class Broker(ABC):
         """Remove a connection; True when its user has no connection left in the room."""
 
     @abstractmethod
-    async def set_state(self, room: str, conn: str, state: dict[str, Any], state_at: float) -> None:
-        """Set the presence state of one connection."""
+    async def set_state(self, room: str, conn: str, state: bytes, state_at: float) -> None:
+        """Set the presence state (encoded) of one connection."""
 
     @abstractmethod
     async def entries(self, room: str) -> list[PresenceEntry]:
@@ -193,7 +257,11 @@ class Broker(ABC):
     # -- history ------------------------------------------------------------------
     @abstractmethod
     async def history(self, room: str, since: int | None, epoch: str | None) -> History:
-        """The room's messages after `since` (none when `since` is None)."""
+        """The room's messages after `since` (none when `since` is None).
+
+        At most `max_replay_bytes` of them, the newest; ``recovered`` is False when older
+        ones after `since` were left out.
+        """
 
     @abstractmethod
     async def room_exists(self, room: str) -> bool:

@@ -2,102 +2,282 @@
 
 The default: nothing to install or run. Frames are delivered synchronously, so a seq is
 handed out, stored and delivered in one step and the order is the seq order.
+
+Everything it keeps is bounded, and no operation looks at every room:
+
+- a room's history: `history_size` messages and `history_bytes_per_room` bytes, the
+  oldest dropped first;
+- all rooms together: `history_bytes_total` bytes, counting each kept room and message
+  with what it costs beside its bytes. Beyond it, rooms nobody is in go first (the one
+  emptied longest ago first, its whole history), then the oldest messages of the server,
+  whichever room they are in;
+- a room nobody is in is forgotten `history_ttl` seconds after its last member left: a
+  heap ordered by that deadline, looked at from its top on each join;
+- dedup records: `max_dedup_per_identity` per owner, each owner's oldest first.
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import secrets
 import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
-from typing import Any
 
-from .base import Broker, History, JoinOutcome, PresenceEntry, Published
+from .. import protocol as p
+from .base import UNBOUNDED, Broker, History, JoinOutcome, Member, PresenceEntry, Published, fold_members
+
+# What keeping costs beside the frame's own bytes, counted against history_bytes_total so
+# that many tiny messages or many empty rooms cannot hold more memory than the budget says
+# (measured with sys.getsizeof: the (seq, frame, order) tuple, the bytes header, the deque
+# slot; a room's dataclass, deque, dicts and name).
+MESSAGE_OVERHEAD = 120
+ROOM_OVERHEAD = 1024
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, eq=False)
 class _RoomState:
+    name: str
     epoch: str
-    history: deque[tuple[int, bytes]]
+    # (seq, frame with its seq, order of publication on this server), oldest first
+    history: deque[tuple[int, bytes, int]] = field(default_factory=deque)
     seq: int = 0
+    held: int = 0  # bytes of `history`, overheads included
     entries: dict[str, PresenceEntry] = field(default_factory=dict)
     users: dict[str, int] = field(default_factory=dict)  # user_id -> connections
     emptied_at: float | None = None
+    expiring: bool = False  # has its one entry in the expiry heap
+    queued: bool = False  # has its one entry in the oldest-message heap
 
 
 class MemoryBroker(Broker):
-    def __init__(self, *, history_size: int, history_ttl: float, dedup_ttl: float, max_dedup_keys: int = 100_000) -> None:
-        super().__init__(history_size=history_size, history_ttl=history_ttl, dedup_ttl=dedup_ttl)
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        history_ttl: float,
+        dedup_ttl: float,
+        history_bytes_per_room: int = UNBOUNDED,
+        history_bytes_total: int = UNBOUNDED,
+        max_replay_bytes: int = UNBOUNDED,
+        max_dedup_per_identity: int = UNBOUNDED,
+    ) -> None:
+        super().__init__(
+            history_size=history_size,
+            history_ttl=history_ttl,
+            dedup_ttl=dedup_ttl,
+            history_bytes_per_room=history_bytes_per_room,
+            history_bytes_total=history_bytes_total,
+            max_replay_bytes=max_replay_bytes,
+            max_dedup_per_identity=max_dedup_per_identity,
+        )
         self._rooms: dict[str, _RoomState] = {}
-        # dedup key -> (seq, accepted at); oldest first, bounded in count and in age
-        self._accepted: OrderedDict[str, tuple[int, float]] = OrderedDict()
-        self._max_dedup_keys = max_dedup_keys
+        self.held = 0  # bytes counted against history_bytes_total
+        self._order = itertools.count()  # publication order of messages across rooms
+        self._ticket = itertools.count()  # heap tie-break, so rooms are never compared
+        # rooms nobody is in, by the time they expire (one entry per room, checked on pop)
+        self._expiring: list[tuple[float, int, _RoomState]] = []
+        # rooms with history, by the order of their oldest message (checked on pop)
+        self._oldest: list[tuple[int, int, _RoomState]] = []
+        # owner -> dedup key -> (seq, accepted at); per owner oldest first, bounded in
+        # count and in age
+        self._accepted: dict[str, OrderedDict[str, tuple[int, float]]] = {}
         self._server_id = "mem-" + secrets.token_hex(4)
 
     @property
     def server_id(self) -> str:
         return self._server_id
 
+    # -- rooms and their lifetime -----------------------------------------------------
     def _room(self, room: str) -> _RoomState:
         state = self._rooms.get(room)
         if state is None:
-            state = self._rooms[room] = _RoomState(secrets.token_hex(6), deque(maxlen=self.history_size))
+            state = self._rooms[room] = _RoomState(room, secrets.token_hex(6))
+            self.held += ROOM_OVERHEAD
+            if self.held > self.history_bytes_total:
+                self._trim_total()
         return state
 
-    def _expire(self, now: float) -> None:
-        """Forget rooms that have been empty longer than history_ttl, and old dedup keys."""
-        stale = [
-            name
-            for name, state in self._rooms.items()
-            if state.emptied_at is not None and now - state.emptied_at > self.history_ttl
-        ]
-        for name in stale:
-            del self._rooms[name]
-        accepted = self._accepted
-        while accepted and (len(accepted) > self._max_dedup_keys or now - next(iter(accepted.values()))[1] > self.dedup_ttl):
-            accepted.popitem(last=False)
+    def _drop(self, state: _RoomState) -> None:
+        del self._rooms[state.name]
+        self.held -= ROOM_OVERHEAD + state.held
+        state.history.clear()
+        state.held = 0
+        # its entry in `_oldest` is skipped when met; rebuild before such entries pile up
+        if len(self._oldest) > 2 * len(self._rooms) + 64:
+            live = [s for s in self._rooms.values() if s.history]
+            for s in self._rooms.values():
+                s.queued = bool(s.history)
+            self._oldest = [(s.history[0][2], next(self._ticket), s) for s in live]
+            heapq.heapify(self._oldest)
 
+    def _schedule_expiry(self, state: _RoomState) -> None:
+        assert state.emptied_at is not None
+        heapq.heappush(self._expiring, (state.emptied_at + self.history_ttl, next(self._ticket), state))
+        state.expiring = True
+
+    def _expire(self, now: float) -> None:
+        """Forget the rooms that have been empty longer than history_ttl."""
+        heap = self._expiring
+        while heap and heap[0][0] <= now:
+            _, _, state = heapq.heappop(heap)
+            state.expiring = False
+            if self._rooms.get(state.name) is not state or state.entries or state.emptied_at is None:
+                continue  # gone, or joined again since
+            if now - state.emptied_at >= self.history_ttl:
+                self._drop(state)
+            else:
+                self._schedule_expiry(state)  # emptied again since: a later deadline
+
+    def _trim_total(self) -> None:
+        """Bring what is kept back within history_bytes_total: empty rooms, then the oldest messages."""
+        while self.held > self.history_bytes_total:
+            if not self._drop_an_empty_room() and not self._drop_the_oldest_message():
+                return  # only rooms with members, and no history: nothing more to drop
+
+    def _drop_an_empty_room(self) -> bool:
+        heap = self._expiring
+        while heap:
+            _, _, state = heapq.heappop(heap)
+            state.expiring = False
+            if self._rooms.get(state.name) is state and not state.entries:
+                self._drop(state)
+                return True
+        return False
+
+    def _drop_the_oldest_message(self) -> bool:
+        heap = self._oldest
+        while heap:
+            order, _, state = heap[0]
+            if self._rooms.get(state.name) is not state or not state.history:
+                heapq.heappop(heap)
+                state.queued = False
+                continue
+            head = state.history[0][2]
+            if head != order:  # its oldest messages were dropped by the room's own bounds
+                heapq.heapreplace(heap, (head, next(self._ticket), state))
+                continue
+            self._pop_oldest(state)
+            if state.history:
+                heapq.heapreplace(heap, (state.history[0][2], next(self._ticket), state))
+            else:
+                heapq.heappop(heap)
+                state.queued = False
+            return True
+        return False
+
+    # -- history ------------------------------------------------------------------------
+    def _keep(self, state: _RoomState, seq: int, frame: bytes) -> None:
+        cost = len(frame) + MESSAGE_OVERHEAD
+        state.history.append((seq, frame, next(self._order)))
+        state.held += cost
+        self.held += cost
+        while len(state.history) > self.history_size or state.held > self.history_bytes_per_room:
+            self._pop_oldest(state)
+        if state.history and not state.queued:
+            heapq.heappush(self._oldest, (state.history[0][2], next(self._ticket), state))
+            state.queued = True
+        if self.held > self.history_bytes_total:
+            self._trim_total()
+
+    def _pop_oldest(self, state: _RoomState) -> None:
+        _, frame, _ = state.history.popleft()
+        cost = len(frame) + MESSAGE_OVERHEAD
+        state.held -= cost
+        self.held -= cost
+
+    def _newest(self, state: _RoomState, since: int) -> tuple[list[bytes], bool]:
+        """The frames after `since` that fit in max_replay_bytes (the newest); True if some did not."""
+        budget = self.max_replay_bytes
+        frames: list[bytes] = []
+        for seq, frame, _ in reversed(state.history):
+            if seq <= since:
+                break
+            budget -= len(frame)
+            if budget < 0:
+                frames.reverse()
+                return frames, True
+            frames.append(frame)
+        frames.reverse()
+        return frames, False
+
+    async def history(self, room: str, since: int | None, epoch: str | None) -> History:
+        state = self._room(room)
+        if since is None:
+            return History([], state.seq, state.epoch, True)
+        if epoch is not None and epoch != state.epoch:
+            # another life of the room: its seqs are not the client's seqs
+            return History(self._newest(state, -1)[0], state.seq, state.epoch, False)
+        missed, cut = self._newest(state, since)
+        oldest = state.history[0][0] if state.history else state.seq + 1
+        recovered = not cut and since <= state.seq and since >= oldest - 1
+        return History(missed, state.seq, state.epoch, recovered)
+
+    async def room_exists(self, room: str) -> bool:
+        self._expire(time.monotonic())
+        return room in self._rooms
+
+    # -- fan-out --------------------------------------------------------------------------
     async def subscribe(self, room: str) -> None:
         pass  # one process: every frame is already here
 
     async def unsubscribe(self, room: str) -> None:
         pass
 
-    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None) -> Published:
-        now = time.monotonic()
+    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None, owner: str = "") -> Published:
+        records = None
         if dedup_key is not None:
-            known = self._accepted.get(dedup_key)
-            if known is not None and now - known[1] <= self.dedup_ttl:
+            now = time.monotonic()
+            records = self._records(owner, now)
+            known = records.get(dedup_key)
+            if known is not None:
                 return Published(known[0], True)
         state = self._room(room)
         state.seq += 1
         seq = state.seq
-        if dedup_key is not None:
-            self._accepted[dedup_key] = (seq, now)
-            if len(self._accepted) > self._max_dedup_keys:
-                self._accepted.popitem(last=False)
-        framed = b'{"seq":%d,' % seq + frame[1:]
-        state.history.append((seq, framed))
+        if records is not None and dedup_key is not None:
+            self._remember(records, dedup_key, seq, now)
+        framed = p.with_seq(seq, frame)
+        self._keep(state, seq, framed)
         self.deliver(room, framed, seq)
         return Published(seq, False)
 
-    async def claim(self, dedup_key: str) -> bool:
+    async def emit(
+        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+    ) -> None:
+        self.deliver(room, frame, 0, to, skip, supersede)
+
+    # -- dedup records ------------------------------------------------------------------
+    def _records(self, owner: str, now: float) -> OrderedDict[str, tuple[int, float]]:
+        """`owner`'s unexpired records (oldest first: every record moves to the end when set)."""
+        records = self._accepted.get(owner)
+        if records is None:
+            records = self._accepted[owner] = OrderedDict()
+        while records and now - next(iter(records.values()))[1] > self.dedup_ttl:
+            records.popitem(last=False)
+        return records
+
+    def _remember(self, records: OrderedDict[str, tuple[int, float]], dedup_key: str, seq: int, now: float) -> None:
+        records[dedup_key] = (seq, now)
+        records.move_to_end(dedup_key)
+        while len(records) > self.max_dedup_per_identity:
+            records.popitem(last=False)  # this owner's oldest, never another's
+
+    async def claim(self, dedup_key: str, *, owner: str = "") -> bool:
         now = time.monotonic()
-        known = self._accepted.get(dedup_key)
-        if known is not None and now - known[1] <= self.dedup_ttl:
+        records = self._records(owner, now)
+        if dedup_key in records:
             return False
-        self._accepted[dedup_key] = (0, now)
-        self._accepted.move_to_end(dedup_key)
-        if len(self._accepted) > self._max_dedup_keys:
-            self._accepted.popitem(last=False)
+        self._remember(records, dedup_key, 0, now)
         return True
 
-    async def release(self, dedup_key: str) -> None:
-        self._accepted.pop(dedup_key, None)
+    async def release(self, dedup_key: str, *, owner: str = "") -> None:
+        records = self._accepted.get(owner)
+        if records is not None:
+            records.pop(dedup_key, None)
 
-    async def emit(self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None) -> None:
-        self.deliver(room, frame, 0, to, skip)
-
+    # -- presence -------------------------------------------------------------------------
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
         self._expire(time.monotonic())
         state = self._room(room)
@@ -122,9 +302,11 @@ class MemoryBroker(Broker):
         del state.users[user_id]
         if not state.entries:
             state.emptied_at = time.monotonic()
+            if not state.expiring:
+                self._schedule_expiry(state)
         return True
 
-    async def set_state(self, room: str, conn: str, state: dict[str, Any], state_at: float) -> None:
+    async def set_state(self, room: str, conn: str, state: bytes, state_at: float) -> None:
         room_state = self._rooms.get(room)
         entry = room_state.entries.get(conn) if room_state else None
         if entry is not None:
@@ -139,21 +321,5 @@ class MemoryBroker(Broker):
         state = self._rooms.get(room)
         return state is not None and user_id in state.users
 
-    async def rooms(self) -> dict[str, list]:
-        return {name: await self.members(name) for name, state in self._rooms.items() if state.entries}
-
-    async def history(self, room: str, since: int | None, epoch: str | None) -> History:
-        state = self._room(room)
-        if since is None:
-            return History([], state.seq, state.epoch, True)
-        if epoch is not None and epoch != state.epoch:
-            # another life of the room: its seqs are not the client's seqs
-            return History([m for _, m in state.history], state.seq, state.epoch, False)
-        missed = [m for s, m in state.history if s > since]
-        oldest = state.history[0][0] if state.history else state.seq + 1
-        recovered = since <= state.seq and since >= oldest - 1
-        return History(missed, state.seq, state.epoch, recovered)
-
-    async def room_exists(self, room: str) -> bool:
-        self._expire(time.monotonic())
-        return room in self._rooms
+    async def rooms(self) -> dict[str, list[Member]]:
+        return {name: fold_members(list(state.entries.values())) for name, state in self._rooms.items() if state.entries}

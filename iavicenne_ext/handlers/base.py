@@ -1,15 +1,26 @@
-"""What every iAvicenne WebSocket shares: Jupyter auth, limits, framing of errors.
+"""What every iAvicenne WebSocket shares: Jupyter auth, budgets, framing of errors.
 
 A `ProtocolSocket` authenticates like every Jupyter endpoint, checks the origin as
 Jupyter does, parses each text frame once with `protocol.parse_request`, turns any
-`ProtocolError` into an error frame, and protects the server from its client: frame
-size (close 1009), rate (error ``rate-limited``, excess dropped) and outbound buffer
-(a consumer too slow to read is disconnected rather than growing our memory).
+`ProtocolError` into an error frame, and protects the server and the other users from its
+client (docs/protocol.md, "Limits"):
+
+- per connection: frame size (close 1009), frames per second (error ``rate-limited``,
+  excess dropped), bytes waiting to be read (a consumer too slow to read is closed, 1008);
+- per identity (`Account`, over all its sockets): open sockets, rooms, bytes per second,
+  the last counted before the frame is parsed, so a flood costs no JSON parsing;
+- per server (`Quotas`): bytes waiting to be read by all clients; beyond it the sockets
+  with the most bytes waiting are closed first.
+
+Every refusal names the ``IAvicenne`` option that raises the limit (`protocol.limit_exceeded`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import functools
 import getpass
 import hashlib
 import hmac
@@ -39,19 +50,28 @@ _OPCODE_TEXT = 0x1
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Per-connection limits, from the app's traitlets."""
+    """What one connection, one identity and all clients may cost: the app's traitlets."""
 
     max_frame_bytes: int
     messages_per_second: float
     burst: int
-    max_rooms: int
+    max_rooms: int  # per connection
     max_outbound_bytes: int
+    max_connections_per_identity: int
+    max_rooms_per_identity: int
+    bytes_per_second: float
+    burst_bytes: int
+    max_outbound_bytes_total: int
+    max_replay_bytes: int
+    max_state_bytes: int
+    max_state_depth: int
+    max_state_keys: int
 
 
 class TokenBucket:
     """`rate` tokens per second, at most `burst` saved up."""
 
-    __slots__ = ("rate", "burst", "tokens", "stamp")
+    __slots__ = ("burst", "rate", "stamp", "tokens")
 
     def __init__(self, rate: float, burst: int) -> None:
         self.rate = rate
@@ -59,15 +79,136 @@ class TokenBucket:
         self.tokens = float(burst)
         self.stamp = time.monotonic()
 
-    def take(self) -> bool:
+    def take(self, amount: float = 1.0) -> bool:
         now = time.monotonic()
         self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
+        # a full bucket lets one request larger than the burst through, which it then owes
+        if self.tokens >= amount or self.tokens >= self.burst:
+            self.tokens -= amount
             return True
         return False
 
+    @property
+    def full(self) -> bool:
+        return self.tokens + (time.monotonic() - self.stamp) * self.rate >= self.burst
+
+    def wait(self, amount: float) -> float:
+        """Seconds until `take(amount)` would succeed."""
+        missing = min(amount, self.burst) - self.tokens - (time.monotonic() - self.stamp) * self.rate
+        return max(0.0, missing / self.rate) if self.rate > 0 else 1.0
+
+
+class Account:
+    """What one identity holds on this server, over all its room and signaling sockets."""
+
+    __slots__ = ("bytes", "connections", "rooms", "username")
+
+    def __init__(self, username: str, limits: Limits) -> None:
+        self.username = username
+        self.connections = 0
+        self.rooms: dict[str, int] = {}  # hub room -> this identity's sockets in it
+        self.bytes = TokenBucket(limits.bytes_per_second, limits.burst_bytes)
+
+    def enter(self, room: str, limit: int) -> None:
+        """Count one more socket in hub room `room`, or `too-many-rooms` when it is one room too many."""
+        count = self.rooms.get(room, 0)
+        if not count and len(self.rooms) >= limit:
+            raise p.limit_exceeded(
+                "max_rooms_per_identity",
+                limit,
+                f"too many rooms: {self.username} is in {len(self.rooms)} rooms on this server, over all "
+                "its connections; leave one first",
+                code=p.ErrorCode.TOO_MANY_ROOMS,
+            )
+        self.rooms[room] = count + 1
+
+    def exit(self, room: str) -> None:
+        """One socket of this identity has left `room` (the leave is done: only then may another be entered)."""
+        count = self.rooms.get(room, 0) - 1
+        if count > 0:
+            self.rooms[room] = count
+        else:
+            self.rooms.pop(room, None)
+
+
+class Quotas:
+    """This server's accounts (one per identity) and the bytes queued to all its clients.
+
+    One per server, made by the app and shared by every socket. An account is kept while
+    it has sockets, rooms, or a bucket not yet full again: closing and reopening sockets
+    does not refill a burst.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.accounts: dict[str, Account] = {}
+        self.outbound = 0  # bytes queued to every open socket, not yet written to it
+        self.waiting: set[ProtocolSocket] = set()  # the sockets with bytes queued
+        self._released = 0  # bytes that left the queues since the heap was last trimmed
+        self._trimming = False
+
+    def open(self, username: str) -> Account | None:
+        """Count a new socket of `username`; None when it has max_connections_per_identity already."""
+        account = self.accounts.get(username)
+        if account is None:
+            account = self.accounts[username] = Account(username, self.limits)
+        if account.connections >= self.limits.max_connections_per_identity:
+            return None
+        account.connections += 1
+        return account
+
+    def close(self, account: Account) -> None:
+        account.connections -= 1
+        self.forget_idle(account)
+
+    def forget_idle(self, account: Account) -> None:
+        if not account.connections and not account.rooms and account.bytes.full:
+            self.accounts.pop(account.username, None)
+
+    def released(self, size: int) -> None:
+        """`size` queued bytes were written or dropped: now and then, give the memory back."""
+        self._released += size
+        if self._released >= TRIM_AFTER_BYTES and not self._trimming and _MALLOC_TRIM is not None:
+            self._trimming = True
+            asyncio.get_running_loop().call_later(1.0, self._trim)
+
+    def _trim(self) -> None:
+        self._trimming = False
+        self._released = 0
+        if _MALLOC_TRIM is not None:
+            _MALLOC_TRIM(0)
+
+    def shed(self) -> None:
+        """Close the sockets with the most bytes waiting until the total is within its budget."""
+        while self.outbound > self.limits.max_outbound_bytes_total and self.waiting:
+            slowest = max(self.waiting, key=_bytes_waiting)
+            slowest._drop_slow_consumer(
+                f"slow consumer: the server's clients have more than {self.limits.max_outbound_bytes_total} bytes "
+                "waiting (IAvicenne.max_outbound_bytes_total)"
+            )
+
+
+def _bytes_waiting(socket: ProtocolSocket) -> int:
+    return socket._outbound
+
+
+# glibc keeps the heap pages of freed buffers: after a burst of queued frames (slow
+# readers, a replay) the server's resident memory stayed ~100 MiB up once they were all
+# written or dropped. After this many bytes left the queues, it is asked to give them back
+# (malloc_trim), at most once a second; elsewhere (no glibc) nothing is done.
+TRIM_AFTER_BYTES = 32 * 1024 * 1024
+
+
+def _find_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+_MALLOC_TRIM = _find_malloc_trim()
 
 _connection_numbers = itertools.count(1)
 
@@ -80,10 +221,12 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
     auth_resource = AUTH_RESOURCE
     known_types: frozenset[str] = frozenset()
 
-    def initialize(self, *, limits: Limits, server_id: str) -> None:  # type: ignore[override]
-        self.limits = limits
+    def initialize(self, *, quotas: Quotas, server_id: str) -> None:  # type: ignore[override]
+        self.quotas = quotas
+        self.limits = limits = quotas.limits
         self.key = f"{server_id}:{next(_connection_numbers)}"
         self.identity: dict[str, Any] = {}
+        self.account: Account | None = None  # the identity's, once the socket is open and counted
         self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
         self._outbound = 0  # bytes queued to this client and not yet written to the socket
         self._replaying = 0  # of which: history replayed on the client's request
@@ -143,37 +286,60 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         # frames are small and often two in a row (an ack, then a relayed frame): with
         # Nagle's algorithm the second waits for the client's delayed ACK, ~40 ms
         self.set_nodelay(True)
-        self.log.debug("iavicenne: %s opened %s as %s", self.key, self.request.path, self.identity["username"])
+        username = self.identity["username"]
+        self.account = self.quotas.open(username)
+        if self.account is None:
+            limit = self.limits.max_connections_per_identity
+            error = p.limit_exceeded(
+                "max_connections_per_identity",
+                limit,
+                f"too many connections: {username} has {limit} room and signaling sockets open on this server; "
+                "close one first",
+            )
+            self.send_error_frame(error.code, error.message, **error.fields)
+            self._mark_gone()
+            self.close(p.CLOSE_POLICY, "too many connections of this identity (IAvicenne.max_connections_per_identity)")
+            return
+        self.log.debug("iavicenne: %s opened %s as %s", self.key, self.request.path, username)
 
     # -- outbound -------------------------------------------------------------------
     def send(self, frame: bytes, *, replay: bool = False) -> None:
         """Queue one encoded frame (as a text frame, no re-encoding).
 
-        A `replay` frame is history the client asked for (``since``): written all at once
-        and bounded by the room's history, it is not a sign of a slow consumer, so it does
-        not count towards max_outbound_bytes.
+        A `replay` frame is history the client asked for (``since``), bounded by
+        max_replay_bytes and one replay at a time: it counts towards what is waiting, but
+        being written all at once is no sign of a slow consumer, so it closes nothing.
         """
         if self._gone:
             return
         size = len(frame)
-        waiting = self._outbound - self._replaying
+        queued = self._outbound
         # a client with nothing waiting is not slow, however big this one frame is
-        if not replay and waiting and waiting + size > self.limits.max_outbound_bytes:
-            self._drop_slow_consumer()
+        if not replay and queued and queued + size > self.limits.max_outbound_bytes:
+            self._drop_slow_consumer(
+                f"slow consumer: more than {self.limits.max_outbound_bytes} bytes waiting to be read "
+                "(IAvicenne.max_outbound_bytes)"
+            )
             return
         try:
             written = self._write_text(frame)
         except WebSocketClosedError:
-            self._gone = True
+            self._mark_gone()
             return
         if written.done():  # already handed to the socket: nothing is waiting
             if not written.cancelled() and written.exception() is not None:
-                self._gone = True
+                self._mark_gone()
             return
-        self._outbound += size
+        self._outbound = queued + size
         if replay:
             self._replaying += size
-        written.add_done_callback(lambda done, size=size, replay=replay: self._flushed(done, size, replay))
+        quotas = self.quotas
+        if not queued:
+            quotas.waiting.add(self)
+        quotas.outbound += size
+        written.add_done_callback(functools.partial(self._flushed, size, replay))
+        if quotas.outbound > self.limits.max_outbound_bytes_total:
+            quotas.shed()
 
     def _write_text(self, frame: bytes) -> asyncio.Future[None]:
         """Write one text frame; the future is done once the frame is on the socket.
@@ -194,25 +360,44 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
                 raise WebSocketClosedError() from None
         return self.write_message(frame)
 
-    def _flushed(self, done: asyncio.Future[None], size: int, replay: bool) -> None:
+    def _flushed(self, size: int, replay: bool, done: asyncio.Future[None]) -> None:
         self._outbound -= size
         if replay:
             self._replaying -= size
+        self.quotas.released(size)
+        if not self._gone:  # a gone socket's bytes left the server's total already
+            self.quotas.outbound -= size
+            if not self._outbound:
+                self.quotas.waiting.discard(self)
         if not done.cancelled() and done.exception() is not None:
-            self._gone = True  # the peer went away; on_close does the rest
+            self._mark_gone()  # the peer went away; on_close does the rest
 
-    def send_frame(self, frame: dict[str, Any]) -> None:
-        frame.setdefault("timestamp", p.now_iso())
-        self.send(p.encode(frame))
+    def _mark_gone(self) -> None:
+        """Nothing more is written to this socket; what it has queued is released soon."""
+        if self._gone:
+            return
+        self._gone = True
+        # counted as released now: its buffer goes with the stream (tornado closes it
+        # within seconds), and the server's budget must not close other sockets meanwhile
+        self.quotas.outbound -= self._outbound
+        self.quotas.waiting.discard(self)
+
+    def reply(self, kind: str, ref: str | None = None, **fields: Any) -> None:
+        """Send this client a frame of its own (built by `protocol.encoded`)."""
+        self.send(p.encoded(kind, ref=ref, **fields))
+
+    def superseded(self, room: str) -> None:
+        """A newer connection took this one's place in `room`; only signaling peers are taken over."""
 
     def send_error_frame(self, code: str, message: str, ref: str | None = None, **extra: Any) -> None:
         # not `send_error`: that is tornado's, which answers a refused handshake (403)
         self.send(p.encode(p.error_frame(code, message, ref, **extra)))
 
-    def _drop_slow_consumer(self) -> None:
-        reason = f"slow consumer: more than {self.limits.max_outbound_bytes} bytes waiting to be read"
-        self.log.warning("iavicenne: closing %s (%s): %s", self.key, self.identity.get("username"), reason)
-        self._gone = True
+    def _drop_slow_consumer(self, reason: str) -> None:
+        self.log.warning(
+            "iavicenne: closing %s (%s, %d bytes waiting): %s", self.key, self.identity.get("username"), self._outbound, reason
+        )
+        self._mark_gone()
         self.close(p.CLOSE_POLICY, reason)
         # closing may wait for the client to read; leave its rooms now
         asyncio.ensure_future(self._leave_all(closing=True))
@@ -224,38 +409,67 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         ref: str | None = None
         try:
             if not self._bucket.take():
-                self._rate_limited(message)
+                self._rate_limited("messages_per_second")
+                return
+            # counted before parsing: a flood of big frames is dropped unparsed
+            if self.account is not None and not self.account.bytes.take(len(message)):
+                self._rate_limited("bytes_per_second")
+                # and this socket is not read until the budget would hold the frame (at most
+                # a second; tornado reads the next frame once this returns): the flood then
+                # waits in the sender's socket instead of costing this server its reading
+                await asyncio.sleep(min(1.0, self.account.bytes.wait(len(message))))
                 return
             request = p.parse_request(message, self.known_types)
             ref = request.ref
             await self._handlers[request.type](request)
         except p.ProtocolError as error:
-            self.send_error_frame(error.code, error.message, ref if ref is not None else error.ref)
+            self.send_error_frame(error.code, error.message, ref if ref is not None else error.ref, **error.fields)
         except BrokerUnavailable as error:
             self.send_error_frame(p.ErrorCode.UNAVAILABLE, f"not delivered: {error}", ref)
         except Exception:
             self.log.exception("iavicenne: error handling a frame from %s", self.key)
             self.send_error_frame(p.ErrorCode.INTERNAL, "internal error; the request was not carried out", ref)
 
-    def _rate_limited(self, message: str | bytes) -> None:
+    def _rate_limited(self, option: str) -> None:
         """Drop the frame; say so at most once a second (the notice must not be a flood too)."""
         self._dropped += 1
         now = time.monotonic()
         if now - self._last_limit_notice < 1.0:
             return
         self._last_limit_notice = now
-        self.send_error_frame(
-            p.ErrorCode.RATE_LIMITED,
-            f"rate limited: more than {self.limits.messages_per_second:g} frames per second "
-            f"(burst {self.limits.burst}); {self._dropped} frame(s) dropped, send them again later",
-            dropped=self._dropped,
-        )
+        limits = self.limits
+        dropped = f"{self._dropped} frame(s) dropped, send them again later"
+        if option == "messages_per_second":
+            limit: float = limits.messages_per_second
+            what = f"rate limited: more than {limit:g} frames per second (burst {limits.burst}); {dropped}"
+        else:
+            limit = limits.bytes_per_second
+            what = (
+                f"rate limited: more than {limit:g} bytes per second from {self.identity['username']} over all "
+                f"its connections (burst {limits.burst_bytes}); {dropped}"
+            )
+        error = p.limit_exceeded(option, limit, what, code=p.ErrorCode.RATE_LIMITED)
+        self.send_error_frame(error.code, error.message, dropped=self._dropped, **error.fields)
         self._dropped = 0
 
     def on_close(self) -> None:
-        self._gone = True
+        self._mark_gone()
         super().on_close()
+        if self.account is not None:
+            self.quotas.close(self.account)
         asyncio.ensure_future(self._leave_all(closing=True))
+
+    # -- rooms of the identity --------------------------------------------------------
+    def enter(self, room: str) -> None:
+        """Count hub room `room` among the identity's (max_rooms_per_identity) before joining it."""
+        assert self.account is not None  # frames are only handled on a counted socket
+        self.account.enter(room, self.limits.max_rooms_per_identity)
+
+    def exit(self, room: str) -> None:
+        """`room` is left (or its join failed): it no longer counts among the identity's."""
+        if self.account is not None:
+            self.account.exit(room)
+            self.quotas.forget_idle(self.account)
 
     async def _leave_all(self, *, closing: bool) -> None:
         """Leave every room; overridden by subclasses."""

@@ -20,7 +20,7 @@ class _RoomsAPIHandler(APIHandler):
     def initialize(self, *, hub: RoomHub) -> None:  # type: ignore[override]
         self.hub = hub
 
-    async def prepare(self) -> None:
+    async def prepare(self) -> None:  # type: ignore[override]  # APIHandler's, which drops JupyterHandler's keyword
         try:
             await super().prepare()
         except web.HTTPError as error:
@@ -38,7 +38,7 @@ class RoomListHandler(_RoomsAPIHandler):
     @authorized("read", resource=AUTH_RESOURCE)
     async def get(self) -> None:
         try:
-            rooms = await self.hub.broker.rooms()
+            rooms = await self.hub.rooms()
         except BrokerUnavailable as error:  # Redis down: say so, not a 500 with a traceback
             raise web.HTTPError(503, str(error)) from None
         self.finish(
@@ -47,7 +47,6 @@ class RoomListHandler(_RoomsAPIHandler):
                     "rooms": [
                         {"room": name, "members": len(members), "connections": sum(m.connections for m in members)}
                         for name, members in sorted(rooms.items())
-                        if not name.startswith(p.SIGNALING_ROOM_PREFIX)  # the signaling socket's
                     ]
                 }
             )
@@ -65,7 +64,7 @@ class RoomMembersHandler(_RoomsAPIHandler):
         except p.ProtocolError as error:
             raise web.HTTPError(400, error.message) from None
         try:
-            if not await self.hub.broker.room_exists(room):
+            if not await self.hub.room_exists(room):
                 raise web.HTTPError(404, f"no room {room!r}")
             members = await self.hub.members(room)
         except BrokerUnavailable as error:

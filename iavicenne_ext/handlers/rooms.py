@@ -7,20 +7,21 @@ connection is in exactly one room, as seed clients do).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .. import protocol as p
 from ..rooms import RoomHub
-from .base import Limits, ProtocolSocket
+from .base import Limits, ProtocolSocket, Quotas
 
 
 class RoomSocketHandler(ProtocolSocket):
     known_types = p.ROOM_REQUESTS
 
-    def initialize(self, *, hub: RoomHub, limits: Limits) -> None:  # type: ignore[override]
-        super().initialize(limits=limits, server_id=hub.broker.server_id)
+    def initialize(self, *, hub: RoomHub, quotas: Quotas) -> None:  # type: ignore[override]
+        super().initialize(quotas=quotas, server_id=hub.server_id)
         self.hub = hub
-        self.user_id: str | None = None
+        self.user_id = ""  # until `connect` (or the first join-room); no name is empty
         self.rooms: set[str] = set()
         self._handlers = {
             p.CONNECT: self._on_connect,
@@ -44,7 +45,7 @@ class RoomSocketHandler(ProtocolSocket):
                 "cannot change user_id while in rooms; leave-room first",
             )
         self.user_id = user_id
-        self._reply({"type": p.CONNECT, "status": "success", "user_id": user_id, "identity": self.identity}, request)
+        self.reply(p.CONNECT, request.ref, status="success", user_id=user_id, identity=self.identity)
 
     async def _on_join_room(self, request: p.Request) -> None:
         room = request.room
@@ -57,27 +58,39 @@ class RoomSocketHandler(ProtocolSocket):
         if epoch is not None and not isinstance(epoch, str):
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "epoch must be a string")
         state = self._state_of(request.payload)
-        if room not in self.rooms and len(self.rooms) >= self.limits.max_rooms:
-            raise p.ProtocolError(
-                p.ErrorCode.TOO_MANY_ROOMS,
-                f"a connection may be in at most {self.limits.max_rooms} rooms; leave one first",
+        if state == p.EMPTY_STATE:
+            state = None  # as good as none: it must not hide the user's state on another connection
+        if since is not None and self._replaying:
+            raise p.limit_exceeded(
+                "max_replay_bytes",
+                self.limits.max_replay_bytes,
+                f"history not replayed: {self._replaying} bytes of the last replay to this connection are not "
+                "read yet; read them, then join-room with since again",
             )
-        if self.user_id is None:
+        if room not in self.rooms and len(self.rooms) >= self.limits.max_rooms:
+            raise p.limit_exceeded(
+                "max_rooms_per_connection",
+                self.limits.max_rooms,
+                f"a connection may be in at most {self.limits.max_rooms} rooms; leave one first",
+                code=p.ErrorCode.TOO_MANY_ROOMS,
+            )
+        if not self.user_id:
             # no `connect` was sent: the Jupyter user's name is the display name
             self.user_id = p.check_name(self.identity.get("name") or self.identity["username"], "user_id")
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
-            await self.hub.rejoin(self, room, state=state or {}, since=since, epoch=epoch, ref=request.ref)
+            await self.hub.rejoin(self, room, state=state, since=since, epoch=epoch, ref=request.ref)
             return
+        self.enter(room)
         self.rooms.add(room)
         try:
-            joined = await self.hub.join(self, room, state=state or {}, since=since, epoch=epoch, ref=request.ref)
+            joined = await self.hub.join(self, room, state=state, since=since, epoch=epoch, ref=request.ref)
         except BaseException:
-            self.rooms.discard(room)
+            self._forget(room)
             raise
-        if not joined:
-            self.rooms.discard(room)
-        elif self._gone:  # the socket closed while joining
+        if not joined:  # the socket closed while joining
+            self._forget(room)
+        elif self._gone:  # the socket closed right after
             await self._leave_all(closing=True)
 
     async def _on_leave_room(self, request: p.Request) -> None:
@@ -86,14 +99,17 @@ class RoomSocketHandler(ProtocolSocket):
             raise p.ProtocolError(p.ErrorCode.NOT_IN_ROOM, "Not connected to any room" if not self.rooms else f"Not in room {rooms[0]!r}")
         for room in rooms:
             self.rooms.discard(room)
-            await self.hub.leave(self, room)
-            self._reply({"type": p.ROOM_LEFT, "room": room}, request)
+            try:
+                await self.hub.leave(self, room)
+            finally:
+                self.exit(room)
+            self.reply(p.ROOM_LEFT, request.ref, room=room)
 
     async def _on_message(self, request: p.Request) -> None:
         room = self._room_of(request)
         published = await self.hub.publish(self, room, request.payload, request.ref)
         if request.ref is not None:
-            self.send_frame({"type": p.ACK, "ref": request.ref, "room": room, "seq": published.seq, "duplicate": published.duplicate})
+            self.reply(p.ACK, request.ref, room=room, seq=published.seq, duplicate=published.duplicate)
 
     async def _on_presence(self, request: p.Request) -> None:
         room = self._room_of(request)
@@ -110,10 +126,8 @@ class RoomSocketHandler(ProtocolSocket):
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "direct-message needs 'to', the user_id of a member of the room")
         to = p.check_name(to, "to")
         sent = await self.hub.direct(self, room, to, request.payload, request.ref)
-        if sent is False:
-            raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
         if request.ref is not None:
-            self.send_frame({"type": p.ACK, "ref": request.ref, "room": room, "duplicate": sent is None})
+            self.reply(p.ACK, request.ref, room=room, duplicate=not sent)
 
     async def _on_disconnect(self, request: p.Request) -> None:
         await self._leave_all(closing=False)
@@ -127,8 +141,16 @@ class RoomSocketHandler(ProtocolSocket):
                 await self.hub.leave(self, room, closing=closing)
             except Exception:
                 self.log.exception("iavicenne: %s could not leave %s", self.key, room)
+            finally:
+                self.exit(room)
             if not closing:
-                self.send_frame({"type": p.ROOM_LEFT, "room": room})
+                self.reply(p.ROOM_LEFT, room=room)
+
+    def _forget(self, room: str) -> None:
+        """A join that did not happen (unless `_leave_all` took the room meanwhile)."""
+        if room in self.rooms:
+            self.rooms.discard(room)
+            self.exit(room)
 
     def _room_of(self, request: p.Request) -> str:
         if request.room is not None:
@@ -141,18 +163,59 @@ class RoomSocketHandler(ProtocolSocket):
             raise p.ProtocolError(p.ErrorCode.ROOM_REQUIRED, "room is required when the connection is in several rooms")
         return next(iter(self.rooms))
 
-    @staticmethod
-    def _state_of(payload: dict[str, Any]) -> dict[str, Any] | None:
+    def _state_of(self, payload: dict[str, Any]) -> bytes | None:
+        """``payload.state`` encoded once, within its budgets; None when there is none."""
         state = payload.get("state")
-        if state is not None and not isinstance(state, dict):
+        if state is None:
+            return None
+        if not isinstance(state, dict):
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "state must be a JSON object")
-        return state
+        return encode_state(state, self.limits)
 
     def _ack(self, request: p.Request, room: str) -> None:
         if request.ref is not None:
-            self.send_frame({"type": p.ACK, "ref": request.ref, "room": room})
+            self.reply(p.ACK, request.ref, room=room)
 
-    def _reply(self, frame: dict[str, Any], request: p.Request) -> None:
-        if request.ref is not None:
-            frame["ref"] = request.ref
-        self.send_frame(frame)
+
+def encode_state(state: dict[str, Any], limits: Limits) -> bytes:
+    """A presence state encoded once, or `limit-exceeded` naming the budget it breaks.
+
+    Keys and depth are counted first, stopping at the first container over a budget, so
+    checking a huge state costs no more than checking one at the limit.
+    """
+    max_depth, max_keys, max_bytes = limits.max_state_depth, limits.max_state_keys, limits.max_state_bytes
+    keys = 0
+    text = 0  # characters of every key and string: the encoded size is at least this
+    stack: list[tuple[dict[str, Any] | list[Any], int]] = [(state, 1)]
+    while stack:
+        value, depth = stack.pop()
+        keys += len(value)
+        if keys > max_keys:
+            raise p.limit_exceeded(
+                "max_state_keys", max_keys, "presence state not set: too many keys and array items; keep it small"
+            )
+        if isinstance(value, dict):
+            text += sum(len(key) for key in value)
+            children: Iterable[Any] = value.values()
+        else:
+            children = value
+        for child in children:
+            if isinstance(child, str):
+                text += len(child)
+            elif isinstance(child, (dict, list)):
+                if depth >= max_depth:
+                    raise p.limit_exceeded(
+                        "max_state_depth", max_depth, "presence state not set: objects and arrays nested too deep"
+                    )
+                stack.append((child, depth + 1))
+        if text > max_bytes:
+            break  # too large whatever the rest holds
+    encoded = p.encode(state) if text <= max_bytes else b""
+    if text > max_bytes or len(encoded) > max_bytes:
+        size = f"{len(encoded)} bytes" if encoded else f"more than {max_bytes} bytes"
+        raise p.limit_exceeded(
+            "max_state_bytes",
+            max_bytes,
+            f"presence state not set: {size} encoded; keep what others need to see, share the rest as messages",
+        )
+    return p.Raw(encoded)

@@ -14,18 +14,14 @@ being written drops its own oldest frames, and when it has too few a message is 
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import secrets
-from collections.abc import Callable
-from typing import Any
 
 from ... import protocol as p
 from ..base import (
     Broker,
     BrokerUnavailable,
-    Deliver,
     History,
     JoinOutcome,
     Member,
@@ -48,15 +44,6 @@ def _identity(dedup_key: str) -> str:
     return parts[1] if len(parts) == 3 else ""
 
 
-def _takes_supersede(deliver: Callable[..., None]) -> bool:
-    """Whether the hub's callback has the 6th argument (see `RedisBroker.attach`)."""
-    try:
-        inspect.signature(deliver).bind("", b"", 0, None, None, False)
-    except (TypeError, ValueError):
-        return False
-    return True
-
-
 # the publish script's answers
 _SENT, _DUPLICATE, _FULL = 0, 1, 2
 
@@ -77,12 +64,20 @@ class RedisBroker(Broker):
         retry_interval: float = 2.0,
         socket_timeout: float = 5.0,
         history_bytes_per_room: int = 4 * MiB,
-        history_bytes_total: int = 256 * MiB,
-        max_replay_bytes: int = 8 * MiB,
+        history_bytes_total: int = 64 * MiB,
+        max_replay_bytes: int = 4 * MiB,
         max_dedup_per_identity: int = 10_000,
         log: logging.Logger | None = None,
     ) -> None:
-        super().__init__(history_size=history_size, history_ttl=history_ttl, dedup_ttl=dedup_ttl)
+        super().__init__(
+            history_size=history_size,
+            history_ttl=history_ttl,
+            dedup_ttl=dedup_ttl,
+            history_bytes_per_room=history_bytes_per_room,
+            history_bytes_total=history_bytes_total,
+            max_replay_bytes=max_replay_bytes,
+            max_dedup_per_identity=max_dedup_per_identity,
+        )
         if presence_timeout <= presence_refresh:
             raise ValueError(
                 f"presence_timeout ({presence_timeout:g} s) must be longer than presence_refresh "
@@ -91,20 +86,15 @@ class RedisBroker(Broker):
             )
         self.url = url
         self.prefix = prefix
-        self.history_bytes_per_room = history_bytes_per_room
-        self.history_bytes_total = history_bytes_total
-        self.max_replay_bytes = max_replay_bytes
-        self.max_dedup_per_identity = max_dedup_per_identity
         self.log = log or logging.getLogger("iavicenne")
         # a new id per process life: the entries of a previous life are swept, never reused
         self._server_id = "r" + secrets.token_hex(6)
         self._keys = Keys(prefix)
         self._history_ttl_ms = max(1, int(history_ttl * 1000))
         self._dedup_ttl_ms = max(1, int(dedup_ttl * 1000))
-        self._supersede_arg = True
 
         self._registry = Registry()
-        self._feed = RoomFeed(fetch=self._history, deliver=self._hand_over, log=self.log, echo_timeout=socket_timeout)
+        self._feed = RoomFeed(fetch=self._history, deliver=self.deliver, log=self.log, echo_timeout=socket_timeout)
         self._link = RedisLink(
             url=url,
             keys=self._keys,
@@ -136,21 +126,6 @@ class RedisBroker(Broker):
     @property
     def available(self) -> bool:
         return self._link.available
-
-    def attach(self, deliver: Deliver) -> None:
-        super().attach(deliver)
-        # Transitional, until RoomHub.deliver takes `supersede` (issue 9, the hub's
-        # branch): a callback of five arguments is called without it. Remove then.
-        self._supersede_arg = _takes_supersede(deliver)
-
-    def _hand_over(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool) -> None:
-        deliver: Callable[..., None] | None = self._deliver
-        if deliver is None:
-            return
-        if self._supersede_arg:
-            deliver(room, frame, seq, to, skip, supersede)
-        else:
-            deliver(room, frame, seq, to, skip)
 
     async def start(self) -> None:
         """Connect, or log one line and keep trying in the background; never raises."""
@@ -195,7 +170,7 @@ class RedisBroker(Broker):
         except BrokerUnavailable:
             pass
 
-    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None) -> Published:
+    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None, owner: str = "") -> Published:
         seq, status = await self._link.run(
             "publish",
             room,
@@ -207,26 +182,26 @@ class RedisBroker(Broker):
             self._dedup_ttl_ms,
             self.history_bytes_per_room,
             self.history_bytes_total,
-            _identity(dedup_key or ""),
+            owner or _identity(dedup_key or ""),
             self.max_dedup_per_identity,
         )
         if status == _FULL:
-            raise p.ProtocolError(
-                p.ErrorCode.LIMIT_EXCEEDED,
+            raise p.limit_exceeded(
+                "history_bytes_total",
+                self.history_bytes_total,
                 f"message not sent: the history of all rooms is full, and room {room!r} holds too little "
-                "to make space; it frees up as empty rooms expire (history_ttl) "
-                f"(limit: IAvicenne.history_bytes_total = {self.history_bytes_total})",
+                "to make space; it frees up as empty rooms expire (history_ttl)",
             )
         if status == _SENT:
             await self._feed.await_echo(room, seq)
         return Published(int(seq), status == _DUPLICATE)
 
-    async def claim(self, dedup_key: str) -> bool:
-        identity = _identity(dedup_key)
+    async def claim(self, dedup_key: str, *, owner: str = "") -> bool:
+        identity = owner or _identity(dedup_key)
         return bool(await self._link.run("claim", dedup_key, self._dedup_ttl_ms, identity, self.max_dedup_per_identity))
 
-    async def release(self, dedup_key: str) -> None:
-        await self._link.run("release", dedup_key, _identity(dedup_key))
+    async def release(self, dedup_key: str, *, owner: str = "") -> None:
+        await self._link.run("release", dedup_key, owner or _identity(dedup_key))
 
     async def emit(
         self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
@@ -272,7 +247,7 @@ class RedisBroker(Broker):
             self._registry.defer(room, entry)
             return False
 
-    async def set_state(self, room: str, conn: str, state: dict[str, Any], state_at: float) -> None:
+    async def set_state(self, room: str, conn: str, state: bytes, state_at: float) -> None:
         entry = self._registry.get(room, conn)
         if entry is None:
             return

@@ -29,9 +29,7 @@ _STALE_TTL_MS = 24 * 3600 * 1000  # how long a swept server may take to notice i
 
 def presence_frame(kind: str, room: str, entry: PresenceEntry) -> bytes:
     """A user-joined / user-left frame, in the hub's shape for it."""
-    if kind == p.USER_LEFT:
-        return p.encoded(kind, user_id=entry.user_id, room=room, identity=entry.identity)
-    return p.encoded(kind, user_id=entry.user_id, room=room, identity=entry.identity, state=entry.state)
+    return p.presence_frame(kind, room, entry.user_id, entry.identity, entry.state)
 
 
 def entry_json(entry: PresenceEntry) -> str:

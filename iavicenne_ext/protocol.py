@@ -316,7 +316,8 @@ def check_name(value: Any, field: str) -> str:
 # A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
 # or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,
 # size u64 before compression, big-endian), DATA pieces, END (id); the receiver answers
-# DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up.
+# DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up; an
+# ABORT (id, UTF-8 reason) from the receiver says it refused the sender's transfer id.
 CHANNEL_LABEL = "iavicenne"
 
 

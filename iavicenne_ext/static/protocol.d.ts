@@ -70,7 +70,8 @@ export declare const REF_MAX_LENGTH: 128;
 // A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
 // or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,
 // size u64 before compression, big-endian), DATA pieces, END (id); the receiver answers
-// DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up.
+// DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up; an
+// ABORT (id, UTF-8 reason) from the receiver says it refused the sender's transfer id.
 export declare const CHANNEL_LABEL: "iavicenne";
 
 /** The first byte of a binary data-channel message. */

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 import redis
-from servers import JupyterProcess, connect, drop_prefix, shared_redis_url, start_all, stop_all, unique_prefix
+from servers import connect, drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 from iavicenne_ext import protocol as p
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +25,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterPr
     url = shared_redis_url()
     prefix = unique_prefix("servers")
     workdir = tmp_path_factory.mktemp("cluster")
-    servers = [JupyterProcess(workdir, redis_url=url, prefix=prefix, name=f"server{i}") for i in range(3)]
+    servers = [jupyter_on_redis(workdir, url, prefix, f"server{i}") for i in range(3)]
     try:
         yield start_all(servers)
     finally:
@@ -200,9 +200,9 @@ async def test_signaling_relays_and_takes_over_across_servers(cluster: list[Jupy
     assert (await p2.expect(p.ERROR))["code"] == "superseded"
     rejoined = await p1.expect(p.PEER_JOINED)
     assert (rejoined["peer_id"], rejoined.get("rejoined")) == ("p2", True)
-    store = redis.Redis.from_url(cluster[0].redis_url)
+    store = redis.Redis.from_url(cluster[0].options["redis_url"])
     try:
-        entries = store.hvals(f"{cluster[0].prefix}:presence:{p.SIGNALING_ROOM_PREFIX}{room}")
+        entries = store.hvals(f"{cluster[0].options['redis_prefix']}:presence:{p.SIGNALING_ROOM_PREFIX}{room}")
     finally:
         store.close()
     assert sorted(json.loads(e)["user_id"] for e in entries) == ["p1", "p2"]  # the old p2 is gone

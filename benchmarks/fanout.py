@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -44,13 +45,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-
-from tqdm import tqdm  # noqa: E402
-
-from loadgen import LoadGenerator, Publisher, raise_nofile_limit  # noqa: E402
-from servers import Deployment, iavicenne_sets_nodelay, launch, new_workdir  # noqa: E402
+# loadgen and deployments are found next to this script (Python puts its folder on sys.path)
+from deployments import Deployment, iavicenne_sets_nodelay, launch, new_workdir
+from loadgen import LoadGenerator, Publisher, raise_nofile_limit
+from tqdm import tqdm
 
 TARGET_RATIO = 0.8  # of the minimal server's deliveries per second (issue 2)
 TARGET_RATIO_REDIS = 0.6  # with the Redis broker (issue 3)
@@ -142,7 +140,16 @@ class Bench:
 
     # -- helpers ----------------------------------------------------------------------
     async def join(
-        self, deployment: Deployment, group: str, room: str, prefix: str, count: int, label: str, *, paced: bool = False, one_user: bool = False
+        self,
+        deployment: Deployment,
+        group: str,
+        room: str,
+        prefix: str,
+        count: int,
+        label: str,
+        *,
+        paced: bool = False,
+        one_user: bool = False,
     ) -> None:
         """Connect `count` subscribers (spread over workers, and over the deployment's servers).
 
@@ -164,7 +171,10 @@ class Bench:
                         "group": group,
                         "endpoints": deployment.endpoints,
                         "room": room,
-                        "users": [(prefix if one_user else f"{prefix}-{k}", k % len(deployment.endpoints)) for k in range(first + w, last, workers)],
+                        "users": [
+                            (prefix if one_user else f"{prefix}-{k}", k % len(deployment.endpoints))
+                            for k in range(first + w, last, workers)
+                        ],
                         "concurrency": self.args.connect_concurrency,
                         "timeout": 120.0,
                     }
@@ -230,7 +240,9 @@ class Bench:
             await asyncio.sleep(0.02)
 
     # -- one run ------------------------------------------------------------------------
-    async def run(self, deployment: Deployment, publisher: Publisher, group: str, subscribers: int, mode: str, messages: int) -> Run:
+    async def run(
+        self, deployment: Deployment, publisher: Publisher, group: str, subscribers: int, mode: str, messages: int
+    ) -> Run:
         base, self.next_i = self.next_i, self.next_i + messages
         record = mode == "rate"
         batch_ms = 0.0 if record else self.args.batch_ms
@@ -307,7 +319,9 @@ class Bench:
             self.runs_bar.update(1)
             if measured:
                 note = f"p99 {run.p99_ms:.1f} ms" if run.mode == "rate" else f"{run.per_second:,.0f}/s"
-                self.runs_bar.set_postfix_str(f"last: {run.deployment} S={run.subscribers} {run.mode} {note}, losses {run.losses}")
+                self.runs_bar.set_postfix_str(
+                    f"last: {run.deployment} S={run.subscribers} {run.mode} {note}, losses {run.losses}"
+                )
 
     # -- phases -------------------------------------------------------------------------
     async def memory_phase(self, deployment: Deployment) -> None:
@@ -336,10 +350,8 @@ class Bench:
         self.results.failures.append(Failure(deployment.name, phase, first[:300], logs))
         tqdm.write(f"\n{deployment.name} failed during {phase}: {error}\n(server logs: {logs})", file=sys.stderr)
         for group in groups:
-            try:
+            with contextlib.suppress(Exception):  # a worker that lost its clients already
                 await self.gen.call("close", group=group)
-            except Exception:
-                pass
 
     @property
     def active(self) -> list[Deployment]:
@@ -384,12 +396,16 @@ class Bench:
                 return None
 
         async def prepare(deployment: Deployment) -> None:
-            await self.join(deployment, group_of(deployment), room, f"sub{subscribers}", subscribers, f"{deployment.name} S={subscribers}")
+            await self.join(
+                deployment, group_of(deployment), room, f"sub{subscribers}", subscribers, f"{deployment.name} S={subscribers}"
+            )
             publishers[deployment.name] = publisher = Publisher(room)
             await publisher.join(deployment.endpoints[0])
             # warm-up: also drains the presence frames of the joins above
             warm_up = max(50, self.messages_for(subscribers) // 10)
-            self.record(await self.run(deployment, publisher, group_of(deployment), subscribers, "throughput", warm_up), measured=False)
+            self.record(
+                await self.run(deployment, publisher, group_of(deployment), subscribers, "throughput", warm_up), measured=False
+            )
 
         for deployment in self.active:
             await guarded(deployment, "joining", prepare(deployment))
@@ -454,7 +470,7 @@ def summarize(results: Results) -> dict[str, Any]:
     groups: dict[tuple[str, str, int], list[Run]] = {}
     for run in results.runs:
         groups.setdefault((run.deployment, run.mode, run.subscribers), []).append(run)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for (name, mode, subscribers), runs in groups.items():
         rows.append(
             {
@@ -506,7 +522,10 @@ def summarize(results: Results) -> dict[str, Any]:
     for row in rows:
         if row["mode"] == "rate" and row["deployment"] != "minimal":
             verdicts.append(
-                (f"latency {row['deployment']} S={row['subscribers']}: p99 {row['p99_ms']:.1f} ms (target < {TARGET_P99_MS:g} ms)", row["p99_ms"] < TARGET_P99_MS)
+                (
+                    f"latency {row['deployment']} S={row['subscribers']}: p99 {row['p99_ms']:.1f} ms (target < {TARGET_P99_MS:g} ms)",
+                    row["p99_ms"] < TARGET_P99_MS,
+                )
             )
     for mem in results.memory:
         if mem.deployment == "memory":  # the target of the in-memory broker (issue 2)
@@ -530,7 +549,9 @@ def render(results: Results, summary: dict[str, Any], generator_workers: int) ->
     a = results.args
     order = {"minimal": 0, "memory": 1, "redis": 2}
     out.append("")
-    out.append(f"Fan-out: 1 publisher, S subscribers in one room; median of {a['repeats']} run(s); generator: {generator_workers} worker processes")
+    out.append(
+        f"Fan-out: 1 publisher, S subscribers in one room; median of {a['repeats']} run(s); generator: {generator_workers} worker processes"
+    )
     for name, description in results.descriptions.items():
         out.append(f"  {name:8} {description}")
     out.append("")
@@ -540,7 +561,9 @@ def render(results: Results, summary: dict[str, Any], generator_workers: int) ->
         "CPU ratio | generator CPU | generator µs/delivery | all runs (deliveries/s) |"
     )
     out.append("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
-    for row in sorted((r for r in rows if r["mode"] == "throughput"), key=lambda r: (r["subscribers"], order.get(r["deployment"], 9))):
+    for row in sorted(
+        (r for r in rows if r["mode"] == "throughput"), key=lambda r: (r["subscribers"], order.get(r["deployment"], 9))
+    ):
         out.append(
             f"| {row['subscribers']} | {row['deployment']} | {row['messages']} | {row['per_second']:,.0f} | {row['ratio']:.2f} | "
             f"{row['losses'] + row['duplicates']} | {row['server_cpu']:.0f}% | {row['server_us']:.1f} | {row['cpu_ratio']:.2f} | {row['generator_cpu']:.0f}% | "
@@ -586,7 +609,9 @@ def render(results: Results, summary: dict[str, Any], generator_workers: int) ->
             continue
         evidence = []
         if minimal["per_second"] > row["per_second"]:
-            evidence.append(f"it drove the minimal server faster ({minimal['per_second']:,.0f}/s, {minimal['per_second'] / row['per_second']:.2f}x)")
+            evidence.append(
+                f"it drove the minimal server faster ({minimal['per_second']:,.0f}/s, {minimal['per_second'] / row['per_second']:.2f}x)"
+            )
         top = best.get(subscribers)
         if top is not None and top.per_second > 1.1 * row["per_second"]:
             evidence.append(f"it delivered up to {top.per_second:,.0f}/s in this run ({top.deployment})")
@@ -596,7 +621,9 @@ def render(results: Results, summary: dict[str, Any], generator_workers: int) ->
                 f"(CPU used: server {row['server_cpu']:.0f}%, generator {row['generator_cpu']:.0f}% over {generator_workers} workers)"
             )
         if evidence:
-            out.append(f"Generator check S={subscribers}, {name} at {row['per_second']:,.0f}/s: the generator is not the limit: {'; '.join(evidence)}.")
+            out.append(
+                f"Generator check S={subscribers}, {name} at {row['per_second']:,.0f}/s: the generator is not the limit: {'; '.join(evidence)}."
+            )
         else:
             out.append(
                 f"Generator check S={subscribers}, {name} at {row['per_second']:,.0f}/s: the generator may be the limit "
@@ -605,7 +632,9 @@ def render(results: Results, summary: dict[str, Any], generator_workers: int) ->
             )
     out.append("")
     out.append("---- summary (paste into the README) ----")
-    out.append(f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, median of {a['repeats']} run(s):")
+    out.append(
+        f"Measured {time.strftime('%Y-%m-%d')} on {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, median of {a['repeats']} run(s):"
+    )
     for text, ok in summary["verdicts"]:
         out.append(f"- {'MET    ' if ok else 'NOT MET'} {text}")
     out.append("---- end of summary ----")
@@ -615,37 +644,88 @@ def render(results: Results, summary: dict[str, Any], generator_workers: int) ->
 # -- command line -----------------------------------------------------------------------
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="a short smoke run: S=50 only, few messages, 1 run each, 200 idle connections")
-    parser.add_argument("--broker", choices=["memory", "redis"], default="memory", help="'redis' adds two Jupyter servers sharing one Redis (default: memory only)")
-    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0", help="the Redis of --broker redis (a unique key prefix is used and deleted afterwards)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a short smoke run: S=50 only, few messages, 1 run each, 200 idle connections"
+    )
+    parser.add_argument(
+        "--broker",
+        choices=["memory", "redis"],
+        default="memory",
+        help="'redis' adds two Jupyter servers sharing one Redis (default: memory only)",
+    )
+    parser.add_argument(
+        "--redis-url",
+        default="redis://127.0.0.1:6379/0",
+        help="the Redis of --broker redis (a unique key prefix is used and deleted afterwards)",
+    )
     parser.add_argument("-S", "--subscribers", type=int, nargs="+", default=None, help="room sizes to measure (default: 50 500)")
-    parser.add_argument("-M", "--messages", type=int, default=None, help="messages per throughput run (default: --deliveries/S, within 200..4000; 300 with --quick)")
-    parser.add_argument("--deliveries", type=int, default=300_000, help="deliveries per throughput run when -M is not given (default: 300000)")
+    parser.add_argument(
+        "-M",
+        "--messages",
+        type=int,
+        default=None,
+        help="messages per throughput run (default: --deliveries/S, within 200..4000; 300 with --quick)",
+    )
+    parser.add_argument(
+        "--deliveries", type=int, default=300_000, help="deliveries per throughput run when -M is not given (default: 300000)"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="runs per figure; the median is reported (default: 3)")
-    parser.add_argument("--window", type=int, default=20000, help="deliveries the publisher may have ahead of the subscribers (default: 20000, i.e. 400 messages at S=50, 40 at S=500)")
-    parser.add_argument("--batch-ms", type=float, default=20.0, help="throughput runs: generator workers read every this many ms, many frames per read (default: 20; 0 reads each frame as it comes)")
-    parser.add_argument("--loop", choices=["auto", "uvloop", "asyncio"], default="auto", help="event loop of the generator workers (default: uvloop when installed)")
+    parser.add_argument(
+        "--window",
+        type=int,
+        default=20000,
+        help="deliveries the publisher may have ahead of the subscribers (default: 20000, i.e. 400 messages at S=50, 40 at S=500)",
+    )
+    parser.add_argument(
+        "--batch-ms",
+        type=float,
+        default=20.0,
+        help="throughput runs: generator workers read every this many ms, many frames per read (default: 20; 0 reads each frame as it comes)",
+    )
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "uvloop", "asyncio"],
+        default="auto",
+        help="event loop of the generator workers (default: uvloop when installed)",
+    )
     parser.add_argument("--rate", type=float, default=50.0, help="messages per second of the latency runs (default: 50)")
     parser.add_argument("--rate-subscribers", type=int, default=50, help="room size of the latency runs (default: 50)")
     parser.add_argument("--rate-messages", type=int, default=None, help="messages per latency run (default: 500)")
-    parser.add_argument("--idle", type=int, default=None, help="idle connections of the memory measure, 0 to skip (default: 2000)")
-    parser.add_argument("--workers", type=int, default=None, help="load generator processes (default: 2, or the CPU count when larger, at most 4)")
     parser.add_argument(
-        "--idle-users", choices=["distinct", "one"], default="distinct",
+        "--idle", type=int, default=None, help="idle connections of the memory measure, 0 to skip (default: 2000)"
+    )
+    parser.add_argument(
+        "--workers", type=int, default=None, help="load generator processes (default: 2, or the CPU count when larger, at most 4)"
+    )
+    parser.add_argument(
+        "--idle-users",
+        choices=["distinct", "one"],
+        default="distinct",
         help="memory measure: each idle connection its own user (default), or all one user's (no presence traffic)",
     )
     parser.add_argument(
-        "--join-batch", type=int, default=10,
+        "--join-batch",
+        type=int,
+        default=10,
         help="memory measure: users joining (and leaving) at once, whose presence frames are read before the next ones (default: 10)",
     )
     parser.add_argument("--connect-concurrency", type=int, default=64, help="connections each worker opens at once (default: 64)")
-    parser.add_argument("--idle-timeout", type=float, default=10.0, help="seconds without a receipt after which missing messages count as lost (default: 10)")
     parser.add_argument(
-        "--phases", type=lambda v: set(v.split(",")), default={"memory", "throughput", "latency"},
+        "--idle-timeout",
+        type=float,
+        default=10.0,
+        help="seconds without a receipt after which missing messages count as lost (default: 10)",
+    )
+    parser.add_argument(
+        "--phases",
+        type=lambda v: set(v.split(",")),
+        default={"memory", "throughput", "latency"},
         help="comma-separated subset of memory,throughput,latency (default: all)",
     )
     parser.add_argument(
-        "--minimal-nodelay", choices=["auto", "on", "off"], default="auto",
+        "--minimal-nodelay",
+        choices=["auto", "on", "off"],
+        default="auto",
         help="TCP_NODELAY on the minimal server's sockets (default: auto, the same as iAvicenne's)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (kept anyway when a server fails)")
@@ -716,7 +796,9 @@ def main(argv: list[str] | None = None) -> int:
         payload = {
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in results.args.items()},
             "runs": [asdict(r) for r in results.runs],
-            "memory": [asdict(m) | {"added_mib": m.added_mib, "per_connection_kib": m.per_connection_kib} for m in results.memory],
+            "memory": [
+                asdict(m) | {"added_mib": m.added_mib, "per_connection_kib": m.per_connection_kib} for m in results.memory
+            ],
             "rows": summary["rows"],
             "verdicts": [{"text": t, "met": ok} for t, ok in summary["verdicts"]],
             "losses": summary["losses"],

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -25,7 +26,7 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 _OP_CONT, _OP_TEXT, _OP_BINARY, _OP_CLOSE, _OP_PING, _OP_PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
@@ -94,7 +95,7 @@ class WSClient(asyncio.Protocol):
 
     # -- asyncio.Protocol -----------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        self.transport = cast(asyncio.Transport, transport)  # a stream connection's
         key = base64.b64encode(os.urandom(16))
         self._accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
         e = self.endpoint
@@ -111,6 +112,8 @@ class WSClient(asyncio.Protocol):
             self.closed.set_result(None)
 
     def data_received(self, data: bytes) -> None:
+        transport = self.transport
+        assert transport is not None  # connection_made came first
         buf = self._buffer
         buf += data
         if self._handshaking:
@@ -123,7 +126,7 @@ class WSClient(asyncio.Protocol):
             status = head.split(b"\r\n", 1)[0]
             if b" 101 " not in status + b" " or self._accept not in head:
                 self.opened.set_exception(ConnectionError(f"handshake refused: {status.decode(errors='replace')}"))
-                self.transport.close()
+                transport.close()
                 return
             self.opened.set_result(None)
         pos, size = 0, len(buf)
@@ -154,11 +157,10 @@ class WSClient(asyncio.Protocol):
                 else:
                     self._fragments.append(payload)
             elif opcode == _OP_PING:
-                self.transport.write(client_frame(payload, _OP_PONG))
-            elif opcode == _OP_CLOSE:
-                if not self.transport.is_closing():
-                    self.transport.write(client_frame(payload[:2], _OP_CLOSE))
-                    self.transport.close()
+                transport.write(client_frame(payload, _OP_PONG))
+            elif opcode == _OP_CLOSE and not transport.is_closing():
+                transport.write(client_frame(payload[:2], _OP_CLOSE))
+                transport.close()
         del buf[:pos]
 
     # -- API ------------------------------------------------------------------------
@@ -218,7 +220,22 @@ def message_stamp(data: bytes) -> tuple[int, float]:
 class Subscriber:
     """One room member that counts the benchmark's messages it receives."""
 
-    __slots__ = ("client", "user_id", "room", "joined", "seen", "received", "duplicates", "disorder", "last", "latencies", "base", "count", "record", "worker")
+    __slots__ = (
+        "base",
+        "client",
+        "count",
+        "disorder",
+        "duplicates",
+        "joined",
+        "last",
+        "latencies",
+        "received",
+        "record",
+        "room",
+        "seen",
+        "user_id",
+        "worker",
+    )
 
     def __init__(self, worker: Worker, user_id: str, room: str) -> None:
         self.worker = worker
@@ -427,7 +444,12 @@ class LoadGenerator:
         self.processes = []
         for index in range(workers):
             parent, child = ctx.Pipe()
-            process = ctx.Process(target=worker_main, args=(index, workers, child, self.progress, self.loop), name=f"fanout-worker-{index}", daemon=True)
+            process = ctx.Process(
+                target=worker_main,
+                args=(index, workers, child, self.progress, self.loop),
+                name=f"fanout-worker-{index}",
+                daemon=True,
+            )
             process.start()
             child.close()
             self.pipes.append(parent)
@@ -435,7 +457,7 @@ class LoadGenerator:
 
     @property
     def pids(self) -> list[int]:
-        return [p.pid for p in self.processes]
+        return [p.pid for p in self.processes if p.pid is not None]  # all started in __init__
 
     def counted(self) -> int:
         """Messages counted by all subscribers since the start (monotonic)."""
@@ -447,8 +469,13 @@ class LoadGenerator:
 
     async def _reply(self, pipe: Connection) -> Any:
         loop = asyncio.get_running_loop()
-        ready = loop.create_future()
-        loop.add_reader(pipe.fileno(), lambda: ready.done() or ready.set_result(None))
+        ready: asyncio.Future[None] = loop.create_future()
+
+        def readable() -> None:
+            if not ready.done():
+                ready.set_result(None)
+
+        loop.add_reader(pipe.fileno(), readable)
         try:
             await ready
         finally:
@@ -471,10 +498,8 @@ class LoadGenerator:
 
     def close(self) -> None:
         for pipe in self.pipes:
-            try:
+            with contextlib.suppress(OSError):  # a worker that is gone already
                 pipe.send(("exit", {}))
-            except OSError:
-                pass
         for process in self.processes:
             process.join(10)
             if process.is_alive():
@@ -504,6 +529,7 @@ class Publisher:
         await asyncio.wait_for(self.joined, timeout)
 
     def publish(self, i: int) -> None:
+        assert self.client is not None, "join() first"
         self.client.send({"type": "message", "room": self.room, "payload": {"t": time.time(), "i": i}})
 
     async def close(self) -> None:

@@ -36,16 +36,12 @@ import base64
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,8 +53,8 @@ sys.path.insert(0, str(HERE.parent))
 from tqdm import tqdm  # noqa: E402
 
 from iavicenne import Backoff, Message, RoomClient, ServerInfo, Signal, SignalingClient  # noqa: E402
+from iavicenne_ext.testing import JupyterProcess  # noqa: E402
 
-HOST = "127.0.0.1"
 ROOM = "p2p-bench"
 TARGET_RATIO = 0.9
 MB = 1_000_000
@@ -66,62 +62,18 @@ KiB = 1024
 
 
 # -- the server ------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        return sock.getsockname()[1]
-
-
-class JupyterServer:
+def start_server(workdir: Path) -> JupyterProcess:
     """A `jupyter server` with iAvicenne only, its limits raised: we measure relays, not limits."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir
-        self.port = free_port()
-        self.token = secrets.token_hex(16)
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def info(self) -> ServerInfo:
-        return ServerInfo(f"http://{HOST}:{self.port}/", self.token)
-
-    def start(self) -> JupyterServer:
-        root = self.workdir / "root"
-        root.mkdir(parents=True, exist_ok=True)
-        args = [
-            sys.executable, "-m", "jupyter_server",
-            f"--IdentityProvider.token={self.token}", f"--ServerApp.ip={HOST}", f"--ServerApp.port={self.port}",
-            "--ServerApp.port_retries=0", "--ServerApp.open_browser=False", f"--ServerApp.root_dir={root}",
-            "--ServerApp.log_level=WARN", "--ServerApp.jpserver_extensions=iavicenne_ext=True",
-            "--IAvicenne.messages_per_second=1000000", "--IAvicenne.burst=1000000",
-            f"--IAvicenne.max_frame_bytes={8 * MB}", f"--IAvicenne.max_outbound_bytes={256 * MB}",
-            f"--IAvicenne.bytes_per_second={1024 * MB}", f"--IAvicenne.burst_bytes={1024 * MB}",
-            f"--IAvicenne.max_outbound_bytes_total={1024 * MB}",
-        ]  # fmt: skip
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            args.append("--allow-root")
-        env = {**os.environ, "JUPYTER_RUNTIME_DIR": str(self.workdir / "runtime")}
-        with open(self.workdir / "jupyter.log", "wb") as log:
-            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"jupyter server exited:\n{(self.workdir / 'jupyter.log').read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.info.url}iavicenne/api/rooms?token={self.token}", timeout=2) as r:  # noqa: S310
-                    if r.status == 200:
-                        return self
-            except OSError:
-                time.sleep(0.2)
-        raise RuntimeError("jupyter server not ready in 90 s")
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+    limits = {
+        "messages_per_second": 1_000_000,
+        "burst": 1_000_000,
+        "max_frame_bytes": 8 * MB,
+        "max_outbound_bytes": 256 * MB,
+        "bytes_per_second": 1024 * MB,
+        "burst_bytes": 1024 * MB,
+        "max_outbound_bytes_total": 1024 * MB,
+    }
+    return JupyterProcess(workdir, options=limits, log_level="WARN").start()
 
 
 # -- an SCTP experiment ----------------------------------------------------------------------
@@ -530,8 +482,8 @@ async def drive(info: ServerInfo, args: argparse.Namespace, pids: dict[str, int]
     return {"figures": figures.values, "zlib_ratio": len(text) / len(zlib.compress(text, 1))}
 
 
-def run_responder(server: JupyterServer, patched: bool) -> subprocess.Popen[str]:
-    args = [sys.executable, __file__, "--responder", server.info.url, server.token, str(int(patched))]
+def run_responder(server: JupyterProcess, patched: bool) -> subprocess.Popen[str]:
+    args = [sys.executable, __file__, "--responder", server.url, server.token, str(int(patched))]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -620,13 +572,13 @@ def main() -> None:
         args.mb, args.rounds, args.pings, args.sizes = 8, 1, 50, [16, 256]
 
     workdir = Path(tempfile.mkdtemp(prefix="iavicenne-p2p-"))
-    server = JupyterServer(workdir).start()
-    assert server.proc is not None
+    server = start_server(workdir)
+    info = ServerInfo(server.url, server.token)
     experiment = None
     try:
         peer = run_responder(server, False)
         try:
-            results = asyncio.run(drive(server.info, args, {"responder": peer.pid, "server": server.proc.pid}))
+            results = asyncio.run(drive(info, args, {"responder": peer.pid, "server": server.pid}))
         finally:
             peer.terminate()
             peer.wait(10)
@@ -634,8 +586,8 @@ def main() -> None:
             peer = run_responder(server, True)
             try:
                 delay_sacks()  # this process too: both ends acknowledge alike
-                pids = {"responder": peer.pid, "server": server.proc.pid}
-                experiment = asyncio.run(drive(server.info, args, pids, experiment=True))
+                pids = {"responder": peer.pid, "server": server.pid}
+                experiment = asyncio.run(drive(info, args, pids, experiment=True))
             finally:
                 peer.terminate()
                 peer.wait(10)

@@ -77,7 +77,13 @@ def run_inside(request: Any, timeout: float = 170.0) -> None:
     args = [*unshare, "--", "sh", "-c", '"$0" link set lo up && exec "$@"', ip, *inner]
     # a session of its own: on a timeout the whole tree (server, browser, agent) is killed
     proc = subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO, env={**os.environ, INSIDE: "1"}, start_new_session=True
+        args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, INSIDE: "1"},
+        start_new_session=True,
     )
     try:
         output, _ = proc.communicate(timeout=timeout)

@@ -1,8 +1,8 @@
 """What the room-endpoint tests share: two analysts with their own tokens, and checks
 every test wants (each server frame carries an ISO 8601 UTC `timestamp`).
 
-Imported by the test modules (pytest puts `tests/` on ``sys.path``); fixtures defined
-here are used by importing them into a module.
+Imported by the test modules (pytest puts `tests/` on ``sys.path``). The `connect`
+fixture built on these checks is in conftest.py.
 """
 
 from __future__ import annotations
@@ -10,13 +10,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
-import pytest
 from jupyter_server.auth.identity import PasswordIdentityProvider, User
 from tornado import web
 
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import WSClient
 
 ALICE = {"Authorization": "token alice-token"}
 BOB = {"Authorization": "token bob-token"}
@@ -33,9 +32,9 @@ class TwoAnalysts(PasswordIdentityProvider):
     the origin check for scripts).
     """
 
-    analysts = {"alice-token": "alice", "bob-token": "bob"}
+    analysts: ClassVar[dict[str, str]] = {"alice-token": "alice", "bob-token": "bob"}
 
-    async def get_user(self, handler: web.RequestHandler) -> User | None:  # type: ignore[override]
+    async def get_user(self, handler: web.RequestHandler) -> User | None:
         name = self.analysts.get(self.get_token(handler) or "")
         if name is None:
             return await self._get_user(handler)
@@ -54,21 +53,6 @@ def assert_timestamped(frames: list[dict[str, Any]]) -> None:
         assert isinstance(stamp, str), f"no timestamp in {frame}"
         parsed = datetime.fromisoformat(stamp)
         assert parsed.utcoffset() == timedelta(0), f"timestamp not in UTC: {frame}"
-
-
-@pytest.fixture
-def connect(iav_connect: Connect) -> Connect:
-    """`iav_connect`, and at the end: every frame any client read carried a UTC timestamp."""
-    clients: list[WSClient] = []
-
-    async def open_client(*args: Any, **kwargs: Any) -> WSClient:
-        client = await iav_connect(*args, **kwargs)
-        clients.append(client)
-        return client
-
-    yield open_client
-    for client in clients:
-        assert_timestamped(client.seen)
 
 
 async def closed(client: WSClient, timeout: float = 5.0) -> tuple[int | None, str | None]:

@@ -18,9 +18,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from room_support import Connect, closed, connect, of_type  # noqa: F401 - `connect` is a fixture
+from room_support import Connect, closed, of_type
 
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import WSClient
 
 MAX_FRAME = 128 * 1024
 RATE, BURST = 50, 60

@@ -42,7 +42,8 @@ from typing import Any
 import network_namespace
 import pytest
 from notebook_support import NO_NAMES
-from servers import JupyterProcess
+
+from iavicenne_ext.testing import JupyterProcess
 
 from iavicenne_ext.handlers.page import STATIC_DIR
 
@@ -97,13 +98,7 @@ def jp_server_cleanup() -> None:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
-    process = JupyterProcess(
-        tmp_path_factory.mktemp("browser"),
-        redis_url="redis://127.0.0.1:1/0",  # unused: the in-memory broker
-        prefix="unused",
-        name="jupyter",
-        options={"broker": "memory"},
-    )
+    process = JupyterProcess(tmp_path_factory.mktemp("browser"), options={"broker": "memory"})
     process.launch().wait_serving()
     yield process
     process.stop()
@@ -127,7 +122,7 @@ def browser() -> Iterator[Any]:
 def page(browser: Any, server: JupyterProcess) -> Iterator[Any]:
     context = browser.new_context(viewport={"width": 1100, "height": 640})
     # lets Chromium offer its loopback address as an ICE candidate (see the module docstring)
-    context.grant_permissions(["camera", "microphone"], origin=server.base)
+    context.grant_permissions(["camera", "microphone"], origin=server.origin)
     tab = context.new_page()
     tab.set_default_timeout(TIMEOUT_MS)
     errors: list[str] = []
@@ -153,9 +148,9 @@ def open_demo(page: Any, server: JupyterProcess, room: str, name: str, *, loopba
     alone: the token logs in once, and the page is opened again without it."""
     from playwright.sync_api import expect
 
-    page.goto(f"{server.base}/iavicenne/?token={server.token}" + ("&loopback=1" if loopback else ""))
+    page.goto(f"{server.origin}/iavicenne/?token={server.token}" + ("&loopback=1" if loopback else ""))
     if cookie:
-        page.goto(f"{server.base}/iavicenne/")
+        page.goto(f"{server.origin}/iavicenne/")
     page.fill("#name", name)
     page.fill("#room", room)
     page.click("#join")
@@ -174,7 +169,7 @@ class Agent:
     """`browser_agent.py` in a process of its own: commands in, events out."""
 
     def __init__(self, server: JupyterProcess, room: str, user_id: str, *, peer: bool = False, log: Path) -> None:
-        args = [sys.executable, str(AGENT), f"{server.base}/", server.token, room, user_id]
+        args = [sys.executable, str(AGENT), f"{server.origin}/", server.token, room, user_id]
         if peer:
             args.append("--peer")
         env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
@@ -268,7 +263,7 @@ def fetch(server: JupyterProcess, path: str, token: bool = True) -> tuple[int, d
     headers = {"Authorization": f"token {server.token}"} if token else {}
     opener = urllib.request.build_opener(_NoRedirect)
     try:
-        with opener.open(urllib.request.Request(server.base + path, headers=headers), timeout=5) as response:
+        with opener.open(urllib.request.Request(server.origin + path, headers=headers), timeout=5) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as error:
         return error.code, dict(error.headers), error.read()
@@ -612,7 +607,7 @@ def test_the_module_stops_with_a_clear_error_when_the_login_is_gone(page: Any, s
     """A page whose Jupyter session ended (logged out, cookie expired): the browser does
     not say why a WebSocket was refused, so the module asks the REST API, and stops with
     an `AuthenticationError` that says what to do instead of retrying for ever."""
-    page.goto(f"{server.base}/iavicenne/?token={server.token}")
+    page.goto(f"{server.origin}/iavicenne/?token={server.token}")
     page.evaluate("import('./static/iavicenne.js')")  # loaded while logged in
     page.context.clear_cookies()
     result = page.evaluate(

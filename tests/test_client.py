@@ -442,16 +442,16 @@ async def test_a_refused_signaling_name(server: ServerInfo, clients: list[Any]) 
 
 @pytest.fixture
 def jupyter(tmp_path: Path) -> Any:
-    from servers import JupyterProcess
+    from iavicenne_ext.testing import JupyterProcess
 
-    server = JupyterProcess(tmp_path, redis_url="", prefix="", options={"broker": "memory"}, name="restartable")
+    server = JupyterProcess(tmp_path, options={"broker": "memory"}, name="restartable")
     server.launch().wait_serving()
     yield server
     server.stop()
 
 
 async def test_the_client_survives_a_server_restart(jupyter: Any, clients: list[Any]) -> None:
-    info = ServerInfo(jupyter.base + "/", jupyter.token)
+    info = ServerInfo(jupyter.url, jupyter.token)
     backoff = Backoff(initial=0.2, maximum=1.0)
     alice = await room_client(clients, info, "alice", backoff=backoff)
     bob = await room_client(clients, info, "bob", backoff=backoff)
@@ -493,7 +493,7 @@ await client.close()
 async def test_inside_a_kernel_the_client_finds_its_server(jupyter: Any, clients: list[Any]) -> None:
     from jupyter_client.blocking import BlockingKernelClient
 
-    info = ServerInfo(jupyter.base + "/", jupyter.token)
+    info = ServerInfo(jupyter.url, jupyter.token)
     watcher = await room_client(clients, info, "watcher")
     inbox = (await watcher.join("from-kernel")).messages()
     status, kernel = await asyncio.get_running_loop().run_in_executor(None, lambda: _post(jupyter, "/api/kernels"))
@@ -520,8 +520,6 @@ async def test_inside_a_kernel_the_client_finds_its_server(jupyter: Any, clients
 def _post(jupyter: Any, path: str) -> tuple[int, Any]:
     import urllib.request
 
-    request = urllib.request.Request(
-        jupyter.base + path, data=b"{}", method="POST", headers={"Authorization": f"token {jupyter.token}"}
-    )
+    request = urllib.request.Request(jupyter.origin + path, data=b"{}", method="POST", headers={"Authorization": f"token {jupyter.token}"})
     with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
         return response.status, json.loads(response.read())

@@ -22,12 +22,13 @@ from typing import Any
 
 import nbformat
 import pytest
-from notebook_support import CHROMIUM_ARGS, REPO, JupyterApp, chromium_path
+from notebook_support import CHROMIUM_ARGS, REPO, chromium_path
 from peer_worker import ice_addresses, loopback_only
 
 from iavicenne import RoomClient, share
 from iavicenne.peer import PeerNetwork
 from iavicenne_ext.protocol import ROOMS_PATH
+from iavicenne_ext.testing import JupyterProcess
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -36,9 +37,9 @@ ROOM = "analysis"
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterApp]:
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     chromium_path()  # fail (CI) or skip before starting anything
-    app = JupyterApp(tmp_path_factory.mktemp("lab"), lab=True).start()
+    app = JupyterProcess(tmp_path_factory.mktemp("lab"), lab=True).start()
     yield app
     app.stop()
 
@@ -56,7 +57,7 @@ def write_notebook(folder: Path) -> str:
     return "team.ipynb"
 
 
-def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterApp) -> None:
+def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterProcess) -> None:
     import pandas as pd
     from playwright.async_api import async_playwright, expect
 

@@ -13,19 +13,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from notebook_support import NOTEBOOKS, JupyterApp, NotebookRun, kernel_env, run_notebooks
+from notebook_support import NOTEBOOKS, NotebookRun, kernel_env, run_notebooks
+
+from iavicenne_ext.testing import JupyterProcess
 
 pytestmark = pytest.mark.timeout(180)
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterApp]:
-    server = JupyterApp(tmp_path_factory.mktemp("notebooks")).start()
+def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
+    server = JupyterProcess(tmp_path_factory.mktemp("notebooks")).start()
     yield server
     server.stop()
 
 
-def pair(app: JupyterApp, notebook: str, **extra: str) -> list[NotebookRun]:
+def pair(app: JupyterProcess, notebook: str, **extra: str) -> list[NotebookRun]:
     """Two runs of `notebook`, as alice and as bob, in a room of their own; each kernel
     works in a folder of its own (what a notebook writes stays out of the repository)."""
     room = f"nb-{Path(notebook).stem}-{secrets.token_hex(3)}"
@@ -43,7 +45,7 @@ def test_every_notebook_has_a_test() -> None:
     assert {path.name for path in NOTEBOOKS.glob("*.ipynb")} == tested
 
 
-def test_rooms_and_presence(app: JupyterApp) -> None:
+def test_rooms_and_presence(app: JupyterProcess) -> None:
     alice, bob = run_notebooks(pair(app, "rooms_and_presence.ipynb"))
     a, b = alice.results(), bob.results()
     assert a["members"] == b["members"] == ["alice", "bob"]
@@ -55,7 +57,7 @@ def test_rooms_and_presence(app: JupyterApp) -> None:
     assert a["errors"] == b["errors"] == []
 
 
-def test_peer_messages(app: JupyterApp) -> None:
+def test_peer_messages(app: JupyterProcess) -> None:
     alice, bob = run_notebooks(pair(app, "peer_messages.ipynb"))
     a, b = alice.results(), bob.results()
     assert a["text"] == "hi alice, this is bob, peer to peer" and b["text"] == "hi bob, this is alice, peer to peer"
@@ -66,7 +68,7 @@ def test_peer_messages(app: JupyterApp) -> None:
     assert a["errors"] == b["errors"] == []
 
 
-def test_share_dataframe(app: JupyterApp) -> None:
+def test_share_dataframe(app: JupyterProcess) -> None:
     alice, bob = run_notebooks(pair(app, "share_dataframe.ipynb"))
     a, b = alice.results(), bob.results()
     assert a["rows"] == b["rows"] == 300_000

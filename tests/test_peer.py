@@ -361,16 +361,16 @@ async def eventually(condition: Any, timeout: float = 10.0) -> None:
 
 @pytest.fixture(scope="module")
 def jupyter(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from servers import JupyterProcess
+    from iavicenne_ext.testing import JupyterProcess
 
-    server = JupyterProcess(tmp_path_factory.mktemp("peer"), redis_url="", prefix="", options={"broker": "memory"}, name="peers")
+    server = JupyterProcess(tmp_path_factory.mktemp("peer"), options={"broker": "memory"}, name="peers")
     server.launch().wait_serving()
     yield server
     server.stop()
 
 
 def spawn(jupyter: Any, scenario: str, peer_id: str, other: str, room: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "IAVICENNE_URL": jupyter.base + "/", "IAVICENNE_TOKEN": jupyter.token, "PEER_ROOM": room}
+    env = {**os.environ, "IAVICENNE_URL": jupyter.url, "IAVICENNE_TOKEN": jupyter.token, "PEER_ROOM": room}
     return subprocess.Popen(
         [sys.executable, str(WORKER), scenario, peer_id, other],
         stdout=subprocess.PIPE,

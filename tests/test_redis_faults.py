@@ -16,19 +16,16 @@ import pytest
 from servers import (
     PRESENCE_REFRESH,
     PRESENCE_TIMEOUT,
-    JupyterProcess,
     RedisProcess,
     connect,
     drop_prefix,
-    free_port,
+    jupyter_on_redis,
     shared_redis_url,
-    start_all,
-    stop_all,
     unique_prefix,
 )
 
 from iavicenne_ext import protocol as p
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import JupyterProcess, WSClient, free_port, start_all, stop_all
 
 # a loaded 2-core CI machine delays a sweep by scheduling, not by design
 SLACK = 1.5
@@ -38,7 +35,7 @@ SLACK = 1.5
 def three_servers(tmp_path: Path) -> Iterator[list[JupyterProcess]]:
     url = shared_redis_url()
     prefix = unique_prefix("kill")
-    servers = [JupyterProcess(tmp_path, redis_url=url, prefix=prefix, name=f"server{i}") for i in range(3)]
+    servers = [jupyter_on_redis(tmp_path, url, prefix, f"server{i}") for i in range(3)]
     try:
         yield start_all(servers)
     finally:
@@ -56,7 +53,7 @@ def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
 @pytest.fixture
 def two_servers_on_private_redis(tmp_path: Path, private_redis: RedisProcess) -> Iterator[list[JupyterProcess]]:
     prefix = unique_prefix("outage")
-    servers = [JupyterProcess(tmp_path, redis_url=private_redis.url, prefix=prefix, name=f"server{i}") for i in range(2)]
+    servers = [jupyter_on_redis(tmp_path, private_redis.url, prefix, f"server{i}") for i in range(2)]
     try:
         yield start_all(servers)
     finally:
@@ -164,9 +161,7 @@ async def test_redis_stopped_and_restarted_while_clients_send(
 async def test_unreachable_redis_at_start_up(tmp_path: Path) -> None:
     port = free_port()
     password = "s3cret-pw"
-    server = JupyterProcess(
-        tmp_path, redis_url=f"redis://:{password}@127.0.0.1:{port}/0", prefix=unique_prefix("early"), name="early"
-    )
+    server = jupyter_on_redis(tmp_path, f"redis://:{password}@127.0.0.1:{port}/0", unique_prefix("early"), "early")
     redis_server = RedisProcess(tmp_path / "redis", port=port, password=password)
     try:
         await asyncio.to_thread(lambda: server.launch().wait_serving(rooms=False))  # Jupyter runs

@@ -16,19 +16,10 @@ from typing import Any
 import pytest
 import redis
 import redis.asyncio
-from servers import (
-    JupyterProcess,
-    RedisProcess,
-    connect,
-    drop_prefix,
-    shared_redis_url,
-    start_all,
-    stop_all,
-    unique_prefix,
-)
+from servers import RedisProcess, connect, drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 from iavicenne_ext import protocol as p
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +27,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterPr
     url = shared_redis_url()
     prefix = unique_prefix("servers")
     workdir = tmp_path_factory.mktemp("cluster")
-    servers = [JupyterProcess(workdir, redis_url=url, prefix=prefix, name=f"server{i}") for i in range(3)]
+    servers = [jupyter_on_redis(workdir, url, prefix, f"server{i}") for i in range(3)]
     try:
         yield start_all(servers)
     finally:
@@ -211,9 +202,9 @@ async def test_signaling_relays_and_takes_over_across_servers(cluster: list[Jupy
     assert (await p2.expect(p.ERROR))["code"] == "superseded"
     rejoined = await p1.expect(p.PEER_JOINED)
     assert (rejoined["peer_id"], rejoined.get("rejoined")) == ("p2", True)
-    store = redis.Redis.from_url(cluster[0].redis_url)
+    store = redis.Redis.from_url(cluster[0].options["redis_url"])
     try:
-        entries = store.hvals(f"{cluster[0].prefix}:presence:{p.SIGNALING_ROOM_PREFIX}{room}")
+        entries = store.hvals(f"{cluster[0].options['redis_prefix']}:presence:{p.SIGNALING_ROOM_PREFIX}{room}")
     finally:
         store.close()
     assert sorted(json.loads(e)["user_id"] for e in entries) == ["p1", "p2"]  # the old p2 is gone
@@ -252,8 +243,8 @@ async def test_garbage_published_on_a_room_channel_is_dropped(cluster: list[Jupy
     assert (await answer(alice, "a1"))["type"] == p.ACK
     await bob.expect(p.MESSAGE)
 
-    hostile = redis.asyncio.Redis.from_url(s0.redis_url)
-    channel = f"{s0.prefix}:room:{room}"
+    hostile = redis.asyncio.Redis.from_url(s0.options["redis_url"])
+    channel = f"{s0.options['redis_prefix']}:room:{room}"
     try:
         for data in (
             b"\x00\xff garbage",
@@ -301,8 +292,7 @@ def budget_cluster(tmp_path: Path) -> Iterator[tuple[RedisProcess, list[JupyterP
     redis_server = RedisProcess(tmp_path / "redis").start()  # its used_memory is ours alone
     prefix = unique_prefix("budget")
     servers = [
-        JupyterProcess(tmp_path, redis_url=redis_server.url, prefix=prefix, name=f"server{i}", options=BUDGETS)
-        for i in range(2)
+jupyter_on_redis(tmp_path, redis_server.url, prefix, f"server{i}", **BUDGETS) for i in range(2)
     ]
     try:
         yield redis_server, start_all(servers)
@@ -340,14 +330,14 @@ async def test_a_flood_of_large_messages_into_many_rooms_keeps_redis_bounded(
         await mallory.expect(p.ROOM_LEFT)
         mallory.seen.clear()
     grown = store.info("memory")["used_memory"] - used_before
-    total = int(store.get(f"{s0.prefix}:history-total") or 0)
+    total = int(store.get(f"{s0.options['redis_prefix']}:history-total") or 0)
     assert total <= BUDGETS["history_bytes_total"]
     assert grown < BUDGETS["history_bytes_total"] + 4 * 1024 * 1024, f"Redis grew by {grown / 2**20:.1f} MiB"
     # beyond the total, messages into rooms that have nothing to give up are refused, plainly
     assert refused and {f["code"] for f in refused} == {p.ErrorCode.LIMIT_EXCEEDED}
     assert all("IAvicenne.history_bytes_total" in f["message"] for f in refused)
     # per room: the oldest went, the newest are kept
-    kept = store.xlen(f"{s0.prefix}:history:flood-0")
+    kept = store.xlen(f"{s0.options['redis_prefix']}:history:flood-0")
     assert 0 < kept * 60_000 <= BUDGETS["history_bytes_per_room"]
 
     # the others still talk, across the two servers, and were told of no outage

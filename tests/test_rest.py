@@ -10,7 +10,7 @@ import json
 from typing import Any
 
 import pytest
-from room_support import ALICE, BOB, Connect, connect, with_analysts  # noqa: F401 - `connect` is a fixture
+from room_support import ALICE, BOB, Connect, with_analysts
 from tornado.httpclient import HTTPClientError
 
 

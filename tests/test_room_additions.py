@@ -11,9 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from room_support import ALICE, BOB, Connect, connect, of_type, with_analysts  # noqa: F401 - `connect` is a fixture
+from room_support import ALICE, BOB, Connect, of_type, with_analysts
 
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import WSClient
 
 HISTORY = 5
 

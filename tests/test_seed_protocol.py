@@ -10,9 +10,9 @@ that every frame read carried a UTC `timestamp`.
 from __future__ import annotations
 
 import pytest
-from room_support import Connect, closed, connect, of_type  # noqa: F401 - `connect` is a fixture
+from room_support import Connect, closed, of_type
 
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import WSClient
 
 
 async def member(connect: Connect, user_id: str, room: str = "r1") -> WSClient:

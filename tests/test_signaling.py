@@ -14,11 +14,11 @@ import time
 from typing import Any
 
 import pytest
-from room_support import ALICE, BOB, Connect, assert_timestamped, closed, connect, of_type, with_analysts  # noqa: F401
+from room_support import ALICE, BOB, Connect, assert_timestamped, closed, of_type, with_analysts
 
 from iavicenne_ext import protocol as p
 from iavicenne_ext.ice import turn_credentials
-from iavicenne_ext.pytest_plugin import WSClient
+from iavicenne_ext.testing import WSClient
 
 PATH = "iavicenne/ws/signaling"
 OFFER = {"type": "offer", "sdp": "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\n"}
@@ -364,11 +364,13 @@ async def test_a_null_candidate_is_relayed_as_end_of_candidates(connect: Connect
 
 @pytest.fixture(scope="module")
 def two_servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from servers import JupyterProcess, drop_prefix, shared_redis_url, start_all, stop_all, unique_prefix
+    from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
+
+    from iavicenne_ext.testing import start_all, stop_all
 
     url, prefix = shared_redis_url(), unique_prefix("signaling")
     workdir = tmp_path_factory.mktemp("signaling-cluster")
-    cluster = [JupyterProcess(workdir, redis_url=url, prefix=prefix, name=f"s{i}") for i in range(2)]
+    cluster = [jupyter_on_redis(workdir, url, prefix, f"s{i}") for i in range(2)]
     try:
         yield start_all(cluster)
     finally:

@@ -370,7 +370,9 @@ class Driver:
         return await self.timed(label, len(data), run)
 
     async def raw_bulk(self, data: bytes, size: int) -> Trial:
-        return await self.timed(f"raw aiortc {size // KiB} KiB", len(data), lambda bar: self.raw.send_bulk(data, size, bar.update))
+        return await self.timed(
+            f"raw aiortc {size // KiB} KiB", len(data), lambda bar: self.raw.send_bulk(data, size, bar.update)
+        )
 
     async def websocket_bulk(self, data: bytes) -> Trial:
         size, window = 256 * KiB, 8
@@ -427,7 +429,15 @@ def compressible(size: int) -> bytes:
     total = 0
     i = 0
     while total < size:
-        row = b"2024-03-%02d %02d:%02d:%02d,sensor-%03d,%d.%03d,ok\n" % (i % 28 + 1, i % 24, i % 60, i % 59, i % 200, i % 997, i % 1000)
+        row = b"2024-03-%02d %02d:%02d:%02d,sensor-%03d,%d.%03d,ok\n" % (
+            i % 28 + 1,
+            i % 24,
+            i % 60,
+            i % 59,
+            i % 200,
+            i % 997,
+            i % 1000,
+        )
         rows.append(row)
         total += len(row)
         i += 1
@@ -511,8 +521,12 @@ def report(results: dict[str, Any], experiment: dict[str, Any] | None, args: arg
     print()
     print("| path | bulk MB/s (range) | CPU ms/MB | vs raw: wall | vs raw: CPU | small-message RTT ms |")
     print("|---|---|---|---|---|---|")
-    print(f"| raw aiortc data channel, 64 KiB messages | {med('raw MB/s'):.1f} ({spread('raw MB/s')}) | {cpu('raw')} | 1.00 | 1.00 | {med('raw rtt ms'):.2f} |")
-    print(f"| PeerLink, 64 KiB messages | {med('peerlink MB/s'):.1f} ({spread('peerlink MB/s')}) | {cpu('peerlink')} | {med('ratio'):.2f} | {med('cpu ratio'):.2f} | {med('peerlink rtt ms'):.2f} |")
+    print(
+        f"| raw aiortc data channel, 64 KiB messages | {med('raw MB/s'):.1f} ({spread('raw MB/s')}) | {cpu('raw')} | 1.00 | 1.00 | {med('raw rtt ms'):.2f} |"
+    )
+    print(
+        f"| PeerLink, 64 KiB messages | {med('peerlink MB/s'):.1f} ({spread('peerlink MB/s')}) | {cpu('peerlink')} | {med('ratio'):.2f} | {med('cpu ratio'):.2f} | {med('peerlink rtt ms'):.2f} |"
+    )
     print(
         f"| room WebSocket relay (direct-message, base64) | {med('websocket MB/s'):.1f} ({spread('websocket MB/s')}) | "
         f"{cpu('websocket')} / {med('websocket cpu server'):.0f} | {med('websocket MB/s') / med('raw MB/s'):.2f} | | {med('websocket rtt ms'):.2f} |"
@@ -521,17 +535,25 @@ def report(results: dict[str, Any], experiment: dict[str, Any] | None, args: arg
     print("| data-channel message size | raw aiortc MB/s | raw CPU ms/MB | PeerLink MB/s | PeerLink CPU ms/MB |")
     print("|---|---|---|---|---|")
     for size in args.sizes:
-        print(f"| {size} KiB | {med(f'raw {size} MB/s'):.1f} | {cpu(f'raw {size}')} | {med(f'peerlink {size} MB/s'):.1f} | {cpu(f'peerlink {size}')} |")
+        print(
+            f"| {size} KiB | {med(f'raw {size} MB/s'):.1f} | {cpu(f'raw {size}')} | {med(f'peerlink {size} MB/s'):.1f} | {cpu(f'peerlink {size}')} |"
+        )
     print()
-    print(f"| PeerLink, compressible data (CSV rows, zlib -1 shrinks them {results['zlib_ratio']:.1f}x) | MB/s of original data | CPU ms/MB |")
+    print(
+        f"| PeerLink, compressible data (CSV rows, zlib -1 shrinks them {results['zlib_ratio']:.1f}x) | MB/s of original data | CPU ms/MB |"
+    )
     print("|---|---|---|")
     print(f"| as is | {med('csv plain MB/s'):.1f} | {cpu('csv plain')} |")
     print(f"| compress=True | {med('csv zlib MB/s'):.1f} | {cpu('csv zlib')} |")
-    print(f"| random bytes, compress='auto' (a sample does not shrink: sent as is) | {med('random auto MB/s'):.1f} | {cpu('random auto')} |")
+    print(
+        f"| random bytes, compress='auto' (a sample does not shrink: sent as is) | {med('random auto MB/s'):.1f} | {cpu('random auto')} |"
+    )
     if experiment is not None:
         ex = experiment["figures"]
         print()
-        print("| SCTP experiment (64 KiB messages, alternating rounds) | raw MB/s | raw CPU ms/MB | PeerLink MB/s | PeerLink CPU ms/MB |")
+        print(
+            "| SCTP experiment (64 KiB messages, alternating rounds) | raw MB/s | raw CPU ms/MB | PeerLink MB/s | PeerLink CPU ms/MB |"
+        )
         print("|---|---|---|---|---|")
         for every, label in ((1, "a SACK for every packet (aiortc's behaviour)"), (2, "a SACK for every 2nd packet (patched)")):
             print(

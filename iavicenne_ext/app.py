@@ -128,8 +128,7 @@ class IAvicenne(ExtensionApp):
     history_bytes_per_room = Int(
         4 * 1024 * 1024,
         config=True,
-        help="Bytes of history kept per room; the oldest messages are dropped beyond it "
-        "(as they are beyond history_size).",
+        help="Bytes of history kept per room; the oldest messages are dropped beyond it (as they are beyond history_size).",
     )
     history_bytes_total = Int(
         64 * 1024 * 1024,

@@ -435,4 +435,3 @@ class RoomHub:
 def _owner(conn: Connection) -> str:
     """Whose dedup records a connection's refs are: its identity's."""
     return str(conn.identity.get("username", ""))
-

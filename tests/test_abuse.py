@@ -463,9 +463,7 @@ async def test_rooms_left_behind_do_not_slow_a_join(jp_serverapp: Any) -> None:
     assert after < 3 * before, f"a cycle took {after * 1e6:.0f} µs after {ROOMS_LEFT_BEHIND} rooms, {before * 1e6:.0f} µs before"
 
 
-@pytest.mark.parametrize(
-    "iavicenne_config", [{"history_bytes_total": 3 * MiB // 2, "history_bytes_per_room": 1 * MiB}]
-)
+@pytest.mark.parametrize("iavicenne_config", [{"history_bytes_total": 3 * MiB // 2, "history_bytes_per_room": 1 * MiB}])
 async def test_the_history_budget_forgets_empty_rooms_first(iav_connect: Connect) -> None:
     """A full history budget drops the rooms nobody is in first, then the oldest messages."""
     bob = await iav_connect(headers=BOB)

@@ -45,6 +45,7 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture
 def url(http_server: Any, jp_http_port: int, jp_base_url: str) -> Any:
     """Addresses on the running test server, by path (``scheme`` "ws" for WebSockets)."""
+
     def make(path: str, scheme: str = "http", **params: str) -> str:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
         return f"{scheme}://127.0.0.1:{jp_http_port}{jp_base_url}{path}{query}"

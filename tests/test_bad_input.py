@@ -64,9 +64,19 @@ BAD_FRAMES: list[tuple[str, str | bytes | dict[str, Any], str, str]] = [
     ("not-json", "{'type': 'message'}", "invalid-json", "Invalid JSON format"),
     ("truncated-json", '{"type": "message", "payload": {', "invalid-json", "Invalid JSON format"),
     ("nan-is-not-json", '{"type": "message", "room": "r1", "payload": {"x": NaN}}', "invalid-json", "Invalid JSON format"),
-    ("infinity-is-not-json", '{"type": "message", "room": "r1", "payload": {"x": -Infinity}}', "invalid-json", "Invalid JSON format"),
+    (
+        "infinity-is-not-json",
+        '{"type": "message", "room": "r1", "payload": {"x": -Infinity}}',
+        "invalid-json",
+        "Invalid JSON format",
+    ),
     ("overflow-to-infinity", '{"type": "message", "room": "r1", "payload": {"x": 1e400}}', "invalid-json", "Invalid JSON format"),
-    ("deep-nesting", '{"type": "message", "room": "r1", "payload": {"x": %s}}' % ("[" * 5000 + "]" * 5000), "invalid-json", "Invalid JSON format"),
+    (
+        "deep-nesting",
+        '{"type": "message", "room": "r1", "payload": {"x": %s}}' % ("[" * 5000 + "]" * 5000),
+        "invalid-json",
+        "Invalid JSON format",
+    ),
     ("json-array", "[1, 2]", "invalid-frame", "must be a JSON object"),
     ("json-string", '"message"', "invalid-frame", "must be a JSON object"),
     ("json-number", "42", "invalid-frame", "must be a JSON object"),
@@ -83,23 +93,68 @@ BAD_FRAMES: list[tuple[str, str | bytes | dict[str, Any], str, str]] = [
     ("room-too-long", {"type": "join-room", "room": "r" * 65, "payload": {}}, "invalid-field", "invalid room"),
     ("room-control-char", {"type": "join-room", "room": "r\n1", "payload": {}}, "invalid-field", "invalid room"),
     ("room-outer-space", {"type": "join-room", "room": " r1", "payload": {}}, "invalid-field", "invalid room"),
-    ("ref-too-long", {"type": "message", "room": "r1", "payload": {}, "ref": TOO_LONG_REF}, "invalid-field", "ref must be a string of 1 to 128"),
+    (
+        "ref-too-long",
+        {"type": "message", "room": "r1", "payload": {}, "ref": TOO_LONG_REF},
+        "invalid-field",
+        "ref must be a string of 1 to 128",
+    ),
     ("ref-number", {"type": "message", "room": "r1", "payload": {}, "ref": 7}, "invalid-field", "ref must be a string"),
-    ("since-negative", {"type": "join-room", "room": "r2", "payload": {"since": -1}}, "invalid-field", "since must be a non-negative integer"),
-    ("since-string", {"type": "join-room", "room": "r2", "payload": {"since": "3"}}, "invalid-field", "since must be a non-negative integer"),
-    ("since-float", {"type": "join-room", "room": "r2", "payload": {"since": 1.5}}, "invalid-field", "since must be a non-negative integer"),
-    ("since-bool", {"type": "join-room", "room": "r2", "payload": {"since": True}}, "invalid-field", "since must be a non-negative integer"),
-    ("epoch-number", {"type": "join-room", "room": "r2", "payload": {"since": 0, "epoch": 3}}, "invalid-field", "epoch must be a string"),
+    (
+        "since-negative",
+        {"type": "join-room", "room": "r2", "payload": {"since": -1}},
+        "invalid-field",
+        "since must be a non-negative integer",
+    ),
+    (
+        "since-string",
+        {"type": "join-room", "room": "r2", "payload": {"since": "3"}},
+        "invalid-field",
+        "since must be a non-negative integer",
+    ),
+    (
+        "since-float",
+        {"type": "join-room", "room": "r2", "payload": {"since": 1.5}},
+        "invalid-field",
+        "since must be a non-negative integer",
+    ),
+    (
+        "since-bool",
+        {"type": "join-room", "room": "r2", "payload": {"since": True}},
+        "invalid-field",
+        "since must be a non-negative integer",
+    ),
+    (
+        "epoch-number",
+        {"type": "join-room", "room": "r2", "payload": {"since": 0, "epoch": 3}},
+        "invalid-field",
+        "epoch must be a string",
+    ),
     ("state-list", {"type": "join-room", "room": "r2", "payload": {"state": []}}, "invalid-field", "state must be a JSON object"),
     ("join-no-room", {"type": "join-room", "payload": {}}, "room-required", "Room ID is required"),
     ("connect-no-user_id", {"type": "connect", "payload": {}}, "user-id-required", "user_id is required for connection"),
     ("user_id-number", {"type": "connect", "payload": {"user_id": 7}}, "invalid-field", "user_id must be a string"),
-    ("user_id-invalid-name", {"type": "connect", "payload": {"user_id": "<script>"}}, "invalid-field", "invalid user_id '<script>'"),
+    (
+        "user_id-invalid-name",
+        {"type": "connect", "payload": {"user_id": "<script>"}},
+        "invalid-field",
+        "invalid user_id '<script>'",
+    ),
     ("user_id-change-in-room", {"type": "connect", "payload": {"user_id": "mallory"}}, "already-connected", "leave-room first"),
     ("presence-no-state", {"type": "presence", "room": "r1", "payload": {}}, "invalid-field", "presence needs payload.state"),
-    ("presence-state-string", {"type": "presence", "room": "r1", "payload": {"state": "busy"}}, "invalid-field", "state must be a JSON object"),
+    (
+        "presence-state-string",
+        {"type": "presence", "room": "r1", "payload": {"state": "busy"}},
+        "invalid-field",
+        "state must be a JSON object",
+    ),
     ("direct-no-to", {"type": "direct-message", "room": "r1", "payload": {}}, "invalid-field", "direct-message needs 'to'"),
-    ("direct-to-number", {"type": "direct-message", "room": "r1", "to": 3, "payload": {}}, "invalid-field", "to must be a string"),
+    (
+        "direct-to-number",
+        {"type": "direct-message", "room": "r1", "to": 3, "payload": {}},
+        "invalid-field",
+        "to must be a string",
+    ),
     ("leave-other-room", {"type": "leave-room", "room": "r9"}, "not-in-room", "Not in room 'r9'"),
     ("message-other-room", {"type": "message", "room": "r9", "payload": {}}, "not-in-room", "Not in room 'r9'"),
 ]
@@ -150,7 +205,10 @@ async def test_lone_surrogates_are_refused_and_harm_no_one(connect: Connect, whe
 
 async def test_unusual_but_valid_json_passes_through(connect: Connect) -> None:
     alice = await member(connect, "alice")
-    await alice.send('{"type": "message", "room": "r1", "payload": {"big": 1.5e300, "int": 123456789012345678901234567890, "deep": %s}}' % ("[" * 500 + "]" * 500))
+    await alice.send(
+        '{"type": "message", "room": "r1", "payload": {"big": 1.5e300, "int": 123456789012345678901234567890, "deep": %s}}'
+        % ("[" * 500 + "]" * 500)
+    )
     got = await alice.expect("message")
     assert got["message"]["big"] == 1.5e300
     assert got["message"]["int"] == 123456789012345678901234567890
@@ -236,7 +294,9 @@ async def test_too_many_rooms_is_refused(connect: Connect) -> None:
 # -- a consumer that does not read ---------------------------------------------------
 
 
-@pytest.mark.parametrize("iavicenne_config", [{"max_outbound_bytes": 16 * 1024, "max_frame_bytes": MAX_FRAME, "max_message_bytes": 2 * MAX_FRAME}])
+@pytest.mark.parametrize(
+    "iavicenne_config", [{"max_outbound_bytes": 16 * 1024, "max_frame_bytes": MAX_FRAME, "max_message_bytes": 2 * MAX_FRAME}]
+)
 async def test_a_reader_gets_a_frame_bigger_than_the_outbound_limit(connect: Connect) -> None:
     """The limit is on what piles up, not on one frame: a client that reads is not slow."""
     bob = await member(connect, "bob")
@@ -248,7 +308,9 @@ async def test_a_reader_gets_a_frame_bigger_than_the_outbound_limit(connect: Con
     await still_works(bob)
 
 
-@pytest.mark.parametrize("iavicenne_config", [{"max_outbound_bytes": 64 * 1024, "max_frame_bytes": MAX_FRAME, "max_message_bytes": 2 * MAX_FRAME}])
+@pytest.mark.parametrize(
+    "iavicenne_config", [{"max_outbound_bytes": 64 * 1024, "max_frame_bytes": MAX_FRAME, "max_message_bytes": 2 * MAX_FRAME}]
+)
 async def test_a_replay_bigger_than_the_outbound_limit_is_delivered(connect: Connect) -> None:
     """What a client asked for with `since` is not a pile-up: it may exceed the limit."""
     alice = await member(connect, "alice")

@@ -43,9 +43,8 @@ import network_namespace
 import pytest
 from notebook_support import NO_NAMES
 
-from iavicenne_ext.testing import JupyterProcess
-
 from iavicenne_ext.handlers.page import STATIC_DIR
+from iavicenne_ext.testing import JupyterProcess
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "browser_agent.py"

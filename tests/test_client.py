@@ -520,6 +520,8 @@ async def test_inside_a_kernel_the_client_finds_its_server(jupyter: Any, clients
 def _post(jupyter: Any, path: str) -> tuple[int, Any]:
     import urllib.request
 
-    request = urllib.request.Request(jupyter.origin + path, data=b"{}", method="POST", headers={"Authorization": f"token {jupyter.token}"})
-    with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310 - loopback
+    request = urllib.request.Request(
+        jupyter.origin + path, data=b"{}", method="POST", headers={"Authorization": f"token {jupyter.token}"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
         return response.status, json.loads(response.read())

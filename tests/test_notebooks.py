@@ -35,7 +35,9 @@ def pair(app: JupyterProcess, notebook: str, **extra: str) -> list[NotebookRun]:
     for role in ("alice", "bob"):
         cwd = app.workdir / f"{Path(notebook).stem}-{role}-{secrets.token_hex(2)}"
         cwd.mkdir()
-        env = kernel_env(app, IAVICENNE_ROLE=role, IAVICENNE_ROOM=room, IAVICENNE_TIMEOUT="60", JPY_SESSION_NAME=f"{role}-{notebook}", **extra)
+        env = kernel_env(
+            app, IAVICENNE_ROLE=role, IAVICENNE_ROOM=room, IAVICENNE_TIMEOUT="60", JPY_SESSION_NAME=f"{role}-{notebook}", **extra
+        )
         runs.append(NotebookRun(NOTEBOOKS / notebook, env, label=f"{notebook} as {role}", cwd=cwd))
     return runs
 

@@ -291,9 +291,7 @@ BUDGETS = {
 def budget_cluster(tmp_path: Path) -> Iterator[tuple[RedisProcess, list[JupyterProcess]]]:
     redis_server = RedisProcess(tmp_path / "redis").start()  # its used_memory is ours alone
     prefix = unique_prefix("budget")
-    servers = [
-jupyter_on_redis(tmp_path, redis_server.url, prefix, f"server{i}", **BUDGETS) for i in range(2)
-    ]
+    servers = [jupyter_on_redis(tmp_path, redis_server.url, prefix, f"server{i}", **BUDGETS) for i in range(2)]
     try:
         yield redis_server, start_all(servers)
     finally:

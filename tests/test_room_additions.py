@@ -28,7 +28,9 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
     return with_analysts(jp_server_config)
 
 
-async def analyst(connect: Connect, headers: dict[str, str], room: str = "r1", user_id: str | None = None, **payload: Any) -> tuple[WSClient, dict[str, Any]]:
+async def analyst(
+    connect: Connect, headers: dict[str, str], room: str = "r1", user_id: str | None = None, **payload: Any
+) -> tuple[WSClient, dict[str, Any]]:
     """A connection of alice or bob that joined `room`: the client and its `room-joined`."""
     client = await connect(headers=headers)
     joined = await client.join(room, user_id, **payload)
@@ -297,7 +299,9 @@ async def test_join_room_again_replays_without_leaving(connect: Connect) -> None
     await alice.expect("message")
     await bob.expect("message")
 
-    await alice.send({"type": "join-room", "room": "r1", "payload": {"since": joined["seq"], "epoch": joined["epoch"]}, "ref": "j2"})
+    await alice.send(
+        {"type": "join-room", "room": "r1", "payload": {"since": joined["seq"], "epoch": joined["epoch"]}, "ref": "j2"}
+    )
     again = await alice.recv()
     assert (again["type"], again["ref"], again["recovered"]) == ("room-joined", "j2", True)
     assert [m["user_id"] for m in again["members"]] == ["alice", "bob"]

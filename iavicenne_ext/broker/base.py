@@ -83,7 +83,12 @@ class Member:
     connections: int
 
     def to_json(self) -> dict[str, Any]:
-        return {"user_id": self.user_id, "identity": self.identity, "state": json.loads(self.state), "connections": self.connections}
+        return {
+            "user_id": self.user_id,
+            "identity": self.identity,
+            "state": json.loads(self.state),
+            "connections": self.connections,
+        }
 
     def encoded(self) -> bytes:
         """`to_json` encoded, the state spliced in as it is kept."""

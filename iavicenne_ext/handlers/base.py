@@ -293,8 +293,7 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
             error = p.limit_exceeded(
                 "max_connections_per_identity",
                 limit,
-                f"too many connections: {username} has {limit} room and signaling sockets open on this server; "
-                "close one first",
+                f"too many connections: {username} has {limit} room and signaling sockets open on this server; close one first",
             )
             self.send_error_frame(error.code, error.message, **error.fields)
             self._mark_gone()

@@ -96,7 +96,9 @@ class RoomSocketHandler(ProtocolSocket):
     async def _on_leave_room(self, request: p.Request) -> None:
         rooms = [request.room] if request.room is not None else sorted(self.rooms)
         if not rooms or rooms[0] not in self.rooms:
-            raise p.ProtocolError(p.ErrorCode.NOT_IN_ROOM, "Not connected to any room" if not self.rooms else f"Not in room {rooms[0]!r}")
+            raise p.ProtocolError(
+                p.ErrorCode.NOT_IN_ROOM, "Not connected to any room" if not self.rooms else f"Not in room {rooms[0]!r}"
+            )
         for room in rooms:
             self.rooms.discard(room)
             try:

@@ -113,7 +113,9 @@ class SignalingSocketHandler(ProtocolSocket):
     # -- helpers --------------------------------------------------------------------
     async def _send_joined(self, room: str, request: p.Request) -> None:
         peers = [peer for peer in await self.hub.peers(room) if peer != self.user_id]
-        self.reply(p.JOINED, request.ref, room=room, peer_id=self.user_id, peers=peers, ice_servers=self.ice.for_peer(self.user_id))
+        self.reply(
+            p.JOINED, request.ref, room=room, peer_id=self.user_id, peers=peers, ice_servers=self.ice.for_peer(self.user_id)
+        )
 
     def superseded(self, room: str) -> None:
         """The take-over notice was just queued: stop, and close once it is written."""

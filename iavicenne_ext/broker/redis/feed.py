@@ -41,8 +41,7 @@ class _DropLog:
         also = f" ({self._unsaid} more dropped since the last such line)" if self._unsaid else ""
         self._last, self._unsaid = now, 0
         self.log.warning(
-            "iavicenne: dropped a message on room %r's Redis channel that this broker did not publish: %s; "
-            "first bytes %r%s",
+            "iavicenne: dropped a message on room %r's Redis channel that this broker did not publish: %s; first bytes %r%s",
             room,
             why,
             data[:80],

@@ -250,7 +250,7 @@ class RedisLink:
     async def _close_quietly(self, pubsub: PubSub) -> None:
         try:
             await pubsub.aclose()
-        except Exception as error:  # noqa: BLE001 - the connection is being thrown away anyway
+        except Exception as error:
             self.log.debug("iavicenne: closing a dead pub/sub connection: %s", error)
 
     async def _reconnect_loop(self) -> None:

@@ -200,6 +200,8 @@ class RoomSession:
         self._described: dict[str, Connection] = {}  # by peer_id: what a connection said of itself
         self._queries: dict[str, asyncio.Event] = {}  # describe nonces we wait answers for
         self._answered: dict[str, float] = {}  # user -> when we last answered them (no amplification)
+        self._arrived: dict[str, float] = {}  # user -> when we saw them join (loop time)
+        self._network_up = 0.0  # when our peer joined the signaling (loop time)
         self._holding: list[Message] | None = None  # live messages held while the history is shown
         self._last_seen: tuple[str | None, int | None] = (None, None)  # (epoch, seq) when we left
         self._inherit = status is DEFAULT_STATUS and state is None
@@ -433,8 +435,8 @@ class RoomSession:
         if user_id not in self.members:
             raise PeerUnreachable(self._absent(user_id))
         await self.peer_network()
-        deadline = self.loop.time() + PEER_GRACE
-        # just joined: their peer may still be joining the signaling
+        # just joined (they or we): their peer may still be joining the signaling
+        deadline = max(self._arrived.get(user_id, 0.0), self._network_up) + PEER_GRACE
         while not self.connections(user_id) and user_id in self.members and self.loop.time() < deadline:
             await asyncio.sleep(0.05)
         if not self.connections(user_id):
@@ -526,6 +528,7 @@ class RoomSession:
             await network.close()
             raise ConnectionClosed(f"left {self.name!r}")
         self.network = network
+        self._network_up = self.loop.time()
 
         def on_peer(event: Any) -> None:
             if event.kind == "left":
@@ -754,7 +757,6 @@ class RoomSession:
             epoch, seq = self._last_seen
             after = seq if epoch is not None and epoch == room.epoch else None
             recent = await room.recent(self.history_count, after=after)
-            recent = [m for m in recent if not isinstance(m.content.get(CONTROL), str)]
             if recent:
                 self.history.extend(recent)
                 del self.history[:-MESSAGES_KEPT]
@@ -803,6 +805,8 @@ class RoomSession:
         if event.room != self.name:
             return
         self.kernel.call(self.panel.show_members, dict(event.members))
+        if event.kind == "joined" and event.user_id is not None:
+            self._arrived[event.user_id] = self.loop.time()
         if event.kind in ("joined", "left") and event.user_id != self.user_id:
             now = datetime.now(timezone.utc).isoformat()
             self.kernel.call(self.panel.show_note, now, f"{event.user_id} {event.kind}")

@@ -485,3 +485,16 @@ async def test_a_link_goes_to_the_kernel_chosen_and_an_open_link_stays(
     await default.send("still to the first eda kernel")
     assert await eda.peers["alice"].receive(10) == "still to the first eda kernel"
     assert default.peer_id == "bob#00000e" and default.link is not None and default.link.open
+
+
+async def test_a_demo_gives_each_kernel_a_role_without_editing(base: str, opened: list[Any], server_token: str) -> None:
+    """The demos' first cell: the first kernel to run it is alice, the next bob."""
+    from iavicenne import pick_name
+
+    assert await pick_name("roles", ["alice", "bob"], url=base, token=TOKENS["alice"]) == "alice"
+    await session(opened, base, "roles", "alice")
+    assert await pick_name("roles", ["alice", "bob"], url=base, token=TOKENS["bob"]) == "bob"
+    await session(opened, base, "roles", "bob", token=server_token, user_id="bob")  # mallory took bob's name first
+    assert await pick_name("roles", ["alice", "bob"], url=base, token=TOKENS["bob"]) == "bob"  # all taken: the last
+    with pytest.raises(ValueError, match="invalid room"):
+        await pick_name("no/slash", ["alice"], url=base, token=TOKENS["bob"])

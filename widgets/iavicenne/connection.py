@@ -275,8 +275,10 @@ class Endpoint:
                 raise ConnectionClosed("the client was closed")
             waiter = asyncio.ensure_future(self._ready.wait())
             supervisor = self._supervisor
-            await asyncio.wait([w for w in (waiter, supervisor) if w is not None], return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                await asyncio.wait([w for w in (waiter, supervisor) if w is not None], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()  # also when this wait is cancelled: no task left behind
             if supervisor is not None and supervisor.done() and not self._ready.is_set():
                 raise self._failure or ConnectionClosed("the client stopped")
 

@@ -877,6 +877,28 @@ def _close_reason(event: dict[str, Any]) -> str:
     return f"closed {code}: {reason}" if reason else (f"closed {code}" if code else "connection lost")
 
 
+async def pick_name(room: str, names: Sequence[str], *, url: str | None = None, token: str | None = None) -> str:
+    """The first of `names` nobody in `room` uses now (the last one if all are taken): how
+    a demo run in two kernels gives each a role without editing (the first to run is
+    ``names[0]``, the next ``names[1]``). Asks the server's REST API (``GET
+    iavicenne/api/rooms/<room>``); the server is found as `join` finds it."""
+    import json
+
+    from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+    check_name(room, "room")
+    server = discover_server(url, token)
+    headers = {"Authorization": f"token {server.token}"} if server.token else {}
+    try:
+        response = await AsyncHTTPClient().fetch(f"{server.url}{p.REST_PATH}rooms/{room}", headers=headers, request_timeout=10)
+        present = {member.get("user_id") for member in json.loads(response.body).get("members", [])}
+    except HTTPClientError as error:
+        if error.code != 404:  # 404: nobody is in the room
+            raise
+        present = set()
+    return next((name for name in names if name not in present), names[-1])
+
+
 def join(
     room: str,
     *,

@@ -56,17 +56,17 @@ LOG_LINES = 200  # lines a log shows; older ones stay in the session's Python li
 CHUNK_LINES = 25  # lines drawn by one HTML widget: a new line redraws its chunk only
 
 STYLE = """<style>
-.iav-scroll { scroll-behavior: auto; }
 .iav-line { padding: 1px 0; }
 .iav-line-old { color: #616161; }
 .iav-member-offline { opacity: 0.55; }
-.iav-unread { display: none; }
-.iav-log-empty .iav-unread { display: none !important; }
-@supports (animation-timeline: view()) {
-  .iav-log-box { timeline-scope: --iav-newest; }
-  .iav-log-box .iav-newest { view-timeline: --iav-newest block; }
-  .iav-unread { display: block; animation: iav-seen linear; animation-timeline: --iav-newest; }
-  @keyframes iav-seen { from, to { visibility: hidden; height: 0; margin: 0; padding: 0; } }
+.iav-unread { visibility: hidden; }
+@supports (animation-timeline: scroll()) {
+  /* the log scrolls in a column-reverse box: its scroll progress is 0 at the newest line
+     and grows as the reader scrolls up; past 8 px up, the marker shows */
+  .iav-log-box { timeline-scope: --iav-log; }
+  .iav-log-box .iav-scroll { scroll-timeline: --iav-log block; }
+  .iav-unread { animation: iav-scrolled-up linear forwards; animation-timeline: --iav-log; animation-range: 8px 100%; }
+  @keyframes iav-scrolled-up { from, to { visibility: visible; } }
 }
 </style>"""
 
@@ -187,7 +187,7 @@ class MessageLog(W.VBox):
     @staticmethod
     def _draw(widget: W.HTML, lines: list[str], *, newest: bool) -> None:
         if newest and lines:
-            # the newest line carries the mark the unread marker watches
+            # the newest line is marked (for a page, a test or a theme)
             last = lines[-1].replace("<div class='", "<div class='iav-newest ", 1)
             widget.value = "".join(lines[:-1]) + last
         else:

@@ -205,7 +205,8 @@ class PeerNetwork:
 
     With a `relay` (`iavicenne.relay.RelayTransport`; ``join()`` gives one), a link that
     cannot be made directly within `relay_after` seconds (or whose ICE fails sooner) goes
-    through the server instead (`RelayLink`, options `relay_chunk_size`, `relay_window`).
+    through the server instead (`RelayLink`, options `relay_chunk_size`, `relay_window`;
+    `relays_to(peer_id)` says which peers can take one, `user_of(peer_id)` whose they are).
     """
 
     def __init__(
@@ -226,6 +227,7 @@ class PeerNetwork:
         relay_chunk_size: int = RELAY_CHUNK_SIZE,
         relay_window: int = RELAY_WINDOW,
         user_of: Callable[[str], str] | None = None,
+        relays_to: Callable[[str], bool] | None = None,
     ) -> None:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
@@ -248,6 +250,8 @@ class PeerNetwork:
         self.relay_window = relay_window
         # who a peer is (a relay frame's "from" must be a peer of the user that sent it)
         self.user_of = user_of or (lambda peer_id: peer_id)
+        # which peers can take a relayed link (others, a browser page say, never answer one)
+        self.relays_to = relays_to or (lambda peer_id: True)
         self.links: dict[str, Link] = {}
         self.events = EventEmitter()
         self._owns_signaling = owns_signaling
@@ -317,7 +321,7 @@ class PeerNetwork:
             self._waiters.setdefault(peer_id, []).append(waiter)
             if link is None:
                 self._step(peer_id, "connect")
-            if self.relay is None:
+            if self.relay is None or not self.relays_to(peer_id):
                 return await waiter
             try:
                 return await asyncio.wait_for(asyncio.shield(waiter), self.relay_after)

@@ -522,6 +522,7 @@ class RoomSession:
             signaling_options=signaling,
             max_transfer_bytes=self.max_transfer_bytes,
             user_of=connections.user_of,
+            relays_to=connections.is_tagged,  # kernels (a page or a script takes no relay)
             **options,
         )
         if self._closed:
@@ -542,6 +543,10 @@ class RoomSession:
         # cannot take a link: its button says so instead of waiting for a timeout
         network.on("peer", guarded(on_peer, "the peer list", self._report))
         self._show_reachable()
+        # the peers already there: learn where the kernels of a member with several are
+        for user in {connections.user_of(peer) for peer in network.peers}:
+            if len(self.connections(user)) > 1:
+                self.spawn(self.describe(user), "asking where a member's kernels are")
         self._accepting = self.loop.create_task(self._accept(network))
         return network
 

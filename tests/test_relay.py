@@ -145,9 +145,11 @@ def test_with_udp_blocked_a_dataframe_goes_through_the_relay_identical(request: 
         await alice.wait_for_member("bob")
         await bob.peer_network()
         started = time.monotonic()
-        link = await alice.peer("bob").ready(60)
+        # both open the link at once, as the demos do: one direct attempt, then one relay
+        link, back = await asyncio.gather(alice.peer("bob").ready(60), bob.peer("alice").ready(60))
         opened_after = time.monotonic() - started
-        assert link.path == "relay", link.link
+        assert link.path == back.path == "relay", (link.link, back.link)
+        assert link.link is not None and back.link is not None and link.link.link_id == back.link.link_id  # one link
         assert opened_after < 20, opened_after
         frame, received, seconds, size = await share(alice, bob, 300_000)
         pd.testing.assert_frame_equal(received, frame)  # identical: values, dtypes, index

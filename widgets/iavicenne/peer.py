@@ -419,6 +419,8 @@ class PeerNetwork:
             log.warning("iavicenne: %r sent a relay frame as %r: dropped", sender, source)
             return
         if kind == relay.OPEN:
+            if source not in self.signaling.peers:
+                return  # a peer that is not in the signaling room: nothing to link (no made-up ids)
             self._step(source, ("relay-open", link_id))
             return
         link = self._relays.get(link_id)

@@ -47,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import getpass
+import logging
 import os
 import threading
 import time
@@ -72,6 +73,7 @@ if TYPE_CHECKING:
     from .peer_session import PeerSession
 
 T = TypeVar("T")
+log = logging.getLogger("iavicenne.room")
 MESSAGES_KEPT = 1000  # messages a session remembers in `messages`
 HISTORY = 20  # messages of recent history shown on join, unless told
 PEER_GRACE = 5.0  # seconds a member's peer may take to show up in signaling after its join
@@ -537,7 +539,7 @@ class RoomSession:
             self.kernel.call(self._show_reachable)
             if event.kind == "joined" and len(self.connections(connections.user_of(event.peer_id))) > 1:
                 # a member with several connections: learn where each is, for the panel's list
-                self.spawn(self.describe(connections.user_of(event.peer_id)), "asking where a member's kernels are")
+                self.spawn(self.describe(connections.user_of(event.peer_id)), "asking where a member's kernels are", _quietly)
 
         # a member with no peer of its own in the room (a script, a page without links)
         # cannot take a link: its button says so instead of waiting for a timeout
@@ -546,7 +548,7 @@ class RoomSession:
         # the peers already there: learn where the kernels of a member with several are
         for user in {connections.user_of(peer) for peer in network.peers}:
             if len(self.connections(user)) > 1:
-                self.spawn(self.describe(user), "asking where a member's kernels are")
+                self.spawn(self.describe(user), "asking where a member's kernels are", _quietly)
         self._accepting = self.loop.create_task(self._accept(network))
         return network
 
@@ -610,7 +612,7 @@ class RoomSession:
         self._answered[asker] = now
         answer: dict[str, Any] = {CONTROL: DESCRIPTION, "q": nonce, "peer_id": network.peer_id, "kind": connections.KERNEL}
         answer.update(notebook=self.notebook, since=self._since)
-        self.spawn(room.direct(asker, answer), f"telling {asker} where this kernel is")
+        self.spawn(room.direct(asker, answer), f"telling {asker} where this kernel is", _quietly)
 
     def _take_description(self, sender: str, content: dict[str, Any]) -> None:
         peer_id, nonce = content.get("peer_id"), content.get("q")
@@ -875,6 +877,12 @@ class RoomSession:
         kernel's loop, and what it raises shows in the error area."""
         run = guarded(action, what, lambda text, error=None, traceback=True: self._report(text, error, traceback=False))
         return lambda *args: self.kernel.call(run, *args)
+
+
+def _quietly(what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
+    """For lookups in the background (where a member's kernels are): a member who left
+    meanwhile is no failure of the user's; the log has it."""
+    log.info("iavicenne: %s", what)
 
 
 def _close_reason(event: dict[str, Any]) -> str:

@@ -32,6 +32,14 @@ with the next payload), the sender's ``send`` raises it with the receiver's reas
 **Loopback.** aiortc gathers no loopback candidates; ``loopback=True`` (what the tests
 use) gathers 127.0.0.1 only, for peers on one machine, and such a link tries only the
 peer's loopback candidates (see `iavicenne.ice`, also for ``$IAVICENNE_ICE_ADDRESSES``).
+
+**No direct path.** With a `relay` (``join()`` gives its network one), a link that is not
+open within `relay_after` seconds (10; ICE that fails sooner says so sooner) goes through
+the room's server instead: a `iavicenne.relay.RelayLink`, the same API, ``path ==
+"relay"``. The side that asked for the link opens the relay and drops its direct attempt;
+when both ask at once, the lower peer_id's relay wins, as its offer would. What a link
+does whatever carries it (transfers, flow control, progress, bounds) is
+`iavicenne.link.Link`'s; `PeerLink` adds the data channel.
 """
 
 from __future__ import annotations

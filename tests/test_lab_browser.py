@@ -438,7 +438,9 @@ def test_two_kernels_of_one_member_the_closed_panel_and_rejoin(lab: JupyterApp) 
                     await chat.send("carol's line 40, while alice reads older ones")
                     await expect(log).to_contain_text("carol's line 40", timeout=30_000)
                     await page.wait_for_function(f"() => ({UNREAD_SHOWN})(document.querySelector('.iav-log'))", timeout=10_000)
-                    assert abs(await log.evaluate("(log) => log.querySelector('.iav-scroll').scrollTop") - top) < 40  # she stays where she reads
+                    assert (
+                        abs(await log.evaluate("(log) => log.querySelector('.iav-scroll').scrollTop") - top) < 40
+                    )  # she stays where she reads
                     await log.evaluate("(log) => { log.querySelector('.iav-scroll').scrollTop = 0; }")
                     await page.wait_for_function(f"() => !({UNREAD_SHOWN})(document.querySelector('.iav-log'))", timeout=10_000)
 

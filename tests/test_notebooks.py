@@ -46,7 +46,9 @@ def pair(app: JupyterApp, notebook: str, **extra: str) -> list[NotebookRun]:
     for role in ("alice", "bob"):
         cwd = app.workdir / f"{Path(notebook).stem}-{role}-{secrets.token_hex(2)}"
         cwd.mkdir()
-        env = kernel_env(app, IAVICENNE_ROLE=role, IAVICENNE_ROOM=room, IAVICENNE_TIMEOUT="60", JPY_SESSION_NAME=f"{role}-{notebook}", **extra)
+        env = kernel_env(
+            app, IAVICENNE_ROLE=role, IAVICENNE_ROOM=room, IAVICENNE_TIMEOUT="60", JPY_SESSION_NAME=f"{role}-{notebook}", **extra
+        )
         runs.append(NotebookRun(NOTEBOOKS / notebook, env, label=f"{notebook} as {role}", cwd=cwd))
     return runs
 
@@ -117,7 +119,7 @@ def test_no_notebook_leaves_the_room_or_needs_editing() -> None:
         source = "\n".join(cell.source for cell in nbformat.read(path, as_version=4).cells if cell.cell_type == "code")
         assert "leave()" not in source, path.name
         assert 'pick_name(ROOM, ["alice", "bob"])' in source, path.name  # a role without editing a line
-        assert "print(\"RESULT" not in source, path.name
+        assert 'print("RESULT' not in source, path.name
 
 
 def test_rooms_and_presence(app: JupyterApp) -> None:
@@ -140,7 +142,10 @@ def test_rooms_and_presence(app: JupyterApp) -> None:
 
 def test_peer_messages(app: JupyterApp) -> None:
     runs = pair(app, "peer_messages.ipynb")
-    expression = SESSION[:-1] + ', "text": text, "obj": obj, "raw": list(raw), "answers": sorted(answers), "link": link.state, "path": link.path}'
+    expression = (
+        SESSION[:-1]
+        + ', "text": text, "obj": obj, "raw": list(raw), "answers": sorted(answers), "link": link.state, "path": link.path}'
+    )
     a, b = run_and_read(runs, expression)
     assert a["text"] == "hi alice, this is bob, peer to peer" and b["text"] == "hi bob, this is alice, peer to peer"
     assert a["obj"] == {"from": "bob", "numbers": [1, 2, 3], "ok": True}
@@ -154,9 +159,12 @@ def test_peer_messages(app: JupyterApp) -> None:
 
 def test_share_dataframe(app: JupyterApp) -> None:
     runs = pair(app, "share_dataframe.ipynb")
-    expression = SESSION[:-1] + """, "rows": len(sales), "amount": round(float(sales["amount"].sum()), 2),
+    expression = (
+        SESSION[:-1]
+        + """, "rows": len(sales), "amount": round(float(sales["amount"].sum()), 2),
  "dtypes": {c: str(t) for c, t in sales.dtypes.items()}, "regions": sorted(summary.index),
  "file": saved.read_text() if ROLE == "alice" else None}"""
+    )
     a, b = run_and_read(runs, expression)
     assert a["rows"] == b["rows"] == 300_000
     assert a["amount"] == b["amount"]  # the same data on both sides

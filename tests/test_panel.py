@@ -250,7 +250,9 @@ async def test_what_a_user_gets_wrong_fails_at_once_in_one_sentence(base: str, o
         await alice.peer("mallory").send("hello?")
     absent = time.monotonic() - started
     assert absent < 0.5, absent
-    print(f"FIGURE fail-fast: absent peer {absent * 1000:.1f} ms, member without peer {no_peer * 1000:.1f} ms (just after they joined: {first_ask:.2f} s)")
+    print(
+        f"FIGURE fail-fast: absent peer {absent * 1000:.1f} ms, member without peer {no_peer * 1000:.1f} ms (just after they joined: {first_ask:.2f} s)"
+    )
     # ...and when someone of that name comes back, the failed session is ready to try again
     again = await session(opened, base, "fast", "mallory", token=server_token)
     await again.peer_network()
@@ -391,7 +393,10 @@ async def test_a_cell_that_ends_with_a_subscription_prints_one_readable_line(bas
         pass
 
     stop = alice.on_message(note)
-    assert repr(stop) == "<calling test_a_cell_that_ends_with_a_subscription_prints_one_readable_line.<locals>.note for each 'message' event; call this to stop>"
+    assert (
+        repr(stop)
+        == "<calling test_a_cell_that_ends_with_a_subscription_prints_one_readable_line.<locals>.note for each 'message' event; call this to stop>"
+    )
     stop()
     assert repr(alice.send("x")) == "<sending a message: pending>"
 
@@ -472,7 +477,10 @@ async def test_a_link_goes_to_the_kernel_chosen_and_an_open_link_stays(
     # the panel lists bob's connections; its default is the one room.peer("bob") takes
     row = alice.panel.rows["bob"]
     await eventually(lambda: row.connections.layout.display is None, what="bob's connection list")
-    assert {v: k for k, v in row.connections.options} == {"bob#00000e": "kernel · eda.ipynb", "bob#00000f": "kernel · forecast.ipynb"}
+    assert {v: k for k, v in row.connections.options} == {
+        "bob#00000e": "kernel · eda.ipynb",
+        "bob#00000f": "kernel · forecast.ipynb",
+    }
     assert row.connections.value == "bob#00000e" and row.chosen_connection is None
     row.connections.value = "bob#00000f"
     assert row.chosen_connection == "bob#00000f"

@@ -155,12 +155,16 @@ def test_with_udp_blocked_a_dataframe_goes_through_the_relay_identical(request: 
         pd.testing.assert_frame_equal(received, frame)  # identical: values, dtypes, index
         at_bob = bob.peers["alice"]
         assert at_bob.path == "relay"
-        assert "relayed through the server" in link.panel.header.value and "relayed through the server" in at_bob.panel.header.value
+        assert (
+            "relayed through the server" in link.panel.header.value and "relayed through the server" in at_bob.panel.header.value
+        )
         (out_row,) = link.panel.transfers.children
         (in_row,) = at_bob.panel.transfers.children
         assert out_row.bar.value == in_row.bar.value == 1.0 and in_row.status.value == "received"
         assert alice.errors == bob.errors == []
-        print(f"FIGURE relay with UDP blocked: open after {opened_after:.1f} s, {size / MB:.1f} MB in {seconds:.2f} s = {size / MB / seconds:.2f} MB/s")
+        print(
+            f"FIGURE relay with UDP blocked: open after {opened_after:.1f} s, {size / MB:.1f} MB in {seconds:.2f} s = {size / MB / seconds:.2f} MB/s"
+        )
 
     io_loop.run_sync(scenario, timeout=150)
 
@@ -251,7 +255,17 @@ async def test_a_member_cannot_forge_relay_frames(base: str, opened: list[Any], 
         await to_bob.send(b"\x00" * (2 << 20))
     assert to_bob.link is not None
     mine = to_bob.link
-    await mallory.room.direct("bob", {CONTROL: "relay-data", "link": mine.link_id, "from": mine.network.peer_id, "to": bob_peer, "n": 999, "b": base64.b64encode(b"x").decode()})
+    await mallory.room.direct(
+        "bob",
+        {
+            CONTROL: "relay-data",
+            "link": mine.link_id,
+            "from": mine.network.peer_id,
+            "to": bob_peer,
+            "n": 999,
+            "b": base64.b64encode(b"x").decode(),
+        },
+    )
     await asyncio.sleep(0.5)
     await link.send("still here")
     assert await at_bob.receive(20) == "still here"

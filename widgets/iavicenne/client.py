@@ -245,7 +245,13 @@ class Room:
         self._emit("presence", PresenceEvent(self.name, event, user_id, state, dict(self.members)))
         fetch = self._fetch
         # the server ends a replay with our own user-joined: all of it has arrived
-        if fetch is not None and fetch.replying and kind == p.USER_JOINED and user_id == self.client.user_id and not fetch.done.done():
+        if (
+            fetch is not None
+            and fetch.replying
+            and kind == p.USER_JOINED
+            and user_id == self.client.user_id
+            and not fetch.done.done()
+        ):
             fetch.done.set_result(list(fetch.messages))
 
     def _emit(self, kind: str, event: Any) -> None:

@@ -120,7 +120,9 @@ class EventStream:
     given); reading it from another loop hands each read to that one.
     """
 
-    def __init__(self, emitter: EventEmitter, kinds: frozenset[str] | None, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, emitter: EventEmitter, kinds: frozenset[str] | None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._emitter = emitter
         self.kinds = kinds
         self._loop = loop or _running_loop()

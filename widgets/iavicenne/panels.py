@@ -162,7 +162,9 @@ class MessageLog(W.VBox):
         classes = "iav-line" + (" iav-line-note" if note else "") + (" iav-line-old" if old else "")
         style = "color:#757575;font-style:italic" if note else ""
         who_style = "color:#1565c0" if mine else "color:#6a1b9a"
-        line = f"<div class='{classes}' style='{style}'><span class='iav-time' style='color:#9e9e9e'>{_esc(when(timestamp))}</span> "
+        line = (
+            f"<div class='{classes}' style='{style}'><span class='iav-time' style='color:#9e9e9e'>{_esc(when(timestamp))}</span> "
+        )
         if who:
             line += f"<b style='{who_style}'>{_esc(who)}</b>: "
         line += f"{_esc(text)}</div>"
@@ -280,7 +282,9 @@ class MemberRow(W.HBox):
                 picked = self.connections.value
                 self.connections.options = options
                 values = [value for _, value in options]
-                self.connections.value = picked if picked in values and picked != self.default_connection else (default or values[0])
+                self.connections.value = (
+                    picked if picked in values and picked != self.default_connection else (default or values[0])
+                )
             self.default_connection = default
             self.connections.layout.display = None
         else:
@@ -524,7 +528,11 @@ class PeerPanel(W.VBox):
 
     def show_state(self, state: str, detail: str = "") -> None:
         self._state = (state, detail)
-        where = f" <span class='iav-peer-connection' style='color:#757575'>({_esc(self._connection)})</span>" if self._connection else ""
+        where = (
+            f" <span class='iav-peer-connection' style='color:#757575'>({_esc(self._connection)})</span>"
+            if self._connection
+            else ""
+        )
         self.header.value = (
             f"Peer-to-peer link <b>{_esc(self._local)}</b> ⇄ <b class='iav-peer-name'>{_esc(self.remote)}</b>{where} "
             f"&nbsp;{_badge(state, detail)}"

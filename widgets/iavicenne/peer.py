@@ -444,8 +444,10 @@ class PeerNetwork:
         if isinstance(current, RelayLink) and current.offerer and current.state == "connecting" and self.peer_id < peer_id:
             return  # both opened a relay at once: the lower peer_id's wins, ours; they accept it
         if current is not None:
-            replaced = "both sides opened a relay; the lower peer_id's won" if isinstance(current, RelayLink) else (
-                f"peer {peer_id!r} has no direct path to us: the link goes through the server"
+            replaced = (
+                "both sides opened a relay; the lower peer_id's won"
+                if isinstance(current, RelayLink)
+                else (f"peer {peer_id!r} has no direct path to us: the link goes through the server")
             )
             current._fail(PeerLinkClosed(f"replaced: {replaced}"), quietly=current.state != "open")
         link = self._new_relay(peer_id, offerer=False, link_id=link_id)

@@ -266,7 +266,9 @@ class PeerSession:
             self._reader.cancel()
         self.link = link
         self.peer_id = link.peer_id
-        self.panel.show_connection(self.connection.label if self.connection is not None and self.connection.peer_id == link.peer_id else link.peer_id)
+        self.panel.show_connection(
+            self.connection.label if self.connection is not None and self.connection.peer_id == link.peer_id else link.peer_id
+        )
         self._link_error = None
         link.on("progress", self._on_progress)
         link.on("close", self._on_close)
@@ -535,7 +537,9 @@ class PeerSession:
 
     def _from_panel(self, action: Callable[..., Any]) -> Callable[..., None]:
         """A panel handler run on the kernel's loop, whichever thread the widget event came on."""
-        run = guarded(action, "the peer panel's Send", lambda text, error=None, traceback=True: self._report(text, error, traceback=False))
+        run = guarded(
+            action, "the peer panel's Send", lambda text, error=None, traceback=True: self._report(text, error, traceback=False)
+        )
         return lambda *args: self.kernel.call(run, *args)
 
 

@@ -275,7 +275,11 @@ class RelayLink(Link):
                 payload, size, future = self._queue[0]
                 # a small control message (DONE, ABORT) never waits for credit: a peer that
                 # waits for our DONE before granting more would wait forever
-                while future is not None and self._sent_bytes - self._credited + size > self.window and self._sent_bytes > self._credited:
+                while (
+                    future is not None
+                    and self._sent_bytes - self._credited + size > self.window
+                    and self._sent_bytes > self._credited
+                ):
                     self._credit.clear()
                     await self._credit.wait()
                 await self.transport.send(self.peer_id, payload)

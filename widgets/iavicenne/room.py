@@ -406,7 +406,9 @@ class RoomSession:
                 raise PeerUnreachable(self._absent(user_id))
             return self._new_peer_session(key, user_id, notebook=notebook, connection=connection)
 
-    def _new_peer_session(self, key: str, user_id: str, *, notebook: str | None = None, connection: str | None = None) -> PeerSession:
+    def _new_peer_session(
+        self, key: str, user_id: str, *, notebook: str | None = None, connection: str | None = None
+    ) -> PeerSession:
         from .peer_session import PeerSession  # aiortc is imported only when a link is wanted
 
         session = PeerSession(self, user_id, notebook=notebook, connection=connection)

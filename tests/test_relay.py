@@ -270,3 +270,21 @@ async def test_a_member_cannot_forge_relay_frames(base: str, opened: list[Any], 
     await link.send("still here")
     assert await at_bob.receive(20) == "still here"
     assert alice.errors == []
+
+
+@pytest.mark.timeout(60)
+async def test_a_kernel_that_takes_no_relay_is_said_so_in_one_sentence(
+    base: str, opened: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from iavicenne import PeerUnreachable, peer
+
+    monkeypatch.setattr(peer, "RELAY_ANSWER", 2.0)
+    alice = await session(opened, base, "no-relay", "alice", loopback=True, relay_after=2)
+    bob = await session(opened, base, "no-relay", "bob", host_addresses=UNREACHABLE, relay=False)
+    await alice.wait_for_member("bob")
+    await bob.peer_network()
+    started = time.monotonic()
+    with pytest.raises(PeerUnreachable, match=r"did not answer the relay within 2 s .*TURN server") as failed:
+        await alice.peer("bob").ready(60)
+    assert time.monotonic() - started < 15
+    assert "\n" not in str(failed.value) and "failed" in alice.peers["bob"].panel.header.value

@@ -68,6 +68,7 @@ from .wire import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE
 log = logging.getLogger("iavicenne.peer")
 
 _MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d+)", re.MULTILINE)
+RELAY_ANSWER = 15.0  # seconds a relay-open waits for the peer's relay-accept
 
 
 # -- one link ----------------------------------------------------------------------------
@@ -408,7 +409,18 @@ class PeerNetwork:
                 await self.relay.send(peer_id, link.frame(relay.OPEN))
             except Exception as error:
                 link._fail(PeerUnreachable(f"no direct path to {peer_id!r}, and the relay failed: {error}"))
-        return await waiter
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), RELAY_ANSWER)
+        except asyncio.TimeoutError:
+            mine = self.links.get(peer_id)
+            if isinstance(mine, RelayLink) and mine.state == "connecting":
+                mine._fail(
+                    PeerUnreachable(
+                        f"no direct path to {peer_id!r}, and its kernel did not answer the relay within {RELAY_ANSWER:g} s "
+                        "(an iavicenne without relays?): give the server a TURN server (IAvicenne.ice_servers)"
+                    )
+                )
+            return await waiter
 
     def _new_relay(self, peer_id: str, *, offerer: bool, link_id: str) -> RelayLink:
         assert self.relay is not None

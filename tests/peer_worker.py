@@ -28,6 +28,7 @@ from typing import Any
 import psutil
 
 from iavicenne import PeerLinkError
+from iavicenne.link import Link
 from iavicenne.peer import PeerLink, PeerNetwork, Progress
 
 BIG = 20 * 1024 * 1024
@@ -43,10 +44,11 @@ def payload() -> bytes:
     return random.Random(20).randbytes(BIG)
 
 
-def ice_addresses(link: PeerLink) -> dict[str, Any]:
+def ice_addresses(link: Link) -> dict[str, Any]:
     """What an open link's ICE used: the addresses it offered, every pair it checked (local,
     remote) and the pair it selected. aiortc reports no candidate-pair stats, so this reads
     aioice's connection behind the data channel."""
+    assert isinstance(link, PeerLink), f"{link!r} is not a direct link"
     offered = [line.split()[4] for line in link.pc.localDescription.sdp.splitlines() if line.startswith("a=candidate:")]
     assert link.pc.sctp is not None
     connection = link.pc.sctp.transport.transport._connection

@@ -63,6 +63,7 @@ async def pair(networks: list[PeerNetwork], server: ServerInfo, **options: Any) 
     bob = await network(networks, server, "bob", **options)
     to_bob = await alice.connect("bob", timeout=10)
     from_alice = await bob.accept(timeout=10)
+    assert isinstance(to_bob, PeerLink) and isinstance(from_alice, PeerLink)  # no relay here: direct links
     return to_bob, from_alice
 
 
@@ -198,6 +199,7 @@ async def test_a_peer_leaving_mid_transfer_is_a_clear_error_on_both_sides(
     bob = await network(networks, server, "bob")
     to_bob = await alice.connect("bob", timeout=10)
     from_alice = await bob.accept(timeout=10)
+    assert isinstance(to_bob, PeerLink)
     closed_events: list[Any] = []
     to_bob.on("close", closed_events.append)
     started = asyncio.Event()

@@ -168,10 +168,16 @@ async def test_a_send_before_the_join_completes_is_carried_out(server: ServerInf
 
 async def test_running_the_cell_again_replaces_the_old_session(server: ServerInfo, opened: list[Any]) -> None:
     first = await joined(opened, server, "again", "alice")
-    second = await joined(opened, server, "again", "alice")
-    await eventually(lambda: first.state == "closed", what="the first session closed")
-    assert "replaced by a newer join" in first.panel.errors.text.value
-    assert second.online and list(second.members) == ["alice"]
+    bob = await joined(opened, server, "again", "bob")
+    await first.set_status("busy")
+    second = await joined(opened, server, "again", "alice")  # the same cell, run again
+    assert first.state == "closed" and "replaced by a newer join" in first.panel.header.value
+    assert first.errors == [] and first.panel.errors.text.value == ""  # a replacement is not an error
+    assert second.online and sorted(second.members) == ["alice", "bob"]
+    # the old connection left before the new one joined: one connection, the status kept
+    assert second.members["alice"]["connections"] == 1 and "connections" not in second.panel.rows["alice"].label.value
+    assert second.presence["status"] == "busy"
+    await eventually(lambda: bob.members["alice"]["state"].get("status") == "busy", what="bob sees alice's status")
 
 
 async def test_the_panel_shows_reconnecting_then_online(server: ServerInfo, opened: list[Any]) -> None:
@@ -238,8 +244,9 @@ async def test_widget_updates_from_another_thread_run_on_the_loop(server: Server
     await eventually(lambda: seen, what="the update ran")
     assert seen == [threading.get_ident()]
     assert "from a thread" in alice.panel.header.value
-    with pytest.raises(RuntimeError, match="kernel's thread"):
-        await asyncio.to_thread(alice.send, "from a thread")
+    # a send from another thread is handed to the loop too (tests/test_panel.py calls every method so)
+    sending = await asyncio.to_thread(alice.send, "from a thread")
+    assert (await sending)["seq"] >= 1
 
 
 def test_join_outside_a_loop_says_how_to_call_it() -> None:

@@ -8,8 +8,10 @@ other libraries.
 The modules, each one concept (the browser client has the same ones, in JavaScript):
 ``errors``, ``discovery`` (finding the server), ``delivery`` (outbox, seen set, seq
 tracker), ``connection`` (the self-healing endpoint), ``events``, ``client`` (rooms),
-``signaling``, ``wire`` (the peer-link format), ``peer`` (peer links), ``ice``; and for
-notebooks ``room``, ``peer_session``, ``panels``, ``share``, ``background``.
+``signaling``, ``wire`` (the peer-link format), ``link`` (what every peer link does),
+``peer`` (direct links, WebRTC), ``relay`` (links through the server), ``ice``; and for
+notebooks ``room``, ``connections`` (which of a member's connections a link goes to),
+``peer_session``, ``panels``, ``share``, ``background``.
 """
 
 from typing import Any
@@ -41,9 +43,11 @@ from .signaling import SignalingClient
 # notebook that only chats does not pay for them.
 _LAZY = {
     "join": ".room",
+    "pick_name": ".room",
     "RoomSession": ".room",
     "PeerSession": ".peer_session",
     **dict.fromkeys(["PeerLink", "PeerNetwork", "Progress"], ".peer"),
+    "RelayLink": ".relay",
 }
 
 

@@ -14,9 +14,18 @@ server) is `iavicenne.connection`'s work; this module adds what is particular to
 * **resend** what the server did not acknowledge (the connection's outbox).
 
 Events (``message``, ``presence``, ``gap``, ``connected``, ``disconnected``,
-``reconnecting``, ``error``, ``closed``) come as callbacks (``client.on("message", cb)``)
-or async iterators (``async for m in room.messages()``); their types are in
-`iavicenne.events`. Errors a user can cause are exceptions that say what to fix
+``reconnecting``, ``rate-limited``, ``error``, ``closed``) come as callbacks
+(``client.on("message", cb)``) or async iterators (``async for m in room.messages()``);
+their types are in `iavicenne.events`.
+
+**Recent history.** ``await room.recent(20)`` returns the last messages the server keeps
+(what was said before we came): the protocol's ``since`` replay, asked for on the socket
+we are joined on, so nothing changes for the others.
+
+**Control messages.** A direct message whose payload carries the key ``"iavicenne"``
+(`CONTROL`) is the library talking to itself across kernels (a peer link relayed
+through the server, a connection describing itself): it is a ``control`` event, never
+a ``message``. Errors a user can cause are exceptions that say what to fix
 (`iavicenne.errors`): `AuthenticationError` (HTTP 403, a wrong token),
 `ServerUnreachable`, `NameTaken`, `ServerNotFound`.
 
@@ -42,6 +51,21 @@ from .discovery import ServerInfo, discover_server
 from .errors import ClientError, RequestFailed
 from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent
 
+#: the payload key of a control message (see the module docstring)
+CONTROL = "iavicenne"
+
+
+class _HistoryFetch:
+    """A `recent` request under way: the replay between `since` and `upto` it collects."""
+
+    def __init__(self, ref: str, since: int, upto: int) -> None:
+        self.ref = ref
+        self.since = since
+        self.upto = upto
+        self.replying = False  # our room-joined reply arrived: the replay follows
+        self.messages: list[Message] = []
+        self.done: asyncio.Future[list[Message]] = asyncio.get_running_loop().create_future()
+
 
 class Room:
     """One joined room of a `RoomClient`: send, direct, presence, and its own events."""
@@ -56,6 +80,8 @@ class Room:
         self.left = False
         self._joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._joined.add_done_callback(lambda f: f.cancelled() or f.exception())
+        self._fetch: _HistoryFetch | None = None
+        self._fetching = asyncio.Lock()
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} seq={self.seq} members={sorted(self.members)}>"
@@ -105,6 +131,39 @@ class Room:
     async def leave(self) -> None:
         await self.client.leave(self.name)
 
+    async def recent(self, count: int, *, after: int | None = None, timeout: float = 10.0) -> list[Message]:
+        """Up to `count` of the last messages the server keeps for this room, oldest first
+        (only those after seq `after`, when given): what was said before we joined.
+
+        They are returned, not emitted as ``message`` events: a callback waiting for a
+        new message must not take an old one. An empty list when there is nothing, or
+        when the server refuses (a replay is still being read) or the socket drops.
+        """
+        self._check_open()
+        async with self._fetching:
+            upto = self.seq or 0
+            since = max(0, upto - count)
+            if after is not None:
+                since = max(since, after)
+            if count <= 0 or since >= upto:
+                return []
+            client = self.client
+            await client._wait_ready()
+            ref = client._ref()
+            fetch = self._fetch = _HistoryFetch(ref, since, upto)
+            resume: dict[str, Any] = {"since": since}
+            if self.epoch is not None:
+                resume["epoch"] = self.epoch
+            # no state in the payload: the others see no presence change
+            frame = {"type": p.JOIN_ROOM, "room": self.name, "ref": ref, "payload": resume}
+            try:
+                await client._request(client._ws, frame, expect=p.ROOM_JOINED)  # type: ignore[arg-type]
+                return await asyncio.wait_for(asyncio.shield(fetch.done), timeout)
+            except (asyncio.TimeoutError, Disconnected, RequestFailed):
+                return list(fetch.messages)
+            finally:
+                self._fetch = None
+
     def _check_open(self) -> None:
         if self.left:
             raise ClientError(f"left room {self.name!r}; join it again to send")
@@ -118,6 +177,14 @@ class Room:
         return payload
 
     def _on_joined(self, frame: dict[str, Any]) -> None:
+        fetch = self._fetch
+        if fetch is not None and frame.get("ref") == fetch.ref:
+            # the reply to `recent`: a fresh snapshot and the replay; where the room's
+            # history stands for us does not change
+            fetch.replying = True
+            self.members = {m["user_id"]: m for m in frame.get("members", [])}
+            self._emit("presence", PresenceEvent(self.name, "snapshot", None, {}, dict(self.members)))
+            return
         gap = self.history.joined(frame)
         if gap is not None:
             self._emit("gap", Gap(self.name, gap.since, gap.epoch_changed))
@@ -128,12 +195,31 @@ class Room:
 
     def _on_message(self, frame: dict[str, Any], *, direct: bool = False) -> None:
         seq = None if direct else frame.get("seq")
+        fetch = self._fetch
+        if (
+            fetch is not None
+            and fetch.replying
+            and isinstance(seq, int)
+            and fetch.since < seq <= fetch.upto
+            and self.seq is not None
+            and seq <= self.seq
+        ):
+            fetch.messages.append(self._message(frame, seq, direct))
+            return
         if not direct and not self.history.accept(seq):
             return
-        message = Message(
+        message = self._message(frame, seq, direct)
+        if direct and isinstance(message.content.get(CONTROL), str):
+            self._emit("control", message)
+            return
+        self._emit("message", message)
+
+    def _message(self, frame: dict[str, Any], seq: int | None, direct: bool) -> Message:
+        content = frame.get("message")
+        return Message(
             room=self.name,
             user_id=frame.get("user_id", ""),
-            content=frame.get("message") or {},
+            content=content if isinstance(content, dict) else {},
             seq=seq,
             identity=frame.get("identity") or {},
             timestamp=frame.get("timestamp", ""),
@@ -141,7 +227,6 @@ class Room:
             ref=frame.get("ref"),
             raw=frame,
         )
-        self._emit("message", message)
 
     def _on_presence(self, frame: dict[str, Any]) -> None:
         kind = frame["type"]
@@ -158,6 +243,16 @@ class Room:
             event = "joined" if kind == p.USER_JOINED else "state"
         state = frame.get("state") or {}
         self._emit("presence", PresenceEvent(self.name, event, user_id, state, dict(self.members)))
+        fetch = self._fetch
+        # the server ends a replay with our own user-joined: all of it has arrived
+        if (
+            fetch is not None
+            and fetch.replying
+            and kind == p.USER_JOINED
+            and user_id == self.client.user_id
+            and not fetch.done.done()
+        ):
+            fetch.done.set_result(list(fetch.messages))
 
     def _emit(self, kind: str, event: Any) -> None:
         self.events.emit(kind, event)
@@ -279,4 +374,4 @@ async def connect(url: str | None = None, token: str | None = None, *, user_id: 
     return await RoomClient.connect(url, token, user_id=user_id, **options)
 
 
-__all__ = ["Room", "RoomClient", "connect"]
+__all__ = ["CONTROL", "Room", "RoomClient", "connect"]

@@ -5,6 +5,9 @@ session on every new socket (the subclass's ``_restore``: connect, rejoin), rese
 the server did not acknowledge (an `Outbox`), matches replies to requests by ``ref``,
 and reconnects with `Backoff` after a drop. A refusal that must not be retried (a wrong
 token, a taken name, a superseded peer) stops it for good: every waiting call raises it.
+A rate budget reached (``rate-limited``, or ``limit-exceeded`` naming a per-second
+option) is back-pressure: what was refused is written again a little later, and a
+``rate-limited`` event tells whoever paces its sends (the peer-link relay).
 The browser client's ``connection.js`` is the same machine.
 """
 
@@ -272,8 +275,10 @@ class Endpoint:
                 raise ConnectionClosed("the client was closed")
             waiter = asyncio.ensure_future(self._ready.wait())
             supervisor = self._supervisor
-            await asyncio.wait([w for w in (waiter, supervisor) if w is not None], return_when=asyncio.FIRST_COMPLETED)
-            waiter.cancel()
+            try:
+                await asyncio.wait([w for w in (waiter, supervisor) if w is not None], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                waiter.cancel()  # also when this wait is cancelled: no task left behind
             if supervisor is not None and supervisor.done() and not self._ready.is_set():
                 raise self._failure or ConnectionClosed("the client stopped")
 
@@ -307,8 +312,7 @@ class Endpoint:
 
     async def _request(self, ws: WebSocketClientConnection, frame: dict[str, Any], expect: str) -> dict[str, Any]:
         """Write `frame` on `ws` now (even before the session is restored); its reply."""
-        ref = self._ref()
-        frame["ref"] = ref
+        ref = frame.setdefault("ref", self._ref())
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._replies[ref] = (expect, future)
         try:
@@ -367,16 +371,39 @@ class Endpoint:
             if not waiting[1].done():
                 waiting[1].set_exception(error_from(frame))
             return
+        slow_down = is_back_pressure(frame)
+        if slow_down:
+            # a budget per second was reached: what was refused is sent again later (the
+            # server remembers refs, so what it did carry out is not carried out twice)
+            self._resend_soon(_retry_after(frame))
+            self.events.emit("rate-limited", frame)
         if ref is not None and ref in self._outbox:
             if code == p.ErrorCode.UNAVAILABLE:
                 self._resend_soon(1.0)  # the broker is down: the server did not carry it out
                 return
-            self._outbox.fail(ref, error_from(frame))
+            if not slow_down:
+                self._outbox.fail(ref, error_from(frame))
             return
-        if code == p.ErrorCode.RATE_LIMITED:
-            self._resend_soon(1.0)
+        if slow_down:
+            log.info("iavicenne: %s: %s (%s)", self.path, frame.get("message"), code)
+            return
         log.warning("iavicenne: %s: %s (%s)", self.path, frame.get("message"), code)
         self.events.emit("error", error_from(frame))
 
 
-__all__ = ["Backoff", "Endpoint"]
+#: budgets per second (IAvicenne options): reaching one is back-pressure, not a refusal
+RATE_OPTIONS = frozenset({"messages_per_second", "burst", "bytes_per_second", "burst_bytes"})
+
+
+def is_back_pressure(frame: dict[str, Any]) -> bool:
+    """Whether an error frame says "not now" (a rate budget) rather than "never"."""
+    code = frame.get("code")
+    return code == p.ErrorCode.RATE_LIMITED or (code == p.ErrorCode.LIMIT_EXCEEDED and frame.get("option") in RATE_OPTIONS)
+
+
+def _retry_after(frame: dict[str, Any]) -> float:
+    after = frame.get("retry_after")
+    return min(10.0, max(0.1, float(after))) if isinstance(after, (int, float)) and not isinstance(after, bool) else 1.0
+
+
+__all__ = ["RATE_OPTIONS", "Backoff", "Endpoint", "is_back_pressure"]

@@ -5,9 +5,12 @@ The event types: `Message` (a chat or direct message), `PresenceEvent`, `Gap` (o
 room endpoint), `PeerEvent` and `Signal` (of a signaling room).
 
 ``emitter.on("message", callback)`` calls `callback(event)` for each event (a coroutine
-function is scheduled as a task); ``async for event in emitter.stream("message")`` reads
-them in order. A stream sees the events emitted after it was created, without limit, so
-a slow reader never makes the connection drop anything; it ends when the emitter closes.
+function is scheduled as a task) and returns a `Subscription` (call it to stop; its repr
+says what it is, so a cell that ends with ``room.on_message(...)`` prints one readable
+line); ``async for event in emitter.stream("message")`` reads them in order. A stream
+sees the events emitted after it was created, without limit, so a slow reader never makes
+the connection drop anything; it ends when the emitter closes. A stream belongs to the
+loop the emitter runs on; read from another thread's loop, each read is handed to it.
 """
 
 from __future__ import annotations
@@ -85,12 +88,44 @@ class Gap:
 
 
 # -- carrying them ---------------------------------------------------------------------------
-class EventStream:
-    """An async iterator over the events of some kinds; ``close()`` (or ``async with``) ends it."""
+class Subscription:
+    """What ``on(kind, callback)`` returns: call it to stop the callback."""
 
-    def __init__(self, emitter: EventEmitter, kinds: frozenset[str] | None) -> None:
+    __slots__ = ("_stop", "callback", "kind")
+
+    def __init__(self, kind: str, callback: Callable[..., Any], stop: Callable[[], None]) -> None:
+        self.kind = kind
+        self.callback = callback
+        self._stop = stop
+
+    def __call__(self) -> None:
+        self._stop()
+
+    def __repr__(self) -> str:
+        name = getattr(self.callback, "__qualname__", None) or repr(self.callback)
+        return f"<calling {name} for each {self.kind!r} event; call this to stop>"
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+class EventStream:
+    """An async iterator over the events of some kinds; ``close()`` (or ``async with``) ends it.
+
+    Its queue lives on `loop` (the emitter's: the loop current where it was made, unless
+    given); reading it from another loop hands each read to that one.
+    """
+
+    def __init__(
+        self, emitter: EventEmitter, kinds: frozenset[str] | None, loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         self._emitter = emitter
         self.kinds = kinds
+        self._loop = loop or _running_loop()
         self._queue: asyncio.Queue[Any] = asyncio.Queue()
         self.closed = False
 
@@ -99,6 +134,9 @@ class EventStream:
             self._queue.put_nowait(event)
 
     def close(self) -> None:
+        if self._loop is not None and _running_loop() is not self._loop and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self.close)  # the queue is not thread-safe
+            return
         if not self.closed:
             self.closed = True
             self._queue.put_nowait(_END)
@@ -108,13 +146,21 @@ class EventStream:
         return self
 
     async def __anext__(self) -> Any:
-        event = await self._queue.get()
-        if event is _END:
-            raise StopAsyncIteration
-        return event
+        try:
+            return await self.get()
+        except EOFError:
+            raise StopAsyncIteration from None
 
     async def get(self, timeout: float | None = None) -> Any:
         """The next event; `asyncio.TimeoutError` after `timeout` s, `EOFError` once closed."""
+        here = _running_loop()
+        if self._loop is not None and here is not self._loop:
+            # another thread's loop (an ipykernel subshell, a worker): read on ours
+            future = asyncio.run_coroutine_threadsafe(self._get(timeout), self._loop)
+            return await asyncio.wrap_future(future)
+        return await self._get(timeout)
+
+    async def _get(self, timeout: float | None) -> Any:
         event = await asyncio.wait_for(self._queue.get(), timeout)
         if event is _END:
             self._queue.put_nowait(_END)
@@ -139,8 +185,8 @@ class EventEmitter:
         self._streams: set[EventStream] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
 
-    def on(self, kind: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
-        """Call `callback(event)` for every `kind` event; returns a function that stops it."""
+    def on(self, kind: str, callback: Callable[[Any], Any]) -> Subscription:
+        """Call `callback(event)` for every `kind` event; returns a `Subscription` (call it to stop)."""
         self._callbacks.setdefault(kind, []).append(callback)
 
         def off() -> None:
@@ -148,11 +194,11 @@ class EventEmitter:
             if callback in callbacks:
                 callbacks.remove(callback)
 
-        return off
+        return Subscription(kind, callback, off)
 
-    def stream(self, *kinds: str) -> EventStream:
+    def stream(self, *kinds: str, loop: asyncio.AbstractEventLoop | None = None) -> EventStream:
         """An async iterator over the events of `kinds` (every kind when none is given)."""
-        stream = EventStream(self, frozenset(kinds) if kinds else None)
+        stream = EventStream(self, frozenset(kinds) if kinds else None, loop)
         self._streams.add(stream)
         return stream
 
@@ -176,11 +222,15 @@ class EventEmitter:
         if not task.cancelled() and task.exception() is not None:
             log.error("iavicenne: an event callback failed", exc_info=task.exception())
 
-    def close(self) -> None:
-        """End every stream (their iterators stop) and forget the callbacks."""
+    def end_streams(self) -> None:
+        """End every stream (their iterators stop); the callbacks stay."""
         for stream in list(self._streams):
             stream.close()
+
+    def close(self) -> None:
+        """End every stream (their iterators stop) and forget the callbacks."""
+        self.end_streams()
         self._callbacks.clear()
 
 
-__all__ = ["EventEmitter", "EventStream", "Gap", "Message", "PeerEvent", "PresenceEvent", "Signal"]
+__all__ = ["EventEmitter", "EventStream", "Gap", "Message", "PeerEvent", "PresenceEvent", "Signal", "Subscription"]

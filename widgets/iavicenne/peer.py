@@ -32,17 +32,23 @@ with the next payload), the sender's ``send`` raises it with the receiver's reas
 **Loopback.** aiortc gathers no loopback candidates; ``loopback=True`` (what the tests
 use) gathers 127.0.0.1 only, for peers on one machine, and such a link tries only the
 peer's loopback candidates (see `iavicenne.ice`, also for ``$IAVICENNE_ICE_ADDRESSES``).
+
+**No direct path.** With a `relay` (``join()`` gives its network one), a link that is not
+open within `relay_after` seconds (10; ICE that fails sooner says so sooner) goes through
+the room's server instead: a `iavicenne.relay.RelayLink`, the same API, ``path ==
+"relay"``. The side that asked for the link opens the relay and drops its direct attempt;
+when both ask at once, the lower peer_id's relay wins, as its offer would. What a link
+does whatever carries it (transfers, flow control, progress, bounds) is
+`iavicenne.link.Link`'s; `PeerLink` adds the data channel.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
@@ -50,156 +56,40 @@ from aiortc.sdp import candidate_from_sdp
 
 from iavicenne_ext import protocol as p
 
-from . import ice, wire
+from . import ice, relay, wire
 from .discovery import discover_server
-from .errors import PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable, TransferRefused
-from .events import EventEmitter, EventStream, PeerEvent, Signal
+from .errors import PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable
+from .events import EventEmitter, PeerEvent, Signal
+from .link import Link, Progress, retrieve
+from .relay import RELAY_CHUNK_SIZE, RELAY_WINDOW, RelayLink, RelayTransport, new_link_id
 from .signaling import SignalingClient
-from .wire import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE, Tag
+from .wire import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE
 
 log = logging.getLogger("iavicenne.peer")
 
 _MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d+)", re.MULTILINE)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB"
-
-
-@dataclass(slots=True)
-class Progress:
-    """How far a transfer is: `done` of `total` bytes (before compression)."""
-
-    peer_id: str
-    direction: str  # "send" or "receive"
-    done: int
-    total: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Refusal:
-    """In the inbox where a refused transfer's payload would have been: `recv` raises it."""
-
-    error: TransferRefused
+RELAY_ANSWER = 15.0  # seconds a relay-open waits for the peer's relay-accept
 
 
 # -- one link ----------------------------------------------------------------------------
-class PeerLink:
+class PeerLink(Link):
     """A data channel to one peer (W3C names: `pc` is the RTCPeerConnection, `channel` the
     RTCDataChannel). Made by `PeerNetwork.connect` / `accept`, not directly."""
 
+    path = "direct"
+
     def __init__(self, network: PeerNetwork, peer_id: str, *, offerer: bool) -> None:
-        self.network = network
-        self.peer_id = peer_id
-        self.offerer = offerer
-        self.state = "connecting"  # -> "open" -> "closed"
-        self.events = EventEmitter()
-        self.error: PeerLinkClosed | PeerLinkError | None = None
+        super().__init__(network, peer_id, offerer=offerer, max_message_size=network.chunk_size)
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=network._ice_servers()))
-        self._reassembler = wire.Reassembler(network.max_transfer_bytes)
         self.channel: RTCDataChannel | None = None
-        self.max_message_size = network.chunk_size
-        loop = asyncio.get_running_loop()
-        self._opened: asyncio.Future[None] = loop.create_future()
-        self._opened.add_done_callback(lambda f: f.cancelled() or f.exception())
-        self._inbox: asyncio.Queue[Any] = asyncio.Queue()
-        self._send_lock = asyncio.Lock()
         self._drained: asyncio.Future[None] | None = None
-        self._done: dict[int, asyncio.Future[None]] = {}
-        self._ids = itertools.count(1)
-        self._sending: list[int] | None = None  # [sent, total] of the transfer under way
-        self._closing: asyncio.Future[Any] | None = None
         self.pc.on("connectionstatechange", self._on_connection_state)
         if offerer:
             self._attach(self.pc.createDataChannel(CHANNEL_LABEL, ordered=True))
         else:
             self.pc.on("datachannel", self._attach)
 
-    def __repr__(self) -> str:
-        return f"<PeerLink {self.network.peer_id!r} -> {self.peer_id!r} {self.state}>"
-
-    # -- public -----------------------------------------------------------------------
-    @property
-    def open(self) -> bool:
-        return self.state == "open"
-
-    def on(self, kind: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
-        """``message`` (each payload), ``progress`` (`Progress` of incoming transfers), ``close``."""
-        return self.events.on(kind, callback)
-
-    def stream(self, *kinds: str) -> EventStream:
-        return self.events.stream(*kinds)
-
-    @property
-    def max_transfer_bytes(self) -> int:
-        """The largest transfer this side takes from the peer (the network's, unless set here)."""
-        return self._reassembler.max_transfer_bytes
-
-    @max_transfer_bytes.setter
-    def max_transfer_bytes(self, value: int) -> None:
-        self._reassembler.max_transfer_bytes = value
-
-    async def wait_open(self, timeout: float | None = None) -> None:
-        await asyncio.wait_for(asyncio.shield(self._opened), timeout)
-
-    async def send(
-        self,
-        data: str | bytes | bytearray | memoryview | Any,
-        *,
-        progress: Callable[[Progress], Any] | None = None,
-        compress: bool | str | None = None,
-    ) -> None:
-        """Send text, bytes or a JSON-able object; returns when it is handed to the channel
-        (a transfer: when the peer has reassembled it). `progress` is called with a
-        `Progress` as a transfer goes; `compress` (True, False or "auto": compress when a
-        sample shrinks) defaults to the network's."""
-        await self.wait_open()
-        kind, payload = wire.encode_payload(data)
-        compress = self.network.compress if compress is None else compress
-        async with self._send_lock:
-            self._check()
-            if compress or not wire.fits(kind, payload, self.max_message_size):
-                await self._transfer(kind, payload, progress, compress)
-            else:
-                await self._write(wire.single_message(kind, payload, data if isinstance(data, str) else None))
-
-    async def recv(self, timeout: float | None = None) -> Any:
-        """The next payload (str, bytes or the decoded JSON value), in the order sent.
-
-        Raises `PeerLinkClosed` / `PeerLeft` once the link is closed and everything that
-        arrived before was read, and `TransferRefused` in place of a payload this side
-        refused (the next call returns the next payload)."""
-        item = await asyncio.wait_for(self._inbox.get(), timeout)
-        if item is _CLOSED:
-            self._inbox.put_nowait(_CLOSED)
-            assert self.error is not None
-            raise self.error
-        if isinstance(item, _Refusal):
-            raise item.error
-        return item
-
-    def __aiter__(self) -> PeerLink:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            return await self.recv()
-        except PeerLinkClosed as error:
-            if error.cut_transfer:
-                raise  # something was lost: say so
-            raise StopAsyncIteration from None
-
-    async def close(self) -> None:
-        """Close the channel and the peer connection (the peer sees its link close)."""
-        self._fail(PeerLinkClosed(f"the link to {self.peer_id!r} was closed by this side"))
-        if self._closing is not None:
-            await asyncio.shield(self._closing)
-
     # -- sending ----------------------------------------------------------------------
-    def _check(self) -> None:
-        if self.error is not None:
-            raise self.error
-
     async def _write(self, data: bytes | str) -> None:
         """Hand one message to the channel, waiting while more than high_water is buffered."""
         channel = self.channel
@@ -207,7 +97,7 @@ class PeerLink:
         while channel.bufferedAmount > self.network.high_water:
             self._check()
             self._drained = asyncio.get_running_loop().create_future()
-            self._drained.add_done_callback(_retrieve)
+            self._drained.add_done_callback(retrieve)
             try:
                 await self._drained
             finally:
@@ -215,91 +105,19 @@ class PeerLink:
         self._check()
         channel.send(data)
 
+    def _can_send_now(self) -> bool:
+        return self.channel is not None and self.channel.readyState == "open"
+
+    def _send_now(self, data: bytes) -> None:
+        assert self.channel is not None
+        self.channel.send(data)
+
     def _on_buffered_amount_low(self) -> None:
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
-    async def _transfer(
-        self, kind: int, payload: bytes | bytearray, progress: Callable[[Progress], Any] | None, compress: bool | str
-    ) -> None:
-        total = len(payload)
-        if compress == "auto":
-            compress = wire.worth_compressing(payload)
-        transfer = next(self._ids)
-        done = asyncio.get_running_loop().create_future()
-        done.add_done_callback(_retrieve)  # failed before it is awaited: no "never retrieved" noise
-        self._done[transfer] = done
-        self._sending = [0, total]
-        finished = False
-        try:
-            for message, sent in wire.transfer_messages(transfer, kind, payload, self.max_message_size - 1, bool(compress)):
-                if done.done():
-                    break  # the peer refused it: `await done` raises why
-                await self._write(message)
-                if sent != self._sending[0]:
-                    self._sending[0] = sent
-                    if progress is not None:
-                        progress(Progress(self.peer_id, "send", sent, total))
-            finished = True
-            await done  # the peer has it all
-        except TransferRefused:
-            raise
-        except PeerLinkError as error:
-            raise type(error)(
-                f"{error} in the middle of a transfer: {_mb(self._sending[0])} of {_mb(total)} handed to the channel, "
-                "not confirmed by the peer"
-            ) from None
-        finally:
-            self._done.pop(transfer, None)
-            self._sending = None
-            if (
-                not finished
-                and not done.done()
-                and self.error is None
-                and self.channel is not None
-                and self.channel.readyState == "open"
-            ):
-                with contextlib.suppress(Exception):  # cancelled: tell the peer to drop the pieces
-                    self.channel.send(wire.id_message(Tag.ABORT, transfer))
-
-    # -- receiving --------------------------------------------------------------------
-    def _on_message(self, data: str | bytes) -> None:
-        try:
-            got = self._reassembler.receive(data)
-        except TransferRefused as refused:
-            self._refuse(refused)
-            return
-        except PeerLinkError as error:
-            log.warning("iavicenne: a malformed message from %s: %s", self.peer_id, error)
-            self.events.emit("error", PeerLinkError(f"from {self.peer_id!r}: {error}"))
-            return
-        if isinstance(got, wire.Piece):
-            self.events.emit("progress", Progress(self.peer_id, "receive", got.done, got.total))
-        elif isinstance(got, wire.Payload):
-            if got.transfer is not None and self.channel is not None:
-                self.channel.send(wire.id_message(Tag.DONE, got.transfer))
-            self._deliver(got.value)
-        elif isinstance(got, wire.Confirmed):
-            waiter = self._done.get(got.transfer)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(None)
-        elif isinstance(got, wire.Refused):
-            waiter = self._done.get(got.transfer)
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(TransferRefused(f"{self.peer_id!r} answered: {got.reason}", got.transfer))
-
-    def _refuse(self, refused: TransferRefused) -> None:
-        """Tell the sender (ABORT with the reason), and the reader (in the payload's place)."""
-        if refused.transfer is not None and self.channel is not None and self.channel.readyState == "open":
-            self.channel.send(wire.refusal_message(refused.transfer, str(refused)))
-        error = TransferRefused(f"from {self.peer_id!r}: {refused}", refused.transfer)
-        log.warning("iavicenne: %s", error)
-        self._inbox.put_nowait(_Refusal(error))
-        self.events.emit("error", error)
-
-    def _deliver(self, value: Any) -> None:
-        self._inbox.put_nowait(value)
-        self.events.emit("message", value)
+    def _waiters(self) -> tuple[asyncio.Future[Any] | None, ...]:
+        return (*super()._waiters(), self._drained)
 
     # -- the connection ---------------------------------------------------------------
     def _attach(self, channel: RTCDataChannel) -> None:
@@ -325,10 +143,7 @@ class PeerLink:
         remote_max = int(found.group(1)) if found else DEFAULT_REMOTE_MAX_MESSAGE
         if remote_max:  # 0: any size
             self.max_message_size = min(self.network.chunk_size, remote_max)
-        self.state = "open"
-        if not self._opened.done():
-            self._opened.set_result(None)
-        self.network._link_open(self)
+        self._became_open()
 
     def _on_connection_state(self) -> None:
         state = self.pc.connectionState
@@ -381,40 +196,9 @@ class PeerLink:
         candidate.sdpMLineIndex = body.get("sdpMLineIndex")
         await self.pc.addIceCandidate(candidate)
 
-    def _fail(self, error: PeerLinkError, *, quietly: bool = False) -> None:
-        """Close for good with `error`: every wait ends with it; the pc closes in the background."""
-        if self.state == "closed":
-            return
-        incoming = self._reassembler.incoming
-        if incoming is not None and isinstance(error, PeerLinkClosed):
-            error = type(error)(
-                f"{error} in the middle of a transfer: {_mb(len(incoming.buffer))} of {_mb(incoming.size)} received"
-            )
-            error.cut_transfer = True
-            self._reassembler.incoming = None
-        self.state = "closed"
-        self.error = error
-        for waiter in (self._opened, self._drained, *self._done.values()):
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
-        self._inbox.put_nowait(_CLOSED)
-        self._closing = asyncio.ensure_future(self._close_pc())
-        if not quietly:
-            self.events.emit("close", error)
-        self.events.close()
-        self.network._link_closed(self, error, quietly=quietly)
-
-    async def _close_pc(self) -> None:
+    async def _shutdown(self) -> None:
         with contextlib.suppress(Exception):
             await self.pc.close()
-
-
-_CLOSED = object()
-
-
-def _retrieve(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 # -- the peers of one signaling room ----------------------------------------------------------
@@ -427,6 +211,11 @@ class PeerNetwork:
     dicts; default: what the server hands out in `joined`); `chunk_size`, `high_water`,
     `low_water` (bytes; see the module docstring); `compress` (False, True or "auto");
     `max_transfer_bytes` (the largest transfer a peer may send us; see the module docstring).
+
+    With a `relay` (`iavicenne.relay.RelayTransport`; ``join()`` gives one), a link that
+    cannot be made directly within `relay_after` seconds (or whose ICE fails sooner) goes
+    through the server instead (`RelayLink`, options `relay_chunk_size`, `relay_window`;
+    `relays_to(peer_id)` says which peers can take one, `user_of(peer_id)` whose they are).
     """
 
     def __init__(
@@ -442,6 +231,12 @@ class PeerNetwork:
         compress: bool | str = False,
         max_transfer_bytes: int = wire.MAX_TRANSFER_BYTES,
         owns_signaling: bool = False,
+        relay: RelayTransport | None = None,
+        relay_after: float = 10.0,
+        relay_chunk_size: int = RELAY_CHUNK_SIZE,
+        relay_window: int = RELAY_WINDOW,
+        user_of: Callable[[str], str] | None = None,
+        relays_to: Callable[[str], bool] | None = None,
     ) -> None:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
@@ -458,15 +253,26 @@ class PeerNetwork:
         self.low_water = low_water
         self.compress = compress
         self.max_transfer_bytes = max_transfer_bytes
-        self.links: dict[str, PeerLink] = {}
+        self.relay = relay
+        self.relay_after = relay_after
+        self.relay_chunk_size = relay_chunk_size
+        self.relay_window = relay_window
+        # who a peer is (a relay frame's "from" must be a peer of the user that sent it)
+        self.user_of = user_of or (lambda peer_id: peer_id)
+        # which peers can take a relayed link (others, a browser page say, never answer one)
+        self.relays_to = relays_to or (lambda peer_id: True)
+        self.links: dict[str, Link] = {}
         self.events = EventEmitter()
         self._owns_signaling = owns_signaling
-        self._accepted: asyncio.Queue[PeerLink] = asyncio.Queue()
-        self._waiters: dict[str, list[asyncio.Future[PeerLink]]] = {}
+        self._accepted: asyncio.Queue[Link] = asyncio.Queue()
+        self._waiters: dict[str, list[asyncio.Future[Link]]] = {}
         self._steps: dict[str, asyncio.Queue[Any]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        self._relays: dict[str, RelayLink] = {}  # by link id
         self._closed = False
         self._off = [signaling.on("signal", self._on_signal), signaling.on("peer", self._on_peer)]
+        if relay is not None:
+            self._off.append(relay.on_frame(self._on_relay_frame))
 
     @classmethod
     async def join(
@@ -506,23 +312,33 @@ class PeerNetwork:
         """``link`` (a `PeerLink` that opened) and ``peer`` (`PeerEvent`, from signaling)."""
         return self.events.on(kind, callback)
 
-    async def connect(self, peer_id: str, timeout: float | None = 30.0) -> PeerLink:
-        """An open link to `peer_id` (waits for it to join the room, then for the channel)."""
+    async def connect(self, peer_id: str, timeout: float | None = 30.0) -> Link:
+        """An open link to `peer_id` (waits for it to join the room, then for the channel;
+        with a relay, a link through the server when no direct one opens in time)."""
         p.check_name(peer_id, "peer_id")
         if peer_id == self.peer_id:
             raise ValueError("cannot open a link to oneself")
         self._check()
 
-        async def opened() -> PeerLink:
+        async def opened() -> Link:
             await self.signaling.wait_for_peer(peer_id)
             link = self.links.get(peer_id)
             if link is not None and link.open:
                 return link
-            waiter: asyncio.Future[PeerLink] = asyncio.get_running_loop().create_future()
+            waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+            waiter.add_done_callback(retrieve)
             self._waiters.setdefault(peer_id, []).append(waiter)
             if link is None:
                 self._step(peer_id, "connect")
-            return await waiter
+            if self.relay is None or not self.relays_to(peer_id):
+                return await waiter
+            try:
+                return await asyncio.wait_for(asyncio.shield(waiter), self.relay_after)
+            except (asyncio.TimeoutError, PeerUnreachable) as why:
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    return waiter.result()
+                log.info("iavicenne: no direct link to %s (%s): relaying through the server", peer_id, why or "timed out")
+                return await self._relay_instead(peer_id)
 
         try:
             return await asyncio.wait_for(opened(), timeout)
@@ -530,7 +346,7 @@ class PeerNetwork:
             where = "did not open" if peer_id in self.signaling.peers else "is not in the room"
             raise PeerUnreachable(f"the link to {peer_id!r} {where} within {timeout} s") from None
 
-    async def accept(self, timeout: float | None = None) -> PeerLink:
+    async def accept(self, timeout: float | None = None) -> Link:
         """The next link another peer opened to us."""
         self._check()
         return await asyncio.wait_for(self._accepted.get(), timeout)
@@ -574,6 +390,86 @@ class PeerNetwork:
     def _on_signal(self, signal: Signal) -> None:
         self._step(signal.source, signal)
 
+    # -- the relay: links through the server --------------------------------------------
+    async def _relay_instead(self, peer_id: str) -> Link:
+        """Open a `RelayLink` to `peer_id` in place of the direct attempt (which is dropped)."""
+        assert self.relay is not None
+        current = self.links.get(peer_id)
+        if current is not None and current.open:
+            return current
+        if isinstance(current, PeerLink):
+            current._fail(PeerUnreachable(f"no direct path to {peer_id!r}: relaying through the server"), quietly=True)
+            current = None
+        waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
+        waiter.add_done_callback(retrieve)
+        self._waiters.setdefault(peer_id, []).append(waiter)
+        if current is None:  # else: a relay is being opened already (by us, or by them)
+            link = self._new_relay(peer_id, offerer=True, link_id=new_link_id())
+            try:
+                await self.relay.send(peer_id, link.frame(relay.OPEN))
+            except Exception as error:
+                link._fail(PeerUnreachable(f"no direct path to {peer_id!r}, and the relay failed: {error}"))
+        try:
+            return await asyncio.wait_for(asyncio.shield(waiter), RELAY_ANSWER)
+        except asyncio.TimeoutError:
+            mine = self.links.get(peer_id)
+            if isinstance(mine, RelayLink) and mine.state == "connecting":
+                mine._fail(
+                    PeerUnreachable(
+                        f"no direct path to {peer_id!r}, and its kernel did not answer the relay within {RELAY_ANSWER:g} s "
+                        "(an iavicenne without relays?): give the server a TURN server (IAvicenne.ice_servers)"
+                    )
+                )
+            return await waiter
+
+    def _new_relay(self, peer_id: str, *, offerer: bool, link_id: str) -> RelayLink:
+        assert self.relay is not None
+        link = RelayLink(self, peer_id, offerer=offerer, link_id=link_id, transport=self.relay)
+        self.links[peer_id] = link
+        self._relays[link_id] = link
+        return link
+
+    def _on_relay_frame(self, sender: str, payload: dict[str, Any]) -> None:
+        if self._closed or payload.get("to") != self.peer_id:
+            return  # for another connection of our user
+        source, link_id, kind = payload.get("from"), payload.get("link"), payload.get(relay.CONTROL)
+        if not isinstance(source, str) or not isinstance(link_id, str) or not 0 < len(link_id) <= relay.LINK_ID_MAX:
+            return
+        if source == self.peer_id or self.user_of(source) != sender:
+            log.warning("iavicenne: %r sent a relay frame as %r: dropped", sender, source)
+            return
+        if kind == relay.OPEN:
+            if source not in self.signaling.peers:
+                return  # a peer that is not in the signaling room: nothing to link (no made-up ids)
+            self._step(source, ("relay-open", link_id))
+            return
+        link = self._relays.get(link_id)
+        if link is not None and link.peer_id == source:
+            link._on_frame(payload)
+
+    async def _accept_relay(self, peer_id: str, link_id: str) -> None:
+        """A relay-open from `peer_id` (a step of its negotiation queue, in order with offers)."""
+        assert self.relay is not None
+        current = self.links.get(peer_id)
+        if isinstance(current, RelayLink) and current.link_id == link_id:
+            return  # the same open, again
+        if isinstance(current, RelayLink) and current.offerer and current.state == "connecting" and self.peer_id < peer_id:
+            return  # both opened a relay at once: the lower peer_id's wins, ours; they accept it
+        if current is not None:
+            replaced = (
+                "both sides opened a relay; the lower peer_id's won"
+                if isinstance(current, RelayLink)
+                else (f"peer {peer_id!r} has no direct path to us: the link goes through the server")
+            )
+            current._fail(PeerLinkClosed(f"replaced: {replaced}"), quietly=current.state != "open")
+        link = self._new_relay(peer_id, offerer=False, link_id=link_id)
+        try:
+            await self.relay.send(peer_id, link.frame(relay.ACCEPT))
+        except Exception as error:
+            link._fail(PeerUnreachable(f"could not answer {peer_id!r}'s relay: {error}"))
+            return
+        link._became_open()
+
     def _on_peer(self, event: PeerEvent) -> None:
         self.events.emit("peer", event)
         if event.kind == "left":
@@ -600,8 +496,10 @@ class PeerNetwork:
                     if link is None:
                         link = self._new_link(peer_id, offerer=True)
                         await link._offer()
+                elif isinstance(step, tuple):  # ("relay-open", link id)
+                    await self._accept_relay(peer_id, step[1])
                 elif step.kind == p.OFFER:
-                    if link is not None and link.offerer and link.state == "connecting":
+                    if isinstance(link, PeerLink) and link.offerer and link.state == "connecting":
                         if self.peer_id < peer_id:
                             log.debug("iavicenne: glare with %s: our offer wins", peer_id)
                             continue  # glare, and our offer wins: they will answer it
@@ -612,9 +510,9 @@ class PeerNetwork:
                         link._fail(PeerLinkClosed(f"peer {peer_id!r} opened a new link, replacing this one"))
                     link = self._new_link(peer_id, offerer=False)
                     await link._answer(step.body or {})
-                elif link is not None and step.kind == p.ANSWER:
+                elif isinstance(link, PeerLink) and step.kind == p.ANSWER:
                     await link._on_answer(step.body or {})
-                elif link is not None and step.kind == p.ICE_CANDIDATE:
+                elif isinstance(link, PeerLink) and step.kind == p.ICE_CANDIDATE:
                     await link._on_candidate(step.body)
             except asyncio.CancelledError:
                 raise
@@ -628,7 +526,7 @@ class PeerNetwork:
         self.links[peer_id] = link
         return link
 
-    def _link_open(self, link: PeerLink) -> None:
+    def _link_open(self, link: Link) -> None:
         if self.links.get(link.peer_id) is not link:
             return
         waiters = self._waiters.pop(link.peer_id, [])
@@ -639,9 +537,11 @@ class PeerNetwork:
             self._accepted.put_nowait(link)
         self.events.emit("link", link)
 
-    def _link_closed(self, link: PeerLink, error: PeerLinkError, *, quietly: bool) -> None:
+    def _link_closed(self, link: Link, error: PeerLinkError, *, quietly: bool) -> None:
         if self.links.get(link.peer_id) is link:
             del self.links[link.peer_id]
+        if isinstance(link, RelayLink) and self._relays.get(link.link_id) is link:
+            del self._relays[link.link_id]
         if quietly:
             return  # replaced by another link to the same peer: its waiters wait for that one
         for waiter in self._waiters.pop(link.peer_id, []):

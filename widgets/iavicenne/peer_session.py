@@ -10,6 +10,17 @@ A session lives as long as its room session: when the link closes (the peer's ke
 restarted, it left), the session stays, shows why, and opens a new link on the next
 send or click; a link the peer opens to us attaches to the same session.
 
+**One connection of the member.** A member may have several connections (two kernels, a
+kernel and a browser page); a session's link goes to one, chosen when the link opens
+(`RoomSession.choose_connection`: the one asked for with ``notebook=`` or
+``connection=``, else one in the same kind of place as this kernel) and kept while it
+lives: an open link is never moved to another connection. If that connection went away,
+the next link may go to another one, and the panel says so. The link says what carries
+it, ``path`` ``"direct"`` (peer to peer) or ``"relay"`` (through the server), and so does
+the panel.
+
+Every method can be called from any thread; the work runs on the kernel's loop.
+
 The mailboxes keep what nobody asked for yet, up to a bound (`KEPT`): a forgotten
 ``receive_dataframe()`` must not keep every DataFrame a peer ever sent in memory. A
 DataFrame is checked against the room session's bounds (rows, bytes) before it is
@@ -35,10 +46,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import share
-from .background import Pending, Report, guarded
+from .background import KernelLoop, Pending, Report, guarded, on_session_loop
+from .connections import Connection
 from .errors import PeerLinkClosed, PeerLinkError, TransferRefused
+from .events import Subscription
+from .link import Link, Progress
 from .panels import PeerPanel, TransferRow
-from .peer import PeerLink, PeerNetwork, Progress
+from .peer import PeerNetwork
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -55,6 +69,16 @@ class PeerHost(Protocol):
     def user_id(self) -> str | None: ...
 
     @property
+    def kernel(self) -> KernelLoop:
+        """The kernel's loop, where the work runs whichever thread calls."""
+        ...
+
+    @property
+    def errors(self) -> list[BaseException]:
+        """Where every failure of the room session and its links is kept."""
+        ...
+
+    @property
     def peer_timeout(self) -> float: ...
 
     @property
@@ -69,6 +93,10 @@ class PeerHost(Protocol):
 
     async def peer_network(self) -> PeerNetwork:
         """This member's peer in the room's signaling (joined on first use)."""
+        ...
+
+    async def choose_connection(self, user_id: str, *, notebook: str | None = None, connection: str | None = None) -> Connection:
+        """The connection of `user_id` a new link goes to; `PeerUnreachable` saying why if none."""
         ...
 
     def on_loop(self, function: Callable[..., Any], *args: Any) -> None:
@@ -140,27 +168,41 @@ class _Throttled:
 
 
 class PeerSession:
-    """The link with one member (`remote`) of a room session (`room`), and its panel."""
+    """The link with one member (`remote`) of a room session (`room`), and its panel.
 
-    def __init__(self, room: PeerHost, remote: str) -> None:
+    `notebook` / `connection` say which of the member's connections to link to (see the
+    module docstring); `peer_id` is the one it is linked to, once it is."""
+
+    def __init__(self, room: PeerHost, remote: str, *, notebook: str | None = None, connection: str | None = None) -> None:
         self.room = room
+        self.kernel = room.kernel
         self.remote = remote
-        self.link: PeerLink | None = None
+        self.notebook = notebook
+        self.wanted = connection
+        self.peer_id: str | None = connection
+        self.connection: Connection | None = None
+        self.link: Link | None = None
         self.state = "new"
         self.closed = False
         self.messages: list[Any] = []  # everything received that is not a shared object
         self.errors: list[BaseException] = []
         self.panel = PeerPanel(room.user_id or "you", remote)
-        self.panel.on_send(lambda text: self.send(text))
+        self.panel.on_send(self._from_panel(self._send_from_panel))
         self._mail: dict[str, Mailbox[Any]] = {kind: Mailbox(limit) for kind, limit in KEPT.items()}
         self._callbacks: dict[str, list[Callable[..., None]]] = {"message": [], "dataframe": [], "file": []}
-        self._opening: asyncio.Task[PeerLink] | None = None
+        self._opening: asyncio.Task[Link] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._incoming: _Throttled | None = None
         self._link_error: BaseException | None = None
 
     def __repr__(self) -> str:
-        return f"<PeerSession {self.room.user_id!r} ⇄ {self.remote!r}: {self.state}>"
+        where = f" ({self.peer_id}, {self.path})" if self.peer_id and self.link is not None else ""
+        return f"<PeerSession {self.room.user_id!r} ⇄ {self.remote!r}{where}: {self.state}>"
+
+    @property
+    def path(self) -> str | None:
+        """What carries the link: ``"direct"`` (peer to peer), ``"relay"`` (the server), None before one."""
+        return self.link.path if self.link is not None else None
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -172,19 +214,23 @@ class PeerSession:
         """Open the link (what the member's "Peer link" button does); await for it."""
         return self.room.spawn(self._open_then_self(), f"opening a link to {self.remote}", self._report)
 
+    @on_session_loop
     async def ready(self, timeout: float | None = 60.0) -> PeerSession:
-        """Wait until the link is open (opening it if needed)."""
+        """Wait until the link is open (opening it if needed); `PeerUnreachable` at once
+        when the member is not in the room or takes no links."""
         try:
             await asyncio.wait_for(self._ensure_link(), timeout)
         except asyncio.TimeoutError:
             raise asyncio.TimeoutError(f"the link to {self.remote!r} did not open within {timeout} s") from None
+        except PeerLinkError as error:
+            raise error.with_traceback(None) from None
         return self
 
     async def _open_then_self(self) -> PeerSession:
         await self._ensure_link()
         return self
 
-    async def _ensure_link(self) -> PeerLink:
+    async def _ensure_link(self) -> Link:
         if self.closed:
             raise PeerLinkClosed(f"the session with {self.remote!r} was closed; use room.peer({self.remote!r}) again")
         if self.link is not None and self.link.open:
@@ -193,33 +239,53 @@ class PeerSession:
             self._opening = asyncio.ensure_future(self._connect())
         return await asyncio.shield(self._opening)
 
-    async def _connect(self) -> PeerLink:
+    async def _connect(self) -> Link:
         self._show_state("connecting")
         try:
             network = await self.room.peer_network()
-            link = await network.connect(self.remote, timeout=self.room.peer_timeout)
+            target = self.wanted
+            if target is None and self.peer_id is not None and self.peer_id in network.peers:
+                target = self.peer_id  # the connection this session was linked to is still here
+            chosen = await self.room.choose_connection(self.remote, notebook=self.notebook, connection=target)
+            if self.peer_id is not None and chosen.peer_id != self.peer_id:
+                self.panel.show_note(_now(), f"{self.peer_id} is gone: the new link goes to {chosen.peer_id} ({chosen.label})")
+            self.connection = chosen
+            self._show_state("connecting", f"to {chosen.label}")
+            link = await network.connect(chosen.peer_id, timeout=self.room.peer_timeout)
         except Exception as error:
             self._show_state("failed", str(error))
             raise
         self.attach(link)
         return link
 
-    def attach(self, link: PeerLink) -> None:
+    def attach(self, link: Link) -> None:
         """Use `link` (ours, or one the peer opened to us) from now on."""
         if link is self.link:
             return
         if self._reader is not None:
             self._reader.cancel()
         self.link = link
+        self.peer_id = link.peer_id
+        self.panel.show_connection(
+            self.connection.label if self.connection is not None and self.connection.peer_id == link.peer_id else link.peer_id
+        )
         self._link_error = None
         link.on("progress", self._on_progress)
         link.on("close", self._on_close)
         link.on("error", lambda error: self._report(str(error), error, traceback=False))  # it names the peer
         self._reader = asyncio.ensure_future(self._read(link))
         if link.open:
-            self._show_state("open", "direct, peer to peer")
-            self.panel.show_note(_now(), f"link open ({'we' if link.offerer else self.remote} offered)")
+            self._show_state("open", _PATHS.get(link.path, link.path))
+            who = "we" if link.offerer else self.remote
+            self.panel.show_note(_now(), f"link open ({who} opened it, {_PATHS.get(link.path, link.path)})")
 
+    def member_back(self) -> None:
+        """The member (re)joined the room: a failed session may try again."""
+        if self.state == "failed" and not self.closed:
+            self._show_state("new")
+            self.panel.show_note(_now(), f"{self.remote} is in the room: the next send opens a link")
+
+    @on_session_loop
     async def close(self) -> None:
         """Close the link; this session is done (``room.peer(...)`` makes a new one)."""
         self.closed = True
@@ -230,6 +296,7 @@ class PeerSession:
         if self._reader is not None:
             self._reader.cancel()
         self._show_state("closed")
+        self.kernel.call(self.panel.show_closed, True)
         for mailbox in self._mail.values():
             mailbox.wake()
 
@@ -238,6 +305,15 @@ class PeerSession:
         """Send text, bytes or a JSON-able object (never pickled). Returns once the peer's
         channel has it: await it, or not (a failure shows in the panel)."""
         return self.room.spawn(self._send(data), f"sending to {self.remote}", self._report)
+
+    def _send_from_panel(self, text: str) -> None:
+        sending = self.send(text)
+
+        def done(future: Any) -> None:
+            if not future.cancelled() and future.exception() is not None:
+                self.kernel.call(self.panel.composer.restore, text)
+
+        sending.future.add_done_callback(done)
 
     def send_dataframe(self, df: pd.DataFrame, name: str = "dataframe", format: str = "arrow") -> Pending[None]:
         """Share a DataFrame as Arrow IPC (default) or Parquet, with a progress bar; the
@@ -268,10 +344,12 @@ class PeerSession:
         row.finish("sent")
 
     # -- receiving --------------------------------------------------------------------
+    @on_session_loop
     async def receive(self, timeout: float | None = 60.0) -> Any:
         """The next message (text, bytes or a JSON value) not yet taken."""
         return await self._take("message", timeout)
 
+    @on_session_loop
     async def receive_dataframe(self, timeout: float | None = 120.0) -> pd.DataFrame:
         """The next DataFrame the peer shared (decoded from Arrow or Parquet); a
         `share.ShareError` if it is over the room session's ``max_dataframe_rows`` or
@@ -282,26 +360,27 @@ class PeerSession:
     def _decode(self, shared: share.Shared) -> pd.DataFrame:
         return shared.dataframe(max_rows=self.room.max_dataframe_rows, max_bytes=self.room.max_dataframe_bytes)
 
+    @on_session_loop
     async def receive_file(self, folder: str | os.PathLike[str] = ".", timeout: float | None = 120.0) -> Path:
         """Save the next file the peer sent into `folder` (never elsewhere); its path."""
         shared: share.Shared = await self._take("file", timeout)
         return share.save_file(shared, folder)
 
-    def on_message(self, callback: Callable[[Any], Any]) -> Callable[[], None]:
+    def on_message(self, callback: Callable[[Any], Any]) -> Subscription:
         """Call `callback(data)` for each message; errors it raises show in the panel."""
         return self._on("message", callback)
 
-    def on_dataframe(self, callback: Callable[[str, pd.DataFrame], Any]) -> Callable[[], None]:
+    def on_dataframe(self, callback: Callable[[str, pd.DataFrame], Any]) -> Subscription:
         """Call `callback(name, df)` for each DataFrame the peer shares."""
         return self._on("dataframe", callback)
 
-    def on_file(self, callback: Callable[[str, bytes], Any]) -> Callable[[], None]:
+    def on_file(self, callback: Callable[[str, bytes], Any]) -> Subscription:
         """Call `callback(name, content)` for each file the peer sends."""
         return self._on("file", callback)
 
     def store_dataframes(
         self, namespace: dict[str, Any] | None = None, prefix: str = "", *, overwrite: bool = False
-    ) -> Callable[[], None]:
+    ) -> Subscription:
         """Put each DataFrame the peer shares into `namespace` (default: the notebook's
         variables) under its name (with `prefix`): ``sales`` shared → ``sales`` here.
         A name that is not a plain identifier, or is private, is not used as one.
@@ -345,7 +424,7 @@ class PeerSession:
 
         return self.on_dataframe(store)
 
-    def _on(self, kind: str, callback: Callable[..., Any]) -> Callable[[], None]:
+    def _on(self, kind: str, callback: Callable[..., Any]) -> Subscription:
         what = f"your {kind!r} callback {getattr(callback, '__qualname__', callback)!r} for {self.remote}"
         wrapped = guarded(callback, what, self._report)
         self._callbacks[kind].append(wrapped)
@@ -354,7 +433,7 @@ class PeerSession:
             if wrapped in self._callbacks[kind]:
                 self._callbacks[kind].remove(wrapped)
 
-        return off
+        return Subscription(kind, callback, off)
 
     async def _take(self, kind: str, timeout: float | None) -> Any:
         mailbox = self._mail[kind]
@@ -374,7 +453,7 @@ class PeerSession:
             return self._link_error or PeerLinkClosed(f"the link to {self.remote!r} closed")
         return None
 
-    async def _read(self, link: PeerLink) -> None:
+    async def _read(self, link: Link) -> None:
         """Take every message off the link (so its own queue never grows) and sort it."""
         while True:
             try:
@@ -448,9 +527,20 @@ class PeerSession:
     # -- showing ----------------------------------------------------------------------
     def _show_state(self, state: str, detail: str = "") -> None:
         self.state = state
-        self.room.on_loop(self.panel.show_state, state, detail)
+        self.kernel.call(self.panel.show_state, state, detail)
 
     def _report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
         if error is not None:
             self.errors.append(error)
-        self.room.on_loop(self.panel.show_error, what, error if traceback else None)
+            self.room.errors.append(error)
+        self.kernel.call(self.panel.show_error, what, error if traceback else None)
+
+    def _from_panel(self, action: Callable[..., Any]) -> Callable[..., None]:
+        """A panel handler run on the kernel's loop, whichever thread the widget event came on."""
+        run = guarded(
+            action, "the peer panel's Send", lambda text, error=None, traceback=True: self._report(text, error, traceback=False)
+        )
+        return lambda *args: self.kernel.call(run, *args)
+
+
+_PATHS = {"direct": "direct, peer to peer", "relay": "relayed through the server: no direct network path"}

@@ -22,7 +22,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from notebook_support import CHROMIUM_ARGS, REPO, chromium_path, kernel_env, screenshot_path
+from notebook_support import CHROMIUM_ARGS, chromium_path, kernel_env, screenshot_path
 from peer_worker import ice_addresses, loopback_only
 
 from iavicenne import RoomClient, share

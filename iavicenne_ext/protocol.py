@@ -312,6 +312,12 @@ def check_name(value: Any, field: str) -> str:
     return value
 
 
+#: A direct message whose payload carries this key (a string value) is the library talking
+#: to itself across connections (a peer link relayed through the server, a kernel
+#: describing itself): clients hand it to their "control" event, never show it as chat.
+CONTROL_KEY = "iavicenne"
+
+
 # -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --
 # A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
 # or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,

@@ -11,6 +11,7 @@ import { checkName, Disconnected, IAvicenneError, RequestFailed } from "./errors
 import { Emitter } from "./events.js";
 import {
   CONNECT,
+  CONTROL_KEY,
   DIRECT_MESSAGE,
   DISCONNECT,
   JOIN_ROOM,
@@ -58,6 +59,15 @@ export function payloadOf(content) {
  * @property {string | null} ref
  * @property {Record<string, any>} raw
  */
+
+/**
+ * A direct message the libraries send each other (a relayed peer link, a kernel
+ * describing itself): a `control` event, never a chat `message` (as in the Python client).
+ * @param {unknown} payload
+ */
+function isControl(payload) {
+  return payload !== null && typeof payload === "object" && typeof (/** @type {any} */ (payload)[CONTROL_KEY]) === "string";
+}
 
 /**
  * @param {string} room
@@ -371,7 +381,8 @@ export class RoomClient extends Endpoint {
       case DIRECT_MESSAGE:
         // no seq: a resend whose ack was lost is recognised by its sender and ref
         if (typeof frame.ref === "string" && !this._directSeen.add(`${frame.user_id}\u0000${frame.ref}`)) return;
-        room._emit("message", messageOf(room.name, frame, true));
+        if (isControl(frame.message)) room._emit("control", messageOf(room.name, frame, true));
+        else room._emit("message", messageOf(room.name, frame, true));
         break;
       default:
         break;

@@ -267,6 +267,8 @@ export declare class Room {
   readonly seq: number | null;
   readonly epoch: string | null;
   on(kind: "message", callback: (message: Message) => void): Unsubscribe;
+  /** Direct messages the libraries send each other (payload key `CONTROL_KEY`): never chat. */
+  on(kind: "control", callback: (message: Message) => void): Unsubscribe;
   on(kind: "presence", callback: (event: PresenceEvent) => void): Unsubscribe;
   on(kind: "gap", callback: (gap: Gap & { room: string }) => void): Unsubscribe;
   on(kind: "error", callback: (error: RequestFailed) => void): Unsubscribe;

@@ -91,6 +91,13 @@ export const NAME_RULE = "use 1 to 64 letters, digits, inner spaces or .@:+#~-_"
 export const NAME_PATTERN = Object.freeze(/^[\p{L}\p{N}_.@:+#~\-_](?:[\p{L}\p{N}_ .@:+#~\-_]{0,62}[\p{L}\p{N}_.@:+#~\-_])?$/u);
 export const REF_MAX_LENGTH = 128;
 
+/**
+ * A direct message whose payload carries this key (a string value) is the library talking
+ * to itself across connections (a peer link relayed through the server, a kernel
+ * describing itself): clients hand it to their "control" event, never show it as chat.
+ */
+export const CONTROL_KEY = "iavicenne";
+
 // -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --
 // A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
 // or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,

@@ -343,3 +343,17 @@ test("frames that are not JSON objects are ignored, and the connection goes on",
   ws.receive(message("r1", 6, "fine"));
   assert.deepEqual(got, [6]);
 });
+
+test("a kernel's control message (a relayed peer link, a description) is a control event, never chat", async () => {
+  const { room, ws } = await setUp();
+  const chat = [];
+  const control = [];
+  room.on("message", (m) => chat.push(m.raw.message));
+  room.on("control", (m) => control.push(m.raw.message));
+  const relay = { iavicenne: "relay-data", link: 1, from: "bob#3f2a1c", to: "alice", n: 1, b: "AAAA" };
+  ws.receive({ type: "direct-message", room: "r1", user_id: "bob", to: "alice", message: relay, ref: "c-1" });
+  // a payload that only looks like one (the key is not a string) is still a message
+  ws.receive({ type: "direct-message", room: "r1", user_id: "bob", to: "alice", message: { iavicenne: 1, content: "x" }, ref: "c-2" });
+  assert.deepEqual(control, [relay]);
+  assert.deepEqual(chat, [{ iavicenne: 1, content: "x" }]);
+});

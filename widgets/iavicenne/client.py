@@ -52,7 +52,7 @@ from .errors import ClientError, RequestFailed
 from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent
 
 #: the payload key of a control message (see the module docstring)
-CONTROL = "iavicenne"
+CONTROL = p.CONTROL_KEY
 
 
 class _HistoryFetch:

@@ -4,9 +4,10 @@ that is a Python client in this process.
 
 The test sees the room panel rendered by JupyterLab's ipywidgets manager with both
 members, writes in the panel's input box and clicks Send (the Python client receives
-it), sees the client's reply in the panel's log, and saves a screenshot for the README
-(docs/img/room-panel.png). A second test plays a hostile member that puts markup in
-every field another member's panels show, and checks that it stays text.
+it), sees the client's reply in the panel's log, and saves a screenshot, room-panel.png
+(in tests/artifacts/; in docs/img/, the README's, with ``IAVICENNE_UPDATE_SCREENSHOTS=1``).
+A second test plays a hostile member that puts markup in every field another member's
+panels show, and checks that it stays text.
 
 Without Chromium the test fails in CI (``CI`` set) and is skipped elsewhere, saying how to
 install it (`apt-get install chromium`).
@@ -22,7 +23,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from notebook_support import CHROMIUM_ARGS, REPO, chromium_path
+from notebook_support import CHROMIUM_ARGS, chromium_path, screenshot_path
 from peer_worker import ice_addresses, loopback_only
 
 from iavicenne import RoomClient, share
@@ -32,7 +33,7 @@ from iavicenne_ext.testing import JupyterProcess
 
 pytestmark = pytest.mark.timeout(180)
 
-SCREENSHOT = REPO / "docs" / "img" / "room-panel.png"
+SCREENSHOT = "room-panel.png"  # of the README: docs/img/ with IAVICENNE_UPDATE_SCREENSHOTS=1
 ROOM = "analysis"
 
 
@@ -134,8 +135,9 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterProcess) ->
                 await expect(transfer).to_contain_text("received")
                 await expect(peer_panel.locator(".iav-peer-log")).to_contain_text("Here it comes, peer to peer")
 
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SCREENSHOT))
+                screenshot = screenshot_path(SCREENSHOT)
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(screenshot))
             except Exception:
                 failure = lab.workdir / "failure.png"
                 await page.screenshot(path=str(failure))
@@ -169,7 +171,7 @@ def write_victim_notebook(folder: Path) -> str:
     return "victim.ipynb"
 
 
-async def refused_user_id(lab: JupyterApp) -> dict[str, Any]:
+async def refused_user_id(lab: JupyterProcess) -> dict[str, Any]:
     """What the server answers a client whose user_id is markup (the name rule refuses it)."""
     from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
@@ -185,7 +187,7 @@ async def refused_user_id(lab: JupyterApp) -> dict[str, Any]:
         ws.close()
 
 
-def test_a_hostile_members_strings_show_as_text_and_run_no_script(lab: JupyterApp) -> None:
+def test_a_hostile_members_strings_show_as_text_and_run_no_script(lab: JupyterProcess) -> None:
     """The issue's attack: a peer's file name ran script in the receiver's JupyterLab. Here
     mallory puts `<img onerror>` in every field another member sees; alice's panels show it
     as text, and the page never runs it (the control shows it would run, unescaped)."""

@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,6 +76,20 @@ def start_server(workdir: Path) -> JupyterProcess:
     return JupyterProcess(workdir, options=limits, log_level="WARN").start()
 
 
+def in_background(tasks: set[asyncio.Task[Any]], work: Coroutine[Any, Any, Any], what: str) -> None:
+    """Run `work` without awaiting it: held in `tasks` until it is done (the loop keeps only a
+    weak reference to a task), and its failure printed, not lost."""
+    task = asyncio.ensure_future(work)
+    tasks.add(task)
+
+    def done(task: asyncio.Task[Any]) -> None:
+        tasks.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            print(f"p2p: {what} failed: {error!r}", file=sys.stderr, flush=True)
+
+    task.add_done_callback(done)
+
+
 # -- an SCTP experiment ----------------------------------------------------------------------
 SACK_EVERY = 1  # what the patched `_handle_data` does now; 1 is aiortc's own behaviour
 
@@ -93,6 +107,8 @@ def delay_sacks() -> None:
     private API.
     """
     from aiortc.rtcsctptransport import InitChunk, RTCSctpTransport, parse_packet
+
+    stragglers: set[asyncio.Task[Any]] = set()  # the delayed SACKs being sent
 
     async def _handle_data(self: Any, data: bytes) -> None:
         try:
@@ -120,11 +136,12 @@ def delay_sacks() -> None:
         def straggler() -> None:
             if self._sack_needed and self._iav_unacked:
                 self._iav_unacked = 0
-                asyncio.ensure_future(send_sack())
+                in_background(stragglers, send_sack(), "a delayed SACK")
 
         asyncio.get_running_loop().call_later(0.002, straggler)
 
-    RTCSctpTransport._handle_data = _handle_data
+    # the experiment is this patch of a private aiortc method, which mypy refuses to assign
+    RTCSctpTransport._handle_data = _handle_data  # type: ignore[method-assign]
 
 
 # -- raw aiortc, driven directly ---------------------------------------------------------------
@@ -136,19 +153,30 @@ async def raw_offer(signaling: SignalingClient, target: str) -> tuple[Any, Any]:
 
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     channel = pc.createDataChannel("raw", ordered=True)
-    answered = asyncio.get_running_loop().create_future()
-    off = signaling.on("signal", lambda s: answered.done() or s.kind != "answer" or answered.set_result(s.body))
+    answered: asyncio.Future[dict[str, Any] | None] = asyncio.get_running_loop().create_future()
+
+    def on_signal(signal: Signal) -> None:
+        if not answered.done() and signal.kind == "answer":
+            answered.set_result(signal.body)
+
+    off = signaling.on("signal", on_signal)
     offer = await pc.createOffer()
     with host_addresses(LOOPBACK):
         await pc.setLocalDescription(offer)
     await signaling.relay("offer", target, {"type": "offer", "sdp": pc.localDescription.sdp})
     answer = await asyncio.wait_for(answered, 30)
     off()
+    assert answer is not None  # an answer always carries its description
     await pc.setRemoteDescription(RTCSessionDescription(answer["sdp"], "answer"))
-    opened = asyncio.get_running_loop().create_future()
+    opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     if channel.readyState == "open":
         opened.set_result(None)
-    channel.on("open", lambda: opened.done() or opened.set_result(None))
+
+    def on_open() -> None:
+        if not opened.done():
+            opened.set_result(None)
+
+    channel.on("open", on_open)
     await asyncio.wait_for(opened, 30)
     return pc, channel
 
@@ -207,7 +235,7 @@ async def responder(url: str, token: str, patched: bool) -> None:
             if isinstance(payload, str):
                 await link.send(payload)
 
-    network.on("link", lambda link: tasks.add(asyncio.ensure_future(serve_link(link))))
+    network.on("link", lambda link: in_background(tasks, serve_link(link), "a PeerLink echo"))
 
     # raw aiortc: answer offers; count bytes, echo text
     raw = SignalingClient(info, ROOM + "-raw", "responder")
@@ -233,13 +261,18 @@ async def responder(url: str, token: str, patched: bool) -> None:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         pcs.append(pc)
         pc.on("datachannel", on_raw_channel)
+        assert signal.body is not None  # an offer always carries its description
         await pc.setRemoteDescription(RTCSessionDescription(signal.body["sdp"], "offer"))
         answer = await pc.createAnswer()
         with host_addresses(LOOPBACK):
             await pc.setLocalDescription(answer)
         await raw.relay("answer", signal.source, {"type": "answer", "sdp": pc.localDescription.sdp})
 
-    raw.on("signal", lambda s: s.kind == "offer" and tasks.add(asyncio.ensure_future(answer_raw(s))))
+    def on_raw_signal(signal: Signal) -> None:
+        if signal.kind == "offer":
+            in_background(tasks, answer_raw(signal), "answering a raw offer")
+
+    raw.on("signal", on_raw_signal)
     await raw.start()
 
     # the room WebSocket: direct-message echo and byte counting
@@ -326,7 +359,11 @@ class Driver:
         await self.rooms.start()
         self.room = await self.rooms.join(ROOM)
         self.replies: asyncio.Queue[Message] = asyncio.Queue()
-        self.room.on("message", lambda m: m.direct and self.replies.put_nowait(m))
+        self.room.on("message", self._on_message)
+
+    def _on_message(self, message: Message) -> None:
+        if message.direct:  # the responder's echoes
+            self.replies.put_nowait(message)
 
     async def close(self) -> None:
         await self.network.close()

@@ -293,10 +293,7 @@ def _check_envelope(frame: dict[str, Any], ref: str | None, known_types: frozens
     elif not isinstance(payload, dict):
         raise ProtocolError(ErrorCode.INVALID_FIELD, "payload must be a JSON object")
     room = frame.get("room")
-    if room is not None and room != "":
-        room = check_name(room, "room")
-    else:
-        room = None
+    room = check_name(room, "room") if room is not None and room != "" else None
     return Request(kind, payload, room, ref, frame)
 
 

@@ -60,10 +60,10 @@ c.ServerApp.identity_provider_class = Analysts
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     """A memory-broker server with the default options (JupyterProcess raises the rates: set back)."""
     workdir = tmp_path_factory.mktemp("abuse")
-    process = JupyterProcess(workdir, redis_url="redis://unused", prefix="unused", options={"broker": "memory", **DEFAULTS})
-    (process.workdir / "config").mkdir(parents=True)
+    process = JupyterProcess(workdir, options={"broker": "memory", **DEFAULTS})
+    process.config.mkdir(parents=True)
     config = _CONFIG.format(tests=str(Path(__file__).parent), names=IDENTITIES)
-    (process.workdir / "config" / "jupyter_server_config.py").write_text(config)
+    (process.config / "jupyter_server_config.py").write_text(config)
     process.launch().wait_serving()
     yield process
     process.stop()
@@ -156,7 +156,7 @@ async def test_a_room_message_is_bounded_in_size_and_history_in_bytes(server: Ju
     await late.send({"type": "join-room", "room": "notes", "payload": {"since": 0}})
     joined = await late.expect("room-joined")
     assert joined["recovered"] is False  # the oldest were dropped: the client is told
-    replay = []
+    replay: list[dict[str, Any]] = []
     while len(replay) < 70 and (frame := await late.recv()) and frame["type"] == "message":
         replay.append(frame)
     kept = sum(len(json.dumps(f, separators=(",", ":"))) for f in replay)
@@ -194,7 +194,7 @@ async def test_replays_to_sockets_that_never_read_stay_bounded(server: JupyterPr
     assert statistics.median(times) < 0.05
 
     refused = closed_by_budget = 0
-    for reader, (frames, code) in zip(readers, await asyncio.gather(*map(drained, readers))):
+    for reader, (frames, code) in zip(readers, await asyncio.gather(*map(drained, readers)), strict=True):
         replays = of_type(frames, "room-joined")
         errors = of_type(frames, "error")
         for error in errors:
@@ -319,7 +319,8 @@ async def test_sockets_that_never_read_are_bounded_per_identity_and_per_server(s
     await bob.silent(0.2)
     start = rss(server)
     count = 120  # 7 MiB, within the flooder's byte budget, times 31 sockets that never read
-    echoes = asyncio.ensure_future(asyncio.gather(*(flooder.expect("message", timeout=20) for _ in range(count))))
+    # gather schedules the waits at once (before the sends) and holds them until awaited
+    echoes = asyncio.gather(*(flooder.expect("message", timeout=20) for _ in range(count)))
     for n in range(count):
         await flooder.send(message("stream", 60 * 1024, n=n))
     peak = start
@@ -332,7 +333,7 @@ async def test_sockets_that_never_read_are_bounded_per_identity_and_per_server(s
     assert peak - start < MEMORY_BOUND, f"the server grew by {(peak - start) / MiB:.0f} MiB"
 
     closed_by_total = 0
-    for reader, (_, code) in zip(readers, await asyncio.gather(*map(drained, readers))):
+    for reader, (_, code) in zip(readers, await asyncio.gather(*map(drained, readers)), strict=True):
         if code is not None:
             assert code == 1008
             assert (reader.ws.close_reason or "").startswith("slow consumer")

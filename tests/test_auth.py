@@ -144,16 +144,18 @@ async def test_a_user_not_authorized_to_write_cannot_use_rooms(url: Any) -> None
 # -- every handler of the extension, including future ones -----------------------------
 
 
-def extension_rules(app: Application) -> list[Rule]:
-    """Every URL rule of the web app whose pattern belongs to iAvicenne."""
-    found: list[Rule] = []
-    routers = [app.default_router, app.wildcard_router]
+def extension_rules(app: Application) -> list[tuple[PathMatches, Any]]:
+    """Every URL rule of the web app whose pattern belongs to iAvicenne, as its path matcher
+    (a `Rule` types its matcher as any `Matcher`, which has no pattern) and its handler class."""
+    found: list[tuple[PathMatches, Any]] = []
+    routers: list[Any] = [app.default_router, app.wildcard_router]
     while routers:
+        rule: Rule
         for rule in routers.pop().rules:
             if hasattr(rule.target, "rules"):
                 routers.append(rule.target)
             elif isinstance(rule.matcher, PathMatches) and "iavicenne" in rule.matcher.regex.pattern:
-                found.append(rule)
+                found.append((rule.matcher, rule.target))
     return found
 
 
@@ -185,17 +187,17 @@ async def test_no_extension_handler_is_reachable_without_authentication(jp_serve
     assert jp_serverapp.allow_unauthenticated_access is False
     web_app = jp_serverapp.web_app
     rules = extension_rules(web_app)
-    assert {rule.target.__name__ for rule in rules} >= {"RoomSocketHandler", "RoomListHandler", "RoomMembersHandler"}
+    assert {target.__name__ for _, target in rules} >= {"RoomSocketHandler", "RoomListHandler", "RoomMembersHandler"}
 
-    unmarked = [line for rule in rules for line in web_app._check_handler_auth(rule.matcher.regex.pattern, rule.target)]
+    unmarked = [line for matcher, target in rules for line in web_app._check_handler_auth(matcher.regex.pattern, target)]
     assert unmarked == [], "methods without @ws_authenticated / @web.authenticated:\n" + "\n".join(unmarked)
 
     base = url("")[: -len(jp_serverapp.base_url)]
     login_path = jp_serverapp.base_url + "login"
     reachable = []
-    for rule in rules:
-        path = example_path(rule.matcher)
-        if issubclass(rule.target, WebSocketHandler):
+    for matcher, target in rules:
+        path = example_path(matcher)
+        if issubclass(target, WebSocketHandler):
             status = await ws_status("ws" + base[4:] + path)
             if status != 403:
                 reachable.append(f"WebSocket {path} -> {status}")

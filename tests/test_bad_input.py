@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 import os
 import socket
@@ -192,7 +193,7 @@ async def test_lone_surrogates_are_refused_and_harm_no_one(connect: Connect, whe
     alice = await member(connect, "alice")
     kind = "message" if where == "message" else "presence"
     payload = '{"content": "\\ud800"}' if where == "message" else '{"state": {"s": "\\udc00 x"}}'
-    await alice.send('{"type": "%s", "room": "r1", "payload": %s}' % (kind, payload))
+    await alice.send(f'{{"type": "{kind}", "room": "r1", "payload": {payload}}}')
     error = await alice.expect("error")
     assert error["code"] == "invalid-json"
     assert "Unicode" in error["message"]
@@ -261,7 +262,7 @@ async def test_flood_is_rate_limited_and_the_connection_stays(connect: Connect) 
     assert all(n["code"] == "rate-limited" for n in notices)
     # one notice a second, not one per dropped frame
     stamps = [datetime.fromisoformat(n["timestamp"]) for n in notices]
-    assert all((later - earlier).total_seconds() >= 1 for earlier, later in zip(stamps, stamps[1:]))
+    assert all((later - earlier).total_seconds() >= 1 for earlier, later in itertools.pairwise(stamps))
     assert notices[0]["dropped"] >= 1
     assert "rate limited" in notices[0]["message"]
     await watcher.silent(0.1)
@@ -435,7 +436,7 @@ async def test_slow_consumer_is_disconnected_with_1008_and_others_keep_receiving
     assert (await watcher.expect("message"))["message"] == {"content": "still here"}
 
 
-async def test_an_envelope_error_names_the_request_by_its_ref(connect) -> None:
+async def test_an_envelope_error_names_the_request_by_its_ref(connect: Connect) -> None:
     """A client with several requests in flight learns which one was refused."""
     client = await connect()
     await client.send({"type": "shout", "ref": "r-41"})

@@ -41,14 +41,15 @@ from typing import Any
 
 import network_namespace
 import pytest
-from notebook_support import NO_NAMES
+from notebook_support import NO_NAMES, screenshot_path
 
 from iavicenne_ext.handlers.page import STATIC_DIR
+from iavicenne_ext.protocol import ROOMS_PATH
 from iavicenne_ext.testing import JupyterProcess
 
 REPO = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "browser_agent.py"
-SCREENSHOT = REPO / "docs" / "img" / "demo-page.png"
+SCREENSHOT = "demo-page.png"  # of the README: docs/img/ with IAVICENNE_UPDATE_SCREENSHOTS=1, else tests/artifacts/
 CHROMIUM_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
@@ -391,7 +392,7 @@ def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(
     from websocket import create_connection
 
     # the one field that cannot carry markup at all: the server refuses such a user_id
-    ws = create_connection(f"ws://{server.base.split('://', 1)[1]}/iavicenne/ws/mcp?token={server.token}", timeout=10)
+    ws = create_connection(f"{server.ws_url(ROOMS_PATH)}?token={server.token}", timeout=10)
     try:
         ws.send(json.dumps({"type": "connect", "payload": {"user_id": HOSTILE["message"]}}))
         refused = json.loads(ws.recv())
@@ -400,7 +401,7 @@ def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(
     assert (refused["type"], refused["code"]) == ("error", "invalid-field"), refused
 
     mallory = agents(server, "hostile", "mallory")
-    response = page.goto(f"{server.base}/iavicenne/?token={server.token}")
+    response = page.goto(f"{server.url}iavicenne/?token={server.token}")
     assert "script-src 'self'" in response.headers["content-security-policy"]
     page.fill("#name", "ada")
     page.fill("#room", "hostile")
@@ -531,8 +532,9 @@ def test_a_data_channel_between_chromium_and_an_aiortc_kernel(request: pytest.Fi
     log = page.locator("#log li.message").all_inner_texts()
     assert any("kernel-p: hello from aiortc" in line and "data channel" in line for line in log), log
     assert any('{"rows":[1,2,3],"ok":true}' in line for line in log), log
-    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SCREENSHOT))
+    screenshot = screenshot_path(SCREENSHOT)
+    screenshot.parent.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(screenshot))
 
     # payloads larger than one data-channel message: transfers, both ways, intact
     blob = os.urandom(700_000)

@@ -4,9 +4,10 @@ that is a Python client in this process.
 
 The test sees the room panel rendered by JupyterLab's ipywidgets manager with both
 members, writes in the panel's input box and clicks Send (the Python client receives
-it), sees the client's reply in the panel's log, and saves a screenshot for the README
-(docs/img/room-panel.png). A second test plays a hostile member that puts markup in
-every field another member's panels show, and checks that it stays text.
+it), sees the client's reply in the panel's log, and saves a screenshot, room-panel.png
+(in tests/artifacts/; in docs/img/, the README's, with ``IAVICENNE_UPDATE_SCREENSHOTS=1``).
+A second test plays a hostile member that puts markup in every field another member's
+panels show, and checks that it stays text.
 
 Without Chromium the test fails in CI (``CI`` set) and is skipped elsewhere, saying how to
 install it (`apt-get install chromium`).
@@ -33,7 +34,7 @@ from iavicenne_ext.testing import JupyterProcess
 
 pytestmark = pytest.mark.timeout(180)
 
-SCREENSHOT = screenshot_path("room-panel.png")  # docs/img/ with IAVICENNE_UPDATE_SCREENSHOTS=1
+SCREENSHOT = "room-panel.png"  # of the README: docs/img/ with IAVICENNE_UPDATE_SCREENSHOTS=1
 ROOM = "analysis"
 
 
@@ -154,8 +155,9 @@ def test_the_room_panel_in_jupyterlab_shows_both_members(lab: JupyterProcess) ->
                 assert await link.recv(timeout=30) == "And Enter works here too"
                 await expect(peer_panel.locator(".iav-peer-log")).to_contain_text("alice: And Enter works here too")
 
-                SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(path=str(SCREENSHOT))
+                screenshot = screenshot_path(SCREENSHOT)
+                screenshot.parent.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(path=str(screenshot))
             except Exception:
                 failure = lab.workdir / "failure.png"
                 await page.screenshot(path=str(failure))

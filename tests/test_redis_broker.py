@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import redis
@@ -116,7 +116,7 @@ async def brokers_on(url: str, prefix: str, **options: Any) -> AsyncIterator[Bro
 
 
 @pytest.fixture
-def shared() -> tuple[str, str]:
+def shared() -> Iterator[tuple[str, str]]:
     url = shared_redis_url()
     prefix = unique_prefix("broker")
     yield url, prefix
@@ -124,7 +124,7 @@ def shared() -> tuple[str, str]:
 
 
 @pytest.fixture
-def private_redis(tmp_path: Path) -> RedisProcess:
+def private_redis(tmp_path: Path) -> Iterator[RedisProcess]:
     server = RedisProcess(tmp_path / "redis").start()
     yield server
     server.stop()
@@ -205,8 +205,9 @@ async def test_frames_reach_every_server_once_in_seq_order(shared: tuple[str, st
             *(broker.publish("r", message(f"{n}-{i}")) for i in range(40) for n, broker in (("a", a), ("b", b), ("c", c)))
         )
         assert sorted(r.seq for r in results) == list(range(1, 121))
+        await got_a.wait(lambda: len(got_a.frames) == 120)
+        await got_b.wait(lambda: len(got_b.frames) == 120)
         for got in (got_a, got_b):
-            await got.wait(lambda got=got: len(got.frames) == 120)
             assert [seq for _, _, seq, _, _ in got.frames] == list(range(1, 121))
         await a.emit("r", p.encode({"type": "x", "timestamp": p.now_iso()}), to="bob", skip="k")
         await got_b.wait(lambda: len(got_b.frames) == 121)
@@ -441,11 +442,15 @@ def stored(url: str, prefix: str) -> tuple[dict[str, int], dict[str, int], int]:
     """What Redis holds: bytes of each room's history stream, the broker's count of them, and its total."""
     client = redis.Redis.from_url(url)
     try:
-        actual = {}
+        actual: dict[str, int] = {}
         for key in client.scan_iter(match=f"{prefix}:history:*"):
             room = key.decode()[len(f"{prefix}:history:") :]
-            actual[room] = sum(len(fields[b"f"]) for _, fields in client.xrange(key))
-        counted = {k.decode(): int(v) for k, v in client.hgetall(f"{prefix}:history-bytes").items()}
+            # redis-py types the answers of its sync and asyncio clients as one: what this
+            # (sync, bytes) client returns is a list of (id, {field: value}) of bytes
+            entries = cast(list[tuple[bytes, dict[bytes, bytes]]], client.xrange(key))
+            actual[room] = sum(len(fields[b"f"]) for _, fields in entries)
+        totals = cast(dict[bytes, bytes], client.hgetall(f"{prefix}:history-bytes"))
+        counted = {k.decode(): int(v) for k, v in totals.items()}
         return actual, counted, int(client.get(f"{prefix}:history-total") or 0)
     finally:
         client.close()
@@ -545,7 +550,7 @@ async def test_dedup_records_of_one_identity_never_evict_another(shared: tuple[s
         assert not (await one.publish("r", message("m0"), dedup_key="r\x1fmallory\x1fm\x1fm-0")).duplicate
         client = redis.Redis.from_url(url)
         try:
-            records = [k for k in client.scan_iter(match=f"{prefix}:dedup:*mallory*", count=1000)]
+            records = list(client.scan_iter(match=f"{prefix}:dedup:*mallory*", count=1000))
             assert len(records) == 20 and client.zcard(f"{prefix}:dedup-of:mallory") == 20
         finally:
             client.close()

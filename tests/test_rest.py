@@ -32,6 +32,7 @@ def get(jp_fetch: Any) -> Any:
 async def refused(get: Any, *path: str) -> tuple[int, str]:
     with pytest.raises(HTTPClientError) as caught:
         await get(*path)
+    assert caught.value.response is not None  # an HTTP answer, not a connection failure
     return caught.value.code, json.loads(caught.value.response.body)["message"]
 
 

@@ -103,8 +103,8 @@ async def test_server_token_holders_share_one_identity(connect: Connect) -> None
 
 async def test_two_analysts_have_distinct_identities(connect: Connect) -> None:
     """Personal tokens are not mistaken for the server's token (both authenticate by token)."""
-    alice, joined = await analyst(connect, ALICE)
-    bob, joined = await analyst(connect, BOB)
+    _alice, _ = await analyst(connect, ALICE)
+    _bob, joined = await analyst(connect, BOB)
     assert {m["user_id"]: m["identity"]["username"] for m in joined["members"]} == {"alice": "alice", "bob": "bob"}
 
 
@@ -222,7 +222,7 @@ async def test_messages_get_a_monotonic_seq(connect: Connect) -> None:
         await say(alice if n % 2 else bob, f"m{n}")
     seqs = [(await bob.expect("message"))["seq"] for _ in range(4)]
     assert seqs == [start + 1, start + 2, start + 3, start + 4]
-    late, joined = await analyst(connect, ALICE)
+    _late, joined = await analyst(connect, ALICE)
     assert joined["seq"] == start + 4
 
 
@@ -390,7 +390,7 @@ async def test_direct_message_to_a_missing_user_is_unknown_user(connect: Connect
         assert f"'{to}'" in error["message"]
 
 
-async def test_a_direct_message_resent_with_its_ref_is_delivered_once(connect) -> None:
+async def test_a_direct_message_resent_with_its_ref_is_delivered_once(connect: Connect) -> None:
     """A client that lost its ack resends with the same ref; the target sees it once."""
     alice = await connect()
     bob = await connect()

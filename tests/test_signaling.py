@@ -284,7 +284,7 @@ def test_turn_credentials_follow_the_turn_rest_scheme() -> None:
 
 
 async def test_the_path_with_a_trailing_slash(connect: Connect) -> None:
-    _, joined = await peer(connect, "p1")
+    await peer(connect, "p1")
     client = await connect(PATH + "/")
     await client.send({"type": "join", "payload": {"peer_id": "p2"}, "room": "r1"})
     assert (await client.expect("joined"))["peers"] == ["p1"]

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -215,13 +215,13 @@ _connection_numbers = itertools.count(1)
 Handler = Callable[[p.Request], Awaitable[None]]
 
 
-class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type: ignore[misc]
+class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
     """Base of the room and signaling sockets; subclasses fill `handlers` and `closed`."""
 
     auth_resource = AUTH_RESOURCE
     known_types: frozenset[str] = frozenset()
 
-    def initialize(self, *, quotas: Quotas, server_id: str) -> None:  # type: ignore[override]
+    def initialize(self, *, quotas: Quotas, server_id: str) -> None:
         self.quotas = quotas
         self.limits = limits = quotas.limits
         self.key = f"{server_id}:{next(_connection_numbers)}"
@@ -234,6 +234,9 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         self._last_limit_notice = 0.0
         self._gone = False
         self._handlers: dict[str, Handler] = {}
+        # work that outlives the frame or callback that started it (leaving the rooms of a
+        # closed socket): held here, or the loop's weak reference lets it be collected
+        self._background: set[asyncio.Task[None]] = set()
 
     # -- tornado / jupyter plumbing -------------------------------------------------
     def set_default_headers(self) -> None:
@@ -399,7 +402,7 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         self._mark_gone()
         self.close(p.CLOSE_POLICY, reason)
         # closing may wait for the client to read; leave its rooms now
-        asyncio.ensure_future(self._leave_all(closing=True))
+        self.in_background(self._leave_all(closing=True), "leaving the rooms of a slow consumer")
 
     # -- inbound --------------------------------------------------------------------
     async def on_message(self, message: str | bytes) -> None:
@@ -456,7 +459,20 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):  # type:
         super().on_close()
         if self.account is not None:
             self.quotas.close(self.account)
-        asyncio.ensure_future(self._leave_all(closing=True))
+        self.in_background(self._leave_all(closing=True), "leaving the rooms of a closed socket")
+
+    def in_background(self, work: Coroutine[Any, Any, None], what: str) -> asyncio.Task[None]:
+        """Run `work` without waiting for it: kept until it is done, and its failure logged
+        (nothing awaits it, so asyncio would only say "exception never retrieved", late)."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(functools.partial(self._background_done, what))
+        return task
+
+    def _background_done(self, what: str, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            self.log.error("iavicenne: %s of %s failed", what, self.key, exc_info=error)
 
     # -- rooms of the identity --------------------------------------------------------
     def enter(self, room: str) -> None:

@@ -17,7 +17,7 @@ from .base import AUTH_RESOURCE
 class _RoomsAPIHandler(APIHandler):
     auth_resource = AUTH_RESOURCE
 
-    def initialize(self, *, hub: RoomHub) -> None:  # type: ignore[override]
+    def initialize(self, *, hub: RoomHub) -> None:
         self.hub = hub
 
     async def prepare(self) -> None:  # type: ignore[override]  # APIHandler's, which drops JupyterHandler's keyword

@@ -23,8 +23,6 @@ may be gone.
 
 from __future__ import annotations
 
-import asyncio
-
 from .. import protocol as p
 from ..ice import IceConfig
 from ..rooms import RoomHub, signaling_room
@@ -120,7 +118,7 @@ class SignalingSocketHandler(ProtocolSocket):
     def superseded(self, room: str) -> None:
         """The take-over notice was just queued: stop, and close once it is written."""
         if self.room is not None and room == signaling_room(self.room):
-            asyncio.ensure_future(self._superseded())
+            self.in_background(self._superseded(), "closing a superseded signaling socket")
 
     async def _superseded(self) -> None:
         room, self.room = self.room, None

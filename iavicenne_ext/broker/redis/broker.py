@@ -272,7 +272,7 @@ class RedisBroker(Broker):
                 pipe.hvals(self._keys.of("presence", name))
             values = await pipe.execute()
         rooms = {}
-        for name, raw in zip(names, values):
+        for name, raw in zip(names, values, strict=True):
             members = fold_members([PresenceEntry.from_json(json.loads(item)) for item in raw])
             if members:
                 rooms[name] = members

@@ -10,6 +10,7 @@ anything on a channel that this broker did not publish is dropped with a log lin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -189,7 +190,6 @@ class RoomFeed:
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._echo_waiters.setdefault(room, []).append((seq, future))
-        try:
+        # on a timeout the frame is stored and published all the same; the reader is just late
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(future, self._echo_timeout)
-        except asyncio.TimeoutError:
-            pass  # the frame is stored and published; the reader is just late

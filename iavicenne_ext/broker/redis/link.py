@@ -88,6 +88,9 @@ class RedisLink:
         self._confirming: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []  # of the current connection: the reader, liveness
         self._reconnector: asyncio.Task[None] | None = None
+        # dead pub/sub connections being closed: held until closed (the loop keeps only a
+        # weak reference), and waited for by `close`
+        self._closers: set[asyncio.Task[None]] = set()
         self._restored = ""  # what on_connected re-established, for the log
 
     # -- raw access, for the connection's own set-up and tasks --------------------------
@@ -191,6 +194,8 @@ class RedisLink:
                 self.log.info("iavicenne: could not remove this server's members from Redis (%s); they will be swept", error)
         self.available = False
         self._teardown()
+        if self._closers:  # bounded: a dead connection must not hold up the server's stop
+            await asyncio.wait(set(self._closers), timeout=self.socket_timeout)
         if self._client is not None:
             await self._client.aclose()
 
@@ -239,7 +244,9 @@ class RedisLink:
         self._tasks = []
         if self._pubsub is not None:
             pubsub, self._pubsub = self._pubsub, None
-            asyncio.ensure_future(self._close_quietly(pubsub))
+            closer = asyncio.ensure_future(self._close_quietly(pubsub))
+            self._closers.add(closer)
+            closer.add_done_callback(self._closers.discard)
         for waiters in self._confirming.values():
             for future in waiters:
                 if not future.done():

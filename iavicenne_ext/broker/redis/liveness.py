@@ -132,14 +132,14 @@ class Liveness:
             registry.deferred[:0] = deferred  # not applied: keep them for the next attempt
             raise
         frames: list[tuple[str, bytes, str | None]] = []
-        for room, raw in zip(gone[::2], gone[1::2]):
+        for room, raw in zip(gone[::2], gone[1::2], strict=True):
             name = room.decode()
             frames.append((name, presence_frame(p.USER_LEFT, name, PresenceEntry.from_json(json.loads(raw))), None))
         identities = {(leave.room, leave.entry.user_id): leave.entry for leave in deferred}
-        for room, user in zip(absent[::2], absent[1::2]):
+        for room, user in zip(absent[::2], absent[1::2], strict=True):
             name = room.decode()
             frames.append((name, presence_frame(p.USER_LEFT, name, identities[(name, user.decode())]), None))
-        for ((room, _conn), entry), outcome in zip(entries, outcomes):
+        for ((room, _conn), entry), outcome in zip(entries, outcomes, strict=True):
             if outcome == b"taken":
                 self.log.warning(
                     "iavicenne: %s lost user_id %r in room %r to another user while Redis was unreachable",
@@ -173,7 +173,7 @@ class Liveness:
             gone = await scripts.run("sweep", timeout_ms, self._history_ttl_ms, _STALE_TTL_MS)
             if gone:
                 self.log.info("iavicenne: removed %d member(s) of servers that stopped refreshing", len(gone) // 2)
-            for room, raw in zip(gone[::2], gone[1::2]):
+            for room, raw in zip(gone[::2], gone[1::2], strict=True):
                 # this server removed them, so it alone tells the room they left
                 name = room.decode()
                 frame = presence_frame(p.USER_LEFT, name, PresenceEntry.from_json(json.loads(raw)))

@@ -54,8 +54,6 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         text=True,
         check=True,
     ).stdout.strip()
-    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    (Path(site) / "dependencies-of-the-test-environment.pth").write_text("\n".join(ours) + "\n")
     done = subprocess.run(
         [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
         capture_output=True,
@@ -64,6 +62,10 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
+    # only now: had pip seen the test environment (where CI installs this very version,
+    # not editable), it would have found iavicenne "already satisfied" and installed nothing
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "dependencies-of-the-test-environment.pth").write_text("\n".join(ours) + "\n")
     return python
 
 

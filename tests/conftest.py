@@ -1,6 +1,7 @@
-"""What every test gets from pytest: the plugins, loopback-only peer links, and the room
-socket fixture the endpoint tests share (fixtures live here, where pytest finds them, so
-a test module asks for one by naming it, without importing it)."""
+"""What every test gets from pytest: the plugins, loopback-only peer links, the room
+socket fixture the endpoint tests share, and the in-process server's address and the
+sessions a notebook-API test opened (fixtures live here, where pytest finds them, so a
+test module asks for one by naming it, without importing it)."""
 
 from __future__ import annotations
 
@@ -35,3 +36,27 @@ def connect(iav_connect: Connect) -> Iterator[Connect]:
     yield open_client
     for client in clients:
         assert_timestamped(client.seen)
+
+
+@pytest.fixture
+def base(jp_serverapp: Any, http_server_client: Any, jp_http_port: int, jp_base_url: str) -> str:
+    """The in-process test server's address (pytest-jupyter's), as a client is given it."""
+    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
+
+
+@pytest.fixture
+def server_token(jp_serverapp: Any) -> str:
+    return str(jp_serverapp.identity_provider.token)
+
+
+@pytest.fixture
+def opened(io_loop: Any) -> Any:
+    """Sessions and clients a test opened; closed at the end on the test's loop."""
+    things: list[Any] = []
+    yield things
+
+    async def close_all() -> None:
+        for thing in reversed(things):
+            await thing.close()
+
+    io_loop.run_sync(close_all)

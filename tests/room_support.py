@@ -72,3 +72,13 @@ async def closed(client: WSClient, timeout: float = 5.0) -> tuple[int | None, st
 
 def of_type(frames: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [f for f in frames if f.get("type") == kind]
+
+
+async def eventually(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> None:
+    """Wait until `condition()` is true, polling; fail saying `what` did not happen in time."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"{what} not within {timeout} s")
+        await asyncio.sleep(0.02)

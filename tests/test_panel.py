@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from room_support import with_analysts
+from room_support import eventually, with_analysts
 
 from iavicenne import Backoff, ConnectionClosed, Message, PeerUnreachable, join
 from iavicenne.client import CONTROL
@@ -42,28 +42,6 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
     return with_analysts(jp_server_config)
 
 
-@pytest.fixture
-def base(jp_serverapp: Any, http_server_client: Any, jp_http_port: int, jp_base_url: str) -> str:
-    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
-
-
-@pytest.fixture
-def server_token(jp_serverapp: Any) -> str:
-    return str(jp_serverapp.identity_provider.token)
-
-
-@pytest.fixture
-def opened(io_loop: Any) -> Any:
-    things: list[Any] = []
-    yield things
-
-    async def close_all() -> None:
-        for thing in reversed(things):
-            await thing.close()
-
-    io_loop.run_sync(close_all)
-
-
 TOKENS = {"alice": "alice-token", "bob": "bob-token"}
 
 
@@ -73,15 +51,6 @@ def session(opened: list[Any], base: str, room: str, who: str, *, token: str | N
     made = join(room, url=base, token=token or TOKENS[who], display=False, backoff=FAST, loopback=True, **kwargs)
     opened.append(made)
     return made
-
-
-async def eventually(condition: Any, timeout: float = 10.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 # -- every public method from another thread ---------------------------------------------

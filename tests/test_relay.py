@@ -41,28 +41,6 @@ def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
     return with_analysts(jp_server_config)
 
 
-@pytest.fixture
-def base(jp_serverapp: Any, http_server_client: Any, jp_http_port: int, jp_base_url: str) -> str:
-    return f"http://127.0.0.1:{jp_http_port}{jp_base_url}"
-
-
-@pytest.fixture
-def server_token(jp_serverapp: Any) -> str:
-    return str(jp_serverapp.identity_provider.token)
-
-
-@pytest.fixture
-def opened(io_loop: Any) -> Any:
-    things: list[Any] = []
-    yield things
-
-    async def close_all() -> None:
-        for thing in reversed(things):
-            await thing.close()
-
-    io_loop.run_sync(close_all)
-
-
 def session(opened: list[Any], base: str, room: str, who: str, *, token: str | None = None, **kwargs: Any) -> RoomSession:
     made = join(room, user_id=who, url=base, token=token or TOKENS[who], display=False, backoff=FAST, **kwargs)
     opened.append(made)

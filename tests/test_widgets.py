@@ -12,6 +12,7 @@ import asyncio
 from typing import Any
 
 import pytest
+import room_support
 
 from iavicenne import Backoff, Message, RoomClient, ServerInfo, join
 from iavicenne.room import RoomSession
@@ -25,32 +26,15 @@ def server(jp_serverapp: Any, http_server_client: Any, jp_http_port: int, jp_bas
     return ServerInfo(f"http://127.0.0.1:{jp_http_port}{jp_base_url}", jp_serverapp.identity_provider.token)
 
 
-@pytest.fixture
-def opened(io_loop: Any) -> Any:
-    """Sessions and clients a test opened; closed at the end on the test's loop."""
-    things: list[Any] = []
-    yield things
-
-    async def close_all() -> None:
-        for thing in reversed(things):
-            await thing.close()
-
-    io_loop.run_sync(close_all)
+async def eventually(condition: Any, timeout: float = 5.0, what: str = "condition") -> None:
+    """`room_support.eventually` with this module's shorter default: one process's panels update quickly."""
+    await room_support.eventually(condition, timeout, what)
 
 
 def joined(opened: list[Any], server: ServerInfo, room: str, user_id: str, **kwargs: Any) -> RoomSession:
     session = join(room, user_id=user_id, url=server.url, token=server.token, display=False, backoff=FAST, **kwargs)
     opened.append(session)
     return session
-
-
-async def eventually(condition: Any, timeout: float = 5.0, what: str = "condition") -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"{what} not within {timeout} s")
-        await asyncio.sleep(0.02)
 
 
 def member_names(session: RoomSession) -> list[str]:

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from . import names
 from . import protocol as p
 from .access import RoomAccess, may_enter, may_receive, refusal
-from .broker.base import Broker, CreateOutcome, JoinOutcome, Member, MemberOutcome, PresenceEntry, Published
+from .broker.base import Broker, BrokerUnavailable, CreateOutcome, JoinOutcome, Member, MemberOutcome, PresenceEntry, Published
 from .identity import Identity
 
 
@@ -476,15 +476,24 @@ class RoomHub:
         """`who` opened a socket: under the free policy nobody else may look like its username."""
         await self.broker.remember_identity(who.username, names.skeleton(who.username))
 
-    async def check_name(self, conn: Connection, name: str, field: str, ref: str | None = None) -> None:
-        """Refuse a user_id / peer_id the connection's identity may not use (names.py)."""
+    async def check_name(self, conn: Connection, name: str, field: str, ref: str | None = None, *, early: bool = False) -> None:
+        """Refuse a user_id / peer_id the connection's identity may not use (names.py).
+
+        `early`: on `connect`, which needs no broker; with the broker unreachable the
+        usernames are not looked up then, and the join (which needs it) checks again.
+        """
         who = conn.who
         if conn.name_policy == names.OWN:
             if not names.is_own(name, who):
                 raise names.not_yours(field, name, who, ref)
             return
         for candidate in dict.fromkeys((names.skeleton(name), names.skeleton(names.base_name(name)))):
-            holder = await self.broker.identity_named(candidate)
+            try:
+                holder = await self.broker.identity_named(candidate)
+            except BrokerUnavailable:
+                if early:
+                    return
+                raise
             if holder is not None and holder != who.username:
                 raise p.ProtocolError(
                     p.ErrorCode.NAME_TAKEN,

@@ -343,3 +343,20 @@ async def test_a_bad_member_name_in_the_path_is_400(api: Any) -> None:
 async def test_concurrent_creations_of_one_room_make_one_record(api: Any) -> None:
     results = await asyncio.gather(*(api(name, "POST", "rooms", {"room": "race"}) for name in ("alice", "bob", "carol")))
     assert sorted(status for status, _ in results) == [201, 409, 409]
+
+
+async def test_look_alike_names_are_refused_on_every_server(deployment: Deployment, room: str) -> None:
+    """The claims (by skeleton) and the usernames seen are the broker's: one deployment, one set of names."""
+    alice = await deployment.socket("alice", "Dr Ana")
+    assert (await join(alice, room))["type"] == p.ROOM_JOINED
+    bob = await deployment.socket("bob")  # on the other server with Redis
+    for look_alike in ("dr ana", "Dr An\u0430", "DR ANA"):
+        await bob.send({"type": p.CONNECT, "payload": {"user_id": look_alike}})
+        await bob.expect(p.CONNECT)
+        refused = await join(bob, room)
+        assert refused["code"] == p.ErrorCode.NAME_TAKEN, (look_alike, refused)
+    # alice's username is hers in every room, even one she is not in
+    await bob.send({"type": p.CONNECT, "payload": {"user_id": "Alice"}, "ref": "c"})
+    refused = await bob.expect(p.ERROR, where=lambda f: f.get("ref") == "c")
+    assert refused["code"] == p.ErrorCode.NAME_TAKEN and "looks like 'alice'" in refused["message"]
+    assert not of_type(await alice.silent(0.3), p.USER_JOINED)

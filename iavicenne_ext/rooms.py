@@ -472,6 +472,22 @@ class RoomHub:
             await self.broker.leave(room, conn.key, conn.user_id)
             raise
 
+    async def confirm_access(self, conn: Connection, room: str, *, signaling: bool = False) -> None:
+        """Once `conn` takes the room's live frames: evict it if it was removed meanwhile.
+
+        A removal's eviction reaches the connections in the local fan-out; one still joining
+        (snapshot and replay on their way) is not there yet. The removal is written before its
+        eviction is sent, so a check made now sees it.
+        """
+        if may_enter(conn.who, await self.broker.get_access(room)):
+            return
+        key = signaling_room(room) if signaling else room
+        local = self.local.get(key)
+        if local is not None:
+            local.remove(conn)
+        conn.send(p.encoded(p.ROOM_LEFT, room=room, reason=p.LeftReason.REMOVED))
+        conn.evicted(key)
+
     async def remember(self, who: Identity) -> None:
         """`who` opened a socket: under the free policy nobody else may look like its username."""
         await self.broker.remember_identity(who.username, names.skeleton(who.username))

@@ -78,6 +78,8 @@ class SignalingSocketHandler(ProtocolSocket):
         await self.hub.announce_peer(self, room, rejoined=took_over)
         if self._gone:  # the socket closed while joining
             await self._leave_all(closing=True)
+        else:
+            await self.hub.confirm_access(self, room, signaling=True)
 
     async def _on_leave(self, request: p.Request) -> None:
         if self.room is not None:

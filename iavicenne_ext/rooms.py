@@ -96,6 +96,8 @@ class RoomHub:
         self.log = log
         self.max_message_bytes = max_message_bytes
         self.local: dict[str, LocalRoom] = {}
+        # skeleton -> the username holding it, as the broker answered (bounded by the identities)
+        self._named: dict[str, str] = {}
         broker.attach(self.deliver)
 
     @property
@@ -504,12 +506,16 @@ class RoomHub:
                 raise names.not_yours(field, name, who, ref)
             return
         for candidate in dict.fromkeys((names.skeleton(name), names.skeleton(names.base_name(name)))):
-            try:
-                holder = await self.broker.identity_named(candidate)
-            except BrokerUnavailable:
-                if early:
-                    return
-                raise
+            holder = self._named.get(candidate)
+            if holder is None:
+                try:
+                    holder = await self.broker.identity_named(candidate)
+                except BrokerUnavailable:
+                    if early:
+                        return
+                    raise
+                if holder is not None:  # the first holder keeps it for good: no need to ask again
+                    self._named[candidate] = holder
             if holder is not None and holder != who.username:
                 raise p.ProtocolError(
                     p.ErrorCode.NAME_TAKEN,

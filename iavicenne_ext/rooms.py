@@ -5,6 +5,12 @@ a connection into broker operations and frames, and writes what the broker deliv
 this server's connections. A frame is encoded once and the same bytes are written to
 every local recipient. A request it cannot serve raises `protocol.ProtocolError`.
 
+Who may be where is checked here too: a room's access record (access.py) on join, on a
+replay, on signaling join and on direct messages, and the name policy (names.py) for a
+`user_id` / `peer_id`. A removal from a private room is an eviction: a frame on the room's
+channel (and its signaling room's) that every server hands to that identity's connections,
+which then leave.
+
 Signaling rooms (the signaling socket's) are hub rooms too, named
 ``protocol.SIGNALING_ROOM_PREFIX + room``: the hub subscribes and fans out their frames,
 but they have no history and no room-endpoint presence frames.

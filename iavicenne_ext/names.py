@@ -18,7 +18,7 @@ Who may use which name is the name policy (``IAvicenne.name_policy``):
 from __future__ import annotations
 
 import unicodedata
-from functools import cache
+from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
@@ -49,7 +49,8 @@ def _confusables() -> dict[str, str]:
     return table
 
 
-@cache
+# bounded: every name a client sends passes here, and a hostile one can send many
+@lru_cache(maxsize=16384)
 def skeleton(text: str) -> str:
     """The UTS #39 skeleton of NFKC-normalised, case-folded `text`: equal for look-alikes."""
     table = _confusables()

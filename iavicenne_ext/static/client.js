@@ -11,12 +11,14 @@ import { SeenSet, SeqTracker } from "./delivery.js";
 import { AuthenticationError, checkName, Disconnected, errorFrom, IAvicenneError, RequestFailed } from "./errors.js";
 import { Emitter } from "./events.js";
 import {
+  AccessKind,
   CONNECT,
   CONTROL_KEY,
   DIRECT_MESSAGE,
   DISCONNECT,
   JOIN_ROOM,
   LEAVE_ROOM,
+  LeftReason,
   MESSAGE,
   PRESENCE,
   ROOM_JOINED,
@@ -31,7 +33,7 @@ import {
 /** @typedef {import("./discovery.js").Server} Server */
 
 /** Who may enter a room (`access` of `createRoom`). */
-export const ACCESS_KINDS = Object.freeze(["public", "group", "private"]);
+export const ACCESS_KINDS = Object.freeze([AccessKind.PUBLIC, AccessKind.GROUP, AccessKind.PRIVATE]);
 
 /**
  * The rooms' REST API on one server (`{base}iavicenne/api/rooms`): list the rooms we may
@@ -58,10 +60,10 @@ export class RoomsApi {
    * @param {string} room
    * @param {{ access?: "public" | "group" | "private", members?: string[], group?: string }} [options]
    */
-  async createRoom(room, { access = "private", members = [], group } = {}) {
+  async createRoom(room, { access = AccessKind.PRIVATE, members = [], group } = {}) {
     checkName(room, "room");
     if (!ACCESS_KINDS.includes(access)) throw new IAvicenneError(`access is one of ${ACCESS_KINDS.join(", ")}, not ${JSON.stringify(access)}`);
-    if (access === "group" && !group) throw new IAvicenneError("a group room needs group: the Hub group whose members may enter");
+    if (access === AccessKind.GROUP && !group) throw new IAvicenneError("a group room needs group: the Hub group whose members may enter");
     if (!Array.isArray(members)) throw new IAvicenneError("members is a list of usernames");
     /** @type {Record<string, any>} */
     const body = { room, access, members };
@@ -540,7 +542,7 @@ export class RoomClient extends Endpoint {
         // leave() forgets the room before its room-left arrives, so that one is not here
         this.rooms.delete(room.name);
         room.left = true;
-        const reason = typeof frame.reason === "string" ? frame.reason : "removed";
+        const reason = typeof frame.reason === "string" ? frame.reason : LeftReason.REMOVED;
         this._outbox.dropRoom(room.name, new IAvicenneError(`taken out of room ${JSON.stringify(room.name)} (${reason}) before this was acknowledged`));
         room._emit("removed", { room: room.name, reason });
         break;

@@ -69,7 +69,7 @@ from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent
 #: the payload key of a control message (see the module docstring)
 CONTROL = p.CONTROL_KEY
 #: who may enter a room (``access`` of `RoomsAPI.create_room`)
-ACCESS_KINDS = ("public", "group", "private")
+ACCESS_KINDS = (p.AccessKind.PUBLIC, p.AccessKind.GROUP, p.AccessKind.PRIVATE)
 
 
 class RoomsAPI:
@@ -92,7 +92,7 @@ class RoomsAPI:
         return [room for room in rooms if isinstance(room, dict)] if isinstance(rooms, list) else []
 
     async def create_room(
-        self, room: str, *, access: str = "private", members: Iterable[str] = (), group: str | None = None
+        self, room: str, *, access: str = p.AccessKind.PRIVATE, members: Iterable[str] = (), group: str | None = None
     ) -> dict[str, Any]:
         """Make `room` with `access` ``"private"`` (we own it; `members` may enter too),
         ``"group"`` (the members of Hub group `group`) or ``"public"``; the new record.
@@ -100,7 +100,7 @@ class RoomsAPI:
         p.check_name(room, "room")
         if access not in ACCESS_KINDS:
             raise ValueError(f"access is one of {', '.join(ACCESS_KINDS)}, not {access!r}")
-        if access == "group" and not group:
+        if access == p.AccessKind.GROUP and not group:
             raise ValueError("a group room needs group=<the Hub group whose members may enter>")
         if isinstance(members, str):
             raise ValueError("members is a list of usernames (members=['bob']), not one string")
@@ -424,7 +424,7 @@ class RoomClient(Endpoint):
         return await self.api.list_rooms()
 
     async def create_room(
-        self, room: str, *, access: str = "private", members: Iterable[str] = (), group: str | None = None
+        self, room: str, *, access: str = p.AccessKind.PRIVATE, members: Iterable[str] = (), group: str | None = None
     ) -> dict[str, Any]:
         """Make `room` private (ours; `members` invited), a group's or public (`RoomsAPI`)."""
         return await self.api.create_room(room, access=access, members=members, group=group)
@@ -511,7 +511,7 @@ class RoomClient(Endpoint):
         if self.rooms.get(room.name) is room:
             del self.rooms[room.name]
         room.left = True
-        reason = str(frame.get("reason") or "removed")
+        reason = str(frame.get("reason") or p.LeftReason.REMOVED)
         self._outbox.drop_room(room.name, ClientError(f"taken out of room {room.name!r} ({reason}) before this was acknowledged"))
         room._emit("removed", {"room": room.name, "reason": reason})
         room.events.close()
@@ -529,7 +529,7 @@ async def connect(url: str | None = None, token: str | None = None, *, user_id: 
 async def create_room(
     room: str,
     *,
-    access: str = "private",
+    access: str = p.AccessKind.PRIVATE,
     members: Iterable[str] = (),
     group: str | None = None,
     url: str | None = None,

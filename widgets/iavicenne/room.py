@@ -99,8 +99,10 @@ class _Default:
 #: `join`'s status when none is given: "available", or what the session it replaces had
 DEFAULT_STATUS: Any = _Default()
 
-# sessions alive in this kernel, by (server, room, user, connection tag): a cell run again replaces its old one
-_live: weakref.WeakValueDictionary[tuple[str, str, str | None, str], RoomSession] = weakref.WeakValueDictionary()
+# sessions alive in this kernel, by (server, token, room, user, connection tag): a cell run
+# again replaces its old one. The token stands for the identity: without a user_id the name
+# is the server's, unknown until joined, and two identities must not replace each other.
+_live: weakref.WeakValueDictionary[tuple[str, str, str, str | None, str], RoomSession] = weakref.WeakValueDictionary()
 
 
 def current_notebook() -> str | None:
@@ -750,7 +752,7 @@ class RoomSession:
         client: RoomClient | None = None
         try:
             server = self._server = self._server or discover_server(self._url, self._token)
-            await self._replace_older(server.url)
+            await self._replace_older(server)
             client = await self._open_client(server)
             self.client = client
             self.room = await client.join(self.name, state=dict(self.presence))
@@ -829,8 +831,8 @@ class RoomSession:
             error = task.exception()
             self._report(f"peer-to-peer links are not available: {error}", error, traceback=False)
 
-    async def _replace_older(self, server_url: str) -> None:
-        key = (server_url, self.name, self.user_id, self.tag)
+    async def _replace_older(self, server: ServerInfo) -> None:
+        key = (server.url, server.token, self.name, self.user_id, self.tag)
         older = _live.get(key)
         _live[key] = self
         if older is None or older is self:
@@ -881,7 +883,7 @@ class RoomSession:
     def _on_client_removed(self, event: dict[str, Any]) -> None:
         if event.get("room") != self.name:
             return
-        why = "its owner removed you" if event.get("reason") == "removed" else str(event.get("reason"))
+        why = "its owner removed you" if event.get("reason") == p.LeftReason.REMOVED else str(event.get("reason"))
         self._set_state("offline", f"taken out of {self.name!r}: {why}")
         self._report(f"you are no longer in {self.name!r}: {why} (ask its owner to invite you again)", traceback=False)
 

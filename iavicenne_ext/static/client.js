@@ -379,7 +379,7 @@ export class RoomClient extends Endpoint {
     if (options.userId !== undefined) checkName(options.userId, "user_id");
     /** @type {string | null} our user_id (the Jupyter user's name if none was chosen) */
     this.userId = options.userId ?? null;
-    /** @type {Record<string, any>} ours, as the server verified it (`connect`, or our entry in `room-joined`) */
+    /** @type {Record<string, any>} ours, as the server verified it (the connect reply, or our entry in the join reply) */
     this.identity = {};
     /** @type {Map<string, Room>} */
     this.rooms = new Map();

@@ -43,7 +43,7 @@ class RoomSocketHandler(ProtocolSocket):
                 p.ErrorCode.ALREADY_CONNECTED,
                 "cannot change user_id while in rooms; leave-room first",
             )
-        await self.hub.check_name(self, user_id, "user_id")
+        await self.hub.check_name(self, user_id, "user_id", early=True)
         self.user_id = user_id
         self.reply(p.CONNECT, request.ref, status="success", user_id=user_id, identity=self.identity)
 
@@ -76,9 +76,7 @@ class RoomSocketHandler(ProtocolSocket):
             )
         if not self.user_id:
             # no `connect` was sent: the identity's name is the display name
-            user_id = p.check_name(self.who.name or self.who.username, "user_id")
-            await self.hub.check_name(self, user_id, "user_id", request.ref)
-            self.user_id = user_id
+            self.user_id = p.check_name(self.who.name or self.who.username, "user_id")
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
             try:
@@ -89,6 +87,8 @@ class RoomSocketHandler(ProtocolSocket):
                     await self._evicted(room)
                 raise
             return
+        # again on every join: a username first seen after `connect` is protected from then on
+        await self.hub.check_name(self, self.user_id, "user_id", request.ref)
         self.enter(room)
         self.rooms.add(room)
         try:
@@ -100,6 +100,8 @@ class RoomSocketHandler(ProtocolSocket):
             self._forget(room)
         elif self._gone:  # the socket closed right after
             await self._leave_all(closing=True)
+        else:
+            await self.hub.confirm_access(self, room)
 
     async def _on_leave_room(self, request: p.Request) -> None:
         rooms = [request.room] if request.room is not None else sorted(self.rooms)

@@ -377,7 +377,7 @@ export class RoomClient extends Endpoint {
   constructor(options = {}) {
     super(ROOMS_PATH, options);
     if (options.userId !== undefined) checkName(options.userId, "user_id");
-    /** @type {string | null} our user_id (the Jupyter user's name if none was chosen) */
+    /** @type {string | null} our user_id (the name of our verified identity if none was chosen) */
     this.userId = options.userId ?? null;
     /** @type {Record<string, any>} ours, as the server verified it (the connect reply, or our entry in the join reply) */
     this.identity = {};

@@ -400,11 +400,13 @@ export class RoomClient extends Endpoint {
 
   /**
    * Join `name` (kept across reconnects); rejects with `NameTaken` if another user holds our user_id there.
+   * `since`: the room's messages after that seq are replayed on join (0: the history the
+   * server still keeps, e.g. a chat's recent messages), as `message` events.
    * @param {string} name
-   * @param {{ state?: Record<string, any> }} [options]
+   * @param {{ state?: Record<string, any>, since?: number }} [options]
    * @returns {Promise<Room>}
    */
-  async join(name, { state } = {}) {
+  async join(name, { state, since } = {}) {
     checkName(name, "room");
     const existing = this.rooms.get(name);
     if (existing) {
@@ -412,6 +414,7 @@ export class RoomClient extends Endpoint {
       return existing;
     }
     const room = new Room(this, name, state);
+    if (Number.isInteger(since) && /** @type {number} */ (since) >= 0) room.history.seq = /** @type {number} */ (since);
     this.rooms.set(name, room);
     try {
       while (!room._settled) {

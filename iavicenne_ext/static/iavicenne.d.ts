@@ -350,7 +350,8 @@ export declare class RoomClient implements Endpoint {
   waitConnected(): Promise<void>;
   reconnectNow(): void;
   close(): void;
-  join(room: string, options?: { state?: Record<string, Json> }): Promise<Room>;
+  /** `since`: replay the room's messages after that seq on join (0: all the history the server keeps). */
+  join(room: string, options?: { state?: Record<string, Json>; since?: number }): Promise<Room>;
   leave(room: string): Promise<void>;
   on(kind: "connected", callback: (event: ConnectedEvent) => void): Unsubscribe;
   on(kind: "disconnected", callback: (event: DisconnectedEvent) => void): Unsubscribe;

@@ -452,3 +452,20 @@ test("the client's identity comes from its own entry in room-joined when it sent
   assert.ok(client.api instanceof RoomsAPI);
   client.close();
 });
+
+test("join with since: 0 asks for the history the server keeps, and delivers it as messages", async () => {
+  const { client, ws } = await setUp();
+  const joining = client.join("chat", { since: 0 });
+  await flush();
+  const join = ws.last("join-room");
+  assert.deepEqual(join.payload, { since: 0 });
+  ws.receive(roomJoined(join, { seq: 2 }));
+  const room = await joining;
+  const got = [];
+  room.on("message", (m) => got.push([m.seq, m.text]));
+  ws.receive(message("chat", 1, "earlier"));
+  ws.receive(message("chat", 2, "just before"));
+  ws.receive(message("chat", 2, "just before"));
+  ws.receive(message("chat", 3, "live"));
+  assert.deepEqual(got, [[1, "earlier"], [2, "just before"], [3, "live"]]);
+});

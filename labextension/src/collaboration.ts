@@ -1,0 +1,304 @@
+/**
+ * One window's collaboration: the room connection, the rooms joined, their members,
+ * chat and unread counts, and the presence this window reports. The side panel, the
+ * status bar item and the commands all read and drive this one object, so it outlives
+ * notebooks and kernels (it is the window's, not a cell's).
+ *
+ * The browser client is the one the server serves (`{baseUrl}iavicenne/static/iavicenne.js`),
+ * loaded at run time, not bundled: the extension always speaks the protocol of the server
+ * it runs against, and its types are the client's own (iavicenne.d.ts, `import type`).
+ */
+
+import type * as Client from "iavicenne-client";
+import { Signal } from "@lumino/signaling";
+
+import {
+  type ConnectionInfo,
+  type Json,
+  type LabPresence,
+  UnreadTracker,
+  mentions,
+  messageText,
+  peopleOnline,
+  samePresence,
+} from "./model";
+
+export type ClientModule = typeof Client;
+
+/** Load the browser client from the server (a module of its own, outside webpack's bundle). */
+export async function loadClient(baseUrl: string): Promise<ClientModule> {
+  const url = `${baseUrl}iavicenne/static/iavicenne.js`;
+  return (await import(/* webpackIgnore: true */ url)) as ClientModule;
+}
+
+/** A line of a room's chat. */
+export interface ChatEntry {
+  userId: string;
+  /** The sender's name to show (their chosen display name, else the verified one). */
+  label: string;
+  text: string;
+  timestamp: string;
+  direct: boolean;
+  /** For a direct message: to whom (ours), or null. */
+  to: string | null;
+  mine: boolean;
+  mentionsMe: boolean;
+}
+
+/** A room joined in this window. */
+export class JoinedRoom {
+  readonly entries: ChatEntry[] = [];
+  readonly unread = new UnreadTracker();
+  /** user id -> the connections that described themselves when asked. */
+  readonly connections = new Map<string, ConnectionInfo[]>();
+  /** A gap in the history shown: some older messages could not be recovered. */
+  gap = false;
+
+  constructor(readonly room: Client.Room) {}
+
+  get name(): string {
+    return this.room.name;
+  }
+}
+
+export interface Settings {
+  displayName: string;
+  rooms: string[];
+  notifications: boolean;
+  status: string;
+}
+
+export interface Notice {
+  room: string;
+  entry: ChatEntry;
+}
+
+const CONTROL_KEY = "iavicenne";
+const MAX_ENTRIES = 1000;
+
+export class Collaboration {
+  readonly changed = new Signal<this, void>(this);
+  /** A message that mentions us, or a direct message to us (for notifications). */
+  readonly noticed = new Signal<this, Notice>(this);
+  /** A new chat line in a room (the panel decides whether it is seen). */
+  readonly arrived = new Signal<this, { room: JoinedRoom; entry: ChatEntry; index: number }>(this);
+  readonly rooms = new Map<string, JoinedRoom>();
+  listing: Client.RoomListing[] = [];
+  client: Client.RoomClient | null = null;
+  module: ClientModule | null = null;
+  /** Why the connection could not be made, or "". */
+  problem = "";
+  private presence: LabPresence;
+  private sentPresence = new Map<string, LabPresence>();
+
+  constructor(
+    readonly baseUrl: string,
+    public settings: Settings,
+    initial: LabPresence,
+  ) {
+    this.presence = initial;
+  }
+
+  get state(): Client.ConnectionState | "loading" | "failed" {
+    if (this.problem) return "failed";
+    return this.client ? this.client.state : "loading";
+  }
+
+  get me(): string | null {
+    return this.client?.userId ?? null;
+  }
+
+  /** People online in the rooms joined (ourselves not counted). */
+  get online(): number {
+    return peopleOnline(
+      [...this.rooms.values()].map((joined) => joined.room.members.values()),
+      this.me,
+    );
+  }
+
+  /** Connect (once) and join the rooms of the settings. */
+  async start(): Promise<void> {
+    try {
+      const module = await loadClient(this.baseUrl);
+      this.module = module;
+      // under JupyterHub the rooms are in the room service: the client asks the server where
+      const discover = (module as unknown as { discoverRooms?: () => Promise<Client.Server> }).discoverRooms;
+      const server = discover ? await discover() : new module.Server();
+      const client = new module.RoomClient({ server });
+      this.client = client;
+      for (const kind of ["connected", "disconnected", "reconnecting", "closed"]) {
+        client.on(kind, () => this.changed.emit());
+      }
+      await client.open();
+    } catch (error) {
+      this.problem = String((error as Error)?.message ?? error);
+      this.changed.emit();
+      return;
+    }
+    this.changed.emit();
+    await this.refreshRooms();
+    for (const name of this.settings.rooms) {
+      await this.join(name).catch(() => {});
+    }
+  }
+
+  async refreshRooms(): Promise<void> {
+    if (!this.client) return;
+    try {
+      this.listing = await this.client.listRooms();
+    } catch (error) {
+      this.problem = this.problem || "";
+    }
+    this.changed.emit();
+  }
+
+  /** Join `name` with our presence and its recent history; the rooms listing follows. */
+  async join(name: string): Promise<JoinedRoom> {
+    const client = this.client;
+    if (!client) throw new Error("not connected to the rooms yet");
+    const existing = this.rooms.get(name);
+    if (existing) return existing;
+    const room = await client.join(name, { state: this.presenceState(), since: 0 });
+    const joined = new JoinedRoom(room);
+    this.rooms.set(name, joined);
+    this.sentPresence.set(name, this.presence);
+    room.on("message", (message: Client.Message) => this.onMessage(joined, message));
+    room.on("control", (message: Client.Message) => this.onControl(joined, message));
+    room.on("presence", () => this.changed.emit());
+    room.on("gap", () => {
+      joined.gap = true;
+      this.changed.emit();
+    });
+    // what came before we joined (the history replayed on join) came through `message` already
+    this.changed.emit();
+    void this.refreshRooms();
+    return joined;
+  }
+
+  async leave(name: string): Promise<void> {
+    const joined = this.rooms.get(name);
+    if (!joined) return;
+    this.rooms.delete(name);
+    this.sentPresence.delete(name);
+    await joined.room.leave().catch(() => {});
+    this.changed.emit();
+    void this.refreshRooms();
+  }
+
+  /** Send `text` to the room, or to one member of it (a direct message). */
+  async send(name: string, text: string, to: string | null = null): Promise<void> {
+    const joined = this.rooms.get(name);
+    if (!joined) throw new Error(`not in room ${name}`);
+    if (to) {
+      await joined.room.direct(to, { content: text });
+      // a direct message comes back to its sender's other connections only: show ours here
+      this.addEntry(joined, {
+        userId: this.me ?? "",
+        label: this.labelOf(joined, this.me ?? ""),
+        text,
+        timestamp: new Date().toISOString(),
+        direct: true,
+        to,
+        mine: true,
+        mentionsMe: false,
+      });
+    } else {
+      await joined.room.send({ content: text });
+    }
+  }
+
+  /** What this window shows changed: report it to every room (only when it differs). */
+  setPresence(presence: LabPresence): void {
+    this.presence = presence;
+    for (const [name, joined] of this.rooms) {
+      if (samePresence(this.sentPresence.get(name) as unknown as Record<string, unknown>, presence as unknown as Record<string, unknown>)) continue;
+      this.sentPresence.set(name, presence);
+      void joined.room.setState(this.presenceState()).catch(() => {});
+    }
+  }
+
+  get currentPresence(): LabPresence {
+    return this.presence;
+  }
+
+  /** Ask a member's connections to describe themselves; their answers fill `connections`. */
+  async describe(name: string, userId: string): Promise<void> {
+    const joined = this.rooms.get(name);
+    if (!joined) return;
+    joined.connections.set(userId, []);
+    const q = Math.random().toString(16).slice(2, 10);
+    await joined.room.direct(userId, { [CONTROL_KEY]: "describe", q }).catch(() => {});
+  }
+
+  labelOf(joined: JoinedRoom, userId: string): string {
+    const member = joined.room.members.get(userId);
+    const chosen = member?.state?.display_name;
+    if (typeof chosen === "string" && chosen.trim()) return chosen.trim();
+    return member?.identity?.display_name || userId;
+  }
+
+  private presenceState(): Record<string, Json> {
+    return { ...this.presence } as unknown as Record<string, Json>;
+  }
+
+  private onMessage(joined: JoinedRoom, message: Client.Message): void {
+    const me = this.me;
+    const text = messageText(message.content as Record<string, Json>);
+    const mine = message.userId === me;
+    const entry: ChatEntry = {
+      userId: message.userId,
+      label: this.labelOf(joined, message.userId),
+      text,
+      timestamp: message.timestamp || new Date().toISOString(),
+      direct: message.direct,
+      to: message.direct ? (typeof message.raw?.to === "string" ? message.raw.to : me) : null,
+      mine,
+      mentionsMe: !mine && (message.direct || mentions(text, me)),
+    };
+    this.addEntry(joined, entry);
+    // a replayed message (history on join) is old news: no notification for it
+    const replayed = Date.now() - new Date(entry.timestamp).getTime() > 60_000;
+    if (entry.mentionsMe && !replayed) this.noticed.emit({ room: joined.name, entry });
+  }
+
+  private addEntry(joined: JoinedRoom, entry: ChatEntry): void {
+    joined.entries.push(entry);
+    if (joined.entries.length > MAX_ENTRIES) joined.entries.splice(0, joined.entries.length - MAX_ENTRIES);
+    this.arrived.emit({ room: joined, entry, index: joined.entries.length - 1 });
+  }
+
+  private onControl(joined: JoinedRoom, message: Client.Message): void {
+    const content = message.content as Record<string, Json>;
+    const kind = content[CONTROL_KEY];
+    if (kind === "describe" && typeof content.q === "string") {
+      // we are a connection of our user too: say which document this window shows
+      void joined.room
+        .direct(message.userId, {
+          [CONTROL_KEY]: "connection",
+          q: content.q,
+          peer_id: this.me ?? "",
+          kind: "lab",
+          document: this.presence.document,
+        })
+        .catch(() => {});
+      return;
+    }
+    if (kind === "connection" && typeof content.peer_id === "string") {
+      const list = joined.connections.get(message.userId) ?? [];
+      // an answer is believed only about the sender's own peers
+      const peerId = content.peer_id;
+      const owner = peerId.includes("#") ? peerId.slice(0, peerId.lastIndexOf("#")) : peerId;
+      if (owner !== message.userId) return;
+      if (!list.some((known) => known.peer_id === peerId)) {
+        list.push({
+          peer_id: peerId,
+          kind: typeof content.kind === "string" ? content.kind : "page",
+          document: typeof content.document === "string" ? content.document : null,
+          notebook: typeof content.notebook === "string" ? content.notebook : null,
+        });
+      }
+      joined.connections.set(message.userId, list);
+      this.changed.emit();
+    }
+  }
+}

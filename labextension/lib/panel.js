@@ -328,7 +328,7 @@ export class RoomsPanel extends Widget {
     updateBadge() {
         const unread = this.unread;
         this.title.dataset = unread ? { unread: String(unread) } : {};
-        this.title.className = unread ? "iav-lab-has-unread" : "";
+        this.title.className = unread ? "iav-lab-tab iav-lab-has-unread" : "iav-lab-tab";
         this.title.caption = unread ? `iAvicenne: ${unread} unread` : "iAvicenne: rooms, people and chat";
     }
     async sendInput() {

@@ -1,0 +1,251 @@
+"""The JupyterLab extension (iavicenne-lab) in Chromium: two people, alice and bob, each in a
+browser context of their own on one real JupyterLab server (personal tokens:
+`room_support.TwoAnalysts`), and a third member, carol, a Python client in a process of
+its own (browser_agent.py, as a kernel is).
+
+Both windows join the room of their settings at start ("rooms joined at start"); each sees
+the other in the side panel with the notebook and the cell they have open, reported by the
+extension alone; they chat both ways with the Enter key; the status bar counts the people
+online; a mention while alice's panel is closed puts an unread badge on its tab and a
+JupyterLab notification on her screen; following bob opens his notebook at his cell;
+what carol puts in every field another person's panel shows (name, status, message) stays
+text; a window opened later gets the history on join. The same extension activates in
+Notebook 7. Screenshots: lab-panel.png (tests/artifacts/, or docs/img/ with
+``IAVICENNE_UPDATE_SCREENSHOTS=1``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from notebook_support import screenshot_path
+from test_browser_page import CHROMIUM_ARGS, TIMEOUT_MS, Agent, chromium_executable
+
+from iavicenne_ext.testing import JupyterProcess
+
+pytestmark = pytest.mark.timeout(300)
+
+REPO = Path(__file__).resolve().parent.parent
+BUILD = REPO / "iavicenne_ext" / "labextension"
+ROOM = "analysis"
+HOSTILE = '<img src=x onerror="window.iavPwned=1">'
+_CONFIG = """
+import sys
+sys.path.insert(0, {tests!r})
+from room_support import TwoAnalysts
+
+c.ServerApp.identity_provider_class = TwoAnalysts
+"""
+
+
+@pytest.fixture
+def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
+    # Playwright's sync API runs its own loop in this thread (see test_browser_page)
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def jp_server_cleanup() -> None:
+    return
+
+
+def write_notebook(folder: Path, name: str, sources: list[str]) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
+    notebook.cells = [nbformat.v4.new_markdown_cell(source) for source in sources]
+    nbformat.write(notebook, folder / name)
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
+    chromium_executable()  # fail (CI) or skip before starting anything
+    process = JupyterProcess(tmp_path_factory.mktemp("lab-panel"), lab=True, options={"broker": "memory"})
+    process.config.mkdir(parents=True)
+    (process.config / "jupyter_server_config.py").write_text(_CONFIG.format(tests=str(Path(__file__).parent)))
+    # JupyterLab finds the extension of this checkout first (its data folder comes before the
+    # environment's): what is tested is the committed build
+    extensions = process.workdir / "data" / "labextensions"
+    extensions.mkdir(parents=True)
+    (extensions / "iavicenne-lab").symlink_to(BUILD, target_is_directory=True)
+    # the settings of the extension: the room joined at start
+    settings = process.workdir / "lab-settings" / "iavicenne-lab"
+    settings.mkdir(parents=True)
+    (settings / "plugin.jupyterlab-settings").write_text(json.dumps({"rooms": [ROOM]}))
+    process.root.mkdir(parents=True)
+    write_notebook(process.root, "alice.ipynb", ["# Alice's analysis", "## Cohort", "## Survival curves"])
+    write_notebook(process.root, "bob.ipynb", ["# Bob's review", "## Methods", "## Results", "## Open questions"])
+    process.launch().wait_serving()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    executable = chromium_executable()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def people(browser: Any) -> Iterator[Any]:
+    contexts: list[Any] = []
+    errors: list[str] = []
+
+    def open_window(token: str) -> Any:
+        # every request of the window carries the person's token (the page, the served
+        # client's modules, the REST calls, the sockets)
+        context = browser.new_context(
+            viewport={"width": 1280, "height": 800}, extra_http_headers={"Authorization": f"token {token}"}
+        )
+        contexts.append(context)
+        page = context.new_page()
+        page.set_default_timeout(TIMEOUT_MS)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        return page
+
+    yield open_window
+    for context in contexts:
+        context.close()
+    assert errors == [], f"errors in the pages: {errors}"
+
+
+def open_lab(page: Any, lab: JupyterProcess, notebook: str, workspace: str) -> None:
+    # a workspace each: one person's open documents are not restored in the other's window
+    page.goto(f"{lab.origin}/lab/workspaces/{workspace}/tree/{notebook}?reset", wait_until="domcontentloaded")
+    page.wait_for_function(
+        "(path) => { const w = window.jupyterapp && window.iavicenneLab && window.jupyterapp.shell.currentWidget;"
+        " return w && w.context && w.context.path === path && w.content.widgets.length > 0; }",
+        arg=notebook,
+        timeout=TIMEOUT_MS,
+    )
+    page.evaluate("() => window.jupyterapp.commands.execute('iavicenne:open-panel')")
+
+
+def select_cell(page: Any, index: int) -> None:
+    page.evaluate(f"() => {{ window.jupyterapp.shell.currentWidget.content.activeCellIndex = {index}; }}")
+
+
+def member(page: Any, user: str) -> Any:
+    return page.locator(f"#iavicenne-panel .iav-lab-member[data-user='{user}']")
+
+
+def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    carol = Agent(lab, ROOM, "carol", log=tmp_path / "carol.log")
+    try:
+        carol.expect("ready")
+        alice, bob = people("alice-token"), people("bob-token")
+        open_lab(alice, lab, "alice.ipynb", "alice")
+        open_lab(bob, lab, "bob.ipynb", "bob")
+        for page in (alice, bob):
+            expect(page.locator("#iavicenne-panel .iav-lab-state")).to_have_attribute("data-state", "online")
+            expect(page.locator("#iavicenne-panel .iav-lab-room[data-room='analysis']")).to_contain_text("3 members")
+        select_cell(alice, 1)
+        select_cell(bob, 2)
+
+        # each sees the other, with the notebook and the cell they have open
+        expect(member(bob, "alice")).to_contain_text("alice.ipynb · cell 2")
+        expect(member(alice, "bob")).to_contain_text("bob.ipynb · cell 3")
+        expect(member(alice, "alice")).to_contain_text("(you)")
+        expect(member(alice, "carol")).to_be_visible()
+        # the status bar: the people online besides oneself
+        expect(alice.locator(".iav-lab-status")).to_have_text("iAvicenne: 2 online")
+
+        # chat both ways, with Enter
+        alice.locator("#iavicenne-panel .iav-lab-input").fill("The **cohort** is ready, see cell 2")
+        alice.locator("#iavicenne-panel .iav-lab-input").press("Enter")
+        said = bob.locator("#iavicenne-panel .iav-lab-message").filter(has_text="The cohort is ready")
+        expect(said).to_contain_text("Alice")
+        expect(said.locator("strong")).to_have_text("cohort")  # Markdown, rendered by JupyterLab
+        carol.expect("message", user_id="alice")
+        bob.locator("#iavicenne-panel .iav-lab-input").fill("Thanks, reading it now")
+        bob.locator("#iavicenne-panel .iav-lab-input").press("Enter")
+        expect(alice.locator("#iavicenne-panel .iav-lab-message").filter(has_text="Thanks, reading it now")).to_contain_text(
+            "Bob"
+        )
+
+        # @completion: "@ca" + Tab is "@carol "
+        box = bob.locator("#iavicenne-panel .iav-lab-input")
+        box.fill("")
+        box.press_sequentially("hi @ca")
+        expect(bob.locator("#iavicenne-panel .iav-lab-completion")).to_contain_text("@carol")
+        box.press("Tab")
+        expect(box).to_have_value("hi @carol ")
+        box.fill("")
+
+        # a mention while alice's panel is closed: the badge on its tab, a notification
+        alice.evaluate("() => window.jupyterapp.commands.execute('application:toggle-left-area')")
+        expect(alice.locator("#iavicenne-panel")).to_be_hidden()
+        box.fill("@alice can you check the survival curves?")
+        box.press("Enter")
+        tab = alice.locator(".lm-TabBar-tab.iav-lab-tab")
+        expect(tab).to_have_attribute("data-unread", "1")
+        expect(alice.locator(".Toastify__toast").filter(has_text="Bob mentioned you in analysis")).to_be_visible()
+        alice.evaluate("() => window.jupyterapp.commands.execute('iavicenne:open-panel')")
+        expect(alice.locator("#iavicenne-panel .iav-lab-mention")).to_contain_text("can you check the survival curves?")
+        expect(tab).not_to_have_attribute("data-unread", "1")
+
+        # follow: alice opens what bob is looking at, at his cell
+        member(alice, "bob").locator(".iav-lab-follow").click()
+        alice.wait_for_function(
+            "() => { const w = window.jupyterapp.shell.currentWidget; return w && w.context && w.context.path === 'bob.ipynb'"
+            " && w.content.activeCellIndex === 2; }"
+        )
+        # ...and says so: now she is in bob's notebook
+        expect(member(bob, "alice")).to_contain_text("bob.ipynb · cell 3")
+
+        # carol's name, status and message stay text in both panels
+        carol.command(cmd="state", state={"display_name": HOSTILE, "status": HOSTILE, "kind": "kernel"})
+        carol.expect("sent")
+        carol.command(cmd="send", text=f"{HOSTILE} <script>window.iavPwned=2</script> [link](javascript:window.iavPwned=3)")
+        carol.expect("sent")
+        for page in (alice, bob):
+            expect(member(page, "carol").locator(".iav-lab-member-name")).to_have_text(HOSTILE)
+            expect(member(page, "carol").locator(".iav-lab-member-status")).to_have_text(HOSTILE)
+            expect(page.locator("#iavicenne-panel .iav-lab-message").filter(has_text="link")).to_be_visible()
+            assert page.locator("#iavicenne-panel .iav-lab-members img, #iavicenne-panel script").count() == 0
+            for anchor in page.locator("#iavicenne-panel .iav-lab-body a").all():
+                assert not (anchor.get_attribute("href") or "").startswith("javascript:")
+            assert page.evaluate("window.iavPwned") is None
+
+        alice.locator("#iavicenne-panel").screenshot(path=str(saved(screenshot_path("lab-panel.png"))))
+
+        # a window opened later: the history on join
+        late = people("bob-token")
+        open_lab(late, lab, "bob.ipynb", "bob-late")
+        expect(late.locator("#iavicenne-panel .iav-lab-message").filter(has_text="The cohort is ready")).to_be_visible()
+        expect(late.locator("#iavicenne-panel .iav-lab-day").first).to_have_text("Today")
+    finally:
+        carol.stop()
+
+
+def saved(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def test_the_extension_activates_in_notebook_7(lab: JupyterProcess, people: Any) -> None:
+    pytest.importorskip("notebook", reason="pip install 'notebook>=7'")
+    page = people("alice-token")
+    page.goto(f"{lab.origin}/notebooks/alice.ipynb", wait_until="domcontentloaded")
+    page.wait_for_function(
+        "() => window.iavicenneLab && window.iavicenneLab.collaboration.state === 'online'", timeout=TIMEOUT_MS
+    )
+    page.wait_for_function(
+        "() => { const room = window.iavicenneLab.collaboration.rooms.get('analysis');"
+        " return room && room.room.members.get('alice') && room.room.members.get('alice').state.document === 'alice.ipynb'; }",
+        timeout=TIMEOUT_MS,
+    )

@@ -100,8 +100,11 @@ class JupyterProcess:
         token: str | None = None,
         options: Mapping[str, Any] | None = None,
         log_level: str | None = None,
+        extensions: Iterable[str] = (),
     ) -> None:
         self.name = name
+        #: other server extensions enabled (``notebook``, to serve Notebook 7 beside JupyterLab)
+        self.extensions = tuple(extensions)
         self.workdir = workdir / name
         self.lab = lab
         self.token = token or secrets.token_hex(16)
@@ -175,6 +178,7 @@ class JupyterProcess:
         extensions[EXTENSION] = True
         if self.lab:
             extensions["jupyterlab"] = True
+        extensions.update(dict.fromkeys(self.extensions, True))
         # in the config folder, the highest in precedence: it overrides the environment's
         server_config = {"ServerApp": {"jpserver_extensions": extensions}}
         (self.config / "jupyter_server_config.json").write_text(json.dumps(server_config))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -64,10 +65,21 @@ def write_notebook(folder: Path, name: str, sources: list[str]) -> None:
     nbformat.write(notebook, folder / name)
 
 
+def notebook_7() -> list[str]:
+    """Notebook 7's server extension, to serve it beside JupyterLab (when it is installed)."""
+    try:
+        import notebook  # noqa: F401
+    except ImportError:
+        return []
+    return ["notebook"]
+
+
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     chromium_executable()  # fail (CI) or skip before starting anything
-    process = JupyterProcess(tmp_path_factory.mktemp("lab-panel"), lab=True, options={"broker": "memory"})
+    process = JupyterProcess(
+        tmp_path_factory.mktemp("lab-panel"), lab=True, options={"broker": "memory"}, extensions=notebook_7()
+    )
     process.config.mkdir(parents=True)
     (process.config / "jupyter_server_config.py").write_text(_CONFIG.format(tests=str(Path(__file__).parent)))
     # JupyterLab finds the extension of this checkout first (its data folder comes before the
@@ -103,7 +115,7 @@ def people(browser: Any) -> Iterator[Any]:
     contexts: list[Any] = []
     errors: list[str] = []
 
-    def open_window(token: str) -> Any:
+    def open_window(token: str, known: tuple[str, ...] = ()) -> Any:
         # every request of the window carries the person's token (the page, the served
         # client's modules, the REST calls, the sockets)
         context = browser.new_context(
@@ -112,7 +124,9 @@ def people(browser: Any) -> Iterator[Any]:
         contexts.append(context)
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
-        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on(
+            "pageerror", lambda error: None if any(k in str(error) for k in known) else errors.append(f"{error}\n{error.stack}")
+        )
         return page
 
     yield open_window
@@ -238,8 +252,13 @@ def saved(path: Path) -> Path:
 
 
 def test_the_extension_activates_in_notebook_7(lab: JupyterProcess, people: Any) -> None:
-    pytest.importorskip("notebook", reason="pip install 'notebook>=7'")
-    page = people("alice-token")
+    if not notebook_7():
+        if os.environ.get("CI"):
+            pytest.fail("CI must test the extension in Notebook 7: pip install 'notebook>=7' (in the test extra)", pytrace=False)
+        pytest.skip("Notebook 7 is not installed: pip install 'notebook>=7'")
+    # Notebook 7.6's own settings code throws this on load, with or without iavicenne-lab
+    # (checked: the same page without the extension)
+    page = people("alice-token", known=("Cannot read properties of undefined (reading 'schema')",))
     page.goto(f"{lab.origin}/notebooks/alice.ipynb", wait_until="domcontentloaded")
     page.wait_for_function(
         "() => window.iavicenneLab && window.iavicenneLab.collaboration.state === 'online'", timeout=TIMEOUT_MS

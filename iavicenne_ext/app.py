@@ -19,11 +19,13 @@ from .broker.memory import MemoryBroker
 from .handlers.base import Limits, Quotas
 from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
-from .handlers.rest import RoomListHandler, RoomMembersHandler
+from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler
 from .handlers.rooms import RoomSocketHandler
 from .handlers.signaling import SignalingSocketHandler
 from .hub import HUB_API_URL_VARIABLE, HUB_TOKEN_VARIABLE, ROOMS_URL_VARIABLE, Deployment, RoomServiceLocator, deployment_of
 from .ice import IceConfig
+from .identity import default_owner_name
+from .names import POLICIES
 from .rooms import RoomHub
 
 
@@ -200,6 +202,41 @@ class IAvicenne(ExtensionApp):
         "it the connections with the most bytes waiting are closed first (1008, slow consumer).",
     )
 
+    # -- identity and rooms with members (docs/protocol.md, "Identity", "Rooms with members") --
+    owner_name = Unicode(
+        config=True,
+        help="The identity of the server's owner: on jupyter_server's own identity providers, "
+        "every authenticated request (the server's token, as kernels use it, and the login "
+        "cookie of a browser) is this one user. Default: the login name the server runs under.",
+    )
+
+    @default("owner_name")
+    def _default_owner_name(self) -> str:
+        return default_owner_name()
+
+    name_policy = Enum(
+        list(POLICIES),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Which user_id / peer_id a connection may use. 'own': its identity's name, or "
+        "'<name>#<suffix>' (refused otherwise with 'name-not-yours'). 'free': any name, except one "
+        "that looks like (same Unicode confusables skeleton) a name another identity holds in the "
+        "room or another identity's username ('name-taken'). Default (unset): 'own' for "
+        "connections JupyterHub authenticated, 'free' for the others.",
+    )
+    max_private_rooms_per_identity = Int(
+        100,
+        config=True,
+        help="Rooms with an access record (private or group) one identity may create "
+        "(POST iavicenne/api/rooms); it may delete one to create another.",
+    )
+    max_room_members = Int(
+        1000,
+        config=True,
+        help="Members (invited usernames) a private room may have.",
+    )
+
     # -- signaling: the ICE servers handed to peers in `joined` -----------------------
     ice_servers = List(
         Dict(),
@@ -360,12 +397,17 @@ class IAvicenne(ExtensionApp):
         if self.locator is not None:  # rooms elsewhere: the page and the modules only
             return
         shared: dict[str, Any] = {"hub": self.hub, "quotas": self.quotas}
+        rest: dict[str, Any] = {
+            "hub": self.hub,
+            "budgets": RoomBudgets(self.max_private_rooms_per_identity, self.max_room_members),
+        }
         self.handlers.extend(
             [
                 (r"/iavicenne/ws/mcp/?", RoomSocketHandler, shared),
                 (r"/iavicenne/ws/signaling/?", SignalingSocketHandler, {**shared, "ice": self.ice}),
-                (r"/iavicenne/api/rooms/?", RoomListHandler, {"hub": self.hub}),
-                (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, {"hub": self.hub}),
+                (r"/iavicenne/api/rooms/?", RoomListHandler, rest),
+                (r"/iavicenne/api/rooms/([^/]+)/members/([^/]+)/?", RoomMemberHandler, rest),
+                (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, rest),
             ]
         )
 

@@ -42,6 +42,22 @@ ACK = "ack"
 
 ROOM_REQUESTS = frozenset({CONNECT, JOIN_ROOM, LEAVE_ROOM, MESSAGE, DISCONNECT, PRESENCE, DIRECT_MESSAGE})
 
+
+class LeftReason:
+    """Why the server sent ``room-left`` without being asked (its optional ``reason``)."""
+
+    # the owner removed this identity from a private room, or deleted the room's member list
+    REMOVED = "removed"
+
+
+class AccessKind:
+    """Who may enter a room (REST ``access``): anyone, a Hub group's members, or its member list."""
+
+    PUBLIC = "public"  # anyone authenticated: a room without an access record
+    GROUP = "group"  # the members of one group (JupyterHub's groups)
+    PRIVATE = "private"  # its owner and the usernames the owner invited
+
+
 # -- frame types: signaling endpoint -------------------------------------------------
 JOIN = "join"
 LEAVE = "leave"
@@ -76,6 +92,15 @@ class ErrorCode:
     NOT_IN_ROOM = "not-in-room"
     ALREADY_CONNECTED = "already-connected"
     NAME_TAKEN = "name-taken"
+    # under the 'own' name policy (JupyterHub): a user_id / peer_id is the identity's name,
+    # or "<name>#<suffix>"; any other is refused with this
+    NAME_NOT_YOURS = "name-not-yours"
+    # the room is private (or a group's) and this identity is not among its members
+    FORBIDDEN = "forbidden"
+    # REST (iavicenne/api/rooms): no such room for this caller (or not one it may see),
+    # and a room that cannot get an access record (one exists, or it has people or history)
+    UNKNOWN_ROOM = "unknown-room"
+    ROOM_EXISTS = "room-exists"
     SUPERSEDED = "superseded"  # a newer connection of the same user took this peer_id over
     UNKNOWN_USER = "unknown-user"
     UNKNOWN_PEER = "unknown-peer"

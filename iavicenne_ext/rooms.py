@@ -19,8 +19,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from . import names
 from . import protocol as p
-from .broker.base import Broker, JoinOutcome, Member, PresenceEntry, Published
+from .access import RoomAccess, may_enter, may_receive, refusal
+from .broker.base import Broker, BrokerUnavailable, CreateOutcome, JoinOutcome, Member, MemberOutcome, PresenceEntry, Published
+from .identity import Identity
 
 
 class Connection(Protocol):
@@ -28,7 +31,9 @@ class Connection(Protocol):
 
     key: str  # unique across servers
     user_id: str
-    identity: dict[str, Any]
+    identity: dict[str, Any]  # `who.public()`, what frames carry
+    who: Identity  # the verified identity (groups included: never sent to others)
+    name_policy: str  # names.OWN or names.FREE, for this connection
 
     def send(self, frame: bytes, *, replay: bool = False) -> None:
         """Queue an encoded frame; never blocks, never raises. `replay`: history asked for."""
@@ -37,6 +42,13 @@ class Connection(Protocol):
         """A newer connection of the same user took this one's place in `room`.
 
         Called right after the notice saying so was queued to this connection.
+        """
+
+    def evicted(self, room: str) -> None:
+        """This identity may no longer be in hub room `room` (removed from its members, or
+        the room deleted); it is already out of the local fan-out, and must leave.
+
+        Called right after the ``room-left`` saying so was queued to this connection.
         """
 
 
@@ -92,9 +104,17 @@ class RoomHub:
         return self.broker.server_id
 
     # -- fan-out (hot path) ----------------------------------------------------------
-    def deliver(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool) -> None:
+    def deliver(
+        self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool, evict: str | None = None
+    ) -> None:
         local = self.local.get(room)
         if local is None:
+            return
+        if evict is not None:
+            for conn in [c for c in local.members.values() if c.who.username == evict]:
+                local.remove(conn)  # no frame of the room after the notice
+                conn.send(frame)
+                conn.evicted(room)
             return
         if to is not None:
             targets = local.by_user.get(to)
@@ -139,6 +159,7 @@ class RoomHub:
         False if the connection closed meanwhile; `ProtocolError` (``name-taken``) when
         another identity holds `conn.user_id` in the room.
         """
+        await self.check_access(conn, room, ref)
         if state is None:
             entry = PresenceEntry(conn.key, conn.user_id, conn.identity)
         else:
@@ -151,6 +172,7 @@ class RoomHub:
                 ref,
                 room=room,
             )
+        await self._still_allowed(conn, room, ref)
         local = self._local_room(room)
 
         async def undo() -> None:
@@ -178,6 +200,7 @@ class RoomHub:
         Leaving and joining again would show the others a `user-left` and a `user-joined`
         for a user who never left, and lose the live frames sent in between.
         """
+        await self.check_access(conn, room, ref)  # the replay too is only for those who may enter
         local = self.local[room]
         local.remove(conn)  # live frames wait in `joining` until the replay is written
         if state is not None:
@@ -268,8 +291,17 @@ class RoomHub:
 
         `ProtocolError` (``unknown-user``) when that user is not in the room.
         """
-        if not await self.broker.is_present(room, to):
-            raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
+        access = await self.check_access(conn, room, ref)
+        if access is None:
+            if not await self.broker.is_present(room, to):
+                raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
+        else:
+            holders = {str(e.identity.get("username")) for e in await self.broker.entries(room) if e.user_id == to}
+            if not holders:
+                raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
+            if not all(may_receive(username, access) for username in holders):
+                # removed a moment ago, its eviction on its way: nothing more reaches it
+                raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
         dedup_key = self._dedup_key(conn, "\x1edirect\x1e" + room, ref)
         if dedup_key is not None and not await self.broker.claim(dedup_key, owner=_owner(conn)):
             return False
@@ -322,12 +354,18 @@ class RoomHub:
         """
         key = signaling_room(room)
         peer_id = conn.user_id
+        await self.check_access(conn, room)
         outcome = await self.broker.join(key, PresenceEntry(conn.key, peer_id, conn.identity))
         if outcome is JoinOutcome.TAKEN:
             raise p.ProtocolError(
                 p.ErrorCode.NAME_TAKEN,
                 f"peer_id {peer_id!r} is taken in room {room!r} by another user; join with another peer_id",
             )
+        try:
+            await self.check_access(conn, room)  # a record created meanwhile: see `_still_allowed`
+        except p.ProtocolError:
+            await self.broker.leave(key, conn.key, peer_id)
+            raise
         try:
             await self.listen(conn, key)
         except BaseException:
@@ -350,12 +388,13 @@ class RoomHub:
     async def announce_peer(self, conn: Connection, room: str, *, rejoined: bool) -> None:
         """Tell the others in signaling room `room` that peer `conn.user_id` is there."""
         extra: dict[str, Any] = {"rejoined": True} if rejoined else {}
-        frame = p.encoded(p.PEER_JOINED, peer_id=conn.user_id, room=room, **extra)
+        frame = p.encoded(p.PEER_JOINED, peer_id=conn.user_id, room=room, identity=conn.identity, **extra)
         await self.broker.emit(signaling_room(room), frame, skip=conn.key)
 
-    async def peers(self, room: str) -> list[str]:
-        """The peer_ids in signaling room `room`, on every server, sorted."""
-        return sorted({e.user_id for e in await self.broker.entries(signaling_room(room))})
+    async def peers(self, room: str) -> dict[str, dict[str, Any]]:
+        """The peers in signaling room `room`, on every server: peer_id -> its verified identity, by peer_id."""
+        entries = sorted(await self.broker.entries(signaling_room(room)), key=lambda e: e.user_id)
+        return {e.user_id: e.identity for e in entries}
 
     async def relay(self, conn: Connection, room: str, target: str, frame: bytes) -> None:
         """Deliver `frame` to peer `target` of signaling room `room` only, wherever it is.
@@ -412,6 +451,101 @@ class RoomHub:
         if not local and self.local.get(room) is local:
             del self.local[room]
             await self.broker.unsubscribe(room)
+
+    # -- who may be in a room, under which name -----------------------------------------
+    async def check_access(self, conn: Connection, room: str, ref: str | None = None) -> RoomAccess | None:
+        """The room's record, or `ProtocolError` (``forbidden``) when `conn`'s identity may not enter it."""
+        access = await self.broker.get_access(room)
+        if access is not None and not may_enter(conn.who, access):
+            raise refusal(room, access, ref)
+        return access
+
+    async def _still_allowed(self, conn: Connection, room: str, ref: str | None) -> None:
+        """After joining: a record created between the check and the join refuses it now.
+
+        Creating a record fails while the room has members, so once this check passes no
+        record can come to refuse this member except by an explicit removal (an eviction).
+        """
+        try:
+            await self.check_access(conn, room, ref)
+        except p.ProtocolError:
+            await self.broker.leave(room, conn.key, conn.user_id)
+            raise
+
+    async def remember(self, who: Identity) -> None:
+        """`who` opened a socket: under the free policy nobody else may look like its username."""
+        await self.broker.remember_identity(who.username, names.skeleton(who.username))
+
+    async def check_name(self, conn: Connection, name: str, field: str, ref: str | None = None, *, early: bool = False) -> None:
+        """Refuse a user_id / peer_id the connection's identity may not use (names.py).
+
+        `early`: on `connect`, which needs no broker; with the broker unreachable the
+        usernames are not looked up then, and the join (which needs it) checks again.
+        """
+        who = conn.who
+        if conn.name_policy == names.OWN:
+            if not names.is_own(name, who):
+                raise names.not_yours(field, name, who, ref)
+            return
+        for candidate in dict.fromkeys((names.skeleton(name), names.skeleton(names.base_name(name)))):
+            try:
+                holder = await self.broker.identity_named(candidate)
+            except BrokerUnavailable:
+                if early:
+                    return
+                raise
+            if holder is not None and holder != who.username:
+                raise p.ProtocolError(
+                    p.ErrorCode.NAME_TAKEN,
+                    f"{field} {name!r} looks like {holder!r}, the name of another user of this server; "
+                    f"connect with another {field}",
+                    ref,
+                )
+
+    async def visible_rooms(self, who: Identity) -> dict[str, tuple[list[Member], RoomAccess | None]]:
+        """The chat rooms `who` may enter that have members now or an access record."""
+        rooms = await self.rooms()
+        records = await self.broker.all_access()
+        listed: dict[str, tuple[list[Member], RoomAccess | None]] = {}
+        for name in sorted({*rooms, *records}):
+            access = records.get(name)
+            if may_enter(who, access):
+                listed[name] = (rooms.get(name, []), access)
+        return listed
+
+    async def create_access(self, access: RoomAccess, *, max_per_owner: int) -> CreateOutcome:
+        return await self.broker.create_access(access, max_per_owner=max_per_owner)
+
+    async def access(self, room: str) -> RoomAccess | None:
+        return await self.broker.get_access(room)
+
+    async def invite(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
+        return await self.broker.add_member(room, username, max_members=max_members)
+
+    async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        """Take `username` off the members, and out of the room (and its signaling room) everywhere."""
+        outcome, access = await self.broker.remove_member(room, username)
+        if outcome is MemberOutcome.DONE and access is not None and not may_receive(username, access):
+            await self.evict(room, username)
+        return outcome, access
+
+    async def delete_access(self, room: str) -> bool:
+        """Delete the record (and the history); everyone in the room is evicted from it."""
+        present = {
+            str(e.identity.get("username")) for key in (room, signaling_room(room)) for e in await self.broker.entries(key)
+        }
+        if not await self.broker.delete_access(room):
+            return False
+        for username in sorted(present):
+            await self.evict(room, username)
+        return True
+
+    async def evict(self, room: str, username: str) -> None:
+        """Every connection of `username` in chat room `room` and in its signaling room, on
+        every server, gets ``room-left`` (reason ``removed``) and leaves."""
+        frame = p.encoded(p.ROOM_LEFT, room=room, reason=p.LeftReason.REMOVED)
+        await self.broker.emit(room, frame, evict=username)
+        await self.broker.emit(signaling_room(room), frame, evict=username)
 
     # -- helpers ----------------------------------------------------------------------
     def _local_room(self, room: str) -> LocalRoom:

@@ -337,7 +337,7 @@ def test_the_page_sees_a_python_client_and_messages_flow_both_ways(page: Any, se
             return [made.type, bare.status, "X-XSRFToken" in server.headers(), await server.rooms()];
         }"""
     )
-    assert created == ["notebook", 403, True, [{"room": "chat", "members": 2, "connections": 2}]], created
+    assert created == ["notebook", 403, True, [{"room": "chat", "members": 2, "connections": 2, "access": "public"}]], created
 
     # presence both ways: the kernel with its state, the browser in the kernel's view
     expect(member(page, "kernel-1")).to_contain_text("kind: kernel")

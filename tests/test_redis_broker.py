@@ -44,7 +44,9 @@ class Delivered:
     frames: list[tuple[str, dict[str, Any], int, str | None, str | None]] = field(default_factory=list)
     superseding: list[dict[str, Any]] = field(default_factory=list)  # the frames delivered with supersede=True
 
-    def __call__(self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool) -> None:
+    def __call__(
+        self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool, evict: str | None
+    ) -> None:
         self.frames.append((room, json.loads(frame), seq, to, skip))
         if supersede:
             self.superseding.append(json.loads(frame))

@@ -115,7 +115,7 @@ async def test_presence_snapshot_and_diffs_across_servers(cluster: list[JupyterP
     assert left["room"] == room
     assert not [f for f in await bob.silent(0.4) if f.get("type") == p.USER_LEFT]
     status, body = await asyncio.to_thread(cluster[0].get, "/iavicenne/api/rooms")
-    assert {"room": room, "members": 1, "connections": 1} in body["rooms"]
+    assert {"room": room, "members": 1, "connections": 1, "access": "public"} in body["rooms"]
     alice.close()
     bob.close()
 

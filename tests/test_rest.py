@@ -44,8 +44,8 @@ async def test_room_list_counts_users_and_connections(connect: Connect, get: Any
 
     assert await get() == {
         "rooms": [
-            {"room": "r1", "members": 2, "connections": 3},
-            {"room": "r2", "members": 1, "connections": 1},
+            {"room": "r1", "members": 2, "connections": 3, "access": "public"},
+            {"room": "r2", "members": 1, "connections": 1, "access": "public"},
         ]
     }
 
@@ -85,7 +85,7 @@ async def test_members_follow_leaves_and_closes(connect: Connect, get: Any) -> N
         await alice.silent(0.05)
     assert await get() == {"rooms": []}
     # a room everyone left keeps its history for a while: it exists, with no members
-    assert await get("r1") == {"room": "r1", "members": []}
+    assert await get("r1") == {"room": "r1", "members": [], "access": "public"}
 
 
 async def test_unknown_room_is_404(get: Any) -> None:

@@ -8,6 +8,7 @@ that missed more is told it cannot recover them.
 
 from __future__ import annotations
 
+import getpass
 from typing import Any
 
 import pytest
@@ -88,14 +89,14 @@ async def test_user_id_defaults_to_the_jupyter_user_name(connect: Connect) -> No
 
 
 async def test_server_token_holders_share_one_identity(connect: Connect) -> None:
-    """Jupyter names each token request a new anonymous user; here one token is one user."""
+    """Jupyter names each token request a new anonymous user; here the server's token is its owner."""
     first, second = await connect(), await connect()
     identities = []
     for client in (first, second):
         await client.send({"type": "connect", "payload": {"user_id": "owner"}})
         identities.append((await client.expect("connect"))["identity"])
     assert identities[0] == identities[1]
-    assert identities[0]["username"].startswith("token-")
+    assert identities[0]["username"] == getpass.getuser()  # IAvicenne.owner_name's default
     await first.join("r1")
     joined = await second.join("r1")  # same identity: not refused as name-taken
     assert [(m["user_id"], m["connections"]) for m in joined["members"]] == [("owner", 2)]
@@ -109,14 +110,14 @@ async def test_two_analysts_have_distinct_identities(connect: Connect) -> None:
 
 
 async def test_user_id_held_by_another_identity_is_refused(connect: Connect) -> None:
-    alice, _ = await analyst(connect, ALICE)
+    alice, _ = await analyst(connect, ALICE, user_id="Dr A")
     bob = await connect(headers=BOB)
-    await bob.send({"type": "connect", "payload": {"user_id": "alice"}})
+    await bob.send({"type": "connect", "payload": {"user_id": "Dr A"}})
     await bob.expect("connect")
     await bob.send({"type": "join-room", "room": "r1", "payload": {}})
     error = await bob.expect("error")
     assert error["code"] == "name-taken"
-    assert "'alice'" in error["message"] and "another user_id" in error["message"]
+    assert "'Dr A'" in error["message"] and "another user_id" in error["message"]
     assert await alice.silent() == []  # no user-joined for the impostor
 
     # bob is not in r1: nothing he sends reaches it, and the room lists only alice
@@ -126,7 +127,17 @@ async def test_user_id_held_by_another_identity_is_refused(connect: Connect) -> 
 
     # the same user_id in another room is free
     await bob.send({"type": "join-room", "room": "r2", "payload": {}})
-    assert (await bob.expect("room-joined"))["user_id"] == "alice"
+    assert (await bob.expect("room-joined"))["user_id"] == "Dr A"
+
+
+async def test_another_identitys_username_is_refused_everywhere(connect: Connect) -> None:
+    """Once alice has connected, nobody else appears as alice, in any room, even before she joins it."""
+    await analyst(connect, ALICE)
+    bob = await connect(headers=BOB)
+    await bob.send({"type": "connect", "payload": {"user_id": "alice"}, "ref": "c"})
+    error = await bob.expect("error")
+    assert (error["code"], error["ref"]) == ("name-taken", "c")
+    assert "'alice'" in error["message"]
 
 
 # -- several rooms per connection ---------------------------------------------------

@@ -21,12 +21,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from .. import protocol as p
+from ..access import RoomAccess
 
 #: The hub's local fan-out: (room, encoded frame, seq or 0, target user_id or None,
 #: connection key to skip or None, supersede: the recipients were taken over by a newer
-#: connection and must stop once they have the frame). Called on the event loop, never
-#: blocks.
-Deliver = Callable[[str, bytes, int, "str | None", "str | None", bool], None]
+#: connection and must stop once they have the frame, evict: a username whose
+#: connections get the frame and are then removed from the room, or None). Called on the
+#: event loop, never blocks.
+Deliver = Callable[[str, bytes, int, "str | None", "str | None", bool, "str | None"], None]
 
 
 class BrokerUnavailable(Exception):
@@ -113,6 +115,18 @@ def fold_members(entries: list[PresenceEntry]) -> list[Member]:
     return sorted((m for m, _ in users.values()), key=lambda m: m.user_id)
 
 
+class CreateOutcome(enum.Enum):
+    CREATED = "created"
+    EXISTS = "exists"  # a record exists, or the room has members or history already
+    BUDGET = "budget"  # the owner has max_private_rooms_per_identity records already
+
+
+class MemberOutcome(enum.Enum):
+    DONE = "done"
+    MISSING = "missing"  # no private room of that name
+    FULL = "full"  # max_room_members reached
+
+
 class JoinOutcome(enum.Enum):
     FIRST = "first"  # the user's first connection in the room: announce it
     AGAIN = "again"  # the user was already present through another connection
@@ -173,10 +187,17 @@ class Broker(ABC):
         self._deliver = deliver
 
     def deliver(
-        self, room: str, frame: bytes, seq: int = 0, to: str | None = None, skip: str | None = None, supersede: bool = False
+        self,
+        room: str,
+        frame: bytes,
+        seq: int = 0,
+        to: str | None = None,
+        skip: str | None = None,
+        supersede: bool = False,
+        evict: str | None = None,
     ) -> None:
         if self._deliver is not None:
-            self._deliver(room, frame, seq, to, skip, supersede)
+            self._deliver(room, frame, seq, to, skip, supersede, evict)
 
     @property
     @abstractmethod
@@ -224,18 +245,31 @@ class Broker(ABC):
 
     @abstractmethod
     async def emit(
-        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+        self,
+        room: str,
+        frame: bytes,
+        *,
+        to: str | None = None,
+        skip: str | None = None,
+        supersede: bool = False,
+        evict: str | None = None,
     ) -> None:
         """Deliver a frame without seq or history: to the room, or to user `to` only.
 
         `supersede`: the recipients are taken over by a newer connection; each is told so
         (`Connection.superseded`) right after it was handed the frame, on whichever server.
+        `evict`: the frame goes to the connections of that identity (username) only, which
+        are then removed from the room (`Connection.evicted`), on whichever server.
         """
 
     # -- presence -----------------------------------------------------------------
     @abstractmethod
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
-        """Add a connection to the room's presence, unless another identity holds its user_id."""
+        """Add a connection to the room's presence, unless another identity holds its user_id.
+
+        Names are claimed by skeleton (`names.skeleton`): whoever holds ``bob`` in a room
+        holds ``Bob`` and ``b\u043eb`` (Cyrillic o) there too.
+        """
 
     @abstractmethod
     async def leave(self, room: str, conn: str, user_id: str) -> bool:
@@ -271,3 +305,39 @@ class Broker(ABC):
     @abstractmethod
     async def room_exists(self, room: str) -> bool:
         """True when the room has members or kept history."""
+
+    # -- rooms with members (access.py) ------------------------------------------------
+    @abstractmethod
+    async def get_access(self, room: str) -> RoomAccess | None:
+        """The room's access record; None: a public room (no record)."""
+
+    @abstractmethod
+    async def all_access(self) -> dict[str, RoomAccess]:
+        """Every access record of the deployment, by room."""
+
+    @abstractmethod
+    async def create_access(self, access: RoomAccess, *, max_per_owner: int) -> CreateOutcome:
+        """Create a record, atomically: refused when one exists, when the room (or its
+        signaling room) has members or kept history, or when its owner has `max_per_owner`."""
+
+    @abstractmethod
+    async def add_member(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
+        """Invite `username` to private room `room` (at most `max_members` members)."""
+
+    @abstractmethod
+    async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        """Take `username` off private room `room`'s members."""
+
+    @abstractmethod
+    async def delete_access(self, room: str) -> bool:
+        """Delete the record and the room's history (it must not become readable as a
+        public room); False when there was no record."""
+
+    # -- the identities the deployment has seen ----------------------------------------
+    @abstractmethod
+    async def remember_identity(self, username: str, name_skeleton: str) -> None:
+        """`username` opened a socket: its name's skeleton is its own (the first holder keeps it)."""
+
+    @abstractmethod
+    async def identity_named(self, name_skeleton: str) -> str | None:
+        """The username whose skeleton is `name_skeleton`, if such an identity was seen."""

@@ -26,7 +26,20 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from .. import protocol as p
-from .base import UNBOUNDED, Broker, History, JoinOutcome, Member, PresenceEntry, Published, fold_members
+from ..access import RoomAccess
+from ..names import skeleton
+from .base import (
+    UNBOUNDED,
+    Broker,
+    CreateOutcome,
+    History,
+    JoinOutcome,
+    Member,
+    MemberOutcome,
+    PresenceEntry,
+    Published,
+    fold_members,
+)
 
 # What keeping costs beside the frame's own bytes, counted against history_bytes_total so
 # that many tiny messages or many empty rooms cannot hold more memory than the budget says
@@ -34,6 +47,14 @@ from .base import UNBOUNDED, Broker, History, JoinOutcome, Member, PresenceEntry
 # slot; a room's dataclass, deque, dicts and name).
 MESSAGE_OVERHEAD = 120
 ROOM_OVERHEAD = 1024
+
+
+@dataclass(slots=True)
+class _Claim:
+    """A name's skeleton held in a room: by which identity, through how many user_ids."""
+
+    username: str
+    user_ids: int = 1
 
 
 @dataclass(slots=True, eq=False)
@@ -46,6 +67,7 @@ class _RoomState:
     held: int = 0  # bytes of `history`, overheads included
     entries: dict[str, PresenceEntry] = field(default_factory=dict)
     users: dict[str, int] = field(default_factory=dict)  # user_id -> connections
+    claims: dict[str, _Claim] = field(default_factory=dict)  # names held, by skeleton
     emptied_at: float | None = None
     expiring: bool = False  # has its one entry in the expiry heap
     queued: bool = False  # has its one entry in the oldest-message heap
@@ -84,6 +106,11 @@ class MemoryBroker(Broker):
         # count and in age
         self._accepted: dict[str, OrderedDict[str, tuple[int, float]]] = {}
         self._server_id = "mem-" + secrets.token_hex(4)
+        # access records (bounded: max_private_rooms_per_identity per identity) and the
+        # rooms each owner created; the identities seen, by the skeleton of their username
+        self._access: dict[str, RoomAccess] = {}
+        self._owned: dict[str, set[str]] = {}
+        self._identities: dict[str, str] = {}
 
     @property
     def server_id(self) -> str:
@@ -244,9 +271,16 @@ class MemoryBroker(Broker):
         return Published(seq, False)
 
     async def emit(
-        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+        self,
+        room: str,
+        frame: bytes,
+        *,
+        to: str | None = None,
+        skip: str | None = None,
+        supersede: bool = False,
+        evict: str | None = None,
     ) -> None:
-        self.deliver(room, frame, 0, to, skip, supersede)
+        self.deliver(room, frame, 0, to, skip, supersede, evict)
 
     # -- dedup records ------------------------------------------------------------------
     def _records(self, owner: str, now: float) -> OrderedDict[str, tuple[int, float]]:
@@ -281,14 +315,20 @@ class MemoryBroker(Broker):
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
         self._expire(time.monotonic())
         state = self._room(room)
-        if entry.user_id in state.users:
-            holder = next(e for e in state.entries.values() if e.user_id == entry.user_id)
-            if holder.identity.get("username") != entry.identity.get("username"):
-                return JoinOutcome.TAKEN
+        username = str(entry.identity.get("username") or "")
+        claim = skeleton(entry.user_id)
+        held = state.claims.get(claim)
+        if held is not None and held.username != username:
+            return JoinOutcome.TAKEN
         state.entries[entry.conn] = entry
         state.emptied_at = None
         count = state.users.get(entry.user_id, 0)
         state.users[entry.user_id] = count + 1
+        if count == 0:
+            if held is None:
+                state.claims[claim] = _Claim(username)
+            else:
+                held.user_ids += 1
         return JoinOutcome.FIRST if count == 0 else JoinOutcome.AGAIN
 
     async def leave(self, room: str, conn: str, user_id: str) -> bool:
@@ -300,6 +340,12 @@ class MemoryBroker(Broker):
             state.users[user_id] = left
             return False
         del state.users[user_id]
+        claim = skeleton(user_id)
+        held = state.claims.get(claim)
+        if held is not None:
+            held.user_ids -= 1
+            if held.user_ids <= 0:
+                del state.claims[claim]
         if not state.entries:
             state.emptied_at = time.monotonic()
             if not state.expiring:
@@ -323,3 +369,68 @@ class MemoryBroker(Broker):
 
     async def rooms(self) -> dict[str, list[Member]]:
         return {name: fold_members(list(state.entries.values())) for name, state in self._rooms.items() if state.entries}
+
+    # -- rooms with members ---------------------------------------------------------------
+    async def get_access(self, room: str) -> RoomAccess | None:
+        return self._access.get(room)
+
+    async def all_access(self) -> dict[str, RoomAccess]:
+        return dict(self._access)
+
+    async def create_access(self, access: RoomAccess, *, max_per_owner: int) -> CreateOutcome:
+        self._expire(time.monotonic())
+        signaling = self._rooms.get(p.SIGNALING_ROOM_PREFIX + access.room)
+        if access.room in self._access or access.room in self._rooms or (signaling is not None and signaling.entries):
+            return CreateOutcome.EXISTS
+        owned = self._owned.setdefault(access.owner, set())
+        if len(owned) >= max_per_owner:
+            if not owned:
+                del self._owned[access.owner]
+            return CreateOutcome.BUDGET
+        owned.add(access.room)
+        self._access[access.room] = access
+        return CreateOutcome.CREATED
+
+    def _private(self, room: str) -> RoomAccess | None:
+        access = self._access.get(room)
+        return access if access is not None and access.kind == p.AccessKind.PRIVATE else None
+
+    async def add_member(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
+        access = self._private(room)
+        if access is None:
+            return MemberOutcome.MISSING, None
+        if username not in access.members and len(access.members) >= max_members:
+            return MemberOutcome.FULL, access
+        access = self._access[room] = access.with_members(access.members | {username})
+        return MemberOutcome.DONE, access
+
+    async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        access = self._private(room)
+        if access is None:
+            return MemberOutcome.MISSING, None
+        access = self._access[room] = access.with_members(access.members - {username})
+        return MemberOutcome.DONE, access
+
+    async def delete_access(self, room: str) -> bool:
+        access = self._access.pop(room, None)
+        if access is None:
+            return False
+        owned = self._owned.get(access.owner)
+        if owned is not None:
+            owned.discard(room)
+            if not owned:
+                del self._owned[access.owner]
+        state = self._rooms.get(room)
+        if state is not None:
+            # what was said in the private room must not be replayed once it is public
+            while state.history:
+                self._pop_oldest(state)
+            state.epoch = secrets.token_hex(6)
+        return True
+
+    # -- identities ---------------------------------------------------------------------------
+    async def remember_identity(self, username: str, name_skeleton: str) -> None:
+        self._identities.setdefault(name_skeleton, username)
+
+    async def identity_named(self, name_skeleton: str) -> str | None:
+        return self._identities.get(name_skeleton)

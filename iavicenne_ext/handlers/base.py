@@ -21,9 +21,6 @@ import asyncio
 import ctypes
 import ctypes.util
 import functools
-import getpass
-import hashlib
-import hmac
 import itertools
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -38,8 +35,11 @@ from tornado import web
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol13
 
+from .. import names
 from .. import protocol as p
 from ..broker.base import BrokerUnavailable
+from ..identity import Identity, identity_of
+from ..rooms import RoomHub
 
 AUTH_RESOURCE = "iavicenne"
 
@@ -221,11 +221,14 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
     auth_resource = AUTH_RESOURCE
     known_types: frozenset[str] = frozenset()
 
-    def initialize(self, *, quotas: Quotas, server_id: str) -> None:
+    def initialize(self, *, hub: RoomHub, quotas: Quotas) -> None:
+        self.hub = hub
         self.quotas = quotas
         self.limits = limits = quotas.limits
-        self.key = f"{server_id}:{next(_connection_numbers)}"
+        self.key = f"{hub.server_id}:{next(_connection_numbers)}"
+        self.who = Identity("", "", "")  # until the handshake is authenticated
         self.identity: dict[str, Any] = {}
+        self.name_policy = names.FREE
         self.account: Account | None = None  # the identity's, once the socket is open and counted
         self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
         self._outbound = 0  # bytes queued to this client and not yet written to the socket
@@ -254,35 +257,15 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         user = self.current_user
         if not await ensure_async(self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)):
             raise web.HTTPError(403, "not authorized to use iAvicenne rooms")
-        self.identity = self._identity_of(user)
+        # from who authenticated, never from what the client says (identity.py)
+        self.who = identity_of(self, user)
+        self.identity = self.who.public()
+        self.name_policy = names.policy_of(self, user)
+        try:
+            await self.hub.remember(self.who)
+        except BrokerUnavailable:  # its names are protected again from its next socket
+            self.log.debug("iavicenne: could not record identity %s: the broker is unavailable", self.who.username)
         await super().get(*args, **kwargs)
-
-    def _identity_of(self, user: Any) -> dict[str, Any]:
-        """The server-side identity attached to everything this connection does.
-
-        Whoever holds a server's token is that server's owner, but Jupyter names every
-        token-authenticated request as a new random anonymous user. Give them one stable
-        identity per token instead, so two kernels of one analyst (or one kernel that
-        reconnects) are the same user. The token itself is never shown, only a digest.
-        """
-        identity = {"username": user.username, "name": user.name, "display_name": user.display_name}
-        token = getattr(self.identity_provider, "token", None)
-        if token and self.identity_provider.is_token_authenticated(self) and self._presented(token):
-            digest = hashlib.sha256(token.encode()).hexdigest()[:16]
-            identity["username"] = f"token-{digest}"
-            # the server runs as its owner: that login is the token holder's name
-            identity["name"] = identity["display_name"] = getpass.getuser()
-        return identity
-
-    def _presented(self, token: str) -> bool:
-        """True when this request carries the server's own token.
-
-        Being token-authenticated is not enough: identity providers with personal tokens
-        (JupyterHub, or any custom one) also mark their requests so, and those users must
-        keep their own identity rather than become the server's owner.
-        """
-        presented = self.identity_provider.get_token(self) or ""
-        return hmac.compare_digest(presented.encode(), token.encode())
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         super().open(*args, **kwargs)  # starts Jupyter's keep-alive pings
@@ -390,6 +373,9 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     def superseded(self, room: str) -> None:
         """A newer connection took this one's place in `room`; only signaling peers are taken over."""
+
+    def evicted(self, room: str) -> None:
+        """This identity was removed from hub room `room`; overridden by subclasses."""
 
     def send_error_frame(self, code: str, message: str, ref: str | None = None, **extra: Any) -> None:
         # not `send_error`: that is tornado's, which answers a refused handshake (403)

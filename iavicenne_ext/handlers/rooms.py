@@ -18,9 +18,8 @@ from .base import Limits, ProtocolSocket, Quotas
 class RoomSocketHandler(ProtocolSocket):
     known_types = p.ROOM_REQUESTS
 
-    def initialize(self, *, hub: RoomHub, quotas: Quotas) -> None:  # type: ignore[override]
-        super().initialize(quotas=quotas, server_id=hub.server_id)
-        self.hub = hub
+    def initialize(self, *, hub: RoomHub, quotas: Quotas) -> None:
+        super().initialize(hub=hub, quotas=quotas)
         self.user_id = ""  # until `connect` (or the first join-room); no name is empty
         self.rooms: set[str] = set()
         self._handlers = {
@@ -44,6 +43,7 @@ class RoomSocketHandler(ProtocolSocket):
                 p.ErrorCode.ALREADY_CONNECTED,
                 "cannot change user_id while in rooms; leave-room first",
             )
+        await self.hub.check_name(self, user_id, "user_id", early=True)
         self.user_id = user_id
         self.reply(p.CONNECT, request.ref, status="success", user_id=user_id, identity=self.identity)
 
@@ -75,12 +75,20 @@ class RoomSocketHandler(ProtocolSocket):
                 code=p.ErrorCode.TOO_MANY_ROOMS,
             )
         if not self.user_id:
-            # no `connect` was sent: the Jupyter user's name is the display name
-            self.user_id = p.check_name(self.identity.get("name") or self.identity["username"], "user_id")
+            # no `connect` was sent: the identity's name is the display name
+            self.user_id = p.check_name(self.who.name or self.who.username, "user_id")
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
-            await self.hub.rejoin(self, room, state=state, since=since, epoch=epoch, ref=request.ref)
+            try:
+                await self.hub.rejoin(self, room, state=state, since=since, epoch=epoch, ref=request.ref)
+            except p.ProtocolError as error:
+                if error.code == p.ErrorCode.FORBIDDEN:  # removed, its eviction not here yet
+                    self.rooms.discard(room)
+                    await self._evicted(room)
+                raise
             return
+        # again on every join: a username first seen after `connect` is protected from then on
+        await self.hub.check_name(self, self.user_id, "user_id", request.ref)
         self.enter(room)
         self.rooms.add(room)
         try:
@@ -147,6 +155,18 @@ class RoomSocketHandler(ProtocolSocket):
                 self.exit(room)
             if not closing:
                 self.reply(p.ROOM_LEFT, room=room)
+
+    def evicted(self, room: str) -> None:
+        """Removed from `room` (its ``room-left`` with reason ``removed`` is queued): leave it."""
+        if room in self.rooms:
+            self.rooms.discard(room)
+            self.in_background(self._evicted(room), "leaving a room this identity was removed from")
+
+    async def _evicted(self, room: str) -> None:
+        try:
+            await self.hub.leave(self, room, closing=True)  # the others get user-left
+        finally:
+            self.exit(room)
 
     def _forget(self, room: str) -> None:
         """A join that did not happen (unless `_leave_all` took the room meanwhile)."""

@@ -36,8 +36,7 @@ class SignalingSocketHandler(ProtocolSocket):
     known_types = p.SIGNALING_REQUESTS
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, ice: IceConfig) -> None:  # type: ignore[override]
-        super().initialize(quotas=quotas, server_id=hub.server_id)
-        self.hub = hub
+        super().initialize(hub=hub, quotas=quotas)
         self.ice = ice
         # the hub addresses a connection by `user_id`: here, that is the peer_id
         self.user_id = ""  # until `join`; no name is empty
@@ -59,6 +58,7 @@ class SignalingSocketHandler(ProtocolSocket):
         if peer_id is None or peer_id == "":
             raise p.ProtocolError(p.ErrorCode.PEER_ID_REQUIRED, "peer_id is required")
         peer_id = p.check_name(peer_id, "peer_id")
+        await self.hub.check_name(self, peer_id, "peer_id", request.ref)
         if self.room == room and self.user_id == peer_id:
             await self._send_joined(room, request)  # already there: a fresh snapshot
             return
@@ -103,22 +103,35 @@ class SignalingSocketHandler(ProtocolSocket):
             # a null candidate is how browsers say "end of candidates"
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"payload.{field} must be a JSON object")
         # the ref lets the target drop a resend whose ack was lost
-        frame = p.encoded(kind, ref=request.ref, **{field: body}, source_peer_id=self.user_id, room=self.room)
+        frame = p.encoded(
+            kind, ref=request.ref, **{field: body}, source_peer_id=self.user_id, room=self.room, source_identity=self.identity
+        )
         await self.hub.relay(self, self.room, target, frame)
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=self.room)
 
     # -- helpers --------------------------------------------------------------------
     async def _send_joined(self, room: str, request: p.Request) -> None:
-        peers = [peer for peer in await self.hub.peers(room) if peer != self.user_id]
+        identities = {peer: identity for peer, identity in (await self.hub.peers(room)).items() if peer != self.user_id}
         self.reply(
-            p.JOINED, request.ref, room=room, peer_id=self.user_id, peers=peers, ice_servers=self.ice.for_peer(self.user_id)
+            p.JOINED,
+            request.ref,
+            room=room,
+            peer_id=self.user_id,
+            peers=list(identities),
+            ice_servers=self.ice.for_peer(self.user_id),
+            peer_identities=identities,
         )
 
     def superseded(self, room: str) -> None:
         """The take-over notice was just queued: stop, and close once it is written."""
         if self.room is not None and room == signaling_room(self.room):
             self.in_background(self._superseded(), "closing a superseded signaling socket")
+
+    def evicted(self, room: str) -> None:
+        """This identity was removed from the room (its ``room-left`` is queued): leave it."""
+        if self.room is not None and room == signaling_room(self.room):
+            self.in_background(self._leave(), "leaving a signaling room this identity was removed from")
 
     async def _superseded(self) -> None:
         room, self.room = self.room, None

@@ -25,6 +25,19 @@ export declare const ACK: "ack";
 
 export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "message" | "presence")[];
 
+/** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
+export declare const LeftReason: Readonly<{ REMOVED: "removed" }>;
+/** One of the values of `LeftReason`. */
+export type LeftReasonValue = (typeof LeftReason)[keyof typeof LeftReason];
+
+/**
+ * Who may enter a room (REST ``access``): anyone, a Hub group's members, or its member list.
+ * its owner and the usernames the owner invited
+ */
+export declare const AccessKind: Readonly<{ PUBLIC: "public"; GROUP: "group"; PRIVATE: "private" }>;
+/** One of the values of `AccessKind`. */
+export type AccessKindValue = (typeof AccessKind)[keyof typeof AccessKind];
+
 // -- frame types: signaling endpoint -------------------------------------------------
 export declare const JOIN: "join";
 export declare const LEAVE: "leave";
@@ -40,7 +53,7 @@ export declare const RELAY_BODY: Readonly<{ offer: "offer"; answer: "answer"; "i
 export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer")[];
 
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
-export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
+export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; NAME_NOT_YOURS: "name-not-yours"; FORBIDDEN: "forbidden"; UNKNOWN_ROOM: "unknown-room"; ROOM_EXISTS: "room-exists"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
 /** One of the values of `ErrorCode`. */
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

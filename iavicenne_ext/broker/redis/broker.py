@@ -19,12 +19,16 @@ import logging
 import secrets
 
 from ... import protocol as p
+from ...access import RoomAccess
+from ...names import skeleton
 from ..base import (
     Broker,
     BrokerUnavailable,
+    CreateOutcome,
     History,
     JoinOutcome,
     Member,
+    MemberOutcome,
     PresenceEntry,
     Published,
     fold_members,
@@ -204,19 +208,33 @@ class RedisBroker(Broker):
         await self._link.run("release", dedup_key, owner or _identity(dedup_key))
 
     async def emit(
-        self, room: str, frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False
+        self,
+        room: str,
+        frame: bytes,
+        *,
+        to: str | None = None,
+        skip: str | None = None,
+        supersede: bool = False,
+        evict: str | None = None,
     ) -> None:
         if self._link.closing:
             # the server is stopping: `close` has told every room its members left, and
             # the sockets emitting now are closing too
             return
-        message = envelope.encode(frame, to=to, skip=skip, supersede=supersede)
+        message = envelope.encode(frame, to=to, skip=skip, supersede=supersede, evict=evict)
         await self._link.command("PUBLISH", self._keys.channel(room), message)
 
     # -- presence -------------------------------------------------------------------------
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
         outcome = await self._link.run(
-            "join", room, self._server_id, entry.conn, entry.user_id, entry.identity.get("username") or "", entry_json(entry)
+            "join",
+            room,
+            self._server_id,
+            entry.conn,
+            entry.user_id,
+            skeleton(entry.user_id),
+            entry.identity.get("username") or "",
+            entry_json(entry),
         )
         if outcome == b"taken":
             return JoinOutcome.TAKEN
@@ -303,3 +321,50 @@ class RedisBroker(Broker):
 
     async def room_exists(self, room: str) -> bool:
         return bool(await self._link.command("EXISTS", self._keys.of("meta", room), self._keys.of("presence", room)))
+
+    # -- rooms with members ---------------------------------------------------------------
+    @staticmethod
+    def _record(room: str, raw: list[bytes]) -> RoomAccess | None:
+        if not raw:
+            return None
+        kind, owner, group, *members = (item.decode() for item in raw)
+        return RoomAccess(room, kind, owner, group or None, frozenset(members))
+
+    async def get_access(self, room: str) -> RoomAccess | None:
+        return self._record(room, await self._link.run("access_get", room))
+
+    async def all_access(self) -> dict[str, RoomAccess]:
+        async with self._link.request() as client:
+            names = sorted(n.decode() for n in await client.execute_command("SMEMBERS", self._keys.access_rooms))
+        records = {}
+        for name in names:  # one script each: a record and its members read together
+            record = await self.get_access(name)
+            if record is not None:
+                records[name] = record
+        return records
+
+    async def create_access(self, access: RoomAccess, *, max_per_owner: int) -> CreateOutcome:
+        members = sorted(access.members)
+        outcome = await self._link.run(
+            "access_create", access.room, access.kind, access.owner, access.group or "", max_per_owner, len(members), *members
+        )
+        return CreateOutcome(outcome.decode())
+
+    async def add_member(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
+        outcome = MemberOutcome((await self._link.run("access_member", room, "add", username, max_members)).decode())
+        return outcome, await self.get_access(room)
+
+    async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        outcome = MemberOutcome((await self._link.run("access_member", room, "remove", username, 0)).decode())
+        return outcome, await self.get_access(room)
+
+    async def delete_access(self, room: str) -> bool:
+        return bool(await self._link.run("access_delete", room))
+
+    # -- identities ---------------------------------------------------------------------------
+    async def remember_identity(self, username: str, name_skeleton: str) -> None:
+        await self._link.command("HSETNX", self._keys.identities, name_skeleton, username)
+
+    async def identity_named(self, name_skeleton: str) -> str | None:
+        holder = await self._link.command("HGET", self._keys.identities, name_skeleton)
+        return holder.decode() if holder is not None else None

@@ -1,6 +1,6 @@
 """What travels on a room's channel: one JSON header line, then the frame's bytes.
 
-The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..}`` (only ``seq``
+The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..,"evict":..}`` (only ``seq``
 is always there; ``epoch`` comes with a seq). A frame with a seq is published by the
 publish script without it, and the receiving server puts it in (`protocol.with_seq`);
 frames without seq (presence, direct messages, signaling) have ``"seq":0``.
@@ -36,13 +36,18 @@ class Envelope:
     skip: str | None  # deliver to every connection but this one
     supersede: bool  # the recipient's connection was taken over by a newer one
     frame: bytes  # without its seq
+    evict: str | None = None  # the username whose connections get it and leave the room
 
 
-def encode(frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False) -> bytes:
+def encode(
+    frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False, evict: str | None = None
+) -> bytes:
     """A frame without seq as published (the publish script writes the seq ones)."""
     header: dict[str, Any] = {"seq": 0, "to": to, "skip": skip}
     if supersede:
         header["supersede"] = True
+    if evict is not None:
+        header["evict"] = evict
     return json.dumps(header, separators=(",", ":")).encode() + b"\n" + frame
 
 
@@ -83,4 +88,6 @@ def decode(data: bytes) -> Envelope:
         raise MalformedEnvelope("the frame is not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise MalformedEnvelope("the frame is not a JSON object with a type")
-    return Envelope(seq, epoch, _optional_str(header, "to"), _optional_str(header, "skip"), supersede, frame)
+    return Envelope(
+        seq, epoch, _optional_str(header, "to"), _optional_str(header, "skip"), supersede, frame, _optional_str(header, "evict")
+    )

@@ -22,8 +22,8 @@ from . import envelope
 
 #: (room, since, epoch) -> what the history holds after `since`; no availability check
 FetchHistory = Callable[[str, int, str], Awaitable[History]]
-#: the hub's fan-out, with the 6th argument `supersede`
-DeliverFrame = Callable[[str, bytes, int, "str | None", "str | None", bool], None]
+#: the hub's fan-out (`broker.base.Deliver`)
+DeliverFrame = Callable[[str, bytes, int, "str | None", "str | None", bool, "str | None"], None]
 
 
 class _DropLog:
@@ -115,7 +115,7 @@ class RoomFeed:
                         self._dropped(room, f"seq {seq} of epoch {epoch!r} is not in the room's history", data)
                         return
                 self._last[room] = (epoch, seq)
-        self._deliver(room, frame, seq, message.to, message.skip, message.supersede)
+        self._deliver(room, frame, seq, message.to, message.skip, message.supersede, message.evict)
         if seq and self._echo_waiters:
             self._release_echoes(room, seq)
 
@@ -156,7 +156,7 @@ class RoomFeed:
         for seq, frame in enumerate(history.messages, first):
             if until is not None and (until[0] != history.epoch or seq >= until[1]):
                 break
-            self._deliver(room, frame, seq, None, None, False)
+            self._deliver(room, frame, seq, None, None, False, None)
             delivered = seq
         self._last[room] = (history.epoch, delivered)
         if self._echo_waiters:
@@ -164,7 +164,9 @@ class RoomFeed:
         return genuine
 
     def _notify(self, room: str, text: str, **extra: Any) -> None:
-        self._deliver(room, p.encode(p.error_frame(p.ErrorCode.UNAVAILABLE, text, room=room, **extra)), 0, None, None, False)
+        self._deliver(
+            room, p.encode(p.error_frame(p.ErrorCode.UNAVAILABLE, text, room=room, **extra)), 0, None, None, False, None
+        )
 
     # -- publish returns once its frame was delivered here -------------------------------
     def _release_echoes(self, room: str, seq: int) -> None:

@@ -9,9 +9,18 @@ Per room (``R`` the room name):
                          ``history_bytes_per_room`` bytes
 ``{prefix}:presence:R``  hash connection key -> `PresenceEntry` JSON
 ``{prefix}:users:R``     hash user_id -> number of connections (FIRST/AGAIN/left)
-``{prefix}:owners:R``    hash user_id -> identity ``username`` holding it (TAKEN)
+``{prefix}:owners:R``    hash skeleton of a user_id (names.py) -> identity ``username``
+                         holding it (TAKEN)
+``{prefix}:claims:R``    hash skeleton -> number of user_ids present with it
+``{prefix}:claim-of:R``  hash user_id -> its skeleton (what a leave or a sweep releases)
+``{prefix}:access:R``    hash ``kind``, ``owner``, ``group``: the room's access record
+                         (access.py); none for a public room
+``{prefix}:access-members:R``  set of the usernames a private room's owner invited
 
 Per deployment and per server: ``{prefix}:rooms`` (set of rooms with members),
+``{prefix}:access-rooms`` (set of rooms with an access record), ``{prefix}:access-of:<username>``
+(set of the rooms that identity created, at most ``max_private_rooms_per_identity``),
+``{prefix}:identities`` (hash skeleton of a username -> the first username seen with it),
 ``{prefix}:servers`` (sorted set server id -> last heartbeat, Redis clock),
 ``{prefix}:conns:<server>`` (set of ``room \\x1f user_id \\x1f conn`` of that server),
 ``{prefix}:stale:<server>`` (set when a server was declared dead),
@@ -54,6 +63,14 @@ class Keys:
     @property
     def rooms(self) -> str:
         return f"{self.prefix}:rooms"
+
+    @property
+    def access_rooms(self) -> str:
+        return f"{self.prefix}:access-rooms"
+
+    @property
+    def identities(self) -> str:
+        return f"{self.prefix}:identities"
 
     @property
     def servers(self) -> str:

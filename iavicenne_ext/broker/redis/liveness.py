@@ -19,6 +19,7 @@ import logging
 from dataclasses import dataclass
 
 from ... import protocol as p
+from ...names import skeleton
 from ..base import PresenceEntry
 from . import envelope
 from .keys import Keys
@@ -122,7 +123,7 @@ class Liveness:
         deferred, registry.deferred = registry.deferred, []
         args: list[object] = [self._server_id, self._history_ttl_ms, len(entries)]
         for (room, conn), entry in entries:
-            args += [room, conn, entry.user_id, entry.identity.get("username") or "", entry_json(entry)]
+            args += [room, conn, entry.user_id, skeleton(entry.user_id), entry.identity.get("username") or "", entry_json(entry)]
         args.append(len(deferred))
         for leave in deferred:
             args += [leave.room, leave.entry.user_id]

@@ -14,7 +14,22 @@ from typing import Any
 import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 
-NAMES = ("publish", "history", "claim", "release", "join", "leave", "set_state", "heartbeat", "sweep", "reconcile")
+NAMES = (
+    "publish",
+    "history",
+    "claim",
+    "release",
+    "join",
+    "leave",
+    "set_state",
+    "heartbeat",
+    "sweep",
+    "reconcile",
+    "access_create",
+    "access_get",
+    "access_member",
+    "access_delete",
+)
 
 
 @cache

@@ -132,18 +132,25 @@ local function ensure_room(room, candidate, ttl_ms)
   return epoch
 end
 
+-- Names are claimed by skeleton (names.py, computed by the server: Lua knows no Unicode):
+-- owners: skeleton -> username holding it; claims: skeleton -> user_ids present with it;
+-- claim-of: user_id -> its skeleton, so a leave (or a sweep) knows which claim to release.
 -- 'first' | 'again' | 'taken' | 'present' (the connection was already registered)
-local function add_entry(room, sid, conn, user, username, entry)
+local function add_entry(room, sid, conn, user, claim, username, entry)
   local presence = key('presence', room)
   if redis.call('HEXISTS', presence, conn) == 1 then
     redis.call('HSET', presence, conn, entry)
     return 'present'
   end
-  local owner = redis.call('HGET', key('owners', room), user)
+  local owner = redis.call('HGET', key('owners', room), claim)
   if owner and owner ~= username then return 'taken' end
   redis.call('HSET', presence, conn, entry)
   local count = redis.call('HINCRBY', key('users', room), user, 1)
-  redis.call('HSET', key('owners', room), user, username)
+  if count == 1 then
+    redis.call('HSET', key('claim-of', room), user, claim)
+    redis.call('HINCRBY', key('claims', room), claim, 1)
+  end
+  redis.call('HSET', key('owners', room), claim, username)
   redis.call('SADD', P .. ':conns:' .. sid, room .. '\31' .. user .. '\31' .. conn)
   redis.call('SADD', P .. ':rooms', room)
   -- members keep the room's history alive; the last one to leave starts its TTL
@@ -162,7 +169,12 @@ local function remove_entry(room, sid, user, conn, ttl_ms)
   local gone = false
   if redis.call('HINCRBY', key('users', room), user, -1) <= 0 then
     redis.call('HDEL', key('users', room), user)
-    redis.call('HDEL', key('owners', room), user)
+    local claim = redis.call('HGET', key('claim-of', room), user)
+    redis.call('HDEL', key('claim-of', room), user)
+    if claim and redis.call('HINCRBY', key('claims', room), claim, -1) <= 0 then
+      redis.call('HDEL', key('claims', room), claim)
+      redis.call('HDEL', key('owners', room), claim)
+    end
     gone = entry
   end
   if redis.call('HLEN', presence) == 0 then

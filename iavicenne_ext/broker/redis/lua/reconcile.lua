@@ -1,5 +1,5 @@
 -- Make Redis's entries of this server exactly the local ones.
--- ARGV: prefix, server id, history ttl ms, n, n x (room, conn, user_id, username, JSON),
+-- ARGV: prefix, server id, history ttl ms, n, n x (room, conn, user_id, skeleton, username, JSON),
 --       m, m x (room, user_id) of leaves that could not reach Redis
 -- -> {swept (0/1), {outcome per entry}, {room, entry JSON, ...} gone, {room, user_id, ...} absent}
 local sid = ARGV[2]
@@ -9,7 +9,7 @@ redis.call('ZADD', P .. ':servers', now_ms(), sid)
 local n = tonumber(ARGV[4])
 local wanted = {}
 for j = 0, n - 1 do
-  local b = 5 + j * 5
+  local b = 5 + j * 6
   wanted[ARGV[b] .. '\31' .. ARGV[b + 2] .. '\31' .. ARGV[b + 1]] = true
 end
 local gone, reported = {}, {}
@@ -26,12 +26,12 @@ for _, m in ipairs(redis.call('SMEMBERS', P .. ':conns:' .. sid)) do
 end
 local outcomes = {}
 for j = 0, n - 1 do
-  local b = 5 + j * 5
-  outcomes[j + 1] = add_entry(ARGV[b], sid, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4])
+  local b = 5 + j * 6
+  outcomes[j + 1] = add_entry(ARGV[b], sid, ARGV[b + 1], ARGV[b + 2], ARGV[b + 3], ARGV[b + 4], ARGV[b + 5])
 end
 -- a leave whose entry Redis no longer has (it lost its data): left if nobody holds the user
 local absent = {}
-local b = 5 + n * 5
+local b = 5 + n * 6
 for j = 0, tonumber(ARGV[b]) - 1 do
   local room, user = ARGV[b + 1 + j * 2], ARGV[b + 2 + j * 2]
   if not reported[room .. '\31' .. user] and redis.call('HEXISTS', key('users', room), user) == 0 then

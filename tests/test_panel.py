@@ -12,7 +12,8 @@ renders: tests/test_lab_browser.py checks the rendering in JupyterLab).
 - after ``leave()`` the panel is greyed and disabled with a Rejoin button, and rejoining
   shows what was said meanwhile; joining shows recent history; a re-run ``join`` replaces
   the old session cleanly;
-- the default user_id is the Jupyter user's name; one's own row says "(you)";
+- the default user_id is the name of the identity the server verified (never a guess from
+  $JUPYTERHUB_USER or $USER); one's own row says "(you)";
 - a member with two kernels: the link goes to the one chosen (``notebook=``), by default
   the one in the same notebook, and an open link stays where it is.
 """
@@ -334,7 +335,7 @@ async def test_a_rerun_join_replaces_the_old_session_cleanly(base: str, opened: 
 # -- your name, your row ----------------------------------------------------------------------
 
 
-async def test_the_default_user_id_is_the_jupyter_users_name(
+async def test_the_default_user_id_is_the_name_of_the_identity_the_server_verified(
     base: str, opened: list[Any], monkeypatch: pytest.MonkeyPatch, server_token: str
 ) -> None:
     monkeypatch.delenv("JUPYTERHUB_USER", raising=False)
@@ -346,13 +347,21 @@ async def test_the_default_user_id_is_the_jupyter_users_name(
     assert "(you)" in row.label.value and row.peer_button not in row.children
     assert "as <b class='iav-me'>alice</b>" in alice.panel.header.value
 
-    monkeypatch.setenv("JUPYTERHUB_USER", "carol@example.org")  # a kernel of a JupyterHub user
+    # $JUPYTERHUB_USER is the user's to set: a hint in the panel until the server answers,
+    # never the name we join with (that is the identity the server verified for the token)
+    monkeypatch.setenv("JUPYTERHUB_USER", "carol@example.org")
     carol = session(opened, base, "names", "carol", token=server_token, user_id=None)
-    assert carol.user_id == "carol@example.org"
+    assert carol.user_id is None
+    assert "carol@example.org" in carol.panel.header.value
     await carol.ready()
-    await eventually(lambda: "carol@example.org" in alice.panel.rows, what="carol in alice's panel")
-    assert "(you)" in carol.panel.rows["carol@example.org"].label.value
-    assert "(you)" not in alice.panel.rows["carol@example.org"].label.value
+    assert carol.client is not None
+    name = carol.client.identity["name"]
+    assert carol.user_id == name != "carol@example.org"
+    assert alice.online  # another identity's session in this kernel and room: not replaced
+    await eventually(lambda: name in alice.panel.rows, what="the server's owner in alice's panel")
+    assert "carol@example.org" not in alice.panel.rows
+    assert "(you)" in carol.panel.rows[name].label.value
+    assert "(you)" not in alice.panel.rows[name].label.value
 
 
 async def test_a_cell_that_ends_with_a_subscription_prints_one_readable_line(base: str, opened: list[Any]) -> None:

@@ -2,30 +2,147 @@
 /**
  * Rooms: `RoomClient`, a connection to the room endpoint, and `Room`, one room joined
  * through it (send, direct messages, presence, and its own events), as the Python
- * client's `RoomClient` and `Room` do it.
+ * client's `RoomClient` and `Room` do it; `RoomsApi`, the REST calls that make private
+ * and group rooms and change who may enter them (the Python `RoomsAPI`).
  */
 
 import { Endpoint } from "./connection.js";
 import { SeenSet, SeqTracker } from "./delivery.js";
-import { checkName, Disconnected, IAvicenneError, RequestFailed } from "./errors.js";
+import { AuthenticationError, checkName, Disconnected, errorFrom, IAvicenneError, RequestFailed } from "./errors.js";
 import { Emitter } from "./events.js";
 import {
+  AccessKind,
   CONNECT,
   CONTROL_KEY,
   DIRECT_MESSAGE,
   DISCONNECT,
   JOIN_ROOM,
   LEAVE_ROOM,
+  LeftReason,
   MESSAGE,
   PRESENCE,
   ROOM_JOINED,
   ROOM_LEFT,
+  REST_PATH,
   ROOMS_PATH,
   USER_JOINED,
   USER_LEFT,
 } from "./protocol.js";
 
 /** @typedef {import("./connection.js").EndpointOptions} EndpointOptions */
+/** @typedef {import("./discovery.js").Server} Server */
+
+/** Who may enter a room (`access` of `createRoom`). */
+export const ACCESS_KINDS = Object.freeze([AccessKind.PUBLIC, AccessKind.GROUP, AccessKind.PRIVATE]);
+
+/**
+ * The rooms' REST API on one server (`{base}iavicenne/api/rooms`): list the rooms we may
+ * enter, make a private or group room, invite and remove members. Each call sends the
+ * token, or the login cookie with the `X-XSRFToken` header read from the `_xsrf` cookie
+ * (Jupyter checks it on a browser's POST, PUT and DELETE); a refusal rejects with the
+ * server's own sentence: `Forbidden` (not yours, not a member), `RequestFailed` (its
+ * `code` says which), `AuthenticationError` (not logged in).
+ */
+export class RoomsApi {
+  /** @param {Server} server */
+  constructor(server) {
+    this.server = server;
+  }
+
+  /** The rooms we may enter that have members now, each with its `access` kind. */
+  async listRooms() {
+    const answer = await this._call("GET", "rooms");
+    return Array.isArray(answer?.rooms) ? answer.rooms : [];
+  }
+
+  /**
+   * Make `room` private (ours; `members` invited), a Hub group's, or public; the record.
+   * @param {string} room
+   * @param {{ access?: "public" | "group" | "private", members?: string[], group?: string }} [options]
+   */
+  async createRoom(room, { access = AccessKind.PRIVATE, members = [], group } = {}) {
+    checkName(room, "room");
+    if (!ACCESS_KINDS.includes(access)) throw new IAvicenneError(`access is one of ${ACCESS_KINDS.join(", ")}, not ${JSON.stringify(access)}`);
+    if (access === AccessKind.GROUP && !group) throw new IAvicenneError("a group room needs group: the Hub group whose members may enter");
+    if (!Array.isArray(members)) throw new IAvicenneError("members is a list of usernames");
+    /** @type {Record<string, any>} */
+    const body = { room, access, members };
+    if (group !== undefined) body.group = group;
+    return this._call("POST", "rooms", body);
+  }
+
+  /**
+   * Let `username` (an identity's name) enter our private `room`; the record.
+   * @param {string} room
+   * @param {string} username
+   */
+  invite(room, username) {
+    return this._call("PUT", memberPath(room, username));
+  }
+
+  /**
+   * Take `username` off `room`'s members (evicted at once); the record.
+   * @param {string} room
+   * @param {string} username
+   */
+  removeMember(room, username) {
+    return this._call("DELETE", memberPath(room, username));
+  }
+
+  /**
+   * End our `room`: its record goes, everyone in it is evicted.
+   * @param {string} room
+   */
+  async deleteRoom(room) {
+    checkName(room, "room");
+    await this._call("DELETE", `rooms/${encodeURIComponent(room)}`);
+  }
+
+  /**
+   * @param {string} method
+   * @param {string} path under `iavicenne/api/`
+   * @param {unknown} [body]
+   */
+  async _call(method, path, body) {
+    const server = /** @type {any} */ (this.server);
+    if (!server._fetch) throw new IAvicenneError("no fetch() here: pass one as the fetch option");
+    const headers = server.headers(); // the token, and X-XSRFToken from the _xsrf cookie
+    /** @type {RequestInit} */
+    const init = { method, headers, credentials: "same-origin" };
+    if (body !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    const url = new URL(`${REST_PATH}${path}`, server.url).href;
+    const response = await server._fetch(url, init);
+    /** @type {any} */
+    let answer = null;
+    try {
+      answer = response.status === 204 ? null : await response.json();
+    } catch {
+      answer = null; // no JSON body
+    }
+    if (response.ok) return answer;
+    if (answer && typeof answer.error === "string") {
+      throw errorFrom({ ...answer, code: answer.error, message: String(answer.message ?? `HTTP ${response.status}`), status: response.status });
+    }
+    if (response.status === 401 || response.status === 403) {
+      throw new AuthenticationError(`${server.url} refused the request (HTTP ${response.status}): log in to Jupyter in this browser, or pass the server's token`);
+    }
+    const said = answer && typeof answer.message === "string" ? `: ${answer.message}` : "";
+    throw new RequestFailed({ code: `http-${response.status}`, message: `HTTP ${response.status}${said}`, status: response.status });
+  }
+}
+
+/**
+ * @param {string} room
+ * @param {string} username
+ */
+function memberPath(room, username) {
+  checkName(room, "room");
+  if (typeof username !== "string" || !username) throw new IAvicenneError("username is the member's identity name, a non-empty string");
+  return `rooms/${encodeURIComponent(room)}/members/${encodeURIComponent(username)}`;
+}
 
 /**
  * The payload of a message: a string is the seed's `{"content": text}`.
@@ -259,10 +376,12 @@ export class RoomClient extends Endpoint {
     if (options.userId !== undefined) checkName(options.userId, "user_id");
     /** @type {string | null} our user_id (the Jupyter user's name if none was chosen) */
     this.userId = options.userId ?? null;
-    /** @type {Record<string, any>} */
+    /** @type {Record<string, any>} ours, as the server verified it (`connect`, or our entry in `room-joined`) */
     this.identity = {};
     /** @type {Map<string, Room>} */
     this.rooms = new Map();
+    /** The rooms' REST API on the same server. */
+    this.api = new RoomsApi(this.server);
     this._directSeen = new SeenSet();
   }
 
@@ -304,6 +423,41 @@ export class RoomClient extends Endpoint {
       throw error;
     }
     return room;
+  }
+
+  /** The rooms we may enter that have members now, with their access kind (`RoomsApi`). */
+  listRooms() {
+    return this.api.listRooms();
+  }
+
+  /**
+   * Make `room` private (ours, `members` invited), a group's, or public (`RoomsApi`).
+   * @param {string} room
+   * @param {{ access?: "public" | "group" | "private", members?: string[], group?: string }} [options]
+   */
+  createRoom(room, options) {
+    return this.api.createRoom(room, options);
+  }
+
+  /**
+   * @param {string} room
+   * @param {string} username
+   */
+  invite(room, username) {
+    return this.api.invite(room, username);
+  }
+
+  /**
+   * @param {string} room
+   * @param {string} username
+   */
+  removeMember(room, username) {
+    return this.api.removeMember(room, username);
+  }
+
+  /** @param {string} room */
+  deleteRoom(room) {
+    return this.api.deleteRoom(room);
   }
 
   /**
@@ -360,6 +514,11 @@ export class RoomClient extends Endpoint {
       return;
     }
     if (this.userId === null && typeof reply.user_id === "string") this.userId = reply.user_id;
+    if (!Object.keys(this.identity).length && Array.isArray(reply.members)) {
+      // joined without `connect`: our entry in the snapshot says who we are
+      const mine = reply.members.find((/** @type {any} */ m) => m?.user_id === this.userId);
+      if (mine && typeof mine.identity === "object" && mine.identity !== null) this.identity = mine.identity;
+    }
   }
 
   /** @param {Record<string, any>} frame */
@@ -378,6 +537,16 @@ export class RoomClient extends Endpoint {
       case PRESENCE:
         room._onPresence(frame);
         break;
+      case ROOM_LEFT: {
+        // the server took us out (the owner removed us, or deleted the room); our own
+        // leave() forgets the room before its room-left arrives, so that one is not here
+        this.rooms.delete(room.name);
+        room.left = true;
+        const reason = typeof frame.reason === "string" ? frame.reason : LeftReason.REMOVED;
+        this._outbox.dropRoom(room.name, new IAvicenneError(`taken out of room ${JSON.stringify(room.name)} (${reason}) before this was acknowledged`));
+        room._emit("removed", { room: room.name, reason });
+        break;
+      }
       case DIRECT_MESSAGE:
         // no seq: a resend whose ack was lost is recognised by its sender and ref
         if (typeof frame.ref === "string" && !this._directSeen.add(`${frame.user_id}\u0000${frame.ref}`)) return;

@@ -4,10 +4,17 @@
  * presence state), chat through the server, and open a direct WebRTC data channel to a
  * member. Everything here goes through the public API of `iavicenne.js`.
  *
+ * Rooms with members: the page lists the rooms you may enter with their access kind,
+ * makes a new private room ("new private room"), and shows the owner of a private room
+ * its members, with Invite and Remove. Names come from other people, so every one of them
+ * reaches the page as text (`textContent`, `Option`), never as markup. Beside a name that
+ * is not its holder's username, the verified username shows (`@bob`), and a data channel
+ * is taken only from the identity that holds the member's name (`presenceCheck`).
+ *
  * `?room=...&name=...` in the address fills the form and joins at once.
  */
 
-import { PeerLinkClosed, PeerNetwork, RoomClient, SignalingClient } from "./iavicenne.js";
+import { PeerLinkClosed, PeerNetwork, presenceCheck, RoomClient, RoomsApi, Server, SignalingClient } from "./iavicenne.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -17,6 +24,13 @@ const ui = {
   joinForm: /** @type {HTMLFormElement} */ ($("join-form")),
   name: /** @type {HTMLInputElement} */ ($("name")),
   room: /** @type {HTMLInputElement} */ ($("room")),
+  private: /** @type {HTMLInputElement} */ ($("private")),
+  rooms: $("rooms"),
+  roomsRefresh: $("rooms-refresh"),
+  access: $("access"),
+  accessMembers: $("access-members"),
+  inviteForm: /** @type {HTMLFormElement} */ ($("invite-form")),
+  invitee: /** @type {HTMLInputElement} */ ($("invitee")),
   joinButton: /** @type {HTMLButtonElement} */ ($("join")),
   joinError: $("join-error"),
   roomView: $("room-view"),
@@ -35,7 +49,10 @@ const demo = {
   /** @type {import("./iavicenne.js").Room | null} */ room: null,
   /** @type {SignalingClient | null} */ signaling: null,
   /** @type {PeerNetwork | null} */ peers: null,
+  /** @type {Record<string, any> | null} the joined room's entry in the listing (access, owner, members) */ access: null,
 };
+/** The REST API of the page's server, before and after joining. */
+const api = new RoomsApi(new Server());
 /** @type {any} */ (window).iavicenneDemo = demo;
 
 // -- the log --------------------------------------------------------------------------
@@ -117,10 +134,115 @@ function describe(state) {
   return parts.join(" · ");
 }
 
+/**
+ * A span with the verified username of `identity` when it is not `name` (text only).
+ * @param {string} name
+ * @param {Record<string, any> | undefined} identity
+ */
+function verifiedTag(name, identity) {
+  const username = typeof identity?.username === "string" ? identity.username : "";
+  if (!username || username === name) return [];
+  const tag = document.createElement("span");
+  tag.className = "member-identity";
+  tag.title = "verified identity";
+  tag.textContent = ` @${username}`;
+  return [tag];
+}
+
+// -- rooms and who may enter them ---------------------------------------------------------
+
+async function renderRooms() {
+  let rooms = [];
+  try {
+    rooms = await api.listRooms();
+  } catch (error) {
+    ui.rooms.replaceChildren(Object.assign(document.createElement("li"), { className: "error", textContent: /** @type {Error} */ (error).message }));
+    return;
+  }
+  ui.rooms.replaceChildren(
+    ...rooms.map((/** @type {any} */ entry) => {
+      const item = document.createElement("li");
+      item.dataset.room = String(entry.room);
+      item.dataset.access = String(entry.access ?? "public");
+      const pick = document.createElement("button");
+      pick.type = "button";
+      pick.className = "quiet room-pick";
+      pick.textContent = String(entry.room);
+      pick.addEventListener("click", () => {
+        ui.room.value = String(entry.room);
+        ui.private.checked = false;
+      });
+      const detail = document.createElement("span");
+      detail.className = "room-access";
+      const owner = entry.owner ? `, owner ${entry.owner}` : "";
+      const group = entry.group ? `, group ${entry.group}` : "";
+      detail.textContent = ` ${entry.access ?? "public"}${owner}${group} · ${entry.members} member${entry.members === 1 ? "" : "s"}`;
+      item.append(pick, detail);
+      return item;
+    }),
+  );
+  if (!rooms.length) ui.rooms.replaceChildren(Object.assign(document.createElement("li"), { className: "hint", textContent: "none with members now" }));
+  const joined = demo.room && rooms.find((/** @type {any} */ r) => r.room === demo.room?.name);
+  if (joined) {
+    demo.access = joined;
+    renderAccess();
+  }
+}
+
+/** The joined room's access kind; for its owner, its members with Remove, and Invite. */
+function renderAccess() {
+  const access = demo.access;
+  const kind = access?.access ?? "public";
+  const mine = demo.client?.identity?.username;
+  const owner = typeof access?.owner === "string" ? access.owner : "";
+  ui.access.dataset.access = kind;
+  ui.access.textContent =
+    kind === "private"
+      ? `private room of ${owner || "?"}: only its members see it`
+      : kind === "group"
+        ? `group room: the members of ${access?.group ?? "?"}`
+        : "public room: anyone on this server may enter";
+  const owning = kind === "private" && Boolean(mine) && owner === mine;
+  ui.inviteForm.hidden = !owning;
+  const members = owning && Array.isArray(access?.members) ? access.members : [];
+  ui.accessMembers.replaceChildren(
+    ...members.map((/** @type {unknown} */ username) => {
+      const item = document.createElement("li");
+      item.dataset.username = String(username);
+      const name = document.createElement("span");
+      name.textContent = String(username);
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "quiet remove-member";
+      remove.textContent = "Remove";
+      remove.addEventListener("click", () => changeMembers("remove", String(username)));
+      item.append(name, " ", remove);
+      return item;
+    }),
+  );
+}
+
+/**
+ * @param {"invite" | "remove"} what
+ * @param {string} username
+ */
+async function changeMembers(what, username) {
+  const room = demo.room;
+  if (!room || !username) return;
+  try {
+    demo.access = what === "invite" ? await api.invite(room.name, username) : await api.removeMember(room.name, username);
+    notice(what === "invite" ? `${username} may enter ${room.name} now` : `${username} removed from ${room.name}`);
+    renderAccess();
+  } catch (error) {
+    notice(`${what === "invite" ? "could not invite" : "could not remove"} ${username}: ${/** @type {Error} */ (error).message}`, true);
+  }
+}
+
 function renderMembers() {
   const room = demo.room;
   if (!room) return;
   const me = demo.client?.userId;
+  const myUsername = demo.client?.identity?.username;
   const members = [...room.members.values()].sort((a, b) => a.user_id.localeCompare(b.user_id));
   ui.members.replaceChildren(
     ...members.map((member) => {
@@ -129,7 +251,8 @@ function renderMembers() {
       const name = document.createElement("span");
       name.className = "member-name";
       name.textContent = member.user_id;
-      if (member.user_id === me) {
+      name.append(...verifiedTag(member.user_id, member.identity));
+      if (member.user_id === me || (myUsername && member.identity?.username === myUsername)) {
         const you = document.createElement("span");
         you.className = "you";
         you.textContent = " (you)";
@@ -140,9 +263,9 @@ function renderMembers() {
       if (member.user_id !== me) peer.append(...peerControls(member.user_id));
       const detail = document.createElement("span");
       detail.className = "member-detail";
-      const who = member.identity?.display_name || member.identity?.name || "";
+      const who = member.identity?.display_name || "";
       const connections = member.connections > 1 ? `${member.connections} connections` : "";
-      detail.textContent = [who && who !== member.user_id ? who : "", describe(member.state), connections]
+      detail.textContent = [who && who !== member.user_id && who !== member.identity?.username ? who : "", describe(member.state), connections]
         .filter(Boolean)
         .join(" · ");
       item.append(name, peer, detail);
@@ -239,7 +362,8 @@ async function join(name, roomName) {
   showConnection("connecting");
   try {
     await leave();
-    const client = new RoomClient({ userId: name });
+    // no name: the server's, the name of the identity it verified (your login)
+    const client = new RoomClient(name ? { userId: name } : {});
     demo.client = client;
     for (const state of ["connected", "disconnected", "reconnecting", "closed"]) {
       client.on(state, (/** @type {any} */ event) => {
@@ -250,16 +374,26 @@ async function join(name, roomName) {
       });
     }
     await client.open();
+    if (ui.private.checked) {
+      demo.access = await client.createRoom(roomName, { access: "private" });
+      notice(`made ${roomName} private: invite who may enter`);
+    }
     const room = await client.join(roomName, { state: { kind: "browser", page: "demo" } });
     demo.room = room;
+    renderAccess();
     ui.roomName.textContent = roomName;
     ui.roomView.hidden = false;
     ui.log.replaceChildren();
     notice(`joined ${roomName} as ${client.userId}`);
+    renderRooms();
     room.on("presence", (/** @type {any} */ event) => {
       if (event.kind === "joined" && event.userId !== client.userId) notice(`${event.userId} joined`);
       if (event.kind === "left") notice(`${event.userId} left`);
       renderMembers();
+    });
+    room.on("removed", (/** @type {any} */ event) => {
+      notice(`you are no longer in ${event.room}: ${event.reason === "removed" ? "its owner removed you" : event.reason}`, true);
+      renderRooms();
     });
     room.on("message", (/** @type {import("./iavicenne.js").Message} */ message) => {
       logMessage(message.userId, display(message.text ?? message.content), {
@@ -277,10 +411,11 @@ async function join(name, roomName) {
     });
     room.on("error", (/** @type {Error} */ error) => notice(error.message, true));
     renderMembers();
-    await startPeers(name, roomName);
+    await startPeers(client.userId ?? name, roomName);
     const url = new URL(location.href);
     url.searchParams.set("room", roomName);
-    url.searchParams.set("name", name);
+    if (name) url.searchParams.set("name", name);
+    else url.searchParams.delete("name");
     history.replaceState(null, "", url);
     localStorage.setItem("iavicenne-demo", JSON.stringify({ name, room: roomName }));
     ui.message.focus();
@@ -304,8 +439,11 @@ async function startPeers(name, roomName) {
     demo.signaling = signaling;
     await signaling.open();
     // `?loopback=1`: offer loopback candidates only (peers on this machine, as the tests are)
-    demo.peers = new PeerNetwork(signaling, { loopback: params.get("loopback") === "1" });
+    // a data channel only with the identity that holds the member's name in the room
+    const verifyIdentity = demo.room ? presenceCheck(demo.room) : undefined;
+    demo.peers = new PeerNetwork(signaling, { loopback: params.get("loopback") === "1", verifyIdentity });
     demo.peers.on("change", onLinkChange);
+    demo.peers.on("refused", (/** @type {Error} */ error) => notice(error.message, true));
     signaling.on("peer", () => renderMembers());
     signaling.on("closed", (/** @type {Error} */ error) => {
       if (error.name === "Superseded") notice("peer-to-peer moved to your newer tab or window with the same name", true);
@@ -319,7 +457,7 @@ async function startPeers(name, roomName) {
 
 async function leave() {
   const { client, peers, signaling } = demo;
-  demo.client = demo.room = demo.signaling = demo.peers = null;
+  demo.client = demo.room = demo.signaling = demo.peers = demo.access = null;
   peers?.close();
   signaling?.close();
   client?.close();
@@ -363,6 +501,13 @@ ui.sendForm.addEventListener("submit", (event) => {
   event.preventDefault();
   send();
 });
+ui.inviteForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const username = ui.invitee.value.trim();
+  ui.invitee.value = "";
+  changeMembers("invite", username);
+});
+ui.roomsRefresh.addEventListener("click", () => renderRooms());
 ui.leave.addEventListener("click", async () => {
   await leave();
   showConnection("idle");
@@ -378,4 +523,5 @@ try {
 }
 ui.name.value = params.get("name") ?? /** @type {any} */ (saved).name ?? "";
 ui.room.value = params.get("room") ?? /** @type {any} */ (saved).room ?? "";
-if (params.get("name") && params.get("room")) join(ui.name.value, ui.room.value);
+if (params.get("room")) join(ui.name.value, ui.room.value);
+else renderRooms();

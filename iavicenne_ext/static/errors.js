@@ -40,6 +40,8 @@ export class NameTaken extends RequestFailed {}
 export class UnknownPeer extends RequestFailed {}
 /** A newer connection of the same user took this peer_id over; this one stopped. */
 export class Superseded extends RequestFailed {}
+/** The room is private (or a group's) and we are not in it, or only its owner may do that. */
+export class Forbidden extends RequestFailed {}
 
 /**
  * The socket closed while a request waited; the reconnect repeats what matters. Internal
@@ -61,6 +63,8 @@ export function errorFrom(frame) {
       return new UnknownPeer(frame);
     case ErrorCode.SUPERSEDED:
       return new Superseded(frame);
+    case ErrorCode.FORBIDDEN:
+      return new Forbidden(frame);
     default:
       return new RequestFailed(frame);
   }
@@ -90,6 +94,24 @@ export class PeerUnreachable extends PeerLinkError {}
 export class PeerLinkClosed extends PeerLinkError {}
 /** The peer left the signaling room. */
 export class PeerLeft extends PeerLinkClosed {}
+
+/**
+ * The other end of a link is not the identity that holds that name in the room (the
+ * server vouches for who sends each signal: `source_identity`); the link is refused.
+ */
+export class PeerIdentityMismatch extends PeerLinkError {
+  /**
+   * @param {string} message
+   * @param {{ expected?: Record<string, any> | null, found?: Record<string, any> | null }} [details]
+   */
+  constructor(message, { expected = null, found = null } = {}) {
+    super(message);
+    /** The identity that holds the name in the room (public fields), or null. */
+    this.expected = expected;
+    /** The identity the server says is at the other end, or null. */
+    this.found = found;
+  }
+}
 
 /**
  * A transfer from a peer was dropped before it was delivered: it declared more than

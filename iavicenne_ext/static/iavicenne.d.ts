@@ -26,10 +26,18 @@ export declare class RequestFailed extends IAvicenneError {
 export declare class NameTaken extends RequestFailed {}
 export declare class UnknownPeer extends RequestFailed {}
 export declare class Superseded extends RequestFailed {}
+/** The room is private (or a group's) and we are not in it, or only its owner may do that. */
+export declare class Forbidden extends RequestFailed {}
 export declare class PeerLinkError extends IAvicenneError {}
 export declare class PeerUnreachable extends PeerLinkError {}
 export declare class PeerLinkClosed extends PeerLinkError {}
 export declare class PeerLeft extends PeerLinkClosed {}
+/** The other end of a link is not the identity that holds that name in the room: refused. */
+export declare class PeerIdentityMismatch extends PeerLinkError {
+  constructor(message: string, details?: { expected?: Identity | null; found?: Identity | null });
+  readonly expected: Identity | null;
+  readonly found: Identity | null;
+}
 /** A peer's transfer was dropped: larger than `maxTransferBytes` (`option`), or than it declared. */
 export declare class TransferRefused extends PeerLinkError {
   constructor(message: string, details: { transfer: number; declared: number; option?: string | null; limit?: number | null });
@@ -286,6 +294,41 @@ export declare class Room {
   leave(): Promise<void>;
 }
 
+export type AccessKind = "public" | "group" | "private";
+export declare const ACCESS_KINDS: readonly AccessKind[];
+
+/** A room's access record, as the server keeps it. */
+export interface RoomAccess {
+  room: string;
+  access: AccessKind;
+  owner?: string;
+  members?: string[];
+  group?: string | null;
+  [field: string]: any;
+}
+
+/** A room in the listing: what it holds now, and who may enter (owner, members, group: when we may). */
+export interface RoomListing {
+  room: string;
+  members: number;
+  connections: number;
+  access: AccessKind;
+  owner?: string;
+  group?: string | null;
+  [field: string]: any;
+}
+
+/** The rooms' REST API (`{base}iavicenne/api/rooms`): token or login cookie with X-XSRFToken. */
+export declare class RoomsApi {
+  constructor(server: Server);
+  readonly server: Server;
+  listRooms(): Promise<RoomListing[]>;
+  createRoom(room: string, options?: { access?: AccessKind; members?: string[]; group?: string }): Promise<RoomAccess>;
+  invite(room: string, username: string): Promise<RoomAccess>;
+  removeMember(room: string, username: string): Promise<RoomAccess>;
+  deleteRoom(room: string): Promise<void>;
+}
+
 export declare class RoomClient implements Endpoint {
   constructor(options?: EndpointOptions & { userId?: string });
   static connect(options?: EndpointOptions & { userId?: string }): Promise<RoomClient>;
@@ -296,10 +339,17 @@ export declare class RoomClient implements Endpoint {
   readonly state: ConnectionState;
   readonly connected: boolean;
   readonly unacknowledged: number;
-  /** Our user_id (the Jupyter user's name when none was chosen). */
+  /** Our user_id (the name of our verified identity when none was chosen). */
   userId: string | null;
+  /** Ours, as the server verified it. */
   identity: Identity | Record<string, never>;
   readonly rooms: Map<string, Room>;
+  readonly api: RoomsApi;
+  listRooms(): Promise<RoomListing[]>;
+  createRoom(room: string, options?: { access?: AccessKind; members?: string[]; group?: string }): Promise<RoomAccess>;
+  invite(room: string, username: string): Promise<RoomAccess>;
+  removeMember(room: string, username: string): Promise<RoomAccess>;
+  deleteRoom(room: string): Promise<void>;
   open(): Promise<void>;
   waitConnected(): Promise<void>;
   reconnectNow(): void;
@@ -326,6 +376,8 @@ export interface PeerEvent {
   kind: "joined" | "left";
   peerId: string;
   rejoined: boolean;
+  /** Whose peer it is, as the server verified it (null on `left`, or when it does not say). */
+  identity: Identity | null;
 }
 
 export interface Signal {
@@ -333,6 +385,8 @@ export interface Signal {
   source: string;
   body: Record<string, any> | null;
   room: string;
+  /** Who sent it, as the server verified it (`source_identity`). */
+  identity: Identity | null;
 }
 
 export declare class SignalingClient implements Endpoint {
@@ -349,6 +403,8 @@ export declare class SignalingClient implements Endpoint {
   readonly peerId: string;
   /** The other peers in the room. */
   peers: Set<string>;
+  /** Peer id -> its holder's verified identity (as the server said). */
+  identities: Map<string, Identity>;
   /** The ICE servers the server hands out. */
   iceServers: RTCIceServer[];
   open(): Promise<void>;
@@ -424,6 +480,8 @@ export declare class PeerLink {
   readonly peerId: string;
   /** Whether this side offered. */
   readonly offerer: boolean;
+  /** Who the other end is, as the server verified it (from its offer or answer). */
+  readonly identity: Identity | null;
   readonly state: PeerLinkState;
   /** Why the link closed. */
   readonly error: PeerLinkError | null;
@@ -464,7 +522,20 @@ export interface PeerNetworkOptions {
   setTimeout?: (callback: () => void, ms: number) => any;
   clearTimeout?: (handle: any) => void;
   ownsSignaling?: boolean;
+  /** Throws `PeerIdentityMismatch` when `identity` may not hold `peerId` (see `presenceCheck`). */
+  verifyIdentity?: IdentityCheck;
 }
+
+export type IdentityCheck = (peerId: string, identity: Identity | null) => void;
+/** Whether two verified identities are one person (the same username). */
+export declare function sameIdentity(a: Identity | null | undefined, b: Identity | null | undefined): boolean;
+/** The member a peer id is of: "bob#3f2a1c" and "bob" are bob's. */
+export declare function userOfPeer(peerId: string): string;
+/** A `verifyIdentity`: a peer only when held by the identity holding its member name in `room`. */
+export declare function presenceCheck(
+  room: { name: string; members: Map<string, Member> },
+  options?: { userOf?: (peerId: string) => string },
+): IdentityCheck;
 
 export interface LinkChange {
   peerId: string;
@@ -489,8 +560,10 @@ export declare class PeerNetwork {
   on(kind: "link", callback: (link: PeerLink) => void): Unsubscribe;
   on(kind: "change", callback: (change: LinkChange) => void): Unsubscribe;
   on(kind: "peer", callback: (event: PeerEvent) => void): Unsubscribe;
+  /** An offer from an identity `verifyIdentity` refused. */
+  on(kind: "refused", callback: (error: PeerIdentityMismatch) => void): Unsubscribe;
   on(kind: string, callback: (event: any) => void): Unsubscribe;
-  /** An open link to `peerId` (waits for it to join the room, then for the channel). */
+  /** An open link to `peerId` (waits for it to join the room, then for the channel); `PeerIdentityMismatch` for an impostor. */
   connect(peerId: string, options?: { timeout?: number }): Promise<PeerLink>;
   /** The next link another peer opened to us. */
   accept(): Promise<PeerLink>;

@@ -31,11 +31,12 @@
  *   replayed seq already delivered is skipped, a `gap` event says when the server could
  *   not replay everything), and **resends** what was not acknowledged (same `ref`, so
  *   the server delivers it once);
- * - client.js: `RoomClient`, `Room`;
+ * - client.js: `RoomClient`, `Room`, `RoomsApi` (private and group rooms, invitations);
  * - signaling.js: `SignalingClient`;
  * - wire.js: the data channels' wire format (`frameMessages`, `Reassembler`);
  * - ice.js: candidate and SDP filtering;
- * - peer.js: `PeerNetwork`, `PeerLink`.
+ * - peer.js: `PeerNetwork`, `PeerLink` (its `identity`: who the server says the other
+ *   end is), `presenceCheck` (a link only with who holds that name in the room).
  *
  * Authentication is Jupyter's: a page served by the Jupyter server sends its login
  * cookie on the WebSockets by itself; a `token` option (or `?token=` in the page's
@@ -48,7 +49,7 @@
  */
 
 export * from "./protocol.js";
-export { Room, RoomClient, payloadOf } from "./client.js";
+export { ACCESS_KINDS, Room, RoomClient, RoomsApi, payloadOf } from "./client.js";
 export { Backoff, parseFrame } from "./connection.js";
 export { Outbox, SeenSet, SeqTracker } from "./delivery.js";
 export { discoverRooms, Server, readCookie } from "./discovery.js";
@@ -57,8 +58,10 @@ export {
   checkName,
   ConnectionClosed,
   errorFrom,
+  Forbidden,
   IAvicenneError,
   NameTaken,
+  PeerIdentityMismatch,
   PeerLeft,
   PeerLinkClosed,
   PeerLinkError,
@@ -70,6 +73,6 @@ export {
 } from "./errors.js";
 export { Emitter } from "./events.js";
 export { filterSdp } from "./ice.js";
-export { codePointLess, PeerLink, PeerNetwork } from "./peer.js";
+export { codePointLess, PeerLink, PeerNetwork, presenceCheck, sameIdentity, userOfPeer } from "./peer.js";
 export { SignalingClient } from "./signaling.js";
 export { DEFAULT_MAX_TRANSFER_BYTES, encodePayload, frameMessages, Reassembler } from "./wire.js";

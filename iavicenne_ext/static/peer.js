@@ -17,9 +17,24 @@
  *   ended by a `null` one.
  * - On the channel, the wire format of wire.js; what a peer sends is bounded on arrival
  *   (`maxTransferBytes`).
+ * - Who answers is the server's word: each relayed signal carries its sender's verified
+ *   identity (`source_identity`), kept as the link's `identity`. Given `verifyIdentity`
+ *   (`presenceCheck(room)` makes one: the identity must be the one that holds the peer's
+ *   member name in the room's presence), a network takes no answer, answers no offer and
+ *   opens no link to a peer whose identity it refuses: the attempt closes with
+ *   `PeerIdentityMismatch`, and a refused offer is a `refused` event.
  */
 
-import { checkName, IAvicenneError, PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable, TransferRefused } from "./errors.js";
+import {
+  checkName,
+  IAvicenneError,
+  PeerIdentityMismatch,
+  PeerLeft,
+  PeerLinkClosed,
+  PeerLinkError,
+  PeerUnreachable,
+  TransferRefused,
+} from "./errors.js";
 import { Emitter } from "./events.js";
 import { filterSdp, isLoopbackCandidate } from "./ice.js";
 import { ANSWER, CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE, ICE_CANDIDATE, OFFER, Tag } from "./protocol.js";
@@ -49,6 +64,56 @@ export function codePointLess(a, b) {
 }
 
 /**
+ * Whether two public identities (as the server verified them) are one person: the same
+ * `username`, the one thing nobody else can have (a name or a display name can).
+ * @param {Record<string, any> | null | undefined} a
+ * @param {Record<string, any> | null | undefined} b
+ */
+export function sameIdentity(a, b) {
+  const username = a?.username;
+  return typeof username === "string" && username !== "" && username === b?.username;
+}
+
+const TAGGED = /^(.+)#[0-9a-f]{6}$/;
+
+/**
+ * The member (user_id) a peer id belongs to: a kernel's `"bob#3f2a1c"` is bob's, a
+ * page's `"bob"` too (the Python client's convention, `iavicenne.connections`).
+ * @param {string} peerId
+ */
+export function userOfPeer(peerId) {
+  return TAGGED.exec(peerId)?.[1] ?? peerId;
+}
+
+/**
+ * A `verifyIdentity` for a `PeerNetwork` of the signaling room beside `room` (a joined
+ * `Room` of client.js): a peer is accepted only when the server says it is held by the
+ * identity that holds its member name in the room's presence.
+ * @param {{ name: string, members: Map<string, Record<string, any>> }} room
+ * @param {{ userOf?: (peerId: string) => string }} [options]
+ * @returns {(peerId: string, identity: Record<string, any> | null) => void}
+ */
+export function presenceCheck(room, { userOf = userOfPeer } = {}) {
+  return (peerId, identity) => {
+    const user = userOf(peerId);
+    const expected = room.members.get(user)?.identity ?? null;
+    const quoted = JSON.stringify(peerId);
+    if (!expected || !Object.keys(expected).length) {
+      throw new PeerIdentityMismatch(`${quoted} would be ${JSON.stringify(user)}'s, but nobody holds ${JSON.stringify(user)} in room ${JSON.stringify(room.name)}: link refused`, { found: identity });
+    }
+    if (!identity) {
+      throw new PeerIdentityMismatch(`the server did not say who holds ${quoted} (a server without verified signaling?): link refused`, { expected });
+    }
+    if (!sameIdentity(expected, identity)) {
+      throw new PeerIdentityMismatch(
+        `${quoted} is held by ${JSON.stringify(identity.username)}, but ${JSON.stringify(user)} in room ${JSON.stringify(room.name)} is ${JSON.stringify(expected.username)}: link refused (someone took a name that is not theirs)`,
+        { expected, found: identity },
+      );
+    }
+  };
+}
+
+/**
  * A data channel to one peer (W3C names: `pc` is the RTCPeerConnection, `channel` the
  * RTCDataChannel). States: "connecting" → "open" → "closed" (then `error` says why).
  * Made by `PeerNetwork.connect` or for an offer that arrives, not directly.
@@ -63,6 +128,8 @@ export class PeerLink {
     this.network = network;
     this.peerId = peerId;
     this.offerer = offerer;
+    /** @type {Record<string, any> | null} who the other end is, as the server verified it (from its offer or answer) */
+    this.identity = null;
     /** @type {"connecting" | "open" | "closed"} */
     this.state = "connecting";
     /** @type {PeerLinkError | null} */
@@ -462,7 +529,11 @@ export class PeerNetwork {
    * @param {{ loopback?: boolean, iceServers?: RTCIceServer[], chunkSize?: number, highWater?: number,
    *           lowWater?: number, gatherTimeout?: number, maxTransferBytes?: number, RTCPeerConnection?: any,
    *           setTimeout?: (callback: () => void, ms: number) => any, clearTimeout?: (handle: any) => void,
-   *           ownsSignaling?: boolean }} [options]
+   *           ownsSignaling?: boolean,
+   *           verifyIdentity?: (peerId: string, identity: Record<string, any> | null) => void }} [options]
+   *   `verifyIdentity` throws `PeerIdentityMismatch` for an identity that may not hold a
+   *   peer id (`presenceCheck(room)`); without it every identity is taken (and kept as the
+   *   link's `identity`).
    */
   constructor(signaling, options = {}) {
     const global = /** @type {any} */ (globalThis);
@@ -492,6 +563,7 @@ export class PeerNetwork {
     this.links = new Map();
     this.events = new Emitter();
     this._ownsSignaling = Boolean(options.ownsSignaling);
+    this.verifyIdentity = options.verifyIdentity ?? null;
     /** @type {Map<string, Array<{ resolve: (link: PeerLink) => void, reject: (error: Error) => void }>>} */
     this._waiters = new Map();
     /** @type {PeerLink[]} */
@@ -556,6 +628,9 @@ export class PeerNetwork {
     let timer;
     const opened = (async () => {
       await this.signaling.waitForPeer(peerId);
+      const known = this.signaling.identities?.get(peerId);
+      const refused = known ? this._refusal(peerId, known) : null;
+      if (refused) throw refused; // the server already says who holds it: no offer to them
       const link = this.links.get(peerId);
       if (link?.open) return link;
       const waiting = new Promise((resolve, reject) => {
@@ -603,6 +678,23 @@ export class PeerNetwork {
     if (this._closed) throw new PeerLinkClosed("the peer network was closed");
   }
 
+  /**
+   * What `verifyIdentity` says of `identity` holding `peerId`: the refusal, or null.
+   * @param {string} peerId
+   * @param {Record<string, any> | null} identity
+   * @returns {PeerIdentityMismatch | null}
+   */
+  _refusal(peerId, identity) {
+    if (!this.verifyIdentity) return null;
+    try {
+      this.verifyIdentity(peerId, identity);
+    } catch (error) {
+      if (error instanceof PeerIdentityMismatch) return error;
+      throw error;
+    }
+    return null;
+  }
+
   _iceServers() {
     return this.iceServersOverride ?? this.signaling.iceServers ?? [];
   }
@@ -639,6 +731,13 @@ export class PeerNetwork {
           await link._offer();
         }
       } else if (step.kind === OFFER) {
+        const refused = this._refusal(peerId, step.identity ?? null);
+        if (refused) {
+          console.warn(`iavicenne: an offer from ${peerId} refused: ${refused.message}`);
+          if (link && link.state === "connecting") link._fail(refused); // ours goes to the same peer id: not to them either
+          this.events.emit("refused", refused);
+          return;
+        }
         if (link && link.offerer && link.state === "connecting") {
           if (codePointLess(this.peerId, peerId)) return; // glare, and our offer wins: they answer it
           link._fail(new PeerLinkClosed("replaced: both sides offered; the lower peer_id's offer won"), { quietly: true });
@@ -646,10 +745,20 @@ export class PeerNetwork {
           link._fail(new PeerLinkClosed(`peer ${JSON.stringify(peerId)} opened a new link, replacing this one`));
         }
         link = this._newLink(peerId, false);
+        link.identity = step.identity ?? null;
         await link._answer(step.body ?? {});
       } else if (link && step.kind === ANSWER) {
+        if (link.offerer && link.state === "connecting") {
+          const refused = this._refusal(peerId, step.identity ?? null);
+          if (refused) {
+            link._fail(refused); // closes the attempt: its waiters get the mismatch
+            return;
+          }
+          link.identity = step.identity ?? null;
+        }
         await link._onAnswer(step.body ?? {});
       } else if (link && step.kind === ICE_CANDIDATE) {
+        if (link.identity && !sameIdentity(link.identity, step.identity)) return; // from someone else: dropped
         await link._onCandidate(step.body);
       }
     } catch (error) {

@@ -3,6 +3,11 @@
  * Signaling: `SignalingClient`, one peer (`peerId`) in one signaling room. It sees peers
  * come and go and relays offers, answers and ICE candidates, reliably (ref, ack, resent
  * after a reconnect) like room messages; `PeerNetwork` (peer.js) builds on it.
+ *
+ * Who is behind a peer id is the server's word, verified by it: `identities` maps each
+ * peer to its holder's public identity (`peer_identities` of `joined`, `identity` of
+ * `peer-joined`), and each relayed signal carries its sender's (`source_identity`, the
+ * signal's `identity`), which `PeerNetwork` checks before it takes a link.
  */
 
 import { Endpoint } from "./connection.js";
@@ -23,9 +28,17 @@ function bodyField(type) {
 }
 
 /**
+ * @param {unknown} value
+ * @returns {value is Record<string, any>}
+ */
+function isObject(value) {
+  return typeof value === "object" && value !== null && !Array.isArray(value);
+}
+
+/**
  * One peer (`peerId`) in one signaling room: peers come and go, signals are relayed.
- * Events: `peer` (`{room, kind: "joined"|"left", peerId, rejoined}`), `signal`
- * (`{kind, source, body, room}`), and the connection events. Relays are reliable like
+ * Events: `peer` (`{room, kind: "joined"|"left", peerId, rejoined, identity}`), `signal`
+ * (`{kind, source, body, room, identity}`), and the connection events. Relays are reliable like
  * room messages (ref, ack, resent after a reconnect).
  */
 export class SignalingClient extends Endpoint {
@@ -38,6 +51,8 @@ export class SignalingClient extends Endpoint {
     this.peerId = checkName(options.peerId, "peer_id");
     /** @type {Set<string>} the other peers in the room */
     this.peers = new Set();
+    /** @type {Map<string, Record<string, any>>} peer id -> its holder's verified public identity */
+    this.identities = new Map();
     /** @type {RTCIceServer[]} the ICE servers the server hands out */
     this.iceServers = [];
     this._signalsSeen = new SeenSet();
@@ -77,14 +92,18 @@ export class SignalingClient extends Endpoint {
     const joined = await this._request(ws, { type: JOIN, room: this.room, payload: { peer_id: this.peerId } }, JOINED);
     this.iceServers = Array.isArray(joined.ice_servers) ? joined.ice_servers : [];
     const now = new Set(Array.isArray(joined.peers) ? joined.peers : []);
+    const said = isObject(joined.peer_identities) ? joined.peer_identities : {};
+    this.identities = new Map(
+      [...now].filter((p) => Object.hasOwn(said, p) && isObject(said[p])).map((p) => [p, said[p]]),
+    );
     const before = this.peers;
     this.peers = now;
     // what changed while we were away, as if we had seen it
     for (const peerId of [...before].filter((p) => !now.has(p)).sort()) {
-      this.events.emit("peer", { room: this.room, kind: "left", peerId, rejoined: false });
+      this.events.emit("peer", { room: this.room, kind: "left", peerId, rejoined: false, identity: null });
     }
     for (const peerId of [...now].filter((p) => !before.has(p)).sort()) {
-      this.events.emit("peer", { room: this.room, kind: "joined", peerId, rejoined: false });
+      this.events.emit("peer", { room: this.room, kind: "joined", peerId, rejoined: false, identity: this.identities.get(peerId) ?? null });
     }
   }
 
@@ -95,20 +114,29 @@ export class SignalingClient extends Endpoint {
     if (type === PEER_JOINED || type === PEER_LEFT) {
       const peerId = frame.peer_id;
       if (typeof peerId !== "string" || peerId === this.peerId) return;
-      if (type === PEER_JOINED) this.peers.add(peerId);
-      else this.peers.delete(peerId);
+      if (type === PEER_JOINED) {
+        this.peers.add(peerId);
+        // a server that does not say: what we knew of an earlier holder is stale
+        if (isObject(frame.identity)) this.identities.set(peerId, frame.identity);
+        else this.identities.delete(peerId);
+      } else {
+        this.peers.delete(peerId);
+        this.identities.delete(peerId);
+      }
       this.events.emit("peer", {
         room: this.room,
         kind: type === PEER_JOINED ? "joined" : "left",
         peerId,
         rejoined: Boolean(frame.rejoined),
+        identity: this.identities.get(peerId) ?? null,
       });
     } else if (field) {
       const source = typeof frame.source_peer_id === "string" ? frame.source_peer_id : "";
       // a resend whose ack was lost is relayed twice: handle it once
       if (typeof frame.ref === "string" && !this._signalsSeen.add(`${source}\u0000${frame.ref}`)) return;
       const body = frame[field] ?? null;
-      this.events.emit("signal", { kind: type, source, body, room: frame.room ?? this.room });
+      const identity = isObject(frame.source_identity) ? frame.source_identity : null;
+      this.events.emit("signal", { kind: type, source, body, room: frame.room ?? this.room, identity });
     }
   }
 

@@ -4,10 +4,10 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { deflateSync } from "node:zlib";
 
-import { PeerLeft, PeerLinkClosed, TransferRefused } from "../../iavicenne_ext/static/errors.js";
+import { PeerIdentityMismatch, PeerLeft, PeerLinkClosed, TransferRefused } from "../../iavicenne_ext/static/errors.js";
 import { Emitter } from "../../iavicenne_ext/static/events.js";
 import { filterSdp } from "../../iavicenne_ext/static/ice.js";
-import { codePointLess, PeerNetwork } from "../../iavicenne_ext/static/peer.js";
+import { codePointLess, PeerNetwork, presenceCheck, sameIdentity, userOfPeer } from "../../iavicenne_ext/static/peer.js";
 import { CHANNEL_LABEL } from "../../iavicenne_ext/static/protocol.js";
 import { frameMessages, Kind, Reassembler, Tag } from "../../iavicenne_ext/static/wire.js";
 import { FakeClock, flush } from "./fakes.mjs";
@@ -239,6 +239,7 @@ class FakeSignaling {
     this.iceServers = [{ urls: "stun:stun.example.org" }];
     this.events = new Emitter();
     this.relayed = [];
+    this.identities = new Map();
   }
 
   on(kind, callback) {
@@ -254,8 +255,8 @@ class FakeSignaling {
     if (!this.peers.has(peerId)) await this.events.next("peer", { where: (e) => e.kind === "joined" && e.peerId === peerId });
   }
 
-  signal(kind, source, body) {
-    this.events.emit("signal", { kind, source, body, room: this.room });
+  signal(kind, source, body, identity = null) {
+    this.events.emit("signal", { kind, source, body, room: this.room, identity });
   }
 
   close() {}
@@ -538,4 +539,121 @@ test("our transfer refused by the peer (ABORT with a reason) fails its send at o
   channel.receive(bytes(Tag.ABORT, 0, 0, 0, nextId).buffer);
   channel.receive(bytes(Tag.DONE, 0, 0, 0, nextId).buffer);
   await next;
+});
+
+// -- who answers: the identity the server vouches for ----------------------------------------
+
+const CAROL = { username: "carol", name: "carol", display_name: "Carol" };
+const BOB = { username: "bob", name: "bob", display_name: "Bob" };
+// the room's presence: carol holds "carol", bob holds "bob"
+const ROOM = { name: "q3", members: new Map([["carol", { user_id: "carol", identity: CAROL }], ["bob", { user_id: "bob", identity: BOB }]]) };
+
+function verifiedSetUp(peers = ["carol#3f2a1c", "bob#00aa11"]) {
+  return setUp("alice#123456", { peers, verifyIdentity: presenceCheck(ROOM) });
+}
+
+test("peer ids are read back to their member; identities compare by username only", () => {
+  assert.equal(userOfPeer("carol#3f2a1c"), "carol");
+  assert.equal(userOfPeer("carol"), "carol");
+  assert.equal(userOfPeer("carol#nothex"), "carol#nothex");
+  assert.ok(sameIdentity(CAROL, { username: "carol", name: "other", display_name: "x" }));
+  assert.ok(!sameIdentity(CAROL, { username: "c\u0430rol", name: "carol" })); // a look-alike is someone else
+  assert.ok(!sameIdentity(CAROL, null) && !sameIdentity({}, {}) && !sameIdentity(null, null));
+});
+
+test("an answer from the identity that holds the name opens the link, which says who it is", async () => {
+  const { rtc, signaling, network } = verifiedSetUp();
+  const connecting = network.connect("carol#3f2a1c");
+  await flush();
+  const [pc] = rtc.made;
+  pc.gather([CANDIDATES[0]], true);
+  await flush();
+  signaling.signal("answer", "carol#3f2a1c", { type: "answer", sdp: ANSWER_SDP }, CAROL);
+  await flush();
+  pc.channel.open();
+  const link = await connecting;
+  assert.equal(link.state, "open");
+  assert.deepEqual(link.identity, CAROL);
+});
+
+test("bob answering as carol's peer: the link is refused with PeerIdentityMismatch and closed", async () => {
+  const { rtc, signaling, network } = verifiedSetUp();
+  const outcome = network.connect("carol#3f2a1c").then(
+    () => assert.fail("the link opened"),
+    (e) => e,
+  );
+  await flush();
+  const [pc] = rtc.made;
+  pc.gather([CANDIDATES[0]], true);
+  await flush();
+  signaling.signal("answer", "carol#3f2a1c", { type: "answer", sdp: ANSWER_SDP }, BOB);
+  const error = await outcome;
+  assert.ok(error instanceof PeerIdentityMismatch, String(error));
+  assert.match(error.message, /"carol#3f2a1c" is held by "bob", but "carol" in room "q3" is "carol"/);
+  assert.deepEqual([error.expected, error.found], [CAROL, BOB]);
+  assert.equal(pc.remoteDescription, null, "his answer was never applied");
+  assert.ok(pc.closed, "the attempt is closed");
+  assert.equal(network.links.size, 0);
+  // an answer with no identity at all (a server that does not vouch) is refused too
+  const again = network.connect("carol#3f2a1c");
+  await flush();
+  rtc.made[1].gather([CANDIDATES[0]], true);
+  await flush();
+  signaling.signal("answer", "carol#3f2a1c", { type: "answer", sdp: ANSWER_SDP }, null);
+  await assert.rejects(again, (e) => e instanceof PeerIdentityMismatch && /did not say who holds/.test(e.message));
+});
+
+test("signaling already says bob holds carol's peer id: no offer is ever sent to him", async () => {
+  const { rtc, signaling, network } = verifiedSetUp();
+  signaling.identities.set("carol#3f2a1c", BOB);
+  await assert.rejects(network.connect("carol#3f2a1c"), PeerIdentityMismatch);
+  assert.equal(rtc.made.length, 0);
+  assert.equal(signaling.relayed.length, 0);
+  // a peer id of a name nobody holds in the room
+  signaling.peers.add("dave#abcdef");
+  signaling.identities.set("dave#abcdef", { username: "dave" });
+  await assert.rejects(network.connect("dave#abcdef"), /nobody holds "dave" in room "q3"/);
+});
+
+test("an offer from an impostor is not answered: a refused event, and nothing to accept", async () => {
+  const { rtc, signaling, network } = verifiedSetUp();
+  const refused = [];
+  network.on("refused", (e) => refused.push(e));
+  let accepted = null;
+  network.accept().then((link) => (accepted = link));
+  signaling.signal("offer", "carol#3f2a1c", { type: "offer", sdp: ANSWER_SDP }, BOB);
+  await flush();
+  await flush();
+  assert.equal(rtc.made.length, 0, "no RTCPeerConnection for him");
+  assert.equal(signaling.relayed.length, 0, "no answer");
+  assert.equal(refused.length, 1);
+  assert.ok(refused[0] instanceof PeerIdentityMismatch);
+  assert.equal(accepted, null);
+  // the real carol's offer is answered, and her link knows who she is
+  signaling.signal("offer", "carol#3f2a1c", { type: "offer", sdp: ANSWER_SDP }, CAROL);
+  await flush();
+  const [pc] = rtc.made;
+  pc.gather([CANDIDATES[0]], true);
+  await flush();
+  assert.equal(signaling.relayed[0].kind, "answer");
+  pc.arrive(true);
+  await flush();
+  assert.ok(accepted);
+  assert.deepEqual(accepted.identity, CAROL);
+  // a candidate said to come from another identity on her link is dropped
+  const before = pc.added.length;
+  signaling.signal("ice-candidate", "carol#3f2a1c", { candidate: CANDIDATES[0], sdpMid: "0", sdpMLineIndex: 0 }, BOB);
+  await flush();
+  assert.equal(pc.added.length, before);
+});
+
+test("without verifyIdentity every identity is taken, and kept as the link's", async () => {
+  const { rtc, signaling, network } = setUp("ada");
+  const accepted = network.accept();
+  signaling.signal("offer", "kernel-1", { type: "offer", sdp: ANSWER_SDP }, BOB);
+  await flush();
+  rtc.made[0].gather([CANDIDATES[0]], true);
+  await flush();
+  rtc.made[0].arrive(true);
+  assert.deepEqual((await accepted).identity, BOB);
 });

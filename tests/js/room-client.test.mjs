@@ -2,7 +2,18 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Backoff, ConnectionClosed, NameTaken, RoomClient, UnknownPeer } from "../../iavicenne_ext/static/iavicenne.js";
+import {
+  AuthenticationError,
+  Backoff,
+  ConnectionClosed,
+  Forbidden,
+  NameTaken,
+  RequestFailed,
+  RoomClient,
+  RoomsApi,
+  Server,
+  UnknownPeer,
+} from "../../iavicenne_ext/static/iavicenne.js";
 import { FakeClock, FakeNetwork, flush, message, OPTIONS, roomJoined } from "./fakes.mjs";
 
 /** A client connected as alice and in room r1 (seq 5, epoch e1), with its fakes. */
@@ -356,4 +367,88 @@ test("a kernel's control message (a relayed peer link, a description) is a contr
   ws.receive({ type: "direct-message", room: "r1", user_id: "bob", to: "alice", message: { iavicenne: 1, content: "x" }, ref: "c-2" });
   assert.deepEqual(control, [relay]);
   assert.deepEqual(chat, [{ iavicenne: 1, content: "x" }]);
+});
+
+// -- rooms with members: the REST calls --------------------------------------------------------
+
+/** A server whose fetch records each call and answers with `answers` in turn. */
+function restServer(answers, { token = "", cookies = "_xsrf=2%7Cabc; other=1" } = {}) {
+  const calls = [];
+  const fetch = async (url, init) => {
+    calls.push({ url, ...init, body: init.body === undefined ? undefined : JSON.parse(init.body) });
+    const [status, body] = answers.shift();
+    return { status, ok: status >= 200 && status < 300, json: async () => (body === undefined ? Promise.reject(new SyntaxError("no JSON")) : body) };
+  };
+  return { calls, api: new RoomsApi(new Server({ url: "http://127.0.0.1:8888/jh/", token, fetch, cookies: () => cookies })) };
+}
+
+test("create, invite, remove, delete, list: JSON over REST, with X-XSRFToken from the _xsrf cookie", async () => {
+  const record = { room: "q3", access: "private", owner: "alice", members: ["bob"] };
+  const { calls, api } = restServer([[201, record], [200, { ...record, members: ["bob", "carol"] }], [200, record], [200, {}], [200, { rooms: [{ room: "q3", members: 1, connections: 1, access: "private" }] }]]);
+  assert.deepEqual(await api.createRoom("q3", { members: ["bob"] }), record);
+  assert.equal((await api.invite("q3", "carol")).members.length, 2);
+  await api.removeMember("q3", "carol");
+  await api.deleteRoom("q3");
+  assert.deepEqual((await api.listRooms()).map((r) => r.access), ["private"]);
+  assert.deepEqual(
+    calls.map((c) => [c.method, c.url]),
+    [
+      ["POST", "http://127.0.0.1:8888/jh/iavicenne/api/rooms"],
+      ["PUT", "http://127.0.0.1:8888/jh/iavicenne/api/rooms/q3/members/carol"],
+      ["DELETE", "http://127.0.0.1:8888/jh/iavicenne/api/rooms/q3/members/carol"],
+      ["DELETE", "http://127.0.0.1:8888/jh/iavicenne/api/rooms/q3"],
+      ["GET", "http://127.0.0.1:8888/jh/iavicenne/api/rooms"],
+    ],
+  );
+  assert.deepEqual(calls[0].body, { room: "q3", access: "private", members: ["bob"] });
+  assert.equal(calls[0].headers["Content-Type"], "application/json");
+  for (const call of calls) {
+    assert.equal(call.headers["X-XSRFToken"], "2|abc"); // the cookie's value, decoded, as Jupyter checks it
+    assert.equal(call.credentials, "same-origin");
+    assert.equal(call.headers.Authorization, undefined); // the login cookie authenticates
+  }
+  // a username that needs escaping stays one path segment
+  const other = restServer([[200, record]]);
+  await other.api.invite("q3", "a/b c");
+  assert.equal(other.calls[0].url, "http://127.0.0.1:8888/jh/iavicenne/api/rooms/q3/members/a%2Fb%20c");
+});
+
+test("the server's refusals are the errors that say so, with its own sentence", async () => {
+  const { api } = restServer([
+    [403, { error: "forbidden", message: "only its owner (alice) may invite to room 'q3'" }],
+    [409, { error: "invalid-field", message: "room 'q3' exists" }],
+    [403, { message: "Forbidden" }],
+    [429, { error: "limit-exceeded", message: "too many private rooms", option: "max_private_rooms_per_identity", limit: 100 }],
+    [500, undefined],
+  ]);
+  await assert.rejects(api.invite("q3", "mallory"), (e) => e instanceof Forbidden && e.code === "forbidden" && /only its owner \(alice\)/.test(e.message));
+  await assert.rejects(api.createRoom("q3"), (e) => e instanceof RequestFailed && e.frame.status === 409 && /exists/.test(e.message));
+  await assert.rejects(api.listRooms(), AuthenticationError); // Jupyter's own 403: not logged in
+  await assert.rejects(api.createRoom("q4"), (e) => e.code === "limit-exceeded" && e.frame.option === "max_private_rooms_per_identity");
+  await assert.rejects(api.deleteRoom("q3"), (e) => e instanceof RequestFailed && /HTTP 500/.test(e.message));
+  // what is wrong on our side fails before any request
+  assert.throws(() => api.invite("no room!", "bob"), /invalid room/);
+  await assert.rejects(api.createRoom("q5", { access: "secret" }), /access is one of public, group, private/);
+  await assert.rejects(api.createRoom("q5", { access: "group" }), /needs group/);
+});
+
+test("the client's identity comes from its own entry in room-joined when it sent no connect", async () => {
+  const net = new FakeNetwork();
+  const clock = new FakeClock();
+  const client = await (async () => {
+    const connecting = RoomClient.connect({ ...OPTIONS, WebSocket: net.WebSocket, ...clock, window: null });
+    net.last.accept();
+    return connecting;
+  })();
+  assert.equal(client.userId, null);
+  const joining = client.join("r1");
+  await flush();
+  const mine = { username: "alice", name: "alice", display_name: "Alice" };
+  const members = [{ user_id: "bob", identity: { username: "bob" } }, { user_id: "alice", identity: mine }];
+  net.last.receive(roomJoined(net.last.last("join-room"), { members }));
+  await joining;
+  assert.equal(client.userId, "alice");
+  assert.deepEqual(client.identity, mine);
+  assert.ok(client.api instanceof RoomsApi);
+  client.close();
 });

@@ -117,3 +117,40 @@ test("close sends leave", async () => {
   client.close();
   assert.equal(ws.last().type, "leave");
 });
+
+test("who holds each peer id is the server's word: joined, peer-joined, and every relayed signal", async () => {
+  const net = new FakeNetwork();
+  const clock = new FakeClock();
+  const backoff = new Backoff({ initial: 100, maximum: 100, jitter: 0 });
+  const connecting = SignalingClient.connect({ ...OPTIONS, room: "lab", peerId: "browser", WebSocket: net.WebSocket, backoff, ...clock, window: null });
+  const ws = net.last;
+  ws.accept();
+  const bob = { username: "bob", name: "bob", display_name: "Bob" };
+  const carol = { username: "carol", name: "carol", display_name: "Carol" };
+  // an identity for a peer that is not listed is not taken
+  const peer_identities = { "bob#00aa11": bob, ghost: carol, "kernel-1": "not an object" };
+  ws.receive({ type: "joined", room: "lab", peer_id: "browser", peers: ["bob#00aa11", "kernel-1"], peer_identities, ref: ws.last("join").ref });
+  const client = await connecting;
+  assert.deepEqual([...client.identities], [["bob#00aa11", bob]]);
+  const events = [];
+  client.on("peer", (e) => events.push([e.kind, e.peerId, e.identity]));
+  ws.receive({ type: "peer-joined", room: "lab", peer_id: "carol#3f2a1c", identity: carol });
+  ws.receive({ type: "peer-left", room: "lab", peer_id: "bob#00aa11" });
+  ws.receive({ type: "peer-joined", room: "lab", peer_id: "bob#00aa11" }); // a server that does not say
+  assert.deepEqual(events, [
+    ["joined", "carol#3f2a1c", carol],
+    ["left", "bob#00aa11", null],
+    ["joined", "bob#00aa11", null],
+  ]);
+  assert.deepEqual([...client.identities.keys()], ["carol#3f2a1c"]);
+  const signals = [];
+  client.on("signal", (s) => signals.push([s.kind, s.source, s.identity]));
+  ws.receive({ type: "answer", room: "lab", source_peer_id: "carol#3f2a1c", answer: { type: "answer", sdp: "v=0" }, source_identity: carol });
+  ws.receive({ type: "offer", room: "lab", source_peer_id: "bob#00aa11", offer: { type: "offer", sdp: "v=0" } });
+  ws.receive({ type: "offer", room: "lab", source_peer_id: "bob#00aa11", offer: { type: "offer", sdp: "v=0" }, source_identity: ["bob"] });
+  assert.deepEqual(signals, [
+    ["answer", "carol#3f2a1c", carol],
+    ["offer", "bob#00aa11", null],
+    ["offer", "bob#00aa11", null],
+  ]);
+});

@@ -16,14 +16,16 @@ notebooks ``room``, ``connections`` (which of a member's connections a link goes
 
 from typing import Any
 
-from .client import Room, RoomClient, connect
+from .client import Room, RoomClient, RoomsAPI, connect, create_room, list_rooms
 from .connection import Backoff
 from .discovery import ServerInfo, discover_server
 from .errors import (
     AuthenticationError,
     ClientError,
     ConnectionClosed,
+    Forbidden,
     NameTaken,
+    PeerIdentityMismatch,
     PeerLeft,
     PeerLinkClosed,
     PeerLinkError,
@@ -68,10 +70,12 @@ __all__ = [
     "Backoff",
     "ClientError",
     "ConnectionClosed",
+    "Forbidden",
     "Gap",
     "Message",
     "NameTaken",
     "PeerEvent",
+    "PeerIdentityMismatch",
     "PeerLeft",
     "PeerLinkClosed",
     "PeerLinkError",
@@ -80,6 +84,7 @@ __all__ = [
     "RequestFailed",
     "Room",
     "RoomClient",
+    "RoomsAPI",
     "ServerInfo",
     "ServerNotFound",
     "ServerUnreachable",
@@ -89,5 +94,7 @@ __all__ = [
     "TransferRefused",
     "UnknownPeer",
     "connect",
+    "create_room",
     "discover_server",
+    "list_rooms",
 ]

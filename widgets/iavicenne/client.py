@@ -13,7 +13,8 @@ server) is `iavicenne.connection`'s work; this module adds what is particular to
   by its ref (a `SeenSet`);
 * **resend** what the server did not acknowledge (the connection's outbox).
 
-Events (``message``, ``presence``, ``gap``, ``connected``, ``disconnected``,
+Events (``message``, ``presence``, ``gap``, ``removed`` (the owner took us out of a
+private room, or deleted it: ``{"room", "reason"}``), ``connected``, ``disconnected``,
 ``reconnecting``, ``rate-limited``, ``error``, ``closed``) come as callbacks
 (``client.on("message", cb)``) or async iterators (``async for m in room.messages()``);
 their types are in `iavicenne.events`.
@@ -29,6 +30,19 @@ a ``message``. Errors a user can cause are exceptions that say what to fix
 (`iavicenne.errors`): `AuthenticationError` (HTTP 403, a wrong token),
 `ServerUnreachable`, `NameTaken`, `ServerNotFound`.
 
+**Rooms with members.** A room is public unless someone made it otherwise:
+``await client.create_room("q3", members=["bob"])`` makes a private one (or
+``access="group", group="analysts"``), ``invite`` / ``remove_member`` change who may
+enter it (its owner only; a member may remove themself), ``delete_room`` ends it, and
+``list_rooms`` lists the rooms we may enter with their access kind. These are REST calls
+on the same server with the same token (`RoomsAPI`, ``iavicenne/api/rooms``); a refusal
+is the server's own sentence as an exception: `Forbidden` (not yours, not a member),
+`RequestFailed` (a room that exists, a bad name; its ``code`` says which).
+
+**Who we are.** ``client.identity`` is the identity the server verified for this
+connection (``username``, ``name``, ``display_name``); without a `user_id` we join under
+its name (the server's choice, never a guess from the environment).
+
 The frame types and error codes are `iavicenne_ext.protocol`'s: defined once, imported
 here. Peers of a signaling room are `iavicenne.signaling`'s.
 """
@@ -38,8 +52,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote
 
 from tornado.websocket import WebSocketClientConnection
 
@@ -48,11 +63,97 @@ from iavicenne_ext import protocol as p
 from .connection import Disconnected, Endpoint
 from .delivery import SeenSet, SeqTracker
 from .discovery import ServerInfo, discover_server
-from .errors import ClientError, RequestFailed
+from .errors import ClientError, RequestFailed, ServerUnreachable, http_error
 from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent
 
 #: the payload key of a control message (see the module docstring)
 CONTROL = p.CONTROL_KEY
+#: who may enter a room (``access`` of `RoomsAPI.create_room`)
+ACCESS_KINDS = (p.AccessKind.PUBLIC, p.AccessKind.GROUP, p.AccessKind.PRIVATE)
+
+
+class RoomsAPI:
+    """The rooms' REST API on one server (``{base}iavicenne/api/rooms``), with its token:
+    list the rooms we may enter, make a private or group room, invite and remove members.
+
+    Each method returns the server's JSON answer (a room's access record: ``room``,
+    ``access``, ``owner``, ``members``, ``group``) and raises what the server refused with
+    its own message (`iavicenne.errors.http_error`)."""
+
+    def __init__(self, server: ServerInfo, *, request_timeout: float = 10.0) -> None:
+        self.server = server
+        self.request_timeout = request_timeout
+
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        """The rooms we may enter that have members now, each with its ``access`` kind
+        (and ``owner``, ``members``, ``group`` of a room that is not public)."""
+        answer = await self._call("GET", "rooms")
+        rooms = answer.get("rooms") if isinstance(answer, dict) else None
+        return [room for room in rooms if isinstance(room, dict)] if isinstance(rooms, list) else []
+
+    async def create_room(
+        self, room: str, *, access: str = p.AccessKind.PRIVATE, members: Iterable[str] = (), group: str | None = None
+    ) -> dict[str, Any]:
+        """Make `room` with `access` ``"private"`` (we own it; `members` may enter too),
+        ``"group"`` (the members of Hub group `group`) or ``"public"``; the new record.
+        A room that exists, or already has members or history, is refused (``409``)."""
+        p.check_name(room, "room")
+        if access not in ACCESS_KINDS:
+            raise ValueError(f"access is one of {', '.join(ACCESS_KINDS)}, not {access!r}")
+        if access == p.AccessKind.GROUP and not group:
+            raise ValueError("a group room needs group=<the Hub group whose members may enter>")
+        if isinstance(members, str):
+            raise ValueError("members is a list of usernames (members=['bob']), not one string")
+        body: dict[str, Any] = {"room": room, "access": access, "members": list(members)}
+        if group is not None:
+            body["group"] = group
+        return await self._call("POST", "rooms", body)
+
+    async def invite(self, room: str, username: str) -> dict[str, Any]:
+        """Let `username` (a user's identity name) enter our private room `room`; the record."""
+        return await self._call("PUT", self._member_path(room, username))
+
+    async def remove_member(self, room: str, username: str) -> dict[str, Any]:
+        """Take `username` off `room`'s members (they are evicted at once); the record."""
+        return await self._call("DELETE", self._member_path(room, username))
+
+    async def delete_room(self, room: str) -> None:
+        """End our room `room`: its record goes and everyone in it is evicted."""
+        p.check_name(room, "room")
+        await self._call("DELETE", f"rooms/{quote(room, safe='')}")
+
+    @staticmethod
+    def _member_path(room: str, username: str) -> str:
+        p.check_name(room, "room")
+        if not isinstance(username, str) or not username:
+            raise ValueError("username is the member's identity name, a non-empty string")
+        return f"rooms/{quote(room, safe='')}/members/{quote(username, safe='')}"
+
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        from tornado.httpclient import AsyncHTTPClient, HTTPClientError
+
+        url = f"{self.server.url}{p.REST_PATH}{path}"
+        headers = {"Accept": "application/json"}
+        if self.server.token:
+            headers["Authorization"] = f"token {self.server.token}"
+        payload: str | None = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            payload = json.dumps(body)
+        elif method in ("PUT", "POST"):
+            payload = ""  # tornado wants a body for these
+        try:
+            response = await AsyncHTTPClient().fetch(
+                url, method=method, headers=headers, body=payload, request_timeout=self.request_timeout
+            )
+        except HTTPClientError as error:
+            if error.code == 599:  # tornado's "no answer" (refused, timed out)
+                raise ServerUnreachable(f"{self.server.url} did not answer: {error.message}") from None
+            body_text = error.response.body if error.response is not None else None
+            raise http_error(error.code, body_text, url) from None
+        except OSError as error:
+            raise ServerUnreachable(f"{self.server.url} did not answer: {error}") from None
+        return json.loads(response.body) if response.body else None
 
 
 class _HistoryFetch:
@@ -130,6 +231,14 @@ class Room:
 
     async def leave(self) -> None:
         await self.client.leave(self.name)
+
+    async def invite(self, username: str) -> dict[str, Any]:
+        """Let `username` enter this room (ours, private); the room's access record."""
+        return await self.client.invite(self.name, username)
+
+    async def remove_member(self, username: str) -> dict[str, Any]:
+        """Take `username` off this room's members (they are evicted); the access record."""
+        return await self.client.remove_member(self.name, username)
 
     async def recent(self, count: int, *, after: int | None = None, timeout: float = 10.0) -> list[Message]:
         """Up to `count` of the last messages the server keeps for this room, oldest first
@@ -273,8 +382,9 @@ class RoomClient(Endpoint):
         if user_id is not None:
             p.check_name(user_id, "user_id")
         self.user_id = user_id
-        self.identity: dict[str, Any] = {}
+        self.identity: dict[str, Any] = {}  # ours, as the server verified it (connect / room-joined)
         self.rooms: dict[str, Room] = {}
+        self.api = RoomsAPI(server)
         self._direct_seen = SeenSet()
 
     @classmethod
@@ -307,6 +417,26 @@ class RoomClient(Endpoint):
                 del self.rooms[room]
             raise
         return handle
+
+    # -- rooms with members (REST) -----------------------------------------------------
+    async def list_rooms(self) -> list[dict[str, Any]]:
+        """The rooms we may enter that have members now, with their access kind (`RoomsAPI`)."""
+        return await self.api.list_rooms()
+
+    async def create_room(
+        self, room: str, *, access: str = p.AccessKind.PRIVATE, members: Iterable[str] = (), group: str | None = None
+    ) -> dict[str, Any]:
+        """Make `room` private (ours; `members` invited), a group's or public (`RoomsAPI`)."""
+        return await self.api.create_room(room, access=access, members=members, group=group)
+
+    async def invite(self, room: str, username: str) -> dict[str, Any]:
+        return await self.api.invite(room, username)
+
+    async def remove_member(self, room: str, username: str) -> dict[str, Any]:
+        return await self.api.remove_member(room, username)
+
+    async def delete_room(self, room: str) -> None:
+        await self.api.delete_room(room)
 
     async def leave(self, room: str) -> None:
         handle = self.rooms.pop(room, None)
@@ -346,6 +476,14 @@ class RoomClient(Endpoint):
             return
         if self.user_id is None:
             self.user_id = reply.get("user_id")
+        if not self.identity:  # joined without `connect`: our entry in the snapshot says who we are
+            for member in reply.get("members") or []:
+                if (
+                    isinstance(member, dict)
+                    and member.get("user_id") == self.user_id
+                    and isinstance(member.get("identity"), dict)
+                ):
+                    self.identity = member["identity"]
 
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -358,11 +496,25 @@ class RoomClient(Endpoint):
             room._on_joined(frame)
         elif kind in (p.USER_JOINED, p.USER_LEFT, p.PRESENCE):
             room._on_presence(frame)
+        elif kind == p.ROOM_LEFT:
+            self._evicted(room, frame)
         elif kind == p.DIRECT_MESSAGE:
             ref = frame.get("ref")
             # direct messages have no seq: a resend after a lost ack is recognised by its ref
             if ref is None or self._direct_seen.add((frame.get("user_id", ""), ref)):
                 room._on_message(frame, direct=True)
+
+    def _evicted(self, room: Room, frame: dict[str, Any]) -> None:
+        """The server took us out of `room` (its owner removed us, or deleted it): no
+        rejoin; a ``removed`` event says so (`leave` pops the room before its own
+        room-left arrives, so that one never gets here)."""
+        if self.rooms.get(room.name) is room:
+            del self.rooms[room.name]
+        room.left = True
+        reason = str(frame.get("reason") or p.LeftReason.REMOVED)
+        self._outbox.drop_room(room.name, ClientError(f"taken out of room {room.name!r} ({reason}) before this was acknowledged"))
+        room._emit("removed", {"room": room.name, "reason": reason})
+        room.events.close()
 
     async def _before_close(self) -> None:
         if self._ready.is_set() and self._ws is not None:
@@ -374,4 +526,24 @@ async def connect(url: str | None = None, token: str | None = None, *, user_id: 
     return await RoomClient.connect(url, token, user_id=user_id, **options)
 
 
-__all__ = ["CONTROL", "Room", "RoomClient", "connect"]
+async def create_room(
+    room: str,
+    *,
+    access: str = p.AccessKind.PRIVATE,
+    members: Iterable[str] = (),
+    group: str | None = None,
+    url: str | None = None,
+    token: str | None = None,
+) -> dict[str, Any]:
+    """``await create_room("q3", members=["bob"])``: make a private room (ours, `members`
+    invited), a group's (``access="group", group=...``) or a public one, on the server
+    `discover_server` finds; its access record. Then ``join("q3")`` as usual."""
+    return await RoomsAPI(discover_server(url, token)).create_room(room, access=access, members=members, group=group)
+
+
+async def list_rooms(url: str | None = None, token: str | None = None) -> list[dict[str, Any]]:
+    """The rooms we may enter that have members now, with their access kind."""
+    return await RoomsAPI(discover_server(url, token)).list_rooms()
+
+
+__all__ = ["ACCESS_KINDS", "CONTROL", "Room", "RoomClient", "RoomsAPI", "connect", "create_room", "list_rooms"]

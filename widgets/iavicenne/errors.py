@@ -3,12 +3,16 @@
 Every error of the client and of peer links is a `ClientError`. The server's refusals
 are `RequestFailed` (its ``code`` is one of `iavicenne_ext.protocol.ErrorCode`), made by
 `error_from` as the subclass a caller may want to catch (`NameTaken`, `UnknownPeer`,
-`Superseded`). Peer links fail with a `PeerLinkError`. The browser client
+`Superseded`, `Forbidden`); the REST API's refusals (creating, inviting) are the same
+classes, made by `http_error` from the server's JSON answer. Peer links fail with a
+`PeerLinkError`; `PeerIdentityMismatch` when the server says the other end is not who
+holds that name in the room. The browser client
 (``static/errors.js``) has the same classes under the same names.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from iavicenne_ext import protocol as p
@@ -55,7 +59,12 @@ class Superseded(RequestFailed):
     """A newer connection of the same user took this peer_id over; this one stopped."""
 
 
+class Forbidden(RequestFailed):
+    """The room is private (or a group's) and we are not a member, or only its owner may do that."""
+
+
 _REFUSALS: dict[str, type[RequestFailed]] = {
+    p.ErrorCode.FORBIDDEN: Forbidden,
     p.ErrorCode.NAME_TAKEN: NameTaken,
     p.ErrorCode.UNKNOWN_PEER: UnknownPeer,
     p.ErrorCode.UNKNOWN_USER: UnknownPeer,
@@ -66,6 +75,26 @@ _REFUSALS: dict[str, type[RequestFailed]] = {
 def error_from(frame: dict[str, Any]) -> RequestFailed:
     """The exception for an ``error`` frame: the subclass its ``code`` names, else `RequestFailed`."""
     return _REFUSALS.get(frame.get("code") or "", RequestFailed)(frame)
+
+
+def http_error(status: int, body: bytes | str | None, url: str) -> ClientError:
+    """The exception for a REST answer with HTTP `status`: the server's JSON ``{"error":
+    code, "message": ...}`` as the `RequestFailed` subclass its code names, a 403 without
+    one (Jupyter's own refusal: a wrong token) as `AuthenticationError`."""
+    answer: Any = None
+    try:
+        answer = json.loads(body) if body else None
+    except ValueError:
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+        frame = {"code": answer["error"], "message": str(answer.get("message") or f"HTTP {status}"), "status": status}
+        frame.update({key: answer[key] for key in ("option", "limit") if key in answer})
+        return error_from(frame)
+    if status in (401, 403):
+        return AuthenticationError(f"{url} refused the request (HTTP {status}): check the token (or log in)")
+    message = answer.get("message") if isinstance(answer, dict) else None
+    code = p.ErrorCode.FORBIDDEN if status == 403 else ""
+    return RequestFailed({"code": code, "message": f"HTTP {status}: {message or url}", "status": status})
 
 
 # -- peer links ---------------------------------------------------------------------------
@@ -90,6 +119,17 @@ class PeerLeft(PeerLinkClosed):
     """The peer left the signaling room (its kernel stopped, it closed, it lost the server)."""
 
 
+class PeerIdentityMismatch(PeerLinkError):
+    """The other end of a link is not the identity that holds that name in the room's
+    presence (the server vouches for who answers: ``source_identity``); the link is
+    refused. `expected` and `found` are the public identities (dicts, or None)."""
+
+    def __init__(self, message: str, expected: dict[str, Any] | None = None, found: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.expected = expected
+        self.found = found
+
+
 class TransferRefused(PeerLinkError):
     """A transfer was refused by its receiver (too large for it, or not what it declared).
 
@@ -106,7 +146,9 @@ __all__ = [
     "AuthenticationError",
     "ClientError",
     "ConnectionClosed",
+    "Forbidden",
     "NameTaken",
+    "PeerIdentityMismatch",
     "PeerLeft",
     "PeerLinkClosed",
     "PeerLinkError",
@@ -118,4 +160,5 @@ __all__ = [
     "TransferRefused",
     "UnknownPeer",
     "error_from",
+    "http_error",
 ]

@@ -66,6 +66,8 @@ class PeerEvent:
     kind: str
     peer_id: str
     rejoined: bool = False
+    #: whose peer it is, as the server verified (None when it does not say, and on ``left``)
+    identity: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -76,6 +78,9 @@ class Signal:
     source: str
     body: dict[str, Any] | None
     room: str
+    #: who sent it, as the server verified (``source_identity``: username, name,
+    #: display_name); None from a server that does not say
+    identity: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)

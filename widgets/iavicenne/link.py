@@ -60,6 +60,15 @@ class _Refusal:
 _CLOSED = object()
 
 
+def same_identity(a: dict[str, Any] | None, b: dict[str, Any] | None) -> bool:
+    """Whether two public identities (as the server verified them) are one person: the
+    same ``username``, the one thing nobody else can have (a name or display name can)."""
+    if not a or not b:
+        return False
+    username = a.get("username")
+    return isinstance(username, str) and bool(username) and username == b.get("username")
+
+
 def retrieve(future: asyncio.Future[Any]) -> None:
     """A done callback that reads a future's exception (no "never retrieved" noise)."""
     if not future.cancelled():
@@ -70,7 +79,10 @@ class Link:
     """A link to one peer (`peer_id`) of a `PeerNetwork`; made by the network, not directly.
 
     `state` goes ``"connecting"`` → ``"open"`` → ``"closed"``; `path` says what carries
-    it (``"direct"`` or ``"relay"``); `error` is why it closed.
+    it (``"direct"`` or ``"relay"``); `error` is why it closed. `identity` is who the
+    other end is, as the server verified it (its public identity: ``username``, ``name``,
+    ``display_name``), known from its first offer, answer or relay frame; None before,
+    or from a server that does not say.
     """
 
     path: ClassVar[str] = "direct"
@@ -80,6 +92,7 @@ class Link:
         self.peer_id = peer_id
         self.offerer = offerer
         self.state = "connecting"  # -> "open" -> "closed"
+        self.identity: dict[str, Any] | None = None
         self.events = EventEmitter()
         self.error: PeerLinkClosed | PeerLinkError | None = None
         self.max_message_size = max_message_size
@@ -307,4 +320,4 @@ class Link:
         self.network._link_closed(self, error, quietly=quietly)
 
 
-__all__ = ["Link", "Progress"]
+__all__ = ["Link", "Progress", "same_identity"]

@@ -22,6 +22,11 @@ the newest line is out of sight: a scroll-driven animation (CSS ``view-timeline`
 it whenever that line is in view; browsers without scroll-driven animations never show
 it. Times are the kernel's local time, with the date when it is not today's.
 
+**Who someone really is.** A name in a room is chosen by its holder; the identity the
+server verified is not. Where a member's (or a link's, a message's) verified username
+differs from the name they show, it is shown beside it (``carol`` ``@bob``), escaped like
+every other string; "(you)" marks the rows of your own identity.
+
 **Closed or offline, plainly.** Members greyed, the box and the buttons disabled, and a
 Rejoin button.
 
@@ -73,6 +78,27 @@ STYLE = """<style>
 
 def _esc(value: Any) -> str:
     return html.escape(str(value), quote=True)
+
+
+def verified_username(identity: dict[str, Any] | None) -> str:
+    """The username the server verified (`identity` is a public identity dict), or ""."""
+    username = (identity or {}).get("username")
+    return username if isinstance(username, str) else ""
+
+
+def named(name: str, identity: dict[str, Any] | None) -> str:
+    """`name` as text, with the verified username beside it when it differs: what a
+    reader must see to tell ``carol`` held by carol from ``carol`` held by bob."""
+    username = verified_username(identity)
+    return f"{name} (@{username})" if username and username != name else name
+
+
+def _identity_tag(name: str, identity: dict[str, Any] | None) -> str:
+    """HTML: the verified username beside `name` when it differs (escaped), else ""."""
+    username = verified_username(identity)
+    if not username or username == name:
+        return ""
+    return f" <span class='iav-identity' title='verified identity' style='color:#bf360c'>@{_esc(username)}</span>"
 
 
 def _badge(state: str, detail: str = "") -> str:
@@ -254,6 +280,7 @@ class MemberRow(W.HBox):
         super().__init__([self.label], layout=W.Layout(align_items="center"))
         self.add_class("iav-member")
         self.me = False
+        self.mine = False  # a row of our own identity (another name of ours), "(you)" too
         self.closed = False
         self.reachable: bool | None = None
         self._member: dict[str, Any] = {}
@@ -314,13 +341,11 @@ class MemberRow(W.HBox):
         self._member = member
         state = member.get("state") or {}
         identity = member.get("identity") or {}
-        name = f"<b class='iav-member-name'>{_esc(self.user_id)}</b>"
+        name = f"<b class='iav-member-name'>{_esc(self.user_id)}</b>" + _identity_tag(self.user_id, identity)
         shown = identity.get("display_name") or identity.get("name")
-        # a token's identity is the server's login, the same for every kernel: no news
-        personal = not str(identity.get("username", "")).startswith("token-")
-        if shown and personal and shown != self.user_id:
+        if shown and shown not in (self.user_id, verified_username(identity)):
             name += f" <span style='color:#757575'>({_esc(shown)})</span>"
-        if self.me:
+        if self.me or self.mine:
             name += " <span class='iav-you' style='color:#757575'>(you)</span>"
         parts = []
         if state.get("status"):
@@ -359,6 +384,7 @@ class RoomPanel(W.VBox):
         self._open_peer: Callable[[str, str | None], Any] | None = None
         self._rejoin: Callable[[], Any] | None = None
         self._user_id: str | None = None
+        self._identity: dict[str, Any] | None = None  # ours, as the server verified it
         self._state = ("connecting", "")
         self.rejoin_button.on_click(lambda _: self._rejoin() if self._rejoin else None)
         super().__init__(
@@ -395,8 +421,12 @@ class RoomPanel(W.VBox):
             for row in self.rows.values():
                 row.show_closed(down)
 
-    def show_user(self, user_id: str | None) -> None:
+    def show_user(self, user_id: str | None, identity: dict[str, Any] | None = None) -> None:
+        """Who we are: our name in the room and, once the server said it, our identity
+        (its other names' rows say "(you)" too)."""
         self._user_id = user_id
+        if identity is not None:
+            self._identity = identity
         for name, row in self.rows.items():
             if row.me != (name == user_id):
                 row.set_me(name == user_id)
@@ -411,7 +441,10 @@ class RoomPanel(W.VBox):
         for user_id, member in members.items():
             if user_id not in self.rows:
                 self.rows[user_id] = self._new_row(user_id)
-            self.rows[user_id].show(member)
+            row = self.rows[user_id]
+            mine = verified_username(self._identity)
+            row.mine = bool(mine) and verified_username(member.get("identity")) == mine
+            row.show(member)
         self._order()
         self._render_header()
 
@@ -510,6 +543,7 @@ class PeerPanel(W.VBox):
         self.errors = ErrorArea()
         self._local = local
         self._connection = ""
+        self._identity: dict[str, Any] | None = None
         self._state = ("new", "")
         super().__init__(
             [self.header, self.conversation, self.transfers, self.composer, self.errors],
@@ -534,7 +568,8 @@ class PeerPanel(W.VBox):
             else ""
         )
         self.header.value = (
-            f"Peer-to-peer link <b>{_esc(self._local)}</b> ⇄ <b class='iav-peer-name'>{_esc(self.remote)}</b>{where} "
+            f"Peer-to-peer link <b>{_esc(self._local)}</b> ⇄ <b class='iav-peer-name'>{_esc(self.remote)}</b>"
+            f"{_identity_tag(self.remote, self._identity)}{where} "
             f"&nbsp;{_badge(state, detail)}"
         )
 
@@ -543,6 +578,11 @@ class PeerPanel(W.VBox):
 
     def show_message(self, timestamp: str, who: str, text: str) -> None:
         self.conversation.add(timestamp, who, text, mine=who == self._local)
+
+    def show_identity(self, identity: dict[str, Any] | None) -> None:
+        """Who the other end is, as the server verified it (the link's identity)."""
+        self._identity = identity
+        self.show_state(*self._state)
 
     def show_note(self, timestamp: str, text: str) -> None:
         self.conversation.add(timestamp, "", text, note=True)

@@ -37,7 +37,14 @@ peer's loopback candidates (see `iavicenne.ice`, also for ``$IAVICENNE_ICE_ADDRE
 open within `relay_after` seconds (10; ICE that fails sooner says so sooner) goes through
 the room's server instead: a `iavicenne.relay.RelayLink`, the same API, ``path ==
 "relay"``. The side that asked for the link opens the relay and drops its direct attempt;
-when both ask at once, the lower peer_id's relay wins, as its offer would. What a link
+when both ask at once, the lower peer_id's relay wins, as its offer would.
+
+**Who answers.** The server says who sent each signal (``source_identity``, verified by
+it; relayed frames: the direct message's ``identity``), and each link keeps it
+(`Link.identity`). Given `verify_identity(peer_id, identity)` (a room session gives one:
+the identity must be the one holding that name in the room's presence), a network takes
+no answer, answers no offer and opens no relay from an identity it refuses: the attempt
+closes with `PeerIdentityMismatch`, and a refused offer is a ``refused`` event. What a link
 does whatever carries it (transfers, flow control, progress, bounds) is
 `iavicenne.link.Link`'s; `PeerLink` adds the data channel.
 """
@@ -58,9 +65,9 @@ from iavicenne_ext import protocol as p
 
 from . import ice, relay, wire
 from .discovery import discover_server
-from .errors import PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable
+from .errors import PeerIdentityMismatch, PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable
 from .events import EventEmitter, PeerEvent, Signal
-from .link import Link, Progress, retrieve
+from .link import Link, Progress, retrieve, same_identity
 from .relay import RELAY_CHUNK_SIZE, RELAY_WINDOW, RelayLink, RelayTransport, new_link_id
 from .signaling import SignalingClient
 from .wire import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE
@@ -69,6 +76,10 @@ log = logging.getLogger("iavicenne.peer")
 
 _MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d+)", re.MULTILINE)
 RELAY_ANSWER = 15.0  # seconds a relay-open waits for the peer's relay-accept
+
+#: ``verify_identity(peer_id, identity)``: raises `PeerIdentityMismatch` when `identity`
+#: (as the server verified it; None: it did not say) may not hold `peer_id`
+IdentityCheck = Callable[[str, dict[str, Any] | None], None]
 
 
 # -- one link ----------------------------------------------------------------------------
@@ -216,6 +227,7 @@ class PeerNetwork:
     cannot be made directly within `relay_after` seconds (or whose ICE fails sooner) goes
     through the server instead (`RelayLink`, options `relay_chunk_size`, `relay_window`;
     `relays_to(peer_id)` says which peers can take one, `user_of(peer_id)` whose they are).
+    `verify_identity` checks who the server says is behind a peer (see the module docstring).
     """
 
     def __init__(
@@ -237,6 +249,7 @@ class PeerNetwork:
         relay_window: int = RELAY_WINDOW,
         user_of: Callable[[str], str] | None = None,
         relays_to: Callable[[str], bool] | None = None,
+        verify_identity: IdentityCheck | None = None,
     ) -> None:
         if not 0 <= low_water < high_water:
             raise ValueError("need 0 <= low_water < high_water")
@@ -261,6 +274,7 @@ class PeerNetwork:
         self.user_of = user_of or (lambda peer_id: peer_id)
         # which peers can take a relayed link (others, a browser page say, never answer one)
         self.relays_to = relays_to or (lambda peer_id: True)
+        self.verify_identity = verify_identity
         self.links: dict[str, Link] = {}
         self.events = EventEmitter()
         self._owns_signaling = owns_signaling
@@ -309,7 +323,8 @@ class PeerNetwork:
         return set(self.signaling.peers)
 
     def on(self, kind: str, callback: Callable[[Any], Any]) -> Callable[[], None]:
-        """``link`` (a `PeerLink` that opened) and ``peer`` (`PeerEvent`, from signaling)."""
+        """``link`` (a `PeerLink` that opened), ``peer`` (`PeerEvent`, from signaling) and
+        ``refused`` (a `PeerIdentityMismatch`: an offer or relay from an identity refused)."""
         return self.events.on(kind, callback)
 
     async def connect(self, peer_id: str, timeout: float | None = 30.0) -> Link:
@@ -322,6 +337,10 @@ class PeerNetwork:
 
         async def opened() -> Link:
             await self.signaling.wait_for_peer(peer_id)
+            known = self.signaling.identities.get(peer_id)
+            refused = self._refusal(peer_id, known) if known is not None else None
+            if refused is not None:
+                raise refused  # the server already says who holds it: no offer to them
             link = self.links.get(peer_id)
             if link is not None and link.open:
                 return link
@@ -390,6 +409,20 @@ class PeerNetwork:
     def _on_signal(self, signal: Signal) -> None:
         self._step(signal.source, signal)
 
+    def _refusal(self, peer_id: str, identity: dict[str, Any] | None) -> PeerIdentityMismatch | None:
+        """What `verify_identity` says of `identity` holding `peer_id` (None: accepted)."""
+        if self.verify_identity is None:
+            return None
+        try:
+            self.verify_identity(peer_id, identity)
+        except PeerIdentityMismatch as refused:
+            return refused
+        return None
+
+    def _refuse(self, refused: PeerIdentityMismatch, what: str) -> None:
+        log.warning("iavicenne: %s refused: %s", what, refused)
+        self.events.emit("refused", refused)
+
     # -- the relay: links through the server --------------------------------------------
     async def _relay_instead(self, peer_id: str) -> Link:
         """Open a `RelayLink` to `peer_id` in place of the direct attempt (which is dropped)."""
@@ -429,7 +462,7 @@ class PeerNetwork:
         self._relays[link_id] = link
         return link
 
-    def _on_relay_frame(self, sender: str, payload: dict[str, Any]) -> None:
+    def _on_relay_frame(self, sender: str, payload: dict[str, Any], identity: dict[str, Any] | None = None) -> None:
         if self._closed or payload.get("to") != self.peer_id:
             return  # for another connection of our user
         source, link_id, kind = payload.get("from"), payload.get("link"), payload.get(relay.CONTROL)
@@ -441,13 +474,27 @@ class PeerNetwork:
         if kind == relay.OPEN:
             if source not in self.signaling.peers:
                 return  # a peer that is not in the signaling room: nothing to link (no made-up ids)
-            self._step(source, ("relay-open", link_id))
+            refused = self._refusal(source, identity)
+            if refused is not None:
+                self._refuse(refused, f"a relay from {source!r}")
+                return
+            self._step(source, ("relay-open", link_id, identity))
             return
         link = self._relays.get(link_id)
-        if link is not None and link.peer_id == source:
-            link._on_frame(payload)
+        if link is None or link.peer_id != source:
+            return
+        if kind == relay.ACCEPT and link.offerer and link.state == "connecting":
+            refused = self._refusal(source, identity)
+            if refused is not None:
+                link._fail(refused)
+                return
+            link.identity = identity
+        elif link.identity is not None and not same_identity(link.identity, identity):
+            log.warning("iavicenne: a relay frame for %r from another identity (%r): dropped", source, identity)
+            return
+        link._on_frame(payload)
 
-    async def _accept_relay(self, peer_id: str, link_id: str) -> None:
+    async def _accept_relay(self, peer_id: str, link_id: str, identity: dict[str, Any] | None = None) -> None:
         """A relay-open from `peer_id` (a step of its negotiation queue, in order with offers)."""
         assert self.relay is not None
         current = self.links.get(peer_id)
@@ -463,6 +510,7 @@ class PeerNetwork:
             )
             current._fail(PeerLinkClosed(f"replaced: {replaced}"), quietly=current.state != "open")
         link = self._new_relay(peer_id, offerer=False, link_id=link_id)
+        link.identity = identity
         try:
             await self.relay.send(peer_id, link.frame(relay.ACCEPT))
         except Exception as error:
@@ -496,9 +544,15 @@ class PeerNetwork:
                     if link is None:
                         link = self._new_link(peer_id, offerer=True)
                         await link._offer()
-                elif isinstance(step, tuple):  # ("relay-open", link id)
-                    await self._accept_relay(peer_id, step[1])
+                elif isinstance(step, tuple):  # ("relay-open", link id, identity)
+                    await self._accept_relay(peer_id, step[1], step[2])
                 elif step.kind == p.OFFER:
+                    refused = self._refusal(peer_id, step.identity)
+                    if refused is not None:
+                        self._refuse(refused, f"an offer from {peer_id!r}")
+                        if link is not None and link.state == "connecting":
+                            link._fail(refused)  # ours goes to the same peer id: not to them either
+                        continue
                     if isinstance(link, PeerLink) and link.offerer and link.state == "connecting":
                         if self.peer_id < peer_id:
                             log.debug("iavicenne: glare with %s: our offer wins", peer_id)
@@ -509,10 +563,20 @@ class PeerNetwork:
                         # a new offer on a link we have: the peer started again
                         link._fail(PeerLinkClosed(f"peer {peer_id!r} opened a new link, replacing this one"))
                     link = self._new_link(peer_id, offerer=False)
+                    link.identity = step.identity
                     await link._answer(step.body or {})
                 elif isinstance(link, PeerLink) and step.kind == p.ANSWER:
+                    if link.offerer and link.state == "connecting":
+                        refused = self._refusal(peer_id, step.identity)
+                        if refused is not None:
+                            link._fail(refused)  # closes the attempt: its waiters get the mismatch
+                            continue
+                        link.identity = step.identity
                     await link._on_answer(step.body or {})
                 elif isinstance(link, PeerLink) and step.kind == p.ICE_CANDIDATE:
+                    if link.identity is not None and not same_identity(link.identity, step.identity):
+                        log.warning("iavicenne: a candidate for %r from another identity: dropped", peer_id)
+                        continue
                     await link._on_candidate(step.body)
             except asyncio.CancelledError:
                 raise
@@ -549,4 +613,4 @@ class PeerNetwork:
                 waiter.set_exception(error)
 
 
-__all__ = ["PeerLink", "PeerNetwork", "Progress"]
+__all__ = ["IdentityCheck", "PeerLink", "PeerNetwork", "Progress"]

@@ -27,6 +27,11 @@ DataFrame is checked against the room session's bounds (rows, bytes) before it i
 decoded, and `store_dataframes` never replaces a variable it did not put there itself
 unless told to (``overwrite=True``): a peer must not be able to rebind ``pd``.
 
+A link is taken only from the identity that holds the member's name in the room (the
+room session's `verify_peer`, `iavicenne.errors.PeerIdentityMismatch` otherwise);
+``peer.identity`` is who the other end is, and the panel shows it beside the name when
+the two differ.
+
 A session needs a few things from its room session (who we are, how to run work in the
 background, the room's peer network); `PeerHost` names them, so this module does not
 reach into `RoomSession` (and does not import it).
@@ -200,6 +205,12 @@ class PeerSession:
         return f"<PeerSession {self.room.user_id!r} ⇄ {self.remote!r}{where}: {self.state}>"
 
     @property
+    def identity(self) -> dict[str, Any] | None:
+        """Who the other end of the link is, as the server verified it (``username``,
+        ``name``, ``display_name``; `iavicenne.link.Link.identity`), None before a link."""
+        return self.link.identity if self.link is not None else None
+
+    @property
     def path(self) -> str | None:
         """What carries the link: ``"direct"`` (peer to peer), ``"relay"`` (the server), None before one."""
         return self.link.path if self.link is not None else None
@@ -269,6 +280,7 @@ class PeerSession:
         self.panel.show_connection(
             self.connection.label if self.connection is not None and self.connection.peer_id == link.peer_id else link.peer_id
         )
+        self.panel.show_identity(link.identity)
         self._link_error = None
         link.on("progress", self._on_progress)
         link.on("close", self._on_close)

@@ -18,7 +18,10 @@ in base64::
 
 A direct message reaches every connection of the target user; ``to`` names the one
 connection (peer) it is for, the others drop it. ``from`` must be a peer of the user the
-server says sent it (a member cannot speak for another's kernel).
+server says sent it (a member cannot speak for another's kernel), and the identity the
+server gives the direct message (``identity``, verified) is the link's `identity`: checked
+like a direct link's (`iavicenne.peer.PeerNetwork`'s `verify_identity`) on the open and on
+the accept, and a later frame from another identity is dropped.
 
 **Ordered, complete, flow-controlled.** A link writes one data frame at a time and the
 next only once the server acknowledged it, so frames arrive in order, numbered by ``n``
@@ -76,6 +79,10 @@ RELAY_BURST_BYTES = 4 * 1024 * 1024
 RELAY_FRAMES_PER_SECOND = 50.0  # the server's messages_per_second is 100 by default
 
 
+#: what a `RelayTransport` calls for each frame: (sender's user_id, payload, sender's identity)
+FrameCallback = Callable[[str, dict[str, Any], dict[str, Any] | None], None]
+
+
 class RelayTransport(Protocol):
     """What carries relayed frames between kernels (`RoomRelay`: the room socket)."""
 
@@ -83,8 +90,9 @@ class RelayTransport(Protocol):
         """Deliver `payload` to the user of `peer_id`, reliably, within the server's budgets."""
         ...
 
-    def on_frame(self, callback: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
-        """Call ``callback(sender_user_id, payload)`` for each relay frame that arrives."""
+    def on_frame(self, callback: FrameCallback) -> Callable[[], None]:
+        """Call ``callback(sender_user_id, payload, sender_identity)`` for each relay frame
+        that arrives (the identity as the server verified it, None if it did not say)."""
         ...
 
 
@@ -151,7 +159,7 @@ class RoomRelay:
         self.pacer = Pacer(bytes_per_second, burst_bytes)
         self.sent_bytes = 0
         self.busy = 0  # frames being sent now: a rate-limited notice then is ours
-        self._callbacks: list[Callable[[str, dict[str, Any]], None]] = []
+        self._callbacks: list[FrameCallback] = []
         self._offs = [room.on("control", self._on_control), room.client.on("rate-limited", self._on_rate_limited)]
 
     def close(self) -> None:
@@ -159,7 +167,7 @@ class RoomRelay:
             off()
         self._callbacks.clear()
 
-    def on_frame(self, callback: Callable[[str, dict[str, Any]], None]) -> Callable[[], None]:
+    def on_frame(self, callback: FrameCallback) -> Callable[[], None]:
         self._callbacks.append(callback)
 
         def off() -> None:
@@ -198,7 +206,7 @@ class RoomRelay:
             return
         for callback in list(self._callbacks):
             try:
-                callback(message.user_id, content)
+                callback(message.user_id, content, message.identity or None)
             except Exception:
                 log.exception("iavicenne: a relay frame from %s could not be handled", message.user_id)
 
@@ -382,6 +390,7 @@ __all__ = [
     "RELAY_BYTES_PER_SECOND",
     "RELAY_CHUNK_SIZE",
     "RELAY_WINDOW",
+    "FrameCallback",
     "Pacer",
     "RelayLink",
     "RelayTransport",

@@ -23,8 +23,18 @@ Why it is built this way:
 * **Recent history.** On joining (and rejoining) the panel shows the last `history`
   messages the server keeps (the protocol's ``since`` replay), in `RoomSession.history`;
   they are not ``message`` events, so a callback never takes an old message for a new one.
-* **Your name.** `user_id` defaults to the Jupyter user: ``$JUPYTERHUB_USER`` when set,
-  else the name of the identity the server gives this connection, else the OS login.
+* **Your name.** `user_id` defaults to the name of the identity the server verified for
+  this connection (under JupyterHub, your Hub user; on a plain server, its owner): the
+  client guesses nothing from the environment (``$USER`` is the user's to set, so it
+  proves nothing). ``$JUPYTERHUB_USER`` is shown in the panel until the server answers.
+* **A peer link goes to who holds the name.** ``room.peer("carol")`` takes a link only
+  from the identity the server says holds ``carol`` in the room's presence: the server
+  vouches for who sends each offer, answer and relayed frame (``source_identity``), and
+  anyone else is refused with `PeerIdentityMismatch` (`iavicenne.peer`). ``link.identity``
+  (and the panels) show who the other end is.
+* **Rooms with members.** ``await create_room("q3", members=["bob"])`` makes a private
+  room (`iavicenne.client.RoomClient.create_room`); ``await room.invite("carol")``,
+  ``await room.remove_member("carol")`` for its owner.
 * **Peer links go to a connection, not just a member.** A member may be in the room
   from two kernels and a browser; ``room.peer("bob")`` picks the one in the same kind
   of place (a kernel for a kernel), ``room.peer("bob", notebook="forecast.ipynb")`` a
@@ -46,7 +56,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import logging
 import os
 import threading
@@ -64,9 +73,10 @@ from .client import CONTROL, RoomClient
 from .client import Room as ClientRoom
 from .connections import Connection, NoSuchConnection
 from .discovery import ServerInfo, discover_server
-from .errors import ClientError, ConnectionClosed, PeerUnreachable, RequestFailed
+from .errors import ClientError, ConnectionClosed, PeerIdentityMismatch, PeerUnreachable, RequestFailed
 from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent, Subscription
-from .panels import RoomPanel
+from .link import same_identity
+from .panels import RoomPanel, named, verified_username
 
 if TYPE_CHECKING:
     from .peer import PeerNetwork
@@ -89,8 +99,10 @@ class _Default:
 #: `join`'s status when none is given: "available", or what the session it replaces had
 DEFAULT_STATUS: Any = _Default()
 
-# sessions alive in this kernel, by (server, room, user, connection tag): a cell run again replaces its old one
-_live: weakref.WeakValueDictionary[tuple[str, str, str | None, str], RoomSession] = weakref.WeakValueDictionary()
+# sessions alive in this kernel, by (server, token, room, user, connection tag): a cell run
+# again replaces its old one. The token stands for the identity: without a user_id the name
+# is the server's, unknown until joined, and two identities must not replace each other.
+_live: weakref.WeakValueDictionary[tuple[str, str, str, str | None, str], RoomSession] = weakref.WeakValueDictionary()
 
 
 def current_notebook() -> str | None:
@@ -105,9 +117,10 @@ def current_notebook() -> str | None:
     return os.path.basename(path) if path else None
 
 
-def default_user_id() -> str | None:
-    """``$JUPYTERHUB_USER`` if set (and a valid name); None lets the server name us after
-    the identity it gives this connection."""
+def expected_user_id() -> str | None:
+    """What the panel shows as our name before the server answers: ``$JUPYTERHUB_USER``
+    (a valid name), else None. A hint only: the name we join with is the server's (the
+    identity it verified), never this."""
     hub_user = os.environ.get("JUPYTERHUB_USER")
     if hub_user:
         try:
@@ -115,14 +128,6 @@ def default_user_id() -> str | None:
         except p.ProtocolError:
             return None
     return None
-
-
-def _os_login() -> str:
-    try:
-        name = getpass.getuser()
-        return p.check_name(name, "user_id")
-    except Exception:  # no login name, or one the name rule refuses
-        return "user"
 
 
 def check_name(value: Any, what: str) -> str:
@@ -171,7 +176,7 @@ class RoomSession:
             raise ValueError("history is a number of messages: 0 or more")
         self.kernel = KernelLoop(loop or asyncio.get_running_loop())
         self.loop = self.kernel.loop
-        self.user_id = user_id or default_user_id()
+        self.user_id = user_id  # None: the server's name for our identity, once joined
         self._chosen_user_id = user_id is not None
         self.client: RoomClient | None = None
         self.room: ClientRoom | None = None
@@ -214,7 +219,7 @@ class RoomSession:
         if self.notebook:
             self.presence.setdefault("notebook", self.notebook)
         self.panel = RoomPanel(self.name)
-        self.panel.show_user(self.user_id)
+        self.panel.show_user(self.user_id or expected_user_id())
         self.panel.on_send(self._from_panel(self._send_from_panel, "the room panel's Send"))
         self.panel.on_open_peer(self._from_panel(self._open_peer_from_panel, "the Peer link button"))
         self.panel.on_rejoin(self._from_panel(self._rejoin_from_panel, "the Rejoin button"))
@@ -416,6 +421,31 @@ class RoomSession:
         self.kernel.call(self.panel.add_peer_panel, session.panel)
         return session
 
+    def verify_peer(self, peer_id: str, identity: dict[str, Any] | None) -> None:
+        """Whether `identity` (who the server says holds `peer_id`) is the identity that
+        holds the peer's member name in this room's presence; `PeerIdentityMismatch`,
+        saying who is who, if not. Every link of this session is checked with it (ours
+        before an answer is taken, theirs before an offer is answered)."""
+        user = connections.user_of(peer_id)
+        member = self.members.get(user)
+        expected = member.get("identity") if member is not None else None
+        if not expected:
+            raise PeerIdentityMismatch(
+                f"{peer_id!r} would be {user!r}'s, but nobody holds {user!r} in room {self.name!r}: link refused"
+            )
+        if identity is None:
+            raise PeerIdentityMismatch(
+                f"the server did not say who holds {peer_id!r} (a server without verified signaling?): link refused",
+                expected,
+            )
+        if not same_identity(expected, identity):
+            raise PeerIdentityMismatch(
+                f"{peer_id!r} is held by {verified_username(identity)!r}, but {user!r} in room {self.name!r} is "
+                f"{verified_username(expected)!r}: link refused (someone took a name that is not theirs)",
+                expected,
+                identity,
+            )
+
     def connections(self, user_id: str) -> list[Connection]:
         """The connections of member `user_id` that take peer links, as known now (what
         each said of itself: kernel, notebook), newest first."""
@@ -489,6 +519,26 @@ class RoomSession:
         in the row's list of their connections."""
         self.peer(user_id, connection=connection).open()
 
+    # -- who may enter (the room's owner) ------------------------------------------------
+    def invite(self, username: str) -> Pending[dict[str, Any]]:
+        """Let `username` (their identity name) enter this room, ours and private; await
+        it for the room's access record (`Forbidden` if the room is not ours)."""
+        return self.spawn(self._invite(username), f"inviting {username} to {self.name}")
+
+    def remove_member(self, username: str) -> Pending[dict[str, Any]]:
+        """Take `username` off this room's members: they are evicted from it at once."""
+        return self.spawn(self._remove_member(username), f"removing {username} from {self.name}")
+
+    async def _invite(self, username: str) -> dict[str, Any]:
+        await self.ready(None)
+        assert self.client is not None
+        return await self.client.invite(self.name, username)
+
+    async def _remove_member(self, username: str) -> dict[str, Any]:
+        await self.ready(None)
+        assert self.client is not None
+        return await self.client.remove_member(self.name, username)
+
     def _rejoin_from_panel(self) -> None:
         self.rejoin()
 
@@ -527,6 +577,7 @@ class RoomSession:
             max_transfer_bytes=self.max_transfer_bytes,
             user_of=connections.user_of,
             relays_to=connections.is_tagged,  # kernels (a page or a script takes no relay)
+            verify_identity=self.verify_peer,
             **options,
         )
         if self._closed:
@@ -546,6 +597,7 @@ class RoomSession:
         # a member with no peer of its own in the room (a script, a page without links)
         # cannot take a link: its button says so instead of waiting for a timeout
         network.on("peer", guarded(on_peer, "the peer list", self._report))
+        network.on("refused", lambda refused: self._report(f"refused a peer link: {refused}", refused, traceback=False))
         self._show_reachable()
         # the peers already there: learn where the kernels of a member with several are
         for user in {connections.user_of(peer) for peer in network.peers}:
@@ -700,7 +752,7 @@ class RoomSession:
         client: RoomClient | None = None
         try:
             server = self._server = self._server or discover_server(self._url, self._token)
-            await self._replace_older(server.url)
+            await self._replace_older(server)
             client = await self._open_client(server)
             self.client = client
             self.room = await client.join(self.name, state=dict(self.presence))
@@ -717,7 +769,7 @@ class RoomSession:
                 await client.close()
             return
         self.user_id = client.user_id
-        self.panel.show_user(self.user_id)
+        self.panel.show_user(self.user_id, client.identity or None)
         self.panel.show_members(self.members)
         self._set_state("online")
         self._joined.set_result(self)
@@ -731,33 +783,28 @@ class RoomSession:
 
     async def _open_client(self, server: ServerInfo) -> RoomClient:
         """A started `RoomClient` listening to our handlers (before its first frame)."""
-        for attempt in range(2):
-            client = RoomClient(server, user_id=self.user_id, **self._options)
-            # our own handlers are guarded too: a bug in the panel must show, not vanish in a log
-            handlers: dict[str, Callable[[Any], Any]] = {
-                "message": self._on_client_message,
-                "control": self._on_control,
-                "presence": self._on_client_presence,
-                "gap": self._on_client_gap,
-                "connected": self._on_client_connected,
-                "disconnected": lambda e: self._set_state("reconnecting", _close_reason(e)),
-                "reconnecting": lambda e: self._set_state("reconnecting", f"attempt {e['attempt']}"),
-                "closed": self._on_client_closed,
-                "error": lambda e: self._report(f"the server refused a request: {e}", e, traceback=False),
-            }
-            for kind, handler in handlers.items():
-                client.on(kind, guarded(handler, f"the room panel's {kind!r} handler", self._report))
-            try:
-                await client.start()
-                return client
-            except RequestFailed as error:
-                await client.close()
-                # the server could not make a name of our identity: the OS login then
-                if attempt == 0 and self.user_id is None and error.code == p.ErrorCode.INVALID_FIELD:
-                    self.user_id = _os_login()
-                    continue
-                raise
-        raise AssertionError("unreachable")
+        client = RoomClient(server, user_id=self.user_id, **self._options)
+        # our own handlers are guarded too: a bug in the panel must show, not vanish in a log
+        handlers: dict[str, Callable[[Any], Any]] = {
+            "message": self._on_client_message,
+            "control": self._on_control,
+            "presence": self._on_client_presence,
+            "gap": self._on_client_gap,
+            "removed": self._on_client_removed,
+            "connected": self._on_client_connected,
+            "disconnected": lambda e: self._set_state("reconnecting", _close_reason(e)),
+            "reconnecting": lambda e: self._set_state("reconnecting", f"attempt {e['attempt']}"),
+            "closed": self._on_client_closed,
+            "error": lambda e: self._report(f"the server refused a request: {e}", e, traceback=False),
+        }
+        for kind, handler in handlers.items():
+            client.on(kind, guarded(handler, f"the room panel's {kind!r} handler", self._report))
+        try:
+            await client.start()
+        except BaseException:
+            await client.close()
+            raise
+        return client
 
     async def _show_history(self, room: ClientRoom) -> None:
         """The last messages before we came (after those we saw, on a rejoin), then the
@@ -784,8 +831,8 @@ class RoomSession:
             error = task.exception()
             self._report(f"peer-to-peer links are not available: {error}", error, traceback=False)
 
-    async def _replace_older(self, server_url: str) -> None:
-        key = (server_url, self.name, self.user_id, self.tag)
+    async def _replace_older(self, server: ServerInfo) -> None:
+        key = (server.url, server.token, self.name, self.user_id, self.tag)
         older = _live.get(key)
         _live[key] = self
         if older is None or older is self:
@@ -808,7 +855,8 @@ class RoomSession:
 
     def _show_message(self, message: Message, *, old: bool = False) -> None:
         text = message.text if message.text is not None else message.content
-        self.kernel.call(self.panel.show_message, message.timestamp, message.user_id, str(text), direct=message.direct, old=old)
+        who = named(message.user_id, message.identity)  # the verified username beside a name not its own
+        self.kernel.call(self.panel.show_message, message.timestamp, who, str(text), direct=message.direct, old=old)
 
     def _on_client_presence(self, event: PresenceEvent) -> None:
         if event.room != self.name:
@@ -831,6 +879,13 @@ class RoomSession:
         why = "the room started over" if gap.epoch_changed else "they are older than the history the server keeps"
         self.kernel.call(self.panel.show_note, "", f"some messages sent while you were away are lost ({why})")
         self.events.emit("gap", gap)
+
+    def _on_client_removed(self, event: dict[str, Any]) -> None:
+        if event.get("room") != self.name:
+            return
+        why = "its owner removed you" if event.get("reason") == p.LeftReason.REMOVED else str(event.get("reason"))
+        self._set_state("offline", f"taken out of {self.name!r}: {why}")
+        self._report(f"you are no longer in {self.name!r}: {why} (ask its owner to invite you again)", traceback=False)
 
     def _on_client_connected(self, _event: dict[str, Any]) -> None:
         if self.room is not None:  # a reconnect (the first connection goes online once joined)

@@ -5,6 +5,12 @@ The same self-healing connection as the room client (`iavicenne.connection`): re
 are reliable (ref, ack, resent after a reconnect), a relay resent after a lost ack is
 handled once (a `SeenSet`), and after a reconnect the peers that came or went while we
 were away are reported as if we had seen them. The browser's ``signaling.js`` is the same.
+
+**Who is behind a peer id.** The server says it, having verified it: `identities` maps
+each peer to its holder's public identity (``peer_identities`` of ``joined``, ``identity``
+of ``peer-joined``), and each relayed signal carries its sender's (``source_identity``,
+`Signal.identity`). A link checks them (`iavicenne.peer.PeerNetwork`'s `verify_identity`)
+before it takes an answer or answers an offer.
 """
 
 from __future__ import annotations
@@ -40,6 +46,8 @@ class SignalingClient(Endpoint):
         self.room = p.check_name(room, "room")
         self.peer_id = p.check_name(peer_id, "peer_id")
         self.peers: set[str] = set()
+        #: peer_id -> the verified public identity of its holder (as the server said)
+        self.identities: dict[str, dict[str, Any]] = {}
         self.ice_servers: list[dict[str, Any]] = []
         self._signals_seen = SeenSet()
 
@@ -79,12 +87,18 @@ class SignalingClient(Endpoint):
         )
         self.ice_servers = joined.get("ice_servers") or []
         now = set(joined.get("peers") or [])
+        said = joined.get("peer_identities")
+        self.identities = (
+            {peer: identity for peer, identity in said.items() if peer in now and isinstance(identity, dict)}
+            if isinstance(said, dict)
+            else {}
+        )
         before, self.peers = self.peers, now
         # what changed while we were away, as if we had seen it
         for peer_id in sorted(before - now):
             self.events.emit("peer", PeerEvent(self.room, "left", peer_id))
         for peer_id in sorted(now - before):
-            self.events.emit("peer", PeerEvent(self.room, "joined", peer_id))
+            self.events.emit("peer", PeerEvent(self.room, "joined", peer_id, identity=self.identities.get(peer_id)))
 
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -93,17 +107,27 @@ class SignalingClient(Endpoint):
             if peer_id == self.peer_id:
                 return
             self.peers.add(peer_id)
-            self.events.emit("peer", PeerEvent(self.room, "joined", peer_id, bool(frame.get("rejoined"))))
+            identity = frame.get("identity")
+            if isinstance(identity, dict):
+                self.identities[peer_id] = identity
+            else:  # a server that does not say: what we knew of an earlier holder is stale
+                self.identities.pop(peer_id, None)
+            self.events.emit(
+                "peer", PeerEvent(self.room, "joined", peer_id, bool(frame.get("rejoined")), self.identities.get(peer_id))
+            )
         elif kind == p.PEER_LEFT:
             peer_id = frame["peer_id"]
             self.peers.discard(peer_id)
+            self.identities.pop(peer_id, None)
             self.events.emit("peer", PeerEvent(self.room, "left", peer_id))
         elif kind in p.RELAYED:
             source = frame.get("source_peer_id", "")
             ref = frame.get("ref")
             # a resend whose ack was lost is relayed twice: handled once
             if ref is None or self._signals_seen.add((source, ref)):
-                self.events.emit("signal", Signal(kind, source, frame.get(p.RELAY_BODY[kind]), frame.get("room", self.room)))
+                identity = frame.get("source_identity")
+                body, room = frame.get(p.RELAY_BODY[kind]), frame.get("room", self.room)
+                self.events.emit("signal", Signal(kind, source, body, room, identity if isinstance(identity, dict) else None))
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         if frame.get("code") == p.ErrorCode.SUPERSEDED and frame.get("ref") is None:

@@ -522,7 +522,8 @@ def test_bob_cannot_post_as_alice(hub: Hub, kernels: dict[str, Kernel]) -> None:
 def test_a_user_server_with_the_redis_broker_refuses_to_start(hub: Hub) -> None:
     # an admin's mistake: bob's server named "redis" is given broker=redis (misconfigure)
     status, answer = hub.request("POST", "hub/api/users/bob/servers/redis", token=hub.tester_token)
-    assert status in (201, 202), (status, answer)
+    # 500: the Hub saw it exit while it waited for the spawn; 202: it is still waiting
+    assert status in (201, 202, 500), (status, answer)
 
     def redis_server() -> list[psutil.Process]:
         found = []

@@ -519,6 +519,128 @@ def test_bob_cannot_post_as_alice(hub: Hub, kernels: dict[str, Kernel]) -> None:
     assert hub.request("GET", "user/alice/iavicenne/api/config", token=hub.token("bob"))[0] == 403
 
 
+def test_a_private_room_refuses_bob_on_join_on_replay_and_in_listings(hub: Hub, kernels: dict[str, Kernel]) -> None:
+    kernels["alice"].run(
+        """
+        await client.create_room("q3-private", access="private")
+        q3 = await client.join("q3-private")
+        await q3.send("the Q3 figures, for alice only")
+        """
+    )
+    refused = kernels["bob"].json(
+        """
+        import websocket
+        from iavicenne_ext import protocol as p
+        seen = {}
+        try:
+            await client.join("q3-private")
+            seen["join"] = "joined"
+        except iavicenne.RequestFailed as error:
+            seen["join"] = [error.code, str(error)]
+        # the replay a forger would ask for, on a socket of his own: since 0, all of it
+        ws = websocket.create_connection(client.server.ws_url(p.ROOMS_PATH), timeout=10,
+                                         header=["Authorization: token " + os.environ["JUPYTERHUB_API_TOKEN"]])
+        ws.send(json.dumps({"type": p.JOIN_ROOM, "room": "q3-private", "ref": "r1", "payload": {"since": 0}}))
+        frames = []
+        while not any(f.get("ref") == "r1" for f in frames):
+            frames.append(json.loads(ws.recv()))
+        ws.close()
+        seen["replay"] = [[f.get("type"), f.get("code")] for f in frames]
+        seen["listed"] = [room["room"] for room in await client.list_rooms()]
+        print(json.dumps(seen))
+        """
+    )
+    assert refused["join"][0] == "forbidden", refused
+    assert "private" in refused["join"][1] and "alice" in refused["join"][1], refused  # whom to ask
+    assert ["error", "forbidden"] in refused["replay"] and all(kind != "message" for kind, _ in refused["replay"]), refused
+    assert "q3-private" not in refused["listed"] and "lobby" in refused["listed"], refused
+    # the REST API through the proxy: as if the room did not exist, for bob only
+    status, _ = hub.request("GET", f"services/{SERVICE}/iavicenne/api/rooms/q3-private", token=hub.token("bob"))
+    assert status == 404
+    assert "alice" in service_members(hub, "q3-private", "alice")
+    # once alice invites him, bob joins and reads what was said
+    kernels["alice"].run('await client.invite("q3-private", "bob")')
+    texts = kernels["bob"].json(
+        """
+        q3 = await client.join("q3-private")
+        print(json.dumps([m.text for m in await q3.recent(10)]))
+        """
+    )
+    assert texts == ["the Q3 figures, for alice only"]
+
+
+def test_a_group_room_follows_the_hubs_groups(hub: Hub, kernels: dict[str, Kernel]) -> None:
+    # alice is in the Hub group "oncology" (load_groups), bob is not: the groups reach the
+    # service because the users' tokens may read them (read:users:groups!user)
+    kernels["alice"].run(
+        """
+        await client.create_room("tumour-board", access="group", group="oncology")
+        board = await client.join("tumour-board")
+        """
+    )
+    answer = kernels["bob"].json(
+        """
+        try:
+            await client.create_room("bobs-oncology", access="group", group="oncology")
+            made = "made"
+        except iavicenne.RequestFailed as error:
+            made = error.code
+        try:
+            await client.join("tumour-board")
+            joined = "joined"
+        except iavicenne.RequestFailed as error:
+            joined = error.code
+        print(json.dumps([made, joined]))
+        """
+    )
+    assert answer[1] == "forbidden", answer
+    assert answer[0] != "made", answer  # a group he is not in is not his to open a room for
+
+
+def test_a_peer_link_between_alice_and_bob_shows_each_others_verified_identity(hub: Hub, kernels: dict[str, Kernel]) -> None:
+    kernels["bob"].run(
+        """
+        bob_net = await iavicenne.PeerNetwork.join("pair", "bob", loopback=True)
+        accepting = asyncio.ensure_future(bob_net.accept(timeout=60))
+        """
+    )
+    alice_sees = kernels["alice"].json(
+        """
+        alice_net = await iavicenne.PeerNetwork.join("pair", "alice", loopback=True)
+        link = await alice_net.connect("bob", timeout=60)
+        await link.send("hello bob, directly")
+        print(json.dumps({"identity": link.identity, "path": link.path}))
+        """,
+        timeout=90,
+    )
+    bob_sees = kernels["bob"].json(
+        """
+        link = await asyncio.wait_for(accepting, 60)
+        text = await asyncio.wait_for(link.recv(), 30)
+        print(json.dumps({"identity": link.identity, "text": text}))
+        """,
+        timeout=90,
+    )
+    assert alice_sees["identity"]["username"] == "bob", alice_sees
+    assert bob_sees["identity"]["username"] == "alice", bob_sees
+    assert bob_sees["text"] == "hello bob, directly"
+    # and bob cannot take alice's peer_id in signaling
+    taken = kernels["bob"].json(
+        """
+        try:
+            forged = await iavicenne.PeerNetwork.join("pair2", "alice", loopback=True)
+            await forged.close()
+            result = "joined"
+        except iavicenne.ClientError as error:
+            result = getattr(error, "code", type(error).__name__)
+        print(json.dumps(result))
+        """
+    )
+    assert taken == "name-not-yours", taken
+    for user, net in (("alice", "alice_net"), ("bob", "bob_net")):
+        kernels[user].run(f"await {net}.close()")
+
+
 def test_a_user_server_with_the_redis_broker_refuses_to_start(hub: Hub) -> None:
     # an admin's mistake: bob's server named "redis" is given broker=redis (misconfigure)
     status, answer = hub.request("POST", "hub/api/users/bob/servers/redis", token=hub.tester_token)
@@ -583,6 +705,16 @@ def test_alices_browser_and_kernel_are_one_member_and_bob_is_refused_her_page(
     # the page's own modules ran (behind the Hub's XSRF check on module fetches): they joined
     page.wait_for_function("() => window.iavicenneDemo && window.iavicenneDemo.room !== null")
     assert refused == [], refused
+    # the Hub's XSRF check is on: a module fetched without the token is refused, with it served
+    fetched = page.evaluate(
+        """async () => {
+            const token = new URL(document.querySelector('script[type=module]').src).searchParams.get("_xsrf");
+            const without = await fetch("static/protocol.js");
+            const withToken = await fetch("static/protocol.js?_xsrf=" + encodeURIComponent(token));
+            return [without.status, withToken.status];
+        }"""
+    )
+    assert fetched == [403, 200], fetched
 
     def one_member() -> bool:
         alice = service_members(hub, "lobby").get("alice")

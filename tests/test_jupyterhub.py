@@ -156,12 +156,15 @@ def hub_config(workdir: Path, *, ports: dict[str, int], redis_url: str, tester_t
         c.Spawner.http_timeout = 60
 
         def misconfigure(spawner):
-            # bob's server's config says he is alice (the issue's forger); his server named "redis" is
-            # an admin's mistake: the broker's credential in a user's server
+            # bob's server's config says he is alice (the issue's forger); his servers named "redis"
+            # and "nosuch" are an admin's mistakes: the broker's credential in a user's server, and
+            # a room service the Hub does not have
             if spawner.user.name == "bob":
                 spawner.environment = {{**spawner.environment, "JUPYTER_CONFIG_DIR": settings["forger_config"]}}
             if spawner.name == "redis":
                 spawner.args = [*spawner.args, "--IAvicenne.broker=redis", "--IAvicenne.room_service="]
+            if spawner.name == "nosuch":
+                spawner.args = [*spawner.args, "--IAvicenne.room_service=nosuch"]
 
         c.Spawner.pre_spawn_hook = misconfigure
         """
@@ -662,6 +665,33 @@ def test_a_user_server_with_the_redis_broker_refuses_to_start(hub: Hub) -> None:
     refusal = next(line for line in hub.log_text().splitlines() if "refusing broker='redis'" in line)
     assert "IAvicenne.room_service" in refusal and "IAvicenne.trust_user_servers=True" in refusal, refusal
     assert hub.hub_api("GET", "users/bob")["servers"].get("redis", {}).get("ready") is not True
+
+
+def test_a_user_server_names_the_missing_room_service_and_the_setting_to_fix(hub: Hub) -> None:
+    # bob's server named "nosuch" looks for a service the Hub does not have (misconfigure)
+    hub.start_server("bob", "nosuch")
+    status, answer = hub.request("GET", "user/bob/nosuch/iavicenne/api/config", token=hub.token("bob"))
+    assert status == 503, (status, answer)
+    assert "no service 'nosuch'" in answer["message"] and "c.JupyterHub.services" in answer["message"], answer
+    # and it keeps serving: the page says the same, its kernels too
+    assert hub.request("GET", "user/bob/nosuch/api/status", token=hub.token("bob"))[0] == 200
+    hub.request("DELETE", "hub/api/users/bob/servers/nosuch", token=hub.tester_token)
+
+
+def test_the_room_service_outside_a_hub_says_how_to_run_it(tmp_path: Path) -> None:
+    command = [str(BIN / "iavicenne-room-service")]
+    bare = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTERHUB_", "IAVICENNE_"))}
+    alone = subprocess.run(command, env=bare, capture_output=True, text=True, timeout=60, check=False)
+    assert alone.returncode == 1 and "c.JupyterHub.services" in alone.stderr and "$JUPYTERHUB_SERVICE_NAME" in alone.stderr, alone
+    as_service = {
+        **bare,
+        "JUPYTERHUB_SERVICE_NAME": "iavicenne",
+        "JUPYTERHUB_SERVICE_URL": f"http://{LOOPBACK}:{free_port()}",
+        "JUPYTERHUB_API_URL": f"http://{LOOPBACK}:{free_port()}/hub/api",
+        "JUPYTERHUB_API_TOKEN": "x",
+    }
+    no_redis = subprocess.run(command, env=as_service, capture_output=True, text=True, timeout=60, check=False)
+    assert no_redis.returncode == 1 and "$IAVICENNE_REDIS_URL" in no_redis.stderr and "environment" in no_redis.stderr, no_redis
 
 
 # -- browsers ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ deployment (the service and Redis out of the users' reach).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -232,13 +233,21 @@ class Hub:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()  # the Hub stops the servers (cleanup_servers) and the service
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        # the Hub stops the servers (cleanup_servers), the service and the proxy; whatever of
+        # them is still there after it (a Hub stopped while it was starting) is killed
+        started = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        _, alive = psutil.wait_procs(started, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
 
     # -- HTTP -----------------------------------------------------------------------------------
     def request(

@@ -5,6 +5,12 @@ a connection into broker operations and frames, and writes what the broker deliv
 this server's connections. A frame is encoded once and the same bytes are written to
 every local recipient. A request it cannot serve raises `protocol.ProtocolError`.
 
+Who may be where is checked here too: a room's access record (access.py) on join, on a
+replay, on signaling join and on direct messages, and the name policy (names.py) for a
+`user_id` / `peer_id`. A removal from a private room is an eviction: a frame on the room's
+channel (and its signaling room's) that every server hands to that identity's connections,
+which then leave.
+
 Signaling rooms (the signaling socket's) are hub rooms too, named
 ``protocol.SIGNALING_ROOM_PREFIX + room``: the hub subscribes and fans out their frames,
 but they have no history and no room-endpoint presence frames.
@@ -96,6 +102,8 @@ class RoomHub:
         self.log = log
         self.max_message_bytes = max_message_bytes
         self.local: dict[str, LocalRoom] = {}
+        # skeleton -> the username holding it, as the broker answered (bounded by the identities)
+        self._named: dict[str, str] = {}
         broker.attach(self.deliver)
 
     @property
@@ -472,6 +480,22 @@ class RoomHub:
             await self.broker.leave(room, conn.key, conn.user_id)
             raise
 
+    async def confirm_access(self, conn: Connection, room: str, *, signaling: bool = False) -> None:
+        """Once `conn` takes the room's live frames: evict it if it was removed meanwhile.
+
+        A removal's eviction reaches the connections in the local fan-out; one still joining
+        (snapshot and replay on their way) is not there yet. The removal is written before its
+        eviction is sent, so a check made now sees it.
+        """
+        if may_enter(conn.who, await self.broker.get_access(room)):
+            return
+        key = signaling_room(room) if signaling else room
+        local = self.local.get(key)
+        if local is not None:
+            local.remove(conn)
+        conn.send(p.encoded(p.ROOM_LEFT, room=room, reason=p.LeftReason.REMOVED))
+        conn.evicted(key)
+
     async def remember(self, who: Identity) -> None:
         """`who` opened a socket: under the free policy nobody else may look like its username."""
         await self.broker.remember_identity(who.username, names.skeleton(who.username))
@@ -488,12 +512,16 @@ class RoomHub:
                 raise names.not_yours(field, name, who, ref)
             return
         for candidate in dict.fromkeys((names.skeleton(name), names.skeleton(names.base_name(name)))):
-            try:
-                holder = await self.broker.identity_named(candidate)
-            except BrokerUnavailable:
-                if early:
-                    return
-                raise
+            holder = self._named.get(candidate)
+            if holder is None:
+                try:
+                    holder = await self.broker.identity_named(candidate)
+                except BrokerUnavailable:
+                    if early:
+                        return
+                    raise
+                if holder is not None:  # the first holder keeps it for good: no need to ask again
+                    self._named[candidate] = holder
             if holder is not None and holder != who.username:
                 raise p.ProtocolError(
                     p.ErrorCode.NAME_TAKEN,

@@ -11,6 +11,7 @@ provider (users with a ``hub_user``) gets the 'own' name policy.
 from __future__ import annotations
 
 import getpass
+import json
 import re
 import urllib.parse
 from typing import Any, ClassVar
@@ -238,3 +239,27 @@ async def test_signaling_frames_carry_the_senders_verified_identity(connect: Con
     )
     answer = await bob.expect(p.ANSWER)
     assert answer["source_identity"]["username"] == "alice"
+
+
+@pytest.mark.parametrize("jp_server_config", [plain()])
+async def test_a_browser_creates_a_room_with_the_xsrf_token_as_jupyter_asks(base: str, jp_serverapp: Any) -> None:
+    """A cookie session is the owner too, and changes rooms only with the XSRF token (never turned off)."""
+    cookie = await login_cookie(base, jp_serverapp.identity_provider.token)
+    xsrf = cookie.rpartition("_xsrf=")[2]
+    origin = base.split("/", 3)
+    url = base + p.REST_PATH + "rooms"
+    sent = {"Cookie": cookie, "Origin": f"{origin[0]}//{origin[2]}", "Content-Type": "application/json"}
+    body = '{"room": "from-the-browser"}'
+    client = AsyncHTTPClient()
+    refused = await client.fetch(url, method="POST", headers=sent, body=body, raise_error=False)
+    assert refused.code == 403
+    created = await client.fetch(url, method="POST", headers={**sent, "X-XSRFToken": xsrf}, body=body, raise_error=False)
+    assert created.code == 201, created.body
+    owner = getpass.getuser()
+    assert json.loads(created.body) == {
+        "room": "from-the-browser",
+        "access": "private",
+        "owner": owner,
+        "group": None,
+        "members": [],
+    }

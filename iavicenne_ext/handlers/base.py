@@ -1,4 +1,7 @@
-"""What every iAvicenne WebSocket shares: Jupyter auth, budgets, framing of errors.
+"""What every iAvicenne WebSocket shares: Jupyter auth, identity, budgets, framing of errors.
+
+The identity (`who`, and its public part `identity` that frames carry) is read from who
+authenticated the handshake (identity.py), with the connection's name policy (names.py).
 
 A `ProtocolSocket` authenticates like every Jupyter endpoint, checks the origin as
 Jupyter does, parses each text frame once with `protocol.parse_request`, turns any

@@ -100,6 +100,8 @@ class RoomSocketHandler(ProtocolSocket):
             self._forget(room)
         elif self._gone:  # the socket closed right after
             await self._leave_all(closing=True)
+        else:
+            await self.hub.confirm_access(self, room)
 
     async def _on_leave_room(self, request: p.Request) -> None:
         rooms = [request.room] if request.room is not None else sorted(self.rooms)

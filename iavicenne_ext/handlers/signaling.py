@@ -1,9 +1,14 @@
 """The signaling socket (`{base_url}iavicenne/ws/signaling`): WebRTC offer/answer/ICE relay.
 
 It answers the seed's signaling protocol (docs/protocol.md, "Signaling endpoint") and
-adds: `joined` lists the peers already in the room and the ICE servers to use; a relay
-to a peer that is not in the room gets an `unknown-peer` error instead of vanishing; a
-`peer_id` held in the room by another identity is refused (`name-taken`).
+adds: `joined` lists the peers already in the room (with `peer_identities`, each peer's
+verified identity) and the ICE servers to use; `peer-joined` carries the newcomer's
+`identity` and every relayed frame the sender's `source_identity`, as the server
+authenticated it; a relay to a peer that is not in the room gets an `unknown-peer` error
+instead of vanishing; a `peer_id` held in the room by another identity (or a look-alike of
+it) is refused (`name-taken`), and one outside the name policy too (`name-not-yours`).
+A signaling room has the access of the chat room of the same name: a private or group room
+refuses who may not enter it (`forbidden`), and a removal takes the identity's peers out.
 
 One room per connection, as in the seed: `join` while in a room leaves it first.
 
@@ -78,6 +83,8 @@ class SignalingSocketHandler(ProtocolSocket):
         await self.hub.announce_peer(self, room, rejoined=took_over)
         if self._gone:  # the socket closed while joining
             await self._leave_all(closing=True)
+        else:
+            await self.hub.confirm_access(self, room, signaling=True)
 
     async def _on_leave(self, request: p.Request) -> None:
         if self.room is not None:

@@ -270,8 +270,10 @@ def test_a_hostile_members_strings_show_as_text_and_run_no_script(lab: JupyterPr
                 await expect(member.locator(".iav-member-status")).to_have_text(HOSTILE, timeout=30_000)
                 await expect(member.locator(".iav-member-notebook")).to_have_text(f"in {HOSTILE}")
                 log = panel.locator(".iav-log")
-                await expect(log).to_contain_text(f"mallory: {HOSTILE}", timeout=30_000)
-                await expect(log).to_contain_text(f"mallory → you: {HOSTILE}")
+                # the server's token is the owner's identity, not "mallory": the panel says whose name it is
+                owner = mallory.identity["username"]
+                await expect(log).to_contain_text(f"mallory (@{owner}): {HOSTILE}", timeout=30_000)
+                await expect(log).to_contain_text(f"mallory (@{owner}) → you: {HOSTILE}")
                 peer_panel = panel.locator(".iav-peer-panel")
                 await expect(peer_panel.locator(".iav-peer-log")).to_contain_text(f"mallory: {HOSTILE}", timeout=30_000)
                 transfers = peer_panel.locator(".iav-transfer")

@@ -98,7 +98,9 @@ async def test_messages_reach_the_log_callbacks_and_streams(server: ServerInfo, 
     await bob.direct("alice", "just for you")
     direct = await alice_inbox.get(5)
     assert direct.direct and direct.text == "just for you"
-    assert "bob → you" in alice.panel.conversation.value
+    # every session here uses the server's token, the owner's identity: beside bob's name, whose it is
+    assert bob.client is not None
+    assert f"bob (@{bob.client.identity['username']}) → you" in alice.panel.conversation.value
     stream.close()
     alice_inbox.close()
 

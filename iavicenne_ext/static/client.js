@@ -123,14 +123,17 @@ export class RoomsApi {
       answer = null; // no JSON body
     }
     if (response.ok) return answer;
-    if (answer && typeof answer.error === "string") {
+    const said = answer && typeof answer.message === "string" ? answer.message.trim() : "";
+    // Jupyter's own refusal of the credentials comes with no sentence of ours (its message
+    // is the bare status): that is no login or a wrong token, not a room's refusal
+    const jupytersOwn = (response.status === 401 || response.status === 403) && (!said || said === String(response.status) || said === answer?.reason);
+    if (answer && typeof answer.error === "string" && !jupytersOwn) {
       throw errorFrom({ ...answer, code: answer.error, message: String(answer.message ?? `HTTP ${response.status}`), status: response.status });
     }
     if (response.status === 401 || response.status === 403) {
       throw new AuthenticationError(`${server.url} refused the request (HTTP ${response.status}): log in to Jupyter in this browser, or pass the server's token`);
     }
-    const said = answer && typeof answer.message === "string" ? `: ${answer.message}` : "";
-    throw new RequestFailed({ code: `http-${response.status}`, message: `HTTP ${response.status}${said}`, status: response.status });
+    throw new RequestFailed({ code: `http-${response.status}`, message: `HTTP ${response.status}${said ? `: ${said}` : ""}`, status: response.status });
   }
 }
 
@@ -376,7 +379,7 @@ export class RoomClient extends Endpoint {
     if (options.userId !== undefined) checkName(options.userId, "user_id");
     /** @type {string | null} our user_id (the Jupyter user's name if none was chosen) */
     this.userId = options.userId ?? null;
-    /** @type {Record<string, any>} ours, as the server verified it (`connect`, or our entry in `room-joined`) */
+    /** @type {Record<string, any>} ours, as the server verified it (the connect reply, or our entry in the join reply) */
     this.identity = {};
     /** @type {Map<string, Room>} */
     this.rooms = new Map();

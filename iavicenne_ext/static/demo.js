@@ -204,7 +204,9 @@ function renderAccess() {
         : "public room: anyone on this server may enter";
   const owning = kind === "private" && Boolean(mine) && owner === mine;
   ui.inviteForm.hidden = !owning;
-  const members = owning && Array.isArray(access?.members) ? access.members : [];
+  // a record (create, invite) says `members`; the listing says `invited` (`members` is a count there)
+  const invited = Array.isArray(access?.members) ? access.members : Array.isArray(access?.invited) ? access.invited : [];
+  const members = owning ? invited : [];
   ui.accessMembers.replaceChildren(
     ...members.map((/** @type {unknown} */ username) => {
       const item = document.createElement("li");

@@ -315,6 +315,8 @@ export interface RoomListing {
   access: AccessKind;
   owner?: string;
   group?: string | null;
+  /** The usernames invited to a private room (to those who may enter it). */
+  invited?: string[];
   [field: string]: any;
 }
 

@@ -417,7 +417,7 @@ test("the server's refusals are the errors that say so, with its own sentence", 
   const { api } = restServer([
     [403, { error: "forbidden", message: "only its owner (alice) may invite to room 'q3'" }],
     [409, { error: "invalid-field", message: "room 'q3' exists" }],
-    [403, { message: "Forbidden" }],
+    [403, { error: "forbidden", message: "403", reason: "Forbidden" }],
     [429, { error: "limit-exceeded", message: "too many private rooms", option: "max_private_rooms_per_identity", limit: 100 }],
     [500, undefined],
   ]);

@@ -85,8 +85,9 @@ class RoomsAPI:
         self.request_timeout = request_timeout
 
     async def list_rooms(self) -> list[dict[str, Any]]:
-        """The rooms we may enter that have members now, each with its ``access`` kind
-        (and ``owner``, ``members``, ``group`` of a room that is not public)."""
+        """The rooms we may enter (with members now, or a record), each with its ``access``
+        kind, ``members`` and ``connections`` counts (and ``owner``, ``group``, ``invited``
+        of a room that is not public)."""
         answer = await self._call("GET", "rooms")
         rooms = answer.get("rooms") if isinstance(answer, dict) else None
         return [room for room in rooms if isinstance(room, dict)] if isinstance(rooms, list) else []

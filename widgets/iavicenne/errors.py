@@ -79,22 +79,25 @@ def error_from(frame: dict[str, Any]) -> RequestFailed:
 
 def http_error(status: int, body: bytes | str | None, url: str) -> ClientError:
     """The exception for a REST answer with HTTP `status`: the server's JSON ``{"error":
-    code, "message": ...}`` as the `RequestFailed` subclass its code names, a 403 without
-    one (Jupyter's own refusal: a wrong token) as `AuthenticationError`."""
+    code, "message": ...}`` as the `RequestFailed` subclass its code names; a 401 or 403
+    without a sentence of the server's (Jupyter's own refusal: a wrong token, no login) as
+    `AuthenticationError`."""
     answer: Any = None
     try:
         answer = json.loads(body) if body else None
     except ValueError:
         answer = None
-    if isinstance(answer, dict) and isinstance(answer.get("error"), str):
+    said = answer.get("message") if isinstance(answer, dict) else None
+    # Jupyter's own refusal of the credentials comes with no sentence of ours (its message
+    # is the bare status): that is a wrong token or no login, not a room's refusal
+    jupyters_own = status in (401, 403) and (not said or str(said).strip() in (str(status), str(answer.get("reason"))))
+    if isinstance(answer, dict) and isinstance(answer.get("error"), str) and not jupyters_own:
         frame = {"code": answer["error"], "message": str(answer.get("message") or f"HTTP {status}"), "status": status}
         frame.update({key: answer[key] for key in ("option", "limit") if key in answer})
         return error_from(frame)
     if status in (401, 403):
         return AuthenticationError(f"{url} refused the request (HTTP {status}): check the token (or log in)")
-    message = answer.get("message") if isinstance(answer, dict) else None
-    code = p.ErrorCode.FORBIDDEN if status == 403 else ""
-    return RequestFailed({"code": code, "message": f"HTTP {status}: {message or url}", "status": status})
+    return RequestFailed({"code": "", "message": f"HTTP {status}: {said or url}", "status": status})
 
 
 # -- peer links ---------------------------------------------------------------------------

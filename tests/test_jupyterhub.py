@@ -777,6 +777,25 @@ def test_alices_browser_and_kernel_are_one_member_and_bob_is_refused_her_page(
         """
     )
     assert got["user_id"] == "alice" and got["identity"]["username"] == "alice", got
+
+    # the page's REST calls (a POST and a PUT, with the Hub login and its XSRF token) work
+    # through the Hub too: alice makes a private room there and invites bob
+    from playwright.sync_api import expect
+
+    rooms_page = page.context.new_page()
+    refused.clear()  # the fetch above was refused on purpose
+    rooms_page.on("response", lambda response: refused.append(response.url) if response.status >= 400 else None)
+    rooms_page.goto(hub.url + f"services/{SERVICE}/iavicenne/")
+    rooms_page.fill("#room", "made-in-the-page")
+    rooms_page.check("#private")
+    rooms_page.click("#join")
+    expect(rooms_page.locator("#access")).to_have_text("private room of alice: only its members see it", timeout=TIMEOUT_MS)
+    assert hub.request("GET", f"services/{SERVICE}/iavicenne/api/rooms/made-in-the-page", token=hub.token("bob"))[0] == 404
+    rooms_page.fill("#invitee", "bob")
+    rooms_page.click("#invite")
+    expect(rooms_page.locator("#access-members li[data-username='bob']")).to_have_count(1, timeout=TIMEOUT_MS)
+    assert hub.request("GET", f"services/{SERVICE}/iavicenne/api/rooms/made-in-the-page", token=hub.token("bob"))[0] == 200
+    assert refused == [], refused
     page.context.close()
 
     # bob, logged in to the Hub, is refused alice's server's page

@@ -45,12 +45,13 @@ from iavicenne_ext.testing import FOREIGN_SERVER_VARIABLES, LOOPBACK, free_port,
 
 PASSWORD = "iavicenne-hub-tests"
 SERVICE = "iavicenne"
+REPLICA = "iavicenne-2"  # a second room service on the same Redis
 USERS = ("alice", "bob")
 BIN = Path(sys.executable).parent
 # bob's look-alike of alice: CYRILLIC SMALL LETTER A (U+0430) for the Latin 'a'
 ALICE_LOOKALIKE = "\u0430lice"
 # the scopes the README gives users and their servers' tokens
-ROOM_SCOPES = [f"access:services!service={SERVICE}", f"read:services!service={SERVICE}"]
+ROOM_SCOPES = [f"{scope}!service={name}" for name in (SERVICE, REPLICA) for scope in ("access:services", "read:services")]
 SERVER_TOKEN_SCOPES = ["users:activity!user", "access:servers!server", "read:users:groups!user", *ROOM_SCOPES]
 PROXY_HINT = "npm install -g configurable-http-proxy (.ci/run does)"
 TIMEOUT_MS = 30_000
@@ -95,6 +96,7 @@ def hub_config(workdir: Path, *, ports: dict[str, int], redis_url: str, tester_t
         "proxy_api": f"http://{LOOPBACK}:{ports['proxy_api']}",
         "proxy_command": shutil.which("configurable-http-proxy"),
         "service_url": f"http://{LOOPBACK}:{ports['service']}",
+        "replica_url": f"http://{LOOPBACK}:{ports['replica']}",
         "service_command": [
             str(BIN / "iavicenne-room-service"),
             "--ServerApp.allow_root=True",  # CI runs as root
@@ -133,6 +135,15 @@ def hub_config(workdir: Path, *, ports: dict[str, int], redis_url: str, tester_t
             {{
                 "name": "iavicenne",
                 "url": settings["service_url"],
+                "command": settings["service_command"],
+                "environment": {{"IAVICENNE_REDIS_URL": settings["redis_url"]}},
+                "oauth_client_allowed_scopes": ["read:users:groups!user"],
+                "oauth_no_confirm": True,
+            }},
+            # a replica: one more room service on the same Redis (the README's "Replicas")
+            {{
+                "name": "iavicenne-2",
+                "url": settings["replica_url"],
                 "command": settings["service_command"],
                 "environment": {{"IAVICENNE_REDIS_URL": settings["redis_url"]}},
                 "oauth_client_allowed_scopes": ["read:users:groups!user"],
@@ -178,9 +189,10 @@ class Hub:
     def __init__(self, workdir: Path, redis: RedisProcess) -> None:
         self.workdir = workdir
         self.redis = redis
-        self.ports = {name: free_port() for name in ("proxy", "proxy_api", "hub", "service")}
+        self.ports = {name: free_port() for name in ("proxy", "proxy_api", "hub", "service", "replica")}
         self.url = f"http://{LOOPBACK}:{self.ports['proxy']}/"
         self.service_url = f"http://{LOOPBACK}:{self.ports['service']}/services/{SERVICE}/"
+        self.replica_url = f"http://{LOOPBACK}:{self.ports['replica']}/services/{REPLICA}/"
         self.tester_token = secrets.token_hex(16)
         self.tokens: dict[str, str] = {}
         self.proc: subprocess.Popen[bytes] | None = None
@@ -217,12 +229,15 @@ class Hub:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"jupyterhub exited ({self.proc.returncode}):\n{self.log_text()[-4000:]}")
             try:
-                return self.request("GET", f"services/{SERVICE}/iavicenne/api/config", token=self.tester_token)[0] in (403, 200)
+                return all(
+                    self.request("GET", f"services/{name}/iavicenne/api/config", token=self.tester_token)[0] in (403, 200)
+                    for name in (SERVICE, REPLICA)
+                )
             except OSError:
                 return False
 
         try:
-            wait_until(up, 60, "JupyterHub and its room service", interval=0.2)
+            wait_until(up, 60, "JupyterHub and its room services", interval=0.2)
         except TimeoutError as error:
             raise TimeoutError(f"{error}\n{self.log_text()[-4000:]}") from None
         return self
@@ -651,6 +666,33 @@ def test_a_peer_link_between_alice_and_bob_shows_each_others_verified_identity(h
     assert taken == "name-not-yours", taken
     for user, net in (("alice", "alice_net"), ("bob", "bob_net")):
         kernels[user].run(f"await {net}.close()")
+
+
+def test_two_room_services_on_one_redis_share_the_rooms(hub: Hub, kernels: dict[str, Kernel]) -> None:
+    # bob's kernel on the replica, alice's on the first service: one room, verified identities
+    seen = kernels["bob"].json(
+        f"""
+        replica = await iavicenne.connect(url={hub.replica_url!r}, token=os.environ["JUPYTERHUB_API_TOKEN"])
+        shared = await replica.join("lobby")
+        await shared.send("bob, by the replica")
+        print(json.dumps({{"members": sorted(shared.members), "identity": replica.identity}}))
+        """
+    )
+    assert seen["members"] == ["alice", "bob"] and seen["identity"]["username"] == "bob", seen
+    heard = kernels["alice"].json(
+        """
+        async def from_replica():
+            while True:
+                for message in await lobby.recent(20):
+                    if message.text == "bob, by the replica":
+                        return message
+                await asyncio.sleep(0.2)
+        message = await asyncio.wait_for(from_replica(), 20)
+        print(json.dumps({"user_id": message.user_id, "identity": message.identity}))
+        """
+    )
+    assert heard["user_id"] == "bob" and heard["identity"]["username"] == "bob", heard
+    kernels["bob"].run("await replica.close()")
 
 
 def test_a_user_server_with_the_redis_broker_refuses_to_start(hub: Hub) -> None:

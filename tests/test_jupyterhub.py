@@ -489,8 +489,13 @@ def test_no_redis_credential_in_bobs_server_or_kernel(hub: Hub, kernels: dict[st
     port = f":{hub.redis.port}"
 
     def exposed(proc: psutil.Process) -> list[str]:
-        found = [f"{k}={v}" for k, v in proc.environ().items() if password in v or k == "IAVICENNE_REDIS_URL" or port in v]
-        return found + [part for part in proc.cmdline() if password in part or port in part]
+        """What of the Redis credential a process shows: its /proc environ and cmdline."""
+        shown = []
+        for what in ("environ", "cmdline"):
+            for entry in Path(f"/proc/{proc.pid}/{what}").read_bytes().decode(errors="replace").split("\0"):
+                if password in entry or port in entry or entry.startswith("IAVICENNE_REDIS_URL="):
+                    shown.append(f"{what}: {entry}")
+        return shown
 
     hub_children = psutil.Process(hub.pid).children(recursive=True)
     servers = [

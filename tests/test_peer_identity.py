@@ -129,6 +129,33 @@ async def test_bob_on_carols_peer_id_cannot_be_linked_as_carol(base: str, opened
     assert to_bob.identity is not None and to_bob.identity["username"] == "bob"
 
 
+@pytest.mark.timeout(90)
+async def test_a_peer_id_like_bobs_held_by_someone_else_is_passed_over(base: str, opened: list[Any], server_token: str) -> None:
+    """The server's owner tries ``bob#c0ffee`` beside bob's own kernel peer: the server
+    refuses it (bob's username is bob's). Had a server let it through (say one still on
+    the seed's rules), alice's ``room.peer("bob")`` still goes to bob's own, never offers
+    to the other, and her panel lists only bob's connection for him."""
+    alice = await session(opened, base, "pair", "alice")
+    bob = await session(opened, base, "pair", "bob")
+    await alice.wait_for_member("bob")
+    bobs_own = (await bob.peer_network()).peer_id
+    with pytest.raises(NameTaken, match="looks like 'bob'"):
+        await signaling_as(opened, base, "pair", "bob#c0ffee", server_token)
+
+    network = await alice.peer_network()
+    await eventually(lambda: bobs_own in network.peers, what="bob's peer")
+    owner = {"username": "root-or-whoever", "name": "bob", "display_name": "bob"}
+    network.signaling.peers.add("bob#c0ffee")  # what a lax server would have told alice
+    network.signaling.identities["bob#c0ffee"] = owner
+    assert [c.peer_id for c in alice.connections("bob")] == [bobs_own]
+    assert "is held by 'root-or-whoever'" in str(alice.impostors("bob")[0])
+    to_bob = await alice.peer("bob").ready(60)
+    assert to_bob.peer_id == bobs_own and to_bob.identity is not None and to_bob.identity["username"] == "bob"
+    assert "bob#c0ffee" not in network.links  # nothing was ever offered to it
+    with pytest.raises(PeerIdentityMismatch, match="is held by 'root-or-whoever'"):
+        await alice.peer("bob", connection="bob#c0ffee").ready(20)  # asked for by name: refused all the same
+
+
 @pytest.mark.timeout(60)
 async def test_a_look_alike_of_alices_name_is_refused_to_bob(base: str, opened: list[Any]) -> None:
     """alice's name with a Cyrillic a (U+0430) for the Latin one: the server refuses bob that name in the room and as a

@@ -2,7 +2,7 @@
 /**
  * Rooms: `RoomClient`, a connection to the room endpoint, and `Room`, one room joined
  * through it (send, direct messages, presence, and its own events), as the Python
- * client's `RoomClient` and `Room` do it; `RoomsApi`, the REST calls that make private
+ * client's `RoomClient` and `Room` do it; `RoomsAPI`, the REST calls that make private
  * and group rooms and change who may enter them (the Python `RoomsAPI`).
  */
 
@@ -43,7 +43,7 @@ export const ACCESS_KINDS = Object.freeze([AccessKind.PUBLIC, AccessKind.GROUP, 
  * server's own sentence: `Forbidden` (not yours, not a member), `RequestFailed` (its
  * `code` says which), `AuthenticationError` (not logged in).
  */
-export class RoomsApi {
+export class RoomsAPI {
   /** @param {Server} server */
   constructor(server) {
     this.server = server;
@@ -377,14 +377,14 @@ export class RoomClient extends Endpoint {
   constructor(options = {}) {
     super(ROOMS_PATH, options);
     if (options.userId !== undefined) checkName(options.userId, "user_id");
-    /** @type {string | null} our user_id (the Jupyter user's name if none was chosen) */
+    /** @type {string | null} our user_id (the name of our verified identity if none was chosen) */
     this.userId = options.userId ?? null;
     /** @type {Record<string, any>} ours, as the server verified it (the connect reply, or our entry in the join reply) */
     this.identity = {};
     /** @type {Map<string, Room>} */
     this.rooms = new Map();
     /** The rooms' REST API on the same server. */
-    this.api = new RoomsApi(this.server);
+    this.api = new RoomsAPI(this.server);
     this._directSeen = new SeenSet();
   }
 
@@ -428,13 +428,13 @@ export class RoomClient extends Endpoint {
     return room;
   }
 
-  /** The rooms we may enter that have members now, with their access kind (`RoomsApi`). */
+  /** The rooms we may enter that have members now, with their access kind (`RoomsAPI`). */
   listRooms() {
     return this.api.listRooms();
   }
 
   /**
-   * Make `room` private (ours, `members` invited), a group's, or public (`RoomsApi`).
+   * Make `room` private (ours, `members` invited), a group's, or public (`RoomsAPI`).
    * @param {string} room
    * @param {{ access?: "public" | "group" | "private", members?: string[], group?: string }} [options]
    */

@@ -14,7 +14,7 @@
  * `?room=...&name=...` in the address fills the form and joins at once.
  */
 
-import { PeerLinkClosed, PeerNetwork, presenceCheck, RoomClient, RoomsApi, Server, SignalingClient } from "./iavicenne.js";
+import { PeerLinkClosed, PeerNetwork, presenceCheck, RoomClient, RoomsAPI, Server, SignalingClient } from "./iavicenne.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -52,7 +52,7 @@ const demo = {
   /** @type {Record<string, any> | null} the joined room's entry in the listing (access, owner, members) */ access: null,
 };
 /** The REST API of the page's server, before and after joining. */
-const api = new RoomsApi(new Server());
+const api = new RoomsAPI(new Server());
 /** @type {any} */ (window).iavicenneDemo = demo;
 
 // -- the log --------------------------------------------------------------------------

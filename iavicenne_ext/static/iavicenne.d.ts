@@ -321,7 +321,7 @@ export interface RoomListing {
 }
 
 /** The rooms' REST API (`{base}iavicenne/api/rooms`): token or login cookie with X-XSRFToken. */
-export declare class RoomsApi {
+export declare class RoomsAPI {
   constructor(server: Server);
   readonly server: Server;
   listRooms(): Promise<RoomListing[]>;
@@ -346,7 +346,7 @@ export declare class RoomClient implements Endpoint {
   /** Ours, as the server verified it. */
   identity: Identity | Record<string, never>;
   readonly rooms: Map<string, Room>;
-  readonly api: RoomsApi;
+  readonly api: RoomsAPI;
   listRooms(): Promise<RoomListing[]>;
   createRoom(room: string, options?: { access?: AccessKind; members?: string[]; group?: string }): Promise<RoomAccess>;
   invite(room: string, username: string): Promise<RoomAccess>;

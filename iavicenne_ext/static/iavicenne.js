@@ -31,7 +31,7 @@
  *   replayed seq already delivered is skipped, a `gap` event says when the server could
  *   not replay everything), and **resends** what was not acknowledged (same `ref`, so
  *   the server delivers it once);
- * - client.js: `RoomClient`, `Room`, `RoomsApi` (private and group rooms, invitations);
+ * - client.js: `RoomClient`, `Room`, `RoomsAPI` (private and group rooms, invitations);
  * - signaling.js: `SignalingClient`;
  * - wire.js: the data channels' wire format (`frameMessages`, `Reassembler`);
  * - ice.js: candidate and SDP filtering;
@@ -49,7 +49,7 @@
  */
 
 export * from "./protocol.js";
-export { ACCESS_KINDS, Room, RoomClient, RoomsApi, payloadOf } from "./client.js";
+export { ACCESS_KINDS, Room, RoomClient, RoomsAPI, payloadOf } from "./client.js";
 export { Backoff, parseFrame } from "./connection.js";
 export { Outbox, SeenSet, SeqTracker } from "./delivery.js";
 export { discoverRooms, Server, readCookie } from "./discovery.js";

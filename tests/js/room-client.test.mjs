@@ -10,7 +10,7 @@ import {
   NameTaken,
   RequestFailed,
   RoomClient,
-  RoomsApi,
+  RoomsAPI,
   Server,
   UnknownPeer,
 } from "../../iavicenne_ext/static/iavicenne.js";
@@ -379,7 +379,7 @@ function restServer(answers, { token = "", cookies = "_xsrf=2%7Cabc; other=1" } 
     const [status, body] = answers.shift();
     return { status, ok: status >= 200 && status < 300, json: async () => (body === undefined ? Promise.reject(new SyntaxError("no JSON")) : body) };
   };
-  return { calls, api: new RoomsApi(new Server({ url: "http://127.0.0.1:8888/jh/", token, fetch, cookies: () => cookies })) };
+  return { calls, api: new RoomsAPI(new Server({ url: "http://127.0.0.1:8888/jh/", token, fetch, cookies: () => cookies })) };
 }
 
 test("create, invite, remove, delete, list: JSON over REST, with X-XSRFToken from the _xsrf cookie", async () => {
@@ -449,6 +449,6 @@ test("the client's identity comes from its own entry in room-joined when it sent
   await joining;
   assert.equal(client.userId, "alice");
   assert.deepEqual(client.identity, mine);
-  assert.ok(client.api instanceof RoomsApi);
+  assert.ok(client.api instanceof RoomsAPI);
   client.close();
 });

@@ -448,12 +448,34 @@ class RoomSession:
 
     def connections(self, user_id: str) -> list[Connection]:
         """The connections of member `user_id` that take peer links, as known now (what
-        each said of itself: kernel, notebook), newest first."""
+        each said of itself: kernel, notebook), newest first. A peer named like theirs
+        that the server says another identity holds is none of theirs (`impostors`)."""
         network = self.network
         if network is None:
             return []
-        found = [self._described.get(peer) or connections.undescribed(peer) for peer in sorted(network.peers)]
+        peers = [peer for peer in sorted(network.peers) if self._refusal(network, peer) is None]
+        found = [self._described.get(peer) or connections.undescribed(peer) for peer in peers]
         return sorted((c for c in found if c.user_id == user_id), key=lambda c: c.since, reverse=True)
+
+    def impostors(self, user_id: str) -> list[PeerIdentityMismatch]:
+        """Why each peer named like `user_id`'s, held by another identity, is refused."""
+        network = self.network
+        if network is None:
+            return []
+        found = [self._refusal(network, peer) for peer in sorted(network.peers) if connections.user_of(peer) == user_id]
+        return [refusal for refusal in found if refusal is not None]
+
+    def _refusal(self, network: PeerNetwork, peer_id: str) -> PeerIdentityMismatch | None:
+        """`verify_peer`'s refusal of the identity signaling says holds `peer_id` (None:
+        accepted, or not said yet: the link's own check has the last word)."""
+        identity = network.signaling.identities.get(peer_id)
+        if identity is None:
+            return None
+        try:
+            self.verify_peer(peer_id, identity)
+        except PeerIdentityMismatch as refused:
+            return refused
+        return None
 
     def _absent(self, user_id: str) -> str:
         here = ", ".join(sorted(self.members)) or "nobody"
@@ -468,7 +490,10 @@ class RoomSession:
         await self.ready(None)
         if user_id not in self.members:
             raise PeerUnreachable(self._absent(user_id))
-        await self.peer_network()
+        network = await self.peer_network()
+        refused = self._refusal(network, connection) if connection is not None else None
+        if refused is not None:
+            raise refused  # asked for by its peer id, but it is not theirs
         # just joined (they or we): their peer may still be joining the signaling
         deadline = max(self._arrived.get(user_id, 0.0), self._network_up) + PEER_GRACE
         while not self.connections(user_id) and user_id in self.members and self.loop.time() < deadline:
@@ -476,6 +501,9 @@ class RoomSession:
         if not self.connections(user_id):
             if user_id not in self.members:
                 raise PeerUnreachable(self._absent(user_id))
+            impostors = self.impostors(user_id)
+            if impostors:  # a peer by that name, held by someone else: say so, not "no links"
+                raise impostors[0]
             raise PeerUnreachable(
                 f"{user_id!r} takes no peer links: none of their connections in {self.name!r} has a peer "
                 "(a script, or a page without links); send through the room instead (room.direct)"
@@ -612,6 +640,8 @@ class RoomSession:
             return
         by_user: dict[str, list[Connection]] = {}
         for peer in network.peers:
+            if self._refusal(network, peer) is not None:
+                continue  # held by another identity than the member of that name: no button for it
             described = self._described.get(peer) or connections.undescribed(peer)
             by_user.setdefault(described.user_id, []).append(described)
         choices: dict[str, tuple[list[tuple[str, str]], str]] = {}
@@ -991,8 +1021,8 @@ def join(
 
     Call it from a cell (``room = join("analysis")``) or await it
     (``room = await join("analysis")`` returns once joined). An invalid room or user name
-    is a `ValueError` here. `user_id` defaults to your Jupyter user name
-    (``$JUPYTERHUB_USER``, else the server's name for you); the server is found by itself
+    is a `ValueError` here. `user_id` defaults to the name of the identity the server
+    verified for you (your JupyterHub user, or a plain server's owner); the server is found by itself
     (`discover_server`: ``url=`` and ``token=``, else ``IAVICENNE_URL`` /
     ``IAVICENNE_TOKEN``, else the server that started this kernel). `status` and `state`
     are your initial presence (a cell run again keeps the status you had); the notebook

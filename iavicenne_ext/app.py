@@ -12,15 +12,17 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
-from traitlets import Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 from .broker.base import Broker
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits, Quotas
+from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler
 from .handlers.rooms import RoomSocketHandler
 from .handlers.signaling import SignalingSocketHandler
+from .hub import HUB_API_URL_VARIABLE, HUB_TOKEN_VARIABLE, ROOMS_URL_VARIABLE, Deployment, RoomServiceLocator, deployment_of
 from .ice import IceConfig
 from .identity import default_owner_name
 from .names import POLICIES
@@ -271,6 +273,60 @@ class IAvicenne(ExtensionApp):
         help="Seconds the TURN credentials handed out in 'joined' stay valid.",
     )
 
+    # -- JupyterHub: the room service, and what users' servers may do ------------------
+    room_service = Unicode(
+        "iavicenne",
+        config=True,
+        help="Under JupyterHub, in a user's server: the name of the Hub-managed service that holds "
+        "the rooms (c.JupyterHub.services; `iavicenne-room-service`). This server then serves no "
+        "rooms: iavicenne/api/config tells its kernels and pages where the service is, and "
+        "iavicenne/ redirects there. '' keeps the rooms in this server, for this user alone "
+        "(broker='memory'). Ignored outside JupyterHub.",
+    )
+    room_service_url = Unicode(
+        config=True,
+        help="Under JupyterHub: the base URL by which kernels reach the room service, when not the "
+        "one the Hub knows it by (e.g. through the proxy: http://proxy-public/services/iavicenne/). "
+        "Default: $IAVICENNE_ROOMS_URL, else the service's URL from the Hub's API.",
+    )
+
+    @default("room_service_url")
+    def _default_room_service_url(self) -> str:
+        return os.environ.get(ROOMS_URL_VARIABLE, "")
+
+    trust_user_servers = Bool(
+        False,
+        config=True,
+        help="Under JupyterHub, let users' servers use broker='redis' (with room_service=''). "
+        "Every such server, and every kernel in it, then holds the Redis URL, and with it every "
+        "room's messages and the power to write as anyone: only for deployments whose users all "
+        "trust each other. The room service is the way to share rooms between users.",
+    )
+
+    def hub_wiring(self) -> RoomServiceLocator | None:
+        """Under JupyterHub, in a user's server that leaves the rooms to the room service, how
+        it finds that service; else None (the rooms are in this server). Refuses to start a
+        user's server with broker='redis' unless trust_user_servers."""
+        self.deployment = deployment_of(self.serverapp)
+        if self.deployment is not Deployment.USER_SERVER:
+            return None
+        if self.room_service:
+            return RoomServiceLocator(
+                self.room_service,
+                api_url=os.environ[HUB_API_URL_VARIABLE],
+                api_token=os.environ.get(HUB_TOKEN_VARIABLE, ""),
+                rooms_url=self.room_service_url,
+            )
+        if self.broker == "redis" and not self.trust_user_servers:
+            self.log.critical(
+                "iavicenne: refusing broker='redis' in a user's server under JupyterHub: the user (and every "
+                "kernel) could read the Redis URL, and with it every room and write as anyone. Run the rooms "
+                "in the room service (IAvicenne.room_service, README 'Deploy on JupyterHub'), or set "
+                "IAvicenne.trust_user_servers=True if all users trust each other."
+            )
+            self.exit(1)
+        return None
+
     # -- wiring ----------------------------------------------------------------------
     def make_broker(self) -> Broker:
         rooms: dict[str, Any] = {
@@ -316,6 +372,10 @@ class IAvicenne(ExtensionApp):
         )
 
     def initialize_settings(self) -> None:
+        self.locator = self.hub_wiring()
+        if self.locator is not None:  # the rooms are in the room service: no broker here
+            self.room_broker: Broker | None = None
+            return
         self.room_broker = self.make_broker()
         self.hub = RoomHub(self.room_broker, self.log, max_message_bytes=self.max_message_bytes)
         # one per server: every socket counts against the same identities and total
@@ -326,6 +386,16 @@ class IAvicenne(ExtensionApp):
         return IceConfig(self.ice_servers, self.turn_secret, self.turn_ttl)
 
     def initialize_handlers(self) -> None:
+        location = {"locator": self.locator}
+        self.handlers.extend(
+            [
+                (r"/iavicenne/api/config/?", RoomsConfigHandler, location),
+                (r"/iavicenne/?", DemoPageHandler, location),
+                (r"/iavicenne/static/(.+)", StaticHandler, {"path": str(STATIC_DIR)}),
+            ]
+        )
+        if self.locator is not None:  # rooms elsewhere: the page and the modules only
+            return
         shared: dict[str, Any] = {"hub": self.hub, "quotas": self.quotas}
         rest: dict[str, Any] = {
             "hub": self.hub,
@@ -338,17 +408,20 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/api/rooms/?", RoomListHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/members/([^/]+)/?", RoomMemberHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, rest),
-                (r"/iavicenne/?", DemoPageHandler),
-                (r"/iavicenne/static/(.+)", StaticHandler, {"path": str(STATIC_DIR)}),
             ]
         )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)
+        if self.room_broker is None:
+            self.log.info("iavicenne: rooms in JupyterHub's service %r (IAvicenne.room_service)", self.room_service)
+            return
         await self.room_broker.start()
         self.log.info("iavicenne: rooms on the %s broker (server id %s)", self.broker, self.room_broker.server_id)
 
     async def stop_extension(self) -> None:
+        if self.room_broker is None:
+            return
         try:
             await asyncio.wait_for(self.room_broker.close(), timeout=5)
         except asyncio.TimeoutError:

@@ -38,8 +38,18 @@ from . import protocol as p
 LOOPBACK = "127.0.0.1"
 EXTENSION = "iavicenne_ext"
 # variables that would point a kernel this server starts at some other server: a kernel
-# must find its own server by itself, as it does in a user's JupyterLab
-FOREIGN_SERVER_VARIABLES = ("IAVICENNE_URL", "IAVICENNE_TOKEN", "JUPYTER_SERVER_URL", "JUPYTER_TOKEN")
+# must find its own server by itself, as it does in a user's JupyterLab (the JupyterHub
+# ones too, when the tests run inside a Hub user's server: its kernels would look for the
+# room service)
+FOREIGN_SERVER_VARIABLES = (
+    "IAVICENNE_URL",
+    "IAVICENNE_TOKEN",
+    "JUPYTER_SERVER_URL",
+    "JUPYTER_TOKEN",
+    "IAVICENNE_ROOMS_URL",
+    "JUPYTERHUB_API_TOKEN",
+    "JUPYTERHUB_SERVICE_URL",
+)
 
 FrameFilter = Callable[[dict[str, Any]], bool]
 

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import shutil
 import struct
 import subprocess
@@ -279,10 +280,17 @@ def test_the_page_needs_a_login_and_the_module_is_served_to_logged_in_users(serv
     assert status == 200 and headers["Content-Type"].startswith("text/html")
     assert b'<meta name="iavicenne-base-url" content="/" />' in body
     assert fetch(server, "/iavicenne")[0] in (301, 302)  # to the address with its slash
-    # a strict Content-Security-Policy: this server's scripts only, nothing embedded, no <base>
+    # a strict Content-Security-Policy: this server's scripts only (and the page's own import
+    # map, by this response's nonce), nothing embedded, no <base>
     policy = [directive.strip() for directive in headers["Content-Security-Policy"].split(";")]
-    for directive in ("script-src 'self'", "object-src 'none'", "base-uri 'none'", "default-src 'self'"):
+    for directive in ("object-src 'none'", "base-uri 'none'", "default-src 'self'"):
         assert directive in policy, policy
+    nonce = re.search(rb'<script type="importmap" nonce="([^"]+)">', body)
+    assert nonce is not None, body
+    assert f"script-src 'self' 'nonce-{nonce.group(1).decode()}'" in policy, policy
+    # the entry module and every module it imports carry the XSRF token (JupyterHub >= 4.1
+    # asks it of module fetches; a plain server ignores it)
+    assert re.search(rb'<script type="module" src="/iavicenne/static/demo.js\?_xsrf=[^"]+"></script>', body), body
     assert "frame-ancestors 'self'" in policy  # Jupyter's own, kept
     # every module of the client, its types, the demo's files: only for logged-in users (a
     # script cannot follow a login page); modules with a JavaScript type, or no browser runs them

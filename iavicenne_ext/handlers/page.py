@@ -10,30 +10,45 @@ so they need the same login; an unauthenticated request gets 403 rather than a r
 because a ``<script>`` or an ``import`` cannot follow a login page.
 
 The page shows what other people send (names, messages, presence states); it inserts
-them as text, and its Content-Security-Policy runs no script but its own modules, so a
-string that slipped through as markup still could not run.
+them as text, and its Content-Security-Policy runs no script but its own modules (and its
+import map, by a nonce), so a string that slipped through as markup still could not run.
+
+Behind JupyterHub (>= 4.1) a cookie-authenticated request that is not a page navigation
+must carry the XSRF token, and browsers fetch module scripts as such requests (``cors``
+mode). So the page names its entry module with ``?_xsrf=<token>`` and maps, in an import
+map, every module of the client to its URL with that same query: the modules' own
+``import``s then carry it too. Nothing turns the Hub's check off, and the static files
+stay behind the login. On a plain Jupyter server the query is ignored.
+
+In a user's server under JupyterHub the rooms are in the room service (`iavicenne_ext.hub`):
+there the page redirects the browser to the service's page.
 """
 
 from __future__ import annotations
 
 import html
+import json
+import secrets
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
+from ..hub import RoomServiceLocator, RoomServiceUnavailable
 from .base import AUTH_RESOURCE
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 
 
 # The demo page's own policy: scripts from this server only (its modules: no inline
-# script, no handler attribute, no eval), nothing to embed, no <base> to move relative
-# URLs elsewhere; connections (fetch, WebSocket) and styles from this server too.
+# script but the import map, which carries the page's nonce; no handler attribute, no
+# eval), nothing to embed, no <base> to move relative URLs elsewhere; connections (fetch,
+# WebSocket) and styles from this server too.
 DEMO_PAGE_POLICY = (
     "default-src 'self'",
-    "script-src 'self'",
+    "script-src 'self' 'nonce-{nonce}'",
     "style-src 'self'",
     "connect-src 'self'",
     "object-src 'none'",
@@ -42,10 +57,30 @@ DEMO_PAGE_POLICY = (
 )
 
 
+def module_urls(static_url: str, xsrf: str) -> tuple[str, dict[str, str]]:
+    """The entry module's URL and the import map that sends every module of STATIC_DIR
+    the XSRF token (`static_url` is the path of the static folder, ending in '/')."""
+    query = "?_xsrf=" + quote(xsrf, safe="")
+    imports = {f"{static_url}{module.name}": f"{static_url}{module.name}{query}" for module in sorted(STATIC_DIR.glob("*.js"))}
+    return f"{static_url}demo.js{query}", imports
+
+
 class DemoPageHandler(JupyterHandler):
-    """`GET {base_url}iavicenne/`: the demo page, with this server's base URL filled in."""
+    """`GET {base_url}iavicenne/`: the demo page, with this server's base URL filled in;
+    under JupyterHub, in a user's server, a redirect to the room service's page."""
 
     auth_resource = AUTH_RESOURCE
+
+    def initialize(self, *, locator: RoomServiceLocator | None = None) -> None:
+        self.locator = locator  # None: the rooms are in this server
+
+    @property
+    def script_nonce(self) -> str:
+        """This response's nonce for the inline import map (made once per request)."""
+        nonce: str | None = getattr(self, "_script_nonce", None)
+        if nonce is None:
+            nonce = self._script_nonce = secrets.token_urlsafe(18)
+        return nonce
 
     @property
     def content_security_policy(self) -> str:
@@ -55,18 +90,39 @@ class DemoPageHandler(JupyterHandler):
         Where both name a directive, a browser obeys the first: so on this page, ours;
         everything else the deployment sets still holds (Jupyter's ``set_default_headers``
         sends this as the header)."""
-        return "; ".join((*DEMO_PAGE_POLICY, super().content_security_policy))
+        own = (directive.format(nonce=self.script_nonce) for directive in DEMO_PAGE_POLICY)
+        return "; ".join((*own, super().content_security_policy))
 
     @web.authenticated
-    @web.addslash  # relative links (static/demo.js) resolve under {base_url}iavicenne/
+    @web.addslash  # relative links (static/demo.css) resolve under {base_url}iavicenne/
     async def get(self) -> None:
+        if self.locator is not None:
+            try:
+                page_url = (await self.locator.locate()).page_url
+            except RoomServiceUnavailable as error:
+                self.log.warning("iavicenne: no room service: %s", error)
+                raise web.HTTPError(503, str(error)) from None
+            query = self.request.query  # ?room=...&name=... fills the form there too
+            self.redirect(page_url + (f"?{query}" if query else ""))
+            return
         page = (STATIC_DIR / "demo.html").read_text(encoding="utf-8")
-        # sets the `_xsrf` cookie, which the module sends back as X-XSRFToken on REST calls
-        # (Jupyter refuses a browser's POST, PUT, DELETE without it)
-        self.xsrf_token  # noqa: B018 - the property sets the cookie
+        # also sets the `_xsrf` cookie, which the module sends back as X-XSRFToken on REST
+        # calls (Jupyter refuses a browser's POST, PUT, DELETE without it)
+        xsrf = self.xsrf_token
+        entry, imports = module_urls(f"{self.base_url}iavicenne/static/", xsrf.decode() if isinstance(xsrf, bytes) else xsrf)
+        # in a <script>, "</" could end the element: JSON lets it be written "<\/"
+        import_map = json.dumps({"imports": imports}).replace("</", "<\\/")
+        fill = {
+            "{{base_url}}": html.escape(self.base_url, quote=True),
+            "{{nonce}}": self.script_nonce,
+            "{{import_map}}": import_map,
+            "{{entry}}": html.escape(entry, quote=True),
+        }
+        for placeholder, value in fill.items():
+            page = page.replace(placeholder, value)
         self.set_header("Content-Type", "text/html; charset=UTF-8")
         self.set_header("Cache-Control", "no-cache")
-        self.finish(page.replace("{{base_url}}", html.escape(self.base_url, quote=True)))
+        self.finish(page)
 
 
 class StaticHandler(JupyterHandler, web.StaticFileHandler):

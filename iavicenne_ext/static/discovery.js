@@ -4,6 +4,12 @@
  * what Jupyter prints, or the current page), its token or login cookie, the WebSocket
  * addresses, and the REST calls with the `X-XSRFToken` header Jupyter requires of a
  * browser's requests.
+ *
+ * Under JupyterHub the rooms are not in the user's own server but in the room service (a
+ * Hub-managed service, at `/services/<name>/`): `discoverRooms` asks the page's server
+ * where they are (`iavicenne/api/config`) and answers the `Server` to use. The browser
+ * reaches the service through the Hub's proxy with its Hub login (the service's page logs
+ * it in there once; the demo page of a user's server redirects to it).
  */
 
 import { AuthenticationError, checkName, IAvicenneError, RequestFailed } from "./errors.js";
@@ -174,4 +180,33 @@ export class Server {
     checkName(room, "room");
     return (await this.request(`${REST_PATH}rooms/${encodeURIComponent(room)}`)).members;
   }
+}
+
+/**
+ * The server that holds the rooms, as the page's server says in `iavicenne/api/config`:
+ * the page's server itself (a plain Jupyter server, or the room service's own page), or,
+ * in a user's server under JupyterHub, the room service, reached through the Hub's proxy
+ * with the browser's Hub login (no token: a user server's token is not the service's).
+ * A server without that endpoint (404) holds its rooms itself.
+ * @param {ConstructorParameters<typeof Server>[0]} [options] as for `new Server`
+ * @returns {Promise<Server>}
+ */
+export async function discoverRooms(options = {}) {
+  const own = new Server(options);
+  /** @type {any} */
+  let config;
+  try {
+    config = await own.request(`${REST_PATH}config`);
+  } catch (error) {
+    if (error instanceof RequestFailed && error.code === "http-404") return own;
+    throw error;
+  }
+  const page = typeof config?.page_url === "string" ? config.page_url : "";
+  const tail = "iavicenne/";
+  if (!page.endsWith(tail)) {
+    throw new IAvicenneError(`${own.url}${REST_PATH}config named no page_url of the rooms (got ${JSON.stringify(page)})`);
+  }
+  const base = new URL(page.slice(0, page.length - tail.length), own.url).href;
+  if (base === own.url) return own;
+  return new Server({ baseUrl: base, location: base, fetch: options.fetch, cookies: options.cookies, document: options.document });
 }

@@ -158,6 +158,12 @@ export declare class Server {
   members(room: string): Promise<Member[]>;
 }
 
+/**
+ * The server that holds the rooms, as the page's server says (`iavicenne/api/config`):
+ * itself, or under JupyterHub the room service (through the Hub's proxy, with the Hub login).
+ */
+export declare function discoverRooms(options?: ServerOptions): Promise<Server>;
+
 // -- connections ------------------------------------------------------------------------
 
 export type ConnectionState = "connecting" | "online" | "reconnecting" | "closed";

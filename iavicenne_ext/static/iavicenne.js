@@ -23,7 +23,8 @@
  * - errors.js: the errors, `errorFrom` (an error frame's), `checkName`;
  * - events.js: `Emitter`;
  * - delivery.js: `Outbox`, `SeenSet`, `SeqTracker`;
- * - discovery.js: `Server` (addresses, token or login cookie, XSRF, REST);
+ * - discovery.js: `Server` (addresses, token or login cookie, XSRF, REST), `discoverRooms`
+ *   (the room service under JupyterHub);
  * - connection.js: `Backoff` and the connection core every client shares, which
  *   **reconnects** by itself with exponential backoff and jitter, **rejoins** and
  *   **recovers** what was missed (each room remembers its last `seq` and `epoch`, a
@@ -51,7 +52,7 @@ export * from "./protocol.js";
 export { ACCESS_KINDS, Room, RoomClient, RoomsAPI, payloadOf } from "./client.js";
 export { Backoff, parseFrame } from "./connection.js";
 export { Outbox, SeenSet, SeqTracker } from "./delivery.js";
-export { Server, readCookie } from "./discovery.js";
+export { discoverRooms, Server, readCookie } from "./discovery.js";
 export {
   AuthenticationError,
   checkName,

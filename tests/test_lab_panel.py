@@ -217,6 +217,24 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
         expect(alice.locator("#iavicenne-panel .iav-lab-mention")).to_contain_text("can you check the survival curves?")
         expect(tab).not_to_have_attribute("data-unread", "1")
 
+        # a direct message: only bob gets it, marked as such, with a notification
+        alice.locator("#iavicenne-panel .iav-lab-to").select_option("bob")
+        alice.locator("#iavicenne-panel .iav-lab-input").fill("just between us: cell 3 looks off")
+        alice.locator("#iavicenne-panel .iav-lab-input").press("Enter")
+        direct = bob.locator("#iavicenne-panel .iav-lab-direct").filter(has_text="just between us")
+        expect(direct).to_contain_text("direct, to you")
+        expect(bob.locator(".Toastify__toast").filter(has_text="Direct message from Alice")).to_be_visible()
+        expect(alice.locator("#iavicenne-panel .iav-lab-direct").filter(has_text="just between us")).to_contain_text(
+            "direct, to bob"
+        )
+        alice.locator("#iavicenne-panel .iav-lab-to").select_option("")
+
+        # status, from the command palette's command; connections, as each describes itself
+        bob.evaluate("() => window.jupyterapp.commands.execute('iavicenne:set-status', { status: 'reviewing the methods' })")
+        expect(member(alice, "bob").locator(".iav-lab-member-status")).to_have_text("reviewing the methods")
+        member(alice, "bob").locator(".iav-lab-connections").click()
+        expect(member(alice, "bob").locator(".iav-lab-connection")).to_have_text(["lab bob · bob.ipynb"])
+
         # follow: alice opens what bob is looking at, at his cell
         member(alice, "bob").locator(".iav-lab-follow").click()
         alice.wait_for_function(
@@ -227,7 +245,9 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
         expect(member(bob, "alice")).to_contain_text("bob.ipynb · cell 3")
 
         # carol's name, status and message stay text in both panels
-        carol.command(cmd="state", state={"display_name": HOSTILE, "status": HOSTILE, "kind": "kernel"})
+        carol.command(
+            cmd="state", state={"display_name": HOSTILE, "status": HOSTILE, "kind": "kernel", "notebook": "elsewhere.ipynb"}
+        )
         carol.expect("sent")
         carol.command(cmd="send", text=f"{HOSTILE} <script>window.iavPwned=2</script> [link](javascript:window.iavPwned=3)")
         carol.expect("sent")
@@ -239,6 +259,13 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
             for anchor in page.locator("#iavicenne-panel .iav-lab-body a").all():
                 assert not (anchor.get_attribute("href") or "").startswith("javascript:")
             assert page.evaluate("window.iavPwned") is None
+
+        # carol's notebook is on no server this window knows: following her shows its path
+        member(alice, "carol").locator(".iav-lab-follow").click()
+        dialog = alice.locator(".jp-Dialog")
+        expect(dialog).to_contain_text("elsewhere.ipynb (not opened: their connection does not say which server it is on)")
+        dialog.locator(".jp-Dialog-button").click()
+        expect(dialog).to_be_hidden()
 
         alice.locator("#iavicenne-panel").screenshot(path=str(saved(screenshot_path("lab-panel.png"))))
 

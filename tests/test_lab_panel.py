@@ -17,6 +17,7 @@ Notebook 7. Screenshots: lab-panel.png (tests/artifacts/, or docs/img/ with
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -276,6 +277,65 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
         expect(late.locator("#iavicenne-panel .iav-lab-day").first).to_have_text("Today")
     finally:
         carol.stop()
+
+
+# every value a transfer's progress bar showed, on each side: the panel draws each change
+WATCH_PROGRESS = """() => {
+    window.iavSteps = { send: new Set(), receive: new Set() };
+    const list = document.querySelector('#iavicenne-panel .iav-lab-transfer-list');
+    new MutationObserver(() => {
+        for (const item of list.querySelectorAll('.iav-lab-transfer')) {
+            window.iavSteps[item.dataset.direction].add(item.querySelector('progress').value);
+        }
+    }).observe(list, { childList: true, subtree: true });
+}"""
+
+
+def test_send_a_file_from_the_file_browser(lab: JupyterProcess, people: Any) -> None:
+    """alice sends a file to bob from her file browser's context menu over a peer link;
+    bob accepts and chooses where it goes; both see its progress; it arrives whole."""
+    from playwright.sync_api import expect
+
+    data = os.urandom(700_000)  # several chunks of the link: progress on the way
+    (lab.root / "cohort.parquet").write_bytes(data)
+    alice, bob = people("alice-token"), people("bob-token")
+    for page in (alice, bob):
+        # Chromium offers its loopback address as a candidate only to a page that may use
+        # the camera (see test_browser_page)
+        page.context.grant_permissions(["camera", "microphone"], origin=lab.origin)
+    open_lab(alice, lab, "alice.ipynb", "alice-files")
+    open_lab(bob, lab, "bob.ipynb", "bob-files")
+    for page in (alice, bob):
+        expect(page.locator("#iavicenne-panel .iav-lab-state")).to_have_attribute("data-state", "online")
+    expect(member(alice, "bob")).to_be_visible()
+    for page in (alice, bob):
+        page.evaluate(WATCH_PROGRESS)
+
+    alice.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+    item = alice.locator(".jp-DirListing-item[title*='cohort.parquet'], .jp-DirListing-item:has-text('cohort.parquet')").first
+    item.click(button="right")
+    alice.locator(".lm-Menu-item").filter(has_text="Send to a Member (iAvicenne)").click()
+    dialog = alice.locator(".jp-Dialog")
+    dialog.locator("select").select_option("bob")
+    dialog.locator(".jp-mod-accept").click()
+    sending = alice.locator("#iavicenne-panel .iav-lab-transfer[data-direction='send']")
+    expect(sending).to_contain_text("cohort.parquet to bob")
+
+    bob.locator(".Toastify__toast").filter(has_text="alice sends you cohort.parquet").get_by_text("Save as…").click()
+    save = bob.locator(".jp-Dialog")
+    save.locator("input").fill("from-alice.parquet")
+    save.locator(".jp-mod-accept").click()
+    receiving = bob.locator("#iavicenne-panel .iav-lab-transfer[data-direction='receive']")
+    expect(receiving).to_have_attribute("data-state", "done", timeout=60_000)
+    expect(receiving).to_contain_text("100% → from-alice.parquet")
+    expect(sending).to_have_attribute("data-state", "done")
+    expect(sending).to_contain_text("100%")
+    # progress was seen on the way, on both sides (not only at the end)
+    for page, direction in ((alice, "send"), (bob, "receive")):
+        steps = page.evaluate(f"() => [...window.iavSteps['{direction}']]")
+        assert len([step for step in steps if 0 < step < len(data)]) >= 2, (direction, steps)
+    received = lab.root / "from-alice.parquet"
+    assert hashlib.sha256(received.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
 
 
 def saved(path: Path) -> Path:

@@ -39,6 +39,29 @@ export declare class JoinedRoom {
     constructor(room: Client.Room);
     get name(): string;
 }
+/** A file on its way between two windows (or a window and a kernel), as both sides show it. */
+export interface Transfer {
+    id: string;
+    direction: "send" | "receive";
+    /** The other person. */
+    userId: string;
+    name: string;
+    size: number;
+    done: number;
+    state: "offered" | "accepted" | "sending" | "receiving" | "done" | "declined" | "failed";
+    /** Where it is saved (the receiver's choice). */
+    path: string | null;
+    error: string | null;
+    room: string;
+    /** the bytes, on the sender's side until sent */
+    data?: Uint8Array;
+    /** the other side's peer id (the receiver's, once it accepted) */
+    peerId?: string;
+}
+/** An offer of a file, handed to the window to accept (and choose where it goes) or decline. */
+export interface Offer {
+    transfer: Transfer;
+}
 export interface Settings {
     displayName: string;
     rooms: string[];
@@ -67,6 +90,15 @@ export declare class Collaboration {
     module: ClientModule | null;
     /** Why the connection could not be made, or "". */
     problem: string;
+    readonly transfers: Map<string, Transfer>;
+    /** A file offered to us: the window asks where to save it. */
+    readonly offered: Signal<this, Offer>;
+    /** Saves what arrived (the window's contents service). */
+    save: (path: string, data: Uint8Array) => Promise<void>;
+    /** room -> this window's peer network there (one peer per window: "<user>#<tag>") */
+    private readonly networks;
+    private readonly tag;
+    private readonly wired;
     private presence;
     private sentPresence;
     constructor(baseUrl: string, settings: Settings, initial: LabPresence);
@@ -92,4 +124,15 @@ export declare class Collaboration {
     private onMessage;
     private addEntry;
     private onControl;
+    get peerId(): string;
+    private startPeers;
+    /** Offer `data` (the file `name`) to `userId` in room `name`; it goes once they accept. */
+    offerFile(room: string, userId: string, name: string, data: Uint8Array): Promise<Transfer>;
+    /** Accept an offer: the sender sends, and what arrives is saved at `path`. */
+    acceptFile(id: string, path: string): Promise<void>;
+    declineFile(id: string): Promise<void>;
+    private onFileControl;
+    private sendFile;
+    /** A link's messages: a file's header, then its bytes (with progress on the way). */
+    private wire;
 }

@@ -11,6 +11,7 @@ export declare const CommandIDs: {
     readonly setStatus: "iavicenne:set-status";
     readonly openDemo: "iavicenne:open-demo";
     readonly follow: "iavicenne:follow";
+    readonly sendFile: "iavicenne:send-file";
 };
 export declare const iavicenneIcon: LabIcon;
 declare const plugin: JupyterFrontEndPlugin<void>;

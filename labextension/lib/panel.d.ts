@@ -29,6 +29,8 @@ export declare class RoomsPanel extends Widget {
     private readonly input;
     private readonly completion;
     private readonly roomTitle;
+    private readonly transfersSection;
+    private readonly transfersList;
     private completionItems;
     private completionIndex;
     private rendered;
@@ -44,6 +46,7 @@ export declare class RoomsPanel extends Widget {
     render(): void;
     private renderRooms;
     private renderMembers;
+    private renderTransfers;
     private atEnd;
     private seen;
     private onArrived;

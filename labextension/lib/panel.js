@@ -33,6 +33,8 @@ export class RoomsPanel extends Widget {
     input = element("textarea", "iav-lab-input");
     completion = element("ul", "iav-lab-completion");
     roomTitle = element("h3", "iav-lab-room-title");
+    transfersSection = element("section", "iav-lab-section iav-lab-transfers");
+    transfersList = element("ul", "iav-lab-transfer-list");
     completionItems = [];
     completionIndex = 0;
     rendered = new Map();
@@ -90,7 +92,8 @@ export class RoomsPanel extends Widget {
         this.input.addEventListener("input", () => this.updateCompletion());
         compose.append(this.toSelect, this.completion, this.input);
         this.chat.append(this.log, this.jumpButton, compose);
-        node.append(header, rooms, members, this.chat);
+        this.transfersSection.append(element("h3", "", "Files"), this.transfersList);
+        node.append(header, rooms, members, this.transfersSection, this.chat);
         this.render();
     }
     async joinAndShow(name) {
@@ -138,6 +141,7 @@ export class RoomsPanel extends Widget {
             this.showRoom(collaboration.rooms.keys().next().value);
         this.renderRooms();
         this.renderMembers();
+        this.renderTransfers();
         this.chat.hidden = this.current === null;
         this.updateBadge();
     }
@@ -232,6 +236,26 @@ export class RoomsPanel extends Widget {
         }
         this.toSelect.replaceChildren(...options);
         this.toSelect.value = options.some((option) => option.value === chosen) ? chosen : "";
+    }
+    renderTransfers() {
+        const transfers = [...this.collaboration.transfers.values()];
+        this.transfersSection.hidden = transfers.length === 0;
+        this.transfersList.replaceChildren(...transfers.map((transfer) => {
+            const item = element("li", "iav-lab-transfer");
+            item.dataset.transfer = transfer.id;
+            item.dataset.direction = transfer.direction;
+            item.dataset.state = transfer.state;
+            const who = transfer.direction === "send" ? `to ${transfer.userId}` : `from ${transfer.userId}`;
+            item.append(element("div", "iav-lab-transfer-name", `${transfer.name} ${who}`));
+            const bar = element("progress", "iav-lab-progress");
+            bar.max = Math.max(transfer.size, 1);
+            bar.value = Math.min(transfer.done, bar.max);
+            const percent = transfer.size ? Math.round((100 * transfer.done) / transfer.size) : 0;
+            const where = transfer.path ? ` → ${transfer.path}` : "";
+            const error = transfer.error ? `: ${transfer.error}` : "";
+            item.append(bar, element("div", "iav-lab-transfer-state", `${transfer.state} ${percent}%${where}${error}`));
+            return item;
+        }));
     }
     // -- chat -----------------------------------------------------------------------------
     atEnd() {

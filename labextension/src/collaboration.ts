@@ -61,6 +61,31 @@ export class JoinedRoom {
   }
 }
 
+/** A file on its way between two windows (or a window and a kernel), as both sides show it. */
+export interface Transfer {
+  id: string;
+  direction: "send" | "receive";
+  /** The other person. */
+  userId: string;
+  name: string;
+  size: number;
+  done: number;
+  state: "offered" | "accepted" | "sending" | "receiving" | "done" | "declined" | "failed";
+  /** Where it is saved (the receiver's choice). */
+  path: string | null;
+  error: string | null;
+  room: string;
+  /** the bytes, on the sender's side until sent */
+  data?: Uint8Array;
+  /** the other side's peer id (the receiver's, once it accepted) */
+  peerId?: string;
+}
+
+/** An offer of a file, handed to the window to accept (and choose where it goes) or decline. */
+export interface Offer {
+  transfer: Transfer;
+}
+
 export interface Settings {
   displayName: string;
   rooms: string[];
@@ -88,6 +113,17 @@ export class Collaboration {
   module: ClientModule | null = null;
   /** Why the connection could not be made, or "". */
   problem = "";
+  readonly transfers = new Map<string, Transfer>();
+  /** A file offered to us: the window asks where to save it. */
+  readonly offered = new Signal<this, Offer>(this);
+  /** Saves what arrived (the window's contents service). */
+  save: (path: string, data: Uint8Array) => Promise<void> = async () => {
+    throw new Error("nowhere to save files");
+  };
+  /** room -> this window's peer network there (one peer per window: "<user>#<tag>") */
+  private readonly networks = new Map<string, Client.PeerNetwork>();
+  private readonly tag = Array.from({ length: 6 }, () => Math.floor(Math.random() * 16).toString(16)).join("");
+  private readonly wired = new WeakSet<object>();
   private presence: LabPresence;
   private sentPresence = new Map<string, LabPresence>();
 
@@ -171,6 +207,7 @@ export class Collaboration {
     });
     // what came before we joined (the history replayed on join) came through `message` already
     this.changed.emit();
+    void this.startPeers(joined);
     void this.refreshRooms();
     return joined;
   }
@@ -180,6 +217,8 @@ export class Collaboration {
     if (!joined) return;
     this.rooms.delete(name);
     this.sentPresence.delete(name);
+    this.networks.get(name)?.close();
+    this.networks.delete(name);
     await joined.room.leave().catch(() => {});
     this.changed.emit();
     void this.refreshRooms();
@@ -283,6 +322,10 @@ export class Collaboration {
         .catch(() => {});
       return;
     }
+    if (kind === "file-offer" || kind === "file-accept" || kind === "file-decline") {
+      this.onFileControl(joined, message.userId, kind, content);
+      return;
+    }
     if (kind === "connection" && typeof content.peer_id === "string") {
       const list = joined.connections.get(message.userId) ?? [];
       // an answer is believed only about the sender's own peers
@@ -300,5 +343,164 @@ export class Collaboration {
       joined.connections.set(message.userId, list);
       this.changed.emit();
     }
+  }
+
+  // -- files over peer links ------------------------------------------------------------
+
+  get peerId(): string {
+    return `${this.me ?? ""}#${this.tag}`;
+  }
+
+  private async startPeers(joined: JoinedRoom): Promise<void> {
+    const module = this.module;
+    const client = this.client;
+    if (!module || !client) return;
+    try {
+      const network = await module.PeerNetwork.join({
+        server: client.server,
+        room: joined.name,
+        peerId: this.peerId,
+        // a link only with whoever holds that member's name in the room
+        verifyIdentity: module.presenceCheck(joined.room),
+      });
+      if (!this.rooms.has(joined.name)) {
+        network.close();
+        return;
+      }
+      this.networks.set(joined.name, network);
+      network.on("link", (link: Client.PeerLink) => this.wire(link));
+    } catch {
+      // files cannot go peer to peer in this room; chat and presence go on
+    }
+  }
+
+  /** Offer `data` (the file `name`) to `userId` in room `name`; it goes once they accept. */
+  async offerFile(room: string, userId: string, name: string, data: Uint8Array): Promise<Transfer> {
+    const joined = this.rooms.get(room);
+    if (!joined) throw new Error(`not in room ${room}`);
+    if (!this.networks.has(room)) throw new Error(`no peer links in ${room}: files cannot be sent there`);
+    const id = `${this.tag}-${Date.now().toString(36)}-${Math.floor(Math.random() * 1e6).toString(36)}`;
+    const transfer: Transfer = { id, direction: "send", userId, name, size: data.byteLength, done: 0, state: "offered", path: null, error: null, room, data };
+    this.transfers.set(id, transfer);
+    this.changed.emit();
+    await joined.room.direct(userId, { [CONTROL_KEY]: "file-offer", id, name, size: data.byteLength, peer_id: this.peerId });
+    return transfer;
+  }
+
+  /** Accept an offer: the sender sends, and what arrives is saved at `path`. */
+  async acceptFile(id: string, path: string): Promise<void> {
+    const transfer = this.transfers.get(id);
+    const joined = transfer ? this.rooms.get(transfer.room) : undefined;
+    if (!transfer || !joined || transfer.direction !== "receive") return;
+    transfer.path = path;
+    transfer.state = "accepted";
+    this.changed.emit();
+    await joined.room.direct(transfer.userId, { [CONTROL_KEY]: "file-accept", id, peer_id: this.peerId });
+  }
+
+  async declineFile(id: string): Promise<void> {
+    const transfer = this.transfers.get(id);
+    const joined = transfer ? this.rooms.get(transfer.room) : undefined;
+    if (!transfer || !joined) return;
+    transfer.state = "declined";
+    this.changed.emit();
+    await joined.room.direct(transfer.userId, { [CONTROL_KEY]: "file-decline", id }).catch(() => {});
+  }
+
+  private onFileControl(joined: JoinedRoom, from: string, kind: string, content: Record<string, Json>): void {
+    const id = typeof content.id === "string" ? content.id.slice(0, 100) : "";
+    if (!id) return;
+    if (kind === "file-offer") {
+      if (this.transfers.has(id)) return;
+      const size = typeof content.size === "number" && content.size >= 0 ? content.size : 0;
+      const name = typeof content.name === "string" ? content.name : "file";
+      const transfer: Transfer = {
+        id, direction: "receive", userId: from, name, size, done: 0, state: "offered", path: null, error: null, room: joined.name,
+        peerId: typeof content.peer_id === "string" ? content.peer_id : undefined,
+      };
+      this.transfers.set(id, transfer);
+      this.changed.emit();
+      this.offered.emit({ transfer });
+      return;
+    }
+    const transfer = this.transfers.get(id);
+    // only the person it was offered to answers for it
+    if (!transfer || transfer.direction !== "send" || transfer.userId !== from || transfer.state !== "offered") return;
+    if (kind === "file-decline") {
+      transfer.state = "declined";
+      transfer.data = undefined;
+      this.changed.emit();
+      return;
+    }
+    const peerId = typeof content.peer_id === "string" ? content.peer_id : "";
+    void this.sendFile(transfer, peerId);
+  }
+
+  private async sendFile(transfer: Transfer, peerId: string): Promise<void> {
+    const network = this.networks.get(transfer.room);
+    const data = transfer.data;
+    if (!network || !data) return;
+    transfer.state = "sending";
+    transfer.peerId = peerId;
+    this.changed.emit();
+    try {
+      const link = await network.connect(peerId, { timeout: 30_000 });
+      this.wire(link);
+      await link.send({ [CONTROL_KEY]: "file", id: transfer.id, name: transfer.name, size: data.byteLength });
+      await link.send(data, {
+        onProgress: (progress) => {
+          transfer.done = progress.done;
+          this.changed.emit();
+        },
+      });
+      transfer.done = data.byteLength;
+      transfer.state = "done";
+    } catch (error) {
+      transfer.state = "failed";
+      transfer.error = String((error as Error)?.message ?? error);
+    }
+    transfer.data = undefined;
+    this.changed.emit();
+  }
+
+  /** A link's messages: a file's header, then its bytes (with progress on the way). */
+  private wire(link: Client.PeerLink): void {
+    if (this.wired.has(link)) return;
+    this.wired.add(link);
+    let expecting: Transfer | null = null;
+    link.on("progress", (progress: Client.Progress) => {
+      if (progress.direction !== "receive" || !expecting) return;
+      expecting.done = progress.done;
+      this.changed.emit();
+    });
+    link.on("message", (payload: Client.PeerPayload) => {
+      if (payload instanceof Uint8Array) {
+        const transfer = expecting;
+        expecting = null;
+        if (!transfer || !transfer.path) return;
+        transfer.done = payload.byteLength;
+        void this.save(transfer.path, payload).then(
+          () => {
+            transfer.state = "done";
+            this.changed.emit();
+          },
+          (error) => {
+            transfer.state = "failed";
+            transfer.error = String(error?.message ?? error);
+            this.changed.emit();
+          },
+        );
+        return;
+      }
+      const header = payload as Record<string, Json> | null;
+      if (!header || typeof header !== "object" || header[CONTROL_KEY] !== "file" || typeof header.id !== "string") return;
+      const transfer = this.transfers.get(header.id);
+      // a file comes only as one we accepted, from the person who offered it
+      const from = this.module?.userOfPeer(link.peerId);
+      if (!transfer || transfer.direction !== "receive" || transfer.state !== "accepted" || transfer.userId !== from) return;
+      transfer.state = "receiving";
+      expecting = transfer;
+      this.changed.emit();
+    });
   }
 }

@@ -8,6 +8,7 @@ import { type JupyterFrontEnd, type JupyterFrontEndPlugin } from "@jupyterlab/ap
 import { ICommandPalette, InputDialog, Notification, showDialog, Dialog } from "@jupyterlab/apputils";
 import { PageConfig } from "@jupyterlab/coreutils";
 import { IDocumentManager } from "@jupyterlab/docmanager";
+import { IDefaultFileBrowser } from "@jupyterlab/filebrowser";
 import { INotebookTracker, NotebookPanel } from "@jupyterlab/notebook";
 import { IRenderMimeRegistry } from "@jupyterlab/rendermime";
 import { ISettingRegistry } from "@jupyterlab/settingregistry";
@@ -27,6 +28,7 @@ export const CommandIDs = {
   setStatus: "iavicenne:set-status",
   openDemo: "iavicenne:open-demo",
   follow: "iavicenne:follow",
+  sendFile: "iavicenne:send-file",
 } as const;
 
 const iconSvg =
@@ -70,7 +72,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
   description: "iAvicenne rooms, people and chat in a side panel",
   autoStart: true,
   requires: [IRenderMimeRegistry],
-  optional: [IDocumentManager, INotebookTracker, IStatusBar, ICommandPalette, ISettingRegistry],
+  optional: [IDocumentManager, INotebookTracker, IStatusBar, ICommandPalette, ISettingRegistry, IDefaultFileBrowser],
   activate: async (
     app: JupyterFrontEnd,
     rendermime: IRenderMimeRegistry,
@@ -79,6 +81,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
     statusBar: IStatusBar | null,
     palette: ICommandPalette | null,
     settingRegistry: ISettingRegistry | null,
+    fileBrowser: IDefaultFileBrowser | null,
   ) => {
     const baseUrl = PageConfig.getBaseUrl();
     const ourServer = new URL(baseUrl, window.location.href).href;
@@ -223,6 +226,61 @@ const plugin: JupyterFrontEndPlugin<void> = {
         }
       },
     });
+    // files: what arrives is saved through the contents API, where the receiver chose
+    const contents = app.serviceManager.contents;
+    collaboration.save = async (path, data) => {
+      let binary = "";
+      for (let start = 0; start < data.byteLength; start += 0x8000) {
+        binary += String.fromCharCode(...data.subarray(start, start + 0x8000));
+      }
+      await contents.save(path, { type: "file", format: "base64", content: btoa(binary) });
+    };
+    collaboration.offered.connect((_, { transfer }) => {
+      const size = transfer.size < 1024 ? `${transfer.size} bytes` : `${Math.round(transfer.size / 1024)} KiB`;
+      Notification.info(`${transfer.userId} sends you ${transfer.name} (${size})`, {
+        autoClose: false,
+        actions: [
+          {
+            label: "Save as…",
+            callback: async () => {
+              const folder = fileBrowser?.model.path ?? "";
+              const suggested = folder ? `${folder}/${transfer.name}` : transfer.name;
+              const answer = await InputDialog.getText({ title: `Save ${transfer.name} from ${transfer.userId} as`, text: suggested });
+              if (!answer.button.accept || !answer.value) {
+                await collaboration.declineFile(transfer.id);
+                return;
+              }
+              app.shell.activateById(panel.id);
+              await collaboration.acceptFile(transfer.id, answer.value.trim());
+            },
+          },
+          { label: "Decline", callback: () => void collaboration.declineFile(transfer.id) },
+        ],
+      });
+    });
+    app.commands.addCommand(CommandIDs.sendFile, {
+      label: "Send to a Member (iAvicenne)…",
+      isEnabled: () => Boolean(panel.current) && Boolean(fileBrowser),
+      execute: async (args) => {
+        const room = panel.current;
+        const item = typeof args.path === "string" ? { path: args.path, name: args.path.split("/").pop() ?? args.path } : fileBrowser?.selectedItems().next().value;
+        if (!room || !item) return;
+        const joined = collaboration.rooms.get(room);
+        const others = [...(joined?.room.members.keys() ?? [])].filter((user) => user !== collaboration.me);
+        let to = typeof args.to === "string" ? args.to : "";
+        if (!to) {
+          const answer = await InputDialog.getItem({ title: `Send ${item.name} to`, items: others });
+          if (!answer.button.accept || !answer.value) return;
+          to = answer.value;
+        }
+        const file = await contents.get(item.path, { type: "file", format: "base64", content: true });
+        const bytes = Uint8Array.from(atob(String(file.content).replace(/\s/g, "")), (c) => c.charCodeAt(0));
+        app.shell.activateById(panel.id);
+        await collaboration.offerFile(room, to, item.name, bytes);
+      },
+    });
+    app.contextMenu.addItem({ command: CommandIDs.sendFile, selector: '.jp-DirListing-item[data-isdir="false"]', rank: 20 });
+
     if (palette) {
       const category = "iAvicenne";
       for (const command of [CommandIDs.openPanel, CommandIDs.joinRoom, CommandIDs.setStatus, CommandIDs.openDemo]) {

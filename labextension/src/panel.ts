@@ -38,6 +38,8 @@ export class RoomsPanel extends Widget {
   private readonly input = element("textarea", "iav-lab-input");
   private readonly completion = element("ul", "iav-lab-completion");
   private readonly roomTitle = element("h3", "iav-lab-room-title");
+  private readonly transfersSection = element("section", "iav-lab-section iav-lab-transfers");
+  private readonly transfersList = element("ul", "iav-lab-transfer-list");
   private completionItems: string[] = [];
   private completionIndex = 0;
   private rendered = new Map<string, number>();
@@ -99,7 +101,8 @@ export class RoomsPanel extends Widget {
     this.input.addEventListener("input", () => this.updateCompletion());
     compose.append(this.toSelect, this.completion, this.input);
     this.chat.append(this.log, this.jumpButton, compose);
-    node.append(header, rooms, members, this.chat);
+    this.transfersSection.append(element("h3", "", "Files"), this.transfersList);
+    node.append(header, rooms, members, this.transfersSection, this.chat);
     this.render();
   }
 
@@ -148,6 +151,7 @@ export class RoomsPanel extends Widget {
     if (!this.current && collaboration.rooms.size) this.showRoom(collaboration.rooms.keys().next().value as string);
     this.renderRooms();
     this.renderMembers();
+    this.renderTransfers();
     this.chat.hidden = this.current === null;
     this.updateBadge();
   }
@@ -233,6 +237,29 @@ export class RoomsPanel extends Widget {
     }
     this.toSelect.replaceChildren(...options);
     this.toSelect.value = options.some((option) => option.value === chosen) ? chosen : "";
+  }
+
+  private renderTransfers(): void {
+    const transfers = [...this.collaboration.transfers.values()];
+    this.transfersSection.hidden = transfers.length === 0;
+    this.transfersList.replaceChildren(
+      ...transfers.map((transfer) => {
+        const item = element("li", "iav-lab-transfer");
+        item.dataset.transfer = transfer.id;
+        item.dataset.direction = transfer.direction;
+        item.dataset.state = transfer.state;
+        const who = transfer.direction === "send" ? `to ${transfer.userId}` : `from ${transfer.userId}`;
+        item.append(element("div", "iav-lab-transfer-name", `${transfer.name} ${who}`));
+        const bar = element("progress", "iav-lab-progress");
+        bar.max = Math.max(transfer.size, 1);
+        bar.value = Math.min(transfer.done, bar.max);
+        const percent = transfer.size ? Math.round((100 * transfer.done) / transfer.size) : 0;
+        const where = transfer.path ? ` → ${transfer.path}` : "";
+        const error = transfer.error ? `: ${transfer.error}` : "";
+        item.append(bar, element("div", "iav-lab-transfer-state", `${transfer.state} ${percent}%${where}${error}`));
+        return item;
+      }),
+    );
   }
 
   // -- chat -----------------------------------------------------------------------------

@@ -10,7 +10,8 @@ online; a mention while alice's panel is closed puts an unread badge on its tab 
 JupyterLab notification on her screen; following bob opens his notebook at his cell;
 what carol puts in every field another person's panel shows (name, status, message) stays
 text; a window opened later gets the history on join. The same extension activates in
-Notebook 7. Screenshots: lab-panel.png (tests/artifacts/, or docs/img/ with
+Notebook 7. A file sent from alice's file browser arrives whole at bob's, where he chose,
+with progress on both sides. Screenshots: lab-panel.png, lab-window.png, lab-file-received.png (tests/artifacts/, or docs/img/ with
 ``IAVICENNE_UPDATE_SCREENSHOTS=1``).
 """
 
@@ -269,6 +270,7 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
         expect(dialog).to_be_hidden()
 
         alice.locator("#iavicenne-panel").screenshot(path=str(saved(screenshot_path("lab-panel.png"))))
+        bob.screenshot(path=str(saved(screenshot_path("lab-window.png"))))
 
         # a window opened later: the history on join
         late = people("bob-token")
@@ -330,6 +332,7 @@ def test_send_a_file_from_the_file_browser(lab: JupyterProcess, people: Any) -> 
     expect(receiving).to_contain_text("100% → from-alice.parquet")
     expect(sending).to_have_attribute("data-state", "done")
     expect(sending).to_contain_text("100%")
+    bob.locator("#iavicenne-panel").screenshot(path=str(saved(screenshot_path("lab-file-received.png"))))
     # progress was seen on the way, on both sides (not only at the end)
     for page, direction in ((alice, "send"), (bob, "receive")):
         steps = page.evaluate(f"() => [...window.iavSteps['{direction}']]")

@@ -9,7 +9,7 @@
  * it runs against, and its types are the client's own (iavicenne.d.ts, `import type`).
  */
 import { Signal } from "@lumino/signaling";
-import { UnreadTracker, mentions, messageText, peopleOnline, samePresence, } from "./model";
+import { UnreadTracker, mayReceive, mentions, messageText, parseOffer, peopleOnline, samePresence, } from "./model";
 /** Load the browser client from the server (a module of its own, outside webpack's bundle). */
 export async function loadClient(baseUrl) {
     const url = `${baseUrl}iavicenne/static/iavicenne.js`;
@@ -338,13 +338,12 @@ export class Collaboration {
         if (!id)
             return;
         if (kind === "file-offer") {
-            if (this.transfers.has(id))
+            const offer = parseOffer(content);
+            if (!offer || this.transfers.has(offer.id))
                 return;
-            const size = typeof content.size === "number" && content.size >= 0 ? content.size : 0;
-            const name = typeof content.name === "string" ? content.name : "file";
             const transfer = {
-                id, direction: "receive", userId: from, name, size, done: 0, state: "offered", path: null, error: null, room: joined.name,
-                peerId: typeof content.peer_id === "string" ? content.peer_id : undefined,
+                id: offer.id, direction: "receive", userId: from, name: offer.name, size: offer.size, done: 0, state: "offered",
+                path: null, error: null, room: joined.name, peerId: offer.peerId ?? undefined,
             };
             this.transfers.set(id, transfer);
             this.changed.emit();
@@ -427,7 +426,7 @@ export class Collaboration {
             const transfer = this.transfers.get(header.id);
             // a file comes only as one we accepted, from the person who offered it
             const from = this.module?.userOfPeer(link.peerId);
-            if (!transfer || transfer.direction !== "receive" || transfer.state !== "accepted" || transfer.userId !== from)
+            if (!transfer || !mayReceive(transfer, from))
                 return;
             transfer.state = "receiving";
             expecting = transfer;

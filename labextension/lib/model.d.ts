@@ -126,3 +126,23 @@ export declare function samePresence(a: Record<string, unknown> | null, b: Recor
 export declare function messageText(content: Record<string, Json> | undefined): string;
 /** A connection's line in a member's list: "kernel bob#3f2a1c · eda.ipynb". */
 export declare function connectionLabel(connection: ConnectionInfo): string;
+/**
+ * The name an offered file is suggested under: its last path segment, without control
+ * characters, never "." or ".."; whatever a sender writes cannot point elsewhere.
+ */
+export declare function safeFileName(name: unknown): string;
+/** The path a received file is suggested at: in the folder the file browser shows. */
+export declare function suggestedPath(folder: string, name: string): string;
+/** An offer as a control message carries it, checked; null when it is not one. */
+export declare function parseOffer(content: Record<string, Json>): {
+    id: string;
+    name: string;
+    size: number;
+    peerId: string | null;
+} | null;
+/** Whether a file's bytes may be taken: one we accepted, coming from the person who offered it. */
+export declare function mayReceive(transfer: {
+    direction: string;
+    state: string;
+    userId: string;
+} | undefined, fromUser: string | undefined): boolean;

@@ -17,8 +17,10 @@ import {
   type Json,
   type LabPresence,
   UnreadTracker,
+  mayReceive,
   mentions,
   messageText,
+  parseOffer,
   peopleOnline,
   samePresence,
 } from "./model";
@@ -411,12 +413,11 @@ export class Collaboration {
     const id = typeof content.id === "string" ? content.id.slice(0, 100) : "";
     if (!id) return;
     if (kind === "file-offer") {
-      if (this.transfers.has(id)) return;
-      const size = typeof content.size === "number" && content.size >= 0 ? content.size : 0;
-      const name = typeof content.name === "string" ? content.name : "file";
+      const offer = parseOffer(content);
+      if (!offer || this.transfers.has(offer.id)) return;
       const transfer: Transfer = {
-        id, direction: "receive", userId: from, name, size, done: 0, state: "offered", path: null, error: null, room: joined.name,
-        peerId: typeof content.peer_id === "string" ? content.peer_id : undefined,
+        id: offer.id, direction: "receive", userId: from, name: offer.name, size: offer.size, done: 0, state: "offered",
+        path: null, error: null, room: joined.name, peerId: offer.peerId ?? undefined,
       };
       this.transfers.set(id, transfer);
       this.changed.emit();
@@ -497,7 +498,7 @@ export class Collaboration {
       const transfer = this.transfers.get(header.id);
       // a file comes only as one we accepted, from the person who offered it
       const from = this.module?.userOfPeer(link.peerId);
-      if (!transfer || transfer.direction !== "receive" || transfer.state !== "accepted" || transfer.userId !== from) return;
+      if (!transfer || !mayReceive(transfer, from)) return;
       transfer.state = "receiving";
       expecting = transfer;
       this.changed.emit();

@@ -17,7 +17,7 @@ import { LabIcon } from "@jupyterlab/ui-components";
 import { Widget } from "@lumino/widgets";
 
 import { Collaboration, type Settings } from "./collaboration";
-import { followTarget, labPresence } from "./model";
+import { followTarget, labPresence, suggestedPath } from "./model";
 import { RoomsPanel } from "./panel";
 
 const PLUGIN_ID = "iavicenne-lab:plugin";
@@ -243,8 +243,7 @@ const plugin: JupyterFrontEndPlugin<void> = {
           {
             label: "Save as…",
             callback: async () => {
-              const folder = fileBrowser?.model.path ?? "";
-              const suggested = folder ? `${folder}/${transfer.name}` : transfer.name;
+              const suggested = suggestedPath(fileBrowser?.model.path ?? "", transfer.name);
               const answer = await InputDialog.getText({ title: `Save ${transfer.name} from ${transfer.userId} as`, text: suggested });
               if (!answer.button.accept || !answer.value) {
                 await collaboration.declineFile(transfer.id);

@@ -282,3 +282,38 @@ export function connectionLabel(connection: ConnectionInfo): string {
   const where = connection.document || connection.notebook || "";
   return where ? `${connection.kind} ${connection.peer_id} · ${where}` : `${connection.kind} ${connection.peer_id}`;
 }
+
+// -- files ------------------------------------------------------------------------------
+
+/**
+ * The name an offered file is suggested under: its last path segment, without control
+ * characters, never "." or ".."; whatever a sender writes cannot point elsewhere.
+ */
+export function safeFileName(name: unknown): string {
+  const text = typeof name === "string" ? name : "";
+  const last = text.split(/[/\\]/u).pop()?.replace(/[\u0000-\u001f\u007f]/gu, "").trim() ?? "";
+  const bounded = last.slice(0, 200);
+  return bounded && bounded !== "." && bounded !== ".." ? bounded : "received-file";
+}
+
+/** The path a received file is suggested at: in the folder the file browser shows. */
+export function suggestedPath(folder: string, name: string): string {
+  const safe = safeFileName(name);
+  const base = folder.replace(/\/+$/u, "");
+  return base ? `${base}/${safe}` : safe;
+}
+
+/** An offer as a control message carries it, checked; null when it is not one. */
+export function parseOffer(content: Record<string, Json>): { id: string; name: string; size: number; peerId: string | null } | null {
+  const id = content.id;
+  if (typeof id !== "string" || !id || id.length > 100) return null;
+  const size = content.size;
+  if (typeof size !== "number" || !Number.isInteger(size) || size < 0) return null;
+  const peerId = typeof content.peer_id === "string" ? content.peer_id : null;
+  return { id, name: safeFileName(content.name), size, peerId };
+}
+
+/** Whether a file's bytes may be taken: one we accepted, coming from the person who offered it. */
+export function mayReceive(transfer: { direction: string; state: string; userId: string } | undefined, fromUser: string | undefined): boolean {
+  return transfer !== undefined && transfer.direction === "receive" && transfer.state === "accepted" && transfer.userId === fromUser;
+}

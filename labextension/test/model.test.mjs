@@ -128,3 +128,26 @@ test("samePresence and connectionLabel", () => {
   assert.equal(connectionLabel({ peer_id: "bob#3f2a1c", kind: "kernel", notebook: "f.ipynb" }), "kernel bob#3f2a1c · f.ipynb");
   assert.equal(connectionLabel({ peer_id: "bob", kind: "lab", document: null }), "lab bob");
 });
+
+test("files: an offer's name cannot point elsewhere; a malformed offer is none; bytes only as accepted, from the offerer", async () => {
+  const { mayReceive, parseOffer, safeFileName, suggestedPath } = await import("../lib/model.js");
+  assert.equal(safeFileName("../../.bashrc"), ".bashrc");
+  assert.equal(safeFileName("a\\b\\evil.py"), "evil.py");
+  assert.equal(safeFileName(".."), "received-file");
+  assert.equal(safeFileName("x\u0000y\n.csv"), "xy.csv");
+  assert.equal(safeFileName(42), "received-file");
+  assert.equal(safeFileName("a".repeat(500)).length, 200);
+  assert.equal(suggestedPath("data/in/", "../r.csv"), "data/in/r.csv");
+  assert.equal(suggestedPath("", "r.csv"), "r.csv");
+  assert.deepEqual(parseOffer({ id: "t1", name: "../r.csv", size: 10, peer_id: "bob#abcdef" }), { id: "t1", name: "r.csv", size: 10, peerId: "bob#abcdef" });
+  assert.equal(parseOffer({ id: "t1", name: "r", size: -1 }), null);
+  assert.equal(parseOffer({ id: "", name: "r", size: 1 }), null);
+  assert.equal(parseOffer({ id: "x".repeat(101), name: "r", size: 1 }), null);
+  assert.equal(parseOffer({ id: "t", name: "r", size: 1.5 }), null);
+  const accepted = { direction: "receive", state: "accepted", userId: "alice" };
+  assert.equal(mayReceive(accepted, "alice"), true);
+  assert.equal(mayReceive(accepted, "mallory"), false);
+  assert.equal(mayReceive({ ...accepted, state: "offered" }, "alice"), false, "not accepted yet");
+  assert.equal(mayReceive({ ...accepted, direction: "send" }, "alice"), false);
+  assert.equal(mayReceive(undefined, "alice"), false);
+});

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from notebook_support import CHROMIUM_ARGS, chromium_path
 from room_support import Connect, assert_timestamped
 
 from iavicenne.ice import ADDRESSES_VARIABLE
@@ -60,3 +61,17 @@ def opened(io_loop: Any) -> Any:
             await thing.close()
 
     io_loop.run_sync(close_all)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Debian's Chromium driven by Playwright's sync API, one per test module (its tests
+    open their own contexts). The module must also override pytest-jupyter's loop
+    fixtures (see test_browser_page): Playwright's sync API runs a loop in this thread."""
+    executable = chromium_path()  # fail (CI) or skip before starting anything
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()

@@ -45,6 +45,9 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # WebRTC between the page and a kernel on 127.0.0.1: loopback candidates, real addresses
+    "--allow-loopback-in-peer-connection",
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
     NO_NAMES,
 ]
 
@@ -59,7 +62,7 @@ def screenshot_path(name: str) -> Path:
 
 def chromium_path() -> str:
     """Debian's Chromium (Playwright's own browser download does not work here)."""
-    for candidate in (os.environ.get("CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
+    for candidate in (os.environ.get("IAVICENNE_CHROMIUM"), "/usr/bin/chromium", shutil.which("chromium")):
         if candidate and os.access(candidate, os.X_OK):
             return candidate
     reason = "no Chromium found at /usr/bin/chromium"

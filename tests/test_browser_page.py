@@ -27,7 +27,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import struct
 import subprocess
 import sys
@@ -42,7 +41,7 @@ from typing import Any
 
 import network_namespace
 import pytest
-from notebook_support import NO_NAMES, screenshot_path
+from notebook_support import chromium_path, screenshot_path
 
 from iavicenne_ext.handlers.page import STATIC_DIR
 from iavicenne_ext.protocol import ROOMS_PATH
@@ -51,32 +50,7 @@ from iavicenne_ext.testing import JupyterProcess
 REPO = Path(__file__).resolve().parent.parent
 AGENT = Path(__file__).resolve().parent / "browser_agent.py"
 SCREENSHOT = "demo-page.png"  # of the README: docs/img/ with IAVICENNE_UPDATE_SCREENSHOTS=1, else tests/artifacts/
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--allow-loopback-in-peer-connection",
-    "--disable-features=WebRtcHideLocalIpsWithMdns",
-    NO_NAMES,  # the tests talk to 127.0.0.1 only: no DNS queries for Google's services
-]
-INSTALL_HINT = "apt-get install chromium (Debian's package; Playwright's own browser download is not used)"
 TIMEOUT_MS = 20_000
-
-
-def _missing(reason: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run the browser tests: {INSTALL_HINT}", pytrace=False)
-    pytest.skip(f"{reason}: {INSTALL_HINT}")
-
-
-def chromium_executable() -> str:
-    for candidate in (os.environ.get("IAVICENNE_CHROMIUM"), shutil.which("chromium"), "/usr/bin/chromium"):
-        if candidate and os.access(candidate, os.X_OK):
-            return candidate
-    _missing("no Chromium found (looked for $IAVICENNE_CHROMIUM, chromium on PATH, /usr/bin/chromium)")
-    raise AssertionError("unreachable")
 
 
 # -- the server and the browser -----------------------------------------------------------
@@ -103,20 +77,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]
     process.launch().wait_serving()
     yield process
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_executable()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("Playwright is not installed (pip install playwright, or the project's test extras)")
-        raise
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
@@ -494,7 +454,7 @@ LOOPBACK_ADDRESSES = ("127.0.0.1", "::1")
 @pytest.mark.timeout(200)
 def test_a_data_channel_between_chromium_and_an_aiortc_kernel(request: pytest.FixtureRequest) -> None:
     if not network_namespace.inside():
-        chromium_executable()  # fail (CI) or skip here when there is none
+        chromium_path()  # fail (CI) or skip here when there is none
         network_namespace.run_inside(request)
         return
     from playwright.sync_api import expect

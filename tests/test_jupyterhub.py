@@ -753,19 +753,6 @@ def test_the_room_service_outside_a_hub_says_how_to_run_it(tmp_path: Path) -> No
 # -- browsers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    from test_browser_page import CHROMIUM_ARGS, chromium_executable
-
-    executable = chromium_executable()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
-
-
 def logged_in(browser: Any, hub: Hub, user: str) -> Any:
     """A browser context logged in to the Hub as `user`, through its login form."""
     context = browser.new_context()

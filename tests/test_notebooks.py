@@ -83,7 +83,10 @@ def run_and_read(runs: list[NotebookRun], expression: str, timeout: float = 60.0
             probe = nbformat.v4.new_code_cell(f"import json as _json\nprint(_json.dumps({expression}))")
             notebook.cells.append(probe)  # the test's own cell, in its copy of the notebook only
             await client.async_execute_cell(probe, len(notebook.cells) - 1)
-        return dict(json.loads(probe.outputs[-1]["text"]))
+        # the probe's own line: a print from the notebook's callbacks (another thread) may
+        # still land in this cell, before or after it (ipykernel sends its "\n" separately)
+        printed_lines = "".join(out.get("text", "") for out in probe.outputs if out.get("name") == "stdout").splitlines()
+        return dict(json.loads(next(line for line in reversed(printed_lines) if line.startswith("{"))))
 
     async def all_of_them() -> list[dict[str, Any]]:
         return list(await asyncio.gather(*(one(run) for run in runs)))

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browser_page import CHROMIUM_ARGS, TIMEOUT_MS, chromium_executable
+from test_browser_page import TIMEOUT_MS
 
 from iavicenne_ext.testing import JupyterProcess
 
@@ -50,17 +50,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]
     process.launch().wait_serving()
     yield process
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_executable()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

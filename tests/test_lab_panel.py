@@ -27,8 +27,8 @@ from typing import Any
 
 import nbformat
 import pytest
-from notebook_support import screenshot_path
-from test_browser_page import CHROMIUM_ARGS, TIMEOUT_MS, Agent, chromium_executable
+from notebook_support import chromium_path, screenshot_path
+from test_browser_page import TIMEOUT_MS, Agent
 
 from iavicenne_ext.testing import JupyterProcess
 
@@ -78,7 +78,7 @@ def notebook_7() -> list[str]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
-    chromium_executable()  # fail (CI) or skip before starting anything
+    chromium_path()  # fail (CI) or skip before starting anything
     process = JupyterProcess(
         tmp_path_factory.mktemp("lab-panel"), lab=True, options={"broker": "memory"}, extensions=notebook_7()
     )
@@ -99,17 +99,6 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     process.launch().wait_serving()
     yield process
     process.stop()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    executable = chromium_executable()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -23,6 +23,7 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import nbformat
@@ -83,10 +84,12 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
         tmp_path_factory.mktemp("lab-panel"), lab=True, options={"broker": "memory"}, extensions=notebook_7()
     )
     process.config.mkdir(parents=True)
-    (process.config / "jupyter_server_config.py").write_text(_CONFIG.format(tests=str(Path(__file__).parent)))
-    # JupyterLab finds the extension of this checkout first (its data folder comes before the
-    # environment's): what is tested is the committed build
-    extensions = process.workdir / "data" / "labextensions"
+    config = _CONFIG.format(tests=str(Path(__file__).parent))
+    config += f"c.LabApp.extra_labextensions_path = [{str(process.workdir / 'lab-extensions')!r}]\n"
+    (process.config / "jupyter_server_config.py").write_text(config)
+    # JupyterLab takes the extension of this checkout (what is tested is the committed build),
+    # not a copy an earlier install left in the environment: an extra path comes first
+    extensions = process.workdir / "lab-extensions"
     extensions.mkdir(parents=True)
     (extensions / "iavicenne-lab").symlink_to(BUILD, target_is_directory=True)
     # the settings of the extension: the room joined at start
@@ -171,6 +174,18 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
         expect(member(alice, "bob")).to_contain_text("bob.ipynb · cell 3")
         expect(member(alice, "alice")).to_contain_text("(you)")
         expect(member(alice, "carol")).to_be_visible()
+        # alice's kernel joins too, with a state of its own: still one alice, and her window
+        # says again where she is
+        kernel = Agent(SimpleNamespace(origin=lab.origin, token="alice-token"), ROOM, "alice", log=tmp_path / "kernel.log")  # type: ignore[arg-type]
+        try:
+            kernel.expect("ready")
+            kernel.command(cmd="state", state={"kind": "kernel", "status": "busy"})
+            kernel.expect("sent")
+            expect(bob.locator("#iavicenne-panel .iav-lab-member")).to_have_count(3)
+            expect(member(bob, "alice")).to_contain_text("alice.ipynb · cell 2")
+        finally:
+            kernel.stop()
+
         # the status bar: the people online besides oneself
         expect(alice.locator(".iav-lab-status")).to_have_text("iAvicenne: 2 online")
 

@@ -128,7 +128,15 @@ export class Collaboration {
         this.sentPresence.set(name, this.presence);
         room.on("message", (message) => this.onMessage(joined, message));
         room.on("control", (message) => this.onControl(joined, message));
-        room.on("presence", () => this.changed.emit());
+        room.on("presence", (event) => {
+            // the room keeps one state per person, the last any of their connections set: when
+            // one of our kernels sets its own, this window says again where we are (a kernel
+            // sets its state on join and when asked, so this does not go back and forth)
+            if ((event.kind === "state" || event.kind === "joined") && event.userId === this.me && event.state?.kind !== "lab") {
+                void room.setState(this.presenceState()).catch((error) => console.warn("iavicenne: presence not sent", error));
+            }
+            this.changed.emit();
+        });
         room.on("gap", () => {
             joined.gap = true;
             this.changed.emit();

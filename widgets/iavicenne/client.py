@@ -358,6 +358,8 @@ class RoomClient(Endpoint):
             room._on_joined(frame)
         elif kind in (p.USER_JOINED, p.USER_LEFT, p.PRESENCE):
             room._on_presence(frame)
+        elif kind == p.SHARED:  # the room's shared document: iavicenne.shared's
+            room._emit("shared", frame)
         elif kind == p.DIRECT_MESSAGE:
             ref = frame.get("ref")
             # direct messages have no seq: a resend after a lost ack is recognised by its ref

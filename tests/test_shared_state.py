@@ -251,3 +251,30 @@ async def test_a_linked_widget_follows_in_the_other_kernel(kernels: Kernels, roo
     await eventually(lambda: bob_slider.value == 0.8, what="bob's slider following alice's")
     bob_slider.value = 0.2
     await eventually(lambda: alice_slider.value == 0.2, what="alice's slider following bob's")
+
+
+async def test_with_redis_the_document_survives_every_server_restarting(
+    tmp_path_factory: pytest.TempPathFactory, opened: list[Any]
+) -> None:
+    url, prefix = shared_redis_url(), unique_prefix("shared-restart")
+    workdir = tmp_path_factory.mktemp("shared-restart")
+    servers = [_configured(jupyter_on_redis(workdir, url, prefix, f"server{i}", **SMALL)) for i in range(2)]
+    deployment = Deployment("redis", start_all(servers))
+    try:
+        kernels = Kernels(deployment, opened)
+        alice_client, alice = await kernels.open("alice", "s-restart")
+        for i in range(SMALL["shared_compact_every"] * 2):  # compacted on the way, at least once
+            alice["threshold"] = i
+            alice.setdefault("questions", []).append(f"q{i}")
+            await asyncio.sleep(0.01)
+        expected = alice.to_py()
+        await eventually(lambda: not alice_client.unacknowledged, what="alice's updates acknowledged")
+        await alice_client.close()
+        stop_all(servers)  # every server of the deployment is gone; only Redis keeps the room
+        start_all(servers)
+        _bob_client, bob = await kernels.open("bob", "s-restart")
+        assert bob.to_py() == expected
+        assert len(bob["questions"]) == SMALL["shared_compact_every"] * 2
+    finally:
+        stop_all(servers)
+        drop_prefix(url, prefix)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -201,6 +202,13 @@ class SharedState:
         if room is None or room.left:
             return
         frame = {"type": p.SHARED, "room": room.name, "payload": {"sync": _sync(step, payload)}}
+        client = room.client
+        if step == p.SyncStep.STEP1:
+            # answered by a shared frame, not an ack: not for the outbox. Lost with the
+            # socket, it is sent again on the rejoin of the next one
+            if client.connected:
+                client._write(client._ws, json.dumps(frame))
+            return
         try:
             sent = room.client._send_reliable(frame, room.name)
         except Exception as error:  # the client is closed: the next join syncs
@@ -261,7 +269,12 @@ class SharedState:
         """Sync with `room` (joined) now and after every rejoin the client makes."""
         self.detach()
         self._room = room
-        self._unsubscribe = [room.on("shared", self._on_frame), room.on("presence", self._on_presence)]
+        self._unsubscribe = [
+            room.on("shared", self._on_frame),
+            room.on("presence", self._on_presence),
+            # a reconnect: the client rejoined the room on the new socket before it is ready
+            room.client.on("connected", self._on_connected),
+        ]
         self._send(p.SyncStep.STEP1, self.doc.get_state())
 
     def detach(self) -> None:
@@ -269,6 +282,9 @@ class SharedState:
             unsubscribe()
         self._unsubscribe = []
         self._room = None
+
+    def _on_connected(self, _event: Any) -> None:
+        self._send(p.SyncStep.STEP1, self.doc.get_state())
 
     def _on_presence(self, event: Any) -> None:
         # a snapshot: the room was (re)joined, maybe on a new socket after a reconnect

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from access_support import SERVER_CONFIG, Deployment, call
+from jupyter_server.auth.authorizer import Authorizer
 from room_support import of_type
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
@@ -361,3 +362,33 @@ async def test_look_alike_names_are_refused_on_every_server(deployment: Deployme
     assert refused["code"] == p.ErrorCode.NAME_TAKEN and "looks like 'alice'" in refused["message"]
     await alice.silent(0.3)
     assert [f["user_id"] for f in of_type(alice.seen, p.USER_JOINED)] == ["Dr Ana"]  # her own, no impostor
+
+
+class ReadOnlyBob(Authorizer):
+    """Jupyter's authorizer: bob may read iAvicenne's rooms, not change them."""
+
+    def is_authorized(self, handler: Any, user: Any, action: str, resource: str) -> bool:
+        return not (user.username == "bob" and resource == "iavicenne" and action == "write")
+
+
+def _read_only_bob() -> dict[str, Any]:
+    from access_support import GroupAnalysts
+
+    return {
+        "ServerApp": {
+            "jpserver_extensions": {"iavicenne_ext": True},
+            "identity_provider_class": GroupAnalysts,
+            "authorizer_class": ReadOnlyBob,
+        },
+        "IAvicenne": {},
+    }
+
+
+@pytest.mark.parametrize("jp_server_config", [_read_only_bob()])
+async def test_changing_rooms_needs_jupyters_write_permission(api: Any) -> None:
+    assert (await api("alice", "POST", "rooms", {"room": "q", "members": ["bob"]}))[0] == 201
+    status, body = await api("bob", "POST", "rooms", {"room": "b"})
+    assert (status, body["error"]) == (403, p.ErrorCode.FORBIDDEN)
+    assert (await api("bob", "DELETE", "rooms/q/members/bob"))[0] == 403  # even leaving is a change
+    status, body = await api("bob", "GET", "rooms")
+    assert status == 200 and [room["room"] for room in body["rooms"]] == ["q"]

@@ -390,9 +390,12 @@ SYNC_MESSAGE = 0  # the y-protocols message type of a sync message (1 would be a
 class SyncStep:
     """The second varuint of a y-sync message."""
 
-    STEP1 = 0  # a state vector: "send me what I lack"
-    STEP2 = 1  # the updates the asker lacks
-    UPDATE = 2  # a live edit
+    # a state vector: "send me what I lack"
+    STEP1 = 0
+    # the updates the asker lacks
+    STEP2 = 1
+    # a live edit
+    UPDATE = 2
 
 
 #: the root map of a room's document that clients present as ``room.shared``

@@ -278,3 +278,22 @@ async def test_with_redis_the_document_survives_every_server_restarting(
     finally:
         stop_all(servers)
         drop_prefix(url, prefix)
+
+
+def test_the_vendored_yjs_is_npms_byte_for_byte() -> None:
+    """static/vendor/ is yjs and lib0 as npm publishes them (their tarballs' sha512 pinned in
+    vendor_js.PACKAGES), but for the bare lib0 specifiers rewritten to relative paths."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    if shutil.which("npm") is None:
+        if os.environ.get("CI"):
+            pytest.fail("npm is needed to check static/vendor/ against npm: apt-get install npm", pytrace=False)
+        pytest.skip("npm is not installed (apt-get install npm): static/vendor/ not checked against npm")
+    done = subprocess.run(
+        [sys.executable, "-m", "iavicenne_ext.vendor_js", "--check"], capture_output=True, text=True, timeout=300
+    )
+    assert done.returncode == 0, done.stderr + done.stdout
+    assert "yjs@13.6.33" in done.stdout

@@ -21,6 +21,7 @@ import {
   ROOM_JOINED,
   ROOM_LEFT,
   ROOMS_PATH,
+  SHARED,
   USER_JOINED,
   USER_LEFT,
 } from "./protocol.js";
@@ -377,6 +378,9 @@ export class RoomClient extends Endpoint {
       case USER_LEFT:
       case PRESENCE:
         room._onPresence(frame);
+        break;
+      case SHARED: // the room's shared document: shared.js's
+        room._emit("shared", frame);
         break;
       case DIRECT_MESSAGE:
         // no seq: a resend whose ack was lost is recognised by its sender and ref

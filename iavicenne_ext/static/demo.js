@@ -8,6 +8,7 @@
  */
 
 import { PeerLinkClosed, PeerNetwork, RoomClient, SignalingClient } from "./iavicenne.js";
+import { share } from "./shared.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -27,6 +28,7 @@ const ui = {
   sendTo: /** @type {HTMLSelectElement} */ ($("send-to")),
   message: /** @type {HTMLInputElement} */ ($("message")),
   leave: $("leave"),
+  sharedState: $("shared-state"),
 };
 
 /** What the page is connected to; also on `window.iavicenneDemo` for the console (and tests). */
@@ -35,6 +37,7 @@ const demo = {
   /** @type {import("./iavicenne.js").Room | null} */ room: null,
   /** @type {SignalingClient | null} */ signaling: null,
   /** @type {PeerNetwork | null} */ peers: null,
+  /** @type {import("./shared.js").SharedState | null} */ shared: null,
 };
 /** @type {any} */ (window).iavicenneDemo = demo;
 
@@ -277,6 +280,14 @@ async function join(name, roomName) {
     });
     room.on("error", (/** @type {Error} */ error) => notice(error.message, true));
     renderMembers();
+    // the room's shared document, shown as text (what others wrote is never markup)
+    const shared = share(room);
+    demo.shared = shared;
+    const renderShared = () => {
+      ui.sharedState.textContent = JSON.stringify(shared.toJSON(), null, 2);
+    };
+    shared.observe(renderShared);
+    shared.synced.then(renderShared);
     await startPeers(name, roomName);
     const url = new URL(location.href);
     url.searchParams.set("room", roomName);
@@ -318,8 +329,9 @@ async function startPeers(name, roomName) {
 }
 
 async function leave() {
-  const { client, peers, signaling } = demo;
-  demo.client = demo.room = demo.signaling = demo.peers = null;
+  const { client, peers, signaling, shared } = demo;
+  demo.client = demo.room = demo.signaling = demo.peers = demo.shared = null;
+  shared?.detach();
   peers?.close();
   signaling?.close();
   client?.close();

@@ -123,10 +123,7 @@ export declare const DEFAULT_REMOTE_MAX_MESSAGE: 65536;
 /** the y-protocols message type of a sync message (1 would be awareness) */
 export declare const SYNC_MESSAGE: 0;
 
-/**
- * The second varuint of a y-sync message.
- * a live edit
- */
+/** The second varuint of a y-sync message. */
 export declare const SyncStep: Readonly<{ STEP1: 0; STEP2: 1; UPDATE: 2 }>;
 /** One of the values of `SyncStep`. */
 export type SyncStepValue = (typeof SyncStep)[keyof typeof SyncStep];

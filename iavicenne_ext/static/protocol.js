@@ -163,10 +163,13 @@ export const DEFAULT_REMOTE_MAX_MESSAGE = 65536;
 export const SYNC_MESSAGE = 0; // the y-protocols message type of a sync message (1 would be awareness)
 
 /** The second varuint of a y-sync message. */
-export const SyncStep = Object.freeze({ // a live edit
-  STEP1: 0, // a state vector: "send me what I lack"
-  STEP2: 1, // the updates the asker lacks
-  UPDATE: 2, // a live edit
+export const SyncStep = Object.freeze({
+  // a state vector: "send me what I lack"
+  STEP1: 0,
+  // the updates the asker lacks
+  STEP2: 1,
+  // a live edit
+  UPDATE: 2,
 });
 
 /** the root map of a room's document that clients present as ``room.shared`` */

@@ -182,9 +182,13 @@ def test_share_dataframe(app: JupyterProcess) -> None:
 
 def test_shared_state(app: JupyterProcess) -> None:
     runs = pair(app, "shared_state.ipynb")
-    expression = SESSION[:-1] + ', "threshold": threshold.value, "shared": room.shared.to_py(), "changes": changes}'
+    expression = (
+        SESSION[:-1] + ', "threshold": threshold.value, "shared": room.shared.to_py(), "changes": changes,'
+        ' "drawn": drawn}'
+    )
     a, b = run_and_read(runs, expression)
     assert a["threshold"] == b["threshold"] == 0.3  # alice tuned it, bob's linked slider followed
+    assert b["drawn"][-1] == 0.3  # and bob's plot with it
     assert a["shared"] == b["shared"]
     assert a["shared"]["threshold"] == 0.3
     assert sorted(a["shared"]["questions"]) == ["alice: is 0.5 too strict?", "bob: is 0.5 too strict?"]

@@ -183,8 +183,7 @@ def test_share_dataframe(app: JupyterProcess) -> None:
 def test_shared_state(app: JupyterProcess) -> None:
     runs = pair(app, "shared_state.ipynb")
     expression = (
-        SESSION[:-1] + ', "threshold": threshold.value, "shared": room.shared.to_py(), "changes": changes,'
-        ' "drawn": drawn}'
+        SESSION[:-1] + ', "threshold": threshold.value, "shared": room.shared.to_py(), "changes": changes, "drawn": drawn}'
     )
     a, b = run_and_read(runs, expression)
     assert a["threshold"] == b["threshold"] == 0.3  # alice tuned it, bob's linked slider followed

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import concurrent.futures
 import contextlib
 import json
 import logging
@@ -360,11 +361,12 @@ class SharedState:
             run(to_widget, change)
 
         unobserve = self.observe(on_change)
-        started = asyncio.ensure_future(self._synced.wait())
+        # from any thread: the wait runs on our loop, and so does `start` once it is over
+        started = asyncio.run_coroutine_threadsafe(self._synced.wait(), self.loop)
 
-        def synced(future: asyncio.Future[Any]) -> None:
-            if not future.cancelled():
-                start()
+        def synced(future: concurrent.futures.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self.loop.call_soon_threadsafe(start)
 
         started.add_done_callback(synced)
 

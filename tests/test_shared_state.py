@@ -297,3 +297,21 @@ def test_the_vendored_yjs_is_npms_byte_for_byte() -> None:
     )
     assert done.returncode == 0, done.stderr + done.stdout
     assert "yjs@13.6.33" in done.stdout
+
+
+def test_the_benchmark_runs_end_to_end_and_prints_both_paths() -> None:
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "shared_state.py"
+    done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=110)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = {
+        line.split()[0]: line.split()[1:]
+        for line in done.stdout.splitlines()
+        if line.split()[:1] in (["message"], ["shared"]) and "/" not in line
+    }
+    assert set(rows) == {"message", "shared"}, done.stdout
+    for median, p99, per_second in rows.values():
+        assert 0 < float(median) <= float(p99) and float(per_second) > 0, done.stdout

@@ -315,3 +315,18 @@ def test_the_benchmark_runs_end_to_end_and_prints_both_paths() -> None:
     assert set(rows) == {"message", "shared"}, done.stdout
     for median, p99, per_second in rows.values():
         assert 0 < float(median) <= float(p99) and float(per_second) > 0, done.stdout
+
+
+async def test_a_deleted_private_room_does_not_hand_its_document_to_the_public(
+    kernels: Kernels, room: str, deployment: Deployment
+) -> None:
+    status, _record = await deployment.api("alice", "POST", "rooms", {"room": room, "access": "private"})
+    assert status == 201
+    alice_client, alice = await kernels.open("alice", room)
+    alice["secret"] = "the Q3 figures"
+    await eventually(lambda: not alice_client.unacknowledged, what="alice's update acknowledged")
+    status, _body = await deployment.api("alice", "DELETE", f"rooms/{room}")
+    assert status in (200, 204)
+    # the room is public now, under the same name: bob may enter, and finds nothing of it
+    _bob, bob = await kernels.open("bob", room)
+    assert bob.to_py() == {}

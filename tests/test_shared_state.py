@@ -330,3 +330,26 @@ async def test_a_deleted_private_room_does_not_hand_its_document_to_the_public(
     # the room is public now, under the same name: bob may enter, and finds nothing of it
     _bob, bob = await kernels.open("bob", room)
     assert bob.to_py() == {}
+
+
+async def test_bob_removed_from_a_private_room_no_longer_reads_or_writes_its_document(
+    kernels: Kernels, room: str, deployment: Deployment
+) -> None:
+    assert (await deployment.api("alice", "POST", "rooms", {"room": room, "access": "private", "members": ["bob"]}))[0] == 201
+    _alice_client, alice = await kernels.open("alice", room)
+    bob = await deployment.socket("bob", "bob")
+    await bob.send({"type": p.JOIN_ROOM, "room": room})
+    await bob.expect(p.ROOM_JOINED)
+    alice["before"] = 1
+    await bob.expect(p.SHARED)  # a member: he gets alice's update
+    assert (await deployment.api("alice", "DELETE", f"rooms/{room}/members/bob"))[0] == 200
+    left = await bob.expect(p.ROOM_LEFT)
+    assert left["reason"] == p.LeftReason.REMOVED
+    alice["after"] = "not for bob"
+    forged: pycrdt.Doc = pycrdt.Doc()
+    forged.get(p.SHARED_ROOT, type=pycrdt.Map)["after"] = "bob was here"
+    await bob.send(sync_frame(room, p.SyncStep.UPDATE, forged.get_update(), ref="late"))
+    assert (await reply(bob, "late"))["code"] == p.ErrorCode.NOT_IN_ROOM
+    await asyncio.sleep(0.3)
+    assert not [f for f in bob.seen[bob.seen.index(left) :] if f.get("type") == p.SHARED]
+    assert alice.to_py() == {"before": 1, "after": "not for bob"}

@@ -346,6 +346,22 @@ class IAvicenne(ExtensionApp):
         # one per server: every socket counts against the same identities and total
         self.quotas = Quotas(self.limits)
         assert isinstance(self.room_broker, SharedStore)  # both brokers keep shared documents
+        # shared documents travel as base64 (4/3 of their size): a newcomer's whole document
+        # in one frame, an update in one frame from the client
+        if self.max_shared_bytes * 4 // 3 > self.max_outbound_bytes:
+            self.log.warning(
+                "iavicenne: max_shared_bytes (%d) is over 3/4 of max_outbound_bytes (%d): a newcomer to a full "
+                "shared document would be closed as a slow consumer",
+                self.max_shared_bytes,
+                self.max_outbound_bytes,
+            )
+        if self.max_shared_update_bytes * 4 // 3 > self.max_frame_bytes:
+            self.log.warning(
+                "iavicenne: max_shared_update_bytes (%d) is over 3/4 of max_frame_bytes (%d): such an update "
+                "cannot reach the server",
+                self.max_shared_update_bytes,
+                self.max_frame_bytes,
+            )
         self.shared_docs = SharedDocs(
             self.room_broker,
             self.log,

@@ -14,7 +14,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
-from .broker.base import Broker
+from .broker.base import Broker, SharedStore
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits, Quotas
 from .handlers.config import RoomsConfigHandler
@@ -27,6 +27,7 @@ from .ice import IceConfig
 from .identity import default_owner_name
 from .names import POLICIES
 from .rooms import RoomHub
+from .shared_state import SharedDocs
 
 
 class IAvicenne(ExtensionApp):
@@ -156,6 +157,30 @@ class IAvicenne(ExtensionApp):
         config=True,
         help="Largest presence state (encoded JSON), in bytes.",
     )
+    # -- shared state (shared_state.py): one Yjs document per room --------------------
+    max_shared_bytes = Int(
+        4 * 1024 * 1024,
+        config=True,
+        help="Largest shared document of a room (its Yjs updates as kept, compacted when "
+        "needed), in bytes; an update that would pass it is refused with 'limit-exceeded'.",
+    )
+    max_shared_update_bytes = Int(
+        256 * 1024,
+        config=True,
+        help="Largest Yjs update one shared frame may carry, in bytes (keep it below 3/4 of "
+        "max_frame_bytes: the update travels as base64).",
+    )
+    shared_compact_every = Int(
+        200,
+        config=True,
+        help="Updates kept in a room's shared document log before they are merged into one.",
+    )
+    shared_ttl = Float(
+        30 * 86400.0,
+        config=True,
+        help="Seconds a room's shared document is kept after its last change.",
+    )
+
     max_state_depth = Int(
         4,
         config=True,
@@ -380,6 +405,31 @@ class IAvicenne(ExtensionApp):
         self.hub = RoomHub(self.room_broker, self.log, max_message_bytes=self.max_message_bytes)
         # one per server: every socket counts against the same identities and total
         self.quotas = Quotas(self.limits)
+        assert isinstance(self.room_broker, SharedStore)  # both brokers keep shared documents
+        # shared documents travel as base64 (4/3 of their size): a newcomer's whole document
+        # in one frame, an update in one frame from the client
+        if self.max_shared_bytes * 4 // 3 > self.max_outbound_bytes:
+            self.log.warning(
+                "iavicenne: max_shared_bytes (%d) is over 3/4 of max_outbound_bytes (%d): a newcomer to a full "
+                "shared document would be closed as a slow consumer",
+                self.max_shared_bytes,
+                self.max_outbound_bytes,
+            )
+        if self.max_shared_update_bytes * 4 // 3 > self.max_frame_bytes:
+            self.log.warning(
+                "iavicenne: max_shared_update_bytes (%d) is over 3/4 of max_frame_bytes (%d): such an update "
+                "cannot reach the server",
+                self.max_shared_update_bytes,
+                self.max_frame_bytes,
+            )
+        self.shared_docs = SharedDocs(
+            self.room_broker,
+            self.log,
+            max_bytes=self.max_shared_bytes,
+            max_update_bytes=self.max_shared_update_bytes,
+            compact_every=self.shared_compact_every,
+            ttl=self.shared_ttl,
+        )
 
     @property
     def ice(self) -> IceConfig:
@@ -403,7 +453,7 @@ class IAvicenne(ExtensionApp):
         }
         self.handlers.extend(
             [
-                (r"/iavicenne/ws/mcp/?", RoomSocketHandler, shared),
+                (r"/iavicenne/ws/mcp/?", RoomSocketHandler, {**shared, "shared_docs": self.shared_docs}),
                 (r"/iavicenne/ws/signaling/?", SignalingSocketHandler, {**shared, "ice": self.ice}),
                 (r"/iavicenne/api/rooms/?", RoomListHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/members/([^/]+)/?", RoomMemberHandler, rest),

@@ -28,7 +28,17 @@ from typing import Any, Protocol
 from . import names
 from . import protocol as p
 from .access import RoomAccess, may_enter, may_receive, refusal
-from .broker.base import Broker, BrokerUnavailable, CreateOutcome, JoinOutcome, Member, MemberOutcome, PresenceEntry, Published
+from .broker.base import (
+    Broker,
+    BrokerUnavailable,
+    CreateOutcome,
+    JoinOutcome,
+    Member,
+    MemberOutcome,
+    PresenceEntry,
+    Published,
+    SharedStore,
+)
 from .identity import Identity
 
 
@@ -564,6 +574,8 @@ class RoomHub:
         }
         if not await self.broker.delete_access(room):
             return False
+        if isinstance(self.broker, SharedStore):  # its shared document must not become public either
+            await self.broker.shared_delete(room)
         for username in sorted(present):
             await self.evict(room, username)
         return True

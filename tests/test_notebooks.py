@@ -115,7 +115,7 @@ def shown_for_people_only(run: NotebookRun) -> None:
 
 
 def test_every_notebook_has_a_test() -> None:
-    tested = {"rooms_and_presence.ipynb", "peer_messages.ipynb", "share_dataframe.ipynb"}
+    tested = {"rooms_and_presence.ipynb", "peer_messages.ipynb", "share_dataframe.ipynb", "shared_state.ipynb"}
     assert {path.name for path in NOTEBOOKS.glob("*.ipynb")} == tested
 
 
@@ -181,3 +181,20 @@ def test_share_dataframe(app: JupyterProcess) -> None:
         shown_for_people_only(run)
     # nothing was written next to the notebooks
     assert not (NOTEBOOKS / "summary.csv").exists() and not (NOTEBOOKS / "received").exists()
+
+
+def test_shared_state(app: JupyterProcess) -> None:
+    runs = pair(app, "shared_state.ipynb")
+    expression = (
+        SESSION[:-1] + ', "threshold": threshold.value, "shared": room.shared.to_py(), "changes": changes, "drawn": drawn}'
+    )
+    a, b = run_and_read(runs, expression)
+    assert a["threshold"] == b["threshold"] == 0.3  # alice tuned it, bob's linked slider followed
+    assert b["drawn"][-1] == 0.3  # and bob's plot with it
+    assert a["shared"] == b["shared"]
+    assert a["shared"]["threshold"] == 0.3
+    assert sorted(a["shared"]["questions"]) == ["alice: is 0.5 too strict?", "bob: is 0.5 too strict?"]
+    assert ["threshold"] in b["changes"] and ["questions"] in a["changes"]
+    assert a["online"] and b["online"] and a["errors"] == b["errors"] == []
+    for run in runs:
+        shown_for_people_only(run)

@@ -341,3 +341,40 @@ class Broker(ABC):
     @abstractmethod
     async def identity_named(self, name_skeleton: str) -> str | None:
         """The username whose skeleton is `name_skeleton`, if such an identity was seen."""
+
+
+# -- shared state (iavicenne_ext/shared_state.py): each room's Yjs document as a log ------
+@dataclass(slots=True)
+class SharedLog:
+    """A room's shared document as the broker keeps it: Yjs updates, oldest first.
+
+    Applying them in any order (more than once, too) gives the document; `size` is their
+    bytes, `generation` changes at each compaction (the first updates replaced by one).
+    """
+
+    updates: list[bytes]
+    size: int
+    generation: int
+
+
+class SharedStore(ABC):
+    """What a broker adds to keep rooms' shared documents (memory, or Redis: every server's)."""
+
+    @abstractmethod
+    async def shared_load(self, room: str) -> SharedLog:
+        """The room's updates (none for a room without a document)."""
+
+    @abstractmethod
+    async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
+        """Append `update`, atomically refused when the log would pass `max_bytes`: the
+        number of updates then kept, or None (nothing appended). The document is kept `ttl`
+        seconds after its last change."""
+
+    @abstractmethod
+    async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
+        """Replace the first `count` updates with `merged` (their sum), unless another
+        compaction came first (the generation moved): False then, nothing changed."""
+
+    @abstractmethod
+    async def shared_delete(self, room: str) -> None:
+        """Forget the room's document (its access record was deleted: it must not become public)."""

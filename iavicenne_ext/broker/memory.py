@@ -38,6 +38,8 @@ from .base import (
     MemberOutcome,
     PresenceEntry,
     Published,
+    SharedLog,
+    SharedStore,
     fold_members,
 )
 
@@ -73,7 +75,7 @@ class _RoomState:
     queued: bool = False  # has its one entry in the oldest-message heap
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(Broker, SharedStore):
     def __init__(
         self,
         *,
@@ -111,6 +113,8 @@ class MemoryBroker(Broker):
         self._access: dict[str, RoomAccess] = {}
         self._owned: dict[str, set[str]] = {}
         self._identities: dict[str, str] = {}
+        # shared state: room -> its document's log, and when it expires (monotonic)
+        self._shared: dict[str, tuple[SharedLog, float]] = {}
 
     @property
     def server_id(self) -> str:
@@ -434,3 +438,40 @@ class MemoryBroker(Broker):
 
     async def identity_named(self, name_skeleton: str) -> str | None:
         return self._identities.get(name_skeleton)
+
+    # -- shared state (SharedStore): each room's document, in this process ------------------
+    def _shared_log(self, room: str) -> SharedLog | None:
+        kept = self._shared.get(room)
+        if kept is None:
+            return None
+        if kept[1] <= time.monotonic():
+            del self._shared[room]
+            return None
+        return kept[0]
+
+    async def shared_load(self, room: str) -> SharedLog:
+        log = self._shared_log(room)
+        return SharedLog([], 0, 0) if log is None else SharedLog(list(log.updates), log.size, log.generation)
+
+    async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
+        log = self._shared_log(room) or SharedLog([], 0, 0)
+        if log.size + len(update) > max_bytes:
+            return None
+        log.updates.append(update)
+        log.size += len(update)
+        self._shared[room] = (log, time.monotonic() + ttl)
+        return len(log.updates)
+
+    async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
+        log = self._shared_log(room)
+        if log is None or log.generation != generation:
+            return False
+        removed = log.updates[:count]
+        log.updates[:count] = [merged]
+        log.size += len(merged) - sum(len(u) for u in removed)
+        log.generation += 1
+        self._shared[room] = (log, time.monotonic() + ttl)
+        return True
+
+    async def shared_delete(self, room: str) -> None:
+        self._shared.pop(room, None)

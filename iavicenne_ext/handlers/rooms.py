@@ -12,14 +12,16 @@ from typing import Any
 
 from .. import protocol as p
 from ..rooms import RoomHub
+from ..shared_state import SharedDocs, SyncMessage, check_update, decode_sync
 from .base import Limits, ProtocolSocket, Quotas
 
 
 class RoomSocketHandler(ProtocolSocket):
     known_types = p.ROOM_REQUESTS
 
-    def initialize(self, *, hub: RoomHub, quotas: Quotas) -> None:
+    def initialize(self, *, hub: RoomHub, quotas: Quotas, shared_docs: SharedDocs | None = None) -> None:
         super().initialize(hub=hub, quotas=quotas)
+        self.shared_docs = shared_docs
         self.user_id = ""  # until `connect` (or the first join-room); no name is empty
         self.rooms: set[str] = set()
         self._handlers = {
@@ -30,6 +32,7 @@ class RoomSocketHandler(ProtocolSocket):
             p.PRESENCE: self._on_presence,
             p.DIRECT_MESSAGE: self._on_direct_message,
             p.DISCONNECT: self._on_disconnect,
+            p.SHARED: self._on_shared,
         }
 
     # -- requests -------------------------------------------------------------------
@@ -144,6 +147,38 @@ class RoomSocketHandler(ProtocolSocket):
     async def _on_disconnect(self, request: p.Request) -> None:
         await self._leave_all(closing=False)
         self.close(p.CLOSE_NORMAL, "disconnect requested")
+
+    # -- shared state (shared_state.py): the room's Yjs document -----------------------
+    async def _on_shared(self, request: p.Request) -> None:
+        """One y-sync message: step 1 is answered (step 2, then the server's step 1), step 2
+        and updates are checked, kept and sent to the room's other connections.
+
+        Only members read or write (`_room_of`: the connection joined, so `may_enter` let it
+        in, and an eviction takes it out). Every member may write: access records have no
+        read-only role (docs/protocol.md, "Shared state").
+        """
+        room = self._room_of(request)
+        docs = self.shared_docs
+        if docs is None:
+            raise p.ProtocolError(p.ErrorCode.UNAVAILABLE, "this server keeps no shared documents", room=room)
+        try:
+            message = decode_sync(request.payload.get("sync"), max_bytes=docs.max_update_bytes)
+            if message.step == p.SyncStep.STEP1:
+                missing, state = await docs.missing(room, message.payload)
+                answer = SyncMessage(p.SyncStep.STEP2, missing).b64()
+                self.reply(p.SHARED, request.ref, room=room, sync=answer, max_bytes=docs.max_bytes, writable=True)
+                # so the client sends what the server lacks: its edits made while disconnected
+                self.reply(p.SHARED, room=room, sync=SyncMessage(p.SyncStep.STEP1, state).b64())
+                return
+            kept = await docs.apply(room, check_update(message.payload))
+        except p.ProtocolError as error:
+            error.fields.setdefault("room", room)  # the client tells which document refused
+            raise
+        if kept is not None:
+            update = SyncMessage(p.SyncStep.UPDATE, kept).b64()
+            frame = p.encoded(p.SHARED, room=room, sync=update, user_id=self.user_id, identity=self.identity)
+            await self.hub.broker.emit(room, frame, skip=self.key)
+        self._ack(request, room)
 
     # -- helpers --------------------------------------------------------------------
     async def _leave_all(self, *, closing: bool) -> None:

@@ -25,6 +25,7 @@ import {
   ROOM_LEFT,
   REST_PATH,
   ROOMS_PATH,
+  SHARED,
   USER_JOINED,
   USER_LEFT,
 } from "./protocol.js";
@@ -553,6 +554,9 @@ export class RoomClient extends Endpoint {
         room._emit("removed", { room: room.name, reason });
         break;
       }
+      case SHARED: // the room's shared document: shared.js's
+        room._emit("shared", frame);
+        break;
       case DIRECT_MESSAGE:
         // no seq: a resend whose ack was lost is recognised by its sender and ref
         if (typeof frame.ref === "string" && !this._directSeen.add(`${frame.user_id}\u0000${frame.ref}`)) return;

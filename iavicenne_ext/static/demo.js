@@ -15,6 +15,7 @@
  */
 
 import { PeerLinkClosed, PeerNetwork, presenceCheck, RoomClient, RoomsAPI, Server, SignalingClient } from "./iavicenne.js";
+import { share } from "./shared.js";
 
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -41,6 +42,7 @@ const ui = {
   sendTo: /** @type {HTMLSelectElement} */ ($("send-to")),
   message: /** @type {HTMLInputElement} */ ($("message")),
   leave: $("leave"),
+  sharedState: $("shared-state"),
 };
 
 /** What the page is connected to; also on `window.iavicenneDemo` for the console (and tests). */
@@ -50,6 +52,7 @@ const demo = {
   /** @type {SignalingClient | null} */ signaling: null,
   /** @type {PeerNetwork | null} */ peers: null,
   /** @type {Record<string, any> | null} the joined room's entry in the listing (access, owner, members) */ access: null,
+  /** @type {import("./shared.js").SharedState | null} */ shared: null,
 };
 /** The REST API of the page's server, before and after joining. */
 const api = new RoomsAPI(new Server());
@@ -413,6 +416,14 @@ async function join(name, roomName) {
     });
     room.on("error", (/** @type {Error} */ error) => notice(error.message, true));
     renderMembers();
+    // the room's shared document, shown as text (what others wrote is never markup)
+    const shared = share(room);
+    demo.shared = shared;
+    const renderShared = () => {
+      ui.sharedState.textContent = JSON.stringify(shared.toJSON(), null, 2);
+    };
+    shared.observe(renderShared);
+    shared.synced.then(renderShared);
     await startPeers(client.userId ?? name, roomName);
     const url = new URL(location.href);
     url.searchParams.set("room", roomName);
@@ -458,8 +469,9 @@ async function startPeers(name, roomName) {
 }
 
 async function leave() {
-  const { client, peers, signaling } = demo;
-  demo.client = demo.room = demo.signaling = demo.peers = demo.access = null;
+  const { client, peers, signaling, shared } = demo;
+  demo.client = demo.room = demo.signaling = demo.peers = demo.access = demo.shared = null;
+  shared?.detach();
   peers?.close();
   signaling?.close();
   client?.close();

@@ -22,8 +22,10 @@ export declare const ERROR: "error";
 export declare const PRESENCE: "presence";
 export declare const DIRECT_MESSAGE: "direct-message";
 export declare const ACK: "ack";
+/** the room's shared document (Yjs sync messages): see "shared state" below */
+export declare const SHARED: "shared";
 
-export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "message" | "presence")[];
+export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "message" | "presence" | "shared")[];
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export declare const LeftReason: Readonly<{ REMOVED: "removed" }>;
@@ -108,3 +110,25 @@ export type KindValue = (typeof Kind)[keyof typeof Kind];
 export declare const FLAG_ZLIB: 1;
 /** what a peer may receive when its SDP names no size (RFC 8841's default) */
 export declare const DEFAULT_REMOTE_MAX_MESSAGE: 65536;
+
+// -- shared state: one Yjs document per room (iavicenne_ext/shared_state.py) ----------
+// A ``shared`` frame carries one message of the Yjs sync protocol (y-protocols' sync.js,
+// pycrdt's y-sync helpers), base64 in ``payload.sync`` (client) or ``sync`` (server):
+// varuint 0 (sync), varuint step, varuint length, bytes. Step 1 is a state vector, step 2
+// the updates its sender has and the other lacks, an update a live edit. A client sends
+// step 1 once joined; the server answers step 2 (everything the client lacks: the whole
+// document for a newcomer) and, to members who may write, its own step 1, which the client
+// answers with step 2 (its offline edits). Accepted updates go to the room's other
+// connections as ``shared`` frames with the writer's ``user_id`` and ``identity``.
+/** the y-protocols message type of a sync message (1 would be awareness) */
+export declare const SYNC_MESSAGE: 0;
+
+/** The second varuint of a y-sync message. */
+export declare const SyncStep: Readonly<{ STEP1: 0; STEP2: 1; UPDATE: 2 }>;
+/** One of the values of `SyncStep`. */
+export type SyncStepValue = (typeof SyncStep)[keyof typeof SyncStep];
+
+/** the root map of a room's document that clients present as ``room.shared`` */
+export declare const SHARED_ROOT: "shared";
+/** the empty Yjs update (no structs, no deletions): a step 2 of one who has nothing new */
+export declare const EMPTY_UPDATE_HEX: "0000";

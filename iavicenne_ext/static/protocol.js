@@ -28,8 +28,9 @@ export const ERROR = "error";
 export const PRESENCE = "presence";
 export const DIRECT_MESSAGE = "direct-message";
 export const ACK = "ack";
+export const SHARED = "shared"; // the room's shared document (Yjs sync messages): see "shared state" below
 
-export const ROOM_REQUESTS = Object.freeze(["connect", "direct-message", "disconnect", "join-room", "leave-room", "message", "presence"]);
+export const ROOM_REQUESTS = Object.freeze(["connect", "direct-message", "disconnect", "join-room", "leave-room", "message", "presence", "shared"]);
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export const LeftReason = Object.freeze({
@@ -149,3 +150,29 @@ export const Kind = Object.freeze({
 export const FLAG_ZLIB = 1; // START flag: the transfer's bytes are zlib-compressed
 /** what a peer may receive when its SDP names no size (RFC 8841's default) */
 export const DEFAULT_REMOTE_MAX_MESSAGE = 65536;
+
+// -- shared state: one Yjs document per room (iavicenne_ext/shared_state.py) ----------
+// A ``shared`` frame carries one message of the Yjs sync protocol (y-protocols' sync.js,
+// pycrdt's y-sync helpers), base64 in ``payload.sync`` (client) or ``sync`` (server):
+// varuint 0 (sync), varuint step, varuint length, bytes. Step 1 is a state vector, step 2
+// the updates its sender has and the other lacks, an update a live edit. A client sends
+// step 1 once joined; the server answers step 2 (everything the client lacks: the whole
+// document for a newcomer) and, to members who may write, its own step 1, which the client
+// answers with step 2 (its offline edits). Accepted updates go to the room's other
+// connections as ``shared`` frames with the writer's ``user_id`` and ``identity``.
+export const SYNC_MESSAGE = 0; // the y-protocols message type of a sync message (1 would be awareness)
+
+/** The second varuint of a y-sync message. */
+export const SyncStep = Object.freeze({
+  // a state vector: "send me what I lack"
+  STEP1: 0,
+  // the updates the asker lacks
+  STEP2: 1,
+  // a live edit
+  UPDATE: 2,
+});
+
+/** the root map of a room's document that clients present as ``room.shared`` */
+export const SHARED_ROOT = "shared";
+/** the empty Yjs update (no structs, no deletions): a step 2 of one who has nothing new */
+export const EMPTY_UPDATE_HEX = "0000";

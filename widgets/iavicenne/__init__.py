@@ -9,7 +9,8 @@ The modules, each one concept (the browser client has the same ones, in JavaScri
 ``errors``, ``discovery`` (finding the server), ``delivery`` (outbox, seen set, seq
 tracker), ``connection`` (the self-healing endpoint), ``events``, ``client`` (rooms),
 ``signaling``, ``wire`` (the peer-link format), ``link`` (what every peer link does),
-``peer`` (direct links, WebRTC), ``relay`` (links through the server), ``ice``; and for
+``peer`` (direct links, WebRTC), ``relay`` (links through the server), ``ice``, ``shared``
+(the room's shared document, ``room.shared``); and for
 notebooks ``room``, ``connections`` (which of a member's connections a link goes to),
 ``peer_session``, ``panels``, ``share``, ``background``.
 """

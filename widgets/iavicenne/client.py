@@ -499,6 +499,8 @@ class RoomClient(Endpoint):
             room._on_presence(frame)
         elif kind == p.ROOM_LEFT:
             self._evicted(room, frame)
+        elif kind == p.SHARED:  # the room's shared document: iavicenne.shared's
+            room._emit("shared", frame)
         elif kind == p.DIRECT_MESSAGE:
             ref = frame.get("ref")
             # direct messages have no seq: a resend after a lost ack is recognised by its ref

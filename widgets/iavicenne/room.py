@@ -77,6 +77,7 @@ from .errors import ClientError, ConnectionClosed, PeerIdentityMismatch, PeerUnr
 from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent, Subscription
 from .link import same_identity
 from .panels import RoomPanel, named, verified_username
+from .shared import SharedState
 
 if TYPE_CHECKING:
     from .peer import PeerNetwork
@@ -218,6 +219,8 @@ class RoomSession:
             self.presence.setdefault("status", initial_status)
         if self.notebook:
             self.presence.setdefault("notebook", self.notebook)
+        # the room's shared document: kept for the session's life, synced on every join
+        self.shared = SharedState(self.name, loop=self.loop)
         self.panel = RoomPanel(self.name)
         self.panel.show_user(self.user_id or expected_user_id())
         self.panel.on_send(self._from_panel(self._send_from_panel, "the room panel's Send"))
@@ -741,6 +744,7 @@ class RoomSession:
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._task
+        self.shared.detach()  # kept: what is written now is sent on the next join
         if self.client is not None:
             await self.client.close()
         self._set_state("closed", reason)
@@ -749,6 +753,11 @@ class RoomSession:
         self.events.end_streams()
 
     close = leave
+
+    def link(self, widget: Any, trait: str = "value", *, key: str) -> Callable[[], None]:
+        """Keep `widget`'s `trait` in step with ``room.shared[key]``, in every kernel that links
+        it (see `iavicenne.shared.SharedState.link`); returns the unlinker."""
+        return self.shared.link(widget, trait, key=key, call=self.kernel.call)
 
     def rejoin(self) -> Pending[RoomSession]:
         """Join the room again after `leave` (or a fatal error): the same panel and
@@ -799,6 +808,7 @@ class RoomSession:
                 await client.close()
             return
         self.user_id = client.user_id
+        self.shared.attach(self.room)
         self.panel.show_user(self.user_id, client.identity or None)
         self.panel.show_members(self.members)
         self._set_state("online")

@@ -31,6 +31,8 @@ from ..base import (
     MemberOutcome,
     PresenceEntry,
     Published,
+    SharedLog,
+    SharedStore,
     fold_members,
 )
 from . import envelope
@@ -52,7 +54,7 @@ def _identity(dedup_key: str) -> str:
 _SENT, _DUPLICATE, _FULL = 0, 1, 2
 
 
-class RedisBroker(Broker):
+class RedisBroker(Broker, SharedStore):
     """Rooms in Redis, shared by every server with the same URL and prefix."""
 
     def __init__(
@@ -368,3 +370,19 @@ class RedisBroker(Broker):
     async def identity_named(self, name_skeleton: str) -> str | None:
         holder = await self._link.command("HGET", self._keys.identities, name_skeleton)
         return holder.decode() if holder is not None else None
+
+    # -- shared state (SharedStore): each room's document, in Redis for every server -------
+    # keys {prefix}:shared:R (list of updates) and {prefix}:shared-meta:R (hash bytes, gen)
+    async def shared_load(self, room: str) -> SharedLog:
+        generation, size, *updates = await self._link.run("shared_load", room)
+        return SharedLog(list(updates), int(size), int(generation))
+
+    async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
+        count = int(await self._link.run("shared_append", room, update, max_bytes, int(ttl * 1000)))
+        return None if count < 0 else count
+
+    async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
+        return bool(await self._link.run("shared_compact", room, generation, count, merged, int(ttl * 1000)))
+
+    async def shared_delete(self, room: str) -> None:
+        await self._link.command("DEL", self._keys.of("shared", room), self._keys.of("shared-meta", room))

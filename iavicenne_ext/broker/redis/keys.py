@@ -16,6 +16,10 @@ Per room (``R`` the room name):
 ``{prefix}:access:R``    hash ``kind``, ``owner``, ``group``: the room's access record
                          (access.py); none for a public room
 ``{prefix}:access-members:R``  set of the usernames a private room's owner invited
+``{prefix}:shared:R``    list of Yjs updates, the room's shared document (shared_state.py),
+                         compacted into one now and then; expires ``shared_ttl`` after its
+                         last change
+``{prefix}:shared-meta:R``  hash ``bytes`` (of the list), ``gen`` (its compactions)
 
 Per deployment and per server: ``{prefix}:rooms`` (set of rooms with members),
 ``{prefix}:access-rooms`` (set of rooms with an access record), ``{prefix}:access-of:<username>``

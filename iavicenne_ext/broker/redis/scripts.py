@@ -29,6 +29,10 @@ NAMES = (
     "access_get",
     "access_member",
     "access_delete",
+    # shared state (shared_state.py)
+    "shared_load",
+    "shared_append",
+    "shared_compact",
 )
 
 

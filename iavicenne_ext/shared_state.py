@@ -1,0 +1,185 @@
+"""Shared state: one Yjs document per room, kept by the server (pycrdt, the CRDT of
+jupyter-collaboration), synced with the Yjs sync protocol over the room socket.
+
+The broker keeps each document as a log of Yjs updates (`broker.base.SharedStore`: in
+this process, or in Redis where every server sees it and it survives them all
+restarting). The server never holds a document between requests: it builds one from the
+log when a client asks for what it lacks (sync step 1), which compaction keeps cheap —
+every `compact_every` updates, the log is replaced by the one update the document makes.
+An update is checked before it is kept: within `max_update_bytes`, decodable by Yjs
+(re-encoded, so trailing junk never reaches another client), and within `max_bytes` for
+the whole document, checked by the broker atomically with the append.
+
+Who may read and write is the room's business: only members of the room (the handler
+checks the connection is in it, and joining checked access.py's `may_enter`; an eviction
+takes a removed member out). Deleting a room's access record deletes its document, which
+must not become readable as a public room's.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+from dataclasses import dataclass
+
+import pycrdt
+
+from . import protocol as p
+from .broker.base import SharedStore
+
+EMPTY_UPDATE = bytes.fromhex(p.EMPTY_UPDATE_HEX)
+
+
+@dataclass(frozen=True, slots=True)
+class SyncMessage:
+    """One decoded y-sync message: its step and its payload (a state vector or an update)."""
+
+    step: int
+    payload: bytes
+
+    def encode(self) -> bytes:
+        return bytes([p.SYNC_MESSAGE, self.step]) + pycrdt.write_var_uint(len(self.payload)) + self.payload
+
+    def b64(self) -> str:
+        return base64.b64encode(self.encode()).decode()
+
+
+def _read_var_uint(data: bytes, at: int) -> tuple[int, int]:
+    """A lib0 varuint at `at`: (value, next position); `ValueError` when cut short or too long."""
+    value = shift = 0
+    while True:
+        if at >= len(data) or shift > 56:
+            raise ValueError("a varuint is cut short")
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def decode_sync(text: object, *, max_bytes: int) -> SyncMessage:
+    """The y-sync message of a frame's base64 field, or `ProtocolError` (``invalid-field`` /
+    ``limit-exceeded`` naming max_shared_update_bytes). Checked exactly: one message, no more."""
+    if not isinstance(text, str) or not text:
+        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "shared needs payload.sync, a base64 Yjs sync message")
+    if len(text) > (max_bytes + 16) * 4 // 3 + 4:  # before decoding: the base64 of a too large update
+        raise p.limit_exceeded("max_shared_update_bytes", max_bytes, "shared update refused: too large; change less at a time")
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "payload.sync is not base64") from None
+    try:
+        if len(data) < 2 or data[0] != p.SYNC_MESSAGE or data[1] not in (p.SyncStep.STEP1, p.SyncStep.STEP2, p.SyncStep.UPDATE):
+            raise ValueError("not a Yjs sync message (message type 0, step 0, 1 or 2)")
+        length, start = _read_var_uint(data, 2)
+        if start + length != len(data):
+            raise ValueError("its length does not match its payload")
+    except ValueError as error:
+        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"payload.sync is not a Yjs sync message: {error}") from None
+    payload = data[start:]
+    if data[1] != p.SyncStep.STEP1 and len(payload) > max_bytes:
+        raise p.limit_exceeded(
+            "max_shared_update_bytes",
+            max_bytes,
+            f"shared update refused: {len(payload)} bytes; change less at a time",
+        )
+    return SyncMessage(data[1], payload)
+
+
+def check_update(update: bytes) -> bytes:
+    """`update` re-encoded by Yjs (trailing bytes dropped), or `ProtocolError` when Yjs cannot read it."""
+    try:
+        normalized = pycrdt.merge_updates(update)
+        pycrdt.Doc().apply_update(normalized)
+    except Exception as error:  # pycrdt raises ValueError; any failure means the same
+        raise p.ProtocolError(
+            p.ErrorCode.INVALID_FIELD, f"shared update refused: not a Yjs update ({str(error)[:120]}); nothing was changed"
+        ) from None
+    return normalized
+
+
+def check_state_vector(state: bytes) -> bytes:
+    try:
+        pycrdt.Doc().get_update(state)
+    except Exception:
+        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "sync step 1 refused: not a Yjs state vector") from None
+    return state
+
+
+class SharedDocs:
+    """The rooms' documents of this server, over the broker's `SharedStore`."""
+
+    def __init__(
+        self,
+        store: SharedStore,
+        log: logging.Logger,
+        *,
+        max_bytes: int,
+        max_update_bytes: int,
+        compact_every: int,
+        ttl: float,
+    ) -> None:
+        self.store = store
+        self.log = log
+        self.max_bytes = max_bytes
+        self.max_update_bytes = max_update_bytes
+        self.compact_every = compact_every
+        self.ttl = ttl
+
+    async def document(self, room: str) -> pycrdt.Doc:
+        """The room's document as it stands, built from the log."""
+        log = await self.store.shared_load(room)
+        doc: pycrdt.Doc = pycrdt.Doc()
+        for update in log.updates:
+            doc.apply_update(update)
+        return doc
+
+    async def missing(self, room: str, state: bytes) -> tuple[bytes, bytes]:
+        """What a client with state vector `state` lacks (an update), and the server's state vector."""
+        doc = await self.document(room)
+        return doc.get_update(check_state_vector(state)), doc.get_state()
+
+    async def apply(self, room: str, update: bytes) -> bytes | None:
+        """Keep `update` (already checked by `check_update`): the bytes to send the others, or
+        None when it changes nothing. `limit-exceeded` (max_shared_bytes) when the document
+        would grow past its bound; what was kept before stays as it was."""
+        if update == EMPTY_UPDATE:
+            return None
+        count = await self.store.shared_append(room, update, max_bytes=self.max_bytes, ttl=self.ttl)
+        if count is None:
+            # the log may be larger than the document it makes: compact, then try once more
+            await self.compact(room)
+            count = await self.store.shared_append(room, update, max_bytes=self.max_bytes, ttl=self.ttl)
+        if count is None:
+            raise p.limit_exceeded(
+                "max_shared_bytes",
+                self.max_bytes,
+                f"shared update refused: room {room!r}'s shared document would be larger than its bound; "
+                "remove what is no longer needed (the update was not applied; your copy is reset to the room's)",
+            )
+        if count > self.compact_every:
+            await self.compact(room)
+        return update
+
+    async def compact(self, room: str) -> None:
+        """Replace the log with the one update its document makes (deleted content dropped)."""
+        log = await self.store.shared_load(room)
+        if len(log.updates) < 2:
+            return
+        doc: pycrdt.Doc = pycrdt.Doc()
+        for update in log.updates:
+            doc.apply_update(update)
+        merged = doc.get_update()
+        if await self.store.shared_compact(room, log.generation, len(log.updates), merged, ttl=self.ttl):
+            self.log.debug(
+                "iavicenne: compacted %s's shared document: %d updates, %d -> %d bytes",
+                room,
+                len(log.updates),
+                log.size,
+                len(merged),
+            )
+
+    async def forget(self, room: str) -> None:
+        await self.store.shared_delete(room)

@@ -776,8 +776,10 @@ def test_alices_browser_and_kernel_are_one_member_and_bob_is_refused_her_page(
     page.goto(hub.url + "user/alice/iavicenne/?room=lobby&name=alice")
     page.wait_for_url(lambda url: f"/services/{SERVICE}/iavicenne/" in url)
     # the page's own modules ran (behind the Hub's XSRF check on module fetches): they joined
-    page.wait_for_function("() => window.iavicenneDemo && window.iavicenneDemo.room !== null")
-    assert refused == [], refused
+    try:
+        page.wait_for_function("() => window.iavicenneDemo && window.iavicenneDemo.room !== null")
+    finally:  # a module the Hub refused (no token) is why the page never joins: name it
+        assert refused == [], f"the Hub refused: {refused}"
     # the Hub's XSRF check is on: a module fetched without the token is refused, with it served
     fetched = page.evaluate(
         """async () => {

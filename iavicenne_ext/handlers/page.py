@@ -59,9 +59,11 @@ DEMO_PAGE_POLICY = (
 
 def module_urls(static_url: str, xsrf: str) -> tuple[str, dict[str, str]]:
     """The entry module's URL and the import map that sends every module of STATIC_DIR
-    the XSRF token (`static_url` is the path of the static folder, ending in '/')."""
+    the XSRF token (`static_url` is the path of the static folder, ending in '/'), those in
+    its subfolders too (static/vendor/: yjs and lib0, which the shared state imports)."""
     query = "?_xsrf=" + quote(xsrf, safe="")
-    imports = {f"{static_url}{module.name}": f"{static_url}{module.name}{query}" for module in sorted(STATIC_DIR.glob("*.js"))}
+    modules = sorted(path.relative_to(STATIC_DIR).as_posix() for path in STATIC_DIR.rglob("*") if path.suffix in (".js", ".mjs"))
+    imports = {f"{static_url}{module}": f"{static_url}{module}{query}" for module in modules}
     return f"{static_url}demo.js{query}", imports
 
 

@@ -23,6 +23,7 @@ import hashlib
 import json
 import os
 import queue
+import re
 import subprocess
 import sys
 import threading
@@ -390,7 +391,12 @@ def test_send_a_file_to_a_members_kernel(lab: JupyterProcess, people: Any, tmp_p
         alice.evaluate(WATCH_PROGRESS)
 
         alice.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+        # the listing must already show the new file: a row that moves under the click is another file
+        alice.evaluate("() => window.jupyterapp.commands.execute('filebrowser:refresh')")
         item = alice.locator(".jp-DirListing-item[title*='trial.csv'], .jp-DirListing-item:has-text('trial.csv')").first
+        expect(item).to_be_visible()
+        item.click()
+        expect(item).to_have_class(re.compile("jp-mod-selected"))
         item.click(button="right")
         alice.locator(".lm-Menu-item").filter(has_text="Send to a Member (iAvicenne)").click()
         dialog = alice.locator(".jp-Dialog")

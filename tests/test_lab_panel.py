@@ -11,7 +11,8 @@ JupyterLab notification on her screen; following bob opens his notebook at his c
 what carol puts in every field another person's panel shows (name, status, message) stays
 text; a window opened later gets the history on join. The same extension activates in
 Notebook 7. A file sent from alice's file browser arrives whole at bob's, where he chose,
-with progress on both sides. Screenshots: lab-panel.png, lab-window.png, lab-file-received.png (tests/artifacts/, or docs/img/ with
+with progress on both sides; and at bob's kernel (tests/file_kernel_agent.py, the notebook
+API ``room.on_file_offer``), where a hostile name is saved as its last segment only. Screenshots: lab-panel.png, lab-window.png, lab-file-received.png (tests/artifacts/, or docs/img/ with
 ``IAVICENNE_UPDATE_SCREENSHOTS=1``).
 """
 
@@ -21,6 +22,11 @@ import asyncio
 import hashlib
 import json
 import os
+import queue
+import re
+import subprocess
+import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -37,6 +43,7 @@ pytestmark = pytest.mark.timeout(300)
 
 REPO = Path(__file__).resolve().parent.parent
 BUILD = REPO / "iavicenne_ext" / "labextension"
+KERNEL_AGENT = Path(__file__).resolve().parent / "file_kernel_agent.py"
 ROOM = "analysis"
 HOSTILE = '<img src=x onerror="window.iavPwned=1">'
 _CONFIG = """
@@ -343,6 +350,87 @@ def test_send_a_file_from_the_file_browser(lab: JupyterProcess, people: Any) -> 
         assert len([step for step in steps if 0 < step < len(data)]) >= 2, (direction, steps)
     received = lab.root / "from-alice.parquet"
     assert hashlib.sha256(received.read_bytes()).hexdigest() == hashlib.sha256(data).hexdigest()
+
+
+class KernelAgent(Agent):
+    """bob's kernel: tests/file_kernel_agent.py, a room session in a process of its own
+    that accepts every file offered to it into `folder` (the notebook API)."""
+
+    def __init__(self, server: JupyterProcess, token: str, user_id: str, folder: Path, *, log: Path) -> None:
+        args = [sys.executable, str(KERNEL_AGENT), f"{server.origin}/", token, ROOM, user_id, str(folder)]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+        self.log = log
+        self._stderr = open(log, "wb")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr, env=env, cwd=REPO, text=True
+        )
+        self.events: queue.Queue[dict[str, Any]] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+
+def test_send_a_file_to_a_members_kernel(lab: JupyterProcess, people: Any, tmp_path: Path) -> None:
+    """alice sends a file from her file browser to bob, whose only connection is a kernel
+    (a Python room session in a process of its own): the kernel accepts it with
+    ``room.on_file_offer`` into a folder it chose; it arrives whole, with progress on both
+    sides. A name with a path and markup is saved as its last segment inside that folder,
+    and shown as text."""
+    from playwright.sync_api import expect
+
+    data = os.urandom(600_000)
+    (lab.root / "trial.csv").write_bytes(data)
+    inbox = tmp_path / "inbox"
+    bob = KernelAgent(lab, "bob-token", "bob", inbox, log=tmp_path / "bob-kernel.log")
+    try:
+        bob.expect("ready", timeout=40)
+        alice = people("alice-token")
+        alice.context.grant_permissions(["camera", "microphone"], origin=lab.origin)  # loopback ICE (test_browser_page)
+        open_lab(alice, lab, "alice.ipynb", "alice-to-kernel")
+        expect(alice.locator("#iavicenne-panel .iav-lab-state")).to_have_attribute("data-state", "online")
+        expect(member(alice, "bob")).to_be_visible()
+        alice.evaluate(WATCH_PROGRESS)
+
+        alice.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+        # the listing must already show the new file: a row that moves under the click is another file
+        alice.evaluate("() => window.jupyterapp.commands.execute('filebrowser:refresh')")
+        item = alice.locator(".jp-DirListing-item[title*='trial.csv'], .jp-DirListing-item:has-text('trial.csv')").first
+        expect(item).to_be_visible()
+        item.click()
+        expect(item).to_have_class(re.compile("jp-mod-selected"))
+        item.click(button="right")
+        alice.locator(".lm-Menu-item").filter(has_text="Send to a Member (iAvicenne)").click()
+        dialog = alice.locator(".jp-Dialog")
+        dialog.locator("select").select_option("bob")
+        dialog.locator(".jp-mod-accept").click()
+        offer = bob.expect("offer", timeout=30, name="trial.csv")
+        assert offer["sender"] == "alice" and offer["size"] == len(data)
+        received = bob.expect("received", timeout=90, id=offer["id"])
+        assert received["sha256"] == hashlib.sha256(data).hexdigest()
+        assert Path(received["path"]) == inbox / "trial.csv"
+        assert [step for step in received["steps"] if 0 < step < len(data)], received["steps"]  # bob's progress
+        assert received["status"] == "saved as trial.csv"
+        sending = alice.locator("#iavicenne-panel .iav-lab-transfer[data-direction='send']").filter(has_text="trial.csv")
+        expect(sending).to_have_attribute("data-state", "done")
+        expect(sending).to_contain_text("100%")
+        steps = alice.evaluate("() => [...window.iavSteps['send']]")
+        assert len([step for step in steps if 0 < step < len(data)]) >= 2, steps  # alice's progress on the way
+
+        # a hostile name: only its last segment, cleaned, inside bob's folder; text in his panel
+        hostile = f"../../etc/{HOSTILE}.txt"
+        alice.evaluate(
+            "(name) => window.iavicenneLab.collaboration.offerFile('analysis', 'bob', name, new Uint8Array([1, 2, 3]))",
+            hostile,
+        )
+        offer = bob.expect("offer", timeout=30, name=hostile)
+        assert "<img" not in offer["label"] and "&lt;img src=x" in offer["label"]
+        received = bob.expect("received", timeout=60, id=offer["id"])
+        path = Path(received["path"])
+        assert path.parent == inbox and path.name == "_img src_x onerror_window.iavPwned_1_.txt"
+        assert path.read_bytes() == bytes([1, 2, 3])
+        assert sorted(p.name for p in inbox.iterdir()) == sorted(["trial.csv", path.name])  # nothing elsewhere
+        assert alice.evaluate("window.iavPwned") is None
+    finally:
+        bob.stop()
 
 
 def saved(path: Path) -> Path:

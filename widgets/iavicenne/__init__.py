@@ -51,6 +51,7 @@ _LAZY = {
     "PeerSession": ".peer_session",
     **dict.fromkeys(["PeerLink", "PeerNetwork", "Progress"], ".peer"),
     "RelayLink": ".relay",
+    **dict.fromkeys(["FileOffer", "FileNotReceived"], ".files"),
 }
 
 

@@ -44,6 +44,8 @@ from typing import Any
 
 import ipywidgets as W
 
+from .share import human_size
+
 # connection or link state -> (colour, what the user reads)
 STATES: dict[str, tuple[str, str]] = {
     "connecting": ("#b58900", "connecting…"),
@@ -379,6 +381,8 @@ class RoomPanel(W.VBox):
         self.errors = ErrorArea()
         self.peers_box = W.VBox()
         self.peers_box.add_class("iav-peers")
+        self.files_box = W.VBox()
+        self.files_box.add_class("iav-file-offers")
         self.rows: dict[str, MemberRow] = {}
         self._reachable: dict[str, tuple[list[tuple[str, str]], str]] | None = None  # None: not known
         self._open_peer: Callable[[str, str | None], Any] | None = None
@@ -388,7 +392,16 @@ class RoomPanel(W.VBox):
         self._state = ("connecting", "")
         self.rejoin_button.on_click(lambda _: self._rejoin() if self._rejoin else None)
         super().__init__(
-            [self.style, self.top, self.members_box, self.conversation, self.composer, self.errors, self.peers_box],
+            [
+                self.style,
+                self.top,
+                self.members_box,
+                self.conversation,
+                self.composer,
+                self.files_box,
+                self.errors,
+                self.peers_box,
+            ],
             layout=W.Layout(border="1px solid #cfd8dc", padding="6px", max_width="760px"),
         )
         self.add_class("iav-room-panel")
@@ -486,6 +499,14 @@ class RoomPanel(W.VBox):
         if panel not in self.peers_box.children:
             self.peers_box.children = (*self.peers_box.children, panel)
 
+    def add_file_offer(self, row: W.Widget) -> None:
+        """A file another member offers: its row (accept into a folder, or decline)."""
+        if row not in self.files_box.children:
+            self.files_box.children = (*self.files_box.children, row)
+
+    def remove_file_offer(self, row: W.Widget) -> None:
+        self.files_box.children = tuple(child for child in self.files_box.children if child is not row)
+
     def remove_peer_panel(self, panel: W.Widget) -> None:
         if panel in self.peers_box.children:
             self.peers_box.children = tuple(child for child in self.peers_box.children if child is not panel)
@@ -522,6 +543,61 @@ class TransferRow(W.HBox):
         self.status.value = f"{done * 100 // total if total else 100}%"
 
     def finish(self, text: str = "done", ok: bool = True) -> None:
+        if ok:
+            self.bar.value = 1.0
+        self.bar.bar_style = "success" if ok else "danger"
+        self.status.value = _esc(text)
+
+
+class FileOfferRow(W.VBox):
+    """A file offered to us: who sends it (their verified username), its name and size
+    (escaped: both are the sender's words), a folder field, Accept and Decline, then a
+    progress bar while it arrives."""
+
+    def __init__(self, offer_id: str, name: str, size: int, sender: str, identity: dict[str, Any] | None) -> None:
+        self.offer_id = offer_id
+        self.label = W.HTML(
+            f"<b class='iav-file-sender'>{_esc(sender)}</b>{_identity_tag(sender, identity)} offers "
+            f"<span class='iav-file-name'>{_esc(name)}</span> ({_esc(human_size(size))})"
+        )
+        self.folder = W.Text(value=".", description="Save in", layout=W.Layout(width="40%"))
+        self.folder.add_class("iav-file-folder")
+        self.accept_button = W.Button(
+            description="Accept", icon="download", button_style="success", layout=W.Layout(width="auto")
+        )
+        self.accept_button.add_class("iav-file-accept")
+        self.decline_button = W.Button(description="Decline", layout=W.Layout(width="auto"))
+        self.decline_button.add_class("iav-file-decline")
+        self.bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="40%", display="none"))
+        self.status = W.HTML("", layout=W.Layout(width="auto"))
+        self.status.add_class("iav-file-status")
+        self.controls = W.HBox([self.folder, self.accept_button, self.decline_button, self.bar, self.status])
+        self._accept: Callable[[str], Any] | None = None
+        self._decline: Callable[[], Any] | None = None
+        self.accept_button.on_click(lambda _: self._accept(self.folder.value) if self._accept else None)
+        self.decline_button.on_click(lambda _: self._decline() if self._decline else None)
+        super().__init__([self.label, self.controls], layout=W.Layout(border_top="1px dashed #cfd8dc", padding="4px 0"))
+        self.add_class("iav-file-offer")
+
+    def on_accept(self, handler: Callable[[str], Any]) -> None:
+        self._accept = handler
+
+    def on_decline(self, handler: Callable[[], Any]) -> None:
+        self._decline = handler
+
+    def show_state(self, state: str) -> None:
+        answered = state != "offered"
+        self.accept_button.disabled = self.decline_button.disabled = self.folder.disabled = answered
+        if state in ("accepted", "receiving"):
+            self.bar.layout.display = None
+        self.status.value = _esc(state)
+
+    def progress(self, done: int, total: int) -> None:
+        self.bar.layout.display = None
+        self.bar.value = min(1.0, done / total) if total else 1.0
+        self.status.value = f"{done * 100 // total if total else 100}%"
+
+    def finish(self, text: str, ok: bool) -> None:
         if ok:
             self.bar.value = 1.0
         self.bar.bar_style = "success" if ok else "danger"

@@ -62,6 +62,8 @@ from .peer import PeerNetwork
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .files import FileOffer
+
 T = TypeVar("T")
 KEPT = {"message": 1000, "dataframe": 20, "file": 20}
 PROGRESS_INTERVAL = 0.1  # seconds between two progress bar updates: widgets cost a comm message each
@@ -106,6 +108,11 @@ class PeerHost(Protocol):
 
     def on_loop(self, function: Callable[..., Any], *args: Any) -> None:
         """Call `function` on the kernel's loop (widgets are touched from there only)."""
+        ...
+
+    def file_for_link(self, link: Link, header: Any) -> FileOffer | bool:
+        """The accepted offer a file header on `link` announces, True when the header is
+        refused (its bytes are dropped), False when it is no file header."""
         ...
 
 
@@ -198,6 +205,8 @@ class PeerSession:
         self._opening: asyncio.Task[Link] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._incoming: _Throttled | None = None
+        # after a file header: the offer its bytes are for, or True when they are refused
+        self._file: FileOffer | bool = False
         self._link_error: BaseException | None = None
 
     def __repr__(self) -> str:
@@ -470,8 +479,9 @@ class PeerSession:
         while True:
             try:
                 data = await link.recv()
-            except TransferRefused:
+            except TransferRefused as refused:
                 # refused, and reported by the link's "error" event: the next payload follows
+                self._end_file(f"refused: {refused}")
                 if self._incoming is not None:
                     self._incoming.row.finish("refused", ok=False)
                     self._incoming = None
@@ -484,6 +494,8 @@ class PeerSession:
                 self._report(f"could not read what {self.remote} sent: {error}", error, traceback=False)
 
     def _dispatch(self, data: Any) -> None:
+        if self._take_file(data):
+            return
         incoming, self._incoming = self._incoming, None  # the transfer that brought `data`, if one did
         if share.is_shared(data):
             try:
@@ -517,8 +529,34 @@ class PeerSession:
         for callback in list(self._callbacks["message"]):
             callback(data)
 
+    def _take_file(self, data: Any) -> bool:
+        """A file offered to us and accepted: its header, then its bytes (True: taken)."""
+        expected, self._file = self._file, False
+        if expected is not False and isinstance(data, (bytes, bytearray, memoryview)):
+            if expected is not True:
+                expected.arrived(bytes(data))
+            return True  # the bytes of a refused header are dropped, never read as a message
+        if expected is not False and expected is not True:
+            expected.fail("the sender sent something else than the file")
+        if self.link is None:
+            return False
+        found = self.room.file_for_link(self.link, data)
+        if found is False:
+            return False
+        self._file = found
+        return True
+
+    def _end_file(self, why: str) -> None:
+        expected, self._file = self._file, False
+        if expected is not False and expected is not True:
+            expected.fail(why)
+
     def _on_progress(self, progress: Progress) -> None:
         if progress.direction != "receive":
+            return
+        if self._file is not False:
+            if self._file is not True:
+                self._file.progress(progress)
             return
         if self._incoming is None:
             size = share.human_size(progress.total)
@@ -527,6 +565,7 @@ class PeerSession:
 
     def _on_close(self, error: BaseException) -> None:
         self._link_error = error
+        self._end_file(f"cut off: {error}")
         for mailbox in self._mail.values():
             mailbox.wake()  # a waiting receive ends with `error` instead of hanging
         if self._incoming is not None:

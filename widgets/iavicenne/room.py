@@ -67,7 +67,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from iavicenne_ext import protocol as p
 
-from . import connections, share, wire
+from . import connections, files, share, wire
 from .background import KernelLoop, Pending, Report, callback_name, guarded, on_session_loop
 from .client import CONTROL, RoomClient
 from .client import Room as ClientRoom
@@ -80,6 +80,7 @@ from .panels import RoomPanel, named, verified_username
 from .shared import SharedState
 
 if TYPE_CHECKING:
+    from .link import Link
     from .peer import PeerNetwork
     from .peer_session import PeerSession
 
@@ -207,6 +208,7 @@ class RoomSession:
         self._peers_lock = threading.Lock()
         self._described: dict[str, Connection] = {}  # by peer_id: what a connection said of itself
         self._queries: dict[str, asyncio.Event] = {}  # describe nonces we wait answers for
+        self.file_offers: dict[str, files.FileOffer] = {}  # by id: files offered to this user, newest last
         self._answered: dict[str, float] = {}  # user -> when we last answered them (no amplification)
         self._arrived: dict[str, float] = {}  # user -> when we saw them join (loop time)
         self._network_up = 0.0  # when our peer joined the signaling (loop time)
@@ -336,6 +338,13 @@ class RoomSession:
         """Callbacks for ``message``, ``presence``, ``state`` (the connection's) or ``gap``."""
         stop = self.events.on(kind, guarded(callback, f"your {kind!r} callback {callback_name(callback)}", self._report))
         return Subscription(kind, callback, stop)
+
+    def on_file_offer(self, callback: Callable[[files.FileOffer], Any]) -> Subscription:
+        """Call `callback(offer)` when a member offers you a file (a JupyterLab window's
+        "Send to…"): ``offer.accept("data/")`` asks for it, saved in that folder under its
+        name's last segment; ``offer.decline()``; ``await offer.received()`` is its `Path`.
+        The offer also shows in the panel, with a folder field, Accept and Decline."""
+        return self.on("file-offer", callback)
 
     def stream(self, *kinds: str) -> EventStream:
         """``async for message in room.stream("message"): ...`` (every kind when none given)."""
@@ -688,6 +697,52 @@ class RoomSession:
             self._answer_describe(message.user_id, content.get("q"))
         elif kind == DESCRIPTION:
             self._take_description(message.user_id, content)
+        elif kind == files.FILE_OFFER and message.direct:
+            self._take_file_offer(message)
+
+    # -- files offered to us ----------------------------------------------------------
+    def _take_file_offer(self, message: Message) -> None:
+        offer = files.parse_offer(self, message.content, message.user_id, message.identity)
+        if offer is None or offer.id in self.file_offers:
+            return  # malformed, or offered again (the same id: once is enough)
+        pending = [o for o in self.file_offers.values() if o.state == "offered"]
+        if len(pending) >= files.MAX_PENDING:  # a member cannot make us keep offers without end
+            oldest = pending[0]
+            oldest.fail("too many offers waiting: this one was dropped")
+            self.file_offers.pop(oldest.id, None)
+            self.kernel.call(self.panel.remove_file_offer, oldest.row)
+        self.file_offers[offer.id] = offer
+        self.kernel.call(self.panel.add_file_offer, offer.row)
+        self.events.emit("file-offer", offer)
+
+    async def answer_file_offer(self, offer: files.FileOffer, accept: bool) -> None:
+        """Tell the sender: accepted (the file comes to this kernel's peer) or declined."""
+        room = await self._room()
+        if not accept:
+            await room.direct(offer.sender, files.answer(offer, False, ""))
+            return
+        try:
+            network = await self.peer_network()
+            await room.direct(offer.sender, files.answer(offer, True, network.peer_id))
+        except Exception as error:
+            offer.fail(f"could not accept: {error}")
+            raise
+
+    def file_for_link(self, link: Link, header: Any) -> files.FileOffer | bool:
+        """The offer a file header on `link` announces: the `FileOffer` when its bytes are
+        to be taken, True when it is a file header that is refused (its bytes are dropped),
+        False when `header` is not a file header at all."""
+        if not isinstance(header, dict) or header.get(CONTROL) != files.FILE:
+            return False
+        offer_id = header.get("id")
+        offer = self.file_offers.get(offer_id) if isinstance(offer_id, str) else None
+        why = "nothing of that id was offered to you" if offer is None else offer.may_come_on(link, header, connections.user_of)
+        if why is not None:
+            self._report(f"refused a file from {link.peer_id}: {why}", traceback=False)
+            return True
+        assert offer is not None
+        offer.receiving()
+        return offer
 
     def _answer_describe(self, asker: str, nonce: Any) -> None:
         network, room = self.network, self.room

@@ -325,7 +325,12 @@ def test_send_a_file_from_the_file_browser(lab: JupyterProcess, people: Any) -> 
         page.evaluate(WATCH_PROGRESS)
 
     alice.evaluate("() => window.jupyterapp.commands.execute('filebrowser:activate')")
+    # the listing must already show the file: a row that moves under the click is another file
+    alice.evaluate("() => window.jupyterapp.commands.execute('filebrowser:refresh')")
     item = alice.locator(".jp-DirListing-item[title*='cohort.parquet'], .jp-DirListing-item:has-text('cohort.parquet')").first
+    expect(item).to_be_visible()
+    item.click()
+    expect(item).to_have_class(re.compile("jp-mod-selected"))
     item.click(button="right")
     alice.locator(".lm-Menu-item").filter(has_text="Send to a Member (iAvicenne)").click()
     dialog = alice.locator(".jp-Dialog")

@@ -6,7 +6,12 @@ test module asks for one by naming it, without importing it)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import sysconfig
+import venv
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,6 +20,8 @@ from room_support import Connect, assert_timestamped
 
 from iavicenne.ice import ADDRESSES_VARIABLE
 from iavicenne_ext.testing import WSClient
+
+REPO = Path(__file__).resolve().parent.parent
 
 pytest_plugins = ["pytest_jupyter.jupyter_server", "iavicenne_ext.pytest_plugin"]
 
@@ -75,3 +82,46 @@ def browser() -> Iterator[Any]:
         chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
         yield chromium
         chromium.close()
+
+
+@pytest.fixture(scope="session")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel of this checkout (``pip wheel . --no-deps``), built once per run."""
+    out = tmp_path_factory.mktemp("wheel")
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert built.returncode == 0, built.stdout + built.stderr
+    (found,) = out.glob("iavicenne-*.whl")
+    return found
+
+
+@pytest.fixture(scope="session")
+def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The python of a fresh environment with the wheel installed; its cwd is neutral."""
+    env = tmp_path_factory.mktemp("venv") / "fresh"
+    venv.create(env, with_pip=True)
+    python = env / "bin" / "python"
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    done = subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # only now: had pip seen the test environment (where CI installs this very version,
+    # not editable), it would have found iavicenne "already satisfied" and installed nothing
+    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
+    (Path(site) / "dependencies-of-the-test-environment.pth").write_text("\n".join(ours) + "\n")
+    return python

@@ -3,7 +3,7 @@ named ``widgets`` is installed at the top of site-packages (it would collide wit
 wheels, be shadowed by a notebook folder's ``widgets/``, and read like ``ipywidgets``).
 
 The wheel is built from this checkout (``pip wheel . --no-deps``) and installed into a
-fresh virtual environment. Its dependencies come from the environment running the tests,
+fresh virtual environment (the `wheel` and `installed` fixtures, in conftest.py). Its dependencies come from the environment running the tests,
 without downloading anything: a ``.pth`` file in the fresh environment lists this
 environment's site-packages. Python adds a ``.pth`` file's directories to ``sys.path``
 but does not read the ``.pth`` files inside them, so this checkout's editable install
@@ -14,59 +14,12 @@ is the wheel.
 from __future__ import annotations
 
 import subprocess
-import sys
-import sysconfig
-import venv
 import zipfile
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    built = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", str(REPO), "--no-deps", "-q", "-w", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
-    assert built.returncode == 0, built.stdout + built.stderr
-    (found,) = out.glob("iavicenne-*.whl")
-    return found
-
-
-@pytest.fixture(scope="module")
-def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The python of a fresh environment with the wheel installed; its cwd is neutral."""
-    env = tmp_path_factory.mktemp("venv") / "fresh"
-    venv.create(env, with_pip=True)
-    python = env / "bin" / "python"
-    site = subprocess.run(
-        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    done = subprocess.run(
-        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--no-index", str(wheel)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    # only now: had pip seen the test environment (where CI installs this very version,
-    # not editable), it would have found iavicenne "already satisfied" and installed nothing
-    ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
-    (Path(site) / "dependencies-of-the-test-environment.pth").write_text("\n".join(ours) + "\n")
-    return python
 
 
 def run(python: Path, code: str, cwd: Path) -> subprocess.CompletedProcess[str]:

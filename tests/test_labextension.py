@@ -20,7 +20,6 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_import_name import installed, wheel  # noqa: F401  # the fixtures: the wheel of this checkout, a fresh venv with it
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = REPO / "labextension"
@@ -91,7 +90,7 @@ def test_the_extension_unit_tests() -> None:
     assert run.returncode == 0 and "# fail 0" in run.stdout, run.stdout[-6000:] + run.stderr[-3000:]
 
 
-def test_jupyter_labextension_list_shows_it_enabled_and_ok(installed: Path, tmp_path: Path) -> None:  # noqa: F811
+def test_jupyter_labextension_list_shows_it_enabled_and_ok(installed: Path, tmp_path: Path) -> None:
     env = {**os.environ, "JUPYTER_DATA_DIR": str(tmp_path / "data"), "JUPYTER_CONFIG_DIR": str(tmp_path / "config")}
     env.pop("JUPYTER_PATH", None)
     listed = subprocess.run(

@@ -22,6 +22,7 @@ from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_pref
 from iavicenne import RoomClient
 from iavicenne.shared import SharedState, share
 from iavicenne_ext import protocol as p
+from iavicenne_ext.shared_state import SyncMessage, decode_sync
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 SMALL = {"max_shared_bytes": 20_000, "max_shared_update_bytes": 8_000, "shared_compact_every": 20}
@@ -79,8 +80,7 @@ def kernels(deployment: Deployment, opened: list[Any]) -> Kernels:
 
 
 def sync_frame(room: str, step: int, payload: bytes, ref: str = "s") -> dict[str, Any]:
-    message = bytes([p.SYNC_MESSAGE, step]) + pycrdt.write_var_uint(len(payload)) + payload
-    return {"type": p.SHARED, "room": room, "ref": ref, "payload": {"sync": base64.b64encode(message).decode()}}
+    return {"type": p.SHARED, "room": room, "ref": ref, "payload": {"sync": SyncMessage(step, payload).b64()}}
 
 
 async def reply(client: WSClient, ref: str) -> dict[str, Any]:
@@ -121,20 +121,9 @@ async def test_a_newcomer_gets_the_whole_document_in_one_exchange(kernels: Kerne
     data = base64.b64decode(answer["sync"])
     assert data[:2] == bytes([p.SYNC_MESSAGE, p.SyncStep.STEP2]) and answer["max_bytes"] == SMALL["max_shared_bytes"]
     doc: pycrdt.Doc = pycrdt.Doc()
-    doc.apply_update(_payload(data))
+    doc.apply_update(decode_sync(answer["sync"], max_bytes=len(data)).payload)
     shared = doc.get(p.SHARED_ROOT, type=pycrdt.Map)
     assert shared.to_py() == {"threshold": 0.3, "filter": {"age": ">= 18"}, "questions": ["why?"], "notes": "look at Q3"}
-
-
-def _payload(data: bytes) -> bytes:
-    at, shift, length = 2, 0, 0
-    while True:
-        byte = data[at]
-        at += 1
-        length |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return data[at:]
 
 
 async def test_edits_made_while_disconnected_merge_after_reconnect(kernels: Kernels, room: str) -> None:

@@ -29,11 +29,11 @@ people at once keeps one of the two values (Yjs picks the same one everywhere).
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
 import contextlib
 import json
 import logging
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -42,6 +42,7 @@ import pycrdt
 from pycrdt import Array, Map, Text
 
 from iavicenne_ext import protocol as p
+from iavicenne_ext.shared_state import SyncMessage, decode_sync
 
 from .errors import RequestFailed
 
@@ -62,28 +63,17 @@ class SharedChange:
 
 
 def _sync(step: int, payload: bytes) -> str:
-    return base64.b64encode(bytes([p.SYNC_MESSAGE, step]) + pycrdt.write_var_uint(len(payload)) + payload).decode()
+    return SyncMessage(step, payload).b64()
 
 
 def _parse_sync(text: Any) -> tuple[int, bytes] | None:
-    """(step, payload) of a server's base64 y-sync message; None when it is not one."""
+    """(step, payload) of a server's base64 y-sync message, read as the server reads the
+    clients' (`shared_state.decode_sync`); None when it is not one."""
     try:
-        data = base64.b64decode(text, validate=True)
-        if len(data) < 3 or data[0] != p.SYNC_MESSAGE:
-            return None
-        length = shift = 0
-        at = 2
-        while True:
-            byte = data[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            shift += 7
-            if byte < 0x80:
-                break
-        payload = data[at:]
-        return (data[1], payload) if len(payload) == length else None
-    except (ValueError, TypeError, IndexError):
+        message = decode_sync(text, max_bytes=sys.maxsize)
+    except p.ProtocolError:
         return None
+    return message.step, message.payload
 
 
 def to_shared(value: Any) -> Any:

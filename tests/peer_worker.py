@@ -22,6 +22,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 import zlib
 from typing import Any
 
@@ -182,6 +183,16 @@ async def main(scenario: str, me: str, other: str) -> None:
         await net.close()
 
 
+async def run(scenario: str, me: str, other: str) -> None:
+    """`main`, with any failure as an {"error": ...} line whose traceback is whole: the test
+    shows the end of stderr, where asyncio's warnings about pending tasks hid the cause."""
+    try:
+        await main(scenario, me, other)
+    except Exception as error:
+        emit(error={"type": type(error).__name__, "message": str(error), "traceback": traceback.format_exc()})
+        raise
+
+
 if __name__ == "__main__":
     if os.environ.get("PEER_DEBUG"):
         import logging
@@ -189,4 +200,4 @@ if __name__ == "__main__":
         logging.basicConfig(level=logging.DEBUG, format="%(relativeCreated)6.0f %(name)s %(message)s")
         for quiet in ("aioice", "aiortc"):
             logging.getLogger(quiet).setLevel(logging.INFO)
-    asyncio.run(main(*sys.argv[1:4]))
+    asyncio.run(run(*sys.argv[1:4]))

@@ -26,6 +26,7 @@ from peer_worker import MemoryWatch, ice_addresses, loopback_only, zlib_bomb
 from iavicenne import Backoff, PeerLeft, PeerLinkClosed, PeerUnreachable, ServerInfo, SignalingClient, TransferRefused, wire
 from iavicenne.peer import PeerLink, PeerNetwork, Progress
 from iavicenne.wire import FLAG_ZLIB, Kind, Tag
+from iavicenne_ext import protocol as p
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 
@@ -403,7 +404,7 @@ def test_two_processes_exchange_text_objects_and_20_mb(jupyter: Any) -> None:
     alice = spawn(jupyter, "exchange", "alice", "bob", "exchange")
     bob = spawn(jupyter, "exchange", "bob", "alice", "exchange")
     a, b = results(alice), results(bob)
-    assert a["returncode"] == 0 and b["returncode"] == 0, (a["stderr"][-2000:], b["stderr"][-2000:])
+    assert a["returncode"] == 0 and b["returncode"] == 0, f"alice: {a.get('error')}\nbob: {b.get('error')}"
     sent, got = a["result"], b["result"]
     assert got["text"] == sent["text"] and got["object"] == sent["object"]
     assert got["bytes_len"] == 20 * 1024 * 1024 == sent["bytes_len"]
@@ -431,3 +432,25 @@ def test_a_process_dying_mid_transfer_is_a_clear_error_for_the_other(jupyter: An
     assert error["type"] in ("PeerLeft", "PeerLinkClosed"), story
     assert "in the middle of a transfer" in error["message"], story
     assert error["seconds"] < 15, story  # a clear error soon, not a hang
+
+
+async def test_a_peer_joined_read_with_the_joined_snapshot_is_kept() -> None:
+    """`joined` and a `peer-joined` sent right after it arrive in one read: the peer must
+    stay in `peers` (the snapshot was applied after the wait, and undid the peer-joined:
+    each side then waited for the other, "not in the room", while their link was open)."""
+    bob = SignalingClient(ServerInfo("http://127.0.0.1:9/", "t"), "glare", "bob")
+    written: list[str] = []
+    bob._write = lambda ws, data: written.append(data)  # type: ignore[method-assign]
+    seen: list[tuple[str, str]] = []
+    bob.on("peer", lambda event: seen.append((event.kind, event.peer_id)))
+    restoring = asyncio.ensure_future(bob._restore(None))  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    ref = json.loads(written[0])["ref"]
+    # what the server wrote, in this order, handled in one go as the reader does
+    bob._dispatch({"type": p.JOINED, "ref": ref, "room": "glare", "peer_id": "bob", "peers": [], "peer_identities": {}})
+    bob._dispatch({"type": p.PEER_JOINED, "room": "glare", "peer_id": "alice", "identity": {"username": "alice"}})
+    await restoring
+    assert bob.peers == {"alice"}
+    assert bob.identities == {"alice": {"username": "alice"}}
+    assert seen == [("joined", "alice")]
+    await bob.wait_for_peer("alice", timeout=1)

@@ -82,9 +82,12 @@ class SignalingClient(Endpoint):
             off()
 
     async def _restore(self, ws: WebSocketClientConnection) -> None:
-        joined = await self._request(
-            ws, {"type": p.JOIN, "room": self.room, "payload": {"peer_id": self.peer_id}}, expect=p.JOINED
-        )
+        # the snapshot is taken in `_handle`, when the frame is read: a peer-joined read right
+        # after it (in the same read) must come after it, not be undone by it here, later
+        await self._request(ws, {"type": p.JOIN, "room": self.room, "payload": {"peer_id": self.peer_id}}, expect=p.JOINED)
+
+    def _snapshot(self, joined: dict[str, Any]) -> None:
+        """The peers in the room as `joined` lists them; what changed since, as events."""
         self.ice_servers = joined.get("ice_servers") or []
         now = set(joined.get("peers") or [])
         said = joined.get("peer_identities")
@@ -102,7 +105,10 @@ class SignalingClient(Endpoint):
 
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
-        if kind == p.PEER_JOINED:
+        if kind == p.JOINED:
+            if frame.get("room", self.room) == self.room and frame.get("peer_id", self.peer_id) == self.peer_id:
+                self._snapshot(frame)
+        elif kind == p.PEER_JOINED:
             peer_id = frame["peer_id"]
             if peer_id == self.peer_id:
                 return

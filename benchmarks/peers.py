@@ -185,6 +185,10 @@ class Measure:
     cpu_ms_per_leave: float = math.nan
     presence_expected: int = 0
     presence_received: int = 0
+    # the whole run's server CPU, by part
+    join_cpu_s: float = 0.0
+    message_cpu_s: float = 0.0
+    leave_cpu_s: float = 0.0
 
 
 @dataclass
@@ -461,13 +465,16 @@ class Bench:
                     await publisher.join(system.endpoints[0])
                     m.presence_expected = await self.join(system, group, room, f"w{repeat}", count, 10, label=system.name)
                     m.join_seconds = time.monotonic() - t0
+                    cpu1 = system.deployment.cpu_seconds()
                     run = await self.throughput(system, publisher, group, count, messages)
+                    cpu2 = system.deployment.cpu_seconds()
                     t1 = time.monotonic()
                     m.presence_expected += await self.leave(group, count, 10, label=system.name)
                     await publisher.close()
                     m.leave_seconds = time.monotonic() - t1
                     m.seconds = time.monotonic() - t0
                     m.server_cpu_s = system.deployment.cpu_seconds() - cpu0
+                    m.join_cpu_s, m.message_cpu_s, m.leave_cpu_s = cpu1 - cpu0, cpu2 - cpu1, cpu0 + m.server_cpu_s - cpu2
                     m.redis_cpu_s = self.redis_cpu() - rcpu0
                     m.expected, m.delivered, m.losses = run.expected, run.delivered, run.losses
                     m.duplicates, m.disorder, m.per_second, m.server_us = (
@@ -542,6 +549,9 @@ def summarize(results: Results) -> dict[str, Any]:
             "cpu_ms_per_join",
             "leave_seconds",
             "cpu_ms_per_leave",
+            "join_cpu_s",
+            "message_cpu_s",
+            "leave_cpu_s",
         ):
             row[name] = median([float(getattr(m, name)) for m in ms])
         row["losses"] = sum(m.losses + m.duplicates for m in ms)
@@ -571,6 +581,8 @@ def summarize(results: Results) -> dict[str, Any]:
             entry["leave_cpu_ratio"] = ratio(sio["cpu_ms_per_leave"], row["cpu_ms_per_leave"])
         else:
             entry["cpu_ratio"] = ratio(sio["server_cpu_s"], row["server_cpu_s"])
+            for part in ("join", "message", "leave"):
+                entry[f"{part}_cpu_ratio"] = ratio(sio[f"{part}_cpu_s"], row[f"{part}_cpu_s"])
             entry["cpu_with_redis_ratio"] = ratio(
                 sio["server_cpu_s"] + sio["redis_cpu_s"], row["server_cpu_s"] + row["redis_cpu_s"]
             )
@@ -645,21 +657,24 @@ def render(results: Results, summary: dict[str, Any]) -> str:
             f"{a['whole_messages']} messages to all, everyone leaving 10 at a time"
         )
         out.append(
-            "| server | total s | server CPU s (all server processes) | Redis CPU s | deliveries/s | losses | all runs (server CPU s) |"
+            "| server | total s | server CPU s (all server processes) | of which joins / messages / leaves | Redis CPU s | "
+            "deliveries/s | losses | all runs (server CPU s) |"
         )
-        out.append("|---|---:|---:|---:|---:|---:|---|")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---|")
         for (ph, system, _), r in sorted(by.items()):
             if ph == "whole":
                 out.append(
-                    f"| {system} | {r['seconds']:.1f} | {r['server_cpu_s']:.2f} | {r['redis_cpu_s']:.2f} | {r['per_second']:,.0f} | "
-                    f"{r['losses']} | {', '.join(str(v) for v in r['server_cpu_all'])} |"
+                    f"| {system} | {r['seconds']:.1f} | {r['server_cpu_s']:.2f} | "
+                    f"{r['join_cpu_s']:.2f} / {r['message_cpu_s']:.2f} / {r['leave_cpu_s']:.2f} | {r['redis_cpu_s']:.2f} | "
+                    f"{r['per_second']:,.0f} | {r['losses']} | {', '.join(str(v) for v in r['server_cpu_all'])} |"
                 )
         for (ph, _), x in sorted(rat.items()):
             if ph == "whole":
                 lead = "leads" if x["cpu_ratio"] > 1 else "does not lead"
                 out.append(
                     f"  python-socketio spends {x['cpu_ratio']:.2f}x iAvicenne's server CPU over the whole run "
-                    f"({x['cpu_with_redis_ratio']:.2f}x with Redis's): iAvicenne {lead} (goal: above 1)"
+                    f"({x['cpu_with_redis_ratio']:.2f}x with Redis's): iAvicenne {lead} (goal: above 1); "
+                    f"joins {x['join_cpu_ratio']:.2f}x, messages {x['message_cpu_ratio']:.2f}x, leaves {x['leave_cpu_ratio']:.2f}x"
                 )
     if results.failures:
         out.append("")

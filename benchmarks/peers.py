@@ -853,11 +853,11 @@ def main(argv: list[str] | None = None) -> int:
     print(render(results, summary), flush=True)
     if args.json is not None:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        payload = {
+        payload = summary | {
             "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in results.args.items()},
             "measures": [asdict(m) for m in results.measures],
-            "failures": results.failures,
-        } | summary
+            "failures": results.failures,  # the list, not the summary's count
+        }
         args.json.write_text(json.dumps(payload, indent=2, default=str))
     ok = summary["losses"] == 0 and summary["disorder"] == 0 and summary["presence_missing"] == 0 and not summary["failures"]
     return 0 if ok else 1

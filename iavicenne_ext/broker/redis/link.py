@@ -27,7 +27,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..base import BrokerUnavailable
 from .keys import Keys
-from .scripts import Scripts
+from .lane import ScriptLane, ScriptUnknown
+from .scripts import Scripts, source
+
+#: the scripts called on a `ScriptLane` (one per message): the others go through the pool
+_LANED = "publish"
 
 #: Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
 LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
@@ -84,6 +88,7 @@ class RedisLink:
         # do not tear down a newer one
         self.generation = 0
         self._pubsub: PubSub | None = None
+        self._lane: ScriptLane | None = None  # of the current connection (lane.py)
         self._sub_lock = asyncio.Lock()
         self._confirming: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []  # of the current connection: the reader, liveness
@@ -132,6 +137,12 @@ class RedisLink:
 
     async def run(self, script: str, *args: Any) -> Any:
         async with self.request():
+            lane = self._lane
+            if script == _LANED and lane is not None:
+                try:
+                    return await lane.call(*args)
+                except ScriptUnknown:
+                    pass  # flushed from Redis meanwhile: the client loads it again (EVAL)
             return await self.scripts.run(script, *args)
 
     async def command(self, name: str, *args: Any) -> Any:
@@ -247,6 +258,11 @@ class RedisLink:
             closer = asyncio.ensure_future(self._close_quietly(pubsub))
             self._closers.add(closer)
             closer.add_done_callback(self._closers.discard)
+        if self._lane is not None:
+            lane, self._lane = self._lane, None
+            closer = asyncio.ensure_future(lane.close())
+            self._closers.add(closer)
+            closer.add_done_callback(self._closers.discard)
         for waiters in self._confirming.values():
             for future in waiters:
                 if not future.done():
@@ -279,6 +295,9 @@ class RedisLink:
         # connections of the previous Redis are dead sockets: drop them all
         await client.connection_pool.disconnect()
         await client.ping()
+        # the lane's script must be known to Redis before its first EVALSHA (lane.py)
+        await client.script_load(source(_LANED))
+        self._lane = await ScriptLane.open(client.connection_pool, self.scripts.sha(_LANED), self.keys.prefix)
         pubsub = client.pubsub()
         # a channel of our own keeps the subscription (and the reader) alive with no room
         await pubsub.subscribe(self.keys.server_channel(self.server_id))

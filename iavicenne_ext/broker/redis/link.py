@@ -28,6 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ..base import BrokerUnavailable
 from .keys import Keys
 from .lane import ScriptLane, ScriptUnknown
+from .pushes import PushParser
 from .scripts import Scripts, source
 
 #: the scripts called on a `ScriptLane` (one per message): the others go through the pool
@@ -332,22 +333,34 @@ class RedisLink:
             await pubsub.unsubscribe(self.keys.channel(room))
 
     async def _read(self, pubsub: PubSub) -> None:
-        """The one reader of this server: hand every room's message to the broker, in order."""
+        """The one reader of this server: hand every room's message to the broker, in order.
+
+        It reads the pub/sub connection's bytes itself, many messages at a time
+        (pushes.py); redis-py only sends the (un)subscriptions on it.
+        """
+        connection = pubsub.connection
+        assert connection is not None, "subscribed before reading"
+        stream = connection._reader  # redis-py reads nothing from it: no reply is awaited there
+        if stream is None:
+            raise RedisConnectionError("the pub/sub connection is closed")
+        parser = PushParser()
+        on_message, on_subscribed, room_of = self._on_message, self._on_subscribed, self.keys.room_of
         while True:
-            message = await pubsub.get_message(timeout=None)
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind not in ("message", "subscribe"):
-                continue
-            room = self.keys.room_of(message["channel"])
-            if room is None:
-                continue
-            if kind == "message":
-                await self._on_message(room, message["data"])
-                continue
-            waiters = self._confirming.pop(room, None)
-            await self._on_subscribed(room)
-            for future in waiters or ():
-                if not future.done():
-                    future.set_result(None)
+            data = await stream.read(1 << 16)
+            if not data:
+                raise RedisConnectionError("Redis closed the pub/sub connection")
+            for message in parser.feed(data):
+                kind = message[0]
+                if kind == b"message" and len(message) == 3:
+                    room = room_of(message[1])
+                    if room is not None:
+                        await on_message(room, message[2])
+                elif kind == b"subscribe" and len(message) == 3:
+                    room = room_of(message[1])
+                    if room is None:
+                        continue
+                    waiters = self._confirming.pop(room, None)
+                    await on_subscribed(room)
+                    for future in waiters or ():
+                        if not future.done():
+                            future.set_result(None)

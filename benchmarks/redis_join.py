@@ -42,7 +42,7 @@ async def join_cycles(deployment: Deployment, joins: int, room: str) -> tuple[li
                 return data
 
     client.send({"type": "connect", "payload": {"user_id": "joiner"}})
-    await until(b"connected")
+    await until(b"connect")  # its answer has the request's type
     times = []
     cpu = deployment.cpu_seconds()
     for _ in range(joins):

@@ -1,11 +1,12 @@
-"""A lane for the publish script: calls pipelined on one connection of their own.
+"""A lane for the small requests of every frame: pipelined on one connection of their own.
 
-Every message is one publish script call. Through the client's pool each call pays the
-pool, the retry wrapper and a send of its own (about twice the CPU of the script's round
-trip itself, measured with redis-py 8.1); on the lane, the calls made while the previous
-batch was on its way leave together in one write, and their replies are read back in the
-order they were sent (Redis answers a connection's commands in order). Several sockets
-publishing at once then cost one round trip per batch, not one each.
+Every message is one publish script call, every join and leave a script and a PUBLISH.
+Through the client's pool each call pays the pool, the retry wrapper and a send of its own
+(about twice the CPU of the round trip itself, measured with redis-py 8.1); on the lane,
+the calls made while the previous batch was on its way leave together in one write, and
+their replies are read back in the order they were sent (Redis answers a connection's
+commands in order). Several sockets publishing at once then cost one round trip per
+batch, not one each; and a server's requests reach Redis in the order they were made.
 
 A reply that is an error fails its own call only; a lost connection fails every call in
 flight with the connection's error, which the link turns into `BrokerUnavailable` and a
@@ -33,10 +34,9 @@ class ScriptUnknown(Exception):
 class ScriptLane:
     """Calls of one script on a dedicated connection. See the module docstring."""
 
-    def __init__(self, pool: ConnectionPool, connection: AbstractConnection, sha: str, prefix: str) -> None:
+    def __init__(self, pool: ConnectionPool, connection: AbstractConnection, prefix: str) -> None:
         self._pool = pool
         self._connection = connection
-        self._sha = sha
         self._prefix = prefix
         self._queued: deque[tuple[tuple[Any, ...], asyncio.Future[Any]]] = deque()
         self._in_flight: deque[asyncio.Future[Any]] = deque()  # sent, replies not read yet, in order
@@ -45,15 +45,19 @@ class ScriptLane:
         self._task = asyncio.ensure_future(self._run())
 
     @classmethod
-    async def open(cls, pool: ConnectionPool, sha: str, prefix: str) -> ScriptLane:
-        return cls(pool, await pool.get_connection(), sha, prefix)
+    async def open(cls, pool: ConnectionPool, prefix: str) -> ScriptLane:
+        return cls(pool, await pool.get_connection(), prefix)
 
-    async def call(self, *args: Any) -> Any:
-        """Run the script with ARGV = prefix, *args: its reply, or the error it answered."""
+    async def script(self, sha: str, *args: Any) -> Any:
+        """Run a loaded script with ARGV = prefix, *args: its reply, or the error it answered."""
+        return await self.command("EVALSHA", sha, 0, self._prefix, *args)
+
+    async def command(self, *command: Any) -> Any:
+        """Send one command: its reply, or the error Redis answered."""
         if self._broken is not None:
             raise self._broken
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queued.append((args, future))
+        self._queued.append((command, future))
         self._wake.set()
         return await future
 
@@ -66,8 +70,8 @@ class ScriptLane:
                 # everything queued while the previous batch was on its way: one write
                 commands = []
                 while self._queued:
-                    args, future = self._queued.popleft()
-                    commands.append(("EVALSHA", self._sha, 0, self._prefix, *args))
+                    command, future = self._queued.popleft()
+                    commands.append(command)
                     self._in_flight.append(future)
                 await connection.send_packed_command(connection.pack_commands(commands), check_health=False)
                 while self._in_flight:

@@ -1,7 +1,8 @@
 """The Redis broker's transport: the connection to Redis, lost and found again.
 
-One `RedisLink` per server holds a pool of connections for requests and one pub/sub
-connection read by a single task. Every request goes through `RedisLink.request`, the one
+One `RedisLink` per server holds a pool of connections for requests, a lane for the
+publish script (lane.py: one call per message, pipelined) and one pub/sub connection read
+by a single task (pushes.py). Every request goes through `RedisLink.request`, the one
 place where Redis errors are translated: unreachable (the link is given up, requests raise
 `BrokerUnavailable` and one background task retries every ``retry_interval`` s) or refused
 (`BrokerUnavailable` naming Redis's answer). Once Redis answers again, the broker's
@@ -31,8 +32,12 @@ from .lane import ScriptLane, ScriptUnknown
 from .pushes import PushParser
 from .scripts import Scripts, source
 
-#: the scripts called on a `ScriptLane` (one per message): the others go through the pool
-_LANED = "publish"
+#: what goes on the `ScriptLane`: the scripts and commands of every message, join and
+#: leave, all small. The others (replays of up to max_replay_bytes, whole member lists,
+#: the liveness scripts over every entry of a server) go through the pool, so that none
+#: of them holds up the messages queued behind it.
+_LANED_SCRIPTS = frozenset({"publish", "join", "leave", "set_state", "claim", "release", "access_get"})
+_LANED_COMMANDS = frozenset({"PUBLISH", "HEXISTS"})
 
 #: Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
 LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
@@ -139,15 +144,18 @@ class RedisLink:
     async def run(self, script: str, *args: Any) -> Any:
         async with self.request():
             lane = self._lane
-            if script == _LANED and lane is not None:
+            if lane is not None and script in _LANED_SCRIPTS:
                 try:
-                    return await lane.call(*args)
+                    return await lane.script(self.scripts.sha(script), *args)
                 except ScriptUnknown:
                     pass  # flushed from Redis meanwhile: the client loads it again (EVAL)
             return await self.scripts.run(script, *args)
 
     async def command(self, name: str, *args: Any) -> Any:
         async with self.request() as client:
+            lane = self._lane
+            if lane is not None and name in _LANED_COMMANDS:
+                return await lane.command(name, *args)
             return await client.execute_command(name, *args)
 
     # -- life cycle ------------------------------------------------------------------
@@ -296,9 +304,10 @@ class RedisLink:
         # connections of the previous Redis are dead sockets: drop them all
         await client.connection_pool.disconnect()
         await client.ping()
-        # the lane's script must be known to Redis before its first EVALSHA (lane.py)
-        await client.script_load(source(_LANED))
-        self._lane = await ScriptLane.open(client.connection_pool, self.scripts.sha(_LANED), self.keys.prefix)
+        # the lane's scripts must be known to Redis before their first EVALSHA (lane.py)
+        for name in sorted(_LANED_SCRIPTS):
+            await client.script_load(source(name))
+        self._lane = await ScriptLane.open(client.connection_pool, self.keys.prefix)
         pubsub = client.pubsub()
         # a channel of our own keeps the subscription (and the reader) alive with no room
         await pubsub.subscribe(self.keys.server_channel(self.server_id))

@@ -25,6 +25,7 @@ from typing import Any
 from redis.asyncio.connection import AbstractConnection, ConnectionPool
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 
 class ScriptUnknown(Exception):
@@ -92,8 +93,12 @@ class ScriptLane:
         except asyncio.CancelledError:
             self._fail(RedisConnectionError("the connection to Redis was given up"))
             raise
-        except BaseException as error:  # lost: every call in flight or queued fails with it
-            self._fail(error)
+        except (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError) as error:
+            self._fail(error)  # lost: every call in flight or queued fails with it
+        except Exception as error:
+            # a reply out of step (a bug, a proxy answering oddly): the connection cannot be
+            # trusted any more; failing as lost makes the link reconnect with a new lane
+            self._fail(RedisConnectionError(f"the request lane failed: {error!r}"))
 
     def _fail(self, error: BaseException) -> None:
         self._broken = error

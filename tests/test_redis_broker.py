@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from servers import (
     RedisProcess,
     drop_prefix,
     free_port,
+    ping,
+    redis_binary,
     shared_redis_url,
     unique_prefix,
+    wait_until,
 )
 
 from iavicenne_ext import protocol as p
@@ -331,6 +335,37 @@ async def test_a_malformed_url_is_one_clear_error() -> None:
         assert await broker.leave("r", f"{broker.server_id}:1", "u") is False
     errors = lines.at(logging.ERROR)
     assert len(errors) == 1 and "IAvicenne.redis_url" in errors[0] and "rediss://" in errors[0]
+
+
+async def test_a_redis_cluster_node_is_one_clear_error(tmp_path: Path) -> None:
+    """Redis Cluster is not supported yet (docs/redis-cluster.md): say so once, name the option, stop."""
+    port = free_port()
+    while port > 55_535:  # a cluster node also listens on port + 10000
+        port = free_port()
+    folder = tmp_path / "cluster-node"
+    folder.mkdir()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
+    args += ["--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf")]
+    with open(folder / "redis.log", "wb") as log:  # the child keeps its own descriptor
+        node = subprocess.Popen([redis_binary(), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_until(lambda: ping(url), 10, f"the cluster-enabled redis-server on port {port} (see {folder / 'redis.log'})")
+        lines = Lines()
+        log = logging.getLogger(f"iavicenne.test.cluster.{port}")
+        log.addHandler(lines)
+        async with brokers_on(url, unique_prefix("cluster"), log=log) as start:
+            broker, _ = await start()
+            await asyncio.sleep(4 * RETRY)  # no retries: retrying cannot make it a single Redis
+            assert not broker.available
+            with pytest.raises(BrokerUnavailable, match="Redis Cluster"):
+                await broker.publish("r", message("x"))
+        errors = lines.at(logging.ERROR)
+        assert len(errors) == 1 and "IAvicenne.redis_url" in errors[0] and "cluster_enabled" in errors[0], errors
+        assert lines.at(logging.WARNING) == errors
+    finally:
+        node.terminate()
+        node.wait(10)
 
 
 async def test_redis_restart_resubscribes_and_reregisters(private_redis: RedisProcess) -> None:

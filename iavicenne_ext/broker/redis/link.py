@@ -23,7 +23,7 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..base import BrokerUnavailable
@@ -43,6 +43,10 @@ _LANED_COMMANDS = frozenset({"PUBLISH", "HEXISTS"})
 LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 _MAX_CONNECTIONS = 64  # to Redis, per server; more concurrent requests wait their turn
+
+
+class Unsupported(Exception):
+    """Redis answers, but is not one this broker can use: retrying cannot fix that."""
 
 
 def redact(url: str) -> str:
@@ -189,6 +193,8 @@ class RedisLink:
         self._scripts = Scripts(self._client, self.keys.prefix)
         try:
             await self._establish()
+        except Unsupported as error:
+            self._unsupported(error)
         except (*LOST, RedisError, BrokerUnavailable) as error:
             self._teardown()
             self.log.warning(
@@ -290,12 +296,37 @@ class RedisLink:
             await asyncio.sleep(self.retry_interval)
             try:
                 await self._establish()
+            except Unsupported as error:
+                self._unsupported(error)
+                return
             except (*LOST, RedisError, BrokerUnavailable) as error:
                 self._teardown()
                 self.log.debug("iavicenne: Redis at %s still unreachable: %s", redact(self.url), error)
                 continue
             self.log.info("iavicenne: Redis at %s is back: %s", redact(self.url), self._restored)
             return
+
+    def _unsupported(self, error: Unsupported) -> None:
+        """Give up for good: one error line, and every request says why."""
+        self._teardown()
+        self._config_error = str(error)
+        self.log.error("iavicenne: %s. Rooms are unavailable.", error)
+
+    async def _check_kind(self, client: aioredis.Redis) -> None:
+        """Refuse a Redis Cluster node: the scripts touch keys of many slots (docs/redis-cluster.md).
+
+        Without this, every request would fail with a script error naming no option.
+        """
+        try:
+            info = await client.info("cluster")
+        except ResponseError:  # INFO renamed or refused (some managed services): not a cluster
+            return
+        if str(info.get("cluster_enabled", "0")) == "1":
+            raise Unsupported(
+                f"Redis at {redact(self.url)} is a Redis Cluster node (cluster_enabled:1), which the Redis "
+                "broker does not support yet: set IAvicenne.redis_url to a single Redis (a primary, with "
+                "replicas if you like); see docs/redis-cluster.md in the project's repository"
+            )
 
     async def _establish(self) -> None:
         """One attempt: connect, listen, let the broker re-establish its state, then mark available."""
@@ -304,6 +335,7 @@ class RedisLink:
         # connections of the previous Redis are dead sockets: drop them all
         await client.connection_pool.disconnect()
         await client.ping()
+        await self._check_kind(client)
         # the lane's scripts must be known to Redis before their first EVALSHA (lane.py)
         for name in sorted(_LANED_SCRIPTS):
             await client.script_load(source(name))

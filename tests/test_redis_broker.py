@@ -346,8 +346,8 @@ async def test_a_redis_cluster_node_is_one_clear_error(tmp_path: Path) -> None:
     folder.mkdir()
     args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
     args += ["--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf")]
-    with open(folder / "redis.log", "wb") as log:  # the child keeps its own descriptor
-        node = subprocess.Popen([redis_binary(), *args], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    with open(folder / "redis.log", "wb") as output:  # the child keeps its own descriptor
+        node = subprocess.Popen([redis_binary(), *args], stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         url = f"redis://127.0.0.1:{port}/0"
         wait_until(lambda: ping(url), 10, f"the cluster-enabled redis-server on port {port} (see {folder / 'redis.log'})")

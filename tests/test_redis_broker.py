@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -24,8 +25,11 @@ from servers import (
     RedisProcess,
     drop_prefix,
     free_port,
+    ping,
+    redis_binary,
     shared_redis_url,
     unique_prefix,
+    wait_until,
 )
 
 from iavicenne_ext import protocol as p
@@ -333,6 +337,37 @@ async def test_a_malformed_url_is_one_clear_error() -> None:
     assert len(errors) == 1 and "IAvicenne.redis_url" in errors[0] and "rediss://" in errors[0]
 
 
+async def test_a_redis_cluster_node_is_one_clear_error(tmp_path: Path) -> None:
+    """Redis Cluster is not supported yet (docs/redis-cluster.md): say so once, name the option, stop."""
+    port = free_port()
+    while port > 55_535:  # a cluster node also listens on port + 10000
+        port = free_port()
+    folder = tmp_path / "cluster-node"
+    folder.mkdir()
+    args = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)]
+    args += ["--cluster-enabled", "yes", "--cluster-config-file", str(folder / "nodes.conf")]
+    with open(folder / "redis.log", "wb") as output:  # the child keeps its own descriptor
+        node = subprocess.Popen([redis_binary(), *args], stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        wait_until(lambda: ping(url), 10, f"the cluster-enabled redis-server on port {port} (see {folder / 'redis.log'})")
+        lines = Lines()
+        log = logging.getLogger(f"iavicenne.test.cluster.{port}")
+        log.addHandler(lines)
+        async with brokers_on(url, unique_prefix("cluster"), log=log) as start:
+            broker, _ = await start()
+            await asyncio.sleep(4 * RETRY)  # no retries: retrying cannot make it a single Redis
+            assert not broker.available
+            with pytest.raises(BrokerUnavailable, match="Redis Cluster"):
+                await broker.publish("r", message("x"))
+        errors = lines.at(logging.ERROR)
+        assert len(errors) == 1 and "IAvicenne.redis_url" in errors[0] and "cluster_enabled" in errors[0], errors
+        assert lines.at(logging.WARNING) == errors
+    finally:
+        node.terminate()
+        node.wait(10)
+
+
 async def test_redis_restart_resubscribes_and_reregisters(private_redis: RedisProcess) -> None:
     async with brokers_on(private_redis.url, unique_prefix("restart")) as start:
         (a, got_a), (b, got_b) = await start(), await start()
@@ -609,3 +644,59 @@ async def test_garbage_on_a_room_channel_is_dropped_and_the_link_stays_up(shared
     warnings = lines.at(logging.WARNING)
     assert warnings and all("did not publish" in w for w in warnings), warnings
     assert len(warnings) <= len(garbage) and not any(r.exc_info for r in lines.records)
+
+
+# -- the publish lane and the pub/sub parser (issue 15: Redis speed) ------------------------
+async def test_concurrent_publishes_each_get_their_answer_in_call_order(shared: tuple[str, str]) -> None:
+    """Publishes made at once leave together on the lane (lane.py); each gets its own answer, in call order."""
+    async with brokers_on(*shared) as start:
+        one, got_one = await start()
+        two, got_two = await start()
+        for broker in (one, two):
+            await broker.subscribe("busy")
+        await one.publish("busy", message("before"), dedup_key="busy\x1fowner\x1fu\x1fref-0")
+        calls = [one.publish("busy", message(f"m{i}")) for i in range(200)]
+        # a duplicate among them is answered as one, without failing its neighbours
+        calls.insert(100, one.publish("busy", message("again"), dedup_key="busy\x1fowner\x1fu\x1fref-0"))
+        published = await asyncio.gather(*calls)
+        assert [(p.seq, p.duplicate) for p in published[:100]] == [(i, False) for i in range(2, 102)]
+        assert (published[100].seq, published[100].duplicate) == (1, True)
+        assert [p.seq for p in published[101:]] == list(range(102, 202))
+        # every server delivers each frame once, in seq order
+        await got_two.wait(lambda: len(got_two.frames) == 201, what="201 frames on the second server")
+        for delivered in (got_one, got_two):
+            assert [seq for _, _, seq, _, _ in delivered.frames] == list(range(1, 202))
+            assert [f["message"]["content"] for _, f, _, _, _ in delivered.frames[1:]] == [f"m{i}" for i in range(200)]
+
+
+async def test_a_flushed_script_is_loaded_again(private_redis: RedisProcess) -> None:
+    """SCRIPT FLUSH (an operator, a failover to a fresh replica): the next publish still goes out, once."""
+    async with brokers_on(private_redis.url, "flush") as start:
+        broker, delivered = await start()
+        await broker.subscribe("r")
+        assert (await broker.publish("r", message("one"))).seq == 1
+        redis.Redis.from_url(private_redis.url).script_flush()
+        assert (await broker.publish("r", message("two"))).seq == 2
+        assert (await broker.publish("r", message("three"))).seq == 3
+        assert [f["message"]["content"] for _, f, _, _, _ in delivered.frames] == ["one", "two", "three"]
+
+
+def test_the_pubsub_parser_takes_messages_however_the_bytes_are_cut() -> None:
+    from iavicenne_ext.broker.redis.pushes import ProtocolMismatch, PushParser
+
+    stream = (
+        b">3\r\n$9\r\nsubscribe\r\n$6\r\nroom:a\r\n:1\r\n"  # RESP3 push
+        b"*3\r\n$7\r\nmessage\r\n$6\r\nroom:a\r\n$12\r\nline\r\nbreak!\r\n"  # RESP2 array, CRLF inside the data
+        b">3\r\n$7\r\nmessage\r\n$6\r\nroom:b\r\n$0\r\n\r\n"
+    )
+    expected = [[b"subscribe", b"room:a", b"1"], [b"message", b"room:a", b"line\r\nbreak!"], [b"message", b"room:b", b""]]
+    assert PushParser().feed(stream) == expected
+    for cut in range(1, len(stream)):
+        parser = PushParser()
+        assert parser.feed(stream[:cut]) + parser.feed(stream[cut:]) == expected, f"cut at byte {cut}"
+    bytewise = PushParser()
+    assert [m for i in range(len(stream)) for m in bytewise.feed(stream[i : i + 1])] == expected
+    with pytest.raises(ProtocolMismatch, match="NOPERM"):
+        PushParser().feed(b"-NOPERM no permissions\r\n")
+    with pytest.raises(ProtocolMismatch):
+        PushParser().feed(b"%1\r\n+a\r\n+b\r\n")  # a map: never sent to a subscribed connection

@@ -2,6 +2,8 @@
 
 ``broker.py``  `RedisBroker`, the `Broker` methods, each a Redis request
 ``link.py``    the connection: requests and their errors, pub/sub, reconnection
+``lane.py``    the publish script's calls, pipelined on a connection of their own
+``pushes.py``  the pub/sub connection's messages, parsed many at a time
 ``feed.py``    a room's frames in seq order, once each, gaps filled from the history
 ``liveness.py`` heartbeats, the sweep of dead servers, this server's entries re-registered
 ``envelope.py`` what travels on a room's channel

@@ -14,6 +14,7 @@ being written drops its own oldest frames, and when it has too few a message is 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import secrets
@@ -48,6 +49,11 @@ def _identity(dedup_key: str) -> str:
     """Whose dedup key it is: the hub builds them as room, username, user_id, ref."""
     parts = dedup_key.split("\x1f", 2)
     return parts[1] if len(parts) == 3 else ""
+
+
+def _chat_room(room: str) -> str:
+    """The room whose access record applies to `room`: a signaling room's is its chat room's."""
+    return room.removeprefix(p.SIGNALING_ROOM_PREFIX)
 
 
 # the publish script's answers
@@ -100,6 +106,10 @@ class RedisBroker(Broker, SharedStore):
         self._dedup_ttl_ms = max(1, int(dedup_ttl * 1000))
 
         self._registry = Registry()
+        # The access record the join script read, for the hub's check right after that
+        # join (RoomHub._still_allowed): by task and room, taken by that check and gone
+        # once the task yields (call_soon), so no later check can see a stale record.
+        self._joined_access: dict[tuple[asyncio.Task[object] | None, str], RoomAccess | None] = {}
         self._feed = RoomFeed(fetch=self._history, deliver=self.deliver, log=self.log, echo_timeout=socket_timeout)
         self._link = RedisLink(
             url=url,
@@ -228,7 +238,8 @@ class RedisBroker(Broker, SharedStore):
 
     # -- presence -------------------------------------------------------------------------
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
-        outcome = await self._link.run(
+        chat_room = _chat_room(room)
+        outcome, *record = await self._link.run(
             "join",
             room,
             self._server_id,
@@ -237,10 +248,15 @@ class RedisBroker(Broker, SharedStore):
             skeleton(entry.user_id),
             entry.identity.get("username") or "",
             entry_json(entry),
+            chat_room,
         )
         if outcome == b"taken":
             return JoinOutcome.TAKEN
         self._registry.add(room, entry)
+        # read with the join, atomically: the hub checks it next (issue 12) without asking again
+        key = (asyncio.current_task(), chat_room)
+        self._joined_access[key] = self._record(chat_room, record[0])
+        asyncio.get_running_loop().call_soon(self._joined_access.pop, key, None)
         # 'present': this very connection was registered already, so the user was too
         return JoinOutcome.FIRST if outcome == b"first" else JoinOutcome.AGAIN
 
@@ -333,6 +349,9 @@ class RedisBroker(Broker, SharedStore):
         return RoomAccess(room, kind, owner, group or None, frozenset(members))
 
     async def get_access(self, room: str) -> RoomAccess | None:
+        key = (asyncio.current_task(), room)
+        if key in self._joined_access:  # this task's join read it a moment ago (see `join`)
+            return self._joined_access.pop(key)
         return self._record(room, await self._link.run("access_get", room))
 
     async def all_access(self) -> dict[str, RoomAccess]:

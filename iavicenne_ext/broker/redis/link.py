@@ -1,7 +1,8 @@
 """The Redis broker's transport: the connection to Redis, lost and found again.
 
-One `RedisLink` per server holds a pool of connections for requests and one pub/sub
-connection read by a single task. Every request goes through `RedisLink.request`, the one
+One `RedisLink` per server holds a pool of connections for requests, a lane for the
+publish script (lane.py: one call per message, pipelined) and one pub/sub connection read
+by a single task (pushes.py). Every request goes through `RedisLink.request`, the one
 place where Redis errors are translated: unreachable (the link is given up, requests raise
 `BrokerUnavailable` and one background task retries every ``retry_interval`` s) or refused
 (`BrokerUnavailable` naming Redis's answer). Once Redis answers again, the broker's
@@ -22,17 +23,30 @@ from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisError, ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..base import BrokerUnavailable
 from .keys import Keys
-from .scripts import Scripts
+from .lane import ScriptLane, ScriptUnknown
+from .pushes import PushParser
+from .scripts import Scripts, source
+
+#: what goes on the `ScriptLane`: the scripts and commands of every message, join and
+#: leave, all small. The others (replays of up to max_replay_bytes, whole member lists,
+#: the liveness scripts over every entry of a server) go through the pool, so that none
+#: of them holds up the messages queued behind it.
+_LANED_SCRIPTS = frozenset({"publish", "join", "leave", "set_state", "claim", "release", "access_get"})
+_LANED_COMMANDS = frozenset({"PUBLISH", "HEXISTS"})
 
 #: Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
 LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)
 
 _MAX_CONNECTIONS = 64  # to Redis, per server; more concurrent requests wait their turn
+
+
+class Unsupported(Exception):
+    """Redis answers, but is not one this broker can use: retrying cannot fix that."""
 
 
 def redact(url: str) -> str:
@@ -84,6 +98,7 @@ class RedisLink:
         # do not tear down a newer one
         self.generation = 0
         self._pubsub: PubSub | None = None
+        self._lane: ScriptLane | None = None  # of the current connection (lane.py)
         self._sub_lock = asyncio.Lock()
         self._confirming: dict[str, list[asyncio.Future[None]]] = {}
         self._tasks: list[asyncio.Task[None]] = []  # of the current connection: the reader, liveness
@@ -132,10 +147,19 @@ class RedisLink:
 
     async def run(self, script: str, *args: Any) -> Any:
         async with self.request():
+            lane = self._lane
+            if lane is not None and script in _LANED_SCRIPTS:
+                try:
+                    return await lane.script(self.scripts.sha(script), *args)
+                except ScriptUnknown:
+                    pass  # flushed from Redis meanwhile: the client loads it again (EVAL)
             return await self.scripts.run(script, *args)
 
     async def command(self, name: str, *args: Any) -> Any:
         async with self.request() as client:
+            lane = self._lane
+            if lane is not None and name in _LANED_COMMANDS:
+                return await lane.command(name, *args)
             return await client.execute_command(name, *args)
 
     # -- life cycle ------------------------------------------------------------------
@@ -169,6 +193,8 @@ class RedisLink:
         self._scripts = Scripts(self._client, self.keys.prefix)
         try:
             await self._establish()
+        except Unsupported as error:
+            self._unsupported(error)
         except (*LOST, RedisError, BrokerUnavailable) as error:
             self._teardown()
             self.log.warning(
@@ -247,6 +273,11 @@ class RedisLink:
             closer = asyncio.ensure_future(self._close_quietly(pubsub))
             self._closers.add(closer)
             closer.add_done_callback(self._closers.discard)
+        if self._lane is not None:
+            lane, self._lane = self._lane, None
+            closer = asyncio.ensure_future(lane.close())
+            self._closers.add(closer)
+            closer.add_done_callback(self._closers.discard)
         for waiters in self._confirming.values():
             for future in waiters:
                 if not future.done():
@@ -265,12 +296,37 @@ class RedisLink:
             await asyncio.sleep(self.retry_interval)
             try:
                 await self._establish()
+            except Unsupported as error:
+                self._unsupported(error)
+                return
             except (*LOST, RedisError, BrokerUnavailable) as error:
                 self._teardown()
                 self.log.debug("iavicenne: Redis at %s still unreachable: %s", redact(self.url), error)
                 continue
             self.log.info("iavicenne: Redis at %s is back: %s", redact(self.url), self._restored)
             return
+
+    def _unsupported(self, error: Unsupported) -> None:
+        """Give up for good: one error line, and every request says why."""
+        self._teardown()
+        self._config_error = str(error)
+        self.log.error("iavicenne: %s. Rooms are unavailable.", error)
+
+    async def _check_kind(self, client: aioredis.Redis) -> None:
+        """Refuse a Redis Cluster node: the scripts touch keys of many slots (docs/redis-cluster.md).
+
+        Without this, every request would fail with a script error naming no option.
+        """
+        try:
+            info = await client.info("cluster")
+        except ResponseError:  # INFO renamed or refused (some managed services): not a cluster
+            return
+        if str(info.get("cluster_enabled", "0")) == "1":
+            raise Unsupported(
+                f"Redis at {redact(self.url)} is a Redis Cluster node (cluster_enabled:1), which the Redis "
+                "broker does not support yet: set IAvicenne.redis_url to a single Redis (a primary, with "
+                "replicas if you like); see docs/redis-cluster.md in the project's repository"
+            )
 
     async def _establish(self) -> None:
         """One attempt: connect, listen, let the broker re-establish its state, then mark available."""
@@ -279,6 +335,11 @@ class RedisLink:
         # connections of the previous Redis are dead sockets: drop them all
         await client.connection_pool.disconnect()
         await client.ping()
+        await self._check_kind(client)
+        # the lane's scripts must be known to Redis before their first EVALSHA (lane.py)
+        for name in sorted(_LANED_SCRIPTS):
+            await client.script_load(source(name))
+        self._lane = await ScriptLane.open(client.connection_pool, self.keys.prefix)
         pubsub = client.pubsub()
         # a channel of our own keeps the subscription (and the reader) alive with no room
         await pubsub.subscribe(self.keys.server_channel(self.server_id))
@@ -313,22 +374,34 @@ class RedisLink:
             await pubsub.unsubscribe(self.keys.channel(room))
 
     async def _read(self, pubsub: PubSub) -> None:
-        """The one reader of this server: hand every room's message to the broker, in order."""
+        """The one reader of this server: hand every room's message to the broker, in order.
+
+        It reads the pub/sub connection's bytes itself, many messages at a time
+        (pushes.py); redis-py only sends the (un)subscriptions on it.
+        """
+        connection = pubsub.connection
+        assert connection is not None, "subscribed before reading"
+        stream = connection._reader  # redis-py reads nothing from it: no reply is awaited there
+        if stream is None:
+            raise RedisConnectionError("the pub/sub connection is closed")
+        parser = PushParser()
+        on_message, on_subscribed, room_of = self._on_message, self._on_subscribed, self.keys.room_of
         while True:
-            message = await pubsub.get_message(timeout=None)
-            if message is None:
-                continue
-            kind = message["type"]
-            if kind not in ("message", "subscribe"):
-                continue
-            room = self.keys.room_of(message["channel"])
-            if room is None:
-                continue
-            if kind == "message":
-                await self._on_message(room, message["data"])
-                continue
-            waiters = self._confirming.pop(room, None)
-            await self._on_subscribed(room)
-            for future in waiters or ():
-                if not future.done():
-                    future.set_result(None)
+            data = await stream.read(1 << 16)
+            if not data:
+                raise RedisConnectionError("Redis closed the pub/sub connection")
+            for message in parser.feed(data):
+                kind = message[0]
+                if kind == b"message" and len(message) == 3:
+                    room = room_of(message[1])
+                    if room is not None:
+                        await on_message(room, message[2])
+                elif kind == b"subscribe" and len(message) == 3:
+                    room = room_of(message[1])
+                    if room is None:
+                        continue
+                    waiters = self._confirming.pop(room, None)
+                    await on_subscribed(room)
+                    for future in waiters or ():
+                        if not future.done():
+                            future.set_result(None)

@@ -50,5 +50,8 @@ class Scripts:
         self._prefix = prefix
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
 
+    def sha(self, name: str) -> str:
+        return str(self._scripts[name].sha)
+
     async def run(self, name: str, *args: Any) -> Any:
         return await self._scripts[name](args=[self._prefix, *args])

@@ -189,3 +189,14 @@ local function split_member(m)
   local b = string.find(m, '\31', a + 1, true)
   return string.sub(m, 1, a - 1), string.sub(m, a + 1, b - 1), string.sub(m, b + 1)
 end
+
+-- A room's access record: {} (none) | {kind, owner, group ('' for none), member...}
+local function access_record(room)
+  local fields = redis.call('HMGET', key('access', room), 'kind', 'owner', 'group')
+  if not fields[1] then return {} end
+  local answer = {fields[1], fields[2], fields[3] or ''}
+  for _, member in ipairs(redis.call('SMEMBERS', key('access-members', room))) do
+    answer[#answer + 1] = member
+  end
+  return answer
+end

@@ -21,6 +21,7 @@ Every refusal names the ``IAvicenne`` option that raises the limit (`protocol.li
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import ctypes.util
 import functools
@@ -29,15 +30,16 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol13
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from .. import names
 from .. import protocol as p
@@ -172,8 +174,7 @@ class Quotas:
         # the sockets with frames queued in this turn of the event loop, written at the
         # start of the next one (`write_queued`), each socket's frames in one write
         self._unwritten: list[ProtocolSocket] = []
-        self.writes = 0  # writes of queued frames, and the frames they carried: what
-        self.frames_written = 0  # coalescing achieves (frames_written / writes)
+        self.keep_alive = KeepAlive()
 
     def open(self, username: str) -> Account | None:
         """Count a new socket of `username`; None when it has max_connections_per_identity already."""
@@ -228,6 +229,45 @@ class Quotas:
                 f"slow consumer: the server's clients have more than {self.limits.max_outbound_bytes_total} bytes "
                 "waiting (IAvicenne.max_outbound_bytes_total)"
             )
+
+
+class KeepAlive:
+    """Jupyter's keep-alive pings for every socket of the server, from one timer.
+
+    `WebSocketMixin` gives each connection a PeriodicCallback of its own; ten thousand
+    idle connections then hold ten thousand timers. Here the sockets wait in the order of
+    their last ping (all share one interval) and a timer, once a second, pings those whose
+    interval is up (`WebSocketMixin.send_ping`: it also closes a socket whose pong is
+    overdue), at most a second late.
+    """
+
+    TICK_MS = 1000
+
+    def __init__(self) -> None:
+        self.sockets: collections.deque[ProtocolSocket] = collections.deque()
+        self._timer: PeriodicCallback | None = None
+        self._interval = 0.0  # seconds
+
+    def add(self, socket: ProtocolSocket, interval_ms: float) -> None:
+        self._interval = interval_ms / 1000
+        self.sockets.append(socket)
+        if self._timer is None:
+            self._timer = PeriodicCallback(self.tick, min(self.TICK_MS, interval_ms))
+            self._timer.start()
+
+    def tick(self) -> None:
+        sockets = self.sockets
+        now = IOLoop.current().time()
+        while sockets and (sockets[0].ws_connection is None or now - sockets[0].last_ping >= self._interval):
+            socket = sockets.popleft()
+            if socket.ws_connection is None:  # closed: forgotten
+                continue
+            socket.send_ping()  # sets last_ping, or closes the socket
+            if socket.ws_connection is not None:
+                sockets.append(socket)
+        if not sockets and self._timer is not None:
+            self._timer.stop()
+            self._timer = None
 
 
 def _bytes_waiting(socket: ProtocolSocket) -> int:
@@ -293,6 +333,9 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     auth_resource = AUTH_RESOURCE
     known_types: frozenset[str] = frozenset()
+    # frame type -> the name of the method that answers it (one table per class, not a
+    # dict of bound methods per connection)
+    frame_handlers: ClassVar[dict[str, str]] = {}
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas) -> None:
         self.hub = hub
@@ -314,10 +357,10 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self._dropped = 0
         self._last_limit_notice = 0.0
         self._gone = False
-        self._handlers: dict[str, Handler] = {}
         # work that outlives the frame or callback that started it (leaving the rooms of a
-        # closed socket): held here, or the loop's weak reference lets it be collected
-        self._background: set[asyncio.Task[None]] = set()
+        # closed socket): held here, or the loop's weak reference lets it be collected;
+        # made when first needed (an idle connection has none)
+        self._background: set[asyncio.Task[None]] | None = None
 
     # -- tornado / jupyter plumbing -------------------------------------------------
     def set_default_headers(self) -> None:
@@ -345,8 +388,28 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self.log.debug("iavicenne: could not record identity %s: the broker is unavailable", self.who.username)
         await super().get(*args, **kwargs)
 
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, WebSocketProtocol13):
+            # tornado would start its own pinging task per connection from `ping_interval`,
+            # which WebSocketMixin overrides in milliseconds for Jupyter's pings (tornado
+            # reads seconds: one ping every 8 hours): a task held by every idle connection
+            # for nothing. Jupyter's pings, below, are the ones sent.
+            protocol.params.ping_interval = None
+        return protocol
+
     def open(self, *args: Any, **kwargs: Any) -> None:
-        super().open(*args, **kwargs)  # starts Jupyter's keep-alive pings
+        # not WebSocketMixin.open, which starts a PeriodicCallback per connection: the
+        # server's `KeepAlive` sends the same pings (WebSocketMixin.send_ping, with its
+        # ping_interval and ping_timeout) to every socket from one timer
+        self.log.debug("Opening websocket %s", self.request.path)
+        if self.ping_interval > 0:
+            self.last_ping = self.last_pong = IOLoop.current().time()
+            self.quotas.keep_alive.add(self, self.ping_interval)
+        # the templates' namespace (ui modules bound to this handler): no WebSocket renders
+        # one once it is open. Tornado drops it when the connection closes; dropped now,
+        # it costs an idle connection nothing
+        self.ui = None  # type: ignore[assignment]
         # frames are small and often two in a row (an ack, then a relayed frame): with
         # Nagle's algorithm the second waits for the client's delayed ACK, ~40 ms
         self.set_nodelay(True)
@@ -460,8 +523,6 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         assert isinstance(conn, WebSocketProtocol13) and conn.stream is not None  # `_coalescing`
         data = b"".join(parts)
         conn._wire_bytes_out += len(data)  # what tornado's _write_frame counts
-        self.quotas.writes += 1
-        self.quotas.frames_written += len(parts) // 2
         try:
             written = conn.stream.write(data)
         except StreamClosedError:
@@ -578,7 +639,8 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
                 return
             request = p.parse_request(message, self.known_types)
             ref = request.ref
-            await self._handlers[request.type](request)
+            handler: Handler = getattr(self, self.frame_handlers[request.type])
+            await handler(request)
         except p.ProtocolError as error:
             self.send_error_frame(error.code, error.message, ref if ref is not None else error.ref, **error.fields)
         except BrokerUnavailable as error:
@@ -620,12 +682,15 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         """Run `work` without waiting for it: kept until it is done, and its failure logged
         (nothing awaits it, so asyncio would only say "exception never retrieved", late)."""
         task = asyncio.ensure_future(work)
+        if self._background is None:
+            self._background = set()
         self._background.add(task)
         task.add_done_callback(functools.partial(self._background_done, what))
         return task
 
     def _background_done(self, what: str, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
+        if self._background is not None:
+            self._background.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             self.log.error("iavicenne: %s of %s failed", what, self.key, exc_info=error)
 

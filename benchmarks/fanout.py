@@ -739,6 +739,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="auto",
         help="TCP_NODELAY on the minimal server's sockets (default: auto, the same as iAvicenne's)",
     )
+    parser.add_argument(
+        "--without-minimal",
+        action="store_true",
+        help="leave out the minimal server (no ratios): e.g. --phases memory --idle-users one at 10,000, where the "
+        "minimal server, announcing each of one user's connections to all the others, would take an hour",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs (kept anyway when a server fails)")
     parser.add_argument("--json", type=Path, default=None, help="also write every run and the summary to this JSON file")
     args = parser.parse_args(argv)
@@ -763,6 +769,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 async def main_async(args: argparse.Namespace) -> tuple[Results, dict[str, Any]]:
     names = ["minimal", "memory"] + (["redis"] if args.broker == "redis" else [])
+    if args.without_minimal:
+        names.remove("minimal")
     workdir = new_workdir()
     deployments: list[Deployment] = []
     generator: LoadGenerator | None = None

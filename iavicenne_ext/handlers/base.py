@@ -236,8 +236,8 @@ class KeepAlive:
 
     `WebSocketMixin` gives each connection a PeriodicCallback of its own; ten thousand
     idle connections then hold ten thousand timers. Here the sockets wait in the order of
-    their last ping (all share one interval) and a timer, once a second, pings those whose
-    interval is up (`WebSocketMixin.send_ping`: it also closes a socket whose pong is
+    their last ping (all share one interval) and a timer, once a second (or once an
+    interval, if shorter), pings those whose interval is up (`WebSocketMixin.send_ping`: it also closes a socket whose pong is
     overdue), at most a second late.
     """
 
@@ -258,12 +258,15 @@ class KeepAlive:
     def tick(self) -> None:
         sockets = self.sockets
         now = IOLoop.current().time()
-        while sockets and (sockets[0].ws_connection is None or now - sockets[0].last_ping >= self._interval):
+        while sockets and (_closing(sockets[0]) or now - sockets[0].last_ping >= self._interval):
             socket = sockets.popleft()
-            if socket.ws_connection is None:  # closed: forgotten
+            if _closing(socket):  # closed or closing (a ping timeout, say): forgotten
                 continue
-            socket.send_ping()  # sets last_ping, or closes the socket
-            if socket.ws_connection is not None:
+            try:
+                socket.send_ping()  # sets last_ping, or closes the socket
+            except WebSocketClosedError:
+                continue
+            if not _closing(socket):
                 sockets.append(socket)
         if not sockets and self._timer is not None:
             self._timer.stop()
@@ -272,6 +275,11 @@ class KeepAlive:
 
 def _bytes_waiting(socket: ProtocolSocket) -> int:
     return socket._outbound
+
+
+def _closing(socket: ProtocolSocket) -> bool:
+    conn = socket.ws_connection
+    return conn is None or conn.is_closing()
 
 
 async def _carry_on(started: Coroutine[Any, Any, None], waiting_on: Any) -> None:

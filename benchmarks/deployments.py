@@ -39,6 +39,7 @@ UNLIMITED = {
     "bytes_per_second": 1 << 40,
     "burst_bytes": 1 << 40,
     "max_outbound_bytes_total": 1 << 40,
+    "max_room_members": 1_000_000,  # the memory phase puts 10,000 in one room
 }
 
 

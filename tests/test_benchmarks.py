@@ -37,6 +37,8 @@ def test_quick_fanout_prints_the_figures_and_loses_nothing(tmp_path: Path) -> No
     summary = out[out.index("---- summary") : out.index("---- end of summary")]
     assert "- MET     losses: 0" in summary
     assert "throughput memory S=50" in summary and "latency memory S=50" in summary and "memory memory" in summary
+    assert "KiB each" in summary and "the minimal server's" in summary  # per idle connection, beside the baseline
+    assert "minimal" in summary[summary.index("latency memory S=50") :]  # the p99 quoted beside the baseline's
     assert "Generator check S=50, memory" in out
 
     data = json.loads(report.read_text())
@@ -62,3 +64,14 @@ def test_quick_fanout_prints_the_figures_and_loses_nothing(tmp_path: Path) -> No
     assert set(memory) == {"minimal", "memory"}
     for entry in memory.values():
         assert entry["connections"] == 200 and entry["before"] > 0 and entry["after"] > 0
+
+
+def test_the_full_run_measures_ten_thousand_idle_connections_and_the_quick_one_few() -> None:
+    sys.path.insert(0, str(FANOUT.parent))
+    try:
+        import fanout
+    finally:
+        sys.path.remove(str(FANOUT.parent))
+    assert fanout.parse_args([]).idle == 10_000
+    assert fanout.parse_args(["--quick"]).idle == 200
+    assert fanout.parse_args(["--idle", "500"]).idle == 500

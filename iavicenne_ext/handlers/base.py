@@ -21,22 +21,25 @@ Every refusal names the ``IAvicenne`` option that raises the limit (`protocol.li
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
 import ctypes.util
 import functools
 import itertools
+import struct
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from jupyter_core.utils import ensure_async
 from jupyter_server.auth.decorator import ws_authenticated
 from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
+from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import StreamClosedError
-from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol13
+from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
 from .. import names
 from .. import protocol as p
@@ -49,6 +52,24 @@ AUTH_RESOURCE = "iavicenne"
 # tornado's frame writer (see ProtocolSocket._write_text); write_message if it ever goes
 _FRAME_WRITER = callable(getattr(WebSocketProtocol13, "_write_frame", None))
 _OPCODE_TEXT = 0x1
+_FIN_TEXT = 0x80 | _OPCODE_TEXT
+
+
+def text_frame_header(size: int) -> bytes:
+    """The header of an unmasked, final text frame of `size` bytes (RFC 6455 5.2), as
+    tornado's `_write_frame` writes it for a server: the frames queued for one client are
+    framed here and written together (`ProtocolSocket.send`)."""
+    if size < 126:
+        return bytes((_FIN_TEXT, size))
+    if size <= 0xFFFF:
+        return struct.pack("!BBH", _FIN_TEXT, 126, size)
+    return struct.pack("!BBQ", _FIN_TEXT, 127, size)
+
+
+# How many frames of one client are handled one after the other without letting the
+# event loop turn (ProtocolSocket.on_message): enough that a burst is handled, and its
+# frames written, together; few enough that a flooding client cannot hold up the others.
+MAX_FRAMES_PER_TURN = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +171,10 @@ class Quotas:
         self.waiting: set[ProtocolSocket] = set()  # the sockets with bytes queued
         self._released = 0  # bytes that left the queues since the heap was last trimmed
         self._trimming = False
+        # the sockets with frames queued in this turn of the event loop, written at the
+        # start of the next one (`write_queued`), each socket's frames in one write
+        self._unwritten: list[ProtocolSocket] = []
+        self.keep_alive = KeepAlive()
 
     def open(self, username: str) -> Account | None:
         """Count a new socket of `username`; None when it has max_connections_per_identity already."""
@@ -182,6 +207,20 @@ class Quotas:
         if _MALLOC_TRIM is not None:
             _MALLOC_TRIM(0)
 
+    def queued(self, socket: ProtocolSocket) -> None:
+        """`socket` has its first frame of this turn queued: write it in the next turn."""
+        if not self._unwritten:
+            # once per turn for all the sockets: each broadcast of the turn adds its frame
+            # to every member's queue, and each member gets one write (one send call)
+            asyncio.get_running_loop().call_soon(self.write_queued)
+        self._unwritten.append(socket)
+
+    def write_queued(self) -> None:
+        """Write what every socket queued since the last turn, one write per socket."""
+        sockets, self._unwritten = self._unwritten, []
+        for socket in sockets:
+            socket._write_queued()
+
     def shed(self) -> None:
         """Close the sockets with the most bytes waiting until the total is within its budget."""
         while self.outbound > self.limits.max_outbound_bytes_total and self.waiting:
@@ -192,8 +231,87 @@ class Quotas:
             )
 
 
+class KeepAlive:
+    """Jupyter's keep-alive pings for every socket of the server, from one timer.
+
+    `WebSocketMixin` gives each connection a PeriodicCallback of its own; ten thousand
+    idle connections then hold ten thousand timers. Here the sockets wait in the order of
+    their last ping (all share one interval) and a timer, once a second (or once an
+    interval, if shorter), pings those whose interval is up (`WebSocketMixin.send_ping`: it also closes a socket whose pong is
+    overdue), at most a second late.
+    """
+
+    TICK_MS = 1000
+
+    def __init__(self) -> None:
+        self.sockets: collections.deque[ProtocolSocket] = collections.deque()
+        self._timer: PeriodicCallback | None = None
+        self._interval = 0.0  # seconds
+
+    def add(self, socket: ProtocolSocket, interval_ms: float) -> None:
+        self._interval = interval_ms / 1000
+        self.sockets.append(socket)
+        if self._timer is None:
+            self._timer = PeriodicCallback(self.tick, min(self.TICK_MS, interval_ms))
+            self._timer.start()
+
+    def tick(self) -> None:
+        sockets = self.sockets
+        now = IOLoop.current().time()
+        while sockets and (_closing(sockets[0]) or now - sockets[0].last_ping >= self._interval):
+            socket = sockets.popleft()
+            if _closing(socket):  # closed or closing (a ping timeout, say): forgotten
+                continue
+            try:
+                socket.send_ping()  # sets last_ping, or closes the socket
+            except WebSocketClosedError:
+                continue
+            if not _closing(socket):
+                sockets.append(socket)
+        if not sockets and self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+
+
 def _bytes_waiting(socket: ProtocolSocket) -> int:
     return socket._outbound
+
+
+def _closing(socket: ProtocolSocket) -> bool:
+    conn = socket.ws_connection
+    return conn is None or conn.is_closing()
+
+
+async def _carry_on(started: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+    """Run the rest of a coroutine already run up to its first wait (on `waiting_on`)."""
+    await _Resumed(started, waiting_on)
+
+
+class _Resumed:
+    """Awaiting this runs `started` on from where it waits: what `await` does for a
+    coroutine, from its second step on (the first was run by the caller)."""
+
+    __slots__ = ("started", "waiting_on")
+
+    def __init__(self, started: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        self.started = started
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> Generator[Any, None, None]:
+        started, waiting_on = self.started, self.waiting_on
+        while True:
+            try:
+                yield waiting_on  # the task waits on it, as it would have for `started`
+            except BaseException as error:  # cancelled (or thrown into): passed on
+                try:
+                    waiting_on = started.throw(error)
+                except StopIteration:
+                    return
+            else:
+                try:
+                    waiting_on = started.send(None)
+                except StopIteration:
+                    return
 
 
 # glibc keeps the heap pages of freed buffers: after a burst of queued frames (slow
@@ -223,6 +341,9 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
 
     auth_resource = AUTH_RESOURCE
     known_types: frozenset[str] = frozenset()
+    # frame type -> the name of the method that answers it (one table per class, not a
+    # dict of bound methods per connection)
+    frame_handlers: ClassVar[dict[str, str]] = {}
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas) -> None:
         self.hub = hub
@@ -236,13 +357,18 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
         self._outbound = 0  # bytes queued to this client and not yet written to the socket
         self._replaying = 0  # of which: history replayed on the client's request
+        # of which: the frames queued in this turn (headers and frames), written in the next
+        self._queue: list[bytes] = []
+        self._queued_bytes = 0
+        self._queued_replay = 0
+        self._frames_this_turn = 0  # see on_message
         self._dropped = 0
         self._last_limit_notice = 0.0
         self._gone = False
-        self._handlers: dict[str, Handler] = {}
         # work that outlives the frame or callback that started it (leaving the rooms of a
-        # closed socket): held here, or the loop's weak reference lets it be collected
-        self._background: set[asyncio.Task[None]] = set()
+        # closed socket): held here, or the loop's weak reference lets it be collected;
+        # made when first needed (an idle connection has none)
+        self._background: set[asyncio.Task[None]] | None = None
 
     # -- tornado / jupyter plumbing -------------------------------------------------
     def set_default_headers(self) -> None:
@@ -270,8 +396,28 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             self.log.debug("iavicenne: could not record identity %s: the broker is unavailable", self.who.username)
         await super().get(*args, **kwargs)
 
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, WebSocketProtocol13):
+            # tornado would start its own pinging task per connection from `ping_interval`,
+            # which WebSocketMixin overrides in milliseconds for Jupyter's pings (tornado
+            # reads seconds: one ping every 8 hours): a task held by every idle connection
+            # for nothing. Jupyter's pings, below, are the ones sent.
+            protocol.params.ping_interval = None
+        return protocol
+
     def open(self, *args: Any, **kwargs: Any) -> None:
-        super().open(*args, **kwargs)  # starts Jupyter's keep-alive pings
+        # not WebSocketMixin.open, which starts a PeriodicCallback per connection: the
+        # server's `KeepAlive` sends the same pings (WebSocketMixin.send_ping, with its
+        # ping_interval and ping_timeout) to every socket from one timer
+        self.log.debug("Opening websocket %s", self.request.path)
+        if self.ping_interval > 0:
+            self.last_ping = self.last_pong = IOLoop.current().time()
+            self.quotas.keep_alive.add(self, self.ping_interval)
+        # the templates' namespace (ui modules bound to this handler): no WebSocket renders
+        # one once it is open. Tornado drops it when the connection closes; dropped now,
+        # it costs an idle connection nothing
+        self.ui = None  # type: ignore[assignment]
         # frames are small and often two in a row (an ack, then a relayed frame): with
         # Nagle's algorithm the second waits for the client's delayed ACK, ~40 ms
         self.set_nodelay(True)
@@ -294,6 +440,13 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
     def send(self, frame: bytes, *, replay: bool = False) -> None:
         """Queue one encoded frame (as a text frame, no re-encoding).
 
+        The frames queued for one client within a turn of the event loop are written
+        together, framed as tornado frames them, in one write at the start of the next turn
+        (`Quotas.write_queued`): a burst to S members then costs S writes (S send calls)
+        per turn rather than S per frame. Frames keep their order: replies, errors and
+        room frames all go through this queue, and `close` writes it before the close
+        frame. A compressed connection (permessage-deflate) is written frame by frame.
+
         A `replay` frame is history the client asked for (``since``), bounded by
         max_replay_bytes and one replay at a time: it counts towards what is waiting, but
         being written all at once is no sign of a slow consumer, so it closes nothing.
@@ -302,22 +455,42 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             return
         size = len(frame)
         queued = self._outbound
-        # a client with nothing waiting is not slow, however big this one frame is
-        if not replay and queued and queued + size > self.limits.max_outbound_bytes:
+        # what the socket did not take yet is what the client is slow to read; frames
+        # queued in this turn are not written yet, so a client with nothing waiting in its
+        # stream is not slow, however big this frame or this turn's burst is (the server's
+        # total, below, bounds that burst)
+        if not replay and queued > self._queued_bytes and queued + size > self.limits.max_outbound_bytes:
             self._drop_slow_consumer(
                 f"slow consumer: more than {self.limits.max_outbound_bytes} bytes waiting to be read "
                 "(IAvicenne.max_outbound_bytes)"
             )
             return
-        try:
-            written = self._write_text(frame)
-        except WebSocketClosedError:
+        conn = self.ws_connection
+        if conn is None or conn.is_closing():
             self._mark_gone()
             return
-        if written.done():  # already handed to the socket: nothing is waiting
-            if not written.cancelled() and written.exception() is not None:
+        if self._coalescing(conn):
+            if not self._queue:
+                self.quotas.queued(self)
+            self._queue.append(text_frame_header(size))
+            self._queue.append(frame)
+            self._queued_bytes += size
+            if replay:
+                self._queued_replay += size
+        else:
+            try:
+                written = self._write_text(frame)
+            except WebSocketClosedError:
                 self._mark_gone()
-            return
+                return
+            if written.done():  # already handed to the socket: nothing is waiting
+                if not written.cancelled() and written.exception() is not None:
+                    self._mark_gone()
+                return
+            written.add_done_callback(functools.partial(self._flushed, size, size if replay else 0))
+        self._count_waiting(queued, size, replay)
+
+    def _count_waiting(self, queued: int, size: int, replay: bool) -> None:
         self._outbound = queued + size
         if replay:
             self._replaying += size
@@ -325,40 +498,78 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         if not queued:
             quotas.waiting.add(self)
         quotas.outbound += size
-        written.add_done_callback(functools.partial(self._flushed, size, replay))
         if quotas.outbound > self.limits.max_outbound_bytes_total:
             quotas.shed()
 
-    def _write_text(self, frame: bytes) -> asyncio.Future[None]:
-        """Write one text frame; the future is done once the frame is on the socket.
+    @staticmethod
+    def _coalescing(conn: Any) -> bool:
+        """Whether this connection's frames are framed here and written together: tornado's
+        own uncompressed, unmasked (server side) protocol; anything else gets write_message."""
+        return (
+            _FRAME_WRITER
+            and type(conn) is WebSocketProtocol13
+            and getattr(conn, "_compressor", True) is None
+            and not conn.mask_outgoing
+        )
 
-        `write_message` wraps every write in a new task. A broadcast to S members then
-        leaves S tasks pending at once, and in a Jupyter server's large heap the garbage
-        collector took over half of the fan-out time (benchmarks/fanout.py, 500 members).
-        Tornado's own frame writer, which write_message calls, frames the bytes exactly
-        the same way without the task; it is used for the usual uncompressed connection.
+    def _write_queued(self, *, closing: bool = False) -> None:
+        """Write the frames queued in the last turn, whole frames in one write.
+
+        Tornado writes its own frames (keep-alive pings, pongs, close) straight to the
+        stream: they land between two of these writes, never inside a frame. `closing`:
+        written even though the socket is marked gone (the notice before a close).
+        """
+        parts, size, replay = self._queue, self._queued_bytes, self._queued_replay
+        if not parts:
+            return
+        self._queue, self._queued_bytes, self._queued_replay = [], 0, 0
+        conn = self.ws_connection
+        if (self._gone and not closing) or conn is None or conn.is_closing():
+            self._mark_gone()
+            self._flushed(size, replay, None)
+            return
+        assert isinstance(conn, WebSocketProtocol13) and conn.stream is not None  # `_coalescing`
+        data = b"".join(parts)
+        conn._wire_bytes_out += len(data)  # what tornado's _write_frame counts
+        try:
+            written = conn.stream.write(data)
+        except StreamClosedError:
+            self._mark_gone()
+            self._flushed(size, replay, None)
+            return
+        if written.done():
+            self._flushed(size, replay, written)
+        else:
+            written.add_done_callback(functools.partial(self._flushed, size, replay))
+
+    def _write_text(self, frame: bytes) -> asyncio.Future[None]:
+        """Write one text frame now; the future is done once the frame is on the socket.
+
+        For a connection whose frames are not coalesced (compressed, or not tornado's
+        protocol): `write_message`.
         """
         conn = self.ws_connection
         if conn is None or conn.is_closing():
             raise WebSocketClosedError()
-        if _FRAME_WRITER and type(conn) is WebSocketProtocol13 and getattr(conn, "_compressor", True) is None:
-            try:
-                return conn._write_frame(True, _OPCODE_TEXT, frame)
-            except StreamClosedError:
-                raise WebSocketClosedError() from None
         return self.write_message(frame)
 
-    def _flushed(self, size: int, replay: bool, done: asyncio.Future[None]) -> None:
+    def _flushed(self, size: int, replay: int, done: asyncio.Future[None] | None) -> None:
+        """`size` bytes (`replay` of them history) left the queue: written, or dropped (done None)."""
         self._outbound -= size
-        if replay:
-            self._replaying -= size
+        self._replaying -= replay
         self.quotas.released(size)
         if not self._gone:  # a gone socket's bytes left the server's total already
             self.quotas.outbound -= size
             if not self._outbound:
                 self.quotas.waiting.discard(self)
-        if not done.cancelled() and done.exception() is not None:
+        if done is not None and not done.cancelled() and done.exception() is not None:
             self._mark_gone()  # the peer went away; on_close does the rest
+
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        """Close after the frames queued in this turn (an error or notice before the close
+        frame is read by the client before it)."""
+        self._write_queued(closing=True)
+        super().close(code, reason)
 
     def _mark_gone(self) -> None:
         """Nothing more is written to this socket; what it has queued is released soon."""
@@ -389,12 +600,36 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
             "iavicenne: closing %s (%s, %d bytes waiting): %s", self.key, self.identity.get("username"), self._outbound, reason
         )
         self._mark_gone()
+        self._write_queued()  # dropped (gone): it would only wait in the stream of a client that does not read
         self.close(p.CLOSE_POLICY, reason)
         # closing may wait for the client to read; leave its rooms now
         self.in_background(self._leave_all(closing=True), "leaving the rooms of a slow consumer")
 
     # -- inbound --------------------------------------------------------------------
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> Awaitable[None] | None:
+        """Handle one frame, at once when it needs no waiting (None), else in a task.
+
+        Tornado reads the next frame only once this one is handled. Handed a coroutine, it
+        makes it a task: every frame then costs turns of the event loop, and the frames of
+        a burst are never handled, nor their broadcasts written, in the same turn. Most
+        frames wait for nothing (the memory broker answers at once), so the coroutine is
+        run here until it first waits; only then does a task carry on with it. After
+        MAX_FRAMES_PER_TURN frames handled at once, the next waits for a turn, so that one
+        client's burst does not hold up the others.
+        """
+        handling = self._handle_frame(message)
+        if self._frames_this_turn >= MAX_FRAMES_PER_TURN:
+            self._frames_this_turn = 0
+            return asyncio.ensure_future(handling)  # a task starts in the next turn
+        try:
+            waiting_on = handling.send(None)
+        except StopIteration:
+            self._frames_this_turn += 1
+            return None
+        self._frames_this_turn = 0
+        return asyncio.ensure_future(_carry_on(handling, waiting_on))
+
+    async def _handle_frame(self, message: str | bytes) -> None:
         if self._gone:
             return
         ref: str | None = None
@@ -412,7 +647,8 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
                 return
             request = p.parse_request(message, self.known_types)
             ref = request.ref
-            await self._handlers[request.type](request)
+            handler: Handler = getattr(self, self.frame_handlers[request.type])
+            await handler(request)
         except p.ProtocolError as error:
             self.send_error_frame(error.code, error.message, ref if ref is not None else error.ref, **error.fields)
         except BrokerUnavailable as error:
@@ -454,12 +690,15 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         """Run `work` without waiting for it: kept until it is done, and its failure logged
         (nothing awaits it, so asyncio would only say "exception never retrieved", late)."""
         task = asyncio.ensure_future(work)
+        if self._background is None:
+            self._background = set()
         self._background.add(task)
         task.add_done_callback(functools.partial(self._background_done, what))
         return task
 
     def _background_done(self, what: str, task: asyncio.Task[None]) -> None:
-        self._background.discard(task)
+        if self._background is not None:
+            self._background.discard(task)
         if not task.cancelled() and (error := task.exception()) is not None:
             self.log.error("iavicenne: %s of %s failed", what, self.key, exc_info=error)
 

@@ -8,7 +8,7 @@ connection is in exactly one room, as seed clients do).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, ClassVar
 
 from .. import protocol as p
 from ..rooms import RoomHub
@@ -18,22 +18,22 @@ from .base import Limits, ProtocolSocket, Quotas
 
 class RoomSocketHandler(ProtocolSocket):
     known_types = p.ROOM_REQUESTS
+    frame_handlers: ClassVar[dict[str, str]] = {
+        p.CONNECT: "_on_connect",
+        p.JOIN_ROOM: "_on_join_room",
+        p.LEAVE_ROOM: "_on_leave_room",
+        p.MESSAGE: "_on_message",
+        p.PRESENCE: "_on_presence",
+        p.DIRECT_MESSAGE: "_on_direct_message",
+        p.DISCONNECT: "_on_disconnect",
+        p.SHARED: "_on_shared",
+    }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, shared_docs: SharedDocs | None = None) -> None:
         super().initialize(hub=hub, quotas=quotas)
         self.shared_docs = shared_docs
         self.user_id = ""  # until `connect` (or the first join-room); no name is empty
         self.rooms: set[str] = set()
-        self._handlers = {
-            p.CONNECT: self._on_connect,
-            p.JOIN_ROOM: self._on_join_room,
-            p.LEAVE_ROOM: self._on_leave_room,
-            p.MESSAGE: self._on_message,
-            p.PRESENCE: self._on_presence,
-            p.DIRECT_MESSAGE: self._on_direct_message,
-            p.DISCONNECT: self._on_disconnect,
-            p.SHARED: self._on_shared,
-        }
 
     # -- requests -------------------------------------------------------------------
     async def _on_connect(self, request: p.Request) -> None:

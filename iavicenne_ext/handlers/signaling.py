@@ -28,6 +28,8 @@ may be gone.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from .. import protocol as p
 from ..ice import IceConfig
 from ..rooms import RoomHub, signaling_room
@@ -39,6 +41,13 @@ _LABEL = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "ICE candidate"
 
 class SignalingSocketHandler(ProtocolSocket):
     known_types = p.SIGNALING_REQUESTS
+    frame_handlers: ClassVar[dict[str, str]] = {
+        p.JOIN: "_on_join",
+        p.LEAVE: "_on_leave",
+        p.OFFER: "_on_relay",
+        p.ANSWER: "_on_relay",
+        p.ICE_CANDIDATE: "_on_relay",
+    }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, ice: IceConfig) -> None:  # type: ignore[override]
         super().initialize(hub=hub, quotas=quotas)
@@ -46,13 +55,6 @@ class SignalingSocketHandler(ProtocolSocket):
         # the hub addresses a connection by `user_id`: here, that is the peer_id
         self.user_id = ""  # until `join`; no name is empty
         self.room: str | None = None
-        self._handlers = {
-            p.JOIN: self._on_join,
-            p.LEAVE: self._on_leave,
-            p.OFFER: self._on_relay,
-            p.ANSWER: self._on_relay,
-            p.ICE_CANDIDATE: self._on_relay,
-        }
 
     # -- requests -------------------------------------------------------------------
     async def _on_join(self, request: p.Request) -> None:

@@ -435,8 +435,7 @@ class RoomHub:
         try:
             await asyncio.shield(local.subscribed)
             history = await self.broker.history(room, since, epoch)
-            limit = self.max_snapshot_members if members_limit is None else members_limit
-            page = await self.broker.members_page(room, "", limit)
+            page = await self.broker.members_page(room, "", self.page_limit(members_limit))
         except BaseException:
             await undo()
             raise
@@ -538,23 +537,17 @@ class RoomHub:
     async def list_members(self, conn: Connection, room: str, *, after: str, limit: int | None, ref: str | None) -> None:
         """Answer list-members: the page of `room`'s members after user_id `after` ("": the first).
 
-        `limit` None: max_snapshot_members; beyond it, ``limit-exceeded``.
+        `limit` None: max_snapshot_members, which also bounds it.
         """
-        page = await self.broker.members_page(room, after, self.page_limit(limit, "limit"))
+        page = await self.broker.members_page(room, after, self.page_limit(limit))
         conn.send(p.encoded(p.MEMBERS, ref=ref, room=room, **self._page_fields(page)))
 
-    def page_limit(self, limit: int | None, field: str) -> int:
-        """How many members a page lists: `limit` (a client's, checked), or max_snapshot_members."""
+    def page_limit(self, limit: int | None) -> int:
+        """How many members a page lists: what the client asked for (None: as many as may be),
+        at most max_snapshot_members; the page says members_next when more follow."""
         if limit is None:
             return self.max_snapshot_members
-        if limit > self.max_snapshot_members:
-            raise p.limit_exceeded(
-                "max_snapshot_members",
-                self.max_snapshot_members,
-                f"{field} {limit} is over the {self.max_snapshot_members} members a page may list; "
-                "ask for fewer and follow members_next",
-            )
-        return limit
+        return min(limit, self.max_snapshot_members)
 
     @staticmethod
     def _page_fields(page: MembersPage) -> dict[str, Any]:

@@ -63,7 +63,7 @@ class RoomSocketHandler(ProtocolSocket):
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "epoch must be a string")
         members_limit = request.payload.get("members_limit")
         if members_limit is not None:
-            members_limit = self.hub.page_limit(p.read_members_limit(members_limit, "members_limit"), "members_limit")
+            members_limit = p.read_members_limit(members_limit, "members_limit")
         presence = request.payload.get("presence", p.PresenceMode.EACH)
         if presence not in (p.PresenceMode.EACH, p.PresenceMode.BATCHED):
             raise p.ProtocolError(

@@ -12,16 +12,19 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from room_support import ALICE, BOB, Connect, eventually, of_type, with_analysts
+from servers import connect as connect_to
+from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 from iavicenne import RoomClient
 from iavicenne.discovery import ServerInfo
 from iavicenne_ext import protocol as p
-from iavicenne_ext.testing import WSClient
+from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 PAGE = 5
 BATCHED = {"presence": "batched"}
@@ -306,6 +309,60 @@ async def test_the_python_clients_members_are_right_in_a_room_bigger_than_a_page
         assert ("state", "r02") in events
     finally:
         await client.close()
+
+
+# -- on Redis: two servers, one room ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def on_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterProcess]]:
+    url = shared_redis_url()
+    prefix = unique_prefix("scale-joins")
+    workdir = tmp_path_factory.mktemp("scale-joins")
+    servers = [jupyter_on_redis(workdir, url, prefix, f"server{i}", max_snapshot_members=PAGE) for i in range(2)]
+    try:
+        yield start_all(servers)
+    finally:
+        stop_all(servers)
+        drop_prefix(url, prefix)
+
+
+async def test_pages_and_batches_are_right_across_two_servers_on_redis(on_redis: list[JupyterProcess]) -> None:
+    first, second = on_redis
+    seed = await connect_to(first, "seed")
+    seed_view = View(await seed.join("big"))
+    seed_start = len(seed.seen)
+    batched = await connect_to(second, "batched")
+    batched_view = View(await batched.join("big", **BATCHED))
+    batched_start = len(batched.seen)
+    others = []
+    for i in range(8):
+        client = await connect_to(on_redis[i % 2], f"u{i}")
+        await client.join("big")
+        others.append(client)
+    others[2].close()
+    others[5].close()
+    await others[0].send({"type": p.PRESENCE, "room": "big", "payload": {"state": {"n": 0}}})
+    await seed.expect(p.USER_LEFT, timeout=15, where=lambda f: f["user_id"] == "u5")
+    await read_all(seed, quiet=1.0)
+    await read_all(batched, quiet=1.0)
+    for frame in seed.seen[seed_start:]:
+        seed_view.apply(frame)
+    for frame in batched.seen[batched_start:]:
+        batched_view.apply(frame)
+    expected = {"seed": None, "batched": None, **{f"u{i}": None for i in (0, 1, 3, 4, 6, 7)}}
+    assert set(seed_view.members) == set(batched_view.members) == set(expected)
+    assert seed_view.members["u0"] == batched_view.members["u0"] == {"n": 0}
+    assert not [f for f in batched.seen if f.get("type") == p.USER_JOINED and f["user_id"] != "batched"]
+
+    late = await connect_to(second, "late")
+    joined = await late.join("big", members_limit=2)
+    assert joined["member_count"] == 9 and len(joined["members"]) == 2
+    rest = await all_pages(late, "big", joined["members_next"])
+    listed = [m["user_id"] for m in joined["members"] + rest]
+    assert listed == sorted([*expected, "late"])
+    for client in (seed, batched, late, *others):
+        client.close()
 
 
 # -- the benchmark runs ------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from iavicenne_ext import protocol as p
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 PAGE = 5
-BATCHED = {"presence": "batched"}
+BATCHED: dict[str, Any] = {"presence": "batched"}
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -80,8 +80,9 @@ async def all_pages(client: WSClient, room: str, cursor: str | None, limit: int 
         payload: dict[str, Any] = {"after": cursor}
         if limit is not None:
             payload["limit"] = limit
-        await client.send({"type": p.LIST_MEMBERS, "room": room, "ref": f"page{n}", "payload": payload})
-        page = await client.expect(p.MEMBERS, where=lambda f, n=n: f.get("ref") == f"page{n}")
+        ref = f"page{n}"
+        await client.send({"type": p.LIST_MEMBERS, "room": room, "ref": ref, "payload": payload})
+        page = await client.expect(p.MEMBERS, where=lambda f: f.get("ref") == ref)  # noqa: B023 - awaited here
         assert page["room"] == room
         listed.extend(page["members"])
         cursor = page.get("members_next")

@@ -455,6 +455,10 @@ export class Room {
   _onPresence(frame) {
     const userId = frame.user_id;
     if (typeof userId !== "string") return;
+    if (frame.type === USER_JOINED && userId === this.client.userId && !Object.keys(this.client.identity).length) {
+      // joined without `connect` into a room larger than the first page: our own user-joined says who we are
+      if (frame.identity && typeof frame.identity === "object") this.client.identity = frame.identity;
+    }
     let kind;
     if (frame.type === USER_LEFT) {
       this.members.delete(userId);

@@ -416,6 +416,12 @@ class Room:
         user_id = frame.get("user_id")
         if user_id is None:
             return
+        if kind == p.USER_JOINED and user_id == self.client.user_id and not self.client.identity:
+            # joined without `connect` into a room larger than the first page: our own
+            # user-joined says who we are
+            identity = frame.get("identity")
+            if isinstance(identity, dict):
+                self.client.identity = identity
         if kind == p.USER_LEFT:
             self.members.pop(user_id, None)
             event = "left"

@@ -14,6 +14,9 @@ run: as seed clients (a ``join-room`` with no new field: the snapshot lists up t
 frames, until the room is quiet), and the server's CPU seconds per join; the ratio of the
 two totals.
 
+A third run opens the same sockets and sends ``connect`` only, joining nothing: the floor
+of a join here (the WebSocket handshake and Jupyter's authentication of each socket).
+
 Phase (b): a room filled to `--room-size` members (batched, ``members_limit`` 0: quick),
 then `--probes` more joins one after another, alternately seed and batched: each one's
 answer time (median, p99) and answer size.
@@ -47,15 +50,18 @@ from tqdm import tqdm
 BATCHED_PAYLOAD: dict[str, Any] = {"members_limit": 100, "presence": "batched"}
 SEED_PAYLOAD: dict[str, Any] = {}
 FILL_PAYLOAD: dict[str, Any] = {"members_limit": 0, "presence": "batched"}
+#: no join at all: the socket (Jupyter's authentication) and ``connect``, what a join costs at least
+CONNECT_ONLY: dict[str, Any] = {"connect": "only"}
 
 
 class Joiner:
     """One user: its socket, when its join was sent and answered, what it received."""
 
-    __slots__ = ("answer_bytes", "answered", "client", "joined", "received", "sent")
+    __slots__ = ("answer_bytes", "answered", "client", "joined", "received", "room", "sent")
 
     def __init__(self) -> None:
         self.client: WSClient | None = None
+        self.room: str | None = None  # None: only the socket and `connect` (the floor of a join)
         self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.sent = self.answered = 0.0
         self.received = 0
@@ -65,7 +71,7 @@ class Joiner:
         self.received += len(data)
         if self.joined.done():
             return
-        if data.startswith(b'{"type":"room-joined"'):
+        if data.startswith(b'{"type":"room-joined"') or (self.room is None and data.startswith(b'{"type":"connect"')):
             self.answered = time.perf_counter()
             self.answer_bytes = len(data)
             self.joined.set_result(None)
@@ -73,10 +79,12 @@ class Joiner:
             self.joined.set_exception(RuntimeError(data[:300].decode(errors="replace")))
 
     async def join(self, endpoint: Endpoint, room: str, user_id: str, payload: dict[str, Any], timeout: float) -> None:
+        self.room = None if payload is CONNECT_ONLY else room
         self.client = await WSClient.connect(endpoint, self.on_text, timeout)
-        self.client.send({"type": "connect", "payload": {"user_id": user_id}})
         self.sent = time.perf_counter()
-        self.client.send({"type": "join-room", "room": room, "payload": payload})
+        self.client.send({"type": "connect", "payload": {"user_id": user_id}})
+        if self.room is not None:
+            self.client.send({"type": "join-room", "room": room, "payload": payload})
         await asyncio.wait_for(asyncio.shield(self.joined), timeout)
 
     @property
@@ -230,7 +238,7 @@ def report_joins(runs: list[JoinRun]) -> None:
             f"{run.bytes_per_join:>11.0f} {run.answer_bytes:>14.0f} {run.server_cpu_per_join * 1000:>19.2f} "
             f"{run.generator_cpu_per_join * 1000:>22.2f}"
         )
-    seed, batched = runs
+    seed, batched = runs[:2]
     print(
         f"ratio seed/batched: total {seed.total / batched.total:.1f}x, bytes per join "
         f"{seed.bytes_per_join / batched.bytes_per_join:.1f}x, server CPU per join "
@@ -263,7 +271,11 @@ async def main(args: argparse.Namespace) -> int:
         bench = Bench(args, deployment)
         load = os.getloadavg()
         print(f"{deployment.description}; {os.cpu_count()} CPUs, load average {load[0]:.1f} at the start")
-        runs = [await bench.joins("seed", SEED_PAYLOAD), await bench.joins("batched", BATCHED_PAYLOAD)]
+        runs = [
+            await bench.joins("seed", SEED_PAYLOAD),
+            await bench.joins("batched", BATCHED_PAYLOAD),
+            await bench.joins("connect", CONNECT_ONLY),  # the floor: sockets and connect, no room
+        ]
         report_joins(runs)
         if args.room_size:
             report_big(args.room_size, await bench.big_room())

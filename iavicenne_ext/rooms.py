@@ -80,6 +80,9 @@ class Connection(Protocol):
 # a frame that waits for a joining connection: (seq or 0, frame, supersede)
 Waiting = list[tuple[int, bytes, bool]]
 
+# a presence-batch is written to this many connections, then the loop serves others
+BATCH_SLICE = 256
+
 # the frames the broker carries that a presence-batch sums up (every frame starts with its type)
 _PRESENCE_FRAMES = tuple(b'{"type":"%s"' % kind.encode() for kind in (p.USER_JOINED, p.USER_LEFT, p.PRESENCE))
 
@@ -195,13 +198,16 @@ class RoomHub:
                     waiting.append((0, frame, False))
         self._note_change(local, json.loads(frame))
         if not local.flushing:
-            local.flushing = True
-            loop = asyncio.get_running_loop()
-            # a batch is one frame per batched connection: in a large room they come less
-            # often, so that presence never takes more than its share of the server
-            spacing = len(local.batched) / self.presence_batch_frames_per_second
-            due = max(loop.time() + self.presence_batch_interval, local.flushed_at + spacing)
-            loop.call_at(due, self._start_flush, room, local)
+            self._schedule_flush(room, local)
+
+    def _schedule_flush(self, room: str, local: LocalRoom) -> None:
+        local.flushing = True
+        loop = asyncio.get_running_loop()
+        # a batch is one frame per batched connection: in a large room they come less
+        # often, so that presence never takes more than its share of the server
+        spacing = len(local.batched) / self.presence_batch_frames_per_second
+        due = max(loop.time() + self.presence_batch_interval, local.flushed_at + spacing)
+        loop.call_at(due, self._start_flush, room, local)
 
     @staticmethod
     def _note_change(local: LocalRoom, frame: dict[str, Any]) -> None:
@@ -236,16 +242,22 @@ class RoomHub:
         meanwhile).
         """
         try:
-            count = await self.broker.member_count(room)
+            count: int | None = await self.broker.member_count(room)
         except BrokerUnavailable:
             count = None  # the batch still goes; its count is only a hint
+        # changes that arrived while counting go in this batch; those that arrive while it
+        # is being sent, in the next one (scheduled once this one is out: batches never cross)
+        pending, local.pending = local.pending, {}
+        try:
+            if self.local.get(room) is local and local.batched:
+                await self._send_batch(room, local, pending, count)
         finally:
-            # changes that arrived while counting are in `pending`: they go in this batch
             local.flushing = False
             local.flushed_at = asyncio.get_running_loop().time()
-        pending, local.pending = local.pending, {}
-        if self.local.get(room) is not local or not local.batched:
-            return
+            if local.pending and self.local.get(room) is local:
+                self._schedule_flush(room, local)
+
+    async def _send_batch(self, room: str, local: LocalRoom, pending: dict[str, PresenceChange], count: int | None) -> None:
         joined: list[bytes] = []
         updated: list[bytes] = []
         left: list[str] = []
@@ -260,7 +272,12 @@ class RoomHub:
         if count is not None:
             fields["member_count"] = count
         frame = p.encoded(p.PRESENCE_BATCH, room=room, **fields)
-        for key in list(local.batched):
+        # to those batched when the batch was made (a later joiner's snapshot has these
+        # changes), a slice at a time: in a room of thousands the joins and messages of the
+        # meantime are not held up behind the whole room's frames
+        for at, key in enumerate(list(local.batched)):
+            if at and at % BATCH_SLICE == 0:
+                await asyncio.sleep(0)
             conn = local.members.get(key)
             if conn is not None:
                 conn.send(frame)

@@ -29,7 +29,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -197,17 +197,30 @@ class RoomHub:
                 if key != skip and key not in local.batched:
                     waiting.append((0, frame, False))
         self._note_change(local, json.loads(frame))
-        if not local.flushing:
-            self._schedule_flush(room, local)
+        if local.flushing:
+            return
+        loop = asyncio.get_running_loop()
+        if len(local.batched) <= BATCH_SLICE and loop.time() >= local.flushed_at + self.presence_batch_interval:
+            # the first change after a quiet spell, in a room of few batched connections:
+            # written now, as the seed's frame would be, when the broker knows the count now
+            count = self.broker.member_count_now(room)
+            if count is not None:
+                pending, local.pending = local.pending, {}
+                local.flushed_at = loop.time()
+                batch = self._batch_frame(room, pending, count)
+                if batch is not None:
+                    for _ in self._write_batch(local, batch):
+                        pass
+                return
+        self._schedule_flush(room, local)
 
     def _schedule_flush(self, room: str, local: LocalRoom) -> None:
         local.flushing = True
         loop = asyncio.get_running_loop()
         # a batch is one frame per batched connection: in a large room they come less
         # often, so that presence never takes more than its share of the server
-        spacing = len(local.batched) / self.presence_batch_frames_per_second
-        due = max(loop.time() + self.presence_batch_interval, local.flushed_at + spacing)
-        loop.call_at(due, self._start_flush, room, local)
+        spacing = max(self.presence_batch_interval, len(local.batched) / self.presence_batch_frames_per_second)
+        loop.call_at(max(loop.time(), local.flushed_at + spacing), self._start_flush, room, local)
 
     @staticmethod
     def _note_change(local: LocalRoom, frame: dict[str, Any]) -> None:
@@ -258,6 +271,16 @@ class RoomHub:
                 self._schedule_flush(room, local)
 
     async def _send_batch(self, room: str, local: LocalRoom, pending: dict[str, PresenceChange], count: int | None) -> None:
+        frame = self._batch_frame(room, pending, count)
+        if frame is None:
+            return
+        # a slice at a time: in a room of thousands the joins and messages of the meantime
+        # are not held up behind the whole room's frames
+        for _ in self._write_batch(local, frame):
+            await asyncio.sleep(0)
+
+    @staticmethod
+    def _batch_frame(room: str, pending: dict[str, PresenceChange], count: int | None) -> bytes | None:
         joined: list[bytes] = []
         updated: list[bytes] = []
         left: list[str] = []
@@ -267,17 +290,19 @@ class RoomHub:
             elif change.before:
                 left.append(user_id)
         if not (joined or updated or left):
-            return
+            return None
         fields: dict[str, Any] = {"joined": p.raw_list(joined), "left": left, "updated": p.raw_list(updated)}
         if count is not None:
             fields["member_count"] = count
-        frame = p.encoded(p.PRESENCE_BATCH, room=room, **fields)
-        # to those batched when the batch was made (a later joiner's snapshot has these
-        # changes), a slice at a time: in a room of thousands the joins and messages of the
-        # meantime are not held up behind the whole room's frames
+        return p.encoded(p.PRESENCE_BATCH, room=room, **fields)
+
+    @staticmethod
+    def _write_batch(local: LocalRoom, frame: bytes) -> Iterator[None]:
+        """Write `frame` to the connections batched now (a later joiner's snapshot has these
+        changes), yielding after each BATCH_SLICE of them."""
         for at, key in enumerate(list(local.batched)):
             if at and at % BATCH_SLICE == 0:
-                await asyncio.sleep(0)
+                yield None
             conn = local.members.get(key)
             if conn is not None:
                 conn.send(frame)

@@ -321,6 +321,10 @@ class Broker(ABC):
         """How many users are in the room (a user with several connections counts once)."""
         return len(await self.members(room))
 
+    def member_count_now(self, room: str) -> int | None:
+        """`member_count` without waiting, when this broker holds it here; else None."""
+        return None
+
     @abstractmethod
     async def rooms(self) -> dict[str, list[Member]]:
         """Every room that has members now, with its members."""

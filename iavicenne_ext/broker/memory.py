@@ -415,6 +415,9 @@ class MemoryBroker(Broker, SharedStore):
         return MembersPage(members, len(order), (listed[-1] if listed else after) if more else None)
 
     async def member_count(self, room: str) -> int:
+        return self.member_count_now(room)
+
+    def member_count_now(self, room: str) -> int:
         state = self._rooms.get(room)
         return len(state.order) if state is not None else 0
 

@@ -14,6 +14,7 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
+from . import protocol as p
 from .broker.base import Broker, SharedStore
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits, Quotas
@@ -262,6 +263,47 @@ class IAvicenne(ExtensionApp):
         help="Members (invited usernames) a private room may have.",
     )
 
+    # -- rooms of thousands (docs/protocol.md, "Large rooms") ----------------------------
+    max_snapshot_members = Int(
+        1000,
+        config=True,
+        help="Members a room-joined lists at most when the join-room asks for no members_limit "
+        "(seed clients); it then says members_more and members_next, and list-members gives the "
+        "rest. Bounds what one join costs the server in a room of thousands.",
+    )
+    presence_batch_interval = Float(
+        0.05,
+        config=True,
+        help="Seconds between the presence-batch frames of a room, for connections that joined "
+        "with presence 'batched': the joins, leaves and state changes of that time in one frame.",
+    )
+    presence_batch_frames_per_second = Float(
+        5_000.0,
+        config=True,
+        help="presence-batch frames one room may send per second on this server, over all its "
+        "batched connections: in a room of more than presence_batch_interval x this many "
+        "connections the batches are spaced further apart (a room of 10,000: one every 2 s), so "
+        "that a stream of joins cannot take the whole server.",
+    )
+
+    @validate("max_snapshot_members")
+    def _check_max_snapshot_members(self, proposal: Any) -> int:
+        if not 0 <= proposal["value"] <= p.MAX_MEMBERS_PAGE:
+            raise TraitError(f"max_snapshot_members must be from 0 to {p.MAX_MEMBERS_PAGE}")
+        return int(proposal["value"])
+
+    @validate("presence_batch_frames_per_second")
+    def _check_presence_batch_frames_per_second(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError("presence_batch_frames_per_second must be over 0")
+        return float(proposal["value"])
+
+    @validate("presence_batch_interval")
+    def _check_presence_batch_interval(self, proposal: Any) -> float:
+        if not 0 < proposal["value"] <= 10:
+            raise TraitError("presence_batch_interval must be over 0 and at most 10 seconds")
+        return float(proposal["value"])
+
     # -- signaling: the ICE servers handed to peers in `joined` -----------------------
     ice_servers = List(
         Dict(),
@@ -402,7 +444,14 @@ class IAvicenne(ExtensionApp):
             self.room_broker: Broker | None = None
             return
         self.room_broker = self.make_broker()
-        self.hub = RoomHub(self.room_broker, self.log, max_message_bytes=self.max_message_bytes)
+        self.hub = RoomHub(
+            self.room_broker,
+            self.log,
+            max_message_bytes=self.max_message_bytes,
+            max_snapshot_members=self.max_snapshot_members,
+            presence_batch_interval=self.presence_batch_interval,
+            presence_batch_frames_per_second=self.presence_batch_frames_per_second,
+        )
         # one per server: every socket counts against the same identities and total
         self.quotas = Quotas(self.limits)
         assert isinstance(self.room_broker, SharedStore)  # both brokers keep shared documents

@@ -40,8 +40,30 @@ PRESENCE = "presence"
 DIRECT_MESSAGE = "direct-message"
 ACK = "ack"
 SHARED = "shared"  # the room's shared document (Yjs sync messages): see "shared state" below
+# rooms of thousands (docs/protocol.md, "Large rooms"): the next page of a room's members,
+# and one frame per room and tick summing the presence changes (for who asked for it)
+LIST_MEMBERS = "list-members"
+MEMBERS = "members"
+PRESENCE_BATCH = "presence-batch"
 
-ROOM_REQUESTS = frozenset({CONNECT, JOIN_ROOM, LEAVE_ROOM, MESSAGE, DISCONNECT, PRESENCE, DIRECT_MESSAGE, SHARED})
+ROOM_REQUESTS = frozenset({CONNECT, JOIN_ROOM, LEAVE_ROOM, MESSAGE, DISCONNECT, PRESENCE, DIRECT_MESSAGE, SHARED, LIST_MEMBERS})
+
+
+class PresenceMode:
+    """``join-room`` ``payload.presence``: how the other members' presence changes arrive."""
+
+    # one user-joined / user-left / presence frame per change (the seed's way, the default)
+    EACH = "each"
+    # one presence-batch frame per room and tick (IAvicenne.presence_batch_interval)
+    BATCHED = "batched"
+
+
+#: the most members one room-joined or members frame may list when a client asks for more
+#: (a list-members limit, a join-room members_limit, above it: invalid-field)
+MAX_MEMBERS_PAGE = 10_000
+#: a members cursor (``members_next``, list-members ``after``) is this prefix and the
+#: user_id of the last member listed; "m:" alone is the start of the list
+MEMBERS_CURSOR_PREFIX = "m:"
 
 
 class LeftReason:
@@ -332,6 +354,31 @@ def check_name(value: Any, field: str) -> str:
             ErrorCode.INVALID_FIELD,
             f"invalid {field} {value[:NAME_MAX_LENGTH]!r}: {NAME_RULE}",
         )
+    return value
+
+
+def members_cursor(user_id: str) -> str:
+    """The cursor of a members page that ends with `user_id` (pages are in user_id order)."""
+    return MEMBERS_CURSOR_PREFIX + user_id
+
+
+def read_members_cursor(value: Any, field: str) -> str:
+    """The user_id a members cursor points after ("" for the start), or `invalid-field`."""
+    if isinstance(value, str) and value.startswith(MEMBERS_CURSOR_PREFIX):
+        after = value[len(MEMBERS_CURSOR_PREFIX) :]
+        if after == "" or _NAME.fullmatch(after):
+            return after
+    shown = repr(value[:80]) if isinstance(value, str) else type(value).__name__
+    raise ProtocolError(
+        ErrorCode.INVALID_FIELD,
+        f"{field} must be a members cursor, the members_next of an earlier page, not {shown}",
+    )
+
+
+def read_members_limit(value: Any, field: str) -> int:
+    """A page size from a client: an integer from 0 to MAX_MEMBERS_PAGE, or `invalid-field`."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MEMBERS_PAGE:
+        raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field} must be an integer from 0 to {MAX_MEMBERS_PAGE}")
     return value
 
 

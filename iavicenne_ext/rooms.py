@@ -14,14 +14,22 @@ which then leave.
 Signaling rooms (the signaling socket's) are hub rooms too, named
 ``protocol.SIGNALING_ROOM_PREFIX + room``: the hub subscribes and fans out their frames,
 but they have no history and no room-endpoint presence frames.
+
+Rooms of thousands (docs/protocol.md, "Large rooms"): a join is answered with one page of
+the members (the broker keeps them sorted, so the page costs its own size, not the
+room's), and a connection that asked for ``presence: "batched"`` gets the presence changes
+of other users as one ``presence-batch`` frame per room and tick, encoded once for all of
+them, instead of one frame per change: N joins then cost N x (page) plus one frame per
+member and tick, not N x N frames.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +43,7 @@ from .broker.base import (
     JoinOutcome,
     Member,
     MemberOutcome,
+    MembersPage,
     PresenceEntry,
     Published,
     SharedStore,
@@ -71,6 +80,22 @@ class Connection(Protocol):
 # a frame that waits for a joining connection: (seq or 0, frame, supersede)
 Waiting = list[tuple[int, bytes, bool]]
 
+# a presence-batch is written to this many connections, then the loop serves others
+BATCH_SLICE = 256
+
+# the frames the broker carries that a presence-batch sums up (every frame starts with its type)
+_PRESENCE_FRAMES = tuple(b'{"type":"%s"' % kind.encode() for kind in (p.USER_JOINED, p.USER_LEFT, p.PRESENCE))
+
+
+@dataclass(slots=True)
+class PresenceChange:
+    """What a room's next presence-batch says of one user: present before the batch or not,
+    present now or not, and its entry (user_id, identity, state) when present."""
+
+    before: bool
+    now: bool
+    entry: dict[str, Any] | None
+
 
 @dataclass(slots=True)
 class LocalRoom:
@@ -82,13 +107,26 @@ class LocalRoom:
     # connections between subscribe and the end of their history replay: live frames
     # wait here so none is lost or sent before the replay
     joining: dict[str, Waiting] = field(default_factory=dict)
+    # connections (joined or joining) that asked for presence-batch frames, and the others
+    # of `members`, which get one frame per presence change as the seed does
+    batched: set[str] = field(default_factory=set)
+    each: dict[str, Connection] = field(default_factory=dict)
+    # the presence changes since the last presence-batch, by user, in the order of their
+    # last change; and whether the next batch is on its way (a timer, then its task)
+    pending: dict[str, PresenceChange] = field(default_factory=dict)
+    flushing: bool = False
+    flushed_at: float = 0.0  # loop time of the last presence-batch
 
     def add(self, conn: Connection) -> None:
         self.members[conn.key] = conn
         self.by_user.setdefault(conn.user_id, {})[conn.key] = conn
+        if conn.key not in self.batched:
+            self.each[conn.key] = conn
 
     def remove(self, conn: Connection) -> None:
         self.joining.pop(conn.key, None)
+        self.batched.discard(conn.key)
+        self.each.pop(conn.key, None)
         if self.members.pop(conn.key, None) is not None:
             peers = self.by_user[conn.user_id]
             del peers[conn.key]
@@ -107,14 +145,171 @@ def signaling_room(room: str) -> str:
 class RoomHub:
     """Rooms of this server over a `Broker`; the handlers call it, the broker feeds it."""
 
-    def __init__(self, broker: Broker, log: logging.Logger, *, max_message_bytes: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        log: logging.Logger,
+        *,
+        max_message_bytes: int,
+        max_snapshot_members: int = 1000,
+        presence_batch_interval: float = 0.05,
+        presence_batch_frames_per_second: float = 5_000.0,
+    ) -> None:
         self.broker = broker
         self.log = log
         self.max_message_bytes = max_message_bytes
+        self.max_snapshot_members = max_snapshot_members
+        self.presence_batch_interval = presence_batch_interval
+        self.presence_batch_frames_per_second = presence_batch_frames_per_second
         self.local: dict[str, LocalRoom] = {}
         # skeleton -> the username holding it, as the broker answered (bounded by the identities)
         self._named: dict[str, str] = {}
-        broker.attach(self.deliver)
+        self._flushes: set[asyncio.Task[None]] = set()  # held: the loop keeps only weak references
+        broker.attach(self._from_broker)
+
+    # -- fan-out of presence to connections that asked for batches ---------------------
+    def _from_broker(
+        self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool, evict: str | None = None
+    ) -> None:
+        """What the broker delivers: presence frames of a room with batched connections
+        take `_deliver_presence`, everything else `deliver`."""
+        local = self.local.get(room)
+        if (
+            local is not None
+            and local.batched
+            and seq == 0
+            and to is None
+            and evict is None
+            and frame.startswith(_PRESENCE_FRAMES)
+        ):
+            self._deliver_presence(room, local, frame, skip)
+            return
+        self.deliver(room, frame, seq, to, skip, supersede, evict)
+
+    def _deliver_presence(self, room: str, local: LocalRoom, frame: bytes, skip: str | None) -> None:
+        """One user-joined / user-left / presence frame: as it is to the connections that
+        want each change, into the room's next presence-batch for the others."""
+        for key, conn in list(local.each.items()):
+            if key != skip:
+                conn.send(frame)
+        if local.joining:
+            for key, waiting in local.joining.items():
+                if key != skip and key not in local.batched:
+                    waiting.append((0, frame, False))
+        self._note_change(local, json.loads(frame))
+        if local.flushing:
+            return
+        loop = asyncio.get_running_loop()
+        if len(local.batched) <= BATCH_SLICE and loop.time() >= local.flushed_at + self.presence_batch_interval:
+            # the first change after a quiet spell, in a room of few batched connections:
+            # written now, as the seed's frame would be, when the broker knows the count now
+            count = self.broker.member_count_now(room)
+            if count is not None:
+                pending, local.pending = local.pending, {}
+                local.flushed_at = loop.time()
+                batch = self._batch_frame(room, pending, count)
+                if batch is not None:
+                    for _ in self._write_batch(local, batch):
+                        pass
+                return
+        self._schedule_flush(room, local)
+
+    def _schedule_flush(self, room: str, local: LocalRoom) -> None:
+        local.flushing = True
+        loop = asyncio.get_running_loop()
+        # a batch is one frame per batched connection: in a large room they come less
+        # often, so that presence never takes more than its share of the server
+        spacing = max(self.presence_batch_interval, len(local.batched) / self.presence_batch_frames_per_second)
+        loop.call_at(max(loop.time(), local.flushed_at + spacing), self._start_flush, room, local)
+
+    @staticmethod
+    def _note_change(local: LocalRoom, frame: dict[str, Any]) -> None:
+        user_id = str(frame.get("user_id"))
+        known = local.pending.pop(user_id, None)  # popped: it goes last, the latest change
+        kind = frame.get("type")
+        # before the batch's first change of this user: present, unless that change is its join
+        before = known.before if known is not None else kind != p.USER_JOINED
+        if kind == p.USER_LEFT:
+            local.pending[user_id] = PresenceChange(before, False, None)
+            return
+        entry = {"user_id": user_id, "identity": frame.get("identity", {}), "state": frame.get("state", {})}
+        local.pending[user_id] = PresenceChange(before, True, entry)
+
+    def _start_flush(self, room: str, local: LocalRoom) -> None:
+        task = asyncio.ensure_future(self._flush(room, local))
+        self._flushes.add(task)
+        task.add_done_callback(self._flush_done)
+
+    def _flush_done(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("iavicenne: a presence-batch was not sent", exc_info=task.exception())
+
+    async def _flush(self, room: str, local: LocalRoom) -> None:
+        """Send the room's presence-batch: the net change since the last one, per user.
+
+        A user who joined and left within the batch is in neither list; one who left and
+        came back (or changed state) is in ``updated``. So a member view that applies the
+        batch (set the ``joined`` and ``updated`` entries, drop the ``left`` ones) ends as
+        the room is, whether or not it already had some of these changes (a snapshot taken
+        meanwhile).
+        """
+        try:
+            count: int | None = await self.broker.member_count(room)
+        except BrokerUnavailable:
+            count = None  # the batch still goes; its count is only a hint
+        # changes that arrived while counting go in this batch; those that arrive while it
+        # is being sent, in the next one (scheduled once this one is out: batches never cross)
+        pending, local.pending = local.pending, {}
+        try:
+            if self.local.get(room) is local and local.batched:
+                await self._send_batch(room, local, pending, count)
+        finally:
+            local.flushing = False
+            local.flushed_at = asyncio.get_running_loop().time()
+            if local.pending and self.local.get(room) is local:
+                self._schedule_flush(room, local)
+
+    async def _send_batch(self, room: str, local: LocalRoom, pending: dict[str, PresenceChange], count: int | None) -> None:
+        frame = self._batch_frame(room, pending, count)
+        if frame is None:
+            return
+        # a slice at a time: in a room of thousands the joins and messages of the meantime
+        # are not held up behind the whole room's frames
+        for _ in self._write_batch(local, frame):
+            await asyncio.sleep(0)
+
+    @staticmethod
+    def _batch_frame(room: str, pending: dict[str, PresenceChange], count: int | None) -> bytes | None:
+        joined: list[bytes] = []
+        updated: list[bytes] = []
+        left: list[str] = []
+        for user_id, change in pending.items():
+            if change.now:
+                (updated if change.before else joined).append(p.encode(change.entry or {}))
+            elif change.before:
+                left.append(user_id)
+        if not (joined or updated or left):
+            return None
+        fields: dict[str, Any] = {"joined": p.raw_list(joined), "left": left, "updated": p.raw_list(updated)}
+        if count is not None:
+            fields["member_count"] = count
+        return p.encoded(p.PRESENCE_BATCH, room=room, **fields)
+
+    @staticmethod
+    def _write_batch(local: LocalRoom, frame: bytes) -> Iterator[None]:
+        """Write `frame` to the connections batched now (a later joiner's snapshot has these
+        changes), yielding after each BATCH_SLICE of them."""
+        for at, key in enumerate(list(local.batched)):
+            if at and at % BATCH_SLICE == 0:
+                yield None
+            conn = local.members.get(key)
+            if conn is not None:
+                conn.send(frame)
+            else:
+                waiting = local.joining.get(key)
+                if waiting is not None:  # sent once its snapshot is
+                    waiting.append((0, frame, False))
 
     @property
     def server_id(self) -> str:
@@ -169,10 +364,14 @@ class RoomHub:
         since: int | None,
         epoch: str | None,
         ref: str | None = None,
+        members_limit: int | None = None,
+        batched: bool = False,
     ) -> bool:
         """Join `room`: snapshot, replay of what was missed, then live frames.
 
-        `state` is the encoded initial presence state (None: none).
+        `state` is the encoded initial presence state (None: none). The snapshot lists at
+        most `members_limit` members (None: max_snapshot_members); `batched`: the presence
+        changes of others come as presence-batch frames.
 
         False if the connection closed meanwhile; `ProtocolError` (``name-taken``) when
         another identity holds `conn.user_id` in the room.
@@ -200,7 +399,17 @@ class RoomHub:
             await self.broker.leave(room, conn.key, conn.user_id)
 
         return await self._welcome(
-            conn, room, local, entry, since=since, epoch=epoch, ref=ref, announce=outcome is JoinOutcome.FIRST, undo=undo
+            conn,
+            room,
+            local,
+            entry,
+            since=since,
+            epoch=epoch,
+            ref=ref,
+            announce=outcome is JoinOutcome.FIRST,
+            undo=undo,
+            members_limit=members_limit,
+            batched=batched,
         )
 
     async def rejoin(
@@ -212,6 +421,8 @@ class RoomHub:
         since: int | None,
         epoch: str | None,
         ref: str | None = None,
+        members_limit: int | None = None,
+        batched: bool = False,
     ) -> bool:
         """`join-room` for a room `conn` is in: a fresh snapshot and replay, without leaving.
 
@@ -229,7 +440,19 @@ class RoomHub:
                 local.add(conn)
 
         entry = PresenceEntry(conn.key, conn.user_id, conn.identity, p.EMPTY_STATE if state is None else state)
-        return await self._welcome(conn, room, local, entry, since=since, epoch=epoch, ref=ref, announce=False, undo=undo)
+        return await self._welcome(
+            conn,
+            room,
+            local,
+            entry,
+            since=since,
+            epoch=epoch,
+            ref=ref,
+            announce=False,
+            undo=undo,
+            members_limit=members_limit,
+            batched=batched,
+        )
 
     async def _welcome(
         self,
@@ -243,14 +466,18 @@ class RoomHub:
         ref: str | None,
         announce: bool,
         undo: Callable[[], Awaitable[None]],
+        members_limit: int | None = None,
+        batched: bool = False,
     ) -> bool:
         """Send `room-joined`, the replay and `user-joined`, then let live frames through."""
         waiting: Waiting = []
         local.joining[conn.key] = waiting
+        if batched:  # from now on: the batches, not each change (a batch sent meanwhile waits too)
+            local.batched.add(conn.key)
         try:
             await asyncio.shield(local.subscribed)
             history = await self.broker.history(room, since, epoch)
-            members = await self.broker.members(room)
+            page = await self.broker.members_page(room, "", self.page_limit(members_limit))
         except BaseException:
             await undo()
             raise
@@ -261,8 +488,7 @@ class RoomHub:
             position["since"] = since
             position["recovered"] = history.recovered
         # each member's state is spliced in as the broker keeps it, never decoded
-        listed = p.raw_list(m.encoded() for m in members)
-        conn.send(p.encoded(p.ROOM_JOINED, ref=ref, room=room, user_id=conn.user_id, members=listed, **position))
+        conn.send(p.encoded(p.ROOM_JOINED, ref=ref, room=room, user_id=conn.user_id, **self._page_fields(page), **position))
         for frame in history.messages:
             conn.send(frame, replay=True)
         # ready: take live frames directly; first flush what arrived during the replay
@@ -349,6 +575,29 @@ class RoomHub:
 
     async def members(self, room: str) -> list[Member]:
         return await self.broker.members(room)
+
+    async def list_members(self, conn: Connection, room: str, *, after: str, limit: int | None, ref: str | None) -> None:
+        """Answer list-members: the page of `room`'s members after user_id `after` ("": the first).
+
+        `limit` None: max_snapshot_members, which also bounds it.
+        """
+        page = await self.broker.members_page(room, after, self.page_limit(limit))
+        conn.send(p.encoded(p.MEMBERS, ref=ref, room=room, **self._page_fields(page)))
+
+    def page_limit(self, limit: int | None) -> int:
+        """How many members a page lists: what the client asked for (None: as many as may be),
+        at most max_snapshot_members; the page says members_next when more follow."""
+        if limit is None:
+            return self.max_snapshot_members
+        return min(limit, self.max_snapshot_members)
+
+    @staticmethod
+    def _page_fields(page: MembersPage) -> dict[str, Any]:
+        fields: dict[str, Any] = {"members": p.raw_list(page.members), "member_count": page.count}
+        if page.next_after is not None:
+            fields["members_more"] = True
+            fields["members_next"] = p.members_cursor(page.next_after)
+        return fields
 
     async def rooms(self) -> dict[str, list[Member]]:
         """Every chat room that has members now (on any server), with its members."""

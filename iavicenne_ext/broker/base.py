@@ -12,6 +12,7 @@ tell them apart.
 
 from __future__ import annotations
 
+import bisect
 import enum
 import json
 import sys
@@ -113,6 +114,25 @@ def fold_members(entries: list[PresenceEntry]) -> list[Member]:
             member.state = entry.state
             users[entry.user_id] = (member, entry.state_at)
     return sorted((m for m, _ in users.values()), key=lambda m: m.user_id)
+
+
+@dataclass(slots=True)
+class MembersPage:
+    """Up to a page of a room's members, in user_id order, each encoded (`Member.encoded`)."""
+
+    members: list[bytes]
+    count: int  # users in the room, listed or not
+    # the user_id the next page starts after; None when nothing follows this page
+    next_after: str | None
+
+
+def page_of(members: list[Member], after: str, limit: int) -> MembersPage:
+    """The page of `members` (sorted by user_id) after user_id `after` ("" : from the start)."""
+    start = bisect.bisect_right([m.user_id for m in members], after) if after else 0
+    listed = members[start : start + limit]
+    more = start + len(listed) < len(members)
+    next_after = (listed[-1].user_id if listed else after) if more else None
+    return MembersPage([m.encoded() for m in listed], len(members), next_after)
 
 
 class CreateOutcome(enum.Enum):
@@ -288,6 +308,22 @@ class Broker(ABC):
 
     async def is_present(self, room: str, user_id: str) -> bool:
         return any(e.user_id == user_id for e in await self.entries(room))
+
+    async def members_page(self, room: str, after: str, limit: int) -> MembersPage:
+        """At most `limit` members after user_id `after` ("": the first), and how many there are.
+
+        This default folds every entry of the room, as `members` does; a broker that keeps
+        its members sorted answers in the page's time (the memory broker does).
+        """
+        return page_of(await self.members(room), after, limit)
+
+    async def member_count(self, room: str) -> int:
+        """How many users are in the room (a user with several connections counts once)."""
+        return len(await self.members(room))
+
+    def member_count_now(self, room: str) -> int | None:
+        """`member_count` without waiting, when this broker holds it here; else None."""
+        return None
 
     @abstractmethod
     async def rooms(self) -> dict[str, list[Member]]:

@@ -27,6 +27,7 @@ class RoomSocketHandler(ProtocolSocket):
         p.DIRECT_MESSAGE: "_on_direct_message",
         p.DISCONNECT: "_on_disconnect",
         p.SHARED: "_on_shared",
+        p.LIST_MEMBERS: "_on_list_members",
     }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, shared_docs: SharedDocs | None = None) -> None:
@@ -60,6 +61,15 @@ class RoomSocketHandler(ProtocolSocket):
         epoch = request.payload.get("epoch")
         if epoch is not None and not isinstance(epoch, str):
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "epoch must be a string")
+        members_limit = request.payload.get("members_limit")
+        if members_limit is not None:
+            members_limit = p.read_members_limit(members_limit, "members_limit")
+        presence = request.payload.get("presence", p.PresenceMode.EACH)
+        if presence not in (p.PresenceMode.EACH, p.PresenceMode.BATCHED):
+            raise p.ProtocolError(
+                p.ErrorCode.INVALID_FIELD, f"presence must be {p.PresenceMode.EACH!r} or {p.PresenceMode.BATCHED!r}"
+            )
+        large = {"members_limit": members_limit, "batched": presence == p.PresenceMode.BATCHED}
         state = self._state_of(request.payload)
         if state == p.EMPTY_STATE:
             state = None  # as good as none: it must not hide the user's state on another connection
@@ -83,7 +93,7 @@ class RoomSocketHandler(ProtocolSocket):
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
             try:
-                await self.hub.rejoin(self, room, state=state, since=since, epoch=epoch, ref=request.ref)
+                await self.hub.rejoin(self, room, state=state, since=since, epoch=epoch, ref=request.ref, **large)
             except p.ProtocolError as error:
                 if error.code == p.ErrorCode.FORBIDDEN:  # removed, its eviction not here yet
                     self.rooms.discard(room)
@@ -95,7 +105,7 @@ class RoomSocketHandler(ProtocolSocket):
         self.enter(room)
         self.rooms.add(room)
         try:
-            joined = await self.hub.join(self, room, state=state, since=since, epoch=epoch, ref=request.ref)
+            joined = await self.hub.join(self, room, state=state, since=since, epoch=epoch, ref=request.ref, **large)
         except BaseException:
             self._forget(room)
             raise
@@ -143,6 +153,21 @@ class RoomSocketHandler(ProtocolSocket):
         sent = await self.hub.direct(self, room, to, request.payload, request.ref)
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room, duplicate=not sent)
+
+    async def _on_list_members(self, request: p.Request) -> None:
+        """The next page of a room's members: ``payload.after`` (a cursor, the start if
+        absent) and ``payload.limit`` (max_snapshot_members if absent). Members only."""
+        room = self._room_of(request)
+        try:
+            after = request.payload.get("after")
+            after = "" if after is None else p.read_members_cursor(after, "after")
+            limit = request.payload.get("limit")
+            if limit is not None:
+                limit = p.read_members_limit(limit, "limit")
+            await self.hub.list_members(self, room, after=after, limit=limit, ref=request.ref)
+        except p.ProtocolError as error:
+            error.fields.setdefault("room", room)
+            raise
 
     async def _on_disconnect(self, request: p.Request) -> None:
         await self._leave_all(closing=False)

@@ -19,8 +19,13 @@ import {
   JOIN_ROOM,
   LEAVE_ROOM,
   LeftReason,
+  LIST_MEMBERS,
+  MEMBERS,
+  MEMBERS_CURSOR_PREFIX,
   MESSAGE,
   PRESENCE,
+  PRESENCE_BATCH,
+  PresenceMode,
   ROOM_JOINED,
   ROOM_LEFT,
   REST_PATH,
@@ -212,6 +217,21 @@ function messageOf(room, frame, direct) {
   };
 }
 
+/**
+ * What every join asks for (docs/protocol.md, "Large rooms"): a first page of members, the
+ * rest page by page, and the others' presence changes one frame per tick.
+ */
+const LARGE_ROOM_JOIN = Object.freeze({ members_limit: 100, presence: PresenceMode.BATCHED });
+
+/**
+ * The user_id a members cursor points after, or null (no cursor: nothing follows).
+ * @param {unknown} cursor
+ * @returns {string | null}
+ */
+function cursorAfter(cursor) {
+  return typeof cursor === "string" && cursor.startsWith(MEMBERS_CURSOR_PREFIX) ? cursor.slice(MEMBERS_CURSOR_PREFIX.length) : null;
+}
+
 /** One joined room of a `RoomClient`: send, direct, presence, and its own events. */
 export class Room {
   /**
@@ -230,6 +250,11 @@ export class Room {
     this.events = new Emitter();
     this.left = false;
     this._settled = false;
+    // large rooms: list-members requests under way (ref -> the user_id their page starts
+    // after), and which room-joined they follow (a newer one drops them)
+    /** @type {Map<string, string>} */
+    this._pages = new Map();
+    this._generation = 0;
     /** @type {(value?: any) => void} */
     let resolve = () => {};
     /** @type {(error: Error) => void} */
@@ -327,9 +352,97 @@ export class Room {
   _onJoined(frame) {
     const gap = this.history.joined(frame);
     if (gap) this._emit("gap", { room: this.name, ...gap });
-    this.members = new Map((Array.isArray(frame.members) ? frame.members : []).map((m) => [m.user_id, m]));
+    this._generation += 1;
+    this._pages.clear();
+    this._applyPage(frame.members, "", frame.members_next);
+    if (typeof frame.members_next === "string") {
+      // a large room: the rest, page by page, before the snapshot event
+      void this._pageRest(frame.members_next, this._generation);
+      return;
+    }
+    this._snapshotDone();
+  }
+
+  _snapshotDone() {
     this._emit("presence", { room: this.name, kind: "snapshot", userId: null, state: {}, members: [...this.members.values()] });
     if (!this._settled) this._resolveJoined();
+  }
+
+  /**
+   * Ask for the pages after the first; each is applied as it arrives (`_onMembers`), in
+   * order with the presence frames, so the view is the room's once the last is in.
+   * @param {string} cursor
+   * @param {number} generation
+   */
+  async _pageRest(cursor, generation) {
+    const client = this.client;
+    const ws = client._ws;
+    /** @type {unknown} */
+    let next = cursor;
+    try {
+      while (typeof next === "string" && ws && generation === this._generation) {
+        /** @type {Record<string, any>} */
+        const frame = { type: LIST_MEMBERS, room: this.name, payload: { after: next } };
+        const reply = client._request(ws, frame, MEMBERS);
+        this._pages.set(frame.ref, cursorAfter(next) ?? "");
+        next = (await reply).members_next;
+      }
+    } catch {
+      return; // disconnected or closed: the next socket joins again, and pages again
+    }
+    if (generation === this._generation && !this.left) this._snapshotDone();
+  }
+
+  /**
+   * Make the view's members between user_id `after` and the page's end the page's: pages
+   * are in user_id order, so a member of that range that is not in the page has left.
+   * @param {unknown} members
+   * @param {string} after
+   * @param {unknown} cursor
+   */
+  _applyPage(members, after, cursor) {
+    const last = cursorAfter(cursor);
+    const listed = new Map(
+      (Array.isArray(members) ? members : []).filter((m) => m && typeof m.user_id === "string").map((m) => [m.user_id, m]),
+    );
+    for (const userId of [...this.members.keys()]) {
+      if (userId > after && (last === null || userId <= last) && !listed.has(userId)) this.members.delete(userId);
+    }
+    for (const [userId, member] of listed) this.members.set(userId, member);
+  }
+
+  /** @param {Record<string, any>} frame */
+  _onMembers(frame) {
+    const after = this._pages.get(frame.ref);
+    if (after === undefined) return;
+    this._pages.delete(frame.ref);
+    this._applyPage(frame.members, after, frame.members_next);
+  }
+
+  /**
+   * A presence-batch: the same events, one per user, as the seed's frames would give.
+   * @param {Record<string, any>} frame
+   */
+  _onPresenceBatch(frame) {
+    for (const userId of Array.isArray(frame.left) ? frame.left : []) {
+      if (this.members.delete(userId)) {
+        this._emit("presence", { room: this.name, kind: "left", userId, state: {}, members: [...this.members.values()] });
+      }
+    }
+    const entries = [...(Array.isArray(frame.joined) ? frame.joined : []), ...(Array.isArray(frame.updated) ? frame.updated : [])];
+    for (const entry of entries) {
+      const userId = entry?.user_id;
+      if (typeof userId !== "string") continue;
+      const state = entry.state ?? {};
+      const known = this.members.get(userId);
+      if (!known) {
+        this.members.set(userId, { user_id: userId, identity: {}, state: {}, connections: 1, ...entry });
+        this._emit("presence", { room: this.name, kind: "joined", userId, state, members: [...this.members.values()] });
+      } else if (JSON.stringify(known.state ?? {}) !== JSON.stringify(state) || JSON.stringify(known.identity) !== JSON.stringify(entry.identity)) {
+        Object.assign(known, entry);
+        this._emit("presence", { room: this.name, kind: "state", userId, state, members: [...this.members.values()] });
+      }
+    }
   }
 
   /** @param {Record<string, any>} frame */
@@ -342,6 +455,10 @@ export class Room {
   _onPresence(frame) {
     const userId = frame.user_id;
     if (typeof userId !== "string") return;
+    if (frame.type === USER_JOINED && userId === this.client.userId && !Object.keys(this.client.identity).length) {
+      // joined without `connect` into a room larger than the first page: our own user-joined says who we are
+      if (frame.identity && typeof frame.identity === "object") this.client.identity = frame.identity;
+    }
     let kind;
     if (frame.type === USER_LEFT) {
       this.members.delete(userId);
@@ -422,7 +539,8 @@ export class RoomClient extends Endpoint {
         // while disconnected, the restore of the next socket joins it (or we do, if that
         // restore had started before the room was added)
         await this._waitReady();
-        if (!room._settled) await this._joinQuietly(this._ws, room);
+        // answered: in a large room the other pages follow, then `_joined` settles
+        if (!room._settled && (await this._joinQuietly(this._ws, room))) break;
       }
       await room._joined;
     } catch (error) {
@@ -498,19 +616,21 @@ export class RoomClient extends Endpoint {
 
   /**
    * Join on `ws`; a refusal fails that room only, a disconnect is left to the reconnect.
+   * True once the server answered (with the first page of members, in a large room).
    * @param {any} ws
    * @param {Room} room
+   * @returns {Promise<boolean>}
    */
   async _joinQuietly(ws, room) {
     /** @type {Record<string, any>} */
-    const payload = { ...room.history.resume() };
+    const payload = { ...LARGE_ROOM_JOIN, ...room.history.resume() };
     if (Object.keys(room.state).length) payload.state = room.state;
     let reply;
     try {
       reply = await this._request(ws, { type: JOIN_ROOM, room: room.name, payload }, ROOM_JOINED);
     } catch (error) {
       if (error instanceof Disconnected || !(error instanceof RequestFailed)) {
-        if (error instanceof Disconnected) return;
+        if (error instanceof Disconnected) return false;
         throw error;
       }
       if (this.rooms.get(room.name) === room) this.rooms.delete(room.name);
@@ -518,7 +638,7 @@ export class RoomClient extends Endpoint {
       this._outbox.dropRoom(room.name, error);
       if (!room._settled) room._rejectJoined(error);
       else room._emit("error", error); // refused on a rejoin: the room is gone from this client
-      return;
+      return true;
     }
     if (this.userId === null && typeof reply.user_id === "string") this.userId = reply.user_id;
     if (!Object.keys(this.identity).length && Array.isArray(reply.members)) {
@@ -526,6 +646,7 @@ export class RoomClient extends Endpoint {
       const mine = reply.members.find((/** @type {any} */ m) => m?.user_id === this.userId);
       if (mine && typeof mine.identity === "object" && mine.identity !== null) this.identity = mine.identity;
     }
+    return true;
   }
 
   /** @param {Record<string, any>} frame */
@@ -543,6 +664,12 @@ export class RoomClient extends Endpoint {
       case USER_LEFT:
       case PRESENCE:
         room._onPresence(frame);
+        break;
+      case PRESENCE_BATCH:
+        room._onPresenceBatch(frame);
+        break;
+      case MEMBERS:
+        room._onMembers(frame);
         break;
       case ROOM_LEFT: {
         // the server took us out (the owner removed us, or deleted the room); our own

@@ -24,8 +24,29 @@ export declare const DIRECT_MESSAGE: "direct-message";
 export declare const ACK: "ack";
 /** the room's shared document (Yjs sync messages): see "shared state" below */
 export declare const SHARED: "shared";
+// rooms of thousands (docs/protocol.md, "Large rooms"): the next page of a room's members,
+// and one frame per room and tick summing the presence changes (for who asked for it)
+export declare const LIST_MEMBERS: "list-members";
+export declare const MEMBERS: "members";
+export declare const PRESENCE_BATCH: "presence-batch";
 
-export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "message" | "presence" | "shared")[];
+export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "list-members" | "message" | "presence" | "shared")[];
+
+/** ``join-room`` ``payload.presence``: how the other members' presence changes arrive. */
+export declare const PresenceMode: Readonly<{ EACH: "each"; BATCHED: "batched" }>;
+/** One of the values of `PresenceMode`. */
+export type PresenceModeValue = (typeof PresenceMode)[keyof typeof PresenceMode];
+
+/**
+ * the most members one room-joined or members frame may list when a client asks for more
+ * (a list-members limit, a join-room members_limit, above it: invalid-field)
+ */
+export declare const MAX_MEMBERS_PAGE: 10000;
+/**
+ * a members cursor (``members_next``, list-members ``after``) is this prefix and the
+ * user_id of the last member listed; "m:" alone is the start of the list
+ */
+export declare const MEMBERS_CURSOR_PREFIX: "m:";
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export declare const LeftReason: Readonly<{ REMOVED: "removed" }>;

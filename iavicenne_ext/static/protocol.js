@@ -29,8 +29,32 @@ export const PRESENCE = "presence";
 export const DIRECT_MESSAGE = "direct-message";
 export const ACK = "ack";
 export const SHARED = "shared"; // the room's shared document (Yjs sync messages): see "shared state" below
+// rooms of thousands (docs/protocol.md, "Large rooms"): the next page of a room's members,
+// and one frame per room and tick summing the presence changes (for who asked for it)
+export const LIST_MEMBERS = "list-members";
+export const MEMBERS = "members";
+export const PRESENCE_BATCH = "presence-batch";
 
-export const ROOM_REQUESTS = Object.freeze(["connect", "direct-message", "disconnect", "join-room", "leave-room", "message", "presence", "shared"]);
+export const ROOM_REQUESTS = Object.freeze(["connect", "direct-message", "disconnect", "join-room", "leave-room", "list-members", "message", "presence", "shared"]);
+
+/** ``join-room`` ``payload.presence``: how the other members' presence changes arrive. */
+export const PresenceMode = Object.freeze({
+  // one user-joined / user-left / presence frame per change (the seed's way, the default)
+  EACH: "each",
+  // one presence-batch frame per room and tick (IAvicenne.presence_batch_interval)
+  BATCHED: "batched",
+});
+
+/**
+ * the most members one room-joined or members frame may list when a client asks for more
+ * (a list-members limit, a join-room members_limit, above it: invalid-field)
+ */
+export const MAX_MEMBERS_PAGE = 10_000;
+/**
+ * a members cursor (``members_next``, list-members ``after``) is this prefix and the
+ * user_id of the last member listed; "m:" alone is the start of the list
+ */
+export const MEMBERS_CURSOR_PREFIX = "m:";
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export const LeftReason = Object.freeze({

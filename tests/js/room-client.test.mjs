@@ -33,7 +33,7 @@ async function setUp({ members = [{ user_id: "alice", identity: {}, state: {}, c
   const joining = client.join("r1");
   await flush();
   const join = ws.last("join-room");
-  assert.deepEqual(join.payload, {});
+  assert.deepEqual(join.payload, { members_limit: 100, presence: "batched" });
   ws.receive(roomJoined(join, { seq: 5, members }));
   const room = await joining;
   return { net, clock, client, room, ws };
@@ -68,6 +68,51 @@ test("join: members snapshot, then presence diffs and state", async () => {
     ["left", "kernel-1", ["alice"]],
   ]);
   assert.equal(room.seq, 5);
+});
+
+test("a large room: the join waits for every page; presence-batch gives one event per user", async () => {
+  const net = new FakeNetwork();
+  const clock = new FakeClock();
+  const connecting = RoomClient.connect({ ...OPTIONS, userId: "alice", WebSocket: net.WebSocket, ...clock, window: null });
+  const ws = net.last;
+  ws.accept();
+  ws.receive({ type: "connect", status: "success", user_id: "alice", identity: {}, ref: ws.last("connect").ref });
+  const client = await connecting;
+  let joined = false;
+  const joining = client.join("r1").then((room) => {
+    joined = true;
+    return room;
+  });
+  await flush();
+  const join = ws.last("join-room");
+  const entry = (id) => ({ user_id: id, identity: { username: id }, state: {}, connections: 1 });
+  ws.receive({ ...roomJoined(join, { members: [entry("a"), entry("alice")] }), member_count: 4, members_more: true, members_next: "m:alice" });
+  await flush();
+  const list = ws.last("list-members");
+  assert.deepEqual(list.payload, { after: "m:alice" });
+  assert.equal(joined, false); // not before the last page
+  // a batch between the pages: b joined (it is in the next page too), a left
+  ws.receive({ type: "presence-batch", room: "r1", joined: [entry("b")], left: ["a"], updated: [], member_count: 4 });
+  ws.receive({ type: "members", room: "r1", members: [entry("b"), entry("c"), entry("d")], member_count: 4, ref: list.ref });
+  const room = await joining;
+  assert.deepEqual([...room.members.keys()].sort(), ["alice", "b", "c", "d"]);
+  const events = [];
+  room.on("presence", (e) => events.push([e.kind, e.userId]));
+  ws.receive({
+    type: "presence-batch",
+    room: "r1",
+    joined: [entry("e"), entry("alice")], // the same frame for everyone: it may list us
+    left: ["c", "nobody"],
+    updated: [{ ...entry("d"), state: { busy: true } }],
+    member_count: 4,
+  });
+  assert.deepEqual(events, [
+    ["left", "c"],
+    ["joined", "e"],
+    ["state", "d"],
+  ]);
+  assert.deepEqual([...room.members.keys()].sort(), ["alice", "b", "d", "e"]);
+  assert.deepEqual(room.members.get("d").state, { busy: true });
 });
 
 test("send resolves with the ack; a message seen twice (replay) is delivered once", async () => {
@@ -120,7 +165,7 @@ test("after a drop: backoff, rejoin with since/epoch, unacknowledged frames writ
   ws2.receive({ type: "connect", status: "success", user_id: "alice", identity: {}, ref: ws2.last("connect").ref });
   await flush();
   const join = ws2.last("join-room");
-  assert.deepEqual(join.payload, { since: 6, epoch: "e1" });
+  assert.deepEqual(join.payload, { members_limit: 100, presence: "batched", since: 6, epoch: "e1" });
   assert.equal(ws2.frames("message").length, 0);
   ws2.receive(roomJoined(join, { seq: 8, recovered: true }));
   ws2.receive(message("r1", 7, "missed")); // replayed
@@ -458,7 +503,7 @@ test("join with since: 0 asks for the history the server keeps, and delivers it 
   const joining = client.join("chat", { since: 0 });
   await flush();
   const join = ws.last("join-room");
-  assert.deepEqual(join.payload, { since: 0 });
+  assert.deepEqual(join.payload, { members_limit: 100, presence: "batched", since: 0 });
   ws.receive(roomJoined(join, { seq: 2 }));
   const room = await joining;
   const got = [];

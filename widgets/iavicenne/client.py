@@ -157,6 +157,11 @@ class RoomsAPI:
         return json.loads(response.body) if response.body else None
 
 
+#: what every join asks for (docs/protocol.md, "Large rooms"): a first page of members, the
+#: rest page by page, and the others' presence changes one frame per tick
+LARGE_ROOM_JOIN: dict[str, Any] = {"members_limit": 100, "presence": p.PresenceMode.BATCHED}
+
+
 class _HistoryFetch:
     """A `recent` request under way: the replay between `since` and `upto` it collects."""
 
@@ -184,6 +189,11 @@ class Room:
         self._joined.add_done_callback(lambda f: f.cancelled() or f.exception())
         self._fetch: _HistoryFetch | None = None
         self._fetching = asyncio.Lock()
+        # large rooms: the list-members requests under way (ref -> the user_id their page
+        # starts after), and which room-joined they follow (a newer one drops them)
+        self._pages: dict[str, str] = {}
+        self._generation = 0
+        self._paging: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return f"<Room {self.name!r} seq={self.seq} members={sorted(self.members)}>"
@@ -265,7 +275,7 @@ class Room:
             if self.epoch is not None:
                 resume["epoch"] = self.epoch
             # no state in the payload: the others see no presence change
-            frame = {"type": p.JOIN_ROOM, "room": self.name, "ref": ref, "payload": resume}
+            frame = {"type": p.JOIN_ROOM, "room": self.name, "ref": ref, "payload": {**LARGE_ROOM_JOIN, **resume}}
             try:
                 await client._request(client._ws, frame, expect=p.ROOM_JOINED)  # type: ignore[arg-type]
                 return await asyncio.wait_for(asyncio.shield(fetch.done), timeout)
@@ -280,7 +290,7 @@ class Room:
 
     # -- frames from the client -------------------------------------------------------
     def _join_payload(self) -> dict[str, Any]:
-        payload: dict[str, Any] = {}
+        payload: dict[str, Any] = dict(LARGE_ROOM_JOIN)
         if self.state:
             payload["state"] = self.state
         payload.update(self.history.resume())
@@ -292,16 +302,79 @@ class Room:
             # the reply to `recent`: a fresh snapshot and the replay; where the room's
             # history stands for us does not change
             fetch.replying = True
-            self.members = {m["user_id"]: m for m in frame.get("members", [])}
+            # the view was whole and kept up to date: the first page refreshes its part
+            self._apply_page(frame.get("members", []), "", frame.get("members_next"))
             self._emit("presence", PresenceEvent(self.name, "snapshot", None, {}, dict(self.members)))
             return
         gap = self.history.joined(frame)
         if gap is not None:
             self._emit("gap", Gap(self.name, gap.since, gap.epoch_changed))
-        self.members = {m["user_id"]: m for m in frame.get("members", [])}
+        self._generation += 1
+        self._pages.clear()
+        self._apply_page(frame.get("members", []), "", frame.get("members_next"))
+        cursor = frame.get("members_next")
+        if isinstance(cursor, str):  # a large room: the rest, page by page, before the snapshot event
+            self._paging = asyncio.ensure_future(self._page_rest(cursor, self._generation))
+            return
+        self._snapshot_done()
+
+    def _snapshot_done(self) -> None:
         self._emit("presence", PresenceEvent(self.name, "snapshot", None, {}, dict(self.members)))
         if not self._joined.done():
             self._joined.set_result(None)
+
+    async def _page_rest(self, cursor: str, generation: int) -> None:
+        """Ask for the pages after the first; each is applied as it arrives (`_on_members`),
+        in order with the presence frames, so the view is the room's once the last is in."""
+        client = self.client
+        ws = client._ws
+        try:
+            while isinstance(cursor, str) and ws is not None and generation == self._generation:
+                ref = client._ref()
+                self._pages[ref] = p.read_members_cursor(cursor, "members_next")
+                frame = {"type": p.LIST_MEMBERS, "room": self.name, "ref": ref, "payload": {"after": cursor}}
+                reply = await client._request(ws, frame, expect=p.MEMBERS)
+                cursor = reply.get("members_next")  # type: ignore[assignment]
+        except (Disconnected, ClientError, p.ProtocolError):
+            return  # the next socket joins again, and pages again (or the client closed)
+        if generation == self._generation and not self.left:
+            self._snapshot_done()
+
+    def _apply_page(self, members: list[dict[str, Any]], after: str, cursor: Any) -> None:
+        """Make the view's members between user_id `after` and the page's end the page's.
+
+        Pages are in user_id order: a member of that range that is not in the page has
+        left (or was never there: a view left from an earlier socket).
+        """
+        last = p.read_members_cursor(cursor, "members_next") if isinstance(cursor, str) else None
+        listed = {m["user_id"]: m for m in members if isinstance(m, dict) and isinstance(m.get("user_id"), str)}
+        for user_id in list(self.members):
+            if user_id > after and (last is None or user_id <= last) and user_id not in listed:
+                del self.members[user_id]
+        self.members.update(listed)
+
+    def _on_members(self, frame: dict[str, Any]) -> None:
+        after = self._pages.pop(str(frame.get("ref")), None)
+        if after is not None:
+            self._apply_page(frame.get("members", []), after, frame.get("members_next"))
+
+    def _on_presence_batch(self, frame: dict[str, Any]) -> None:
+        """A presence-batch: the same events, one per user, as the seed's frames would give."""
+        for user_id in frame.get("left") or []:
+            if self.members.pop(user_id, None) is not None:
+                self._emit("presence", PresenceEvent(self.name, "left", user_id, {}, dict(self.members)))
+        for entry in [*(frame.get("joined") or []), *(frame.get("updated") or [])]:
+            user_id = entry.get("user_id") if isinstance(entry, dict) else None
+            if not isinstance(user_id, str):
+                continue
+            state = entry.get("state") or {}
+            known = self.members.get(user_id)
+            if known is None:
+                self.members[user_id] = {"user_id": user_id, "connections": 1, **entry}
+                self._emit("presence", PresenceEvent(self.name, "joined", user_id, state, dict(self.members)))
+            elif known.get("state") != state or known.get("identity") != entry.get("identity"):
+                known.update(entry)
+                self._emit("presence", PresenceEvent(self.name, "state", user_id, state, dict(self.members)))
 
     def _on_message(self, frame: dict[str, Any], *, direct: bool = False) -> None:
         seq = None if direct else frame.get("seq")
@@ -343,6 +416,12 @@ class Room:
         user_id = frame.get("user_id")
         if user_id is None:
             return
+        if kind == p.USER_JOINED and user_id == self.client.user_id and not self.client.identity:
+            # joined without `connect` into a room larger than the first page: our own
+            # user-joined says who we are
+            identity = frame.get("identity")
+            if isinstance(identity, dict):
+                self.client.identity = identity
         if kind == p.USER_LEFT:
             self.members.pop(user_id, None)
             event = "left"
@@ -410,8 +489,9 @@ class RoomClient(Endpoint):
                 # disconnected now: the restore of the next socket joins it (or we do, if
                 # that restore had started before the room was added)
                 await self._wait_ready()
-                if not handle._joined.done():
-                    await self._join_quietly(self._ws, handle)
+                # answered: in a large room the other pages follow, then `_joined` is set
+                if not handle._joined.done() and await self._join_quietly(self._ws, handle):
+                    break
             await handle._joined
         except BaseException:
             if self.rooms.get(room) is handle:
@@ -456,15 +536,18 @@ class RoomClient(Endpoint):
             self.identity = reply.get("identity") or {}
         await asyncio.gather(*(self._join_quietly(ws, room) for room in list(self.rooms.values())))
 
-    async def _join_quietly(self, ws: WebSocketClientConnection | None, room: Room) -> None:
-        """Join on `ws`; a refusal fails that room only, a disconnect is left to the reconnect."""
+    async def _join_quietly(self, ws: WebSocketClientConnection | None, room: Room) -> bool:
+        """Join on `ws`; a refusal fails that room only, a disconnect is left to the reconnect.
+
+        True once the server answered (with the first page of members, in a large room).
+        """
         if ws is None:
-            return
+            return False
         try:
             frame = {"type": p.JOIN_ROOM, "room": room.name, "payload": room._join_payload()}
             reply = await self._request(ws, frame, expect=p.ROOM_JOINED)
         except Disconnected:
-            return
+            return False
         except RequestFailed as error:
             if self.rooms.get(room.name) is room:
                 del self.rooms[room.name]
@@ -474,7 +557,7 @@ class RoomClient(Endpoint):
                 room._joined.set_exception(error)
             else:  # refused on a rejoin: say so, the room is gone from this client
                 room._emit("error", error)
-            return
+            return True
         if self.user_id is None:
             self.user_id = reply.get("user_id")
         if not self.identity:  # joined without `connect`: our entry in the snapshot says who we are
@@ -485,6 +568,7 @@ class RoomClient(Endpoint):
                     and isinstance(member.get("identity"), dict)
                 ):
                     self.identity = member["identity"]
+        return True
 
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -497,6 +581,10 @@ class RoomClient(Endpoint):
             room._on_joined(frame)
         elif kind in (p.USER_JOINED, p.USER_LEFT, p.PRESENCE):
             room._on_presence(frame)
+        elif kind == p.PRESENCE_BATCH:
+            room._on_presence_batch(frame)
+        elif kind == p.MEMBERS:
+            room._on_members(frame)
         elif kind == p.ROOM_LEFT:
             self._evicted(room, frame)
         elif kind == p.SHARED:  # the room's shared document: iavicenne.shared's

@@ -957,6 +957,10 @@ class RoomSession:
         if event.room != self.name:
             return
         self.kernel.call(self.panel.show_members, dict(event.members))
+        if event.kind in ("joined", "snapshot"):
+            # a member's peer may be seen on signaling before its presence (batched) says who
+            # holds the name: its button waited for this
+            self.kernel.call(self._show_reachable)
         if event.kind == "joined" and event.user_id is not None:
             self._arrived[event.user_id] = self.loop.time()
         if event.kind in ("joined", "left") and event.user_id != self.user_id:

@@ -54,6 +54,8 @@ TARGET_RATIO = 1.5  # of the minimal server's deliveries per second (issue 15, c
 TARGET_CPU_RATIO = 1.5  # or, where the machine cannot drive that rate, its CPU per delivery x 2/3
 TARGET_RATIO_REDIS = 0.6  # with the Redis broker (issue 3)
 TARGET_P99_MS = 3.7  # at 50 subscribers, 50 messages/s: the README's before issue 15
+# how iAvicenne's idle clients join: no member list, presence in batches (docs/protocol.md)
+IDLE_JOIN_PAYLOAD: dict[str, Any] = {"members_limit": 0, "presence": "batched"}
 TARGET_IDLE_KIB = 25.0  # server memory per idle connection, 10,000 in one room (issue 15)
 MiB = 1024 * 1024
 
@@ -151,6 +153,7 @@ class Bench:
         *,
         paced: bool = False,
         one_user: bool = False,
+        payload: dict[str, Any] | None = None,
     ) -> None:
         """Connect `count` subscribers (spread over workers, and over the deployment's servers).
 
@@ -178,11 +181,14 @@ class Bench:
                         ],
                         "concurrency": self.args.connect_concurrency,
                         "timeout": 120.0,
+                        "payload": payload,
                     }
                     for w in range(workers)
                 ]
                 await self.gen.call("join", per_worker)
-                if paced and not one_user:
+                if paced and payload and payload.get("presence") == "batched":
+                    await self.wait_quiet()  # batches: how many frames is the server's choice
+                elif paced and not one_user:
                     joined = last - first
                     expected = frames + 2 * joined + first * joined + joined * (joined - 1) // 2
                     await self.wait_frames(expected)
@@ -219,6 +225,18 @@ class Bench:
             elif time.monotonic() - since > stall:
                 return
             await asyncio.sleep(0.02)
+
+    async def wait_quiet(self, quiet: float = 0.3, stall: float = 10.0) -> None:
+        """Until no frame has arrived for `quiet` s (at most `stall` s of waiting in all)."""
+        deadline = time.monotonic() + stall
+        last, since = self.gen.frames(), time.monotonic()
+        while time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            count = self.gen.frames()
+            if count != last:
+                last, since = count, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
 
     async def generator_cpu(self) -> float:
         return sum(await self.gen.call("cpu")) + time.process_time()
@@ -327,14 +345,28 @@ class Bench:
     # -- phases -------------------------------------------------------------------------
     async def memory_phase(self, deployment: Deployment) -> None:
         """RSS added by --idle connections joined to one room (each its own user)."""
-        count = self.args.idle
+        minimal = deployment.name == "minimal"
+        # the minimal server announces every join to every member: 10,000 distinct users are
+        # 50 million frames (an hour here), so it is measured at --minimal-idle connections
+        count = min(self.args.idle, self.args.minimal_idle) if minimal else self.args.idle
         group = f"idle-{deployment.name}"
+        payload = None if minimal or self.args.idle_presence == "each" else dict(IDLE_JOIN_PAYLOAD)
         try:
             await self._warm_up(deployment)
             before = await self._settled_rss(deployment)
             t0 = time.monotonic()
             one_user = self.args.idle_users == "one"
-            await self.join(deployment, group, "idle", "idle", count, f"{deployment.name} memory", paced=True, one_user=one_user)
+            await self.join(
+                deployment,
+                group,
+                "idle",
+                "idle",
+                count,
+                f"{deployment.name} memory",
+                paced=True,
+                one_user=one_user,
+                payload=payload,
+            )
             seconds = time.monotonic() - t0
             after = await self._settled_rss(deployment)
             self.results.memory.append(Memory(deployment.name, count, before, after, seconds))
@@ -707,6 +739,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--workers", type=int, default=None, help="load generator processes (default: 2, or the CPU count when larger, at most 4)"
+    )
+    parser.add_argument(
+        "--idle-presence",
+        choices=["batched", "each"],
+        default="batched",
+        help="memory measure: iAvicenne's idle clients join with members_limit 0 and presence 'batched' (default; "
+        "docs/protocol.md, Large rooms), or as seed clients (one user-joined to every member per join)",
+    )
+    parser.add_argument(
+        "--minimal-idle",
+        type=int,
+        default=2000,
+        help="memory measure: idle connections of the minimal server, at most (default 2000: it announces each join "
+        "to every member, so 10,000 distinct users take it an hour); KiB per connection are compared",
     )
     parser.add_argument(
         "--idle-users",

@@ -229,6 +229,7 @@ class Subscriber:
         "joined",
         "last",
         "latencies",
+        "payload",
         "received",
         "record",
         "room",
@@ -237,10 +238,11 @@ class Subscriber:
         "worker",
     )
 
-    def __init__(self, worker: Worker, user_id: str, room: str) -> None:
+    def __init__(self, worker: Worker, user_id: str, room: str, payload: dict[str, Any] | None = None) -> None:
         self.worker = worker
         self.user_id = user_id
         self.room = room
+        self.payload = payload or {}  # the join-room payload (e.g. members_limit, presence "batched")
         self.client: WSClient | None = None
         self.joined: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.expect(0, 0, False)
@@ -283,7 +285,7 @@ class Subscriber:
     async def join(self, endpoint: Endpoint, timeout: float) -> None:
         self.client = await WSClient.connect(endpoint, self.on_text, timeout)
         self.client.send({"type": "connect", "payload": {"user_id": self.user_id}})
-        self.client.send({"type": "join-room", "room": self.room, "payload": {}})
+        self.client.send({"type": "join-room", "room": self.room, "payload": self.payload})
         await asyncio.wait_for(self.joined, timeout)
 
 
@@ -322,14 +324,21 @@ class Worker:
             self.conn.send(result)
 
     async def cmd_join(
-        self, group: str, endpoints: list[Endpoint], room: str, users: list[tuple[str, int]], concurrency: int, timeout: float
+        self,
+        group: str,
+        endpoints: list[Endpoint],
+        room: str,
+        users: list[tuple[str, int]],
+        concurrency: int,
+        timeout: float,
+        payload: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Connect one subscriber per (user name, index in `endpoints`) and join `room`."""
+        """Connect one subscriber per (user name, index in `endpoints`) and join `room` (with `payload`)."""
         subscribers = self.groups.setdefault(group, [])
         gate = asyncio.Semaphore(concurrency)
 
         async def one(user: str, server: int) -> None:
-            sub = Subscriber(self, user, room)
+            sub = Subscriber(self, user, room, payload)
             async with gate:
                 await sub.join(endpoints[server], timeout)
             subscribers.append(sub)

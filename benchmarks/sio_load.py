@@ -240,6 +240,7 @@ class PeerWorker(Worker):
         users: list[tuple[str, int]],
         concurrency: int,
         timeout: float,
+        payload: dict[str, Any] | None = None,
         protocol: str = IAVICENNE,
         join_payload: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
@@ -249,7 +250,7 @@ class PeerWorker(Worker):
         kind = SocketIOSubscriber if protocol == SOCKETIO else IavicenneSubscriber
 
         async def one(user: str, server: int) -> None:
-            sub = kind(self, user, room, join_payload or {})
+            sub = kind(self, user, room, join_payload or payload or {})
             async with gate:
                 await sub.join(endpoints[server], timeout)
             subscribers.append(sub)

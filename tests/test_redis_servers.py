@@ -358,3 +358,57 @@ async def test_a_flood_of_large_messages_into_many_rooms_keeps_redis_bounded(
     store.close()
     for client in (alice, bob, mallory, reader):
         client.close()
+
+
+async def test_a_burst_of_messages_without_waiting_keeps_its_order_and_what_follows_it(
+    cluster: list[JupyterProcess],
+) -> None:
+    """alice sends 300 messages without waiting for any ack (the server has up to 32
+    publishes of hers in flight on Redis at once), then leaves the room; mallory, on the
+    same server, does the same with a join-room whose payload looks like a message. Every
+    member sees each message once and in order, the acks come in the order sent, and the
+    leave is carried out after the last message, not before."""
+    room = "burst-in-flight"
+    alice = await connect(cluster[0], "alice")
+    mallory = await connect(cluster[0], "mallory")
+    bob = await connect(cluster[1], "bob")
+    for client in (alice, mallory, bob):
+        await client.join(room)
+    count = 300
+    frames = [json.dumps({"type": p.MESSAGE, "room": room, "ref": f"a{n}", "payload": {"n": n}}) for n in range(count)]
+    # one write holding every frame: they arrive together and are read one after another
+    for frame in frames:
+        alice.ws.write_message(frame)
+    await alice.send({"type": p.LEAVE_ROOM, "room": room, "ref": "leave"})
+    # mallory's join of another room, shaped to look like a message before it is parsed
+    await mallory.send({"type": p.MESSAGE, "room": room, "ref": "m0", "payload": {"n": 0}})
+    await mallory.send({"payload": {"type": "message"}, "type": p.JOIN_ROOM, "room": "elsewhere", "ref": "m1"})
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 30
+
+    async def until(client: WSClient, done: Any) -> None:
+        while not done():
+            await client.recv(deadline - loop.time())
+
+    def from_alice() -> list[int]:
+        return [f["message"]["n"] for f in messages(bob, room) if f.get("user_id") == "alice"]
+
+    def acks() -> list[dict[str, Any]]:
+        return [f for f in alice.seen if f.get("type") == p.ACK and str(f.get("ref", "")).startswith("a")]
+
+    await until(alice, lambda: len(acks()) == count and any(f.get("ref") == "leave" for f in alice.seen))
+    assert [f["ref"] for f in acks()] == [f"a{n}" for n in range(count)], "acks out of order"
+    assert [f["seq"] for f in acks()] == sorted(f["seq"] for f in acks())
+    # the leave came after every message of hers: bob's user-left follows her last message
+    await until(bob, lambda: any(f.get("type") == p.USER_LEFT and f.get("user_id") == "alice" for f in bob.seen))
+    assert from_alice() == list(range(count)), "bob: not each message once and in order"
+    kinds = [(f.get("type"), f.get("user_id")) for f in bob.seen if f.get("room") == room]
+    last_message = max(i for i, kind in enumerate(kinds) if kind == (p.MESSAGE, "alice"))
+    assert kinds.index((p.USER_LEFT, "alice")) > last_message
+    # mallory's frames were both carried out, in her order
+    await until(mallory, lambda: any(f.get("type") == p.ROOM_JOINED and f.get("room") == "elsewhere" for f in mallory.seen))
+    answers = [f.get("ref") for f in mallory.seen if f.get("ref") in ("m0", "m1") and f.get("type") != p.MESSAGE]
+    assert answers == ["m0", "m1"], answers
+    for client in (alice, mallory, bob):
+        client.close()

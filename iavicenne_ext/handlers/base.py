@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import functools
 import itertools
+import re
 import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Generator
@@ -70,6 +71,14 @@ def text_frame_header(size: int) -> bytes:
 # event loop turn (ProtocolSocket.on_message): enough that a burst is handled, and its
 # frames written, together; few enough that a flooding client cannot hold up the others.
 MAX_FRAMES_PER_TURN = 64
+# Room messages of one connection whose publish is waiting for the broker (Redis) while the
+# next frames are read: tornado reads a frame only once the last one is handled, so without
+# this a publisher's messages went one broker round trip at a time. They stay in order: the
+# Redis broker sends its requests in call order on one connection (broker/redis/lane.py),
+# and each one's ack or error is sent when its own publish is answered.
+MAX_PUBLISHES_IN_FLIGHT = 32
+# a frame that is a room message (a cheap look before parsing: see on_message)
+_MESSAGE_TYPE = re.compile(rb'"type"\s*:\s*"message"')
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,6 +291,13 @@ def _closing(socket: ProtocolSocket) -> bool:
     return conn is None or conn.is_closing()
 
 
+def _is_message(frame: str | bytes) -> bool:
+    """Whether a frame looks like a room message, before it is parsed (a frame whose
+    payload holds such a key can only reorder its own sender's frames)."""
+    data = frame.encode() if isinstance(frame, str) else frame
+    return _MESSAGE_TYPE.search(data, 0, 512) is not None
+
+
 async def _carry_on(started: Coroutine[Any, Any, None], waiting_on: Any) -> None:
     """Run the rest of a coroutine already run up to its first wait (on `waiting_on`)."""
     await _Resumed(started, waiting_on)
@@ -362,6 +378,8 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         self._queued_bytes = 0
         self._queued_replay = 0
         self._frames_this_turn = 0  # see on_message
+        self._publishes: set[asyncio.Future[None]] = set()  # room messages in flight (on_message)
+        self._publishing = False  # set by a handler about to wait for its publish only
         self._dropped = 0
         self._last_limit_notice = 0.0
         self._gone = False
@@ -617,17 +635,33 @@ class ProtocolSocket(WebSocketMixin, WebSocketHandler, JupyterHandler):
         MAX_FRAMES_PER_TURN frames handled at once, the next waits for a turn, so that one
         client's burst does not hold up the others.
         """
+        if self._publishes and not _is_message(message):
+            # only room messages go on past publishes still in flight; anything else
+            # (a leave, a join, a presence change) waits until those are answered
+            return asyncio.ensure_future(self._after_publishes(message))
         handling = self._handle_frame(message)
         if self._frames_this_turn >= MAX_FRAMES_PER_TURN:
             self._frames_this_turn = 0
             return asyncio.ensure_future(handling)  # a task starts in the next turn
+        self._publishing = False
         try:
             waiting_on = handling.send(None)
         except StopIteration:
             self._frames_this_turn += 1
             return None
         self._frames_this_turn = 0
-        return asyncio.ensure_future(_carry_on(handling, waiting_on))
+        task = asyncio.ensure_future(_carry_on(handling, waiting_on))
+        if self._publishing and len(self._publishes) < MAX_PUBLISHES_IN_FLIGHT:
+            # a room message waiting for its publish only: read the next frame meanwhile
+            self._publishes.add(task)
+            task.add_done_callback(self._publishes.discard)
+            return None
+        return task
+
+    async def _after_publishes(self, message: str | bytes) -> None:
+        while self._publishes:
+            await asyncio.wait(list(self._publishes))
+        await self._handle_frame(message)
 
     async def _handle_frame(self, message: str | bytes) -> None:
         if self._gone:

@@ -132,7 +132,9 @@ class RoomSocketHandler(ProtocolSocket):
 
     async def _on_message(self, request: p.Request) -> None:
         room = self._room_of(request)
-        published = await self.hub.publish(self, room, request.payload, request.ref)
+        publishing = self.hub.publish(self, room, request.payload, request.ref)
+        self._publishing = True  # what follows only waits for the broker (see on_message)
+        published = await publishing
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room, seq=published.seq, duplicate=published.duplicate)
 

@@ -12,15 +12,20 @@ import asyncio
 import json
 import random
 from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, cast
 
 import pytest
 import redis
-from servers import drop_prefix, shared_redis_url, unique_prefix
+from servers import connect as connect_to
+from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 from test_redis_broker import REFRESH, TIMEOUT, brokers_on, entry
+from test_scale_joins import all_pages
 
 from iavicenne_ext import protocol as p
 from iavicenne_ext.broker.base import JoinOutcome, MembersPage
 from iavicenne_ext.broker.redis import RedisBroker
+from iavicenne_ext.testing import JupyterProcess, start_all, stop_all
 
 # user_ids whose order differs between naive byte-wise and code point comparisons would
 # show up here: non-ASCII, a prefix of another, digits, separators
@@ -53,10 +58,16 @@ def indexes(url: str, prefix: str, room: str) -> tuple[set[bytes], set[bytes], s
     """(members index, user_ids in presence, member-conns index, user_id NUL conn of presence)."""
     r = redis.Redis.from_url(url)
     try:
-        members = set(r.zrange(f"{prefix}:members:{room}", 0, -1))
-        conns = set(r.zrange(f"{prefix}:member-conns:{room}", 0, -1))
-        presence = r.hgetall(f"{prefix}:presence:{room}")
-        users = set(r.hkeys(f"{prefix}:users:{room}"))
+        # one MULTI: the four are read at one moment, whatever joins and leaves go on
+        pipe = r.pipeline(transaction=True)
+        pipe.zrange(f"{prefix}:members:{room}", 0, -1)
+        pipe.zrange(f"{prefix}:member-conns:{room}", 0, -1)
+        pipe.hgetall(f"{prefix}:presence:{room}")
+        pipe.hkeys(f"{prefix}:users:{room}")
+        replies = pipe.execute()
+        members, conns = set(cast(list[bytes], replies[0])), set(cast(list[bytes], replies[1]))
+        presence = cast(dict[bytes, bytes], replies[2])
+        users = set(cast(list[bytes], replies[3]))
     finally:
         r.close()
     from_presence = {json.loads(raw)["user_id"].encode() for raw in presence.values()} if presence else set()
@@ -206,3 +217,59 @@ async def test_a_room_of_entries_written_before_the_indexes_is_indexed_on_its_fi
         listed, _ = await every_page(a, "r", 4)
         assert listed == [m.encoded() for m in await b.members("r")]
         assert_in_step(url, prefix, "r")
+
+
+# -- two Jupyter servers sharing one Redis -----------------------------------------------------
+
+
+@pytest.fixture
+def two_servers(tmp_path: Path) -> Iterator[tuple[list[JupyterProcess], str, str]]:
+    url = shared_redis_url()
+    prefix = unique_prefix("members-jp")
+    servers = [jupyter_on_redis(tmp_path, url, prefix, f"server{i}", max_snapshot_members=4) for i in range(2)]
+    try:
+        yield start_all(servers), url, prefix
+    finally:
+        stop_all(servers)
+        drop_prefix(url, prefix)
+
+
+async def test_paged_snapshots_across_two_jupyter_servers(two_servers: tuple[list[JupyterProcess], str, str]) -> None:
+    servers, url, prefix = two_servers
+    clients = []
+    users = [f"user{i:02d}" for i in range(11)]
+    for i, user in enumerate(users):
+        client = await connect_to(servers[i % 2], user)
+        await client.join("big", presence="batched")
+        clients.append(client)
+    # one user on both servers: one member, two connections
+    both = await connect_to(servers[1], "user00")
+    await both.join("big", presence="batched")
+    late = await connect_to(servers[1], "late")
+    joined = await late.join("big", members_limit=3)
+    assert joined["member_count"] == len(users) + 1 and len(joined["members"]) == 3
+    listed: list[dict[str, Any]] = joined["members"] + await all_pages(late, "big", joined["members_next"], limit=2)
+    assert [m["user_id"] for m in listed] == sorted([*users, "late"])
+    connections = {m["user_id"]: m["connections"] for m in listed}
+    assert connections["user00"] == 2 and set(connections.values()) == {1, 2}
+    # the user's connection on the other server leaves: still a member, one connection
+    clients[0].close()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        seen = await all_pages(late, "big", p.members_cursor(""), limit=50)
+        if {m["user_id"]: m["connections"] for m in seen}["user00"] == 1:
+            break
+        assert loop.time() < deadline, seen
+        await asyncio.sleep(0.1)
+    assert [m["user_id"] for m in seen] == sorted([*users, "late"])
+    both.close()
+    # user00's last connection gone: the count says so at once (it is kept with presence)
+    await late.expect(p.USER_LEFT, timeout=15, where=lambda f: f["user_id"] == "user00")
+    fresh = await connect_to(servers[0], "fresh")
+    counted = await fresh.join("big", members_limit=0)
+    assert counted["member_count"] == len(users) + 1  # user00 gone, late and fresh here
+    assert counted["members"] == [] and counted["members_next"] == p.members_cursor("")
+    for client in (*clients[1:], late, fresh):
+        client.close()
+    assert_in_step(url, prefix, "big")

@@ -309,8 +309,9 @@ class RedisBroker(Broker, SharedStore):
             user_id, n = raw[at].decode(), int(raw[at + 1])
             entries = [PresenceEntry.from_json(json.loads(item)) for item in raw[at + 2 : at + 2 + n]]
             at += 2 + n
-            # one user's entries fold into one member, exactly as `members` folds them
-            folded = fold_members(entries)
+            # one user's entries fold into one member, exactly as `members` folds them (only
+            # its own: were a user_id ever to hold a NUL, its lex range could take another's)
+            folded = fold_members([e for e in entries if e.user_id == user_id])
             if folded:
                 members.append(folded[0].encoded())
             last = user_id

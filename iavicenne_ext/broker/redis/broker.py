@@ -30,6 +30,7 @@ from ..base import (
     JoinOutcome,
     Member,
     MemberOutcome,
+    MembersPage,
     PresenceEntry,
     Published,
     SharedLog,
@@ -297,6 +298,29 @@ class RedisBroker(Broker, SharedStore):
 
     async def is_present(self, room: str, user_id: str) -> bool:
         return bool(await self._link.command("HEXISTS", self._keys.of("users", room), user_id))
+
+    async def members_page(self, room: str, after: str, limit: int) -> MembersPage:
+        """A page in the page's time: the script reads the page's users' entries only."""
+        raw = await self._link.run("members_page", room, after, limit)
+        count, more = int(raw[0]), raw[1] == 1
+        members: list[bytes] = []
+        last, at = after, 2
+        while at < len(raw):
+            user_id, n = raw[at].decode(), int(raw[at + 1])
+            entries = [PresenceEntry.from_json(json.loads(item)) for item in raw[at + 2 : at + 2 + n]]
+            at += 2 + n
+            # one user's entries fold into one member, exactly as `members` folds them (only
+            # its own: were a user_id ever to hold a NUL, its lex range could take another's)
+            folded = fold_members([e for e in entries if e.user_id == user_id])
+            if folded:
+                members.append(folded[0].encoded())
+            last = user_id
+        return MembersPage(members, count, last if more else None)
+
+    async def member_count(self, room: str) -> int:
+        # users:R holds one field per user present (its connection count), in step with
+        # presence in every script: its length is the count, without reading an entry
+        return int(await self._link.command("HLEN", self._keys.of("users", room)))
 
     async def rooms(self) -> dict[str, list[Member]]:
         async with self._link.request() as client:

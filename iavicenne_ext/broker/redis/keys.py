@@ -9,6 +9,10 @@ Per room (``R`` the room name):
                          ``history_bytes_per_room`` bytes
 ``{prefix}:presence:R``  hash connection key -> `PresenceEntry` JSON
 ``{prefix}:users:R``     hash user_id -> number of connections (FIRST/AGAIN/left)
+``{prefix}:members:R``   sorted set of the user_ids of ``users:R``, score 0: a paged
+                         snapshot is a ZRANGEBYLEX, the count a ZCARD (members_page.lua)
+``{prefix}:member-conns:R``  sorted set ``user_id NUL conn`` of ``presence:R``'s entries, score
+                         0: one user's connections are one lex range
 ``{prefix}:owners:R``    hash skeleton of a user_id (names.py) -> identity ``username``
                          holding it (TAKEN)
 ``{prefix}:claims:R``    hash skeleton -> number of user_ids present with it

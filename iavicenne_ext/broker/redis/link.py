@@ -36,8 +36,8 @@ from .scripts import Scripts, source
 #: leave, all small. The others (replays of up to max_replay_bytes, whole member lists,
 #: the liveness scripts over every entry of a server) go through the pool, so that none
 #: of them holds up the messages queued behind it.
-_LANED_SCRIPTS = frozenset({"publish", "join", "leave", "set_state", "claim", "release", "access_get"})
-_LANED_COMMANDS = frozenset({"PUBLISH", "HEXISTS"})
+_LANED_SCRIPTS = frozenset({"publish", "join", "leave", "set_state", "claim", "release", "access_get", "members_page"})
+_LANED_COMMANDS = frozenset({"PUBLISH", "HEXISTS", "HLEN"})
 
 #: Errors that mean "Redis is not reachable now" (as opposed to "Redis refused this request").
 LOST = (RedisConnectionError, RedisTimeoutError, OSError, asyncio.TimeoutError)

@@ -21,6 +21,7 @@ NAMES = (
     "release",
     "join",
     "leave",
+    "members_page",
     "set_state",
     "heartbeat",
     "sweep",

@@ -132,6 +132,12 @@ local function ensure_room(room, candidate, ttl_ms)
   return epoch
 end
 
+-- Every entry is also indexed for paged snapshots (members_page.lua): members (sorted set
+-- of the room's user_ids, score 0, so ZRANGE BYLEX pages them in user_id order: UTF-8
+-- byte order is code point order, Python's) and member-conns (user_id NUL conn, so one
+-- user's connections are one lex range; user_ids never hold a NUL, protocol.NAME_RULE).
+-- add_entry and remove_entry are the only writers of a room's presence, so the indexes
+-- change in the same script step as the presence they index.
 -- Names are claimed by skeleton (names.py, computed by the server: Lua knows no Unicode):
 -- owners: skeleton -> username holding it; claims: skeleton -> user_ids present with it;
 -- claim-of: user_id -> its skeleton, so a leave (or a sweep) knows which claim to release.
@@ -145,8 +151,10 @@ local function add_entry(room, sid, conn, user, claim, username, entry)
   local owner = redis.call('HGET', key('owners', room), claim)
   if owner and owner ~= username then return 'taken' end
   redis.call('HSET', presence, conn, entry)
+  redis.call('ZADD', key('member-conns', room), 0, user .. '\0' .. conn)
   local count = redis.call('HINCRBY', key('users', room), user, 1)
   if count == 1 then
+    redis.call('ZADD', key('members', room), 0, user)
     redis.call('HSET', key('claim-of', room), user, claim)
     redis.call('HINCRBY', key('claims', room), claim, 1)
   end
@@ -166,9 +174,11 @@ local function remove_entry(room, sid, user, conn, ttl_ms)
   local entry = redis.call('HGET', presence, conn)
   if not entry then return false end
   redis.call('HDEL', presence, conn)
+  redis.call('ZREM', key('member-conns', room), user .. '\0' .. conn)
   local gone = false
   if redis.call('HINCRBY', key('users', room), user, -1) <= 0 then
     redis.call('HDEL', key('users', room), user)
+    redis.call('ZREM', key('members', room), user)
     local claim = redis.call('HGET', key('claim-of', room), user)
     redis.call('HDEL', key('claim-of', room), user)
     if claim and redis.call('HINCRBY', key('claims', room), claim, -1) <= 0 then

@@ -56,6 +56,9 @@ TARGET_RATIO_REDIS = 0.6  # with the Redis broker (issue 3)
 TARGET_P99_MS = 3.7  # at 50 subscribers, 50 messages/s: the README's before issue 15
 # how iAvicenne's idle clients join: no member list, presence in batches (docs/protocol.md)
 IDLE_JOIN_PAYLOAD: dict[str, Any] = {"members_limit": 0, "presence": "batched"}
+# batched joins and leaves need no pacing for the frames' sake (one presence-batch per
+# tick, whatever the count): in batches this large, settling after each costs little
+BATCHED_JOIN_BATCH = 500
 TARGET_IDLE_KIB = 25.0  # server memory per idle connection, 10,000 in one room (issue 15)
 MiB = 1024 * 1024
 
@@ -165,6 +168,8 @@ class Bench:
         """
         workers = len(self.gen.pipes)
         batch = self.args.join_batch if paced else count
+        if paced and payload and payload.get("presence") == "batched":
+            batch = max(batch, BATCHED_JOIN_BATCH)
         with tqdm(total=count, desc=f"{label}: connecting", unit="conn", leave=False, file=sys.stderr) as bar:
             for first in range(0, count, batch):
                 last = min(count, first + batch)
@@ -194,7 +199,7 @@ class Bench:
                     await self.wait_frames(expected)
                 bar.update(last - first)
 
-    async def leave(self, group: str, count: int, label: str, *, paced: bool) -> None:
+    async def leave(self, group: str, count: int, label: str, *, paced: bool, batched: bool = False) -> None:
         """Close a group's `count` subscribers; `paced`: in batches, like `join`.
 
         Each leave sends ``user-left`` to every member still there; all at once, 2,000
@@ -202,6 +207,8 @@ class Bench:
         """
         workers = len(self.gen.pipes)
         batch = max(workers, self.args.join_batch) if paced else count
+        if paced and batched:
+            batch = max(batch, BATCHED_JOIN_BATCH)
         left = count
         with tqdm(total=count, desc=f"{label}: closing", unit="conn", leave=False, file=sys.stderr) as bar:
             while left > 0:
@@ -210,7 +217,9 @@ class Bench:
                 per_worker = [{"group": group, "count": now // workers + (1 if w < now % workers else 0)} for w in range(workers)]
                 closed = sum(await self.gen.call("close", per_worker))
                 left -= closed
-                if paced and left > 0:
+                if paced and left > 0 and batched:
+                    await self.wait_quiet()  # presence in batches: how many frames is the server's choice
+                elif paced and left > 0:
                     await self.wait_frames(frames + closed * left)  # each one still there hears each leaver
                 bar.update(closed)
                 if not closed:
@@ -370,7 +379,7 @@ class Bench:
             seconds = time.monotonic() - t0
             after = await self._settled_rss(deployment)
             self.results.memory.append(Memory(deployment.name, count, before, after, seconds))
-            await self.leave(group, count, f"{deployment.name} memory", paced=not one_user)
+            await self.leave(group, count, f"{deployment.name} memory", paced=not one_user, batched=payload is not None)
         except Exception as error:
             await self.fail(deployment, "memory", error, [group, "warm-up"])
         if self.runs_bar is not None:

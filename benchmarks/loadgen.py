@@ -260,27 +260,30 @@ class Subscriber:
         worker.progress[worker.frames_slot] += 1
         kind = frame_type(data)
         if kind == b"message":
-            now = time.time()
-            i, sent = message_stamp(data)
-            i -= self.base
-            if not 0 <= i < self.count:
-                return
-            if self.seen[i]:
-                self.duplicates += 1
-                return
-            self.seen[i] = 1
-            if i < self.last:
-                self.disorder += 1
-            self.last = i
-            self.received += 1
-            if self.record:
-                self.latencies.append(now - sent)
-            worker.counted(now)
+            self.count_message(*message_stamp(data))
         elif kind == b"room-joined":
             if not self.joined.done():
                 self.joined.set_result(None)
         elif kind == b"error" and not self.joined.done():
             self.joined.set_exception(RuntimeError(f"{self.user_id}: {data[:300].decode(errors='replace')}"))
+
+    def count_message(self, i: int, sent: float) -> None:
+        """One benchmark message, index `i` sent at `sent`: counted once, in order, its latency."""
+        now = time.time()
+        i -= self.base
+        if not 0 <= i < self.count:
+            return
+        if self.seen[i]:
+            self.duplicates += 1
+            return
+        self.seen[i] = 1
+        if i < self.last:
+            self.disorder += 1
+        self.last = i
+        self.received += 1
+        if self.record:
+            self.latencies.append(now - sent)
+        self.worker.counted(now)
 
     async def join(self, endpoint: Endpoint, timeout: float) -> None:
         self.client = await WSClient.connect(endpoint, self.on_text, timeout)

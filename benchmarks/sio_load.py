@@ -115,24 +115,6 @@ class PeerSubscriber(Subscriber):
         self.join_seconds = float("nan")
         self.snapshot_bytes = 0
 
-    def count_message(self, i: int, sent: float) -> None:
-        """loadgen's bookkeeping of one benchmark message (exactly once, in order, latency)."""
-        now = time.time()
-        i -= self.base
-        if not 0 <= i < self.count:
-            return
-        if self.seen[i]:
-            self.duplicates += 1
-            return
-        self.seen[i] = 1
-        if i < self.last:
-            self.disorder += 1
-        self.last = i
-        self.received += 1
-        if self.record:
-            self.latencies.append(now - sent)
-        self.worker.counted(now)
-
     def presence(self, n: int) -> None:
         worker = self.worker
         assert isinstance(worker, PeerWorker)

@@ -202,7 +202,12 @@ async def test_what_a_user_gets_wrong_fails_at_once_in_one_sentence(base: str, o
 
     # mallory is here but takes no links (no peer of hers): said within the grace for her peer
     await mallory.leave()
+    deadline = time.monotonic() + 10
+    while "mallory" in alice.members:  # presence comes in batches: her leave, then her return
+        assert time.monotonic() < deadline, "alice never saw mallory leave"
+        await asyncio.sleep(0.02)
     script = await session(opened, base, "fast", "mallory", token=server_token, peers=False)
+    await alice.wait_for_member("mallory")
     started = time.monotonic()
     with pytest.raises(PeerUnreachable, match="'mallory' takes no peer links"):
         await alice.peer("mallory").ready()

@@ -1,13 +1,17 @@
-"""Three real `jupyter server` processes sharing the Redis at 127.0.0.1:6379: one set of
-rooms, whichever server a client is connected to.
+"""Three real `jupyter server` processes sharing one Redis: one set of rooms, whichever
+server a client is connected to.
 
-The servers are started once for the module (each test uses rooms of its own), with a key
-prefix of their own, and clients talk to them over real WebSockets with the server token.
+The tests of `cluster` run twice: on the Redis at 127.0.0.1:6379 (``single``) and on a
+Redis Cluster of three primaries started for the module (``redis-cluster``, see
+`redis_cluster.RedisClusterProcess`; ``-k redis-cluster`` selects them). The servers are
+started once per kind (each test uses rooms of its own), with a key prefix of their own,
+and clients talk to them over real WebSockets with the server token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +19,8 @@ from typing import Any
 
 import pytest
 import redis
-import redis.asyncio
+import redis.cluster
+from redis_cluster import RedisClusterProcess, room_tag
 from servers import RedisProcess, connect, drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 from iavicenne_ext import protocol as p
@@ -23,8 +28,21 @@ from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterProcess]]:
-    url = shared_redis_url()
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A Redis Cluster for the module, started only if a ``redis-cluster`` test runs."""
+    store = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+@pytest.fixture(scope="module", params=["single", "redis-cluster"])
+def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterProcess]]:
+    """Three Jupyter servers on one Redis: the shared one, or the module's Redis Cluster
+    (its url names one node, as a user would set it)."""
+    store: RedisClusterProcess | None = request.getfixturevalue("redis_cluster") if request.param == "redis-cluster" else None
+    url = store.url if store is not None else shared_redis_url()
     prefix = unique_prefix("servers")
     workdir = tmp_path_factory.mktemp("cluster")
     servers = [jupyter_on_redis(workdir, url, prefix, f"server{i}") for i in range(3)]
@@ -32,7 +50,34 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterPr
         yield start_all(servers)
     finally:
         stop_all(servers)
-        drop_prefix(url, prefix)
+        if store is not None:
+            store.drop(prefix)
+        else:
+            drop_prefix(url, prefix)
+
+
+@functools.cache
+def _cluster_enabled(url: str) -> bool:
+    client = redis.Redis.from_url(url, socket_timeout=2)
+    try:
+        return str(client.info("cluster").get("cluster_enabled", "0")) == "1"
+    finally:
+        client.close()
+
+
+def on_cluster(server: JupyterProcess) -> bool:
+    """Whether the servers of this run are on a Redis Cluster (the ``redis-cluster`` run), as
+    the broker itself tells: INFO cluster says cluster_enabled:1."""
+    return _cluster_enabled(str(server.options["redis_url"]))
+
+
+def key_store(server: JupyterProcess) -> redis.Redis | redis.cluster.RedisCluster:
+    """A client of the servers' Redis that reads any key: on the cluster, one that follows
+    each key to the primary of its slot."""
+    url = str(server.options["redis_url"])
+    if on_cluster(server):
+        return redis.cluster.RedisCluster.from_url(url)
+    return redis.Redis.from_url(url)
 
 
 def messages(client: WSClient, room: str) -> list[dict[str, Any]]:
@@ -203,9 +248,13 @@ async def test_signaling_relays_and_takes_over_across_servers(cluster: list[Jupy
     assert (await p2.expect(p.ERROR))["code"] == "superseded"
     rejoined = await p1.expect(p.PEER_JOINED)
     assert (rejoined["peer_id"], rejoined.get("rejoined")) == ("p2", True)
-    store = redis.Redis.from_url(cluster[0].options["redis_url"])
+    prefix, signaling_room = cluster[0].options["redis_prefix"], f"{p.SIGNALING_ROOM_PREFIX}{room}"
+    store = key_store(cluster[0])
     try:
-        entries = store.hvals(f"{cluster[0].options['redis_prefix']}:presence:{p.SIGNALING_ROOM_PREFIX}{room}")
+        if on_cluster(cluster[0]):  # the contract's layout: the room's keys carry its tag
+            entries = store.hvals(f"{prefix}:{{{room_tag(signaling_room)}}}:presence:{signaling_room}")
+        else:
+            entries = store.hvals(f"{prefix}:presence:{signaling_room}")
     finally:
         store.close()
     assert sorted(json.loads(e)["user_id"] for e in entries) == ["p1", "p2"]  # the old p2 is gone
@@ -244,8 +293,11 @@ async def test_garbage_published_on_a_room_channel_is_dropped(cluster: list[Jupy
     assert (await answer(alice, "a1"))["type"] == p.ACK
     await bob.expect(p.MESSAGE)
 
-    hostile = redis.asyncio.Redis.from_url(s0.options["redis_url"])
-    channel = f"{s0.options['redis_prefix']}:room:{room}"
+    prefix = s0.options["redis_prefix"]
+    hostile = key_store(s0)
+    # on the cluster, frames travel over sharded pub/sub on the room's shard (the contract)
+    channel = f"{prefix}:{{{room_tag(room)}}}:room:{room}" if on_cluster(s0) else f"{prefix}:room:{room}"
+    publish = hostile.spublish if isinstance(hostile, redis.cluster.RedisCluster) else hostile.publish
     try:
         for data in (
             b"\x00\xff garbage",
@@ -256,9 +308,9 @@ async def test_garbage_published_on_a_room_channel_is_dropped(cluster: list[Jupy
             b'{"seq":2,"epoch":"forged"}\n{"type":"message","message":{"text":"forged"}}',
             b'{"seq":40,"epoch":"%s"}\n{"type":"message","message":{"text":"forged"}}' % joined["epoch"].encode(),
         ):
-            await hostile.publish(channel, data)
+            await asyncio.to_thread(publish, channel, data)
     finally:
-        await hostile.aclose()
+        hostile.close()
 
     await alice.send({"type": p.MESSAGE, "room": room, "ref": "a2", "payload": {"text": "after"}})
     assert (await answer(alice, "a2"))["seq"] == 2

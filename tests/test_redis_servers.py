@@ -19,6 +19,7 @@ import redis.asyncio
 from servers import RedisProcess, connect, drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 from iavicenne_ext import protocol as p
+from iavicenne_ext.broker.redis.keys import Keys
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 
@@ -205,7 +206,7 @@ async def test_signaling_relays_and_takes_over_across_servers(cluster: list[Jupy
     assert (rejoined["peer_id"], rejoined.get("rejoined")) == ("p2", True)
     store = redis.Redis.from_url(cluster[0].options["redis_url"])
     try:
-        entries = store.hvals(f"{cluster[0].options['redis_prefix']}:presence:{p.SIGNALING_ROOM_PREFIX}{room}")
+        entries = store.hvals(Keys(cluster[0].options["redis_prefix"]).of("presence", f"{p.SIGNALING_ROOM_PREFIX}{room}"))
     finally:
         store.close()
     assert sorted(json.loads(e)["user_id"] for e in entries) == ["p1", "p2"]  # the old p2 is gone
@@ -245,7 +246,7 @@ async def test_garbage_published_on_a_room_channel_is_dropped(cluster: list[Jupy
     await bob.expect(p.MESSAGE)
 
     hostile = redis.asyncio.Redis.from_url(s0.options["redis_url"])
-    channel = f"{s0.options['redis_prefix']}:room:{room}"
+    channel = Keys(s0.options["redis_prefix"]).channel(room)
     try:
         for data in (
             b"\x00\xff garbage",
@@ -329,14 +330,14 @@ async def test_a_flood_of_large_messages_into_many_rooms_keeps_redis_bounded(
         await mallory.expect(p.ROOM_LEFT)
         mallory.seen.clear()
     grown = store.info("memory")["used_memory"] - used_before
-    total = int(store.get(f"{s0.options['redis_prefix']}:history-total") or 0)
+    total = int(store.get(Keys(s0.options["redis_prefix"]).history_total) or 0)
     assert total <= BUDGETS["history_bytes_total"]
     assert grown < BUDGETS["history_bytes_total"] + 4 * 1024 * 1024, f"Redis grew by {grown / 2**20:.1f} MiB"
     # beyond the total, messages into rooms that have nothing to give up are refused, plainly
     assert refused and {f["code"] for f in refused} == {p.ErrorCode.LIMIT_EXCEEDED}
     assert all("IAvicenne.history_bytes_total" in f["message"] for f in refused)
     # per room: the oldest went, the newest are kept
-    kept = store.xlen(f"{s0.options['redis_prefix']}:history:flood-0")
+    kept = store.xlen(Keys(s0.options["redis_prefix"]).of("history", "flood-0"))
     assert 0 < kept * 60_000 <= BUDGETS["history_bytes_per_room"]
 
     # the others still talk, across the two servers, and were told of no outage

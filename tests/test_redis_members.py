@@ -25,6 +25,7 @@ from test_scale_joins import all_pages
 from iavicenne_ext import protocol as p
 from iavicenne_ext.broker.base import JoinOutcome, MembersPage
 from iavicenne_ext.broker.redis import RedisBroker
+from iavicenne_ext.broker.redis.keys import Keys
 from iavicenne_ext.testing import JupyterProcess, start_all, stop_all
 
 # user_ids whose order differs between naive byte-wise and code point comparisons would
@@ -60,10 +61,10 @@ def indexes(url: str, prefix: str, room: str) -> tuple[set[bytes], set[bytes], s
     try:
         # one MULTI: the four are read at one moment, whatever joins and leaves go on
         pipe = r.pipeline(transaction=True)
-        pipe.zrange(f"{prefix}:members:{room}", 0, -1)
-        pipe.zrange(f"{prefix}:member-conns:{room}", 0, -1)
-        pipe.hgetall(f"{prefix}:presence:{room}")
-        pipe.hkeys(f"{prefix}:users:{room}")
+        pipe.zrange(Keys(prefix).of("members", room), 0, -1)
+        pipe.zrange(Keys(prefix).of("member-conns", room), 0, -1)
+        pipe.hgetall(Keys(prefix).of("presence", room))
+        pipe.hkeys(Keys(prefix).of("users", room))
         replies = pipe.execute()
         members, conns = set(cast(list[bytes], replies[0])), set(cast(list[bytes], replies[1]))
         presence = cast(dict[bytes, bytes], replies[2])
@@ -157,7 +158,7 @@ async def test_member_count_follows_joins_leaves_take_overs_and_a_sweep(shared: 
         assert await a.member_count("r") == 0
         r = redis.Redis.from_url(url)
         try:
-            assert r.exists(f"{prefix}:members:r", f"{prefix}:member-conns:r") == 0
+            assert r.exists(Keys(prefix).of("members", "r"), Keys(prefix).of("member-conns", "r")) == 0
         finally:
             r.close()
 
@@ -211,7 +212,7 @@ async def test_a_room_of_entries_written_before_the_indexes_is_indexed_on_its_fi
         # as a room in use when its servers were upgraded would be
         r = redis.Redis.from_url(url)
         try:
-            r.delete(f"{prefix}:members:r", f"{prefix}:member-conns:r")
+            r.delete(Keys(prefix).of("members", "r"), Keys(prefix).of("member-conns", "r"))
         finally:
             r.close()
         listed, _ = await every_page(a, "r", 4)

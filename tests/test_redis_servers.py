@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 import redis
 import redis.cluster
-from redis_cluster import RedisClusterProcess, room_tag
+from redis_cluster import RedisClusterProcess
 from servers import RedisProcess, connect, drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 from iavicenne_ext import protocol as p
+from iavicenne_ext.broker.redis.keys import Keys
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 
@@ -251,10 +252,7 @@ async def test_signaling_relays_and_takes_over_across_servers(cluster: list[Jupy
     prefix, signaling_room = cluster[0].options["redis_prefix"], f"{p.SIGNALING_ROOM_PREFIX}{room}"
     store = key_store(cluster[0])
     try:
-        if on_cluster(cluster[0]):  # the contract's layout: the room's keys carry its tag
-            entries = store.hvals(f"{prefix}:{{{room_tag(signaling_room)}}}:presence:{signaling_room}")
-        else:
-            entries = store.hvals(f"{prefix}:presence:{signaling_room}")
+        entries = store.hvals(Keys(prefix).of("presence", signaling_room))
     finally:
         store.close()
     assert sorted(json.loads(e)["user_id"] for e in entries) == ["p1", "p2"]  # the old p2 is gone
@@ -293,10 +291,9 @@ async def test_garbage_published_on_a_room_channel_is_dropped(cluster: list[Jupy
     assert (await answer(alice, "a1"))["type"] == p.ACK
     await bob.expect(p.MESSAGE)
 
-    prefix = s0.options["redis_prefix"]
     hostile = key_store(s0)
-    # on the cluster, frames travel over sharded pub/sub on the room's shard (the contract)
-    channel = f"{prefix}:{{{room_tag(room)}}}:room:{room}" if on_cluster(s0) else f"{prefix}:room:{room}"
+    channel = Keys(s0.options["redis_prefix"]).channel(room)
+    # on the cluster, frames travel over sharded pub/sub, on the room's shard
     publish = hostile.spublish if isinstance(hostile, redis.cluster.RedisCluster) else hostile.publish
     try:
         for data in (
@@ -381,14 +378,14 @@ async def test_a_flood_of_large_messages_into_many_rooms_keeps_redis_bounded(
         await mallory.expect(p.ROOM_LEFT)
         mallory.seen.clear()
     grown = store.info("memory")["used_memory"] - used_before
-    total = int(store.get(f"{s0.options['redis_prefix']}:history-total") or 0)
+    total = int(store.get(Keys(s0.options["redis_prefix"]).history_total) or 0)
     assert total <= BUDGETS["history_bytes_total"]
     assert grown < BUDGETS["history_bytes_total"] + 4 * 1024 * 1024, f"Redis grew by {grown / 2**20:.1f} MiB"
     # beyond the total, messages into rooms that have nothing to give up are refused, plainly
     assert refused and {f["code"] for f in refused} == {p.ErrorCode.LIMIT_EXCEEDED}
     assert all("IAvicenne.history_bytes_total" in f["message"] for f in refused)
     # per room: the oldest went, the newest are kept
-    kept = store.xlen(f"{s0.options['redis_prefix']}:history:flood-0")
+    kept = store.xlen(Keys(s0.options["redis_prefix"]).of("history", "flood-0"))
     assert 0 < kept * 60_000 <= BUDGETS["history_bytes_per_room"]
 
     # the others still talk, across the two servers, and were told of no outage

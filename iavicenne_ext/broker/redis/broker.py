@@ -15,6 +15,7 @@ being written drops its own oldest frames, and when it has too few a message is 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import secrets
@@ -39,7 +40,7 @@ from ..base import (
 )
 from . import envelope
 from .feed import RoomFeed
-from .keys import Keys
+from .keys import Keys, dedup_room
 from .link import RedisLink
 from .liveness import Liveness, Registry, entry_json
 
@@ -104,6 +105,7 @@ class RedisBroker(Broker, SharedStore):
         self._server_id = "r" + secrets.token_hex(6)
         self._keys = Keys(prefix)
         self._history_ttl_ms = max(1, int(history_ttl * 1000))
+        self._owed_total = 0  # changes of history-total that could not reach Redis yet
         self._dedup_ttl_ms = max(1, int(dedup_ttl * 1000))
 
         self._registry = Registry()
@@ -151,6 +153,11 @@ class RedisBroker(Broker, SharedStore):
     async def _on_connected(self) -> str:
         """Redis answers (again): re-establish what this server holds there."""
         await self._liveness.heartbeat()
+        if self._owed_total:
+            owed, self._owed_total = self._owed_total, 0
+            if int(await self._link.command_now("INCRBY", self._keys.history_total, owed)) < 0:
+                # Redis lost its data meanwhile: the sum starts again from nothing
+                await self._link.command_now("SET", self._keys.history_total, 0)
         rooms = sorted(self._feed.wanted)
         if rooms:
             await self._link.subscribe(rooms)
@@ -162,9 +169,10 @@ class RedisBroker(Broker, SharedStore):
         """Leave every room at once (other servers need not wait for the sweep), then disconnect."""
 
         async def farewell() -> None:
-            self._registry.entries.clear()
+            self._registry.clear()
             await self._liveness.reconcile(announce=False)
-            await self._link.client.zrem(self._keys.servers, self._server_id)
+            await self._link.command_now("ZREM", self._keys.servers, self._server_id)
+            await self._link.command_now("DEL", self._keys.rooms_of(self._server_id))
 
         await self._link.close(farewell)
 
@@ -188,20 +196,37 @@ class RedisBroker(Broker, SharedStore):
             pass
 
     async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None, owner: str = "") -> Published:
-        seq, status = await self._link.run(
-            "publish",
-            room,
-            frame,
-            secrets.token_hex(6),
-            self.history_size,
-            self._history_ttl_ms,
-            dedup_key or "",
-            self._dedup_ttl_ms,
-            self.history_bytes_per_room,
-            self.history_bytes_total,
-            owner or _identity(dedup_key or ""),
-            self.max_dedup_per_identity,
-        )
+        # The deployment's history bytes live in another slot than the room's (keys.py):
+        # the frame's size is reserved there first, and the script, given the sum with it,
+        # makes room or refuses; what it changed beyond the reservation is added back after.
+        # Servers publishing at once each count the others' reservations, so the sum never
+        # passes history_bytes_total by more than the frames on their way at that moment.
+        total = int(await self._link.command("INCRBY", self._keys.history_total, len(frame)))
+        try:
+            seq, status, delta, *new = await self._link.run(
+                "publish",
+                self._keys.tagged(room),
+                room,
+                frame,
+                secrets.token_hex(6),
+                self.history_size,
+                self._history_ttl_ms,
+                dedup_key or "",
+                self._dedup_ttl_ms,
+                self.history_bytes_per_room,
+                self.history_bytes_total,
+                owner or _identity(dedup_key or ""),
+                self.max_dedup_per_identity,
+                total,
+                self._link.publish_command,
+            )
+        except BaseException:
+            # not applied (refused, or Redis lost): the reservation goes back if it can
+            await asyncio.shield(self._add_to_total(-len(frame)))
+            raise
+        await self._add_to_total(int(delta))
+        if new and new[0] == 1:  # the room's bytes are counted now: audits will check them
+            await self._link.command("SADD", self._keys.history_rooms, room)
         if status == _FULL:
             raise p.limit_exceeded(
                 "history_bytes_total",
@@ -213,12 +238,21 @@ class RedisBroker(Broker, SharedStore):
             await self._feed.await_echo(room, seq)
         return Published(int(seq), status == _DUPLICATE)
 
+    async def _add_to_total(self, delta: int) -> None:
+        """Change history-total by `delta`; on an outage, once Redis is back (`_on_connected`)."""
+        if delta:
+            try:
+                await self._link.command("INCRBY", self._keys.history_total, delta)
+            except BrokerUnavailable:
+                self._owed_total += delta
+
     async def claim(self, dedup_key: str, *, owner: str = "") -> bool:
         identity = owner or _identity(dedup_key)
-        return bool(await self._link.run("claim", dedup_key, self._dedup_ttl_ms, identity, self.max_dedup_per_identity))
+        tagged = self._keys.tagged(dedup_room(dedup_key))
+        return bool(await self._link.run("claim", tagged, dedup_key, self._dedup_ttl_ms, identity, self.max_dedup_per_identity))
 
     async def release(self, dedup_key: str, *, owner: str = "") -> None:
-        await self._link.run("release", dedup_key, owner or _identity(dedup_key))
+        await self._link.run("release", self._keys.tagged(dedup_room(dedup_key)), dedup_key, owner or _identity(dedup_key))
 
     async def emit(
         self,
@@ -235,23 +269,34 @@ class RedisBroker(Broker, SharedStore):
             # the sockets emitting now are closing too
             return
         message = envelope.encode(frame, to=to, skip=skip, supersede=supersede, evict=evict)
-        await self._link.command("PUBLISH", self._keys.channel(room), message)
+        await self._link.command(self._link.publish_command, self._keys.channel(room), message)
 
     # -- presence -------------------------------------------------------------------------
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
         chat_room = _chat_room(room)
-        outcome, *record = await self._link.run(
-            "join",
-            room,
-            self._server_id,
-            entry.conn,
-            entry.user_id,
-            skeleton(entry.user_id),
-            entry.identity.get("username") or "",
-            entry_json(entry),
-            chat_room,
-        )
+        # listed among this server's rooms before its entry exists, so that a sweep of this
+        # server, should it die, finds the entry (keys.py rooms-of)
+        registry = self._registry
+        registry.joining(room, +1)
+        try:
+            if not registry.in_room(room):
+                await self._link.command("SADD", self._keys.rooms_of(self._server_id), room)
+            outcome, *record = await self._link.run(
+                "join",
+                self._keys.tagged(room),
+                room,
+                self._server_id,
+                entry.conn,
+                entry.user_id,
+                skeleton(entry.user_id),
+                entry.identity.get("username") or "",
+                entry_json(entry),
+                chat_room,
+            )
+        finally:
+            registry.joining(room, -1)
         if outcome == b"taken":
+            await self._unlist(room)
             return JoinOutcome.TAKEN
         self._registry.add(room, entry)
         # read with the join, atomically: the hub checks it next (issue 12) without asking again
@@ -274,22 +319,33 @@ class RedisBroker(Broker, SharedStore):
         if self._link.closing:
             return False  # `close` removes this server's entries itself
         server = conn.rpartition(":")[0]  # connection keys are "<server id>:<n>"
+        tagged = self._keys.tagged(room)
         if entry is None:
             if server == self._server_id:
                 return False  # never registered (refused) or already left
-            return bool(await self._link.run("leave", room, server, user_id, conn, self._history_ttl_ms))
+            return bool(await self._link.run("leave", tagged, room, server, user_id, conn, self._history_ttl_ms))
         try:
-            return bool(await self._link.run("leave", room, self._server_id, user_id, conn, self._history_ttl_ms))
+            left = bool(await self._link.run("leave", tagged, room, self._server_id, user_id, conn, self._history_ttl_ms))
         except BrokerUnavailable:
             self._registry.defer(room, entry)
             return False
+        await self._unlist(room)
+        return left
+
+    async def _unlist(self, room: str) -> None:
+        """Take `room` off this server's rooms once it has no entry there, nor a join on its way."""
+        if self._registry.in_room(room) or self._registry.is_joining(room):
+            return
+        # on an outage, reconcile lists exactly the rooms with entries once Redis is back
+        with contextlib.suppress(BrokerUnavailable):
+            await self._link.command("SREM", self._keys.rooms_of(self._server_id), room)
 
     async def set_state(self, room: str, conn: str, state: bytes, state_at: float) -> None:
         entry = self._registry.get(room, conn)
         if entry is None:
             return
         updated = PresenceEntry(entry.conn, entry.user_id, entry.identity, state, state_at)
-        await self._link.run("set_state", room, conn, entry_json(updated))
+        await self._link.run("set_state", self._keys.tagged(room), room, conn, entry_json(updated))
         entry.state, entry.state_at = state, state_at
 
     async def entries(self, room: str) -> list[PresenceEntry]:
@@ -301,7 +357,7 @@ class RedisBroker(Broker, SharedStore):
 
     async def members_page(self, room: str, after: str, limit: int) -> MembersPage:
         """A page in the page's time: the script reads the page's users' entries only."""
-        raw = await self._link.run("members_page", room, after, limit)
+        raw = await self._link.run("members_page", self._keys.tagged(room), room, after, limit)
         count, more = int(raw[0]), raw[1] == 1
         members: list[bytes] = []
         last, at = after, 2
@@ -323,14 +379,13 @@ class RedisBroker(Broker, SharedStore):
         return int(await self._link.command("HLEN", self._keys.of("users", room)))
 
     async def rooms(self) -> dict[str, list[Member]]:
-        async with self._link.request() as client:
-            names = sorted(n.decode() for n in await client.execute_command("SMEMBERS", self._keys.rooms))
-            if not names:
-                return {}
-            pipe = client.pipeline(transaction=False)
-            for name in names:
-                pipe.hvals(self._keys.of("presence", name))
-            values = await pipe.execute()
+        # the rooms of every server alive, then each room's entries from its own shard
+        servers = await self._link.command("ZRANGE", self._keys.servers, 0, -1)
+        listed = await asyncio.gather(*(self._link.command("SMEMBERS", self._keys.rooms_of(s.decode())) for s in servers))
+        names = sorted({name.decode() for rooms in listed for name in rooms})
+        if not names:
+            return {}
+        values = await asyncio.gather(*(self._link.command("HVALS", self._keys.of("presence", name)) for name in names))
         rooms = {}
         for name, raw in zip(names, values, strict=True):
             members = fold_members([PresenceEntry.from_json(json.loads(item)) for item in raw])
@@ -343,12 +398,21 @@ class RedisBroker(Broker, SharedStore):
         """History without the availability check (the reader catches up while reconnecting)."""
         # stream ids are unsigned 64-bit: a client's absurd `since` must not make XRANGE fail
         start = "" if since is None else f"{min(since + 1, 2**63)}-0"
-        raw = await self._link.scripts.run(
-            "history", room, secrets.token_hex(6), self._history_ttl_ms, start, epoch or "", self.max_replay_bytes
+        raw = await self._link.run_now(
+            "history",
+            self._keys.tagged(room),
+            room,
+            secrets.token_hex(6),
+            self._history_ttl_ms,
+            start,
+            epoch or "",
+            self.max_replay_bytes,
         )
         current, seq, oldest, first, complete = raw[0].decode(), int(raw[1]), int(raw[2]), int(raw[3]), raw[4] == 1
+        if int(raw[5]):  # a new life of the room forgot the old one's bytes
+            await self._link.command_now("INCRBY", self._keys.history_total, int(raw[5]))
         # cut at max_replay_bytes: the newest that fit, so the replay still ends where live frames begin
-        messages = [p.with_seq(n, frame) for n, frame in enumerate(raw[5:], first)]
+        messages = [p.with_seq(n, frame) for n, frame in enumerate(raw[6:], first)]
         if since is None:
             return History([], seq, current, True)
         if epoch is not None and epoch != current:
@@ -376,11 +440,10 @@ class RedisBroker(Broker, SharedStore):
         key = (asyncio.current_task(), room)
         if key in self._joined_access:  # this task's join read it a moment ago (see `join`)
             return self._joined_access.pop(key)
-        return self._record(room, await self._link.run("access_get", room))
+        return self._record(room, await self._link.run("access_get", self._keys.tagged(room), room))
 
     async def all_access(self) -> dict[str, RoomAccess]:
-        async with self._link.request() as client:
-            names = sorted(n.decode() for n in await client.execute_command("SMEMBERS", self._keys.access_rooms))
+        names = sorted(n.decode() for n in await self._link.command("SMEMBERS", self._keys.access_rooms))
         records = {}
         for name in names:  # one script each: a record and its members read together
             record = await self.get_access(name)
@@ -389,22 +452,47 @@ class RedisBroker(Broker, SharedStore):
         return records
 
     async def create_access(self, access: RoomAccess, *, max_per_owner: int) -> CreateOutcome:
+        # The owner's budget is counted in the deployment's slot and the record written in
+        # the room's (keys.py): reserved first, given back when the room was taken.
+        room, owner, deployment = access.room, access.owner, self._keys.deployment
+        if await self._link.run("access_reserve", deployment, "reserve", owner, room, max_per_owner, 0) == b"budget":
+            return CreateOutcome.BUDGET
         members = sorted(access.members)
-        outcome = await self._link.run(
-            "access_create", access.room, access.kind, access.owner, access.group or "", max_per_owner, len(members), *members
-        )
-        return CreateOutcome(outcome.decode())
+        try:
+            outcome, *holder = await self._link.run(
+                "access_create", self._keys.tagged(room), room, access.kind, owner, access.group or "", len(members), *members
+            )
+        except BaseException:
+            await asyncio.shield(self._release_access(owner, room, has_record=False))
+            raise
+        if outcome == b"exists":
+            if holder[0].decode() != owner:  # the record there is not this owner's own
+                await self._release_access(owner, room, has_record=bool(holder[0]))
+            return CreateOutcome.EXISTS
+        return CreateOutcome.CREATED
+
+    async def _release_access(self, owner: str, room: str, *, has_record: bool) -> None:
+        try:
+            await self._link.run("access_reserve", self._keys.deployment, "release", owner, room, 0, int(has_record))
+        except BrokerUnavailable:
+            self.log.warning("iavicenne: could not give %s's reservation of room %r back (Redis unavailable)", owner, room)
 
     async def add_member(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
-        outcome = MemberOutcome((await self._link.run("access_member", room, "add", username, max_members)).decode())
-        return outcome, await self.get_access(room)
+        raw = await self._link.run("access_member", self._keys.tagged(room), room, "add", username, max_members)
+        return MemberOutcome(raw.decode()), await self.get_access(room)
 
     async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
-        outcome = MemberOutcome((await self._link.run("access_member", room, "remove", username, 0)).decode())
-        return outcome, await self.get_access(room)
+        raw = await self._link.run("access_member", self._keys.tagged(room), room, "remove", username, 0)
+        return MemberOutcome(raw.decode()), await self.get_access(room)
 
     async def delete_access(self, room: str) -> bool:
-        return bool(await self._link.run("access_delete", room))
+        raw = await self._link.run("access_delete", self._keys.tagged(room), room)
+        if not raw:
+            return False
+        owner, delta = raw[0].decode(), int(raw[1])
+        await self._release_access(owner, room, has_record=False)
+        await self._add_to_total(delta)
+        return True
 
     # -- identities ---------------------------------------------------------------------------
     async def remember_identity(self, username: str, name_skeleton: str) -> None:
@@ -417,15 +505,16 @@ class RedisBroker(Broker, SharedStore):
     # -- shared state (SharedStore): each room's document, in Redis for every server -------
     # keys {prefix}:shared:R (list of updates) and {prefix}:shared-meta:R (hash bytes, gen)
     async def shared_load(self, room: str) -> SharedLog:
-        generation, size, *updates = await self._link.run("shared_load", room)
+        generation, size, *updates = await self._link.run("shared_load", self._keys.tagged(room), room)
         return SharedLog(list(updates), int(size), int(generation))
 
     async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
-        count = int(await self._link.run("shared_append", room, update, max_bytes, int(ttl * 1000)))
+        count = int(await self._link.run("shared_append", self._keys.tagged(room), room, update, max_bytes, int(ttl * 1000)))
         return None if count < 0 else count
 
     async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
-        return bool(await self._link.run("shared_compact", room, generation, count, merged, int(ttl * 1000)))
+        tagged = self._keys.tagged(room)
+        return bool(await self._link.run("shared_compact", tagged, room, generation, count, merged, int(ttl * 1000)))
 
     async def shared_delete(self, room: str) -> None:
         await self._link.command("DEL", self._keys.of("shared", room), self._keys.of("shared-meta", room))

@@ -1,91 +1,138 @@
 """Names of the Redis broker's keys and channels, all under one prefix (``redis_prefix``).
 
-Per room (``R`` the room name):
+Every key of a room carries the room's hash tag, ``{prefix}:{<tag>}:<kind>:<room>``, so
+that on a Redis Cluster all of a room's keys live in one hash slot and each of its scripts
+runs on one shard (docs/redis-cluster.md). The tag is the chat room's name with ``%``,
+``{`` and ``}`` percent-escaped (a room name may hold braces, and Redis hashes only what is
+between the first ``{`` and the next ``}``); a signaling room (``signaling/<R>``) takes the
+tag of ``R``, so the checks spanning a room and its signaling room stay in one slot. A
+script gets the *tagged prefix* ``{prefix}:{<tag>}`` (`Keys.tagged`) and builds every key
+from it (lua/common.lua ``key``), so it can touch no key of another slot.
 
-``{prefix}:room:R``      pub/sub channel; a server subscribes while it has members in R
-``{prefix}:meta:R``      hash ``epoch`` (random id of this life of the room), ``seq``
-``{prefix}:history:R``   stream of the room's last frames (kept without their seq), entry
-                         id ``<seq>-0``; at most ``history_size`` frames and
-                         ``history_bytes_per_room`` bytes
-``{prefix}:presence:R``  hash connection key -> `PresenceEntry` JSON
-``{prefix}:users:R``     hash user_id -> number of connections (FIRST/AGAIN/left)
-``{prefix}:members:R``   sorted set of the user_ids of ``users:R``, score 0: a paged
-                         snapshot is a ZRANGEBYLEX, the count a ZCARD (members_page.lua)
-``{prefix}:member-conns:R``  sorted set ``user_id NUL conn`` of ``presence:R``'s entries, score
-                         0: one user's connections are one lex range
-``{prefix}:owners:R``    hash skeleton of a user_id (names.py) -> identity ``username``
-                         holding it (TAKEN)
-``{prefix}:claims:R``    hash skeleton -> number of user_ids present with it
-``{prefix}:claim-of:R``  hash user_id -> its skeleton (what a leave or a sweep releases)
-``{prefix}:access:R``    hash ``kind``, ``owner``, ``group``: the room's access record
-                         (access.py); none for a public room
-``{prefix}:access-members:R``  set of the usernames a private room's owner invited
-``{prefix}:shared:R``    list of Yjs updates, the room's shared document (shared_state.py),
-                         compacted into one now and then; expires ``shared_ttl`` after its
-                         last change
-``{prefix}:shared-meta:R``  hash ``bytes`` (of the list), ``gen`` (its compactions)
+Per room (``T`` the tagged prefix, ``R`` the room name):
 
-Per deployment and per server: ``{prefix}:rooms`` (set of rooms with members),
-``{prefix}:access-rooms`` (set of rooms with an access record), ``{prefix}:access-of:<username>``
-(set of the rooms that identity created, at most ``max_private_rooms_per_identity``),
-``{prefix}:identities`` (hash skeleton of a username -> the first username seen with it),
-``{prefix}:servers`` (sorted set server id -> last heartbeat, Redis clock),
-``{prefix}:conns:<server>`` (set of ``room \\x1f user_id \\x1f conn`` of that server),
-``{prefix}:stale:<server>`` (set when a server was declared dead),
-``{prefix}:server:<server>`` (a channel of its own, so its pub/sub link never idles empty),
-``{prefix}:dedup:<key>`` (the seq a dedup key got), ``{prefix}:dedup-of:<username>`` (sorted
-set of that identity's dedup keys by expiry, at most ``max_dedup_per_identity``).
+``T:room:R``      pub/sub channel (sharded pub/sub on a cluster); a server subscribes while
+                  it has members in R
+``T:meta:R``      hash ``epoch`` (random id of this life of the room), ``seq``
+``T:history:R``   stream of the room's last frames (kept without their seq), entry id
+                  ``<seq>-0``; at most ``history_size`` frames and ``history_bytes_per_room``
+``T:history-bytes``  hash room -> bytes its history holds (the rooms of the tag)
+``T:presence:R``  hash connection key -> `PresenceEntry` JSON
+``T:users:R``     hash user_id -> number of connections (FIRST/AGAIN/left)
+``T:members:R``   sorted set of the user_ids of ``users:R``, score 0: a paged snapshot is a
+                  ZRANGEBYLEX, the count a ZCARD (members_page.lua)
+``T:member-conns:R``  sorted set ``user_id NUL conn`` of ``presence:R``'s entries, score 0
+``T:owners:R``    hash skeleton of a user_id (names.py) -> identity ``username`` holding it
+``T:claims:R``    hash skeleton -> number of user_ids present with it
+``T:claim-of:R``  hash user_id -> its skeleton (what a leave or a sweep releases)
+``T:conns:<server>``  set ``room \\x1f user_id \\x1f conn`` of that server's entries in the
+                  tag's rooms (what a sweep of a dead server removes)
+``T:access:R``, ``T:access-members:R``  the room's access record (access.py) and the
+                  usernames a private room's owner invited
+``T:shared:R``, ``T:shared-meta:R``  the room's shared document (shared_state.py)
+``T:dedup:<key>`` the seq a dedup key got; ``T:dedup-of:<username>`` sorted set of that
+                  identity's dedup keys of the tag by expiry, at most ``max_dedup_per_identity``
 
-History sizes, so that trimming by bytes never scans: ``{prefix}:history-bytes`` (hash room
--> bytes kept), ``{prefix}:history-total`` (their sum, at most ``history_bytes_total``),
-``{prefix}:history-expiry`` (sorted set room -> when its history expires: the expired ones'
-bytes leave the sum) and ``{prefix}:history-audit`` (where the sweepers' check of the sizes
-against the streams goes on).
-
-The Lua scripts (lua/common.lua ``key``) build the same names.
+Per deployment, under the tag ``{-}`` (`Keys.deployment`, one slot): ``servers`` (sorted set
+server id -> last heartbeat, Redis clock), ``rooms-of:<server>`` (the rooms a server has
+members in, written by that server alone), ``stale:<server>`` (set when a server was
+declared dead), ``server:<server>`` (a channel of its own, so its pub/sub links never idle
+empty), ``identities`` (hash skeleton of a username -> the first username seen with it),
+``access-rooms`` (rooms with an access record), ``access-of:<username>`` (the rooms that
+identity created, at most ``max_private_rooms_per_identity``), ``history-total`` (the bytes of
+every room's history, at most ``history_bytes_total``), ``history-rooms`` (the rooms whose
+bytes are in it) and ``history-audit`` (the sweepers' cursor over them).
 """
 
 from __future__ import annotations
 
+from ... import protocol as p
+
+#: the hash tag of the deployment's own keys (no room's tag: a room's is never "-" escaped
+#: differently, and a room named "-" only shares the slot, not a key)
+DEPLOYMENT_TAG = "-"
+
+
+def tag(room: str) -> str:
+    """The hash tag of `room`: its chat room's name, percent-escaped."""
+    chat = room.removeprefix(p.SIGNALING_ROOM_PREFIX)
+    return chat.replace("%", "%25").replace("{", "%7B").replace("}", "%7D")
+
 
 class Keys:
-    __slots__ = ("channel_prefix", "prefix")
+    __slots__ = ("deployment", "prefix")
 
     def __init__(self, prefix: str) -> None:
+        if "{" in prefix or "}" in prefix:
+            raise ValueError(
+                f"IAvicenne.redis_prefix {prefix!r} holds a brace: Redis would hash the keys by it "
+                "instead of by room; choose a prefix without '{' and '}'"
+            )
         self.prefix = prefix
-        self.channel_prefix = f"{prefix}:room:".encode()
+        #: what the deployment-wide scripts get as their tagged prefix
+        self.deployment = f"{prefix}:{{{DEPLOYMENT_TAG}}}"
+
+    def tagged(self, room: str) -> str:
+        """The tagged prefix of `room`'s keys (what its scripts get)."""
+        return self.for_tag(tag(room))
+
+    def for_tag(self, room_tag: str) -> str:
+        return f"{self.prefix}:{{{room_tag}}}"
 
     def of(self, kind: str, room: str) -> str:
-        """A room's key of `kind`: ``meta``, ``history``, ``presence``, ``users``, ``owners``."""
-        return f"{self.prefix}:{kind}:{room}"
+        """A room's key of `kind`: ``meta``, ``history``, ``presence``, ``users``, ..."""
+        return f"{self.tagged(room)}:{kind}:{room}"
 
     def channel(self, room: str) -> bytes:
-        return self.channel_prefix + room.encode()
+        return f"{self.tagged(room)}:room:{room}".encode()
 
     def room_of(self, channel: bytes) -> str | None:
         """The room a channel carries, or None for a channel that is not a room's."""
-        if not channel.startswith(self.channel_prefix):
+        name = channel.decode(errors="replace")
+        head, sep, room = name.partition("}:room:")
+        if not sep or not head.startswith(self.prefix + ":{") or head[len(self.prefix) + 2 :] != tag(room):
             return None
-        return channel[len(self.channel_prefix) :].decode(errors="replace")
+        return room
 
-    @property
-    def rooms(self) -> str:
-        return f"{self.prefix}:rooms"
-
-    @property
-    def access_rooms(self) -> str:
-        return f"{self.prefix}:access-rooms"
-
-    @property
-    def identities(self) -> str:
-        return f"{self.prefix}:identities"
+    def global_key(self, kind: str) -> str:
+        return f"{self.deployment}:{kind}"
 
     @property
     def servers(self) -> str:
-        return f"{self.prefix}:servers"
+        return self.global_key("servers")
+
+    def rooms_of(self, server_id: str) -> str:
+        return self.global_key(f"rooms-of:{server_id}")
+
+    @property
+    def access_rooms(self) -> str:
+        return self.global_key("access-rooms")
+
+    def access_of(self, username: str) -> str:
+        return self.global_key(f"access-of:{username}")
+
+    @property
+    def identities(self) -> str:
+        return self.global_key("identities")
+
+    @property
+    def history_total(self) -> str:
+        return self.global_key("history-total")
+
+    @property
+    def history_rooms(self) -> str:
+        return self.global_key("history-rooms")
+
+    @property
+    def history_audit(self) -> str:
+        return self.global_key("history-audit")
 
     def server_channel(self, server_id: str) -> str:
-        return f"{self.prefix}:server:{server_id}"
+        return self.global_key(f"server:{server_id}")
 
-    def dedup(self, dedup_key: str) -> str:
-        return f"{self.prefix}:dedup:{dedup_key}"
+
+def dedup_room(dedup_key: str) -> str:
+    """The room a dedup key is of (the hub builds them as room, username, user_id, ref; a
+    direct message's room is marked ``\\x1edirect\\x1e<room>``): its keys take that room's tag."""
+    room = dedup_key.split("\x1f", 1)[0]
+    return room.removeprefix("\x1edirect\x1e")

@@ -35,10 +35,9 @@ class ScriptUnknown(Exception):
 class ScriptLane:
     """Calls of one script on a dedicated connection. See the module docstring."""
 
-    def __init__(self, pool: ConnectionPool, connection: AbstractConnection, prefix: str) -> None:
+    def __init__(self, pool: ConnectionPool, connection: AbstractConnection) -> None:
         self._pool = pool
         self._connection = connection
-        self._prefix = prefix
         self._queued: deque[tuple[tuple[Any, ...], asyncio.Future[Any]]] = deque()
         self._in_flight: deque[asyncio.Future[Any]] = deque()  # sent, replies not read yet, in order
         self._wake = asyncio.Event()
@@ -46,12 +45,13 @@ class ScriptLane:
         self._task = asyncio.ensure_future(self._run())
 
     @classmethod
-    async def open(cls, pool: ConnectionPool, prefix: str) -> ScriptLane:
-        return cls(pool, await pool.get_connection(), prefix)
+    async def open(cls, pool: ConnectionPool) -> ScriptLane:
+        return cls(pool, await pool.get_connection())
 
-    async def script(self, sha: str, *args: Any) -> Any:
-        """Run a loaded script with ARGV = prefix, *args: its reply, or the error it answered."""
-        return await self.command("EVALSHA", sha, 0, self._prefix, *args)
+    async def script(self, sha: str, tagged: str, *args: Any) -> Any:
+        """Run a loaded script in the slot of `tagged` (KEYS and ARGV[1], scripts.py): its
+        reply, or the error it answered."""
+        return await self.command("EVALSHA", sha, 1, tagged, tagged, *args)
 
     async def command(self, *command: Any) -> Any:
         """Send one command: its reply, or the error Redis answered."""

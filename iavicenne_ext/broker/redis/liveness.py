@@ -1,9 +1,12 @@
 """Liveness: which servers are alive, and this server's connections as Redis holds them.
 
 Each server refreshes its heartbeat every ``presence_refresh`` s and sweeps the servers
-whose heartbeat is older than ``presence_timeout``; the sweep removes their entries
-atomically, so exactly one server learns which users thereby left and emits their
-``user-left``. A restarted server has a new id; its old life is swept like a dead server.
+whose heartbeat is older than ``presence_timeout``: from the rooms a dead server listed as
+its own (``rooms-of``), one script per room tag removes its entries atomically, so exactly
+one server learns which users thereby left and emits their ``user-left``. A restarted
+server has a new id; its old life is swept like a dead server. The sweepers also audit the
+deployment's history bytes (``history-total``): a room whose history expired gives its bytes
+back.
 
 This server keeps its own entries (`Registry`), so that after an outage, or after it was
 swept while stalled, it can make Redis's view of its connections match the local one
@@ -22,10 +25,11 @@ from ... import protocol as p
 from ...names import skeleton
 from ..base import PresenceEntry
 from . import envelope
-from .keys import Keys
+from .keys import Keys, tag
 from .link import RedisLink
 
 _STALE_TTL_MS = 24 * 3600 * 1000  # how long a swept server may take to notice it was swept
+_AUDIT_ROOMS = 32  # rooms of history-rooms checked per sweep (a page of SSCAN)
 
 
 def presence_frame(kind: str, room: str, entry: PresenceEntry) -> bytes:
@@ -46,14 +50,18 @@ class _Leave:
 
 
 class Registry:
-    """This server's presence entries, by (room, connection key)."""
+    """This server's presence entries, by (room, connection key), and the rooms they are in."""
 
     def __init__(self) -> None:
         self.entries: dict[tuple[str, str], PresenceEntry] = {}
         self.version = 0  # changes with every add and remove
         self.deferred: list[_Leave] = []
+        self._per_room: dict[str, int] = {}
+        self._joining: dict[str, int] = {}  # joins on their way to Redis, by room
 
     def add(self, room: str, entry: PresenceEntry) -> None:
+        if (room, entry.conn) not in self.entries:
+            self._per_room[room] = self._per_room.get(room, 0) + 1
         self.entries[(room, entry.conn)] = entry
         self.version += 1
 
@@ -61,10 +69,36 @@ class Registry:
         entry = self.entries.pop((room, conn), None)
         if entry is not None:
             self.version += 1
+            count = self._per_room[room] - 1
+            if count:
+                self._per_room[room] = count
+            else:
+                del self._per_room[room]
         return entry
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self._per_room.clear()
+        self.version += 1
 
     def get(self, room: str, conn: str) -> PresenceEntry | None:
         return self.entries.get((room, conn))
+
+    def in_room(self, room: str) -> bool:
+        return room in self._per_room
+
+    def rooms(self) -> set[str]:
+        return set(self._per_room)
+
+    def joining(self, room: str, step: int) -> None:
+        count = self._joining.get(room, 0) + step
+        if count:
+            self._joining[room] = count
+        else:
+            self._joining.pop(room, None)
+
+    def is_joining(self, room: str) -> bool:
+        return room in self._joining
 
     def defer(self, room: str, entry: PresenceEntry) -> None:
         self.deferred.append(_Leave(room, entry))
@@ -97,7 +131,7 @@ class Liveness:
 
     async def heartbeat(self) -> bool:
         """Refresh this server's heartbeat; True when it had been swept meanwhile."""
-        return bool(await self._link.scripts.run("heartbeat", self._server_id))
+        return bool(await self._link.run_now("heartbeat", self._keys.deployment, self._server_id))
 
     def start(self) -> None:
         """Refresh and sweep in a task of the current connection."""
@@ -115,32 +149,46 @@ class Liveness:
         """Make Redis's entries of this server the local ones; send the presence diffs.
 
         Users registered again are announced (`user-joined`) only if this server had been
-        swept (`swept`, or the script finds the mark): then the others were told they left.
-        After Redis merely lost its data, nobody was told anything, so nothing is said.
+        swept (`swept`, or the heartbeat finds the mark): then the others were told they
+        left. After Redis merely lost its data, nobody was told anything, so nothing is said.
+        One script per room tag (a cluster runs each on the shard of the tag's slot).
         """
+        link, keys, sid = self._link, self._keys, self._server_id
         registry = self._registry
         entries = list(registry.entries.items())
         deferred, registry.deferred = registry.deferred, []
-        args: list[object] = [self._server_id, self._history_ttl_ms, len(entries)]
-        for (room, conn), entry in entries:
-            args += [room, conn, entry.user_id, skeleton(entry.user_id), entry.identity.get("username") or "", entry_json(entry)]
-        args.append(len(deferred))
-        for leave in deferred:
-            args += [leave.room, leave.entry.user_id]
         try:
-            marked, outcomes, gone, absent = await self._link.scripts.run("reconcile", *args)
+            marked = await self.heartbeat()
+            local = registry.rooms()
+            if local:
+                await link.command_now("SADD", keys.rooms_of(sid), *sorted(local))
+            listed = {room.decode() for room in await link.command_now("SMEMBERS", keys.rooms_of(sid))}
+            by_tag: dict[str, tuple[list[int], list[_Leave]]] = {}
+            for room in listed | local:
+                by_tag.setdefault(tag(room), ([], []))
+            for index, ((room, _conn), _entry) in enumerate(entries):
+                by_tag.setdefault(tag(room), ([], []))[0].append(index)
+            for leave in deferred:
+                by_tag.setdefault(tag(leave.room), ([], []))[1].append(leave)
+            tags = sorted(by_tag)
+            replies = await asyncio.gather(*(self._reconcile_tag(by_tag[t][0], entries, by_tag[t][1], t) for t in tags))
         except BaseException:
             registry.deferred[:0] = deferred  # not applied: keep them for the next attempt
             raise
         frames: list[tuple[str, bytes, str | None]] = []
-        for room, raw in zip(gone[::2], gone[1::2], strict=True):
-            name = room.decode()
-            frames.append((name, presence_frame(p.USER_LEFT, name, PresenceEntry.from_json(json.loads(raw))), None))
-        identities = {(leave.room, leave.entry.user_id): leave.entry for leave in deferred}
-        for room, user in zip(absent[::2], absent[1::2], strict=True):
-            name = room.decode()
-            frames.append((name, presence_frame(p.USER_LEFT, name, identities[(name, user.decode())]), None))
-        for ((room, _conn), entry), outcome in zip(entries, outcomes, strict=True):
+        outcome_of: dict[int, bytes] = {}
+        for t, (outcomes, gone, absent) in zip(tags, replies, strict=True):
+            indexes, leaves = by_tag[t]
+            outcome_of.update(zip(indexes, outcomes, strict=True))
+            for room, raw in zip(gone[::2], gone[1::2], strict=True):
+                name = room.decode()
+                frames.append((name, presence_frame(p.USER_LEFT, name, PresenceEntry.from_json(json.loads(raw))), None))
+            identities = {(leave.room, leave.entry.user_id): leave.entry for leave in leaves}
+            for room, user in zip(absent[::2], absent[1::2], strict=True):
+                name = room.decode()
+                frames.append((name, presence_frame(p.USER_LEFT, name, identities[(name, user.decode())]), None))
+        for index, ((room, _conn), entry) in enumerate(entries):
+            outcome = outcome_of[index]
             if outcome == b"taken":
                 self.log.warning(
                     "iavicenne: %s lost user_id %r in room %r to another user while Redis was unreachable",
@@ -151,8 +199,65 @@ class Liveness:
             elif outcome == b"first" and (swept or marked) and announce:
                 # the others were told this user left when this server was swept
                 frames.append((room, presence_frame(p.USER_JOINED, room, entry), entry.conn))
+        # the rooms Redis lists as this server's but where it has no entry (nor a join on
+        # its way) any more
+        unlisted = sorted(r for r in listed if not registry.in_room(r) and not registry.is_joining(r))
+        if unlisted:
+            await link.command_now("SREM", keys.rooms_of(sid), *unlisted)
         for room, frame, skip in frames:
-            await self._link.client.publish(self._keys.channel(room), envelope.encode(frame, skip=skip))
+            await link.publish_now(room, envelope.encode(frame, skip=skip))
+
+    async def _reconcile_tag(
+        self, indexes: list[int], entries: list[tuple[tuple[str, str], PresenceEntry]], leaves: list[_Leave], room_tag: str
+    ) -> tuple[list[bytes], list[bytes], list[bytes]]:
+        args: list[object] = [self._server_id, self._history_ttl_ms, len(indexes)]
+        for index in indexes:
+            (room, conn), entry = entries[index]
+            args += [room, conn, entry.user_id, skeleton(entry.user_id), entry.identity.get("username") or "", entry_json(entry)]
+        args.append(len(leaves))
+        for leave in leaves:
+            args += [leave.room, leave.entry.user_id]
+        outcomes, gone, absent = await self._link.run_now("reconcile", self._keys.for_tag(room_tag), *args)
+        return outcomes, gone, absent
+
+    async def sweep(self, timeout_ms: int) -> int:
+        """Remove the entries of servers that stopped refreshing: the users gone."""
+        link, keys = self._link, self._keys
+        dead = await link.run_now("dead_servers", keys.deployment, timeout_ms)
+        removed = 0
+        for sid, rooms in zip(dead[::2], dead[1::2], strict=True):
+            server = sid.decode()
+            tags = sorted({tag(room.decode()) for room in rooms})
+            replies = await asyncio.gather(
+                *(link.run_now("sweep_room", keys.for_tag(t), server, self._history_ttl_ms) for t in tags)
+            )
+            await link.run_now("forget_server", keys.deployment, server, _STALE_TTL_MS)
+            for gone in replies:
+                for room, raw in zip(gone[::2], gone[1::2], strict=True):
+                    # this server removed them, so it alone tells the room they left
+                    name = room.decode()
+                    frame = presence_frame(p.USER_LEFT, name, PresenceEntry.from_json(json.loads(raw)))
+                    await link.publish_now(name, envelope.encode(frame))
+                    removed += 1
+        return removed
+
+    async def audit(self) -> None:
+        """Check a page of the rooms whose history bytes are counted: a history gone
+        (expired, deleted, evicted) gives its bytes back to history-total."""
+        link, keys = self._link, self._keys
+        cursor = await link.command_now("GET", keys.history_audit) or b"0"
+        cursor, rooms = await link.command_now("SSCAN", keys.history_rooms, cursor, "COUNT", _AUDIT_ROOMS)
+        await link.command_now("SET", keys.history_audit, cursor)
+        for raw in rooms:
+            room = raw.decode()
+            delta, gone = await link.run_now("audit_room", keys.tagged(room), room)
+            if int(delta):
+                await link.command_now("INCRBY", keys.history_total, int(delta))
+            if gone:
+                await link.command_now("SREM", keys.history_rooms, room)
+                # a publish may have counted the room anew in between: list it again then
+                if not (await link.run_now("audit_room", keys.tagged(room), room))[1]:
+                    await link.command_now("SADD", keys.history_rooms, room)
 
     async def _run(self) -> None:
         """Refresh this server's heartbeat; sweep servers that stopped refreshing theirs."""
@@ -161,7 +266,6 @@ class Liveness:
         # Right after Redis comes back, every heartbeat in it is as old as the outage:
         # give the other servers one presence_timeout to reconnect before judging them.
         sweep_from = loop.time() + self.timeout
-        scripts = self._link.scripts
         while True:
             await asyncio.sleep(self.refresh)
             if await self.heartbeat():
@@ -169,13 +273,9 @@ class Liveness:
                 # declared dead: register its connections again
                 self.log.warning("iavicenne: this server was declared gone by the others; re-registering its members")
                 await self.reconcile(announce=True, swept=True)
+            await self.audit()
             if loop.time() < sweep_from:
                 continue
-            gone = await scripts.run("sweep", timeout_ms, self._history_ttl_ms, _STALE_TTL_MS)
-            if gone:
-                self.log.info("iavicenne: removed %d member(s) of servers that stopped refreshing", len(gone) // 2)
-            for room, raw in zip(gone[::2], gone[1::2], strict=True):
-                # this server removed them, so it alone tells the room they left
-                name = room.decode()
-                frame = presence_frame(p.USER_LEFT, name, PresenceEntry.from_json(json.loads(raw)))
-                await self._link.client.publish(self._keys.channel(name), envelope.encode(frame))
+            removed = await self.sweep(timeout_ms)
+            if removed:
+                self.log.info("iavicenne: removed %d member(s) of servers that stopped refreshing", removed)

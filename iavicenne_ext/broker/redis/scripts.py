@@ -2,7 +2,8 @@
 
 Every state change is one script, so it is atomic across servers. Each script is
 ``common.lua`` (the key names and the presence bookkeeping they share) followed by its
-own file, and gets the key prefix as its first argument.
+own file, and gets its tagged prefix (keys.py) as its one key and its first argument: a
+room's scripts run on the shard of the room's slot.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ NAMES = (
     "leave",
     "members_page",
     "set_state",
-    "heartbeat",
-    "sweep",
     "reconcile",
+    "sweep_room",
+    "audit_room",
     "access_create",
     "access_get",
     "access_member",
@@ -34,6 +35,11 @@ NAMES = (
     "shared_load",
     "shared_append",
     "shared_compact",
+    # in the deployment's slot (keys.DEPLOYMENT_TAG)
+    "heartbeat",
+    "dead_servers",
+    "forget_server",
+    "access_reserve",
 )
 
 
@@ -47,12 +53,12 @@ def source(name: str) -> str:
 class Scripts:
     """The scripts registered on one client (EVALSHA, loaded again if Redis forgot them)."""
 
-    def __init__(self, client: aioredis.Redis, prefix: str) -> None:
-        self._prefix = prefix
+    def __init__(self, client: aioredis.Redis) -> None:
         self._scripts: dict[str, AsyncScript] = {name: client.register_script(source(name)) for name in NAMES}
 
     def sha(self, name: str) -> str:
         return str(self._scripts[name].sha)
 
-    async def run(self, name: str, *args: Any) -> Any:
-        return await self._scripts[name](args=[self._prefix, *args])
+    async def run(self, name: str, tagged: str, *args: Any) -> Any:
+        """Run script `name` in the slot of `tagged` (a tagged prefix, keys.py)."""
+        return await self._scripts[name](keys=[tagged], args=[tagged, *args])

@@ -1,2 +1,2 @@
--- A room's access record. ARGV: prefix, room -> {} (none) | {kind, owner, group, member...}
+-- A room's access record. ARGV: tagged prefix, room -> {} (none) | {kind, owner, group, member...}
 return access_record(ARGV[2])

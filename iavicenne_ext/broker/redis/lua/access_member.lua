@@ -1,5 +1,5 @@
 -- Add or remove a member of a private room.
--- ARGV: prefix, room, 'add' | 'remove', username, max members -> 'done' | 'missing' | 'full'
+-- ARGV: tagged prefix, room, 'add' | 'remove', username, max members -> 'done' | 'missing' | 'full'
 local room = ARGV[2]
 if redis.call('HGET', key('access', room), 'kind') ~= 'private' then return 'missing' end
 local members = key('access-members', room)

@@ -1,7 +1,7 @@
--- Prepended to every script. Every script gets the key prefix as ARGV[1] and builds its
--- keys from it (the layout is in keys.py): the sweeper must reach rooms it only learns
--- inside the script. This targets a single Redis (or a primary with replicas), not
--- Redis Cluster.
+-- Prepended to every script. Every script gets its tagged prefix as KEYS[1] (a room's
+-- `prefix:{tag}`, or the deployment's `prefix:{-}`: the client routes the script to the
+-- shard of that slot) and as ARGV[1], and builds every key from it (keys.py), so it
+-- touches the keys of one hash slot only: on a Redis Cluster a script runs on one shard.
 local P = ARGV[1]
 local function key(kind, room) return P .. ':' .. kind .. ':' .. room end
 
@@ -10,68 +10,31 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- History sizes, kept so that trimming by bytes never scans: the bytes of each room's
--- kept frames, their sum over the deployment, and when each empty room's history expires
--- (so that an expired history's bytes leave the sum).
+-- The bytes of each room's kept frames, so that trimming by bytes never scans. Their sum
+-- over the deployment (history-total) lives in another slot: the scripts that change a
+-- room's bytes say by how much (DELTA), and the broker adds that to the sum.
 local SIZES = P .. ':history-bytes'
-local TOTAL = P .. ':history-total'
-local EXPIRY = P .. ':history-expiry'
+local DELTA = 0
 
 local function room_bytes(room)
   return tonumber(redis.call('HGET', SIZES, room) or '0')
 end
 
-local function total_bytes()
-  return tonumber(redis.call('GET', TOTAL) or '0')
-end
-
 local function forget_sizes(room)
-  local bytes = room_bytes(room)
-  if bytes ~= 0 then redis.call('DECRBY', TOTAL, bytes) end
+  DELTA = DELTA - room_bytes(room)
   redis.call('HDEL', SIZES, room)
-  redis.call('ZREM', EXPIRY, room)
 end
 
--- The history of a room left empty expires after ttl_ms, with the room's meta.
+-- The history of a room left empty expires after ttl_ms, with the room's meta; its bytes
+-- leave the sum when a sweeper's audit finds it gone (audit_room.lua).
 local function expire_room(room, ttl_ms)
   redis.call('PEXPIRE', key('meta', room), ttl_ms)
-  if redis.call('PEXPIRE', key('history', room), ttl_ms) == 1 then
-    redis.call('ZADD', EXPIRY, now_ms() + tonumber(ttl_ms), room)
-  end
+  redis.call('PEXPIRE', key('history', room), ttl_ms)
 end
 
 local function keep_room(room)
   redis.call('PERSIST', key('meta', room))
   redis.call('PERSIST', key('history', room))
-  redis.call('ZREM', EXPIRY, room)
-end
-
--- Take the bytes of (at most n) expired histories off the sum.
-local function account_expired(n)
-  local now = now_ms()
-  for _, room in ipairs(redis.call('ZRANGEBYSCORE', EXPIRY, '-inf', now, 'LIMIT', 0, n)) do
-    local ttl = redis.call('PTTL', key('history', room))
-    if ttl == -2 then
-      forget_sizes(room)
-    elseif ttl == -1 then
-      redis.call('ZREM', EXPIRY, room)
-    else
-      redis.call('ZADD', EXPIRY, now + ttl, room)  -- its TTL was renewed meanwhile
-    end
-  end
-end
-
--- Check (at most n) rooms of the sizes against their history, a page at a time from
--- where the last check stopped: a history that vanished otherwise (deleted, evicted under
--- maxmemory) must not hold its bytes in the sum for ever.
-local function audit_sizes(n)
-  local cursor_key = P .. ':history-audit'
-  local page = redis.call('HSCAN', SIZES, redis.call('GET', cursor_key) or '0', 'COUNT', n)
-  redis.call('SET', cursor_key, page[1])
-  local fields = page[2]
-  for i = 1, #fields, 2 do
-    if redis.call('EXISTS', key('history', fields[i])) == 0 then forget_sizes(fields[i]) end
-  end
 end
 
 -- Drop a room's oldest frames until it holds at most max_count frames and max_bytes
@@ -93,7 +56,7 @@ local function trim(room, max_count, max_bytes, keep)
   if last then
     redis.call('XTRIM', history, 'MINID', (tonumber(string.match(last, '^(%d+)')) + 1) .. '-0')
     redis.call('HINCRBY', SIZES, room, -freed)
-    redis.call('DECRBY', TOTAL, freed)
+    DELTA = DELTA - freed
   end
   return freed
 end
@@ -160,7 +123,6 @@ local function add_entry(room, sid, conn, user, claim, username, entry)
   end
   redis.call('HSET', key('owners', room), claim, username)
   redis.call('SADD', P .. ':conns:' .. sid, room .. '\31' .. user .. '\31' .. conn)
-  redis.call('SADD', P .. ':rooms', room)
   -- members keep the room's history alive; the last one to leave starts its TTL
   keep_room(room)
   if count == 1 then return 'first' end
@@ -187,10 +149,7 @@ local function remove_entry(room, sid, user, conn, ttl_ms)
     end
     gone = entry
   end
-  if redis.call('HLEN', presence) == 0 then
-    redis.call('SREM', P .. ':rooms', room)
-    expire_room(room, ttl_ms)
-  end
+  if redis.call('HLEN', presence) == 0 then expire_room(room, ttl_ms) end
   return gone
 end
 

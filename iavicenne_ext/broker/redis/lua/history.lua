@@ -1,9 +1,10 @@
 -- What a room's history holds after a seq: the newest frames that fit in max_bytes, read
 -- backwards in pages (XREVRANGE with COUNT), so a replay never holds Redis long.
--- ARGV: prefix, room, candidate epoch, history ttl ms, first stream id to return | '',
+-- ARGV: tagged prefix, room, candidate epoch, history ttl ms, first stream id to return | '',
 --       the client's epoch | '', max bytes
 -- -> {epoch, seq, oldest kept seq (seq + 1 when none), seq of the first frame returned,
 --     1 when every frame from the first id is returned (0: cut at max bytes),
+--     what history-total must change by (a new life forgets the old bytes),
 --     frames (without seq), oldest first...}
 local room = ARGV[2]
 local epoch = ensure_room(room, ARGV[3], ARGV[4])
@@ -33,7 +34,7 @@ if start ~= '' then
     from = '(' .. rows[#rows][1]
   end
 end
-local out = {epoch, seq, oldest, 0, complete}
+local out = {epoch, seq, oldest, 0, complete, DELTA}
 if #newest_first > 0 then out[4] = tonumber(string.match(newest_first[#newest_first][1], '^(%d+)')) end
 for i = #newest_first, 1, -1 do out[#out + 1] = newest_first[i][2][2] end
 return out

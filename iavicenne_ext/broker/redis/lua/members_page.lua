@@ -1,7 +1,7 @@
 -- A page of a room's members, in user_id order, and how many there are: the page's time,
 -- whatever the room's size (the indexes of common.lua), read in one step so the count and
 -- the page are of the same moment.
--- ARGV: prefix, room, after (user_id the page starts after; '' : the first), limit
+-- ARGV: tagged prefix, room, after (user_id the page starts after; '' : the first), limit
 -- -> {count, more (1: users follow the page), user_id, n, n x entry JSON, user_id, n, ...}
 local room, after, limit = ARGV[2], ARGV[3], tonumber(ARGV[4])
 local members, conns = key('members', room), key('member-conns', room)

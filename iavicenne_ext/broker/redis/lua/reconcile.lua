@@ -1,11 +1,9 @@
--- Make Redis's entries of this server exactly the local ones.
--- ARGV: prefix, server id, history ttl ms, n, n x (room, conn, user_id, skeleton, username, JSON),
---       m, m x (room, user_id) of leaves that could not reach Redis
--- -> {swept (0/1), {outcome per entry}, {room, entry JSON, ...} gone, {room, user_id, ...} absent}
+-- Make Redis's entries of this server in the rooms of one tag exactly the local ones.
+-- ARGV: tagged prefix, server id, history ttl ms, n, n x (room, conn, user_id, skeleton,
+--       username, JSON), m, m x (room, user_id) of leaves that could not reach Redis
+-- -> {{outcome per entry}, {room, entry JSON, ...} gone, {room, user_id, ...} absent}
 local sid = ARGV[2]
 local ttl = ARGV[3]
-local swept = redis.call('DEL', P .. ':stale:' .. sid)
-redis.call('ZADD', P .. ':servers', now_ms(), sid)
 local n = tonumber(ARGV[4])
 local wanted = {}
 for j = 0, n - 1 do
@@ -40,4 +38,4 @@ for j = 0, tonumber(ARGV[b]) - 1 do
     reported[room .. '\31' .. user] = true
   end
 end
-return {swept, outcomes, gone, absent}
+return {outcomes, gone, absent}

@@ -1,7 +1,7 @@
 -- Replace the first `count` updates of a room's shared document with `merged`, the
 -- document they make, unless another server compacted since this one read it (the
 -- generation moved). Updates appended meanwhile are after them, and stay.
--- ARGV: prefix, room, generation, count, merged, ttl_ms -> 1 | 0
+-- ARGV: tagged prefix, room, generation, count, merged, ttl_ms -> 1 | 0
 local log, meta = key('shared', ARGV[2]), key('shared-meta', ARGV[2])
 if (redis.call('HGET', meta, 'gen') or '0') ~= ARGV[3] then return 0 end
 local count = tonumber(ARGV[4])

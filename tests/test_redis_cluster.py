@@ -516,6 +516,7 @@ async def test_a_primary_sigkilled_and_restarted_under_load_loses_and_duplicates
     refused: dict[str, list[float]] = {room: [] for room in rooms}
     slowest: dict[str, float] = dict.fromkeys(rooms, 0.0)
     timeline: dict[str, float] = {}
+    survivors: dict[int, str] = {}
     restarted = asyncio.Event()
     receiving = True
 
@@ -552,6 +553,9 @@ async def test_a_primary_sigkilled_and_restarted_under_load_loses_and_duplicates
         timeline["kill"] = loop.time()
         await asyncio.to_thread(redis_cluster.kill, victim)
         await asyncio.sleep(OUTAGE)  # the outage itself, not a wait for something
+        for port in redis_cluster.ports:  # what the surviving primaries say of the cluster meanwhile
+            if port != victim:
+                survivors[port] = (await asyncio.to_thread(redis_cluster.info, port)).get("cluster_state", "?")
         timeline["restart"] = loop.time()
         await asyncio.to_thread(redis_cluster.restart, victim)  # back when cluster_state:ok everywhere
         timeline["ok"] = loop.time()
@@ -566,16 +570,19 @@ async def test_a_primary_sigkilled_and_restarted_under_load_loses_and_duplicates
 
     report = [
         f"primary {victim} ({victim_room}) SIGKILLed, restarted after {OUTAGE} s, cluster ok again "
-        f"{timeline['ok'] - timeline['kill']:.1f} s after the kill"
+        f"{timeline['ok'] - timeline['kill']:.1f} s after the kill; just before the restart the other primaries said "
+        + ", ".join(f"{port}: cluster_state:{state}" for port, state in survivors.items())
     ]
     for room in rooms:
         during = [when for _, _, when in acked[room] if timeline["kill"] <= when <= timeline["ok"]]
         refused_during = [when for when in refused[room] if timeline["kill"] <= when <= timeline["ok"]]
-        gaps = ack_gaps(acked[room])
+        resumed = min((when for _, _, when in acked[room] if when > timeline["kill"]), default=float("nan"))
         report.append(
             f"{room} on {redis_cluster.port_of_room(room)}{' (victim)' if room == victim_room else ''}: "
             f"{len(acked[room])} acked, {len(during)} of them during the outage, {len(refused[room])} refused "
-            f"({len(refused_during)} during it), longest gap between acks {max(gaps):.2f} s, slowest answer {slowest[room]:.2f} s"
+            f"({len(refused_during)} during it), first ack after the kill {resumed - timeline['kill']:.2f} s after it "
+            f"({resumed - timeline['ok']:+.2f} s from cluster ok), longest gap between acks {max(ack_gaps(acked[room])):.2f} s, "
+            f"slowest answer {slowest[room]:.2f} s"
         )
     print("\n".join(report))
     assert refused[victim_room] or max(ack_gaps(acked[victim_room])) >= OUTAGE, (

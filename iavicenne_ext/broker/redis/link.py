@@ -473,7 +473,10 @@ class RedisLink:
                 channels = by_node.get(id(node))
                 if channels and node.pubsub is not None:
                     if self.cluster:
-                        await node.pubsub.ssubscribe(*channels)
+                        # one SSUBSCRIBE per channel: Redis refuses channels of several
+                        # slots in one (CROSSSLOT); each is only a write, not a round trip
+                        for channel in channels:
+                            await node.pubsub.ssubscribe(channel)
                     else:
                         await node.pubsub.subscribe(*channels)
         await asyncio.wait_for(asyncio.gather(*futures), self.socket_timeout)

@@ -126,6 +126,14 @@ class RedisNode:
             await self.client.aclose()
 
 
+async def _check_state(node: RedisNode) -> None:
+    state = await node.client.execute_command("CLUSTER", "INFO")
+    text = state.decode() if isinstance(state, bytes) else str(state)
+    if "cluster_state:ok" not in text:
+        # a shard is down (or the cluster is still forming): not usable yet, try again
+        raise ClusterDownError(f"the Redis Cluster's state is not ok at {redact(node.url)} (CLUSTER INFO)")
+
+
 def _node_url(url: str, host: str, port: int) -> str:
     """`url` (its scheme, password, TLS options, db) for another node of the cluster."""
     parts = urlsplit(url)
@@ -384,7 +392,7 @@ class RedisLink:
             except (*LOST, RedisError, BrokerUnavailable) as error:
                 self._teardown()
                 self._reason = str(error) or type(error).__name__
-                self.log.debug("iavicenne: Redis at %s still unreachable: %s", redact(self.url), error)
+                self.log.debug("iavicenne: Redis at %s still unreachable: %s", redact(self.url), self._reason)
                 continue
             self.log.info("iavicenne: Redis at %s is back: %s", redact(self.url), self._restored)
             return
@@ -410,11 +418,7 @@ class RedisLink:
                 f"Redis at {redact(self.url)} is a Redis Cluster node of Redis {version}: rooms on a cluster need "
                 "Redis 7 or newer (sharded pub/sub); upgrade the cluster, or set IAvicenne.redis_url to a single Redis"
             )
-        state = await seed.client.execute_command("CLUSTER", "INFO")
-        text = state.decode() if isinstance(state, bytes) else str(state)
-        if "cluster_state:ok" not in text:
-            # a shard is down (or the cluster is still forming): not usable yet, try again
-            raise ClusterDownError("the Redis Cluster's state is not ok (CLUSTER INFO)")
+        await _check_state(seed)
         slots: list[int] = [-1] * SLOTS
         nodes: dict[tuple[str, int], int] = {}
         ordered: list[RedisNode] = []
@@ -436,6 +440,10 @@ class RedisLink:
         if seed not in ordered:  # the seed is a replica: it only told us where the primaries are
             await seed.close()
         self._nodes, self._slots, self.cluster, self._publish = ordered, slots, True, "SPUBLISH"
+        # A primary just restarted says "fail" for a moment after the others say "ok" again
+        # (it rejoins), and answers CLUSTERDOWN meanwhile: begin once every primary agrees.
+        for node in ordered:
+            await _check_state(node)
 
     async def _establish(self) -> None:
         """One attempt: connect to every node, listen, let the broker re-establish its state,
@@ -473,7 +481,10 @@ class RedisLink:
                 channels = by_node.get(id(node))
                 if channels and node.pubsub is not None:
                     if self.cluster:
-                        await node.pubsub.ssubscribe(*channels)
+                        # one SSUBSCRIBE per channel: Redis refuses channels of several
+                        # slots in one (CROSSSLOT); each is only a write, not a round trip
+                        for channel in channels:
+                            await node.pubsub.ssubscribe(channel)
                     else:
                         await node.pubsub.subscribe(*channels)
         await asyncio.wait_for(asyncio.gather(*futures), self.socket_timeout)

@@ -491,8 +491,14 @@ def ack_gaps(acked: list[tuple[int, int, float]]) -> list[float]:
     return [b[2] - a[2] for a, b in itertools.pairwise(acked)] or [0.0]
 
 
+# which primary dies: one the servers only learnt of from the cluster, or the very node their
+# IAvicenne.redis_url names (the way back in must then wait for that node)
+VICTIMS = {"another-primary": 1, "the-url-primary": 0}
+
+
+@pytest.mark.parametrize("victim_kind", list(VICTIMS))
 async def test_a_primary_sigkilled_and_restarted_under_load_loses_and_duplicates_nothing(
-    fresh_pair: list[JupyterProcess], redis_cluster: RedisClusterProcess
+    fresh_pair: list[JupyterProcess], redis_cluster: RedisClusterProcess, victim_kind: str
 ) -> None:
     """Senders on server 0 publish numbered messages (each with a `ref`) into rooms on the
     three shards, one after another, resending after a short pause what is answered
@@ -502,7 +508,7 @@ async def test_a_primary_sigkilled_and_restarted_under_load_loses_and_duplicates
     measured and printed (the contract promises nothing of it)."""
     s0, s1 = fresh_pair
     rooms = redis_cluster.rooms_on_each_primary("load")
-    victim_room = rooms[1]  # the second node's: neither server names it in redis_url
+    victim_room = rooms[VICTIMS[victim_kind]]  # rooms[i] is on ports[i]; both servers name ports[0]
     victim = redis_cluster.port_of_room(victim_room)
     senders = {room: await connect(s0, f"sender{i}") for i, room in enumerate(rooms)}
     receivers = {room: await connect(s1, "bob") for room in rooms}
@@ -611,3 +617,33 @@ async def test_a_primary_sigkilled_and_restarted_under_load_loses_and_duplicates
             print(f"{server.name} logged a traceback:\n{server.log_text()[-3000:]}")
     for client in (*senders.values(), *receivers.values(), carol):
         client.close()
+
+
+# -- a prefix that would break the layout ------------------------------------------------------
+@pytest.mark.parametrize("prefix", ["team{a}", "team}"])
+async def test_a_redis_prefix_with_a_brace_is_refused_at_start_naming_the_option(
+    redis_cluster: RedisClusterProcess, tmp_path: Path, prefix: str
+) -> None:
+    """A brace in redis_prefix would make Redis hash every key by the prefix (one slot for
+    the whole deployment) or end a room's tag early: the contract says the server refuses
+    to start, naming IAvicenne.redis_prefix."""
+    server = jupyter_on_redis(tmp_path, redis_cluster.url, prefix, "braced")
+    try:
+        await asyncio.to_thread(server.launch)
+        # it has read its configuration once the log names the option (a few seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
+        while "IAvicenne.redis_prefix" not in server.log_text() and server.running():
+            assert loop.time() < deadline, f"nothing said of the prefix:\n{server.log_text()[-3000:]}"
+            await asyncio.sleep(0.1)
+        assert "IAvicenne.redis_prefix" in server.log_text(), server.log_text()[-3000:]
+        # ... and it does not go on serving without its rooms: it exits, failed
+        deadline = loop.time() + 10
+        while server.running() and loop.time() < deadline:
+            await asyncio.sleep(0.1)
+        status = await asyncio.to_thread(server.get, "/iavicenne/api/rooms") if server.running() else None
+        assert not server.running(), f"still serving (GET /iavicenne/api/rooms: {status}):\n{server.log_text()[-3000:]}"
+        assert server.proc is not None and server.proc.returncode != 0
+    finally:
+        server.kill()  # nothing to stop cleanly: a server half up, without its rooms
+    assert not [key for keys in redis_cluster.keys("team").values() for key in keys], "it wrote under the prefix"

@@ -7,7 +7,7 @@ module (starting it takes a couple of seconds) and give each test a key prefix o
   (``appendfsync always``: a primary SIGKILLed and restarted keeps every write it answered),
   so a test can kill one primary and restart it on the same port, with the same node id.
 - `room_tag()` / `room_slot()`: the hash tag and slot of a room's keys, as the broker's
-  contract names them (``<prefix>:{<tag>}:<kind>:<room>``, /work/notes/cluster-contract.md).
+  layout names them (``<prefix>:{<tag>}:<kind>:<room>``, docs/redis-cluster.md).
 - `tag_of()`: the part of a key Redis hashes (what is between its first ``{`` and the
   first ``}`` after it, if not empty), to check where a key lives.
 

@@ -1,5 +1,5 @@
 """Jupyter servers on a real Redis Cluster (three primaries on loopback): rooms on every
-primary, the key layout of /work/notes/cluster-contract.md, recovery across servers, a
+primary, the key layout of docs/redis-cluster.md, recovery across servers, a
 primary SIGKILLed and restarted under load, a Jupyter server SIGKILLed, hostile room names.
 
 The cluster is started once for the module (`redis_cluster.RedisClusterProcess`); two
@@ -52,7 +52,7 @@ def test_the_cluster_serves_every_slot_and_keeps_writes_across_a_primary_restart
     assert set(owners.values()) == set(redis_cluster.ports)
     rooms = redis_cluster.rooms_on_each_primary("fixture")
     assert [redis_cluster.port_of_room(room) for room in rooms] == redis_cluster.ports
-    # the escaping of the contract, and Redis's own reading of a tag
+    # the escaping of docs/redis-cluster.md, and Redis's own reading of a tag
     assert room_tag("a{b}c%7B") == "a%7Bb%7Dc%257B" and room_tag("signaling/x}") == "x%7D"
     assert tag_of(b"p:{x%7D}:meta:x}") == b"x%7D" and tag_of(b"p:{}:meta") is None and tag_of(b"p:servers") is None
 
@@ -171,7 +171,7 @@ async def members_of(server: JupyterProcess, room: str) -> dict[str, int]:
 
 
 def room_key(prefix: str, kind: str, room: str) -> bytes:
-    """A room's key as the contract names it: ``<prefix>:{<tag>}:<kind>:<room>``."""
+    """A room's key as docs/redis-cluster.md names it: ``<prefix>:{<tag>}:<kind>:<room>``."""
     return f"{prefix}:{{{room_tag(room)}}}:{kind}:{room}".encode()
 
 
@@ -342,7 +342,7 @@ async def test_since_recovers_exactly_what_was_missed_from_the_other_server(
 # -- f. hostile room names ----------------------------------------------------------------------
 # `{` and `}` would end a hash tag early (`{a{b}c}` hashes as "a{b"), and a room named "x}"
 # unescaped would share "x"'s tag; `%` is the escape character itself ("x}" -> "x%7D", and
-# "x%7D" -> "x%257D"). The contract escapes all three; the protocol's name rule
+# "x%7D" -> "x%257D"). docs/redis-cluster.md escapes all three; the protocol's name rule
 # (docs/protocol.md, protocol.check_name) refuses them in names today.
 BRACE_NAMES = ("a{b}c%7B", "x}", "x%7D")
 
@@ -505,7 +505,7 @@ async def test_a_primary_sigkilled_and_restarted_under_load_loses_and_duplicates
     ``unavailable``; the primary of one room is SIGKILLed, down 2 s, restarted. The
     receivers on server 1 end up with every message once, in order, seqs contiguous from 1,
     and presence is whole again. What the rooms on the other shards did meanwhile is
-    measured and printed (the contract promises nothing of it)."""
+    measured and printed (docs/redis-cluster.md: every room is unavailable meanwhile)."""
     s0, s1 = fresh_pair
     rooms = redis_cluster.rooms_on_each_primary("load")
     victim_room = rooms[VICTIMS[victim_kind]]  # rooms[i] is on ports[i]; both servers name ports[0]
@@ -625,7 +625,7 @@ async def test_a_redis_prefix_with_a_brace_is_refused_at_start_naming_the_option
     redis_cluster: RedisClusterProcess, tmp_path: Path, prefix: str
 ) -> None:
     """A brace in redis_prefix would make Redis hash every key by the prefix (one slot for
-    the whole deployment) or end a room's tag early: the contract says the server refuses
+    the whole deployment) or end a room's tag early: docs/redis-cluster.md says the server refuses
     to start, naming IAvicenne.redis_prefix."""
     server = jupyter_on_redis(tmp_path, redis_cluster.url, prefix, "braced")
     try:

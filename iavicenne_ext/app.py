@@ -408,15 +408,21 @@ class IAvicenne(ExtensionApp):
         if self.broker == "redis":
             from .broker.redis import RedisBroker  # redis is only imported when used
 
-            return RedisBroker(
-                url=self.redis_url,
-                prefix=self.redis_prefix,
-                presence_refresh=self.presence_refresh,
-                presence_timeout=self.presence_timeout,
-                retry_interval=self.redis_retry_interval,
-                log=self.log,
-                **rooms,
-            )
+            try:
+                return RedisBroker(
+                    url=self.redis_url,
+                    prefix=self.redis_prefix,
+                    presence_refresh=self.presence_refresh,
+                    presence_timeout=self.presence_timeout,
+                    retry_interval=self.redis_retry_interval,
+                    log=self.log,
+                    **rooms,
+                )
+            except ValueError as error:
+                # a prefix with a brace, a timeout shorter than the refresh: serving without
+                # rooms would only hide it, so the server stops, naming the option
+                self.log.critical("iavicenne: %s", error)
+                self.exit(1)
         return MemoryBroker(**rooms)
 
     @property

@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 from notebook_support import CHROMIUM_ARGS, chromium_path
+from redis_cluster import RedisClusterProcess
 from room_support import Connect, assert_timestamped
 
 from iavicenne.ice import ADDRESSES_VARIABLE
@@ -125,3 +126,14 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (Path(site) / "dependencies-of-the-test-environment.pth").write_text("\n".join(ours) + "\n")
     return python
+
+
+@pytest.fixture(scope="module")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A Redis Cluster of three primaries for the module (tests/redis_cluster.py), started
+    only when a test of the module asks for it."""
+    store = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
+    try:
+        yield store
+    finally:
+        store.stop()

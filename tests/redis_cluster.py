@@ -31,7 +31,7 @@ import pytest
 import redis
 import redis.cluster
 from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
-from servers import redis_binary
+from servers import ping, redis_binary
 
 from iavicenne_ext.testing import LOOPBACK, free_port, wait_until
 
@@ -192,13 +192,7 @@ class RedisClusterProcess:
         proc = self.procs.get(port)
         if proc is not None and proc.poll() is not None:
             raise RuntimeError(f"redis-server on {port} exited ({proc.returncode}):\n{self.log_text(port)[-2000:]}")
-        client = self.node(port, timeout=0.5)
-        try:
-            return bool(client.ping())
-        except (redis.RedisError, OSError):
-            return False
-        finally:
-            client.close()
+        return ping(self.node_url(port))
 
     def start(self) -> RedisClusterProcess:
         for port in self.ports:

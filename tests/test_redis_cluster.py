@@ -33,15 +33,6 @@ START_TIMEOUT = 40.0
 SLACK = 1.5
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
-    cluster = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
-
-
 # -- the fixture itself -------------------------------------------------------------------------
 def test_the_cluster_serves_every_slot_and_keeps_writes_across_a_primary_restart(redis_cluster: RedisClusterProcess) -> None:
     """Three primaries, each serving a share of the slots; a key written before one of them

@@ -28,16 +28,6 @@ from iavicenne_ext.broker.redis.keys import Keys
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
-    """A Redis Cluster for the module, started only if a ``redis-cluster`` test runs."""
-    store = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
-    try:
-        yield store
-    finally:
-        store.stop()
-
-
 @pytest.fixture(scope="module", params=["single", "redis-cluster"])
 def cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[JupyterProcess]]:
     """Three Jupyter servers on one Redis: the shared one, or the module's Redis Cluster

@@ -48,8 +48,8 @@ from __future__ import annotations
 
 from ... import protocol as p
 
-#: the hash tag of the deployment's own keys (no room's tag: a room's is never "-" escaped
-#: differently, and a room named "-" only shares the slot, not a key)
+#: the hash tag of the deployment's own keys; a room named "-" shares their slot, never a
+#: key (a room's keys are named by kind and room, the deployment's by kinds of their own)
 DEPLOYMENT_TAG = "-"
 
 

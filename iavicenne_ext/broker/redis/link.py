@@ -173,9 +173,6 @@ class RedisLink:
 
         self._nodes: list[RedisNode] = []  # of the current connection: one, or a cluster's primaries
         self._slots: list[int] | None = None  # hash slot -> index in _nodes (a cluster only)
-        #: a Redis Cluster (found at connect): frames go over sharded pub/sub
-        self.cluster = False
-        self._publish = "PUBLISH"
         self.available = False
         self.closing = False
         self._started = False
@@ -206,9 +203,14 @@ class RedisLink:
         return nodes[self._slots[key_slot(key.encode() if isinstance(key, str) else key)]]
 
     @property
+    def cluster(self) -> bool:
+        """Whether the current connection is to a Redis Cluster (found at connect)."""
+        return self._slots is not None
+
+    @property
     def publish_command(self) -> str:
-        """How a room's frames are published: SPUBLISH on a cluster, PUBLISH elsewhere."""
-        return self._publish
+        """How a room's frames are published: SPUBLISH (sharded) on a cluster, PUBLISH elsewhere."""
+        return "SPUBLISH" if self.cluster else "PUBLISH"
 
     # -- requests ------------------------------------------------------------------------
     def down(self) -> BrokerUnavailable:
@@ -269,7 +271,7 @@ class RedisLink:
 
     async def publish_now(self, room: str, message: bytes) -> None:
         """Publish `message` on `room`'s channel, through the room's shard on a cluster."""
-        await self.command_now(self._publish, self.keys.channel(room), message)
+        await self.command_now(self.publish_command, self.keys.channel(room), message)
 
     # -- life cycle ------------------------------------------------------------------
     async def start(self) -> None:
@@ -411,7 +413,7 @@ class RedisLink:
         except ResponseError:  # INFO renamed or refused (some managed services): not a cluster
             info = {}
         if str(info.get("cluster_enabled", "0")) != "1":
-            self._nodes, self._slots, self.cluster, self._publish = [seed], None, False, "PUBLISH"
+            self._nodes, self._slots = [seed], None
             return
         version = str((await seed.client.info("server")).get("redis_version", "0"))
         if int(version.split(".")[0] or 0) < 7:
@@ -440,7 +442,7 @@ class RedisLink:
             raise ClusterDownError("the Redis Cluster does not serve every hash slot (CLUSTER SLOTS)")
         if seed not in ordered:  # the seed is a replica: it only told us where the primaries are
             await seed.close()
-        self._nodes, self._slots, self.cluster, self._publish = ordered, slots, True, "SPUBLISH"
+        self._nodes, self._slots = ordered, slots
         # A primary just restarted says "fail" for a moment after the others say "ok" again
         # (it rejoins), and answers CLUSTERDOWN meanwhile: begin once every primary agrees.
         for node in ordered:

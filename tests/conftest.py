@@ -15,8 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from notebook_support import CHROMIUM_ARGS, chromium_path
-from redis_cluster import RedisClusterProcess
 from room_support import Connect, assert_timestamped
 
 from iavicenne.ice import ADDRESSES_VARIABLE
@@ -71,20 +69,6 @@ def opened(io_loop: Any) -> Any:
     io_loop.run_sync(close_all)
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    """Debian's Chromium driven by Playwright's sync API, one per test module (its tests
-    open their own contexts). The module must also override pytest-jupyter's loop
-    fixtures (see test_browser_page): Playwright's sync API runs a loop in this thread."""
-    executable = chromium_path()  # fail (CI) or skip before starting anything
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
-        yield chromium
-        chromium.close()
-
-
 @pytest.fixture(scope="session")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The wheel of this checkout (``pip wheel . --no-deps``), built once per run."""
@@ -126,14 +110,3 @@ def installed(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     ours = dict.fromkeys([sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]])
     (Path(site) / "dependencies-of-the-test-environment.pth").write_text("\n".join(ours) + "\n")
     return python
-
-
-@pytest.fixture(scope="module")
-def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
-    """A Redis Cluster of three primaries for the module (tests/redis_cluster.py), started
-    only when a test of the module asks for it."""
-    store = RedisClusterProcess(tmp_path_factory.mktemp("redis-cluster")).start()
-    try:
-        yield store
-    finally:
-        store.stop()

@@ -287,7 +287,7 @@ def test_the_benchmark_runs_end_to_end_and_prints_both_paths() -> None:
     import sys
     from pathlib import Path
 
-    script = Path(__file__).resolve().parent.parent / "benchmarks" / "shared_state.py"
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "shared_state.py"
     done = subprocess.run([sys.executable, str(script), "--quick"], capture_output=True, text=True, timeout=110)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = {

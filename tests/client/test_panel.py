@@ -28,30 +28,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from room_support import eventually, with_analysts
+from room_support import TOKENS, eventually, session, with_analysts
 
-from iavicenne import Backoff, ConnectionClosed, Message, PeerUnreachable, join
+from iavicenne import ConnectionClosed, Message, PeerUnreachable, join
 from iavicenne.client import CONTROL
 from iavicenne.panels import when
-from iavicenne.room import RoomSession
-
-FAST = Backoff(initial=0.05, maximum=0.2)
 
 
 @pytest.fixture
 def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
     return with_analysts(jp_server_config)
-
-
-TOKENS = {"alice": "alice-token", "bob": "bob-token"}
-
-
-def session(opened: list[Any], base: str, room: str, who: str, *, token: str | None = None, **kwargs: Any) -> RoomSession:
-    """`who` joins `room` with their own token (alice, bob) or the given one (mallory: the server's)."""
-    kwargs.setdefault("user_id", who)
-    made = join(room, url=base, token=token or TOKENS[who], display=False, backoff=FAST, loopback=True, **kwargs)
-    opened.append(made)
-    return made
 
 
 # -- every public method from another thread ---------------------------------------------

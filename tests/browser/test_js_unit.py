@@ -11,31 +11,13 @@ skipped elsewhere, with the command that installs it.
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from browser_support import node_executable
 
 JS_TESTS = Path(__file__).resolve().parent / "js"
-INSTALL_HINT = "apt-get install nodejs (node 18 or later)"
-
-
-def node_executable() -> str:
-    node = shutil.which("node") or shutil.which("nodejs")
-    version = ""
-    if node:
-        version = subprocess.run([node, "--version"], capture_output=True, text=True, check=False).stdout.strip()
-        found = re.match(r"v(\d+)\.", version)
-        if found and int(found.group(1)) >= 18:
-            return node
-    reason = f"node {version} is too old for node:test" if node else "node is not installed"
-    if os.environ.get("CI"):
-        pytest.fail(f"{reason}; CI must run the JavaScript unit tests: {INSTALL_HINT}", pytrace=False)
-    pytest.skip(f"{reason}: {INSTALL_HINT}")
-    raise AssertionError("unreachable")
 
 
 def test_browser_module_unit_tests() -> None:

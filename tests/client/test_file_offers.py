@@ -22,8 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from room_support import eventually, with_analysts
-from test_panel import session
+from room_support import eventually, session, with_analysts
 
 from iavicenne.client import CONTROL
 from iavicenne.files import FileNotReceived, FileOffer

@@ -19,7 +19,6 @@ deployment (the service and Redis out of the users' reach).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
@@ -61,19 +60,6 @@ def _missing(reason: str, hint: str) -> None:
     if os.environ.get("CI"):
         pytest.fail(f"{reason}; CI must run the JupyterHub tests: {hint}", pytrace=False)
     pytest.skip(f"{reason}: {hint}")
-
-
-# Playwright's sync API runs its own event loop in this thread (see test_browser_page)
-@pytest.fixture
-def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def jp_server_cleanup() -> None:
-    return
 
 
 # -- the Hub ---------------------------------------------------------------------------------

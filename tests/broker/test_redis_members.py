@@ -17,10 +17,10 @@ from typing import Any, cast
 
 import pytest
 import redis
+from broker_support import REFRESH, TIMEOUT, brokers_on, entry
+from room_support import all_pages
 from servers import connect as connect_to
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
-from test_redis_broker import REFRESH, TIMEOUT, brokers_on, entry
-from test_scale_joins import all_pages
 
 from iavicenne_ext import protocol as p
 from iavicenne_ext.broker.base import JoinOutcome, MembersPage

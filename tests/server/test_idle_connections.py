@@ -13,7 +13,7 @@ import asyncio
 from typing import Any
 
 import pytest
-from test_bad_input import RawSocket
+from room_support import RawSocket
 
 from iavicenne_ext.pytest_plugin import WSClient
 

@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_js_unit import node_executable
+from browser_support import node_executable
 
 from iavicenne_ext import protocol, protocol_js
 
 STATIC = protocol_js.STATIC
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def node_eval(script: str, stdin: str = "") -> Any:

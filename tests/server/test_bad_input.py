@@ -9,17 +9,13 @@ that does not read is disconnected (1008) before it grows the server's memory.
 from __future__ import annotations
 
 import asyncio
-import base64
 import itertools
 import json
-import os
-import socket
-import struct
 from datetime import datetime
 from typing import Any
 
 import pytest
-from room_support import Connect, closed, of_type
+from room_support import Connect, RawSocket, closed, of_type
 
 from iavicenne_ext.testing import WSClient
 
@@ -326,64 +322,6 @@ async def test_a_replay_bigger_than_the_outbound_limit_is_delivered(connect: Con
     assert (await late.expect("room-joined"))["recovered"] is True
     assert [(await late.expect("message"))["message"]["n"] for _ in range(10)] == list(range(10))
     await still_works(late)
-
-
-class RawSocket:
-    """A WebSocket client on a bare socket with a tiny receive buffer, for a client that never reads."""
-
-    def __init__(self, port: int, path: str, token: str) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        self.sock.connect(("127.0.0.1", port))
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall(
-            (
-                f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nAuthorization: token {token}\r\n\r\n"
-            ).encode()
-        )
-        self.buffer = b""
-        while b"\r\n\r\n" not in self.buffer:
-            self.buffer += self._recv()
-        head, self.buffer = self.buffer.split(b"\r\n\r\n", 1)
-        assert head.startswith(b"HTTP/1.1 101"), head
-
-    def _recv(self) -> bytes:
-        chunk = self.sock.recv(65536)
-        if not chunk:
-            raise ConnectionError("closed by the server")
-        return chunk
-
-    def send(self, frame: dict[str, Any]) -> None:
-        data = json.dumps(frame).encode()
-        mask = os.urandom(4)
-        assert len(data) < 126
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.sock.sendall(bytes([0x81, 0x80 | len(data)]) + mask + masked)
-
-    def read_until_close(self) -> tuple[int, str]:
-        """Read (at last) everything the server sent, up to its close frame: code and reason."""
-        self.sock.settimeout(5)
-        while True:
-            while len(self.buffer) < 2:
-                self.buffer += self._recv()
-            opcode, length, start = self.buffer[0] & 0x0F, self.buffer[1] & 0x7F, 2
-            if length == 126:
-                while len(self.buffer) < 4:
-                    self.buffer += self._recv()
-                (length,), start = struct.unpack("!H", self.buffer[2:4]), 4
-            elif length == 127:
-                while len(self.buffer) < 10:
-                    self.buffer += self._recv()
-                (length,), start = struct.unpack("!Q", self.buffer[2:10]), 10
-            while len(self.buffer) < start + length:
-                self.buffer += self._recv()
-            payload, self.buffer = self.buffer[start : start + length], self.buffer[start + length :]
-            if opcode == 0x8:
-                return struct.unpack("!H", payload[:2])[0], payload[2:].decode()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 async def test_slow_consumer_is_disconnected_with_1008_and_others_keep_receiving(

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from room_support import ALICE, BOB, Connect, eventually, of_type, with_analysts
+from room_support import ALICE, BOB, Connect, all_pages, eventually, of_type, with_analysts
 from servers import connect as connect_to
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
@@ -28,7 +28,7 @@ from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 PAGE = 5
 BATCHED: dict[str, Any] = {"presence": "batched"}
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -69,25 +69,6 @@ async def member(connect: Connect, user_id: str, room: str = "big", headers: dic
 async def read_all(client: WSClient, quiet: float = 0.4) -> list[dict[str, Any]]:
     """Everything that arrives until the connection has been quiet for `quiet` seconds."""
     return await client.silent(quiet)
-
-
-async def all_pages(client: WSClient, room: str, cursor: str | None, limit: int | None = None) -> list[dict[str, Any]]:
-    """Follow members_next with list-members until the last page; the members listed."""
-    listed: list[dict[str, Any]] = []
-    n = 0
-    while cursor is not None:
-        n += 1
-        payload: dict[str, Any] = {"after": cursor}
-        if limit is not None:
-            payload["limit"] = limit
-        ref = f"page{n}"
-        await client.send({"type": p.LIST_MEMBERS, "room": room, "ref": ref, "payload": payload})
-        page = await client.expect(p.MEMBERS, where=lambda f: f.get("ref") == ref)  # noqa: B023 - awaited here
-        assert page["room"] == room
-        listed.extend(page["members"])
-        cursor = page.get("members_next")
-        assert (cursor is not None) == bool(page.get("members_more")), page
-    return listed
 
 
 # -- seed clients: unchanged ---------------------------------------------------------------

@@ -18,7 +18,6 @@ API ``room.on_file_offer``), where a hostile name is saved as its last segment o
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import os
@@ -34,14 +33,14 @@ from typing import Any
 
 import nbformat
 import pytest
+from browser_support import TIMEOUT_MS, Agent
 from notebook_support import chromium_path, screenshot_path
-from test_browser_page import TIMEOUT_MS, Agent
 
 from iavicenne_ext.testing import JupyterProcess
 
 pytestmark = pytest.mark.timeout(300)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "iavicenne_ext" / "labextension"
 KERNEL_AGENT = Path(__file__).resolve().parent / "file_kernel_agent.py"
 ROOM = "analysis"
@@ -53,19 +52,6 @@ from room_support import TwoAnalysts
 
 c.ServerApp.identity_provider_class = TwoAnalysts
 """
-
-
-@pytest.fixture
-def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    # Playwright's sync API runs its own loop in this thread (see test_browser_page)
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def jp_server_cleanup() -> None:
-    return
 
 
 def write_notebook(folder: Path, name: str, sources: list[str]) -> None:
@@ -91,7 +77,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
         tmp_path_factory.mktemp("lab-panel"), lab=True, options={"broker": "memory"}, extensions=notebook_7()
     )
     process.config.mkdir(parents=True)
-    config = _CONFIG.format(tests=str(Path(__file__).parent))
+    config = _CONFIG.format(tests=str(Path(__file__).resolve().parents[1]))
     config += f"c.LabApp.extra_labextensions_path = [{str(process.workdir / 'lab-extensions')!r}]\n"
     (process.config / "jupyter_server_config.py").write_text(config)
     # JupyterLab takes the extension of this checkout (what is tested is the committed build),

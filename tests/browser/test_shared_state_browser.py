@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 import pytest
 from access_support import SERVER_CONFIG
-from test_browser_page import TIMEOUT_MS
+from browser_support import TIMEOUT_MS
 
 from iavicenne import RoomClient
 from iavicenne.shared import SharedState, share
@@ -27,18 +27,6 @@ from iavicenne_ext.testing import JupyterProcess
 T = TypeVar("T")
 ROOM = "s-browser"
 HOSTILE = "<img src=x onerror=window.pwned=1>"
-
-
-@pytest.fixture
-def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:  # see test_browser_page
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def jp_server_cleanup() -> None:
-    return
 
 
 class Kernels:

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / "labextension"
 BUILD = REPO / "iavicenne_ext" / "labextension"
 #: what the build reads, as stamp.mjs lists it

@@ -9,13 +9,12 @@ then bob gets in, and is taken out again when she removes him.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_browser_page import TIMEOUT_MS
+from browser_support import TIMEOUT_MS
 
 from iavicenne_ext.testing import JupyterProcess
 
@@ -29,24 +28,11 @@ c.ServerApp.identity_provider_class = TwoAnalysts
 """
 
 
-@pytest.fixture
-def jp_asyncio_loop() -> Iterator[asyncio.AbstractEventLoop]:
-    # Playwright's sync API runs its own loop in this thread (see test_browser_page)
-    loop = asyncio.new_event_loop()
-    yield loop
-    loop.close()
-
-
-@pytest.fixture
-def jp_server_cleanup() -> None:
-    return
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
     process = JupyterProcess(tmp_path_factory.mktemp("private-page"), options={"broker": "memory"})
     process.config.mkdir(parents=True)
-    (process.config / "jupyter_server_config.py").write_text(_CONFIG.format(tests=str(Path(__file__).parent)))
+    (process.config / "jupyter_server_config.py").write_text(_CONFIG.format(tests=str(Path(__file__).resolve().parents[1])))
     process.launch().wait_serving()
     yield process
     process.stop()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from servers import redis_binary
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PEERS = ROOT / "benchmarks" / "peers.py"
 PAIRS = {
     "fanout": ("iavicenne", "socketio"),

@@ -19,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from room_support import ALICE, BOB, Connect, with_analysts
+from room_support import ALICE, BOB, Connect, RawSocket, with_analysts
 from servers import JupyterProcess
 from servers import connect as connect_to
-from test_bad_input import RawSocket
 from tornado.iostream import IOStream
 
 from iavicenne_ext.pytest_plugin import WSClient
@@ -49,7 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]
         workdir, options={"broker": "memory", "max_outbound_bytes": MAX_OUTBOUND, "max_message_bytes": 128 * 1024}
     )
     process.config.mkdir(parents=True)
-    (process.config / "jupyter_server_config.py").write_text(_CONFIG.format(tests=str(Path(__file__).parent), names=IDENTITIES))
+    (process.config / "jupyter_server_config.py").write_text(
+        _CONFIG.format(tests=str(Path(__file__).resolve().parents[1]), names=IDENTITIES)
+    )
     process.launch().wait_serving()
     yield process
     process.stop()

@@ -62,7 +62,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]
     workdir = tmp_path_factory.mktemp("abuse")
     process = JupyterProcess(workdir, options={"broker": "memory", **DEFAULTS})
     process.config.mkdir(parents=True)
-    config = _CONFIG.format(tests=str(Path(__file__).parent), names=IDENTITIES)
+    config = _CONFIG.format(tests=str(Path(__file__).resolve().parents[1]), names=IDENTITIES)
     (process.config / "jupyter_server_config.py").write_text(config)
     process.launch().wait_serving()
     yield process

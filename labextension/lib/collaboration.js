@@ -352,10 +352,10 @@ export class Collaboration {
         await joined.room.direct(transfer.userId, { [CONTROL_KEY]: ControlKind.FILE_DECLINE, id }).catch(() => { });
     }
     onFileControl(joined, from, kind, content) {
-        const id = typeof content.id === "string" ? content.id.slice(0, 100) : "";
+        const { ControlKind, FILE_ID_MAX_LENGTH } = this.protocol;
+        const id = typeof content.id === "string" ? content.id.slice(0, FILE_ID_MAX_LENGTH) : "";
         if (!id)
             return;
-        const { ControlKind } = this.protocol;
         if (kind === ControlKind.FILE_OFFER) {
             const offer = parseOffer(content);
             if (!offer || this.transfers.has(offer.id))

@@ -428,9 +428,9 @@ export class Collaboration {
   }
 
   private onFileControl(joined: JoinedRoom, from: string, kind: string, content: Record<string, Json>): void {
-    const id = typeof content.id === "string" ? content.id.slice(0, 100) : "";
+    const { ControlKind, FILE_ID_MAX_LENGTH } = this.protocol;
+    const id = typeof content.id === "string" ? content.id.slice(0, FILE_ID_MAX_LENGTH) : "";
     if (!id) return;
-    const { ControlKind } = this.protocol;
     if (kind === ControlKind.FILE_OFFER) {
       const offer = parseOffer(content);
       if (!offer || this.transfers.has(offer.id)) return;

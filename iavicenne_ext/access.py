@@ -13,7 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from . import protocol as p
+import iavicenne_protocol as p
+
 from .identity import Identity
 
 KINDS = (p.AccessKind.PUBLIC, p.AccessKind.GROUP, p.AccessKind.PRIVATE)

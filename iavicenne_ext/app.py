@@ -14,7 +14,8 @@ from typing import Any
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
-from . import protocol as p
+import iavicenne_protocol as p
+
 from .broker.base import Broker, SharedStore
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits, Quotas

@@ -22,7 +22,8 @@ from functools import cache, lru_cache
 from importlib import resources
 from typing import Any
 
-from . import protocol as p
+import iavicenne_protocol as p
+
 from .identity import Identity, hub_user_of
 
 OWN = "own"

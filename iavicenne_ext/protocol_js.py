@@ -1,18 +1,18 @@
-"""Emit the browser client's ``static/protocol.js`` (and its ``protocol.d.ts``) from ``protocol.py``.
+"""Emit the browser client's ``static/protocol.js`` (and its ``protocol.d.ts``) from ``iavicenne_protocol``.
 
-``protocol.py`` is the one place where the protocol is spelled; the browser client
-imports the values from ``protocol.js``, which this module writes:
+The package ``iavicenne_protocol`` is the one place where the protocol is spelled; the
+browser client imports the values from ``protocol.js``, which this module writes:
 
     python -m iavicenne_ext.protocol_js            # write static/protocol.js and protocol.d.ts
-    python -m iavicenne_ext.protocol_js --check    # exit 1 (and say so) if they differ from protocol.py
+    python -m iavicenne_ext.protocol_js --check    # exit 1 (and say so) if they differ from the package
 
-It walks ``protocol.py`` in source order and emits every public constant (an
-UPPERCASE name bound to a string, a number, or a tuple, set or dict of those) and every
-class made only of such constants (``ErrorCode``, ``Tag``, ``Kind``), each with the
-comments written beside it there; values are read from the imported module, so a
-computed one (``NAME_RULE``) is emitted as Python computes it. A constant added to
-``protocol.py`` is therefore in ``protocol.js`` at the next run, with no list to keep
-here. The name rule, which Python writes with ``\\w``, is emitted as ``NAME_PATTERN``, a
+It walks the package's modules (`MODULES`, in that order), each in source order, and
+emits every public constant (an UPPERCASE name bound to a string, a number, or a tuple,
+set or dict of those) and every class made only of such constants (``ErrorCode``,
+``Tag``, ``ControlKind``), each with the comments written beside it there; values are read
+from the package as it is imported, so a computed one (``NAME_RULE``) is emitted as
+Python computes it. A constant added to a module is therefore in ``protocol.js`` at the
+next run, with no list to keep here (the package must re-export it, or this says so). The name rule, which Python writes with ``\\w``, is emitted as ``NAME_PATTERN``, a
 JavaScript regex built from its parts with ``\\p{L}\\p{N}_`` classes (JavaScript's
 ``\\w`` is ASCII only).
 """
@@ -28,11 +28,15 @@ import tokenize
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
-from . import protocol
+import iavicenne_protocol as protocol
+from iavicenne_protocol import control, errors, frames, members, names, peer_link, sync
 
-SOURCE = Path(protocol.__file__)
+#: the package, and its modules in the order protocol.js declares them
+SOURCE = Path(protocol.__file__).parent
+MODULES = (frames, errors, names, members, sync, peer_link, control)
 STATIC = Path(__file__).resolve().parent / "static"
 JS_FILE = STATIC / "protocol.js"
 DTS_FILE = STATIC / "protocol.d.ts"
@@ -42,16 +46,17 @@ COMMAND = "python -m iavicenne_ext.protocol_js"
 SERVER_ONLY = frozenset({"SIGNALING_ROOM_PREFIX"})
 
 _HEADER = f"""\
-// Generated from iavicenne_ext/protocol.py by `{COMMAND}`: do not edit.
-// Change protocol.py and run that command; tests/test_protocol_js.py fails while they differ.
+// Generated from iavicenne_protocol/ by `{COMMAND}`: do not edit.
+// Change the package and run that command; tests/browser/test_protocol_js.py fails while they differ.
 """
 
 _JS_DOC = """\
 // @ts-check
 /**
- * The wire protocol, as iavicenne_ext/protocol.py defines it for the server and the
+ * The wire protocol, as the package iavicenne_protocol defines it for the server and the
  * Python client: endpoint paths, frame types, error and close codes, the name rule, the
- * relayed bodies, and the peer links' data-channel tags. The browser client imports
+ * relayed bodies, the y-sync codec's constants, the peer links' data-channel tags and the
+ * control messages. The browser client (and the JupyterLab extension, through it) imports
  * these values from here and spells none of them itself (docs/protocol.md is the prose).
  */
 """
@@ -77,7 +82,7 @@ def _is_value(value: Any) -> bool:
 
 @dataclass
 class _Comments:
-    """The comments of protocol.py: whole-line comments by line, and trailing ones by line."""
+    """The comments of a module: whole-line comments by line, and trailing ones by line."""
 
     lines: dict[int, str] = field(default_factory=dict)
     trailing: dict[int, str] = field(default_factory=dict)
@@ -118,7 +123,7 @@ class _Entry:
     literals: dict[str, str] = field(default_factory=dict)  # how the source wrote an int (0x02)
     member_comments: dict[str, tuple[list[str], str | None]] = field(default_factory=dict)
     doc: str | None = None  # a class's docstring
-    blank_before: bool = True  # a blank line above it in protocol.py (kept, to keep its grouping)
+    blank_before: bool = True  # a blank line above it in the module (kept, to keep its grouping)
     is_class: bool = False
     pattern: str | None = None  # a regex literal instead of a value (NAME_PATTERN)
 
@@ -134,9 +139,18 @@ def _blank_before(node: ast.stmt, comments: _Comments, lines: list[str]) -> bool
     return first < 2 or not lines[first - 2].strip()
 
 
-def _class_entry(node: ast.ClassDef, source: str, comments: _Comments) -> _Entry | None:
-    cls = getattr(protocol, node.name, None)
-    if not isinstance(cls, type) or node.name.startswith("_"):
+def _exported(name: str, module: ModuleType) -> Any:
+    """`name`'s value as the package gives it (so what is emitted is what ``p.NAME`` reads)."""
+    if name not in protocol.__all__:
+        raise RuntimeError(f"{module.__name__}.{name} is public but iavicenne_protocol does not re-export it")
+    return getattr(protocol, name)
+
+
+def _class_entry(node: ast.ClassDef, source: str, comments: _Comments, module: ModuleType) -> _Entry | None:
+    if node.name.startswith("_"):
+        return None
+    cls = _exported(node.name, module)
+    if not isinstance(cls, type):
         return None
     members: dict[str, Any] = {}
     entry = _Entry(node.name, members, comments.above(node.lineno), comments.beside(node), is_class=True)
@@ -159,7 +173,7 @@ def _class_entry(node: ast.ClassDef, source: str, comments: _Comments) -> _Entry
 
 
 def name_pattern(max_length: int, separators: str) -> str:
-    """The JavaScript source of protocol.py's name rule (the body of a ``/.../u`` literal).
+    """The JavaScript source of the name rule of iavicenne_protocol.names (the body of a ``/.../u`` literal).
 
     The same rule as Python's ``^[\\w<seps>](?:[\\w <seps>]{0,max-2}[\\w<seps>])?$``:
     ``\\w`` becomes ``\\p{L}\\p{N}_`` (letters and digits of any script, and ``_``)."""
@@ -174,17 +188,34 @@ def name_pattern(max_length: int, separators: str) -> str:
 
 
 def entries() -> Iterator[_Entry]:
-    """What protocol.js declares, in protocol.py's order."""
-    source = SOURCE.read_text(encoding="utf-8")
+    """What protocol.js declares: each module's, in `MODULES` order, each in source order."""
+    name_parts = {"NAME_MAX_LENGTH", "NAME_SEPARATORS", "NAME_RULE"}
+    for module in MODULES:
+        yield from _module_entries(module, name_parts)
+    if name_parts != {"done"}:
+        raise RuntimeError(f"iavicenne_protocol lacks {sorted(name_parts)}: the browser client checks names with them")
+
+
+def _module_title(module: ModuleType) -> str:
+    """The comment that opens a module's declarations: its file and its docstring's first sentence."""
+    summary = " ".join(line.strip() for line in (module.__doc__ or "").strip().split("\n\n")[0].splitlines())
+    return f"# -- {Path(module.__file__ or '').name}. {summary.split('. ')[0].rstrip('.')}."
+
+
+def _module_entries(module: ModuleType, name_parts: set[str]) -> Iterator[_Entry]:
+    source = Path(module.__file__ or "").read_text(encoding="utf-8")
     comments = _Comments.read(source)
     tree = ast.parse(source)
     lines = source.splitlines()
-    name_parts = {"NAME_MAX_LENGTH", "NAME_SEPARATORS", "NAME_RULE"}
+    first = True
     for node in tree.body:
         if isinstance(node, ast.ClassDef):
-            entry = _class_entry(node, source, comments)
+            entry = _class_entry(node, source, comments, module)
             if entry is not None:
                 entry.blank_before = _blank_before(node, comments, lines)
+                if first:
+                    entry.comments.insert(0, _module_title(module))
+                    entry.blank_before, first = True, False
                 yield entry
             continue
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -193,11 +224,16 @@ def entries() -> Iterator[_Entry]:
             name = node.target.id
         else:
             continue
-        value = getattr(protocol, name)
-        if not (_is_constant_name(name) and _is_value(value)):
+        if name.startswith("_") or not _is_constant_name(name):
+            continue
+        value = _exported(name, module)
+        if not _is_value(value):
             continue
         entry = _Entry(name, value, comments.above(node.lineno), comments.beside(node))
         entry.blank_before = _blank_before(node, comments, lines)
+        if first:
+            entry.comments.insert(0, _module_title(module))
+            entry.blank_before, first = True, False
         literal = _int_literal(node.value, source) if node.value is not None else None
         if literal is not None:
             entry.literals[name] = literal
@@ -212,8 +248,6 @@ def entries() -> Iterator[_Entry]:
                 None,
                 pattern=name_pattern(protocol.NAME_MAX_LENGTH, protocol.NAME_SEPARATORS),
             )
-    if name_parts != {"done"}:
-        raise RuntimeError(f"protocol.py lacks {sorted(name_parts)}: the browser client checks names with them")
 
 
 # -- rendering ------------------------------------------------------------------------------
@@ -232,7 +266,7 @@ def _js_doc(text: str, indent: str = "") -> list[str]:
 
 
 def _above(entry: _Entry, *, notes_as_doc: bool) -> list[str]:
-    """The lines above a declaration: protocol.py's comments, its ``#:`` doc comments
+    """The lines above a declaration: the module's comments, its ``#:`` doc comments
     (and, in the .d.ts, its trailing note) as a JSDoc, and a class's docstring."""
     out = [_js_comment(line) for line in entry.comments if not line.startswith("#:")]
     doc = [line[2:].strip() for line in entry.comments if line.startswith("#:")]
@@ -250,7 +284,7 @@ def _trailing(note: str | None) -> str:
 
 
 def _js_scalar(value: Any, literal: str | None = None) -> str:
-    # an int as protocol.py writes it (0x02), as long as that is still its value
+    # an int as the module writes it (0x02), as long as that is still its value
     if literal is not None and ast.literal_eval(literal) == value:
         return literal
     return json.dumps(value)
@@ -327,7 +361,7 @@ def outputs() -> dict[Path, str]:
 
 
 def stale() -> list[Path]:
-    """The emitted files whose checked-in text differs from what protocol.py gives now."""
+    """The emitted files whose checked-in text differs from what the package gives now."""
     return [path for path, text in outputs().items() if not path.exists() or path.read_text(encoding="utf-8") != text]
 
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from .protocol import ROOMS_PATH
+from iavicenne_protocol import ROOMS_PATH
+
 from .testing import WSClient
 
 

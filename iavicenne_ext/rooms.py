@@ -33,8 +33,9 @@ from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import iavicenne_protocol as p
+
 from . import names
-from . import protocol as p
 from .access import RoomAccess, may_enter, may_receive, refusal
 from .broker.base import (
     Broker,

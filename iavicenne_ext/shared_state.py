@@ -18,74 +18,16 @@ must not become readable as a public room's.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import logging
-from dataclasses import dataclass
 
 import pycrdt
 
-from . import protocol as p
+import iavicenne_protocol as p
+
 from .broker.base import SharedStore
 
-EMPTY_UPDATE = bytes.fromhex(p.EMPTY_UPDATE_HEX)
-
-
-@dataclass(frozen=True, slots=True)
-class SyncMessage:
-    """One decoded y-sync message: its step and its payload (a state vector or an update)."""
-
-    step: int
-    payload: bytes
-
-    def encode(self) -> bytes:
-        return bytes([p.SYNC_MESSAGE, self.step]) + pycrdt.write_var_uint(len(self.payload)) + self.payload
-
-    def b64(self) -> str:
-        return base64.b64encode(self.encode()).decode()
-
-
-def _read_var_uint(data: bytes, at: int) -> tuple[int, int]:
-    """A lib0 varuint at `at`: (value, next position); `ValueError` when cut short or too long."""
-    value = shift = 0
-    while True:
-        if at >= len(data) or shift > 56:
-            raise ValueError("a varuint is cut short")
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, at
-
-
-def decode_sync(text: object, *, max_bytes: int) -> SyncMessage:
-    """The y-sync message of a frame's base64 field, or `ProtocolError` (``invalid-field`` /
-    ``limit-exceeded`` naming max_shared_update_bytes). Checked exactly: one message, no more."""
-    if not isinstance(text, str) or not text:
-        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "shared needs payload.sync, a base64 Yjs sync message")
-    if len(text) > (max_bytes + 16) * 4 // 3 + 4:  # before decoding: the base64 of a too large update
-        raise p.limit_exceeded("max_shared_update_bytes", max_bytes, "shared update refused: too large; change less at a time")
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "payload.sync is not base64") from None
-    try:
-        if len(data) < 2 or data[0] != p.SYNC_MESSAGE or data[1] not in (p.SyncStep.STEP1, p.SyncStep.STEP2, p.SyncStep.UPDATE):
-            raise ValueError("not a Yjs sync message (message type 0, step 0, 1 or 2)")
-        length, start = _read_var_uint(data, 2)
-        if start + length != len(data):
-            raise ValueError("its length does not match its payload")
-    except ValueError as error:
-        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"payload.sync is not a Yjs sync message: {error}") from None
-    payload = data[start:]
-    if data[1] != p.SyncStep.STEP1 and len(payload) > max_bytes:
-        raise p.limit_exceeded(
-            "max_shared_update_bytes",
-            max_bytes,
-            f"shared update refused: {len(payload)} bytes; change less at a time",
-        )
-    return SyncMessage(data[1], payload)
+# The y-sync messages themselves (SyncMessage, decode_sync) are the protocol's, shared
+# with the Python client: iavicenne_protocol.sync. What is here needs pycrdt or the broker.
 
 
 def check_update(update: bytes) -> bytes:
@@ -145,7 +87,7 @@ class SharedDocs:
         """Keep `update` (already checked by `check_update`): the bytes to send the others, or
         None when it changes nothing. `limit-exceeded` (max_shared_bytes) when the document
         would grow past its bound; what was kept before stays as it was."""
-        if update == EMPTY_UPDATE:
+        if update == p.EMPTY_UPDATE:
             return None
         count = await self.store.shared_append(room, update, max_bytes=self.max_bytes, ttl=self.ttl)
         if count is None:

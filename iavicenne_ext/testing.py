@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 
 from tornado.websocket import WebSocketClientConnection
 
-from . import protocol as p
+import iavicenne_protocol as p
 
 LOOPBACK = "127.0.0.1"
 EXTENSION = "iavicenne_ext"

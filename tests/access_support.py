@@ -18,7 +18,7 @@ from servers import connect as connect_to
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.testing import JupyterProcess, WSClient
 
 NAMES = ("alice", "bob", "carol", "erin")

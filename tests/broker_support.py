@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.broker.base import PresenceEntry
 from iavicenne_ext.broker.redis import RedisBroker
 

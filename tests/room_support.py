@@ -20,9 +20,9 @@ from typing import Any, ClassVar
 from jupyter_server.auth.identity import PasswordIdentityProvider, User
 from tornado import web
 
+import iavicenne_protocol as p
 from iavicenne import Backoff, join
 from iavicenne.room import RoomSession
-from iavicenne_ext import protocol as p
 from iavicenne_ext.testing import WSClient
 
 ALICE = {"Authorization": "token alice-token"}

@@ -34,7 +34,7 @@ import redis
 from tornado.httpclient import HTTPRequest
 from tornado.websocket import websocket_connect
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.testing import LOOPBACK, JupyterProcess, WSClient, free_port, wait_until
 
 SHARED_REDIS_URL = f"redis://{LOOPBACK}:6379/0"

@@ -21,7 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from .. import protocol as p
+import iavicenne_protocol as p
+
 from ..access import RoomAccess
 
 #: The hub's local fan-out: (room, encoded frame, seq or 0, target user_id or None,

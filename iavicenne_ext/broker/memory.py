@@ -26,7 +26,8 @@ import time
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
-from .. import protocol as p
+import iavicenne_protocol as p
+
 from ..access import RoomAccess
 from ..names import skeleton
 from .base import (

@@ -42,8 +42,9 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClosedError, WebSocketHandler, WebSocketProtocol, WebSocketProtocol13
 
+import iavicenne_protocol as p
+
 from .. import names
-from .. import protocol as p
 from ..broker.base import BrokerUnavailable
 from ..identity import Identity, identity_of
 from ..rooms import RoomHub

@@ -25,7 +25,8 @@ from jupyter_server.auth.decorator import authorized
 from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
-from .. import protocol as p
+import iavicenne_protocol as p
+
 from ..access import KINDS, RoomAccess, may_enter
 from ..broker.base import BrokerUnavailable, CreateOutcome, Member, MemberOutcome
 from ..identity import Identity, identity_of

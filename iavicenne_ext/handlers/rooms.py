@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from .. import protocol as p
+import iavicenne_protocol as p
+from iavicenne_protocol import SyncMessage, decode_sync
+
 from ..rooms import RoomHub
-from ..shared_state import SharedDocs, SyncMessage, check_update, decode_sync
+from ..shared_state import SharedDocs, check_update
 from .base import Limits, ProtocolSocket, Quotas
 
 

@@ -30,7 +30,8 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from .. import protocol as p
+import iavicenne_protocol as p
+
 from ..ice import IceConfig
 from ..rooms import RoomHub, signaling_room
 from .base import ProtocolSocket, Quotas

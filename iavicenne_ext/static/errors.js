@@ -3,7 +3,7 @@
  * What can go wrong, as exceptions that say what to fix: the connection's errors, the
  * error an `error` frame stands for (`errorFrom`), the peer links' errors, and
  * `checkName`, the check of a room, user or peer name before anything is sent (the
- * server applies the same rule, protocol.py's).
+ * server applies the same rule, iavicenne_protocol's).
  */
 
 import { ErrorCode, NAME_MAX_LENGTH, NAME_PATTERN, NAME_RULE } from "./protocol.js";

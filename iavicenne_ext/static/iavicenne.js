@@ -19,7 +19,7 @@
  * It behaves as the Python client (the `iavicenne` package) does, over the same protocol
  * (docs/protocol.md), module for module:
  *
- * - protocol.js: the protocol's values, emitted from iavicenne_ext/protocol.py;
+ * - protocol.js: the protocol's values, emitted from the package iavicenne_protocol;
  * - errors.js: the errors, `errorFrom` (an error frame's), `checkName`;
  * - events.js: `Emitter`;
  * - delivery.js: `Outbox`, `SeenSet`, `SeqTracker`;

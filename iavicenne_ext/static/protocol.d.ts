@@ -1,7 +1,8 @@
-// Generated from iavicenne_ext/protocol.py by `python -m iavicenne_ext.protocol_js`: do not edit.
-// Change protocol.py and run that command; tests/test_protocol_js.py fails while they differ.
+// Generated from iavicenne_protocol/ by `python -m iavicenne_ext.protocol_js`: do not edit.
+// Change the package and run that command; tests/browser/test_protocol_js.py fails while they differ.
 // Types of protocol.js (see there); `import { ErrorCode } from "./protocol.js"` finds them.
 
+// -- frames.py. Frames: the endpoints, the frame types of each, and the envelope every frame shares.
 // -- endpoints, relative to the server's base_url -----------------------------------
 export declare const ROOMS_PATH: "iavicenne/ws/mcp";
 export declare const SIGNALING_PATH: "iavicenne/ws/signaling";
@@ -22,7 +23,7 @@ export declare const ERROR: "error";
 export declare const PRESENCE: "presence";
 export declare const DIRECT_MESSAGE: "direct-message";
 export declare const ACK: "ack";
-/** the room's shared document (Yjs sync messages): see "shared state" below */
+/** the room's shared document (Yjs sync messages): see sync.py */
 export declare const SHARED: "shared";
 // rooms of thousands (docs/protocol.md, "Large rooms"): the next page of a room's members,
 // and one frame per room and tick summing the presence changes (for who asked for it)
@@ -31,22 +32,6 @@ export declare const MEMBERS: "members";
 export declare const PRESENCE_BATCH: "presence-batch";
 
 export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "list-members" | "message" | "presence" | "shared")[];
-
-/** ``join-room`` ``payload.presence``: how the other members' presence changes arrive. */
-export declare const PresenceMode: Readonly<{ EACH: "each"; BATCHED: "batched" }>;
-/** One of the values of `PresenceMode`. */
-export type PresenceModeValue = (typeof PresenceMode)[keyof typeof PresenceMode];
-
-/**
- * the most members one room-joined or members frame may list when a client asks for more
- * (a list-members limit, a join-room members_limit, above it: invalid-field)
- */
-export declare const MAX_MEMBERS_PAGE: 10000;
-/**
- * a members cursor (``members_next``, list-members ``after``) is this prefix and the
- * user_id of the last member listed; "m:" alone is the start of the list
- */
-export declare const MEMBERS_CURSOR_PREFIX: "m:";
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export declare const LeftReason: Readonly<{ REMOVED: "removed" }>;
@@ -75,6 +60,10 @@ export declare const RELAYED: readonly ["offer", "answer", "ice-candidate"];
 export declare const RELAY_BODY: Readonly<{ offer: "offer"; answer: "answer"; "ice-candidate": "candidate" }>;
 export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer")[];
 
+/** the longest ``ref`` a client may give a request (echoed in the answer) */
+export declare const REF_MAX_LENGTH: 128;
+
+// -- errors.py. Refusals: the codes of error frames and of closed sockets, and `ProtocolError`.
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
 export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; NAME_NOT_YOURS: "name-not-yours"; FORBIDDEN: "forbidden"; UNKNOWN_ROOM: "unknown-room"; ROOM_EXISTS: "room-exists"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
 /** One of the values of `ErrorCode`. */
@@ -90,31 +79,46 @@ export declare const CLOSE_TOO_BIG: 1009;
 /** a newer connection of the same user took the peer_id over: do not reconnect */
 export declare const CLOSE_SUPERSEDED: 4000;
 
-// Names are what people type and read, so allow any letter or digit (unicode), a few
-// separators, and inner spaces; refuse control characters and anything over 64 chars.
-// The rule is written once, as its parts, so that the JavaScript emitter spells the same
-// rule with \p{L}\p{N} classes (JavaScript's \w is ASCII only).
+// -- names.py. The name rule of rooms, users and peers: what people type and read.
 export declare const NAME_MAX_LENGTH: 64;
 export declare const NAME_SEPARATORS: ".@:+#~-_";
 export declare const NAME_RULE: "use 1 to 64 letters, digits, inner spaces or .@:+#~-_";
 
 // the name rule as a regex, built from its parts (NAME_RULE says it in words)
 export declare const NAME_PATTERN: RegExp;
-export declare const REF_MAX_LENGTH: 128;
+
+// -- members.py. Rooms of thousands: how the others' presence changes arrive, and the pages of a room's member list.
+/** ``join-room`` ``payload.presence``: how the other members' presence changes arrive. */
+export declare const PresenceMode: Readonly<{ EACH: "each"; BATCHED: "batched" }>;
+/** One of the values of `PresenceMode`. */
+export type PresenceModeValue = (typeof PresenceMode)[keyof typeof PresenceMode];
 
 /**
- * A direct message whose payload carries this key (a string value) is the library talking
- * to itself across connections (a peer link relayed through the server, a kernel
- * describing itself): clients hand it to their "control" event, never show it as chat.
+ * the most members one room-joined or members frame may list when a client asks for more
+ * (a list-members limit, a join-room members_limit, above it: invalid-field)
  */
-export declare const CONTROL_KEY: "iavicenne";
+export declare const MAX_MEMBERS_PAGE: 10000;
+/**
+ * a members cursor (``members_next``, list-members ``after``) is this prefix and the
+ * user_id of the last member listed; "m:" alone is the start of the list
+ */
+export declare const MEMBERS_CURSOR_PREFIX: "m:";
 
-// -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --
-// A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
-// or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,
-// size u64 before compression, big-endian), DATA pieces, END (id); the receiver answers
-// DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up; an
-// ABORT (id, UTF-8 reason) from the receiver says it refused the sender's transfer id.
+// -- sync.py. Shared state: the y-sync codec of ``shared`` frames, one Yjs document per room.
+/** the y-protocols message type of a sync message (1 would be awareness) */
+export declare const SYNC_MESSAGE: 0;
+
+/** The second varuint of a y-sync message. */
+export declare const SyncStep: Readonly<{ STEP1: 0; STEP2: 1; UPDATE: 2 }>;
+/** One of the values of `SyncStep`. */
+export type SyncStepValue = (typeof SyncStep)[keyof typeof SyncStep];
+
+/** the root map of a room's document that clients present as ``room.shared`` */
+export declare const SHARED_ROOT: "shared";
+/** the empty Yjs update (no structs, no deletions): a step 2 of one who has nothing new */
+export declare const EMPTY_UPDATE_HEX: "0000";
+
+// -- peer_link.py. Peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`).
 export declare const CHANNEL_LABEL: "iavicenne";
 
 /** The first byte of a binary data-channel message. */
@@ -132,24 +136,24 @@ export declare const FLAG_ZLIB: 1;
 /** what a peer may receive when its SDP names no size (RFC 8841's default) */
 export declare const DEFAULT_REMOTE_MAX_MESSAGE: 65536;
 
-// -- shared state: one Yjs document per room (iavicenne_ext/shared_state.py) ----------
-// A ``shared`` frame carries one message of the Yjs sync protocol (y-protocols' sync.js,
-// pycrdt's y-sync helpers), base64 in ``payload.sync`` (client) or ``sync`` (server):
-// varuint 0 (sync), varuint step, varuint length, bytes. Step 1 is a state vector, step 2
-// the updates its sender has and the other lacks, an update a live edit. A client sends
-// step 1 once joined; the server answers step 2 (everything the client lacks: the whole
-// document for a newcomer) and, to members who may write, its own step 1, which the client
-// answers with step 2 (its offline edits). Accepted updates go to the room's other
-// connections as ``shared`` frames with the writer's ``user_id`` and ``identity``.
-/** the y-protocols message type of a sync message (1 would be awareness) */
-export declare const SYNC_MESSAGE: 0;
+// -- control.py. Control messages: the libraries talking to each other across connections.
+/** the payload key that makes a direct message a control message; its value is the kind */
+export declare const CONTROL_KEY: "iavicenne";
 
-/** The second varuint of a y-sync message. */
-export declare const SyncStep: Readonly<{ STEP1: 0; STEP2: 1; UPDATE: 2 }>;
-/** One of the values of `SyncStep`. */
-export type SyncStepValue = (typeof SyncStep)[keyof typeof SyncStep];
+/** The value of `CONTROL_KEY`: what a control message is. */
+export declare const ControlKind: Readonly<{ DESCRIBE: "describe"; CONNECTION: "connection"; FILE_OFFER: "file-offer"; FILE_ACCEPT: "file-accept"; FILE_DECLINE: "file-decline"; FILE: "file"; RELAY_OPEN: "relay-open"; RELAY_ACCEPT: "relay-accept"; RELAY_DATA: "relay-data"; RELAY_CREDIT: "relay-credit"; RELAY_CLOSE: "relay-close" }>;
+/** One of the values of `ControlKind`. */
+export type ControlKindValue = (typeof ControlKind)[keyof typeof ControlKind];
 
-/** the root map of a room's document that clients present as ``room.shared`` */
-export declare const SHARED_ROOT: "shared";
-/** the empty Yjs update (no structs, no deletions): a step 2 of one who has nothing new */
-export declare const EMPTY_UPDATE_HEX: "0000";
+/** the kinds of a relayed peer link's frames */
+export declare const RELAY_KINDS: readonly ("relay-accept" | "relay-close" | "relay-credit" | "relay-data" | "relay-open")[];
+
+/** A ``connection`` answer's ``kind``: what sort of place a connection is. */
+export declare const ConnectionKind: Readonly<{ KERNEL: "kernel"; LAB: "lab"; PAGE: "page" }>;
+/** One of the values of `ConnectionKind`. */
+export type ConnectionKindValue = (typeof ConnectionKind)[keyof typeof ConnectionKind];
+
+/** the longest ``q`` (describe nonce) and relay ``link`` id a client takes */
+export declare const CONTROL_ID_MAX_LENGTH: 64;
+/** the longest file-offer ``id`` a client takes */
+export declare const FILE_ID_MAX_LENGTH: 100;

@@ -1,13 +1,15 @@
-// Generated from iavicenne_ext/protocol.py by `python -m iavicenne_ext.protocol_js`: do not edit.
-// Change protocol.py and run that command; tests/test_protocol_js.py fails while they differ.
+// Generated from iavicenne_protocol/ by `python -m iavicenne_ext.protocol_js`: do not edit.
+// Change the package and run that command; tests/browser/test_protocol_js.py fails while they differ.
 // @ts-check
 /**
- * The wire protocol, as iavicenne_ext/protocol.py defines it for the server and the
+ * The wire protocol, as the package iavicenne_protocol defines it for the server and the
  * Python client: endpoint paths, frame types, error and close codes, the name rule, the
- * relayed bodies, and the peer links' data-channel tags. The browser client imports
+ * relayed bodies, the y-sync codec's constants, the peer links' data-channel tags and the
+ * control messages. The browser client (and the JupyterLab extension, through it) imports
  * these values from here and spells none of them itself (docs/protocol.md is the prose).
  */
 
+// -- frames.py. Frames: the endpoints, the frame types of each, and the envelope every frame shares.
 // -- endpoints, relative to the server's base_url -----------------------------------
 export const ROOMS_PATH = "iavicenne/ws/mcp";
 export const SIGNALING_PATH = "iavicenne/ws/signaling";
@@ -28,7 +30,7 @@ export const ERROR = "error";
 export const PRESENCE = "presence";
 export const DIRECT_MESSAGE = "direct-message";
 export const ACK = "ack";
-export const SHARED = "shared"; // the room's shared document (Yjs sync messages): see "shared state" below
+export const SHARED = "shared"; // the room's shared document (Yjs sync messages): see sync.py
 // rooms of thousands (docs/protocol.md, "Large rooms"): the next page of a room's members,
 // and one frame per room and tick summing the presence changes (for who asked for it)
 export const LIST_MEMBERS = "list-members";
@@ -36,25 +38,6 @@ export const MEMBERS = "members";
 export const PRESENCE_BATCH = "presence-batch";
 
 export const ROOM_REQUESTS = Object.freeze(["connect", "direct-message", "disconnect", "join-room", "leave-room", "list-members", "message", "presence", "shared"]);
-
-/** ``join-room`` ``payload.presence``: how the other members' presence changes arrive. */
-export const PresenceMode = Object.freeze({
-  // one user-joined / user-left / presence frame per change (the seed's way, the default)
-  EACH: "each",
-  // one presence-batch frame per room and tick (IAvicenne.presence_batch_interval)
-  BATCHED: "batched",
-});
-
-/**
- * the most members one room-joined or members frame may list when a client asks for more
- * (a list-members limit, a join-room members_limit, above it: invalid-field)
- */
-export const MAX_MEMBERS_PAGE = 10_000;
-/**
- * a members cursor (``members_next``, list-members ``after``) is this prefix and the
- * user_id of the last member listed; "m:" alone is the start of the list
- */
-export const MEMBERS_CURSOR_PREFIX = "m:";
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export const LeftReason = Object.freeze({
@@ -83,6 +66,10 @@ export const RELAYED = Object.freeze(["offer", "answer", "ice-candidate"]);
 export const RELAY_BODY = Object.freeze({ offer: "offer", answer: "answer", "ice-candidate": "candidate" });
 export const SIGNALING_REQUESTS = Object.freeze(["answer", "ice-candidate", "join", "leave", "offer"]);
 
+/** the longest ``ref`` a client may give a request (echoed in the answer) */
+export const REF_MAX_LENGTH = 128;
+
+// -- errors.py. Refusals: the codes of error frames and of closed sockets, and `ProtocolError`.
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
 export const ErrorCode = Object.freeze({
   INVALID_JSON: "invalid-json",
@@ -126,31 +113,53 @@ export const CLOSE_POLICY = 1008; // slow consumer: outbound buffer over its lim
 export const CLOSE_TOO_BIG = 1009; // frame larger than the configured limit
 export const CLOSE_SUPERSEDED = 4000; // a newer connection of the same user took the peer_id over: do not reconnect
 
-// Names are what people type and read, so allow any letter or digit (unicode), a few
-// separators, and inner spaces; refuse control characters and anything over 64 chars.
-// The rule is written once, as its parts, so that the JavaScript emitter spells the same
-// rule with \p{L}\p{N} classes (JavaScript's \w is ASCII only).
+// -- names.py. The name rule of rooms, users and peers: what people type and read.
 export const NAME_MAX_LENGTH = 64;
 export const NAME_SEPARATORS = ".@:+#~-_";
 export const NAME_RULE = "use 1 to 64 letters, digits, inner spaces or .@:+#~-_";
 
 // the name rule as a regex, built from its parts (NAME_RULE says it in words)
 export const NAME_PATTERN = Object.freeze(/^[\p{L}\p{N}_.@:+#~\-_](?:[\p{L}\p{N}_ .@:+#~\-_]{0,62}[\p{L}\p{N}_.@:+#~\-_])?$/u);
-export const REF_MAX_LENGTH = 128;
+
+// -- members.py. Rooms of thousands: how the others' presence changes arrive, and the pages of a room's member list.
+/** ``join-room`` ``payload.presence``: how the other members' presence changes arrive. */
+export const PresenceMode = Object.freeze({
+  // one user-joined / user-left / presence frame per change (the seed's way, the default)
+  EACH: "each",
+  // one presence-batch frame per room and tick (IAvicenne.presence_batch_interval)
+  BATCHED: "batched",
+});
 
 /**
- * A direct message whose payload carries this key (a string value) is the library talking
- * to itself across connections (a peer link relayed through the server, a kernel
- * describing itself): clients hand it to their "control" event, never show it as chat.
+ * the most members one room-joined or members frame may list when a client asks for more
+ * (a list-members limit, a join-room members_limit, above it: invalid-field)
  */
-export const CONTROL_KEY = "iavicenne";
+export const MAX_MEMBERS_PAGE = 10_000;
+/**
+ * a members cursor (``members_next``, list-members ``after``) is this prefix and the
+ * user_id of the last member listed; "m:" alone is the start of the list
+ */
+export const MEMBERS_CURSOR_PREFIX = "m:";
 
-// -- peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`) --
-// A string message is text. A binary message starts with a tag byte: BYTES, JSON (UTF-8),
-// or a transfer of a payload larger than one message: START (id u32, kind u8, flags u8,
-// size u64 before compression, big-endian), DATA pieces, END (id); the receiver answers
-// DONE (id) once it has it all, and ABORT (id) drops a transfer the sender gave up; an
-// ABORT (id, UTF-8 reason) from the receiver says it refused the sender's transfer id.
+// -- sync.py. Shared state: the y-sync codec of ``shared`` frames, one Yjs document per room.
+export const SYNC_MESSAGE = 0; // the y-protocols message type of a sync message (1 would be awareness)
+
+/** The second varuint of a y-sync message. */
+export const SyncStep = Object.freeze({
+  // a state vector: "send me what I lack"
+  STEP1: 0,
+  // the updates the asker lacks
+  STEP2: 1,
+  // a live edit
+  UPDATE: 2,
+});
+
+/** the root map of a room's document that clients present as ``room.shared`` */
+export const SHARED_ROOT = "shared";
+/** the empty Yjs update (no structs, no deletions): a step 2 of one who has nothing new */
+export const EMPTY_UPDATE_HEX = "0000";
+
+// -- peer_link.py. Peer links: the data-channel wire format (Python `iavicenne.wire`, browser `wire.js`).
 export const CHANNEL_LABEL = "iavicenne";
 
 /** The first byte of a binary data-channel message. */
@@ -175,28 +184,42 @@ export const FLAG_ZLIB = 1; // START flag: the transfer's bytes are zlib-compres
 /** what a peer may receive when its SDP names no size (RFC 8841's default) */
 export const DEFAULT_REMOTE_MAX_MESSAGE = 65536;
 
-// -- shared state: one Yjs document per room (iavicenne_ext/shared_state.py) ----------
-// A ``shared`` frame carries one message of the Yjs sync protocol (y-protocols' sync.js,
-// pycrdt's y-sync helpers), base64 in ``payload.sync`` (client) or ``sync`` (server):
-// varuint 0 (sync), varuint step, varuint length, bytes. Step 1 is a state vector, step 2
-// the updates its sender has and the other lacks, an update a live edit. A client sends
-// step 1 once joined; the server answers step 2 (everything the client lacks: the whole
-// document for a newcomer) and, to members who may write, its own step 1, which the client
-// answers with step 2 (its offline edits). Accepted updates go to the room's other
-// connections as ``shared`` frames with the writer's ``user_id`` and ``identity``.
-export const SYNC_MESSAGE = 0; // the y-protocols message type of a sync message (1 would be awareness)
+// -- control.py. Control messages: the libraries talking to each other across connections.
+/** the payload key that makes a direct message a control message; its value is the kind */
+export const CONTROL_KEY = "iavicenne";
 
-/** The second varuint of a y-sync message. */
-export const SyncStep = Object.freeze({
-  // a state vector: "send me what I lack"
-  STEP1: 0,
-  // the updates the asker lacks
-  STEP2: 1,
-  // a live edit
-  UPDATE: 2,
+/** The value of `CONTROL_KEY`: what a control message is. */
+export const ControlKind = Object.freeze({
+  // where a member's connections are: the question, and each connection's answer
+  DESCRIBE: "describe",
+  CONNECTION: "connection",
+  // files between people: the offer and its answers (direct messages), then the file's
+  // header on the peer link the sender opens to whoever accepted
+  FILE_OFFER: "file-offer",
+  FILE_ACCEPT: "file-accept",
+  FILE_DECLINE: "file-decline",
+  FILE: "file",
+  // a peer link through the server, when no direct path exists
+  RELAY_OPEN: "relay-open",
+  RELAY_ACCEPT: "relay-accept",
+  RELAY_DATA: "relay-data",
+  RELAY_CREDIT: "relay-credit",
+  RELAY_CLOSE: "relay-close",
 });
 
-/** the root map of a room's document that clients present as ``room.shared`` */
-export const SHARED_ROOT = "shared";
-/** the empty Yjs update (no structs, no deletions): a step 2 of one who has nothing new */
-export const EMPTY_UPDATE_HEX = "0000";
+/** the kinds of a relayed peer link's frames */
+export const RELAY_KINDS = Object.freeze(["relay-accept", "relay-close", "relay-credit", "relay-data", "relay-open"]);
+
+/** A ``connection`` answer's ``kind``: what sort of place a connection is. */
+export const ConnectionKind = Object.freeze({
+  KERNEL: "kernel",
+  // a JupyterLab window (it says which ``document`` it shows)
+  LAB: "lab",
+  // not on the wire: a connection that did not describe itself (a browser page, a script)
+  PAGE: "page",
+});
+
+/** the longest ``q`` (describe nonce) and relay ``link`` id a client takes */
+export const CONTROL_ID_MAX_LENGTH = 64;
+/** the longest file-offer ``id`` a client takes */
+export const FILE_ID_MAX_LENGTH = 100;

@@ -1,7 +1,7 @@
 // @ts-check
 /**
  * The peer links' wire format on the data channel, shared with the Python peer link
- * (`iavicenne.wire`); the tags and flags are protocol.py's. A string message is text. A
+ * (`iavicenne.wire`); the tags and flags are iavicenne_protocol's. A string message is text. A
  * binary message starts with a tag byte: BYTES, or a JSON value (UTF-8); a payload
  * larger than one message is a transfer: START (id u32, kind u8, flags u8, size u64
  * before compression, big-endian), DATA pieces, END (id); the receiver answers DONE (id)

@@ -102,6 +102,9 @@ export declare class Collaboration {
     private presence;
     private sentPresence;
     constructor(baseUrl: string, settings: Settings, initial: LabPresence);
+    /** The loaded client: the protocol's names (CONTROL_KEY, ControlKind, ConnectionKind) and
+     * `userOfPeer` are its own, so the extension spells none of them. */
+    private get protocol();
     get state(): Client.ConnectionState | "loading" | "failed";
     get me(): string | null;
     /** People online in the rooms joined (ourselves not counted). */

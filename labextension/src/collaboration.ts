@@ -100,7 +100,6 @@ export interface Notice {
   entry: ChatEntry;
 }
 
-const CONTROL_KEY = "iavicenne";
 const MAX_ENTRIES = 1000;
 
 export class Collaboration {
@@ -135,6 +134,13 @@ export class Collaboration {
     initial: LabPresence,
   ) {
     this.presence = initial;
+  }
+
+  /** The loaded client: the protocol's names (CONTROL_KEY, ControlKind, ConnectionKind) and
+   * `userOfPeer` are its own, so the extension spells none of them. */
+  private get protocol(): ClientModule {
+    if (!this.module) throw new Error("iavicenne: the client module is not loaded");
+    return this.module;
   }
 
   get state(): Client.ConnectionState | "loading" | "failed" {
@@ -276,7 +282,8 @@ export class Collaboration {
     if (!joined) return;
     joined.connections.set(userId, []);
     const q = Math.random().toString(16).slice(2, 10);
-    await joined.room.direct(userId, { [CONTROL_KEY]: "describe", q }).catch(() => {});
+    const { CONTROL_KEY, ControlKind } = this.protocol;
+    await joined.room.direct(userId, { [CONTROL_KEY]: ControlKind.DESCRIBE, q }).catch(() => {});
   }
 
   labelOf(joined: JoinedRoom, userId: string): string {
@@ -317,35 +324,35 @@ export class Collaboration {
   }
 
   private onControl(joined: JoinedRoom, message: Client.Message): void {
+    const { CONTROL_KEY, ControlKind, ConnectionKind, userOfPeer } = this.protocol;
     const content = message.content as Record<string, Json>;
     const kind = content[CONTROL_KEY];
-    if (kind === "describe" && typeof content.q === "string") {
+    if (kind === ControlKind.DESCRIBE && typeof content.q === "string") {
       // we are a connection of our user too: say which document this window shows
       void joined.room
         .direct(message.userId, {
-          [CONTROL_KEY]: "connection",
+          [CONTROL_KEY]: ControlKind.CONNECTION,
           q: content.q,
           peer_id: this.me ?? "",
-          kind: "lab",
+          kind: ConnectionKind.LAB,
           document: this.presence.document,
         })
         .catch(() => {});
       return;
     }
-    if (kind === "file-offer" || kind === "file-accept" || kind === "file-decline") {
+    if (kind === ControlKind.FILE_OFFER || kind === ControlKind.FILE_ACCEPT || kind === ControlKind.FILE_DECLINE) {
       this.onFileControl(joined, message.userId, kind, content);
       return;
     }
-    if (kind === "connection" && typeof content.peer_id === "string") {
+    if (kind === ControlKind.CONNECTION && typeof content.peer_id === "string") {
       const list = joined.connections.get(message.userId) ?? [];
       // an answer is believed only about the sender's own peers
       const peerId = content.peer_id;
-      const owner = peerId.includes("#") ? peerId.slice(0, peerId.lastIndexOf("#")) : peerId;
-      if (owner !== message.userId) return;
+      if (userOfPeer(peerId) !== message.userId) return;
       if (!list.some((known) => known.peer_id === peerId)) {
         list.push({
           peer_id: peerId,
-          kind: typeof content.kind === "string" ? content.kind : "page",
+          kind: typeof content.kind === "string" ? content.kind : ConnectionKind.PAGE,
           document: typeof content.document === "string" ? content.document : null,
           notebook: typeof content.notebook === "string" ? content.notebook : null,
         });
@@ -393,7 +400,8 @@ export class Collaboration {
     const transfer: Transfer = { id, direction: "send", userId, name, size: data.byteLength, done: 0, state: "offered", path: null, error: null, room, data };
     this.transfers.set(id, transfer);
     this.changed.emit();
-    await joined.room.direct(userId, { [CONTROL_KEY]: "file-offer", id, name, size: data.byteLength, peer_id: this.peerId });
+    const { CONTROL_KEY, ControlKind } = this.protocol;
+    await joined.room.direct(userId, { [CONTROL_KEY]: ControlKind.FILE_OFFER, id, name, size: data.byteLength, peer_id: this.peerId });
     return transfer;
   }
 
@@ -405,7 +413,8 @@ export class Collaboration {
     transfer.path = path;
     transfer.state = "accepted";
     this.changed.emit();
-    await joined.room.direct(transfer.userId, { [CONTROL_KEY]: "file-accept", id, peer_id: this.peerId });
+    const { CONTROL_KEY, ControlKind } = this.protocol;
+    await joined.room.direct(transfer.userId, { [CONTROL_KEY]: ControlKind.FILE_ACCEPT, id, peer_id: this.peerId });
   }
 
   async declineFile(id: string): Promise<void> {
@@ -414,13 +423,15 @@ export class Collaboration {
     if (!transfer || !joined) return;
     transfer.state = "declined";
     this.changed.emit();
-    await joined.room.direct(transfer.userId, { [CONTROL_KEY]: "file-decline", id }).catch(() => {});
+    const { CONTROL_KEY, ControlKind } = this.protocol;
+    await joined.room.direct(transfer.userId, { [CONTROL_KEY]: ControlKind.FILE_DECLINE, id }).catch(() => {});
   }
 
   private onFileControl(joined: JoinedRoom, from: string, kind: string, content: Record<string, Json>): void {
-    const id = typeof content.id === "string" ? content.id.slice(0, 100) : "";
+    const { ControlKind, FILE_ID_MAX_LENGTH } = this.protocol;
+    const id = typeof content.id === "string" ? content.id.slice(0, FILE_ID_MAX_LENGTH) : "";
     if (!id) return;
-    if (kind === "file-offer") {
+    if (kind === ControlKind.FILE_OFFER) {
       const offer = parseOffer(content);
       if (!offer || this.transfers.has(offer.id)) return;
       const transfer: Transfer = {
@@ -435,7 +446,7 @@ export class Collaboration {
     const transfer = this.transfers.get(id);
     // only the person it was offered to answers for it
     if (!transfer || transfer.direction !== "send" || transfer.userId !== from || transfer.state !== "offered") return;
-    if (kind === "file-decline") {
+    if (kind === ControlKind.FILE_DECLINE) {
       transfer.state = "declined";
       transfer.data = undefined;
       this.changed.emit();
@@ -455,7 +466,8 @@ export class Collaboration {
     try {
       const link = await network.connect(peerId, { timeout: 30_000 });
       this.wire(link);
-      await link.send({ [CONTROL_KEY]: "file", id: transfer.id, name: transfer.name, size: data.byteLength });
+      const { CONTROL_KEY, ControlKind } = this.protocol;
+      await link.send({ [CONTROL_KEY]: ControlKind.FILE, id: transfer.id, name: transfer.name, size: data.byteLength });
       await link.send(data, {
         onProgress: (progress) => {
           transfer.done = progress.done;
@@ -501,11 +513,12 @@ export class Collaboration {
         );
         return;
       }
+      const { CONTROL_KEY, ControlKind, userOfPeer } = this.protocol;
       const header = payload as Record<string, Json> | null;
-      if (!header || typeof header !== "object" || header[CONTROL_KEY] !== "file" || typeof header.id !== "string") return;
+      if (!header || typeof header !== "object" || header[CONTROL_KEY] !== ControlKind.FILE || typeof header.id !== "string") return;
       const transfer = this.transfers.get(header.id);
       // a file comes only as one we accepted, from the person who offered it
-      const from = this.module?.userOfPeer(link.peerId);
+      const from = userOfPeer(link.peerId);
       if (!transfer || !mayReceive(transfer, from)) return;
       transfer.state = "receiving";
       expecting = transfer;

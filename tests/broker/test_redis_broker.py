@@ -31,7 +31,7 @@ from servers import (
     wait_until,
 )
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.broker.base import BrokerUnavailable, JoinOutcome
 from iavicenne_ext.broker.redis import redact
 from iavicenne_ext.broker.redis.keys import Keys

@@ -23,7 +23,7 @@ from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
 from redis_cluster import RedisClusterProcess, room_slot, room_tag, tag_of
 from servers import PRESENCE_REFRESH, PRESENCE_TIMEOUT, connect, jupyter_on_redis, unique_prefix
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 # a Jupyter server starts in a few seconds, 20 on a loaded 2-core machine; a broker that

@@ -24,7 +24,7 @@ from servers import (
     unique_prefix,
 )
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.testing import JupyterProcess, WSClient, free_port, start_all, stop_all
 
 # a loaded 2-core CI machine delays a sweep by scheduling, not by design

@@ -22,7 +22,7 @@ from room_support import all_pages
 from servers import connect as connect_to
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.broker.base import JoinOutcome, MembersPage
 from iavicenne_ext.broker.redis import RedisBroker
 from iavicenne_ext.broker.redis.keys import Keys

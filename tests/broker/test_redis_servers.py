@@ -23,7 +23,7 @@ import redis.cluster
 from redis_cluster import RedisClusterProcess
 from servers import RedisProcess, connect, drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.broker.redis.keys import Keys
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 

@@ -39,8 +39,8 @@ from browser_support import TIMEOUT_MS, Agent
 from notebook_support import chromium_path, screenshot_path
 
 from iavicenne_ext.handlers.page import STATIC_DIR
-from iavicenne_ext.protocol import ROOMS_PATH
 from iavicenne_ext.testing import JupyterProcess
+from iavicenne_protocol import ROOMS_PATH
 
 REPO = Path(__file__).resolve().parents[2]
 SCREENSHOT = "demo-page.png"  # of the README: docs/img/ with IAVICENNE_UPDATE_SCREENSHOTS=1, else tests/artifacts/

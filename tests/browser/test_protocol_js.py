@@ -1,11 +1,11 @@
-"""The browser client's protocol.js is protocol.py's, and says the same thing.
+"""The browser client's protocol.js is the protocol package's, and says the same thing.
 
-``static/protocol.js`` (and ``protocol.d.ts``) are emitted from ``iavicenne_ext/protocol.py``
+``static/protocol.js`` (and ``protocol.d.ts``) are emitted from the package ``iavicenne_protocol``
 by ``python -m iavicenne_ext.protocol_js`` and checked in. These tests fail when the two
 drift apart, read the emitted module back in node to compare every value with Python's,
 hold the JavaScript name rule to the Python one (chosen names, then every character
-Python's Unicode database knows), and check that the rest of static/ spells none of
-those values itself.
+Python's Unicode database knows), and check that the rest of static/ (and the JupyterLab
+extension's sources) spells none of those values itself.
 """
 
 from __future__ import annotations
@@ -22,7 +22,9 @@ from typing import Any
 import pytest
 from browser_support import node_executable
 
-from iavicenne_ext import protocol, protocol_js
+import iavicenne_protocol as protocol
+from iavicenne_ext import protocol_js
+from iavicenne_protocol import names
 
 STATIC = protocol_js.STATIC
 REPO = Path(__file__).resolve().parents[2]
@@ -44,7 +46,9 @@ def node_eval(script: str, stdin: str = "") -> Any:
 
 
 def test_the_checked_in_files_are_what_protocol_py_gives_now() -> None:
-    assert protocol_js.stale() == [], f"protocol.py changed: run `{protocol_js.COMMAND}` and commit static/protocol.js and .d.ts"
+    assert protocol_js.stale() == [], (
+        f"iavicenne_protocol changed: run `{protocol_js.COMMAND}` and commit static/protocol.js and .d.ts"
+    )
     run = subprocess.run(
         [sys.executable, "-m", "iavicenne_ext.protocol_js", "--check"], capture_output=True, text=True, cwd=REPO, check=False
     )
@@ -65,7 +69,7 @@ def test_check_fails_when_either_side_drifts(
     assert protocol_js.main(["--check"]) == 1
     assert f"protocol.js is out of date with {protocol_js.SOURCE}: run `{protocol_js.COMMAND}`" in capsys.readouterr().err
     assert protocol_js.main([]) == 0 and protocol_js.main(["--check"]) == 0  # writing puts it right
-    # protocol.py changes a value: both files are out of date until they are emitted again
+    # the package changes a value: both files are out of date until they are emitted again
     monkeypatch.setattr(protocol, "CLOSE_SUPERSEDED", 4001)
     assert protocol_js.main(["--check"]) == 1
     assert sorted(protocol_js.stale()) == [dts, js]
@@ -98,7 +102,7 @@ def test_node_reads_every_value_of_protocol_py_from_protocol_js() -> None:
     )
     expected = {entry.name: _python_value(entry) for entry in protocol_js.entries()}
     assert got == expected
-    # what the clients need is there, with protocol.py's values
+    # what the clients need is there, with the package's values
     assert got["ErrorCode"] == {k: v for k, v in vars(protocol.ErrorCode).items() if k.isupper()}
     assert got["Tag"]["START"] == protocol.Tag.START and got["Kind"]["TEXT"] == protocol.Kind.TEXT
     assert got["RELAY_BODY"] == protocol.RELAY_BODY and got["REF_MAX_LENGTH"] == protocol.REF_MAX_LENGTH
@@ -151,8 +155,8 @@ def test_the_two_name_rules_agree_on_every_character_python_knows() -> None:
     # every code point assigned in Python's Unicode database, alone as a name (the edge
     # class) and between two letters (the inner one); node's newer Unicode may know more
     points = [c for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF and unicodedata.category(chr(c)) != "Cn"]
-    python = "".join("1" if protocol._NAME.fullmatch(chr(c)) else "0" for c in points)
-    python_inner = "".join("1" if protocol._NAME.fullmatch(f"a{chr(c)}b") else "0" for c in points)
+    python = "".join("1" if names._NAME.fullmatch(chr(c)) else "0" for c in points)
+    python_inner = "".join("1" if names._NAME.fullmatch(f"a{chr(c)}b") else "0" for c in points)
     got = node_eval(
         """
         import { readFileSync } from "node:fs";
@@ -204,3 +208,38 @@ def test_no_other_module_of_static_spells_the_protocol() -> None:
                 found.append(f"{path.name}:{number}: the name rule (protocol.js has NAME_PATTERN)")
     assert found == [], "import these from protocol.js:\n" + "\n".join(found)
     assert _protocol_strings() >= {"join-room", "ice-candidate", "name-taken", "iavicenne/ws/mcp"}
+
+
+def test_protocol_js_has_the_control_messages_and_the_sync_codec() -> None:
+    got = node_eval(
+        """
+        import { CONTROL_KEY, ControlKind, ConnectionKind, RELAY_KINDS, SYNC_MESSAGE, SyncStep, SHARED_ROOT } from "./protocol.js";
+        process.stdout.write(JSON.stringify({ CONTROL_KEY, ControlKind, ConnectionKind, RELAY_KINDS, SYNC_MESSAGE, SyncStep, SHARED_ROOT }));
+        """
+    )
+    assert got["CONTROL_KEY"] == protocol.CONTROL_KEY == "iavicenne"
+    assert got["ControlKind"] == {k: v for k, v in vars(protocol.ControlKind).items() if k.isupper()}
+    assert got["ControlKind"]["DESCRIBE"] == "describe" and got["ControlKind"]["FILE_OFFER"] == "file-offer"
+    assert got["ConnectionKind"]["KERNEL"] == "kernel"
+    assert got["RELAY_KINDS"] == sorted(protocol.RELAY_KINDS)
+    assert got["SyncStep"] == {"STEP1": 0, "STEP2": 1, "UPDATE": 2} and got["SYNC_MESSAGE"] == protocol.SYNC_MESSAGE
+    assert got["SHARED_ROOT"] == protocol.SHARED_ROOT
+    dts = protocol_js.DTS_FILE.read_text(encoding="utf-8")
+    assert 'export declare const CONTROL_KEY: "iavicenne";' in dts
+    assert "export type ControlKindValue = (typeof ControlKind)[keyof typeof ControlKind];" in dts
+
+
+def test_no_client_source_spells_a_control_message() -> None:
+    """The kinds of control messages come from protocol.js (static/) or the loaded client
+    module (the JupyterLab extension), never as literals."""
+    kinds = {v for k, v in vars(protocol.ControlKind).items() if k.isupper() and "-" in v}
+    literals = re.compile(r"""(["'`])((?:\\.|(?!\1).)*)\1""")
+    sources = [p for p in sorted(STATIC.glob("*.js")) if p.name != "protocol.js"]
+    sources += sorted((REPO / "labextension" / "src").glob("*.ts"))
+    found = []
+    for path in sources:
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            code = line.split("//")[0] if not line.lstrip().startswith("*") else ""
+            found += [f"{path.name}:{number}: {line.strip()}" for m in literals.finditer(code) if m.group(2) in kinds]
+    assert found == [], "take these from protocol.js (ControlKind):\n" + "\n".join(found)
+    assert kinds >= {"file-offer", "file-accept", "file-decline", "relay-open", "relay-data"}

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 from room_support import with_analysts
 
+import iavicenne_protocol as p
 from iavicenne import (
     AuthenticationError,
     Backoff,
@@ -38,7 +39,6 @@ from iavicenne import (
     discover_server,
 )
 from iavicenne.delivery import Outbox, SeenSet, SeqTracker
-from iavicenne_ext import protocol as p
 
 FAST = Backoff(initial=0.05, maximum=0.2)
 

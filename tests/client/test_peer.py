@@ -23,10 +23,10 @@ from typing import Any
 import pytest
 from peer_worker import MemoryWatch, ice_addresses, loopback_only, zlib_bomb
 
+import iavicenne_protocol as p
 from iavicenne import Backoff, PeerLeft, PeerLinkClosed, PeerUnreachable, ServerInfo, SignalingClient, TransferRefused, wire
 from iavicenne.peer import PeerLink, PeerNetwork, Progress
 from iavicenne.wire import FLAG_ZLIB, Kind, Tag
-from iavicenne_ext import protocol as p
 
 WORKER = Path(__file__).with_name("peer_worker.py")
 

@@ -548,7 +548,7 @@ def test_a_private_room_refuses_bob_on_join_on_replay_and_in_listings(hub: Hub, 
     refused = kernels["bob"].json(
         """
         import websocket
-        from iavicenne_ext import protocol as p
+        import iavicenne_protocol as p
         seen = {}
         try:
             await client.join("q3-private")

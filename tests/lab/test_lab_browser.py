@@ -29,8 +29,8 @@ from peer_worker import ice_addresses, loopback_only
 from iavicenne import RoomClient, share
 from iavicenne.connections import is_tagged, user_of
 from iavicenne.peer import PeerLink, PeerNetwork
-from iavicenne_ext.protocol import ROOMS_PATH
 from iavicenne_ext.testing import JupyterProcess
+from iavicenne_protocol import ROOMS_PATH
 
 pytestmark = pytest.mark.timeout(180)
 

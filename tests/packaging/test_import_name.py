@@ -31,7 +31,7 @@ def test_the_wheel_installs_iavicenne_and_nothing_named_widgets(wheel: Path) -> 
     top = {name.split("/", 1)[0] for name in names}
     assert "widgets" not in top and not any(name.startswith("widgets") for name in top), sorted(top)
     assert {"iavicenne", "iavicenne_ext"} <= top
-    assert "iavicenne/__init__.py" in names and "iavicenne/wire.py" in names and "iavicenne_ext/protocol.py" in names
+    assert "iavicenne/__init__.py" in names and "iavicenne/wire.py" in names and "iavicenne_protocol/frames.py" in names
 
 
 def test_import_iavicenne_works_and_import_widgets_fails(installed: Path, tmp_path: Path) -> None:

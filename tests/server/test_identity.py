@@ -23,7 +23,7 @@ from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from tornado.websocket import websocket_connect
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.names import skeleton
 from iavicenne_ext.testing import WSClient
 

@@ -18,7 +18,7 @@ from jupyter_server.auth.authorizer import Authorizer
 from room_support import of_type
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 

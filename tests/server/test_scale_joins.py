@@ -21,9 +21,9 @@ from room_support import ALICE, BOB, Connect, all_pages, eventually, of_type, wi
 from servers import connect as connect_to
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
+import iavicenne_protocol as p
 from iavicenne import RoomClient
 from iavicenne.discovery import ServerInfo
-from iavicenne_ext import protocol as p
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 PAGE = 5

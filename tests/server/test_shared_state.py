@@ -19,11 +19,11 @@ from access_support import SERVER_CONFIG, Deployment
 from room_support import eventually
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
+import iavicenne_protocol as p
 from iavicenne import RoomClient
 from iavicenne.shared import SharedState, share
-from iavicenne_ext import protocol as p
-from iavicenne_ext.shared_state import SyncMessage, decode_sync
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
+from iavicenne_protocol import SyncMessage, decode_sync
 
 SMALL = {"max_shared_bytes": 20_000, "max_shared_update_bytes": 8_000, "shared_compact_every": 20}
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from room_support import ALICE, BOB, Connect, assert_timestamped, closed, of_type, with_analysts
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 from iavicenne_ext.ice import turn_credentials
 from iavicenne_ext.testing import WSClient
 

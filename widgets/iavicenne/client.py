@@ -43,7 +43,7 @@ is the server's own sentence as an exception: `Forbidden` (not yours, not a memb
 connection (``username``, ``name``, ``display_name``); without a `user_id` we join under
 its name (the server's choice, never a guess from the environment).
 
-The frame types and error codes are `iavicenne_ext.protocol`'s: defined once, imported
+The frame types and error codes are `iavicenne_protocol`'s: defined once, imported
 here. Peers of a signaling room are `iavicenne.signaling`'s.
 """
 
@@ -58,7 +58,7 @@ from urllib.parse import quote
 
 from tornado.websocket import WebSocketClientConnection
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 
 from .connection import Disconnected, Endpoint
 from .delivery import SeenSet, SeqTracker

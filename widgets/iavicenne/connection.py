@@ -28,7 +28,7 @@ from tornado.httpclient import HTTPClientError, HTTPRequest
 from tornado.iostream import StreamClosedError
 from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, websocket_connect
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 
 from .delivery import Outbox
 from .discovery import ServerInfo, discover_server

@@ -33,12 +33,13 @@ import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
+from iavicenne_protocol import control
 
 TAG_LENGTH = 6
 _TAGGED = re.compile(rf"^(?P<user>.+)#(?P<tag>[0-9a-f]{{{TAG_LENGTH}}})$")
-KERNEL = "kernel"
-PAGE = "page"  # a peer without a tag: a browser page or a script
+KERNEL = control.ConnectionKind.KERNEL
+PAGE = control.ConnectionKind.PAGE  # a peer without a tag: a browser page or a script
 
 _process_tag: str | None = None
 

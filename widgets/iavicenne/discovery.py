@@ -20,7 +20,7 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit, urlunsplit
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 
 from .errors import ServerNotFound
 

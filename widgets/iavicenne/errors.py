@@ -1,7 +1,7 @@
 """What can go wrong, as exceptions whose message says what to fix.
 
 Every error of the client and of peer links is a `ClientError`. The server's refusals
-are `RequestFailed` (its ``code`` is one of `iavicenne_ext.protocol.ErrorCode`), made by
+are `RequestFailed` (its ``code`` is one of `iavicenne_protocol.ErrorCode`), made by
 `error_from` as the subclass a caller may want to catch (`NameTaken`, `UnknownPeer`,
 `Superseded`, `Forbidden`); the REST API's refusals (creating, inviting) are the same
 classes, made by `http_error` from the server's JSON answer. Peer links fail with a
@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 
 
 class ClientError(Exception):

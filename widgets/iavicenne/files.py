@@ -23,18 +23,24 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from iavicenne_protocol import control
+
 from . import share
 from .background import KernelLoop, Pending, guarded, on_session_loop
-from .client import CONTROL
 from .link import Link, Progress, same_identity
 from .panels import FileOfferRow, verified_username
 
 if TYPE_CHECKING:
     from .background import Report
 
-FILE_OFFER, FILE_ACCEPT, FILE_DECLINE, FILE = "file-offer", "file-accept", "file-decline", "file"
+FILE_OFFER, FILE_ACCEPT, FILE_DECLINE, FILE = (
+    control.ControlKind.FILE_OFFER,
+    control.ControlKind.FILE_ACCEPT,
+    control.ControlKind.FILE_DECLINE,
+    control.ControlKind.FILE,
+)
 MAX_PENDING = 20  # offers kept waiting for an answer: a member cannot fill our memory with them
-ID_MAX = 100
+ID_MAX = control.FILE_ID_MAX_LENGTH
 NAME_MAX = 1000
 
 
@@ -216,8 +222,8 @@ def save(folder: Path, name: str, data: bytes, *, overwrite: bool = False) -> Pa
 def answer(offer: FileOffer, accept: bool, peer_id: str) -> dict[str, Any]:
     """The direct message that answers `offer`."""
     if accept:
-        return {CONTROL: FILE_ACCEPT, "id": offer.id, "peer_id": peer_id}
-    return {CONTROL: FILE_DECLINE, "id": offer.id}
+        return control.file_accept(offer.id, peer_id)
+    return control.file_decline(offer.id)
 
 
 __all__ = ["FileNotReceived", "FileOffer"]

@@ -61,7 +61,7 @@ from typing import Any
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 
 from . import ice, relay, wire
 from .discovery import discover_server

@@ -55,7 +55,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .client import CONTROL
+from iavicenne_protocol import control
+from iavicenne_protocol.control import CONTROL_KEY as CONTROL
+
 from .connection import is_back_pressure
 from .errors import ClientError, PeerLeft, PeerLinkClosed, PeerLinkError, RequestFailed, UnknownPeer
 from .events import Message, Subscription
@@ -67,9 +69,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("iavicenne.peer")
 
-OPEN, ACCEPT, DATA, CREDIT, CLOSE = "relay-open", "relay-accept", "relay-data", "relay-credit", "relay-close"
-KINDS = frozenset({OPEN, ACCEPT, DATA, CREDIT, CLOSE})
-LINK_ID_MAX = 64
+OPEN, ACCEPT, DATA, CREDIT, CLOSE = (
+    control.ControlKind.RELAY_OPEN,
+    control.ControlKind.RELAY_ACCEPT,
+    control.ControlKind.RELAY_DATA,
+    control.ControlKind.RELAY_CREDIT,
+    control.ControlKind.RELAY_CLOSE,
+)
+KINDS = control.RELAY_KINDS
+LINK_ID_MAX = control.CONTROL_ID_MAX_LENGTH
 
 #: defaults of the PeerNetwork options (see the module docstring)
 RELAY_CHUNK_SIZE = 192 * 1024
@@ -245,7 +253,7 @@ class RelayLink(Link):
         self._closed_by_peer = False
 
     def frame(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return {CONTROL: kind, "link": self.link_id, "from": self.network.peer_id, "to": self.peer_id, **fields}
+        return control.relay_frame(kind, self.link_id, self.network.peer_id, self.peer_id, **fields)
 
     # -- sending ----------------------------------------------------------------------
     def _enqueue(self, data: bytes | str, future: asyncio.Future[None] | None) -> None:

@@ -65,12 +65,13 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
+from iavicenne_protocol import control
 
 from . import connections, files, share, wire
 from .background import KernelLoop, Pending, Report, callback_name, guarded, on_session_loop
-from .client import CONTROL, RoomClient
 from .client import Room as ClientRoom
+from .client import RoomClient
 from .connections import Connection, NoSuchConnection
 from .discovery import ServerInfo, discover_server
 from .errors import ClientError, ConnectionClosed, PeerIdentityMismatch, PeerUnreachable, RequestFailed
@@ -90,7 +91,8 @@ MESSAGES_KEPT = 1000  # messages a session remembers in `messages`
 HISTORY = 20  # messages of recent history shown on join, unless told
 PEER_GRACE = 5.0  # seconds a member's peer may take to show up in signaling after its join
 DESCRIBE_WAIT = 1.5  # seconds to wait for a member's kernels to describe themselves
-DESCRIBE, DESCRIPTION = "describe", "connection"
+DESCRIBE, DESCRIPTION = control.ControlKind.DESCRIBE, control.ControlKind.CONNECTION
+NONCE_MAX = control.CONTROL_ID_MAX_LENGTH
 
 
 class _Default:
@@ -539,7 +541,7 @@ class RoomSession:
         nonce = os.urandom(6).hex()
         arrived = self._queries[nonce] = asyncio.Event()
         try:
-            await self.room.direct(user_id, {CONTROL: DESCRIBE, "q": nonce})
+            await self.room.direct(user_id, control.describe(nonce))
             deadline = self.loop.time() + timeout
             while any(not c.described and c.kind == connections.KERNEL for c in self.connections(user_id)):
                 left = deadline - self.loop.time()
@@ -692,7 +694,7 @@ class RoomSession:
     # -- control messages: where my connections are ---------------------------------------
     def _on_control(self, message: Message) -> None:
         content = message.content
-        kind = content.get(CONTROL)
+        kind = control.kind_of(content)
         if kind == DESCRIBE:
             self._answer_describe(message.user_id, content.get("q"))
         elif kind == DESCRIPTION:
@@ -732,7 +734,7 @@ class RoomSession:
         """The offer a file header on `link` announces: the `FileOffer` when its bytes are
         to be taken, True when it is a file header that is refused (its bytes are dropped),
         False when `header` is not a file header at all."""
-        if not isinstance(header, dict) or header.get(CONTROL) != files.FILE:
+        if not isinstance(header, dict) or control.kind_of(header) != files.FILE:
             return False
         offer_id = header.get("id")
         offer = self.file_offers.get(offer_id) if isinstance(offer_id, str) else None
@@ -746,14 +748,13 @@ class RoomSession:
 
     def _answer_describe(self, asker: str, nonce: Any) -> None:
         network, room = self.network, self.room
-        if network is None or room is None or not isinstance(nonce, str) or len(nonce) > 64 or asker == self.user_id:
+        if network is None or room is None or not isinstance(nonce, str) or len(nonce) > NONCE_MAX or asker == self.user_id:
             return
         now = time.monotonic()
         if now - self._answered.get(asker, 0.0) < 0.5:
             return  # asked again at once: one answer is enough (a member cannot make us flood)
         self._answered[asker] = now
-        answer: dict[str, Any] = {CONTROL: DESCRIPTION, "q": nonce, "peer_id": network.peer_id, "kind": connections.KERNEL}
-        answer.update(notebook=self.notebook, since=self._since)
+        answer = control.connection(nonce, network.peer_id, connections.KERNEL, notebook=self.notebook, since=self._since)
         self.spawn(room.direct(asker, answer), f"telling {asker} where this kernel is", _quietly)
 
     def _take_description(self, sender: str, content: dict[str, Any]) -> None:

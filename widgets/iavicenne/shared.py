@@ -41,8 +41,8 @@ from typing import TYPE_CHECKING, Any
 import pycrdt
 from pycrdt import Array, Map, Text
 
-from iavicenne_ext import protocol as p
-from iavicenne_ext.shared_state import SyncMessage, decode_sync
+import iavicenne_protocol as p
+from iavicenne_protocol import SyncMessage, decode_sync
 
 from .errors import RequestFailed
 
@@ -68,7 +68,7 @@ def _sync(step: int, payload: bytes) -> str:
 
 def _parse_sync(text: Any) -> tuple[int, bytes] | None:
     """(step, payload) of a server's base64 y-sync message, read as the server reads the
-    clients' (`shared_state.decode_sync`); None when it is not one."""
+    clients' (`iavicenne_protocol.decode_sync`); None when it is not one."""
     try:
         message = decode_sync(text, max_bytes=sys.maxsize)
     except p.ProtocolError:

@@ -21,7 +21,7 @@ from typing import Any
 
 from tornado.websocket import WebSocketClientConnection
 
-from iavicenne_ext import protocol as p
+import iavicenne_protocol as p
 
 from .connection import Endpoint
 from .delivery import SeenSet

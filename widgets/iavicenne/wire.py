@@ -1,6 +1,6 @@
 """The peer-link wire format: what a `PeerLink` writes on its data channel, and the
 `Reassembler` that reads it back. The browser client's ``wire.js`` is the same format;
-the tags are `iavicenne_ext.protocol`'s (``Tag``, ``Kind``, ``FLAG_ZLIB``).
+the tags are `iavicenne_protocol`'s (``Tag``, ``Kind``, ``FLAG_ZLIB``).
 
 A ``str`` message is text, as a browser's ``channel.send("...")`` sends it. A binary
 message starts with a tag byte:
@@ -35,7 +35,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from iavicenne_ext.protocol import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE, FLAG_ZLIB, Kind, Tag
+from iavicenne_protocol import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE, FLAG_ZLIB, Kind, Tag
 
 from .errors import PeerLinkError, TransferRefused
 

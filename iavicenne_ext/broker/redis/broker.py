@@ -22,7 +22,8 @@ import secrets
 from collections.abc import Coroutine
 from typing import Any
 
-from ... import protocol as p
+import iavicenne_protocol as p
+
 from ...access import RoomAccess
 from ...names import skeleton
 from ..base import (

@@ -16,7 +16,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from ... import protocol as p
+import iavicenne_protocol as p
+
 from ..base import History
 from . import envelope
 

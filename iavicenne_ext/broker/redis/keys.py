@@ -46,7 +46,7 @@ bytes are in it) and ``history-audit`` (the sweepers' cursor over them).
 
 from __future__ import annotations
 
-from ... import protocol as p
+import iavicenne_protocol as p
 
 #: the hash tag of the deployment's own keys; a room named "-" shares their slot, never a
 #: key (a room's keys are named by kind and room, the deployment's by kinds of their own)

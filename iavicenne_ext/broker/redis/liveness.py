@@ -21,7 +21,8 @@ import json
 import logging
 from dataclasses import dataclass
 
-from ... import protocol as p
+import iavicenne_protocol as p
+
 from ...names import skeleton
 from ..base import PresenceEntry
 from . import envelope

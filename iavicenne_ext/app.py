@@ -15,7 +15,7 @@ from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 from . import protocol as p
-from .broker.base import Broker, SharedStore
+from .broker.interfaces import Broker, SharedStore
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits, Quotas
 from .handlers.config import RoomsConfigHandler

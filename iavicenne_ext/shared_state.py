@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import pycrdt
 
 from . import protocol as p
-from .broker.base import SharedStore
+from .broker.interfaces import SharedStore
 
 EMPTY_UPDATE = bytes.fromhex(p.EMPTY_UPDATE_HEX)
 

@@ -101,10 +101,10 @@ class LocalFanout:
 
     def __init__(
         self,
-        messages: MessageBroker,
-        presence: PresenceManager,
         log: logging.Logger,
         *,
+        messages: MessageBroker,
+        presence: PresenceManager,
         presence_batch_interval: float,
         presence_batch_frames_per_second: float,
     ) -> None:

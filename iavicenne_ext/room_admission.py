@@ -25,20 +25,20 @@ class RoomAdmission(LocalFanout):
 
     def __init__(
         self,
+        log: logging.Logger,
+        *,
         messages: MessageBroker,
         presence: PresenceManager,
         access_records: AccessStore,
         identities: NameRegistry,
         shared: SharedStore,
-        log: logging.Logger,
-        *,
         presence_batch_interval: float,
         presence_batch_frames_per_second: float,
     ) -> None:
         super().__init__(
-            messages,
-            presence,
             log,
+            messages=messages,
+            presence=presence,
             presence_batch_interval=presence_batch_interval,
             presence_batch_frames_per_second=presence_batch_frames_per_second,
         )

@@ -54,12 +54,12 @@ class RoomHub(SignalingRooms):
         presence_batch_frames_per_second: float = 5_000.0,
     ) -> None:
         super().__init__(
-            broker,
-            broker,
-            broker,
-            broker,
-            broker,
             log,
+            messages=broker,
+            presence=broker,
+            access_records=broker,
+            identities=broker,
+            shared=broker,
             presence_batch_interval=presence_batch_interval,
             presence_batch_frames_per_second=presence_batch_frames_per_second,
         )

@@ -16,7 +16,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, d
 
 import iavicenne_protocol as p
 
-from .broker.base import Broker, SharedStore
+from .broker.interfaces import Broker, SharedStore
 from .broker.memory import MemoryBroker
 from .handlers.base import Limits, Quotas
 from .handlers.config import RoomsConfigHandler

@@ -24,7 +24,7 @@ import pycrdt
 
 import iavicenne_protocol as p
 
-from .broker.base import SharedStore
+from .broker.interfaces import SharedStore
 
 # The y-sync messages themselves (SyncMessage, decode_sync) are the protocol's, shared
 # with the Python client: iavicenne_protocol.sync. What is here needs pycrdt or the broker.

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import iavicenne_protocol as p
-from iavicenne_ext.broker.base import PresenceEntry
+from iavicenne_ext.broker.base import DedupKey, PresenceEntry
+from iavicenne_ext.broker.events import BrokerEvent, DirectFrame, Eviction, Publication, Supersede
 from iavicenne_ext.broker.redis import RedisBroker
 
 REFRESH = 0.2
@@ -31,12 +32,13 @@ class Delivered:
     frames: list[tuple[str, dict[str, Any], int, str | None, str | None]] = field(default_factory=list)
     superseding: list[dict[str, Any]] = field(default_factory=list)  # the frames delivered with supersede=True
 
-    def __call__(
-        self, room: str, frame: bytes, seq: int, to: str | None, skip: str | None, supersede: bool, evict: str | None
-    ) -> None:
-        self.frames.append((room, json.loads(frame), seq, to, skip))
-        if supersede:
-            self.superseding.append(json.loads(frame))
+    def __call__(self, event: BrokerEvent) -> None:
+        seq = event.seq if isinstance(event, Publication) else 0
+        to = event.to if isinstance(event, DirectFrame | Supersede) else None
+        skip = None if isinstance(event, Publication | Eviction) else event.skip
+        self.frames.append((event.room, json.loads(event.frame), seq, to, skip))
+        if isinstance(event, Supersede):
+            self.superseding.append(json.loads(event.frame))
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [f for _, f, _, _, _ in self.frames if f.get("type") == kind]
@@ -64,6 +66,11 @@ class Lines(logging.Handler):
 
 def message(text: str) -> bytes:
     return p.encode({"type": p.MESSAGE, "user_id": "u", "message": {"content": text}, "timestamp": p.now_iso()})
+
+
+def dedup(room: str, identity: str, user_id: str, ref: str, *, direct: bool = False) -> DedupKey:
+    """The dedup key of `ref` sent by `identity` as `user_id` (the hub's, `RoomHub._dedup_key`)."""
+    return DedupKey(room, identity, user_id, ref, direct)
 
 
 def entry(conn: str, user_id: str, username: str = "owner") -> PresenceEntry:

@@ -1,6 +1,22 @@
 """Brokers carry rooms (fan-out, presence, history, seq) for the room logic."""
 
-from .base import Broker, BrokerUnavailable, History, JoinOutcome, Member, PresenceEntry, Published
+from .base import BrokerUnavailable, DedupKey, History, JoinOutcome, Member, PresenceEntry, Published
+from .interfaces import AccessStore, Broker, MessageBroker, NameRegistry, PresenceManager, SharedStore
 from .memory import MemoryBroker
 
-__all__ = ["Broker", "BrokerUnavailable", "History", "JoinOutcome", "Member", "MemoryBroker", "PresenceEntry", "Published"]
+__all__ = [
+    "AccessStore",
+    "Broker",
+    "BrokerUnavailable",
+    "DedupKey",
+    "History",
+    "JoinOutcome",
+    "Member",
+    "MemoryBroker",
+    "MessageBroker",
+    "NameRegistry",
+    "PresenceEntry",
+    "PresenceManager",
+    "Published",
+    "SharedStore",
+]

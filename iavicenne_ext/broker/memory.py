@@ -32,8 +32,8 @@ from ..access import RoomAccess
 from ..names import skeleton
 from .base import (
     UNBOUNDED,
-    Broker,
     CreateOutcome,
+    DedupKey,
     History,
     JoinOutcome,
     Member,
@@ -42,9 +42,10 @@ from .base import (
     PresenceEntry,
     Published,
     SharedLog,
-    SharedStore,
     fold_members,
 )
+from .events import Emitted, Publication
+from .interfaces import Broker
 
 # What keeping costs beside the frame's own bytes, counted against history_bytes_total so
 # that many tiny messages or many empty rooms cannot hold more memory than the budget says
@@ -83,7 +84,7 @@ class _RoomState:
     queued: bool = False  # has its one entry in the oldest-message heap
 
 
-class MemoryBroker(Broker, SharedStore):
+class MemoryBroker(Broker):
     def __init__(
         self,
         *,
@@ -112,9 +113,9 @@ class MemoryBroker(Broker, SharedStore):
         self._expiring: list[tuple[float, int, _RoomState]] = []
         # rooms with history, by the order of their oldest message (checked on pop)
         self._oldest: list[tuple[int, int, _RoomState]] = []
-        # owner -> dedup key -> (seq, accepted at); per owner oldest first, bounded in
-        # count and in age
-        self._accepted: dict[str, OrderedDict[str, tuple[int, float]]] = {}
+        # identity -> dedup key -> (seq, accepted at); per identity oldest first, bounded
+        # in count and in age
+        self._accepted: dict[str, OrderedDict[DedupKey, tuple[int, float]]] = {}
         self._server_id = "mem-" + secrets.token_hex(4)
         # access records (bounded: max_private_rooms_per_identity per identity) and the
         # rooms each owner created; the identities seen, by the skeleton of their username
@@ -264,64 +265,55 @@ class MemoryBroker(Broker, SharedStore):
     async def unsubscribe(self, room: str) -> None:
         pass
 
-    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None, owner: str = "") -> Published:
+    async def publish(self, room: str, frame: bytes, *, dedup: DedupKey | None = None) -> Published:
         records = None
-        if dedup_key is not None:
+        if dedup is not None:
             now = time.monotonic()
-            records = self._records(owner, now)
-            known = records.get(dedup_key)
+            records = self._records(dedup.identity, now)
+            known = records.get(dedup)
             if known is not None:
                 return Published(known[0], True)
         state = self._room(room)
         state.seq += 1
         seq = state.seq
-        if records is not None and dedup_key is not None:
-            self._remember(records, dedup_key, seq, now)
+        if records is not None and dedup is not None:
+            self._remember(records, dedup, seq, now)
         framed = p.with_seq(seq, frame)
         self._keep(state, seq, framed)
-        self.deliver(room, framed, seq)
+        self.deliver(Publication(room, framed, seq))
         return Published(seq, False)
 
-    async def emit(
-        self,
-        room: str,
-        frame: bytes,
-        *,
-        to: str | None = None,
-        skip: str | None = None,
-        supersede: bool = False,
-        evict: str | None = None,
-    ) -> None:
-        self.deliver(room, frame, 0, to, skip, supersede, evict)
+    async def emit(self, event: Emitted) -> None:
+        self.deliver(event)
 
     # -- dedup records ------------------------------------------------------------------
-    def _records(self, owner: str, now: float) -> OrderedDict[str, tuple[int, float]]:
-        """`owner`'s unexpired records (oldest first: every record moves to the end when set)."""
-        records = self._accepted.get(owner)
+    def _records(self, identity: str, now: float) -> OrderedDict[DedupKey, tuple[int, float]]:
+        """`identity`'s unexpired records (oldest first: every record moves to the end when set)."""
+        records = self._accepted.get(identity)
         if records is None:
-            records = self._accepted[owner] = OrderedDict()
+            records = self._accepted[identity] = OrderedDict()
         while records and now - next(iter(records.values()))[1] > self.dedup_ttl:
             records.popitem(last=False)
         return records
 
-    def _remember(self, records: OrderedDict[str, tuple[int, float]], dedup_key: str, seq: int, now: float) -> None:
-        records[dedup_key] = (seq, now)
-        records.move_to_end(dedup_key)
+    def _remember(self, records: OrderedDict[DedupKey, tuple[int, float]], dedup: DedupKey, seq: int, now: float) -> None:
+        records[dedup] = (seq, now)
+        records.move_to_end(dedup)
         while len(records) > self.max_dedup_per_identity:
-            records.popitem(last=False)  # this owner's oldest, never another's
+            records.popitem(last=False)  # this identity's oldest, never another's
 
-    async def claim(self, dedup_key: str, *, owner: str = "") -> bool:
+    async def claim(self, dedup: DedupKey) -> bool:
         now = time.monotonic()
-        records = self._records(owner, now)
-        if dedup_key in records:
+        records = self._records(dedup.identity, now)
+        if dedup in records:
             return False
-        self._remember(records, dedup_key, 0, now)
+        self._remember(records, dedup, 0, now)
         return True
 
-    async def release(self, dedup_key: str, *, owner: str = "") -> None:
-        records = self._accepted.get(owner)
+    async def release(self, dedup: DedupKey) -> None:
+        records = self._accepted.get(dedup.identity)
         if records is not None:
-            records.pop(dedup_key, None)
+            records.pop(dedup, None)
 
     # -- presence -------------------------------------------------------------------------
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
@@ -490,7 +482,7 @@ class MemoryBroker(Broker, SharedStore):
     async def identity_named(self, name_skeleton: str) -> str | None:
         return self._identities.get(name_skeleton)
 
-    # -- shared state (SharedStore): each room's document, in this process ------------------
+    # -- shared documents (SharedStore), in this process ------------------------------------
     def _shared_log(self, room: str) -> SharedLog | None:
         kept = self._shared.get(room)
         if kept is None:

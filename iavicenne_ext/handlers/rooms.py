@@ -206,7 +206,7 @@ class RoomSocketHandler(ProtocolSocket):
         if kept is not None:
             update = SyncMessage(p.SyncStep.UPDATE, kept).b64()
             frame = p.encoded(p.SHARED, room=room, sync=update, user_id=self.user_id, identity=self.identity)
-            await self.hub.broker.emit(room, frame, skip=self.key)
+            await self.hub.broadcast(self, room, frame)
         self._ack(request, room)
 
     # -- helpers --------------------------------------------------------------------

@@ -19,7 +19,7 @@ from typing import cast
 import pytest
 import redis
 import redis.asyncio
-from broker_support import REFRESH, RETRY, TIMEOUT, Lines, brokers_on, entry, message
+from broker_support import REFRESH, RETRY, TIMEOUT, Lines, brokers_on, dedup, entry, message
 from servers import (
     RedisProcess,
     drop_prefix,
@@ -33,6 +33,7 @@ from servers import (
 
 import iavicenne_protocol as p
 from iavicenne_ext.broker.base import BrokerUnavailable, JoinOutcome
+from iavicenne_ext.broker.events import DirectFrame, RoomFrame, Supersede
 from iavicenne_ext.broker.redis import redact
 from iavicenne_ext.broker.redis.keys import Keys
 
@@ -70,10 +71,10 @@ async def test_a_claim_holds_across_servers_until_released(shared: tuple[str, st
     async with brokers_on(*shared) as start:
         one, _ = await start()
         two, _ = await start()
-        assert await one.claim("direct\x1fowner\x1fu\x1fref-9") is True
-        assert await two.claim("direct\x1fowner\x1fu\x1fref-9") is False
-        await one.release("direct\x1fowner\x1fu\x1fref-9")
-        assert await two.claim("direct\x1fowner\x1fu\x1fref-9") is True
+        assert await one.claim(dedup("direct", "owner", "u", "ref-9")) is True
+        assert await two.claim(dedup("direct", "owner", "u", "ref-9")) is False
+        await one.release(dedup("direct", "owner", "u", "ref-9"))
+        assert await two.claim(dedup("direct", "owner", "u", "ref-9")) is True
 
 
 async def test_publish_numbers_stores_and_dedups(shared: tuple[str, str]) -> None:
@@ -82,8 +83,8 @@ async def test_publish_numbers_stores_and_dedups(shared: tuple[str, str]) -> Non
         await broker.subscribe("r")
         seqs = [(await broker.publish("r", message(f"m{i}"))).seq for i in range(1, 6)]
         assert seqs == [1, 2, 3, 4, 5]
-        first = await broker.publish("r", message("once"), dedup_key="r\x1fowner\x1fu\x1fref-1")
-        again = await broker.publish("r", message("once"), dedup_key="r\x1fowner\x1fu\x1fref-1")
+        first = await broker.publish("r", message("once"), dedup=dedup("r", "owner", "u", "ref-1"))
+        again = await broker.publish("r", message("once"), dedup=dedup("r", "owner", "u", "ref-1"))
         assert (first.seq, first.duplicate) == (6, False)
         assert (again.seq, again.duplicate) == (6, True)
         # publish returns once the frame was delivered here, like the memory broker
@@ -131,12 +132,12 @@ async def test_frames_reach_every_server_once_in_seq_order(shared: tuple[str, st
         await got_b.wait(lambda: len(got_b.frames) == 120)
         for got in (got_a, got_b):
             assert [seq for _, _, seq, _, _ in got.frames] == list(range(1, 121))
-        await a.emit("r", p.encode({"type": "x", "timestamp": p.now_iso()}), to="bob", skip="k")
+        await a.emit(DirectFrame("r", p.encode({"type": "x", "timestamp": p.now_iso()}), to="bob", skip="k"))
         await got_b.wait(lambda: len(got_b.frames) == 121)
         assert got_b.frames[-1][2:] == (0, "bob", "k")
         assert got_b.superseding == []
         # a take-over notice carries supersede to the hub of the server holding the old connection
-        await a.emit("r", p.encoded(p.ERROR, code=p.ErrorCode.SUPERSEDED, message="taken over"), to="bob", supersede=True)
+        await a.emit(Supersede("r", p.encoded(p.ERROR, code=p.ErrorCode.SUPERSEDED, message="taken over"), to="bob"))
         await got_b.wait(lambda: len(got_b.frames) == 122)
         assert [f["code"] for f in got_b.superseding] == [p.ErrorCode.SUPERSEDED]
         assert got_c.frames == []
@@ -308,7 +309,7 @@ async def test_redis_restart_resubscribes_and_reregisters(private_redis: RedisPr
             await a.publish("r", message("during"))
         assert not a.available
         with pytest.raises(BrokerUnavailable):
-            await b.emit("r", message("during"))
+            await b.emit(RoomFrame("r", message("during")))
         # a leave during the outage is kept, and applied once Redis is back
         assert await b.leave("r", f"{b.server_id}:2", "carol") is False
 
@@ -512,19 +513,19 @@ async def test_dedup_records_of_one_identity_never_evict_another(shared: tuple[s
     async with brokers_on(url, prefix, max_dedup_per_identity=20) as start:
         one, _ = await start()
         two, _ = await start()
-        first = await one.publish("r", message("hi"), dedup_key="r\x1falice\x1falice\x1fa-1")
-        assert await one.claim("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
+        first = await one.publish("r", message("hi"), dedup=dedup("r", "alice", "alice", "a-1"))
+        assert await one.claim(dedup("r", "alice", "alice", "d-1", direct=True))
         # mallory sends far more refs than her share, from another server
         for n in range(200):
-            await two.publish("r", message(f"m{n}"), dedup_key=f"r\x1fmallory\x1fm\x1fm-{n}")
+            await two.publish("r", message(f"m{n}"), dedup=dedup("r", "mallory", "m", f"m-{n}"))
         for n in range(100):
-            await two.claim(f"\x1edirect\x1er\x1fmallory\x1fm\x1fd-{n}")
+            await two.claim(dedup("r", "mallory", "m", f"d-{n}", direct=True))
         # alice's resends are still recognised
-        again = await two.publish("r", message("hi"), dedup_key="r\x1falice\x1falice\x1fa-1")
+        again = await two.publish("r", message("hi"), dedup=dedup("r", "alice", "alice", "a-1"))
         assert (again.seq, again.duplicate) == (first.seq, True)
-        assert not await two.claim("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
+        assert not await two.claim(dedup("r", "alice", "alice", "d-1", direct=True))
         # mallory's own oldest are forgotten; what Redis holds for her stays within her share
-        assert not (await one.publish("r", message("m0"), dedup_key="r\x1fmallory\x1fm\x1fm-0")).duplicate
+        assert not (await one.publish("r", message("m0"), dedup=dedup("r", "mallory", "m", "m-0"))).duplicate
         client = redis.Redis.from_url(url)
         try:
             # both kinds of key are room r's (the dedup records take their room's hash tag)
@@ -534,8 +535,8 @@ async def test_dedup_records_of_one_identity_never_evict_another(shared: tuple[s
         finally:
             client.close()
         # a released claim can be claimed again (a direct message that could not be sent)
-        await one.release("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
-        assert await two.claim("\x1edirect\x1er\x1falice\x1falice\x1fd-1")
+        await one.release(dedup("r", "alice", "alice", "d-1", direct=True))
+        assert await two.claim(dedup("r", "alice", "alice", "d-1", direct=True))
 
 
 # -- a hostile PUBLISH on a room's channel ------------------------------------------------------
@@ -596,10 +597,10 @@ async def test_concurrent_publishes_each_get_their_answer_in_call_order(shared: 
         two, got_two = await start()
         for broker in (one, two):
             await broker.subscribe("busy")
-        await one.publish("busy", message("before"), dedup_key="busy\x1fowner\x1fu\x1fref-0")
+        await one.publish("busy", message("before"), dedup=dedup("busy", "owner", "u", "ref-0"))
         calls = [one.publish("busy", message(f"m{i}")) for i in range(200)]
         # a duplicate among them is answered as one, without failing its neighbours
-        calls.insert(100, one.publish("busy", message("again"), dedup_key="busy\x1fowner\x1fu\x1fref-0"))
+        calls.insert(100, one.publish("busy", message("again"), dedup=dedup("busy", "owner", "u", "ref-0")))
         published = await asyncio.gather(*calls)
         assert [(p.seq, p.duplicate) for p in published[:100]] == [(i, False) for i in range(2, 102)]
         assert (published[100].seq, published[100].duplicate) == (1, True)

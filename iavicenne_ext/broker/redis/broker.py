@@ -27,9 +27,9 @@ import iavicenne_protocol as p
 from ...access import RoomAccess
 from ...names import skeleton
 from ..base import (
-    Broker,
     BrokerUnavailable,
     CreateOutcome,
+    DedupKey,
     History,
     JoinOutcome,
     Member,
@@ -38,22 +38,17 @@ from ..base import (
     PresenceEntry,
     Published,
     SharedLog,
-    SharedStore,
     fold_members,
 )
+from ..events import Emitted
+from ..interfaces import Broker
 from . import envelope
 from .feed import RoomFeed
-from .keys import Keys, dedup_room
+from .keys import Keys, dedup_name
 from .link import RedisLink
 from .liveness import Liveness, Registry, entry_json
 
 MiB = 1024 * 1024
-
-
-def _identity(dedup_key: str) -> str:
-    """Whose dedup key it is: the hub builds them as room, username, user_id, ref."""
-    parts = dedup_key.split("\x1f", 2)
-    return parts[1] if len(parts) == 3 else ""
 
 
 def _chat_room(room: str) -> str:
@@ -65,7 +60,7 @@ def _chat_room(room: str) -> str:
 _SENT, _DUPLICATE, _FULL = 0, 1, 2
 
 
-class RedisBroker(Broker, SharedStore):
+class RedisBroker(Broker):
     """Rooms in Redis, shared by every server with the same URL and prefix."""
 
     def __init__(
@@ -199,7 +194,7 @@ class RedisBroker(Broker, SharedStore):
         except BrokerUnavailable:
             pass
 
-    async def publish(self, room: str, frame: bytes, *, dedup_key: str | None = None, owner: str = "") -> Published:
+    async def publish(self, room: str, frame: bytes, *, dedup: DedupKey | None = None) -> Published:
         # The deployment's history bytes live in another slot than the room's (keys.py):
         # the frame's size is reserved there first, and the script, given the sum with it,
         # makes room or refuses; what it changed beyond the reservation is added back after.
@@ -215,11 +210,11 @@ class RedisBroker(Broker, SharedStore):
                 secrets.token_hex(6),
                 self.history_size,
                 self._history_ttl_ms,
-                dedup_key or "",
+                "" if dedup is None else dedup_name(dedup),
                 self._dedup_ttl_ms,
                 self.history_bytes_per_room,
                 self.history_bytes_total,
-                owner or _identity(dedup_key or ""),
+                "" if dedup is None else dedup.identity,
                 self.max_dedup_per_identity,
                 total,
                 self._link.publish_command,
@@ -263,30 +258,20 @@ class RedisBroker(Broker, SharedStore):
             except BrokerUnavailable:
                 self._owed_total += delta
 
-    async def claim(self, dedup_key: str, *, owner: str = "") -> bool:
-        identity = owner or _identity(dedup_key)
-        tagged = self._keys.tagged(dedup_room(dedup_key))
-        return bool(await self._link.run("claim", tagged, dedup_key, self._dedup_ttl_ms, identity, self.max_dedup_per_identity))
+    async def claim(self, dedup: DedupKey) -> bool:
+        tagged = self._keys.tagged(dedup.room)
+        name = dedup_name(dedup)
+        return bool(await self._link.run("claim", tagged, name, self._dedup_ttl_ms, dedup.identity, self.max_dedup_per_identity))
 
-    async def release(self, dedup_key: str, *, owner: str = "") -> None:
-        await self._link.run("release", self._keys.tagged(dedup_room(dedup_key)), dedup_key, owner or _identity(dedup_key))
+    async def release(self, dedup: DedupKey) -> None:
+        await self._link.run("release", self._keys.tagged(dedup.room), dedup_name(dedup), dedup.identity)
 
-    async def emit(
-        self,
-        room: str,
-        frame: bytes,
-        *,
-        to: str | None = None,
-        skip: str | None = None,
-        supersede: bool = False,
-        evict: str | None = None,
-    ) -> None:
+    async def emit(self, event: Emitted) -> None:
         if self._link.closing:
             # the server is stopping: `close` has told every room its members left, and
             # the sockets emitting now are closing too
             return
-        message = envelope.encode(frame, to=to, skip=skip, supersede=supersede, evict=evict)
-        await self._link.command(self._link.publish_command, self._keys.channel(room), message)
+        await self._link.command(self._link.publish_command, self._keys.channel(event.room), envelope.encode(event))
 
     # -- presence -------------------------------------------------------------------------
     async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
@@ -519,7 +504,7 @@ class RedisBroker(Broker, SharedStore):
         holder = await self._link.command("HGET", self._keys.identities, name_skeleton)
         return holder.decode() if holder is not None else None
 
-    # -- shared state (SharedStore): each room's document, in Redis for every server -------
+    # -- shared documents (SharedStore), in Redis for every server ---------------------------
     # keys {prefix}:shared:R (list of updates) and {prefix}:shared-meta:R (hash bytes, gen)
     async def shared_load(self, room: str) -> SharedLog:
         generation, size, *updates = await self._link.run("shared_load", self._keys.tagged(room), room)

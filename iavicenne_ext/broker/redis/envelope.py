@@ -1,9 +1,10 @@
 """What travels on a room's channel: one JSON header line, then the frame's bytes.
 
-The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..,"evict":..}`` (only ``seq``
-is always there; ``epoch`` comes with a seq). A frame with a seq is published by the
-publish script without it, and the receiving server puts it in (`protocol.with_seq`);
-frames without seq (presence, direct messages, signaling) have ``"seq":0``.
+The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..,"evict":..,"presence":..}``
+(only ``seq`` is always there; ``epoch`` comes with a seq). A frame with a seq is published
+by the publish script without it, and the receiving server puts it in (`protocol.with_seq`);
+frames without seq (presence, direct messages, signaling) have ``"seq":0``. The header says
+which broker event (events.py) the frame is: `encode` writes one, `Envelope.event` reads it.
 
 Anything else that reaches a room's channel (another program's PUBLISH, garbage) is a
 `MalformedEnvelope`: the reader drops it, and the link and the other rooms are untouched.
@@ -14,6 +15,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
+
+from ..events import BrokerEvent, DirectFrame, Emitted, Eviction, PresenceFrame, Publication, RoomFrame, Supersede
 
 
 def _not_json(constant: str) -> Any:
@@ -37,18 +40,36 @@ class Envelope:
     supersede: bool  # the recipient's connection was taken over by a newer one
     frame: bytes  # without its seq
     evict: str | None = None  # the username whose connections get it and leave the room
+    presence: bool = False  # a user-joined, user-left or presence frame
+
+    def event(self, room: str, frame: bytes) -> BrokerEvent:
+        """The broker event this envelope carries, with `frame` (the seq put in, if any)."""
+        if self.seq:
+            return Publication(room, frame, self.seq)
+        if self.evict is not None:
+            return Eviction(room, frame, self.evict)
+        if self.to is not None:
+            kind = Supersede if self.supersede else DirectFrame
+            return kind(room, frame, self.to, self.skip)
+        if self.presence:
+            return PresenceFrame(room, frame, self.skip)
+        return RoomFrame(room, frame, self.skip)
 
 
-def encode(
-    frame: bytes, *, to: str | None = None, skip: str | None = None, supersede: bool = False, evict: str | None = None
-) -> bytes:
-    """A frame without seq as published (the publish script writes the seq ones)."""
-    header: dict[str, Any] = {"seq": 0, "to": to, "skip": skip}
-    if supersede:
-        header["supersede"] = True
-    if evict is not None:
-        header["evict"] = evict
-    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + frame
+def encode(event: Emitted) -> bytes:
+    """An event without seq as published (the publish script writes the seq ones)."""
+    header: dict[str, Any] = {"seq": 0, "to": None, "skip": None}
+    if isinstance(event, Eviction):
+        header["evict"] = event.username
+    else:
+        header["skip"] = event.skip
+        if isinstance(event, (DirectFrame, Supersede)):
+            header["to"] = event.to
+            if isinstance(event, Supersede):
+                header["supersede"] = True
+        elif isinstance(event, PresenceFrame):
+            header["presence"] = True
+    return json.dumps(header, separators=(",", ":")).encode() + b"\n" + event.frame
 
 
 def _optional_str(header: dict[str, Any], name: str) -> str | None:
@@ -75,9 +96,12 @@ def decode(data: bytes) -> Envelope:
     epoch = _optional_str(header, "epoch")
     if seq and not epoch:
         raise MalformedEnvelope("a frame with a seq has no epoch")
-    supersede = header.get("supersede", False)
-    if not isinstance(supersede, bool):
-        raise MalformedEnvelope("supersede is not a boolean")
+    supersede, presence = header.get("supersede", False), header.get("presence", False)
+    if not isinstance(supersede, bool) or not isinstance(presence, bool):
+        raise MalformedEnvelope("supersede or presence is not a boolean")
+    to = _optional_str(header, "to")
+    if supersede and to is None:
+        raise MalformedEnvelope("supersede without to")
     # the frame goes to clients as it is, in a text message: it must be UTF-8 JSON, an
     # object with a type (parsed once per server here, not once per recipient)
     try:
@@ -88,6 +112,4 @@ def decode(data: bytes) -> Envelope:
         raise MalformedEnvelope("the frame is not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise MalformedEnvelope("the frame is not a JSON object with a type")
-    return Envelope(
-        seq, epoch, _optional_str(header, "to"), _optional_str(header, "skip"), supersede, frame, _optional_str(header, "evict")
-    )
+    return Envelope(seq, epoch, to, _optional_str(header, "skip"), supersede, frame, _optional_str(header, "evict"), presence)

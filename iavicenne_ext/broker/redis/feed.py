@@ -19,12 +19,11 @@ from typing import Any
 import iavicenne_protocol as p
 
 from ..base import History
+from ..events import Deliver, Publication, RoomFrame
 from . import envelope
 
 #: (room, since, epoch) -> what the history holds after `since`; no availability check
 FetchHistory = Callable[[str, int, str], Awaitable[History]]
-#: the hub's fan-out (`broker.base.Deliver`)
-DeliverFrame = Callable[[str, bytes, int, "str | None", "str | None", bool, "str | None"], None]
 
 
 class _DropLog:
@@ -54,7 +53,7 @@ class _DropLog:
 class RoomFeed:
     """Per subscribed room, the (epoch, seq) of the last frame delivered here."""
 
-    def __init__(self, *, fetch: FetchHistory, deliver: DeliverFrame, log: logging.Logger, echo_timeout: float) -> None:
+    def __init__(self, *, fetch: FetchHistory, deliver: Deliver, log: logging.Logger, echo_timeout: float) -> None:
         self._fetch = fetch
         self._deliver = deliver
         self.log = log
@@ -116,7 +115,7 @@ class RoomFeed:
                         self._dropped(room, f"seq {seq} of epoch {epoch!r} is not in the room's history", data)
                         return
                 self._last[room] = (epoch, seq)
-        self._deliver(room, frame, seq, message.to, message.skip, message.supersede, message.evict)
+        self._deliver(message.event(room, frame))
         if seq and self._echo_waiters:
             self._release_echoes(room, seq)
 
@@ -157,7 +156,7 @@ class RoomFeed:
         for seq, frame in enumerate(history.messages, first):
             if until is not None and (until[0] != history.epoch or seq >= until[1]):
                 break
-            self._deliver(room, frame, seq, None, None, False, None)
+            self._deliver(Publication(room, frame, seq))
             delivered = seq
         self._last[room] = (history.epoch, delivered)
         if self._echo_waiters:
@@ -165,9 +164,7 @@ class RoomFeed:
         return genuine
 
     def _notify(self, room: str, text: str, **extra: Any) -> None:
-        self._deliver(
-            room, p.encode(p.error_frame(p.ErrorCode.UNAVAILABLE, text, room=room, **extra)), 0, None, None, False, None
-        )
+        self._deliver(RoomFrame(room, p.encode(p.error_frame(p.ErrorCode.UNAVAILABLE, text, room=room, **extra))))
 
     # -- publish returns once its frame was delivered here -------------------------------
     def _release_echoes(self, room: str, seq: int) -> None:

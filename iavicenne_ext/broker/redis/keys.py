@@ -30,7 +30,7 @@ Per room (``T`` the tagged prefix, ``R`` the room name):
 ``T:access:R``, ``T:access-members:R``  the room's access record (access.py) and the
                   usernames a private room's owner invited
 ``T:shared:R``, ``T:shared-meta:R``  the room's shared document (shared_state.py)
-``T:dedup:<key>`` the seq a dedup key got; ``T:dedup-of:<username>`` sorted set of that
+``T:dedup:<name>`` the seq a dedup key got (`dedup_name`); ``T:dedup-of:<username>`` sorted set of that
                   identity's dedup keys of the tag by expiry, at most ``max_dedup_per_identity``
 
 Per deployment, under the tag ``{-}`` (`Keys.deployment`, one slot): ``servers`` (sorted set
@@ -47,6 +47,8 @@ bytes are in it) and ``history-audit`` (the sweepers' cursor over them).
 from __future__ import annotations
 
 import iavicenne_protocol as p
+
+from ..base import DedupKey
 
 #: the hash tag of the deployment's own keys; a room named "-" shares their slot, never a
 #: key (a room's keys are named by kind and room, the deployment's by kinds of their own)
@@ -131,8 +133,8 @@ class Keys:
         return self.global_key(f"server:{server_id}")
 
 
-def dedup_room(dedup_key: str) -> str:
-    """The room a dedup key is of (the hub builds them as room, username, user_id, ref; a
-    direct message's room is marked ``\\x1edirect\\x1e<room>``): its keys take that room's tag."""
-    room = dedup_key.split("\x1f", 1)[0]
-    return room.removeprefix("\x1edirect\x1e")
+def dedup_name(dedup: DedupKey) -> str:
+    """The name of `dedup`'s keys (``dedup:<name>``): unique to the sender and its ref. They
+    live under the tag of the key's room (`Keys.tagged(dedup.room)`)."""
+    room = "\x1edirect\x1e" + dedup.room if dedup.direct else dedup.room
+    return f"{room}\x1f{dedup.identity}\x1f{dedup.user_id}\x1f{dedup.ref}"

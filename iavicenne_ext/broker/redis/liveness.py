@@ -25,6 +25,7 @@ import iavicenne_protocol as p
 
 from ...names import skeleton
 from ..base import PresenceEntry
+from ..events import PresenceFrame
 from . import envelope
 from .keys import Keys, tag
 from .link import RedisLink
@@ -206,7 +207,7 @@ class Liveness:
         if unlisted:
             await link.command_now("SREM", keys.rooms_of(sid), *unlisted)
         for room, frame, skip in frames:
-            await link.publish_now(room, envelope.encode(frame, skip=skip))
+            await link.publish_now(room, envelope.encode(PresenceFrame(room, frame, skip)))
 
     async def _reconcile_tag(
         self, indexes: list[int], entries: list[tuple[tuple[str, str], PresenceEntry]], leaves: list[_Leave], room_tag: str
@@ -238,7 +239,7 @@ class Liveness:
                     # this server removed them, so it alone tells the room they left
                     name = room.decode()
                     frame = presence_frame(p.USER_LEFT, name, PresenceEntry.from_json(json.loads(raw)))
-                    await link.publish_now(name, envelope.encode(frame))
+                    await link.publish_now(name, envelope.encode(PresenceFrame(name, frame)))
                     removed += 1
         return removed
 

@@ -1,0 +1,256 @@
+"""The broker interfaces: what the room logic needs to carry rooms, whoever carries them.
+
+As centrifuge sets them apart, each a few methods on one concept:
+
+- `MessageBroker`: a room's messages (seq, bounded history, dedup claims) and the fan-out
+  of every frame to the servers that have members in the room, as typed events (events.py);
+- `PresenceManager`: who is in each room, through which connections, with which state;
+- `AccessStore`: the access records of rooms with members (access.py);
+- `NameRegistry`: the identities the deployment has seen, by the skeleton of their name;
+- `SharedStore`: each room's shared (Yjs) document, as a log of updates.
+
+A backend implements all of them (`Broker`): `MemoryBroker` keeps everything in this
+process (one server, no setup), `RedisBroker` keeps it in Redis so several Jupyter servers
+share their rooms. The room logic depends on the narrow ones it uses and cannot tell the
+backends apart; tests/broker/test_contract.py is what every backend must do.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+from ..access import RoomAccess
+from .base import (
+    UNBOUNDED,
+    CreateOutcome,
+    DedupKey,
+    History,
+    JoinOutcome,
+    Member,
+    MemberOutcome,
+    MembersPage,
+    PresenceEntry,
+    Published,
+    SharedLog,
+    fold_members,
+    page_of,
+)
+from .events import BrokerEvent, Deliver, Emitted
+
+
+class MessageBroker(ABC):
+    """A room's messages and history, and the fan-out of frames between servers."""
+
+    _deliver: Deliver | None = None
+
+    @property
+    @abstractmethod
+    def server_id(self) -> str:
+        """This server's id, the prefix of its connection keys."""
+
+    def attach(self, deliver: Deliver) -> None:
+        """Set the callback that writes this server's events to its connections."""
+        self._deliver = deliver
+
+    def deliver(self, event: BrokerEvent) -> None:
+        if self._deliver is not None:
+            self._deliver(event)
+
+    @abstractmethod
+    async def subscribe(self, room: str) -> None:
+        """This server has a member in `room` now: start receiving its events."""
+
+    @abstractmethod
+    async def unsubscribe(self, room: str) -> None:
+        """This server's last member left `room`."""
+
+    @abstractmethod
+    async def publish(self, room: str, frame: bytes, *, dedup: DedupKey | None = None) -> Published:
+        """Give `frame` the room's next seq, keep it in history and deliver it everywhere
+        (a `Publication`).
+
+        A `dedup` key seen within `dedup_ttl` seconds is not published again; the seq it
+        got the first time is returned with ``duplicate=True``.
+        """
+
+    @abstractmethod
+    async def claim(self, dedup: DedupKey) -> bool:
+        """Remember `dedup` for `dedup_ttl` seconds; False if it was already claimed.
+
+        For frames without seq (direct messages): a resend after a reconnect is dropped.
+        """
+
+    @abstractmethod
+    async def release(self, dedup: DedupKey) -> None:
+        """Forget a claim whose frame could not be sent, so its resend goes through."""
+
+    @abstractmethod
+    async def emit(self, event: Emitted) -> None:
+        """Deliver a frame without seq or history to its room, on every server."""
+
+    @abstractmethod
+    async def history(self, room: str, since: int | None, epoch: str | None) -> History:
+        """The room's messages after `since` (none when `since` is None).
+
+        At most `max_replay_bytes` of them, the newest; ``recovered`` is False when older
+        ones after `since` were left out.
+        """
+
+    @abstractmethod
+    async def room_exists(self, room: str) -> bool:
+        """True when the room has members or kept history."""
+
+
+class PresenceManager(ABC):
+    """Who is in each room: one entry per connection, folded into members per user."""
+
+    @abstractmethod
+    async def join(self, room: str, entry: PresenceEntry) -> JoinOutcome:
+        """Add a connection to the room's presence, unless another identity holds its user_id.
+
+        Names are claimed by skeleton (`names.skeleton`): whoever holds ``bob`` in a room
+        holds ``Bob`` and ``b\u043eb`` (Cyrillic o) there too.
+        """
+
+    @abstractmethod
+    async def leave(self, room: str, conn: str, user_id: str) -> bool:
+        """Remove a connection; True when its user has no connection left in the room."""
+
+    @abstractmethod
+    async def set_state(self, room: str, conn: str, state: bytes, state_at: float) -> None:
+        """Set the presence state (encoded) of one connection."""
+
+    @abstractmethod
+    async def entries(self, room: str) -> list[PresenceEntry]:
+        """Every live connection entry in the room, on every server."""
+
+    async def members(self, room: str) -> list[Member]:
+        return fold_members(await self.entries(room))
+
+    async def is_present(self, room: str, user_id: str) -> bool:
+        return any(e.user_id == user_id for e in await self.entries(room))
+
+    async def members_page(self, room: str, after: str, limit: int) -> MembersPage:
+        """At most `limit` members after user_id `after` ("": the first), and how many there are.
+
+        This default folds every entry of the room, as `members` does; a backend that keeps
+        its members sorted answers in the page's time (both backends here do).
+        """
+        return page_of(await self.members(room), after, limit)
+
+    async def member_count(self, room: str) -> int:
+        """How many users are in the room (a user with several connections counts once)."""
+        return len(await self.members(room))
+
+    def member_count_now(self, room: str) -> int | None:
+        """`member_count` without waiting, when this backend holds it here; else None."""
+        return None
+
+    @abstractmethod
+    async def rooms(self) -> dict[str, list[Member]]:
+        """Every room that has members now, with its members."""
+
+
+class AccessStore(ABC):
+    """The access records of rooms with members (access.py): who may enter a room."""
+
+    @abstractmethod
+    async def get_access(self, room: str) -> RoomAccess | None:
+        """The room's access record; None: a public room (no record)."""
+
+    @abstractmethod
+    async def all_access(self) -> dict[str, RoomAccess]:
+        """Every access record of the deployment, by room."""
+
+    @abstractmethod
+    async def create_access(self, access: RoomAccess, *, max_per_owner: int) -> CreateOutcome:
+        """Create a record, atomically: refused when one exists, when the room (or its
+        signaling room) has members or kept history, or when its owner has `max_per_owner`."""
+
+    @abstractmethod
+    async def add_member(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
+        """Invite `username` to private room `room` (at most `max_members` members)."""
+
+    @abstractmethod
+    async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        """Take `username` off private room `room`'s members."""
+
+    @abstractmethod
+    async def delete_access(self, room: str) -> bool:
+        """Delete the record and the room's history (it must not become readable as a
+        public room); False when there was no record."""
+
+
+class NameRegistry(ABC):
+    """The identities the deployment has seen, by the skeleton of their username (names.py)."""
+
+    @abstractmethod
+    async def remember_identity(self, username: str, name_skeleton: str) -> None:
+        """`username` opened a socket: its name's skeleton is its own (the first holder keeps it)."""
+
+    @abstractmethod
+    async def identity_named(self, name_skeleton: str) -> str | None:
+        """The username whose skeleton is `name_skeleton`, if such an identity was seen."""
+
+
+class SharedStore(ABC):
+    """Each room's shared document (iavicenne_ext/shared_state.py), as a log of Yjs updates."""
+
+    @abstractmethod
+    async def shared_load(self, room: str) -> SharedLog:
+        """The room's updates (none for a room without a document)."""
+
+    @abstractmethod
+    async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
+        """Append `update`, atomically refused when the log would pass `max_bytes`: the
+        number of updates then kept, or None (nothing appended). The document is kept `ttl`
+        seconds after its last change."""
+
+    @abstractmethod
+    async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
+        """Replace the first `count` updates with `merged` (their sum), unless another
+        compaction came first (the generation moved): False then, nothing changed."""
+
+    @abstractmethod
+    async def shared_delete(self, room: str) -> None:
+        """Forget the room's document (its access record was deleted: it must not become public)."""
+
+
+class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedStore):
+    """A whole backend: every interface above, its budgets and its life cycle.
+
+    The budgets (the ``IAvicenne`` options of the same names): a room's history is at
+    most `history_size` messages and `history_bytes_per_room` bytes, all rooms' together
+    at most `history_bytes_total` bytes (per server or per deployment: the backend's
+    scope); `history` replays at most `max_replay_bytes`; each identity has at most
+    `max_dedup_per_identity` dedup records, and its oldest go first, never another's.
+    """
+
+    def __init__(
+        self,
+        *,
+        history_size: int,
+        history_ttl: float,
+        dedup_ttl: float,
+        history_bytes_per_room: int = UNBOUNDED,
+        history_bytes_total: int = UNBOUNDED,
+        max_replay_bytes: int = UNBOUNDED,
+        max_dedup_per_identity: int = UNBOUNDED,
+    ) -> None:
+        self.history_size = history_size
+        self.history_ttl = history_ttl
+        self.dedup_ttl = dedup_ttl
+        self.history_bytes_per_room = history_bytes_per_room
+        self.history_bytes_total = history_bytes_total
+        self.max_replay_bytes = max_replay_bytes
+        self.max_dedup_per_identity = max_dedup_per_identity
+
+    async def start(self) -> None:
+        """Connect; called once the event loop runs."""
+
+    async def close(self) -> None:
+        """Release connections and tasks."""
+
+    @property
+    def available(self) -> bool:
+        return True

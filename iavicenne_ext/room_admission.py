@@ -1,0 +1,171 @@
+"""Who may be in a room, under which name: access records and the name policy.
+
+A room's access record (access.py) is checked on join, on a replay, on signaling join and
+on direct messages, and the name policy (names.py) for a `user_id` / `peer_id`. A removal
+from a private room is an eviction: an `Eviction` on the room's channel (and its signaling
+room's) that every server hands to that identity's connections, which then leave.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import iavicenne_protocol as p
+
+from . import names
+from .access import RoomAccess, may_enter, may_receive, refusal
+from .broker.base import BrokerUnavailable, CreateOutcome, Member, MemberOutcome
+from .broker.events import Eviction
+from .broker.interfaces import AccessStore, MessageBroker, NameRegistry, PresenceManager, SharedStore
+from .identity import Identity
+from .local_rooms import Connection, LocalFanout, signaling_room
+
+
+class RoomAdmission(LocalFanout):
+    """The hub's checks of who enters, and the administration of private rooms."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        *,
+        messages: MessageBroker,
+        presence: PresenceManager,
+        access_records: AccessStore,
+        identities: NameRegistry,
+        shared: SharedStore,
+        presence_batch_interval: float,
+        presence_batch_frames_per_second: float,
+    ) -> None:
+        super().__init__(
+            log,
+            messages=messages,
+            presence=presence,
+            presence_batch_interval=presence_batch_interval,
+            presence_batch_frames_per_second=presence_batch_frames_per_second,
+        )
+        self.access_records = access_records
+        self.identities = identities
+        self.shared = shared
+        # skeleton -> the username holding it, as the broker answered (bounded by the identities)
+        self._named: dict[str, str] = {}
+
+    async def check_access(self, conn: Connection, room: str, ref: str | None = None) -> RoomAccess | None:
+        """The room's record, or `ProtocolError` (``forbidden``) when `conn`'s identity may not enter it."""
+        access = await self.access_records.get_access(room)
+        if access is not None and not may_enter(conn.who, access):
+            raise refusal(room, access, ref)
+        return access
+
+    async def _still_allowed(self, conn: Connection, room: str, ref: str | None) -> None:
+        """After joining: a record created between the check and the join refuses it now.
+
+        Creating a record fails while the room has members, so once this check passes no
+        record can come to refuse this member except by an explicit removal (an eviction).
+        """
+        try:
+            await self.check_access(conn, room, ref)
+        except p.ProtocolError:
+            await self.presence.leave(room, conn.key, conn.user_id)
+            raise
+
+    async def confirm_access(self, conn: Connection, room: str, *, signaling: bool = False) -> None:
+        """Once `conn` takes the room's live frames: evict it if it was removed meanwhile.
+
+        A removal's eviction reaches the connections in the local fan-out; one still joining
+        (snapshot and replay on their way) is not there yet. The removal is written before its
+        eviction is sent, so a check made now sees it.
+        """
+        if may_enter(conn.who, await self.access_records.get_access(room)):
+            return
+        key = signaling_room(room) if signaling else room
+        local = self.local.get(key)
+        if local is not None:
+            local.remove(conn)
+        conn.send(p.encoded(p.ROOM_LEFT, room=room, reason=p.LeftReason.REMOVED))
+        conn.evicted(key)
+
+    async def remember(self, who: Identity) -> None:
+        """`who` opened a socket: under the free policy nobody else may look like its username."""
+        await self.identities.remember_identity(who.username, names.skeleton(who.username))
+
+    async def check_name(self, conn: Connection, name: str, field: str, ref: str | None = None, *, early: bool = False) -> None:
+        """Refuse a user_id / peer_id the connection's identity may not use (names.py).
+
+        `early`: on `connect`, which needs no broker; with the broker unreachable the
+        usernames are not looked up then, and the join (which needs it) checks again.
+        """
+        who = conn.who
+        if conn.name_policy == names.OWN:
+            if not names.is_own(name, who):
+                raise names.not_yours(field, name, who, ref)
+            return
+        for candidate in dict.fromkeys((names.skeleton(name), names.skeleton(names.base_name(name)))):
+            holder = self._named.get(candidate)
+            if holder is None:
+                try:
+                    holder = await self.identities.identity_named(candidate)
+                except BrokerUnavailable:
+                    if early:
+                        return
+                    raise
+                if holder is not None:  # the first holder keeps it for good: no need to ask again
+                    self._named[candidate] = holder
+            if holder is not None and holder != who.username:
+                raise p.ProtocolError(
+                    p.ErrorCode.NAME_TAKEN,
+                    f"{field} {name!r} looks like {holder!r}, the name of another user of this server; "
+                    f"connect with another {field}",
+                    ref,
+                )
+
+    # -- private rooms ------------------------------------------------------------------
+    async def rooms(self) -> dict[str, list[Member]]:
+        """Every chat room that has members now (on any server), with its members."""
+        rooms = await self.presence.rooms()
+        return {name: members for name, members in rooms.items() if not name.startswith(p.SIGNALING_ROOM_PREFIX)}
+
+    async def visible_rooms(self, who: Identity) -> dict[str, tuple[list[Member], RoomAccess | None]]:
+        """The chat rooms `who` may enter that have members now or an access record."""
+        rooms = await self.rooms()
+        records = await self.access_records.all_access()
+        listed: dict[str, tuple[list[Member], RoomAccess | None]] = {}
+        for name in sorted({*rooms, *records}):
+            access = records.get(name)
+            if may_enter(who, access):
+                listed[name] = (rooms.get(name, []), access)
+        return listed
+
+    async def create_access(self, access: RoomAccess, *, max_per_owner: int) -> CreateOutcome:
+        return await self.access_records.create_access(access, max_per_owner=max_per_owner)
+
+    async def access(self, room: str) -> RoomAccess | None:
+        return await self.access_records.get_access(room)
+
+    async def invite(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
+        return await self.access_records.add_member(room, username, max_members=max_members)
+
+    async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        """Take `username` off the members, and out of the room (and its signaling room) everywhere."""
+        outcome, access = await self.access_records.remove_member(room, username)
+        if outcome is MemberOutcome.DONE and access is not None and not may_receive(username, access):
+            await self.evict(room, username)
+        return outcome, access
+
+    async def delete_access(self, room: str) -> bool:
+        """Delete the record (and the history); everyone in the room is evicted from it."""
+        present = {
+            str(e.identity.get("username")) for key in (room, signaling_room(room)) for e in await self.presence.entries(key)
+        }
+        if not await self.access_records.delete_access(room):
+            return False
+        await self.shared.shared_delete(room)  # its shared document must not become public either
+        for username in sorted(present):
+            await self.evict(room, username)
+        return True
+
+    async def evict(self, room: str, username: str) -> None:
+        """Every connection of `username` in chat room `room` and in its signaling room, on
+        every server, gets ``room-left`` (reason ``removed``) and leaves."""
+        frame = p.encoded(p.ROOM_LEFT, room=room, reason=p.LeftReason.REMOVED)
+        await self.messages.emit(Eviction(room, frame, username))
+        await self.messages.emit(Eviction(signaling_room(room), frame, username))

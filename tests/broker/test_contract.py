@@ -1,0 +1,343 @@
+"""What every broker backend must do: one suite, run against each backend by its factory.
+
+A backend is proven by passing it: MemoryBroker and RedisBroker (on the shared Redis, under
+a prefix of its own, deleted afterwards) today; a new backend adds one factory to
+`BACKENDS`. The tests speak only the interfaces (broker/interfaces.py) and check what the
+room logic relies on: seqs, history and epochs, dedup claims, presence, access records
+with their budgets, names and shared documents, with two identities where they share a
+behaviour (one of them, mallory, trying to misuse it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
+
+import pytest
+from broker_support import dedup, entry, message
+from servers import drop_prefix, shared_redis_url, unique_prefix
+
+import iavicenne_protocol as p
+from iavicenne_ext.access import RoomAccess
+from iavicenne_ext.broker import MemoryBroker
+from iavicenne_ext.broker.base import CreateOutcome, JoinOutcome, MemberOutcome
+from iavicenne_ext.broker.events import (
+    BrokerEvent,
+    DirectFrame,
+    Eviction,
+    PresenceFrame,
+    Publication,
+    RoomFrame,
+    Supersede,
+)
+from iavicenne_ext.broker.interfaces import Broker
+
+#: the budgets a test does not set
+DEFAULTS: dict[str, Any] = {"history_size": 100, "history_ttl": 60.0, "dedup_ttl": 60.0}
+
+
+class Events(list[BrokerEvent]):
+    """What a backend delivered to its hub, in order."""
+
+    async def wait(self, count: int, timeout: float = 5.0) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while len(self) < count:
+            assert loop.time() < deadline, f"{count} events not delivered within {timeout} s; got {self}"
+            await asyncio.sleep(0.01)
+
+
+#: budgets -> a started backend with its delivered events, closed (and its data gone) at the end
+Backend = Callable[..., AbstractAsyncContextManager[tuple[Broker, Events]]]
+
+
+@asynccontextmanager
+async def memory_backend(**budgets: Any) -> AsyncIterator[tuple[Broker, Events]]:
+    broker = MemoryBroker(**{**DEFAULTS, **budgets})
+    events = Events()
+    broker.attach(events.append)
+    await broker.start()
+    try:
+        yield broker, events
+    finally:
+        await broker.close()
+
+
+@asynccontextmanager
+async def redis_backend(**budgets: Any) -> AsyncIterator[tuple[Broker, Events]]:
+    from iavicenne_ext.broker.redis import RedisBroker  # redis is only imported when used
+
+    url, prefix = shared_redis_url(), unique_prefix("contract")
+    broker = RedisBroker(url=url, prefix=prefix, socket_timeout=2.0, **{**DEFAULTS, **budgets})
+    events = Events()
+    broker.attach(events.append)
+    await broker.start()
+    try:
+        yield broker, events
+    finally:
+        await broker.close()
+        drop_prefix(url, prefix)
+
+
+BACKENDS: dict[str, Backend] = {"memory": memory_backend, "redis": redis_backend}
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def backend(request: pytest.FixtureRequest) -> Backend:
+    return BACKENDS[request.param]
+
+
+def seqs(frames: list[bytes]) -> list[int]:
+    return [json.loads(frame)["seq"] for frame in frames]
+
+
+def private(room: str, owner: str, *members: str) -> RoomAccess:
+    return RoomAccess(room, p.AccessKind.PRIVATE, owner, None, frozenset(members))
+
+
+# -- messages and history ----------------------------------------------------------------
+async def test_publish_numbers_messages_delivers_them_in_order_and_keeps_them(backend: Backend) -> None:
+    async with backend() as (broker, events):
+        await broker.subscribe("r")
+        frames = [message(f"m{n}") for n in range(1, 4)]
+        published = [await broker.publish("r", frame) for frame in frames]
+        assert [(m.seq, m.duplicate) for m in published] == [(1, False), (2, False), (3, False)]
+        await events.wait(3)
+        assert events == [Publication("r", p.with_seq(n, frame), n) for n, frame in enumerate(frames, 1)]
+        history = await broker.history("r", 0, None)
+        assert seqs(history.messages) == [1, 2, 3] and history.seq == 3 and history.recovered
+        assert history.messages == [e.frame for e in events]
+        assert await broker.room_exists("r") and not await broker.room_exists("never")
+
+
+async def test_history_answers_what_followed_a_seq_of_the_same_epoch(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        for n in range(5):
+            await broker.publish("r", message(f"m{n}"))
+        position = await broker.history("r", None, None)
+        assert (position.messages, position.seq, position.recovered) == ([], 5, True)
+        since = await broker.history("r", 3, position.epoch)
+        assert seqs(since.messages) == [4, 5] and since.recovered and since.epoch == position.epoch
+        other = await broker.history("r", 3, "another-life")
+        assert seqs(other.messages) == [1, 2, 3, 4, 5] and not other.recovered
+        fresh = await broker.history("fresh", None, None)
+        assert fresh.seq == 0 and fresh.epoch != position.epoch
+
+
+async def test_history_says_plainly_when_what_followed_is_gone(backend: Backend) -> None:
+    async with backend(history_size=3) as (broker, _):
+        for n in range(6):
+            await broker.publish("r", message(f"m{n}"))
+        gap = await broker.history("r", 1, None)
+        assert seqs(gap.messages) == [4, 5, 6] and not gap.recovered
+        kept = await broker.history("r", 3, None)
+        assert seqs(kept.messages) == [4, 5, 6] and kept.recovered
+
+
+async def test_a_replay_keeps_the_newest_within_max_replay_bytes(backend: Backend) -> None:
+    size = len(p.with_seq(1, message("m0")))
+    async with backend(max_replay_bytes=2 * size) as (broker, _):
+        for n in range(5):
+            await broker.publish("r", message(f"m{n}"))
+        cut = await broker.history("r", 0, None)
+        assert seqs(cut.messages) == [4, 5] and not cut.recovered
+
+
+async def test_a_dedup_key_is_published_once(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        first = await broker.publish("r", message("once"), dedup=dedup("r", "alice", "alice", "a-1"))
+        again = await broker.publish("r", message("once"), dedup=dedup("r", "alice", "alice", "a-1"))
+        assert (first.seq, first.duplicate) == (1, False) and (again.seq, again.duplicate) == (1, True)
+        assert seqs((await broker.history("r", 0, None)).messages) == [1]
+
+
+async def test_nobody_burns_another_identitys_refs(backend: Backend) -> None:
+    """mallory sends with alice's user_id and ref: hers are her own keys, alice's still go through once."""
+    async with backend() as (broker, _):
+        stolen = await broker.publish("r", message("x"), dedup=dedup("r", "mallory", "alice", "a-1"))
+        assert not stolen.duplicate
+        assert await broker.claim(dedup("r", "mallory", "alice", "d-1", direct=True))
+        mine = await broker.publish("r", message("hi"), dedup=dedup("r", "alice", "alice", "a-1"))
+        assert (mine.seq, mine.duplicate) == (2, False)
+        assert await broker.claim(dedup("r", "alice", "alice", "d-1", direct=True))
+
+
+async def test_a_claim_holds_until_released_by_its_owner(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        key = dedup("r", "alice", "alice", "d-1", direct=True)
+        assert await broker.claim(key) and not await broker.claim(key)
+        # mallory's release names her own key: alice's claim stands
+        await broker.release(dedup("r", "mallory", "alice", "d-1", direct=True))
+        assert not await broker.claim(key)
+        await broker.release(key)
+        assert await broker.claim(key)
+        # a direct message's ref is apart from the room's published refs
+        assert not (await broker.publish("r", message("m"), dedup=dedup("r", "alice", "alice", "d-1"))).duplicate
+
+
+async def test_each_identity_keeps_its_own_dedup_budget(backend: Backend) -> None:
+    async with backend(max_dedup_per_identity=3) as (broker, _):
+        assert await broker.claim(dedup("r", "alice", "alice", "a-1", direct=True))
+        for n in range(6):  # mallory's oldest go, never alice's
+            assert await broker.claim(dedup("r", "mallory", "m", f"m-{n}", direct=True))
+        assert not await broker.claim(dedup("r", "alice", "alice", "a-1", direct=True))
+        assert not await broker.claim(dedup("r", "mallory", "m", "m-5", direct=True))
+        assert await broker.claim(dedup("r", "mallory", "m", "m-0", direct=True))
+
+
+async def test_emitted_events_reach_the_hub_as_they_were_sent(backend: Backend) -> None:
+    async with backend() as (broker, events):
+        await broker.subscribe("r")
+        frame = p.encoded(p.ERROR, code=p.ErrorCode.SUPERSEDED, message="x")
+        sent: list[Any] = [
+            RoomFrame("r", frame),
+            RoomFrame("r", frame, skip="s:1"),
+            PresenceFrame("r", frame, skip="s:2"),
+            PresenceFrame("r", frame),
+            DirectFrame("r", frame, to="bob"),
+            DirectFrame("r", frame, to="bob", skip="s:3"),
+            Supersede("r", frame, to="bob", skip="s:4"),
+            Eviction("r", frame, username="mallory"),
+        ]
+        for event in sent:
+            await broker.emit(event)
+        await events.wait(len(sent))
+        assert events == sent
+        await broker.unsubscribe("r")
+
+
+# -- presence -------------------------------------------------------------------------------
+async def test_a_user_is_present_while_any_of_its_connections_is(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        assert await broker.join("r", entry("s:1", "alice", "alice")) is JoinOutcome.FIRST
+        assert await broker.join("r", entry("s:2", "alice", "alice")) is JoinOutcome.AGAIN
+        assert await broker.join("r", entry("s:3", "bob", "bob")) is JoinOutcome.FIRST
+        members = await broker.members("r")
+        assert [(m.user_id, m.connections) for m in members] == [("alice", 2), ("bob", 1)]
+        assert sorted(e.conn for e in await broker.entries("r")) == ["s:1", "s:2", "s:3"]
+        assert await broker.member_count("r") == 2 and await broker.is_present("r", "alice")
+        assert await broker.leave("r", "s:1", "alice") is False
+        assert await broker.is_present("r", "alice")
+        assert await broker.leave("r", "s:2", "alice") is True
+        assert not await broker.is_present("r", "alice") and await broker.member_count("r") == 1
+        assert list(await broker.rooms()) == ["r"]
+        assert await broker.leave("r", "s:3", "bob") is True
+        assert await broker.rooms() == {}
+
+
+async def test_a_user_id_and_its_lookalikes_belong_to_the_identity_holding_it(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        assert await broker.join("r", entry("s:1", "bob", "bob")) is JoinOutcome.FIRST
+        assert await broker.join("r", entry("s:2", "bob", "mallory")) is JoinOutcome.TAKEN
+        assert await broker.join("r", entry("s:3", "Bob", "mallory")) is JoinOutcome.TAKEN
+        assert await broker.join("other", entry("s:4", "bob", "mallory")) is JoinOutcome.FIRST
+        assert [e.conn for e in await broker.entries("r")] == ["s:1"]
+        await broker.leave("r", "s:1", "bob")
+        assert await broker.join("r", entry("s:2", "bob", "mallory")) is JoinOutcome.FIRST
+
+
+async def test_a_users_state_is_the_newest_of_its_connections(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.join("r", entry("s:1", "alice", "alice"))
+        await broker.join("r", entry("s:2", "alice", "alice"))
+        await broker.set_state("r", "s:2", p.encode({"cell": 2}), 20.0)
+        await broker.set_state("r", "s:1", p.encode({"cell": 1}), 10.0)
+        [member] = await broker.members("r")
+        assert json.loads(member.state) == {"cell": 2}
+        states = {e.conn: json.loads(e.state) for e in await broker.entries("r")}
+        assert states == {"s:1": {"cell": 1}, "s:2": {"cell": 2}}
+
+
+async def test_members_come_in_pages_in_user_id_order(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        for n, user in enumerate(["dan", "alice", "eve", "bob", "carol"]):
+            await broker.join("r", entry(f"s:{n}", user, user))
+        first = await broker.members_page("r", "", 2)
+        assert [json.loads(m)["user_id"] for m in first.members] == ["alice", "bob"]
+        assert (first.count, first.next_after) == (5, "bob")
+        second = await broker.members_page("r", "bob", 2)
+        assert [json.loads(m)["user_id"] for m in second.members] == ["carol", "dan"]
+        last = await broker.members_page("r", "dan", 2)
+        assert [json.loads(m)["user_id"] for m in last.members] == ["eve"] and last.next_after is None
+        assert (await broker.members_page("empty", "", 2)).count == 0
+        # a backend that knows the count without waiting knows the same count
+        assert broker.member_count_now("r") in (None, 5) and broker.member_count_now("empty") in (None, 0)
+
+
+# -- access records -------------------------------------------------------------------------
+async def test_access_records_are_created_once_within_each_owners_budget(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        assert await broker.create_access(private("a", "alice"), max_per_owner=2) is CreateOutcome.CREATED
+        assert await broker.create_access(private("a", "mallory"), max_per_owner=2) is CreateOutcome.EXISTS
+        assert await broker.create_access(private("b", "alice"), max_per_owner=2) is CreateOutcome.CREATED
+        assert await broker.create_access(private("c", "alice"), max_per_owner=2) is CreateOutcome.BUDGET
+        assert await broker.create_access(private("c", "mallory"), max_per_owner=2) is CreateOutcome.CREATED
+        assert await broker.get_access("a") == private("a", "alice")
+        assert sorted(await broker.all_access()) == ["a", "b", "c"]
+        assert await broker.delete_access("b") and not await broker.delete_access("b")
+        assert await broker.create_access(private("d", "alice"), max_per_owner=2) is CreateOutcome.CREATED
+
+
+async def test_a_room_in_use_cannot_be_made_private(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.join("busy", entry("s:1", "bob", "bob"))
+        await broker.publish("said", message("m"))
+        await broker.join(p.SIGNALING_ROOM_PREFIX + "peers", entry("s:2", "p1", "bob"))
+        for room in ("busy", "said", "peers"):
+            assert await broker.create_access(private(room, "mallory"), max_per_owner=5) is CreateOutcome.EXISTS
+        assert await broker.all_access() == {}
+
+
+async def test_members_of_a_private_room_are_invited_within_max_members(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.create_access(private("a", "alice"), max_per_owner=5)
+        outcome, access = await broker.add_member("a", "bob", max_members=2)
+        assert outcome is MemberOutcome.DONE and access is not None and access.members == {"bob"}
+        assert (await broker.add_member("a", "carol", max_members=2))[0] is MemberOutcome.DONE
+        assert (await broker.add_member("a", "dan", max_members=2))[0] is MemberOutcome.FULL
+        assert (await broker.add_member("a", "bob", max_members=2))[0] is MemberOutcome.DONE  # already in
+        outcome, access = await broker.remove_member("a", "bob")
+        assert outcome is MemberOutcome.DONE and access is not None and access.members == {"carol"}
+        assert (await broker.add_member("nowhere", "bob", max_members=2))[0] is MemberOutcome.MISSING
+        assert (await broker.remove_member("nowhere", "bob"))[0] is MemberOutcome.MISSING
+
+
+async def test_deleting_a_record_forgets_what_was_said_in_the_room(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.create_access(private("a", "alice"), max_per_owner=5)
+        await broker.publish("a", message("secret"))
+        before = await broker.history("a", None, None)
+        assert await broker.delete_access("a")
+        assert await broker.get_access("a") is None
+        after = await broker.history("a", 0, before.epoch)
+        assert after.messages == [] and not (after.epoch == before.epoch and after.recovered)
+
+
+# -- names ------------------------------------------------------------------------------------
+async def test_a_names_skeleton_belongs_to_the_first_identity_seen_with_it(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        assert await broker.identity_named("bob") is None
+        await broker.remember_identity("bob", "bob")
+        await broker.remember_identity("Bob", "bob")  # mallory's lookalike comes second
+        assert await broker.identity_named("bob") == "bob"
+
+
+# -- shared documents ---------------------------------------------------------------------------
+async def test_a_shared_log_grows_within_its_budget_and_compacts_once(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        assert (await broker.shared_load("d")).updates == []
+        assert await broker.shared_append("d", b"one", max_bytes=8, ttl=60) == 1
+        assert await broker.shared_append("d", b"two", max_bytes=8, ttl=60) == 2
+        assert await broker.shared_append("d", b"three", max_bytes=8, ttl=60) is None
+        log = await broker.shared_load("d")
+        assert (log.updates, log.size) == ([b"one", b"two"], 6)
+        assert await broker.shared_compact("d", log.generation, 2, b"12", ttl=60)
+        assert not await broker.shared_compact("d", log.generation, 1, b"stale", ttl=60)
+        compacted = await broker.shared_load("d")
+        assert (compacted.updates, compacted.size) == ([b"12"], 2) and compacted.generation != log.generation
+        assert await broker.shared_append("d", b"three", max_bytes=8, ttl=60) == 2
+        await broker.shared_delete("d")
+        assert (await broker.shared_load("d")).updates == []

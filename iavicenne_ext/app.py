@@ -17,7 +17,7 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, d
 from . import protocol as p
 from .broker.base import Broker, SharedStore
 from .broker.memory import MemoryBroker
-from .handlers.base import Limits, Quotas
+from .handlers.budgets import Limits, Quotas
 from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler

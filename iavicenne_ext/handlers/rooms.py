@@ -13,7 +13,8 @@ from typing import Any, ClassVar
 from .. import protocol as p
 from ..rooms import RoomHub
 from ..shared_state import SharedDocs, SyncMessage, check_update, decode_sync
-from .base import Limits, ProtocolSocket, Quotas
+from .budgets import Limits, Quotas
+from .protocol_socket import ProtocolSocket
 
 
 class RoomSocketHandler(ProtocolSocket):

@@ -161,7 +161,7 @@ def iavicenne_sets_nodelay() -> bool:
     """
     import inspect
 
-    from iavicenne_ext.handlers.base import ProtocolSocket
+    from iavicenne_ext.handlers.protocol_socket import ProtocolSocket
 
     return "set_nodelay(True)" in inspect.getsource(ProtocolSocket)
 

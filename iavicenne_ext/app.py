@@ -18,7 +18,7 @@ import iavicenne_protocol as p
 
 from .broker.interfaces import Broker, SharedStore
 from .broker.memory import MemoryBroker
-from .handlers.base import Limits, Quotas
+from .handlers.budgets import Limits, Quotas
 from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler

@@ -28,7 +28,7 @@ from typing import Any
 
 from jupyterhub.singleuser.extension import JupyterHubAuthorizer, JupyterHubSingleUser
 
-from .handlers.base import AUTH_RESOURCE
+from .handlers import AUTH_RESOURCE
 
 REDIS_URL_VARIABLE = "IAVICENNE_REDIS_URL"
 # what JupyterHub sets for the services it manages; without them this is no Hub service

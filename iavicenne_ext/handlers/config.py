@@ -15,7 +15,7 @@ from jupyter_server.base.handlers import APIHandler
 from tornado import web
 
 from ..hub import RoomServiceLocator, RoomServiceUnavailable, RoomsLocation
-from .base import AUTH_RESOURCE
+from . import AUTH_RESOURCE
 
 
 class RoomsConfigHandler(APIHandler):

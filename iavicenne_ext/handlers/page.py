@@ -37,7 +37,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from tornado import web
 
 from ..hub import RoomServiceLocator, RoomServiceUnavailable
-from .base import AUTH_RESOURCE
+from . import AUTH_RESOURCE
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
 

@@ -31,7 +31,7 @@ from ..access import KINDS, RoomAccess, may_enter
 from ..broker.base import BrokerUnavailable, CreateOutcome, Member, MemberOutcome
 from ..identity import Identity, identity_of
 from ..rooms import RoomHub
-from .base import AUTH_RESOURCE
+from . import AUTH_RESOURCE
 
 #: longest username accepted in a member list (JupyterHub's names are far shorter)
 USERNAME_MAX_LENGTH = 255

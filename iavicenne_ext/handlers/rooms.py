@@ -15,7 +15,8 @@ from iavicenne_protocol import SyncMessage, decode_sync
 
 from ..rooms import RoomHub
 from ..shared_state import SharedDocs, check_update
-from .base import Limits, ProtocolSocket, Quotas
+from .budgets import Limits, Quotas
+from .protocol_socket import ProtocolSocket
 
 
 class RoomSocketHandler(ProtocolSocket):

@@ -34,7 +34,8 @@ import iavicenne_protocol as p
 
 from ..ice import IceConfig
 from ..rooms import RoomHub, signaling_room
-from .base import ProtocolSocket, Quotas
+from .budgets import Quotas
+from .protocol_socket import ProtocolSocket
 
 # how the seed's errors name each relayed type
 _LABEL = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "ICE candidate"}

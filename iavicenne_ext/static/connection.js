@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * The connection core that `RoomClient` and `SignalingClient` share: one WebSocket kept
  * open (`Endpoint`) that restores its session on every new socket, resends what was not
@@ -182,19 +181,19 @@ export class Endpoint {
    * @param {any} ws
    * @returns {Promise<void>}
    */
-  async _restore(ws) {} // eslint-disable-line no-unused-vars
+  async _restore(ws) {}
 
   /**
    * A server frame that is not an ack or an error.
    * @param {Record<string, any>} frame
    */
-  _handle(frame) {} // eslint-disable-line no-unused-vars
+  _handle(frame) {}
 
   /**
    * Say goodbye while the socket is still open.
    * @param {any} ws
    */
-  _beforeClose(ws) {} // eslint-disable-line no-unused-vars
+  _beforeClose(ws) {}
 
   // -- connecting --------------------------------------------------------------------
 

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * Delivery bookkeeping, each a small class: the outbox of reliable frames waiting for
  * their ack (written again after a reconnect), the set of refs seen recently (a frame

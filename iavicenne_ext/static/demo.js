@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * The demo page: join a room with a name, see who is there (kernels included, with their
  * presence state), chat through the server, and open a direct WebRTC data channel to a
@@ -155,7 +154,8 @@ function verifiedTag(name, identity) {
 // -- rooms and who may enter them ---------------------------------------------------------
 
 async function renderRooms() {
-  let rooms = [];
+  /** @type {any[]} */
+  let rooms;
   try {
     rooms = await api.listRooms();
   } catch (error) {
@@ -529,7 +529,8 @@ ui.leave.addEventListener("click", async () => {
 });
 
 const params = new URLSearchParams(location.search);
-let saved = {};
+/** @type {Record<string, any>} */
+let saved;
 try {
   saved = JSON.parse(localStorage.getItem("iavicenne-demo") ?? "{}");
 } catch {

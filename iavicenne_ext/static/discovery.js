@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * Finding the server and speaking to it over HTTP: a Jupyter server's base URL (from
  * what Jupyter prints, or the current page), its token or login cookie, the WebSocket

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * What can go wrong, as exceptions that say what to fix: the connection's errors, the
  * error an `error` frame stands for (`errorFrom`), the peer links' errors, and

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * Events: one small emitter that every object of the client uses (`on(kind, callback)`
  * returns the function that removes the listener; `next(kind)` is the next event as a

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * iAvicenne in the browser: rooms, presence, history recovery, direct messages and
  * WebRTC data channels to kernels and other browsers, through a Jupyter server.
@@ -31,12 +30,14 @@
  *   replayed seq already delivered is skipped, a `gap` event says when the server could
  *   not replay everything), and **resends** what was not acknowledged (same `ref`, so
  *   the server delivers it once);
- * - client.js: `RoomClient`, `Room`, `RoomsAPI` (private and group rooms, invitations);
+ * - client.js: `RoomClient`; room.js: `Room`, one joined room; rooms-api.js: `RoomsAPI`
+ *   (private and group rooms, invitations);
  * - signaling.js: `SignalingClient`;
  * - wire.js: the data channels' wire format (`frameMessages`, `Reassembler`);
  * - ice.js: candidate and SDP filtering;
- * - peer.js: `PeerNetwork`, `PeerLink` (its `identity`: who the server says the other
- *   end is), `presenceCheck` (a link only with who holds that name in the room).
+ * - peer.js: `PeerNetwork`; link.js: `PeerLink` (its `identity`: who the server says the
+ *   other end is); identity.js: `presenceCheck` (a link only with who holds that name in
+ *   the room), `sameIdentity`, `userOfPeer`.
  *
  * Authentication is Jupyter's: a page served by the Jupyter server sends its login
  * cookie on the WebSockets by itself; a `token` option (or `?token=` in the page's
@@ -49,7 +50,7 @@
  */
 
 export * from "./protocol.js";
-export { ACCESS_KINDS, Room, RoomClient, RoomsAPI, payloadOf } from "./client.js";
+export { RoomClient } from "./client.js";
 export { Backoff, parseFrame } from "./connection.js";
 export { Outbox, SeenSet, SeqTracker } from "./delivery.js";
 export { discoverRooms, Server, readCookie } from "./discovery.js";
@@ -73,6 +74,10 @@ export {
 } from "./errors.js";
 export { Emitter } from "./events.js";
 export { filterSdp } from "./ice.js";
-export { codePointLess, PeerLink, PeerNetwork, presenceCheck, sameIdentity, userOfPeer } from "./peer.js";
+export { presenceCheck, sameIdentity, userOfPeer } from "./identity.js";
+export { PeerLink } from "./link.js";
+export { codePointLess, PeerNetwork } from "./peer.js";
+export { payloadOf, Room } from "./room.js";
+export { ACCESS_KINDS, RoomsAPI } from "./rooms-api.js";
 export { SignalingClient } from "./signaling.js";
 export { DEFAULT_MAX_TRANSFER_BYTES, encodePayload, frameMessages, Reassembler } from "./wire.js";

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * ICE candidates and SDP, as a peer link filters them (the Python side's
  * `iavicenne.ice` does the same for aiortc): a candidate's transport and address, the

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * A room's shared state in the browser: the same Yjs document the kernels see as
  * `room.shared` (the Python client's `iavicenne.shared`), on the `yjs` npm package as it
@@ -24,6 +23,9 @@
 
 import * as Y from "./vendor/yjs/yjs.mjs";
 import { EMPTY_UPDATE_HEX, ErrorCode, SHARED, SHARED_ROOT, SYNC_MESSAGE, SyncStep } from "./protocol.js";
+
+/** @typedef {import("./room.js").Room} Room */
+/** @typedef {import("./iavicenne.js").Room} PublicRoom a joined room, as iavicenne.d.ts describes it */
 
 export { Y };
 
@@ -108,13 +110,17 @@ export class SharedState {
     this.errors = [];
     /** @type {Set<(change: SharedChange) => void>} */
     this._observers = new Set();
-    /** @type {import("./client.js").Room | null} */
+    /** @type {Room | null} */
     this._room = null;
     /** @type {(() => void)[]} */
     this._unsubscribe = [];
     /** @type {Uint8Array[]} */
     this._pending = [];
-    this._newDocument();
+    const fresh = this._newDocument();
+    this.doc = fresh.doc;
+    this.map = fresh.map;
+    this._synced = fresh.synced;
+    this._resolveSynced = fresh.resolveSynced;
   }
 
   /** Resolves once the room's state has arrived (after joining). */
@@ -122,29 +128,31 @@ export class SharedState {
     return this._synced;
   }
 
+  /** A new document, observed, and the promise of its first sync (the constructor's, then `reset`'s). */
   _newDocument() {
-    this.doc = new Y.Doc();
-    this.map = this.doc.getMap(SHARED_ROOT);
+    const doc = new Y.Doc();
+    const map = doc.getMap(SHARED_ROOT);
     /** @type {(value?: any) => void} */
     let resolve = () => {};
-    this._synced = new Promise((res) => {
+    /** @type {Promise<any>} */
+    const synced = new Promise((res) => {
       resolve = res;
     });
-    this._resolveSynced = resolve;
-    this.doc.on("update", (/** @type {Uint8Array} */ update, /** @type {any} */ origin) => {
+    doc.on("update", (/** @type {Uint8Array} */ update, /** @type {any} */ origin) => {
       if (origin === REMOTE || isEmpty(update)) return;
       if (this._pending.length === 0) setTimeout(() => this._flush(), 0);
       this._pending.push(update);
     });
-    this.map.observeDeep((events, transaction) => {
+    map.observeDeep((events, transaction) => {
       /** @type {Set<string>} */
       const keys = new Set();
       for (const event of events) {
         if (event.path.length > 0) keys.add(String(event.path[0]));
-        else for (const key of event.keysChanged ?? []) keys.add(key);
+        else for (const key of /** @type {Y.YMapEvent<any>} */ (event).keysChanged ?? []) keys.add(key);
       }
       this._notify({ keys, local: transaction.origin !== REMOTE });
     });
+    return { doc, map, synced, resolveSynced: resolve };
   }
 
   /** @param {string} key */
@@ -202,9 +210,10 @@ export class SharedState {
 
   /**
    * Sync with `room` (joined) now and after every rejoin its client makes.
-   * @param {import("./client.js").Room} room
+   * @param {PublicRoom} joined
    */
-  attach(room) {
+  attach(joined) {
+    const room = /** @type {Room} */ (/** @type {unknown} */ (joined)); // what iavicenne.js's Room is
     this.detach();
     this._room = room;
     this._unsubscribe = [
@@ -263,7 +272,11 @@ export class SharedState {
     const keys = new Set(this.map.keys());
     this._pending = [];
     this.doc.destroy();
-    this._newDocument();
+    const fresh = this._newDocument();
+    this.doc = fresh.doc;
+    this.map = fresh.map;
+    this._synced = fresh.synced;
+    this._resolveSynced = fresh.resolveSynced;
     this._notify({ keys, local: true });
     this._sendStep1();
   }
@@ -295,7 +308,7 @@ export class SharedState {
 
 /**
  * The shared state of a joined room.
- * @param {import("./client.js").Room} room
+ * @param {PublicRoom} room
  */
 export function share(room) {
   const state = new SharedState(room.name);

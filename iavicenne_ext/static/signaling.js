@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * Signaling: `SignalingClient`, one peer (`peerId`) in one signaling room. It sees peers
  * come and go and relays offers, answers and ICE candidates, reliably (ref, ack, resent

@@ -1,4 +1,3 @@
-// @ts-check
 /**
  * The peer links' wire format on the data channel, shared with the Python peer link
  * (`iavicenne.wire`); the tags and flags are iavicenne_protocol's. A string message is text. A
@@ -112,7 +111,7 @@ export function encodePayload(data) {
   try {
     json = JSON.stringify(data);
   } catch (error) {
-    throw new TypeError(`a peer link sends strings, bytes or JSON values; this is not one: ${error}`);
+    throw new TypeError(`a peer link sends strings, bytes or JSON values; this is not one: ${error}`, { cause: error });
   }
   if (json === undefined) throw new TypeError(`a peer link sends strings, bytes or JSON values; not ${typeof data}`);
   return { kind: Kind.JSON, payload: encoder.encode(json) };

@@ -2,14 +2,14 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import * as entry from "../../iavicenne_ext/static/iavicenne.js";
-import { payloadOf } from "../../iavicenne_ext/static/client.js";
-import { Backoff, parseFrame } from "../../iavicenne_ext/static/connection.js";
-import { Outbox, SeenSet, SeqTracker } from "../../iavicenne_ext/static/delivery.js";
-import { readCookie, Server } from "../../iavicenne_ext/static/discovery.js";
-import { checkName, errorFrom, NameTaken, Superseded, UnknownPeer } from "../../iavicenne_ext/static/errors.js";
-import { Emitter } from "../../iavicenne_ext/static/events.js";
-import * as protocol from "../../iavicenne_ext/static/protocol.js";
+import * as entry from "../../../iavicenne_ext/static/iavicenne.js";
+import { payloadOf } from "../../../iavicenne_ext/static/room.js";
+import { Backoff, parseFrame } from "../../../iavicenne_ext/static/connection.js";
+import { Outbox, SeenSet, SeqTracker } from "../../../iavicenne_ext/static/delivery.js";
+import { readCookie, Server } from "../../../iavicenne_ext/static/discovery.js";
+import { checkName, errorFrom, NameTaken, Superseded, UnknownPeer } from "../../../iavicenne_ext/static/errors.js";
+import { Emitter } from "../../../iavicenne_ext/static/events.js";
+import * as protocol from "../../../iavicenne_ext/static/protocol.js";
 
 test("backoff grows exponentially up to its maximum, with jitter inside the ceiling", () => {
   const low = new Backoff({ initial: 100, factor: 2, maximum: 1000, jitter: 0.5, random: () => 0 });
@@ -203,10 +203,10 @@ test("an emitter's failing listener does not stop the others; next() waits for a
 });
 
 test("the entry module exports the modules' own objects (one copy), and every protocol value", async () => {
-  const modules = ["client", "connection", "delivery", "discovery", "errors", "events", "ice", "peer", "signaling", "wire"];
+  const modules = ["client", "connection", "delivery", "discovery", "errors", "events", "ice", "identity", "link", "peer", "room", "rooms-api", "signaling", "wire"];
   let shared = 0;
   for (const name of modules) {
-    const module = await import(`../../iavicenne_ext/static/${name}.js`);
+    const module = await import(`../../../iavicenne_ext/static/${name}.js`);
     for (const [key, value] of Object.entries(module)) {
       if (key in entry) {
         assert.equal(entry[key], value, `iavicenne.js's ${key} is not ${name}.js's`);

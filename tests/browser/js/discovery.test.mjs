@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import test from "node:test";
 
-import { discoverRooms } from "../../iavicenne_ext/static/discovery.js";
+import { discoverRooms } from "../../../iavicenne_ext/static/discovery.js";
 
 /** A fetch that answers `answers` in turn and records what it was asked. */
 function fakeFetch(answers, calls) {

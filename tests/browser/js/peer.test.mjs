@@ -4,12 +4,13 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 import { deflateSync } from "node:zlib";
 
-import { PeerIdentityMismatch, PeerLeft, PeerLinkClosed, TransferRefused } from "../../iavicenne_ext/static/errors.js";
-import { Emitter } from "../../iavicenne_ext/static/events.js";
-import { filterSdp } from "../../iavicenne_ext/static/ice.js";
-import { codePointLess, PeerNetwork, presenceCheck, sameIdentity, userOfPeer } from "../../iavicenne_ext/static/peer.js";
-import { CHANNEL_LABEL } from "../../iavicenne_ext/static/protocol.js";
-import { frameMessages, Kind, Reassembler, Tag } from "../../iavicenne_ext/static/wire.js";
+import { PeerIdentityMismatch, PeerLeft, PeerLinkClosed, TransferRefused } from "../../../iavicenne_ext/static/errors.js";
+import { Emitter } from "../../../iavicenne_ext/static/events.js";
+import { filterSdp } from "../../../iavicenne_ext/static/ice.js";
+import { presenceCheck, sameIdentity, userOfPeer } from "../../../iavicenne_ext/static/identity.js";
+import { codePointLess, PeerNetwork } from "../../../iavicenne_ext/static/peer.js";
+import { CHANNEL_LABEL } from "../../../iavicenne_ext/static/protocol.js";
+import { frameMessages, Kind, Reassembler, Tag } from "../../../iavicenne_ext/static/wire.js";
 import { FakeClock, flush } from "./fakes.mjs";
 
 const bytes = (...values) => new Uint8Array(values);

@@ -13,7 +13,7 @@ import {
   RoomsAPI,
   Server,
   UnknownPeer,
-} from "../../iavicenne_ext/static/iavicenne.js";
+} from "../../../iavicenne_ext/static/iavicenne.js";
 import { FakeClock, FakeNetwork, flush, message, OPTIONS, roomJoined } from "./fakes.mjs";
 
 /** A client connected as alice and in room r1 (seq 5, epoch e1), with its fakes. */

@@ -3,8 +3,8 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { decodeSync, encodeSync, SharedState, Y } from "../../iavicenne_ext/static/shared.js";
-import { SHARED, SyncStep } from "../../iavicenne_ext/static/protocol.js";
+import { decodeSync, encodeSync, SharedState, Y } from "../../../iavicenne_ext/static/shared.js";
+import { SHARED, SyncStep } from "../../../iavicenne_ext/static/protocol.js";
 
 test("a y-sync message survives encoding, whatever its length; anything else is refused", () => {
   for (const size of [0, 1, 127, 128, 20000]) {

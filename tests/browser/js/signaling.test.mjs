@@ -2,7 +2,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { Backoff, SignalingClient, Superseded, UnknownPeer } from "../../iavicenne_ext/static/iavicenne.js";
+import { Backoff, SignalingClient, Superseded, UnknownPeer } from "../../../iavicenne_ext/static/iavicenne.js";
 import { FakeClock, FakeNetwork, flush, OPTIONS } from "./fakes.mjs";
 
 async function setUp(peers = ["kernel-1"]) {

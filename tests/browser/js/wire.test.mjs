@@ -6,8 +6,8 @@ import { once } from "node:events";
 import { test } from "node:test";
 import { createDeflate, deflateSync } from "node:zlib";
 
-import { PeerLinkError, TransferRefused } from "../../iavicenne_ext/static/errors.js";
-import { DEFAULT_MAX_TRANSFER_BYTES, frameMessages, Kind, Reassembler, Tag } from "../../iavicenne_ext/static/wire.js";
+import { PeerLinkError, TransferRefused } from "../../../iavicenne_ext/static/errors.js";
+import { DEFAULT_MAX_TRANSFER_BYTES, frameMessages, Kind, Reassembler, Tag } from "../../../iavicenne_ext/static/wire.js";
 
 const MiB = 1 << 20;
 

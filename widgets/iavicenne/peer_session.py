@@ -56,7 +56,7 @@ from .connections import Connection
 from .errors import PeerLinkClosed, PeerLinkError, TransferRefused
 from .events import Subscription
 from .link import Link, Progress
-from .panels import PeerPanel, TransferRow
+from .panels.peer_panel import PeerPanel, TransferRow
 from .peer import PeerNetwork
 
 if TYPE_CHECKING:

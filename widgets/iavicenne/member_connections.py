@@ -50,6 +50,18 @@ DESCRIBE_WAIT = 1.5  # seconds to wait for a member's kernels to describe themse
 DESCRIBE, DESCRIPTION = "describe", "connection"
 
 
+def current_notebook() -> str | None:
+    """The notebook this kernel runs for, as Jupyter told the kernel (None outside one)."""
+    path = os.environ.get("JPY_SESSION_NAME")  # set by jupyter_server >= 2 for its kernels
+    if not path:
+        with contextlib.suppress(Exception):
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            path = shell.user_ns.get("__session__") if shell is not None else None
+    return os.path.basename(path) if path else None
+
+
 class DirectoryHost(Protocol):
     """What `MemberConnections` needs from its room session (`iavicenne.session.RoomSession`)."""
 

@@ -65,8 +65,11 @@ from typing import Any
 from iavicenne_ext import protocol as p
 
 from . import share, wire
+from .conversation import MESSAGES_KEPT
 from .discovery import discover_server
-from .session import DEFAULT_STATUS, HISTORY, RoomSession, check_name, current_notebook, expected_user_id
+from .member_connections import DESCRIBE, DESCRIBE_WAIT, DESCRIPTION, PEER_GRACE, current_notebook
+from .room_connection import expected_user_id
+from .session import DEFAULT_STATUS, HISTORY, RoomSession, check_name
 
 
 async def pick_name(room: str, names: Sequence[str], *, url: str | None = None, token: str | None = None) -> str:
@@ -167,7 +170,12 @@ def join(
 
 __all__ = [
     "DEFAULT_STATUS",
+    "DESCRIBE",
+    "DESCRIBE_WAIT",
+    "DESCRIPTION",
     "HISTORY",
+    "MESSAGES_KEPT",
+    "PEER_GRACE",
     "RoomSession",
     "check_name",
     "current_notebook",

@@ -12,6 +12,8 @@ says of the connection, close.
 * **Nothing is missed between connecting and listening.** The client listens to the
   session's handlers before it connects, so the presence snapshot and any replayed
   message reach the panel.
+* **Our name** is the server's for the identity it verified (`user_id` unless one is
+  given); until it answers, the panel shows ``$JUPYTERHUB_USER`` (`expected_user_id`).
 * **The room's shared document** is synced on every join (`iavicenne.shared`), and kept
   when we leave: what is written meanwhile is sent on the next join.
 
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
@@ -39,6 +42,19 @@ if TYPE_CHECKING:
     from .events import EventEmitter
     from .panels.room_panel import RoomPanel
     from .shared import SharedState
+
+
+def expected_user_id() -> str | None:
+    """What the panel shows as our name before the server answers: ``$JUPYTERHUB_USER``
+    (a valid name), else None. A hint only: the name we join with is the server's (the
+    identity it verified), never this."""
+    hub_user = os.environ.get("JUPYTERHUB_USER")
+    if hub_user:
+        try:
+            return p.check_name(hub_user, "user_id")
+        except p.ProtocolError:
+            return None
+    return None
 
 
 class ConnectionHost(Protocol):

@@ -19,8 +19,6 @@ design).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -35,9 +33,9 @@ from .errors import ClientError, ConnectionClosed
 from .events import EventEmitter, EventStream, Message, PresenceEvent, Subscription
 from .file_inbox import FileInbox
 from .files import FILE_OFFER
-from .member_connections import DESCRIBE_WAIT, MemberConnections
+from .member_connections import DESCRIBE_WAIT, MemberConnections, current_notebook
 from .panels.room_panel import RoomPanel
-from .room_connection import RoomConnection
+from .room_connection import RoomConnection, expected_user_id
 from .room_links import RoomLinks
 from .shared import SharedState
 
@@ -62,31 +60,6 @@ class _Default:
 
 #: `join`'s status when none is given: "available", or what the session it replaces had
 DEFAULT_STATUS: Any = _Default()
-
-
-def current_notebook() -> str | None:
-    """The notebook this kernel runs for, as Jupyter told the kernel (None outside one)."""
-    path = os.environ.get("JPY_SESSION_NAME")  # set by jupyter_server >= 2 for its kernels
-    if not path:
-        with contextlib.suppress(Exception):
-            from IPython import get_ipython
-
-            shell = get_ipython()
-            path = shell.user_ns.get("__session__") if shell is not None else None
-    return os.path.basename(path) if path else None
-
-
-def expected_user_id() -> str | None:
-    """What the panel shows as our name before the server answers: ``$JUPYTERHUB_USER``
-    (a valid name), else None. A hint only: the name we join with is the server's (the
-    identity it verified), never this."""
-    hub_user = os.environ.get("JUPYTERHUB_USER")
-    if hub_user:
-        try:
-            return p.check_name(hub_user, "user_id")
-        except p.ProtocolError:
-            return None
-    return None
 
 
 def check_name(value: Any, what: str) -> str:
@@ -238,7 +211,7 @@ class RoomSession:
 
     @property
     def messages(self) -> list[Message]:
-        """The messages received (room and direct), the last `MESSAGES_KEPT` of them."""
+        """The messages received (room and direct), the last `iavicenne.conversation.MESSAGES_KEPT` of them."""
         return self._conversation.messages
 
     @property
@@ -560,4 +533,4 @@ class RoomSession:
         return lambda *args: self.kernel.call(run, *args)
 
 
-__all__ = ["DEFAULT_STATUS", "HISTORY", "RoomSession", "check_name", "current_notebook", "expected_user_id"]
+__all__ = ["DEFAULT_STATUS", "HISTORY", "RoomSession", "check_name"]

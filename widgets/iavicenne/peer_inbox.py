@@ -17,7 +17,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from . import share
 from .background import Report
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from .files import FileOffer
-    from .peer_session import PeerHost
 
 T = TypeVar("T")
 KEPT = {"message": 1000, "dataframe": 20, "file": 20}
@@ -101,13 +100,30 @@ class Throttled:
             self.row.progress(progress.done, progress.total)
 
 
+class InboxHost(Protocol):
+    """What a `PeerInbox` needs from the room session (`iavicenne.peer_session.PeerHost` has it)."""
+
+    @property
+    def max_dataframe_rows(self) -> int: ...
+
+    @property
+    def max_dataframe_bytes(self) -> int: ...
+
+    def file_for_link(self, link: Link, header: Any) -> FileOffer | bool:
+        """The accepted offer a file header on `link` announces, True when the header is
+        refused, False when it is no file header."""
+        ...
+
+
 class PeerInbox:
     """What the links of one peer session bring (`messages`, the mailboxes in `mail`).
 
     `link` says which link is the session's now (a file header is matched to its offer
     on that link); `report` shows a failure in the session's panel."""
 
-    def __init__(self, host: PeerHost, remote: str, panel: PeerPanel, *, link: Callable[[], Link | None], report: Report) -> None:
+    def __init__(
+        self, host: InboxHost, remote: str, panel: PeerPanel, *, link: Callable[[], Link | None], report: Report
+    ) -> None:
         self.host = host
         self.remote = remote
         self.panel = panel

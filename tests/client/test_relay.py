@@ -195,7 +195,7 @@ class TestAServerThatRateLimits:
         for text in ("one", "two", "three"):
             await link.send(text)
         assert [await bob.peers["alice"].receive(30) for _ in range(3)] == ["one", "two", "three"]
-        relay = alice._relay
+        relay = alice._links.relay
         assert relay is not None and relay.pacer.slowdowns >= 1  # the server said "not now", and it waited
         assert alice.errors == [] and bob.errors == []
 

@@ -224,7 +224,7 @@ async def test_widget_updates_from_another_thread_run_on_the_loop(server: Server
         original(*args, **kwargs)
 
     alice.panel.show_state = spy
-    worker = threading.Thread(target=alice._set_state, args=("reconnecting", "from a thread"))
+    worker = threading.Thread(target=alice._connection.set_state, args=("reconnecting", "from a thread"))
     worker.start()
     worker.join()
     await eventually(lambda: seen, what="the update ran")

@@ -28,7 +28,8 @@ from iavicenne_protocol import control
 from . import share
 from .background import KernelLoop, Pending, guarded, on_session_loop
 from .link import Link, Progress, same_identity
-from .panels import FileOfferRow, verified_username
+from .panels.file_offer_row import FileOfferRow
+from .panels.text import verified_username
 
 if TYPE_CHECKING:
     from .background import Report
@@ -57,7 +58,9 @@ class FileHost(Protocol):
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str, report: Report | None = None) -> Pending[Any]: ...
 
-    def _report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None: ...
+    def report(self, what: str, error: BaseException | None = None, *, traceback: bool = True) -> None:
+        """Show a failure in the room's panel (and keep it in its errors)."""
+        ...
 
 
 class FileOffer:
@@ -120,7 +123,7 @@ class FileOffer:
 
     def on_progress(self, callback: Callable[[int, int], Any]) -> None:
         """`callback(done, total)` as bytes arrive."""
-        self._progress.append(guarded(callback, f"your progress callback for {self.name!r}", self.host._report))
+        self._progress.append(guarded(callback, f"your progress callback for {self.name!r}", self.host.report))
 
     # -- what the link brings ---------------------------------------------------------
     def may_come_on(self, link: Link, header: dict[str, Any], user_of: Callable[[str], str]) -> str | None:

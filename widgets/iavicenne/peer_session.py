@@ -21,11 +21,10 @@ the panel.
 
 Every method can be called from any thread; the work runs on the kernel's loop.
 
-The mailboxes keep what nobody asked for yet, up to a bound (`KEPT`): a forgotten
-``receive_dataframe()`` must not keep every DataFrame a peer ever sent in memory. A
-DataFrame is checked against the room session's bounds (rows, bytes) before it is
-decoded, and `store_dataframes` never replaces a variable it did not put there itself
-unless told to (``overwrite=True``): a peer must not be able to rebind ``pd``.
+What the link brings is sorted by `iavicenne.peer_inbox` (bounded mailboxes, DataFrames
+checked against the room session's bounds before they are decoded, files offered to us);
+`store_dataframes` never replaces a variable it did not put there itself unless told to
+(``overwrite=True``): a peer must not be able to rebind ``pd``.
 
 A link is taken only from the identity that holds the member's name in the room (the
 room session's `verify_peer`, `iavicenne.errors.PeerIdentityMismatch` otherwise);
@@ -42,22 +41,20 @@ from __future__ import annotations
 import asyncio
 import keyword
 import os
-import time
 import weakref
-from collections import deque
 from collections.abc import Callable, Coroutine
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from . import share
 from .background import KernelLoop, Pending, Report, guarded, on_session_loop
 from .connections import Connection
-from .errors import PeerLinkClosed, PeerLinkError, TransferRefused
+from .errors import PeerLinkClosed, PeerLinkError
 from .events import Subscription
-from .link import Link, Progress
-from .panels import PeerPanel, TransferRow
+from .link import Link
+from .panels.peer_panel import PeerPanel
 from .peer import PeerNetwork
+from .peer_inbox import PeerInbox, Throttled, now, preview
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -65,8 +62,6 @@ if TYPE_CHECKING:
     from .files import FileOffer
 
 T = TypeVar("T")
-KEPT = {"message": 1000, "dataframe": 20, "file": 20}
-PROGRESS_INTERVAL = 0.1  # seconds between two progress bar updates: widgets cost a comm message each
 
 
 class PeerHost(Protocol):
@@ -116,69 +111,6 @@ class PeerHost(Protocol):
         ...
 
 
-class Mailbox(Generic[T]):
-    """Items in arrival order; ``await get()`` takes the oldest (or waits). Bounded: past
-    `limit` the oldest is dropped (and counted)."""
-
-    def __init__(self, limit: int) -> None:
-        self.items: deque[T] = deque()
-        self.limit = limit
-        self.dropped = 0
-        self._arrived = asyncio.Event()
-
-    def put(self, item: T) -> None:
-        self.items.append(item)
-        while len(self.items) > self.limit:
-            self.items.popleft()
-            self.dropped += 1
-        self._arrived.set()
-
-    async def get(self, timeout: float | None, closed: Callable[[], BaseException | None]) -> T:
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while not self.items:
-            error = closed()
-            if error is not None:
-                raise error
-            self._arrived.clear()
-            left = None if deadline is None else deadline - loop.time()
-            if left is not None and left <= 0:
-                raise asyncio.TimeoutError(f"nothing arrived within {timeout} s")
-            try:
-                await asyncio.wait_for(self._arrived.wait(), left)
-            except asyncio.TimeoutError:
-                continue
-        return self.items.popleft()
-
-    def wake(self) -> None:
-        self._arrived.set()
-
-
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat()
-
-
-def _preview(data: Any) -> str:
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        return f"({share.human_size(len(data))} of bytes)"
-    text = data if isinstance(data, str) else repr(data)
-    return text if len(text) <= 300 else text[:300] + "…"
-
-
-class _Throttled:
-    """A transfer row fed by progress events, redrawn at most every PROGRESS_INTERVAL."""
-
-    def __init__(self, row: TransferRow) -> None:
-        self.row = row
-        self.last = 0.0
-
-    def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if progress.done >= progress.total or now - self.last >= PROGRESS_INTERVAL:
-            self.last = now
-            self.row.progress(progress.done, progress.total)
-
-
 class PeerSession:
     """The link with one member (`remote`) of a room session (`room`), and its panel.
 
@@ -196,22 +128,22 @@ class PeerSession:
         self.link: Link | None = None
         self.state = "new"
         self.closed = False
-        self.messages: list[Any] = []  # everything received that is not a shared object
         self.errors: list[BaseException] = []
         self.panel = PeerPanel(room.user_id or "you", remote)
         self.panel.on_send(self._from_panel(self._send_from_panel))
-        self._mail: dict[str, Mailbox[Any]] = {kind: Mailbox(limit) for kind, limit in KEPT.items()}
-        self._callbacks: dict[str, list[Callable[..., None]]] = {"message": [], "dataframe": [], "file": []}
+        self._inbox = PeerInbox(room, remote, self.panel, link=lambda: self.link, report=self._report)
         self._opening: asyncio.Task[Link] | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._incoming: _Throttled | None = None
-        # after a file header: the offer its bytes are for, or True when they are refused
-        self._file: FileOffer | bool = False
         self._link_error: BaseException | None = None
 
     def __repr__(self) -> str:
         where = f" ({self.peer_id}, {self.path})" if self.peer_id and self.link is not None else ""
         return f"<PeerSession {self.room.user_id!r} ⇄ {self.remote!r}{where}: {self.state}>"
+
+    @property
+    def messages(self) -> list[Any]:
+        """Everything received that is not a shared object (the last `iavicenne.peer_inbox.KEPT` of them)."""
+        return self._inbox.messages
 
     @property
     def identity(self) -> dict[str, Any] | None:
@@ -268,7 +200,7 @@ class PeerSession:
                 target = self.peer_id  # the connection this session was linked to is still here
             chosen = await self.room.choose_connection(self.remote, notebook=self.notebook, connection=target)
             if self.peer_id is not None and chosen.peer_id != self.peer_id:
-                self.panel.show_note(_now(), f"{self.peer_id} is gone: the new link goes to {chosen.peer_id} ({chosen.label})")
+                self.panel.show_note(now(), f"{self.peer_id} is gone: the new link goes to {chosen.peer_id} ({chosen.label})")
             self.connection = chosen
             self._show_state("connecting", f"to {chosen.label}")
             link = await network.connect(chosen.peer_id, timeout=self.room.peer_timeout)
@@ -291,20 +223,20 @@ class PeerSession:
         )
         self.panel.show_identity(link.identity)
         self._link_error = None
-        link.on("progress", self._on_progress)
+        link.on("progress", self._inbox.progress)
         link.on("close", self._on_close)
         link.on("error", lambda error: self._report(str(error), error, traceback=False))  # it names the peer
-        self._reader = asyncio.ensure_future(self._read(link))
+        self._reader = asyncio.ensure_future(self._inbox.read(link))
         if link.open:
             self._show_state("open", _PATHS.get(link.path, link.path))
             who = "we" if link.offerer else self.remote
-            self.panel.show_note(_now(), f"link open ({who} opened it, {_PATHS.get(link.path, link.path)})")
+            self.panel.show_note(now(), f"link open ({who} opened it, {_PATHS.get(link.path, link.path)})")
 
     def member_back(self) -> None:
         """The member (re)joined the room: a failed session may try again."""
         if self.state == "failed" and not self.closed:
             self._show_state("new")
-            self.panel.show_note(_now(), f"{self.remote} is in the room: the next send opens a link")
+            self.panel.show_note(now(), f"{self.remote} is in the room: the next send opens a link")
 
     @on_session_loop
     async def close(self) -> None:
@@ -318,8 +250,7 @@ class PeerSession:
             self._reader.cancel()
         self._show_state("closed")
         self.kernel.call(self.panel.show_closed, True)
-        for mailbox in self._mail.values():
-            mailbox.wake()
+        self._inbox.wake()
 
     # -- sending ----------------------------------------------------------------------
     def send(self, data: Any) -> Pending[None]:
@@ -352,13 +283,13 @@ class PeerSession:
     async def _send(self, data: Any) -> None:
         link = await self._ensure_link()
         await link.send(data)
-        self.panel.show_message(_now(), self.room.user_id or "you", _preview(data))
+        self.panel.show_message(now(), self.room.user_id or "you", preview(data))
 
     async def _transfer(self, packed: bytes, label: str) -> None:
         link = await self._ensure_link()
         row = self.panel.add_transfer(label, outgoing=True)
         try:
-            await link.send(packed, progress=_Throttled(row))
+            await link.send(packed, progress=Throttled(row))
         except BaseException as error:
             row.finish(f"failed: {error}" if isinstance(error, Exception) else "cancelled", ok=False)
             raise
@@ -376,10 +307,7 @@ class PeerSession:
         `share.ShareError` if it is over the room session's ``max_dataframe_rows`` or
         ``max_dataframe_bytes`` (checked before it is decoded)."""
         shared: share.Shared = await self._take("dataframe", timeout)
-        return self._decode(shared)
-
-    def _decode(self, shared: share.Shared) -> pd.DataFrame:
-        return shared.dataframe(max_rows=self.room.max_dataframe_rows, max_bytes=self.room.max_dataframe_bytes)
+        return self._inbox.decode(shared)
 
     @on_session_loop
     async def receive_file(self, folder: str | os.PathLike[str] = ".", timeout: float | None = 120.0) -> Path:
@@ -434,30 +362,23 @@ class PeerSession:
             ours = mine is not None and mine() is not None and target.get(variable) is mine()
             if variable in target and not ours and not overwrite:
                 self.panel.show_note(
-                    _now(),
+                    now(),
                     f"not stored as `{variable}`: that name is already used here (store_dataframes(overwrite=True) "
                     "or a prefix allows it); receive_dataframe() has it",
                 )
                 return
             target[variable] = df
             stored[variable] = weakref.ref(df)
-            self.panel.show_note(_now(), f"stored as `{variable}`")
+            self.panel.show_note(now(), f"stored as `{variable}`")
 
         return self.on_dataframe(store)
 
     def _on(self, kind: str, callback: Callable[..., Any]) -> Subscription:
         what = f"your {kind!r} callback {getattr(callback, '__qualname__', callback)!r} for {self.remote}"
-        wrapped = guarded(callback, what, self._report)
-        self._callbacks[kind].append(wrapped)
-
-        def off() -> None:
-            if wrapped in self._callbacks[kind]:
-                self._callbacks[kind].remove(wrapped)
-
-        return Subscription(kind, callback, off)
+        return Subscription(kind, callback, self._inbox.on(kind, guarded(callback, what, self._report)))
 
     async def _take(self, kind: str, timeout: float | None) -> Any:
-        mailbox = self._mail[kind]
+        mailbox = self._inbox.mail[kind]
         if not mailbox.items and not self.closed and self.link is None:
             await self.ready(timeout)  # nothing can arrive without a link: open one
         try:
@@ -474,106 +395,12 @@ class PeerSession:
             return self._link_error or PeerLinkClosed(f"the link to {self.remote!r} closed")
         return None
 
-    async def _read(self, link: Link) -> None:
-        """Take every message off the link (so its own queue never grows) and sort it."""
-        while True:
-            try:
-                data = await link.recv()
-            except TransferRefused as refused:
-                # refused, and reported by the link's "error" event: the next payload follows
-                self._end_file(f"refused: {refused}")
-                if self._incoming is not None:
-                    self._incoming.row.finish("refused", ok=False)
-                    self._incoming = None
-                continue
-            except PeerLinkError:
-                return  # `close` says why
-            try:
-                self._dispatch(data)
-            except Exception as error:
-                self._report(f"could not read what {self.remote} sent: {error}", error, traceback=False)
-
-    def _dispatch(self, data: Any) -> None:
-        if self._take_file(data):
-            return
-        incoming, self._incoming = self._incoming, None  # the transfer that brought `data`, if one did
-        if share.is_shared(data):
-            try:
-                shared = share.unpack(data)
-            except share.ShareError:
-                if incoming is not None:
-                    incoming.row.finish("refused", ok=False)
-                raise
-            label = share.describe(shared.header)
-            if incoming is None:  # small enough for one message: no progress on the way
-                incoming = _Throttled(self.panel.add_transfer(label, outgoing=False))
-            incoming.row.relabel(label)
-            incoming.row.finish("received")
-            if shared.kind == share.DATAFRAME:
-                self._mail["dataframe"].put(shared)
-                if self._callbacks["dataframe"]:
-                    df = self._decode(shared)
-                    for callback in list(self._callbacks["dataframe"]):
-                        callback(shared.name, df)
-            else:
-                self._mail["file"].put(shared)
-                for callback in list(self._callbacks["file"]):
-                    callback(shared.name, shared.payload)
-            return
-        if incoming is not None:
-            incoming.row.finish("received")
-        self.messages.append(data)
-        del self.messages[: -KEPT["message"]]
-        self._mail["message"].put(data)
-        self.panel.show_message(_now(), self.remote, _preview(data))
-        for callback in list(self._callbacks["message"]):
-            callback(data)
-
-    def _take_file(self, data: Any) -> bool:
-        """A file offered to us and accepted: its header, then its bytes (True: taken)."""
-        expected, self._file = self._file, False
-        if expected is not False and isinstance(data, (bytes, bytearray, memoryview)):
-            if expected is not True:
-                expected.arrived(bytes(data))
-            return True  # the bytes of a refused header are dropped, never read as a message
-        if expected is not False and expected is not True:
-            expected.fail("the sender sent something else than the file")
-        if self.link is None:
-            return False
-        found = self.room.file_for_link(self.link, data)
-        if found is False:
-            return False
-        self._file = found
-        return True
-
-    def _end_file(self, why: str) -> None:
-        expected, self._file = self._file, False
-        if expected is not False and expected is not True:
-            expected.fail(why)
-
-    def _on_progress(self, progress: Progress) -> None:
-        if progress.direction != "receive":
-            return
-        if self._file is not False:
-            if self._file is not True:
-                self._file.progress(progress)
-            return
-        if self._incoming is None:
-            size = share.human_size(progress.total)
-            self._incoming = _Throttled(self.panel.add_transfer(f"incoming from {self.remote} ({size})", outgoing=False))
-        self._incoming(progress)
-
     def _on_close(self, error: BaseException) -> None:
         self._link_error = error
-        self._end_file(f"cut off: {error}")
-        for mailbox in self._mail.values():
-            mailbox.wake()  # a waiting receive ends with `error` instead of hanging
-        if self._incoming is not None:
-            self._incoming.row.finish("cut off", ok=False)
-            self._incoming = None
+        self._inbox.cut_off(error)
         if not self.closed:
             self._show_state("closed", str(error))
-            self.panel.show_note(_now(), f"link closed: {error}")
+            self.panel.show_note(now(), f"link closed: {error}")
 
     # -- showing ----------------------------------------------------------------------
     def _show_state(self, state: str, detail: str = "") -> None:

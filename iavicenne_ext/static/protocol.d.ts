@@ -73,7 +73,19 @@ export declare const ICE_CANDIDATE: "ice-candidate";
 export declare const RELAYED: readonly ["offer", "answer", "ice-candidate"];
 /** the payload field that carries each relayed type's body (and is relayed under that name) */
 export declare const RELAY_BODY: Readonly<{ offer: "offer"; answer: "answer"; "ice-candidate": "candidate" }>;
-export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer")[];
+// A peer link's frames through the server when no direct path opens (the notebook client's
+// `iavicenne.relay`): addressed like an offer (payload.target_peer_id), the body in
+// payload.data (a JSON object); the server forwards it, with source_peer_id and
+// source_identity, to the target peer's signaling connection only: no history, no copy to
+// the user's other connections. It counts in the identity's bytes per second as any frame.
+export declare const RELAY: "relay";
+export declare const RELAY_DATA: "data";
+/**
+ * the largest relay frame (as the server forwards it, encoded) a relay carries; above it:
+ * limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead)
+ */
+export declare const RELAY_MAX_BYTES: 393216;
+export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer" | "relay")[];
 
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
 export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; NAME_NOT_YOURS: "name-not-yours"; FORBIDDEN: "forbidden"; UNKNOWN_ROOM: "unknown-room"; ROOM_EXISTS: "room-exists"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;

@@ -1,4 +1,5 @@
-"""Peer links through the server when no direct path exists (`iavicenne.relay`).
+"""Peer links through the server when no direct path exists (`iavicenne.relay`): relay
+frames over the signaling socket.
 
 The first test blocks UDP: it runs again in a network namespace of its own
 (`network_namespace`) where a routing rule drops every UDP datagram (``ip rule ...
@@ -216,11 +217,14 @@ async def test_a_member_cannot_forge_relay_frames(base: str, opened: list[Any], 
     alice_peer = (await alice.peer_network()).peer_id
     bob_peer = (await bob.peer_network()).peer_id
     link_id = link.link.link_id  # say she learnt it: it still does not make her alice
-    assert mallory.room is not None
+    # relay frames go over the signaling socket: the server names her as their source
+    mallory_signaling = (await mallory.peer_network()).signaling
     forged = {"link": link_id, "from": alice_peer, "to": bob_peer}
-    await mallory.room.direct("bob", {CONTROL: "relay-data", **forged, "n": 1, "t": "forged text"})
-    await mallory.room.direct("bob", {CONTROL: "relay-close", **forged, "reason": "forged close"})
-    await mallory.room.direct("bob", {CONTROL: "relay-open", "link": "x" * 65, "from": "mallory#000001", "to": bob_peer})
+    await mallory_signaling.send_relay(bob_peer, {CONTROL: "relay-data", **forged, "n": 1, "t": "forged text"})
+    await mallory_signaling.send_relay(bob_peer, {CONTROL: "relay-close", **forged, "reason": "forged close"})
+    await mallory_signaling.send_relay(
+        bob_peer, {CONTROL: "relay-open", "link": "x" * 65, "from": "mallory#000001", "to": bob_peer}
+    )
     await link.send("the real one")
     at_bob = bob.peers["alice"]
     assert await at_bob.receive(20) == "the real one"
@@ -233,8 +237,8 @@ async def test_a_member_cannot_forge_relay_frames(base: str, opened: list[Any], 
         await to_bob.send(b"\x00" * (2 << 20))
     assert to_bob.link is not None
     mine = to_bob.link
-    await mallory.room.direct(
-        "bob",
+    await mallory_signaling.send_relay(
+        bob_peer,
         {
             CONTROL: "relay-data",
             "link": mine.link_id,

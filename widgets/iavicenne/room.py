@@ -203,7 +203,7 @@ class RoomSession:
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self._network_task: asyncio.Task[PeerNetwork] | None = None
         self._accepting: asyncio.Task[None] | None = None
-        self._relay: Any = None  # iavicenne.relay.RoomRelay, once the network is up
+        self._relay: Any = None  # iavicenne.relay.SignalingRelay, once the network is up
         self._since = ""
         self._peers_lock = threading.Lock()
         self._described: dict[str, Connection] = {}  # by peer_id: what a connection said of itself
@@ -593,7 +593,6 @@ class RoomSession:
     async def _start_network(self) -> PeerNetwork:
         from . import ice
         from .peer import PeerNetwork
-        from .relay import RoomRelay
 
         assert self.client is not None and self.user_id is not None and self.room is not None
         if self._host_addresses is not None:  # exactly these (join's `host_addresses=`)
@@ -602,9 +601,8 @@ class RoomSession:
             options = {"host_addresses": ice.default_host_addresses()}
         else:
             options = {"loopback": self._loopback}
-        if self._want_relay:
-            self._relay = RoomRelay(self.room, connections.user_of)
-            options.update(relay=self._relay, relay_after=self.relay_after)
+        if self._want_relay:  # over the network's own signaling socket
+            options.update(relay=True, relay_after=self.relay_after)
         signaling = {key: value for key, value in self._options.items() if key in ("backoff", "connect_timeout")}
         server = self.client.server
         self._since = datetime.now(timezone.utc).isoformat()
@@ -624,6 +622,7 @@ class RoomSession:
             await network.close()
             raise ConnectionClosed(f"left {self.name!r}")
         self.network = network
+        self._relay = network.relay
         self._network_up = self.loop.time()
 
         def on_peer(event: Any) -> None:

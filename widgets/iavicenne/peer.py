@@ -136,8 +136,8 @@ class PeerNetwork:
         self.low_water = low_water
         self.compress = compress
         self.max_transfer_bytes = max_transfer_bytes
-        self._owns_relay = relay is True
-        self.relay: RelayTransport | None = SignalingRelay(signaling) if relay is True else relay or None
+        self._own_relay = SignalingRelay(signaling) if relay is True else None  # closed with the network
+        self.relay: RelayTransport | None = self._own_relay if relay is True else relay or None
         self.relay_after = relay_after
         self.relay_chunk_size = relay_chunk_size
         self.relay_window = relay_window
@@ -257,8 +257,8 @@ class PeerNetwork:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(PeerLinkClosed("the peer network was closed"))
-        if self._owns_relay and self.relay is not None:
-            self.relay.close()
+        if self._own_relay is not None:
+            self._own_relay.close()
         if self._owns_signaling:
             await self.signaling.close()
         self.events.close()

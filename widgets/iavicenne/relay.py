@@ -99,10 +99,6 @@ class RelayTransport(Protocol):
         that arrives (both as the server verified them; the identity None if it did not say)."""
         ...
 
-    def close(self) -> None:
-        """Stop delivering frames."""
-        ...
-
 
 class Pacer:
     """Keeps relayed bytes (and frames) under a rate, with a burst; slows down when the

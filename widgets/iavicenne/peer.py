@@ -306,10 +306,7 @@ class PeerNetwork:
             if not waiter.done():
                 waiter.set_exception(error)
 
-    # -- negotiation: one ordered queue of steps per peer ---------------------------------
-    def _on_signal(self, signal: Signal) -> None:
-        self._step(signal.source, signal)
-
+    # -- who is behind a peer -----------------------------------------------------------
     def _refusal(self, peer_id: str, identity: dict[str, Any] | None) -> PeerIdentityMismatch | None:
         """What `verify_identity` says of `identity` holding `peer_id` (None: accepted)."""
         if self.verify_identity is None:
@@ -414,6 +411,10 @@ class PeerNetwork:
             await link.send_accept()
         except Exception as error:
             link.close_with(PeerUnreachable(f"could not answer {peer_id!r}'s relay: {error}"))
+
+    # -- negotiation: one ordered queue of steps per peer ---------------------------------
+    def _on_signal(self, signal: Signal) -> None:
+        self._step(signal.source, signal)
 
     def _on_peer(self, event: PeerEvent) -> None:
         self.events.emit("peer", event)

@@ -101,8 +101,9 @@ RELAY_BODY = {OFFER: "offer", ANSWER: "answer", ICE_CANDIDATE: "candidate"}
 RELAY = "relay"
 RELAY_DATA = "data"
 #: the largest relay frame (as the server forwards it, encoded) a relay carries; above it:
-#: limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead)
-RELAY_MAX_BYTES = 384 * 1024
+#: limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead).
+#: Room for a 192 KiB chunk as base64 (4/3) or as text that JSON escapes to twice its size.
+RELAY_MAX_BYTES = 768 * 1024
 SIGNALING_REQUESTS = frozenset({JOIN, LEAVE, *RELAYED, RELAY})
 # The hub carries signaling rooms beside chat rooms under this prefix; no valid room
 # name contains '/', so "signaling/r1" can never be the chat room "r1" (or any other).

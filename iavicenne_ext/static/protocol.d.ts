@@ -82,9 +82,10 @@ export declare const RELAY: "relay";
 export declare const RELAY_DATA: "data";
 /**
  * the largest relay frame (as the server forwards it, encoded) a relay carries; above it:
- * limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead)
+ * limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead).
+ * Room for a 192 KiB chunk as base64 (4/3) or as text that JSON escapes to twice its size.
  */
-export declare const RELAY_MAX_BYTES: 393216;
+export declare const RELAY_MAX_BYTES: 786432;
 export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer" | "relay")[];
 
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */

@@ -118,6 +118,7 @@ def file_header(offer_id: str, name: str, size: int) -> ControlMessage:
     return {CONTROL_KEY: ControlKind.FILE, "id": offer_id, "name": name, "size": size}
 
 
-def relay_frame(kind: str, link_id: str, source: str, target: str, **fields: Any) -> ControlMessage:
-    """A frame of the relayed link `link_id` from peer `source` to peer `target`."""
-    return {CONTROL_KEY: kind, "link": link_id, "from": source, "to": target, **fields}
+def relay_frame(kind: str, link_id: str, **fields: Any) -> ControlMessage:
+    """The `data` of a ``relay`` signaling frame of the relayed link `link_id` (the peers are
+    the frame's target and the source the server names)."""
+    return {CONTROL_KEY: kind, "link": link_id, **fields}

@@ -79,7 +79,18 @@ ICE_CANDIDATE = "ice-candidate"
 RELAYED = (OFFER, ANSWER, ICE_CANDIDATE)
 #: the payload field that carries each relayed type's body (and is relayed under that name)
 RELAY_BODY = {OFFER: "offer", ANSWER: "answer", ICE_CANDIDATE: "candidate"}
-SIGNALING_REQUESTS = frozenset({JOIN, LEAVE, *RELAYED})
+# A peer link's frames through the server when no direct path opens (the notebook client's
+# `iavicenne.relay`): addressed like an offer (payload.target_peer_id), the body in
+# payload.data (a JSON object); the server forwards it, with source_peer_id and
+# source_identity, to the target peer's signaling connection only: no history, no copy to
+# the user's other connections. It counts in the identity's bytes per second as any frame.
+RELAY = "relay"
+RELAY_DATA = "data"
+#: the largest relay frame (as the server forwards it, encoded) a relay carries; above it:
+#: limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead).
+#: Room for a 192 KiB chunk as base64 (4/3) or as text that JSON escapes to twice its size.
+RELAY_MAX_BYTES = 768 * 1024
+SIGNALING_REQUESTS = frozenset({JOIN, LEAVE, *RELAYED, RELAY})
 # The hub carries signaling rooms beside chat rooms under this prefix; no valid room
 # name contains '/', so "signaling/r1" can never be the chat room "r1" (or any other).
 SIGNALING_ROOM_PREFIX = "signaling/"

@@ -9,6 +9,10 @@ instead of vanishing; a `peer_id` held in the room by another identity (or a loo
 it) is refused (`name-taken`), and one outside the name policy too (`name-not-yours`).
 A signaling room has the access of the chat room of the same name: a private or group room
 refuses who may not enter it (`forbidden`), and a removal takes the identity's peers out.
+A `relay` frame (a peer link's frame when no direct path opens) is routed as an offer is:
+to the target peer's connection only, with the verified source, no claim and no history;
+one larger than `protocol.RELAY_MAX_BYTES` is refused (`limit-exceeded`) and the socket
+goes on, and it counts in the identity's bytes per second like every frame (base.py).
 
 One room per connection, as in the seed: `join` while in a room leaves it first.
 
@@ -38,7 +42,9 @@ from .budgets import Quotas
 from .protocol_socket import ProtocolSocket
 
 # how the seed's errors name each relayed type
-_LABEL = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "ICE candidate"}
+_LABEL = {p.OFFER: "offer", p.ANSWER: "answer", p.ICE_CANDIDATE: "ICE candidate", p.RELAY: "relay"}
+# the payload field of each relayed type's body (a relay's: data)
+_BODY = {**p.RELAY_BODY, p.RELAY: p.RELAY_DATA}
 
 
 class SignalingSocketHandler(ProtocolSocket):
@@ -49,6 +55,7 @@ class SignalingSocketHandler(ProtocolSocket):
         p.OFFER: "_on_relay",
         p.ANSWER: "_on_relay",
         p.ICE_CANDIDATE: "_on_relay",
+        p.RELAY: "_on_relay",
     }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, ice: IceConfig) -> None:  # type: ignore[override]
@@ -106,7 +113,7 @@ class SignalingSocketHandler(ProtocolSocket):
         if target is None or target == "":
             raise p.ProtocolError(p.ErrorCode.TARGET_REQUIRED, f"target_peer_id is required for {_LABEL[kind]}")
         target = p.check_name(target, "target_peer_id")
-        field = p.RELAY_BODY[kind]
+        field = _BODY[kind]
         if field not in request.payload:
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"{kind} needs payload.{field}")
         body = request.payload[field]
@@ -117,6 +124,13 @@ class SignalingSocketHandler(ProtocolSocket):
         frame = p.encoded(
             kind, ref=request.ref, **{field: body}, source_peer_id=self.user_id, room=self.room, source_identity=self.identity
         )
+        if kind == p.RELAY and len(frame) > p.RELAY_MAX_BYTES:
+            raise p.ProtocolError(
+                p.ErrorCode.LIMIT_EXCEEDED,
+                f"relay not sent: {len(frame)} bytes once forwarded, over the {p.RELAY_MAX_BYTES} a relay frame may "
+                "carry; send it in smaller pieces",
+                limit=p.RELAY_MAX_BYTES,
+            )
         await self.hub.relay(self, self.room, target, frame)
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=self.room)

@@ -58,7 +58,20 @@ export declare const ICE_CANDIDATE: "ice-candidate";
 export declare const RELAYED: readonly ["offer", "answer", "ice-candidate"];
 /** the payload field that carries each relayed type's body (and is relayed under that name) */
 export declare const RELAY_BODY: Readonly<{ offer: "offer"; answer: "answer"; "ice-candidate": "candidate" }>;
-export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer")[];
+// A peer link's frames through the server when no direct path opens (the notebook client's
+// `iavicenne.relay`): addressed like an offer (payload.target_peer_id), the body in
+// payload.data (a JSON object); the server forwards it, with source_peer_id and
+// source_identity, to the target peer's signaling connection only: no history, no copy to
+// the user's other connections. It counts in the identity's bytes per second as any frame.
+export declare const RELAY: "relay";
+export declare const RELAY_DATA: "data";
+/**
+ * the largest relay frame (as the server forwards it, encoded) a relay carries; above it:
+ * limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead).
+ * Room for a 192 KiB chunk as base64 (4/3) or as text that JSON escapes to twice its size.
+ */
+export declare const RELAY_MAX_BYTES: 786432;
+export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | "join" | "leave" | "offer" | "relay")[];
 
 /** the longest ``ref`` a client may give a request (echoed in the answer) */
 export declare const REF_MAX_LENGTH: 128;

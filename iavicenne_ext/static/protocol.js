@@ -64,7 +64,20 @@ export const ICE_CANDIDATE = "ice-candidate";
 export const RELAYED = Object.freeze(["offer", "answer", "ice-candidate"]);
 /** the payload field that carries each relayed type's body (and is relayed under that name) */
 export const RELAY_BODY = Object.freeze({ offer: "offer", answer: "answer", "ice-candidate": "candidate" });
-export const SIGNALING_REQUESTS = Object.freeze(["answer", "ice-candidate", "join", "leave", "offer"]);
+// A peer link's frames through the server when no direct path opens (the notebook client's
+// `iavicenne.relay`): addressed like an offer (payload.target_peer_id), the body in
+// payload.data (a JSON object); the server forwards it, with source_peer_id and
+// source_identity, to the target peer's signaling connection only: no history, no copy to
+// the user's other connections. It counts in the identity's bytes per second as any frame.
+export const RELAY = "relay";
+export const RELAY_DATA = "data";
+/**
+ * the largest relay frame (as the server forwards it, encoded) a relay carries; above it:
+ * limit-exceeded, and the socket goes on (a frame over max_frame_bytes closes it instead).
+ * Room for a 192 KiB chunk as base64 (4/3) or as text that JSON escapes to twice its size.
+ */
+export const RELAY_MAX_BYTES = 786432;
+export const SIGNALING_REQUESTS = Object.freeze(["answer", "ice-candidate", "join", "leave", "offer", "relay"]);
 
 /** the longest ``ref`` a client may give a request (echoed in the answer) */
 export const REF_MAX_LENGTH = 128;

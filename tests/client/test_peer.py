@@ -28,7 +28,7 @@ from iavicenne import Backoff, PeerLeft, PeerLinkClosed, PeerUnreachable, Server
 from iavicenne.peer import PeerLink, PeerNetwork, Progress
 from iavicenne.wire import FLAG_ZLIB, Kind, Tag
 
-WORKER = Path(__file__).with_name("peer_worker.py")
+WORKER = Path(__file__).parent.parent / "peer_worker.py"  # tests/: shared by the layers
 
 
 @pytest.fixture

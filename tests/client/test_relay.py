@@ -1,4 +1,5 @@
-"""Peer links through the server when no direct path exists (`iavicenne.relay`).
+"""Peer links through the server when no direct path exists (`iavicenne.relay`): relay
+frames over the signaling socket.
 
 The first test blocks UDP: it runs again in a network namespace of its own
 (`network_namespace`) where a routing rule drops every UDP datagram (``ip rule ...
@@ -216,11 +217,14 @@ async def test_a_member_cannot_forge_relay_frames(base: str, opened: list[Any], 
     alice_peer = (await alice.peer_network()).peer_id
     bob_peer = (await bob.peer_network()).peer_id
     link_id = link.link.link_id  # say she learnt it: it still does not make her alice
-    assert mallory.room is not None
+    # relay frames go over the signaling socket: the server names her as their source
+    mallory_signaling = (await mallory.peer_network()).signaling
     forged = {"link": link_id, "from": alice_peer, "to": bob_peer}
-    await mallory.room.direct("bob", {CONTROL: "relay-data", **forged, "n": 1, "t": "forged text"})
-    await mallory.room.direct("bob", {CONTROL: "relay-close", **forged, "reason": "forged close"})
-    await mallory.room.direct("bob", {CONTROL: "relay-open", "link": "x" * 65, "from": "mallory#000001", "to": bob_peer})
+    await mallory_signaling.send_relay(bob_peer, {CONTROL: "relay-data", **forged, "n": 1, "t": "forged text"})
+    await mallory_signaling.send_relay(bob_peer, {CONTROL: "relay-close", **forged, "reason": "forged close"})
+    await mallory_signaling.send_relay(
+        bob_peer, {CONTROL: "relay-open", "link": "x" * 65, "from": "mallory#000001", "to": bob_peer}
+    )
     await link.send("the real one")
     at_bob = bob.peers["alice"]
     assert await at_bob.receive(20) == "the real one"
@@ -233,8 +237,8 @@ async def test_a_member_cannot_forge_relay_frames(base: str, opened: list[Any], 
         await to_bob.send(b"\x00" * (2 << 20))
     assert to_bob.link is not None
     mine = to_bob.link
-    await mallory.room.direct(
-        "bob",
+    await mallory_signaling.send_relay(
+        bob_peer,
         {
             CONTROL: "relay-data",
             "link": mine.link_id,
@@ -266,3 +270,35 @@ async def test_a_kernel_that_takes_no_relay_is_said_so_in_one_sentence(
         await alice.peer("bob").ready(60)
     assert time.monotonic() - started < 15
     assert "\n" not in str(failed.value) and "failed" in alice.peers["bob"].panel.header.value
+
+
+@pytest.mark.timeout(90)
+async def test_a_relayed_sender_is_told_when_the_target_leaves(base: str, server_token: str, opened: list[Any]) -> None:
+    """Two networks with ``relay=True`` (the relay over their own signaling sockets) and no
+    path between them: bob leaves signaling in the middle of a transfer, and alice's send
+    fails saying so (`PeerLeft`), never a hang."""
+    from iavicenne import PeerLeft, ServerInfo, SignalingClient
+    from iavicenne.peer import PeerNetwork
+
+    server = ServerInfo(base, server_token)
+
+    async def network(peer_id: str, **options: Any) -> PeerNetwork:
+        signaling = SignalingClient(server, "leaving", peer_id, backoff=FAST)
+        made = PeerNetwork(signaling, owns_signaling=True, relay=True, relay_after=2, **options)
+        opened.append(made)
+        await signaling.start()
+        return made
+
+    alice = await network("alice#a11ce0", loopback=True)
+    bob = await network("bob#b0b001", host_addresses=UNREACHABLE)
+    to_bob = await alice.connect("bob#b0b001", timeout=30)
+    from_alice = await bob.accept(timeout=30)
+    assert to_bob.path == from_alice.path == "relay"
+    started = asyncio.Event()
+    from_alice.on("progress", lambda progress: started.set() if progress.done > 500_000 else None)
+    sending = asyncio.ensure_future(to_bob.send(b"\x01" * (8 << 20)))
+    await asyncio.wait_for(started.wait(), 30)
+    await bob.signaling.close()  # bob leaves the room; its link is still up on its side
+    with pytest.raises(PeerLeft, match="left the room") as left:
+        await asyncio.wait_for(sending, 15)
+    assert "in the middle of a transfer" in str(left.value)

@@ -382,6 +382,113 @@ async def test_a_null_candidate_is_relayed_as_end_of_candidates(connect: Connect
     assert (await p2.expect("ice-candidate"))["candidate"] is None
 
 
+# -- relay frames: a peer link's frames when no direct path opens ---------------------------
+
+CHUNK = {"iavicenne": "relay-data", "link": "0123456789abcdef", "n": 1, "b": base64.b64encode(b"a chunk").decode()}
+
+
+def relay_frame(target: str | None, data: Any = CHUNK, room: str | None = "r1", **extra: Any) -> dict[str, Any]:
+    payload: dict[str, Any] = {"data": data}
+    if target is not None:
+        payload["target_peer_id"] = target
+    frame: dict[str, Any] = {"type": p.RELAY, "payload": payload, **extra}
+    if room is not None:
+        frame["room"] = room
+    return frame
+
+
+async def test_a_relay_frame_reaches_only_the_target_peers_signaling_connection(connect: Connect) -> None:
+    alice, _ = await peer(connect, "alice#a11ce0", headers=ALICE)
+    bob, _ = await peer(connect, "bob#b0b001", headers=BOB)
+    bobs_other_kernel, _ = await peer(connect, "bob#b0b002", headers=BOB)
+    bobs_chat = await connect(headers=BOB)  # bob in the chat room of the same name
+    await bobs_chat.join("r1", "bob")
+    third_user, _ = await peer(connect, "carol#c0ffee")  # the server's own identity
+    await alice.send(relay_frame("bob#b0b001", ref="r-1"))
+    assert (await alice.expect("ack"))["ref"] == "r-1"
+    got = await bob.expect(p.RELAY)
+    assert got["data"] == CHUNK and got["room"] == "r1" and got["ref"] == "r-1"
+    assert got["source_peer_id"] == "alice#a11ce0" and got["source_identity"]["username"] == "alice"
+    for other in (bobs_other_kernel, third_user, alice):
+        assert of_type(await other.silent(0.1), p.RELAY) == []
+    chat = await bobs_chat.silent()
+    assert of_type(chat, p.RELAY) == [] and of_type(chat, p.DIRECT_MESSAGE) == []
+    # no claim per frame: the same chunk again (a resend after a lost ack) is forwarded
+    # again, and the target drops it by its ref
+    await alice.send(relay_frame("bob#b0b001", ref="r-1"))
+    assert (await bob.expect(p.RELAY))["ref"] == "r-1"
+
+
+async def test_a_relay_frame_cannot_spoof_its_source_nor_reach_into_another_room(connect: Connect) -> None:
+    alice, _ = await peer(connect, "alice#a11ce0", headers=ALICE)
+    bob, _ = await peer(connect, "bob#b0b001", headers=BOB)
+    forged = relay_frame("bob#b0b001", {**CHUNK, "from": "alice#a11ce0"}, source_peer_id="alice#a11ce0")
+    forged["source_identity"] = forged["payload"]["source_identity"] = {"username": "alice"}
+    forged["payload"]["source_peer_id"] = "alice#a11ce0"
+
+    # mallory (the server's identity), in another room: she reaches no peer of r1
+    mallory, _ = await peer(connect, "mallory", room="elsewhere")
+    await mallory.send({**forged, "ref": "m-1"})
+    error = await mallory.expect("error")
+    assert error["code"] == p.ErrorCode.NOT_IN_ROOM and error["ref"] == "m-1"
+    await mallory.send({**relay_frame("bob#b0b001", room=None), "ref": "m-2"})  # her own room: no bob there
+    error = await mallory.expect("error")
+    assert error["code"] == p.ErrorCode.UNKNOWN_PEER and error["ref"] == "m-2"
+    assert of_type(await bob.silent(), p.RELAY) == []
+
+    # in r1 she reaches bob, but as herself, whatever the frame says
+    inside, _ = await peer(connect, "mallory#000001")
+    announced = await bob.expect("peer-joined", where=lambda f: f["peer_id"] == "mallory#000001")
+    await inside.send(forged)
+    got = await bob.expect(p.RELAY)
+    assert got["source_peer_id"] == "mallory#000001"
+    assert got["source_identity"] == announced["identity"] and got["source_identity"]["username"] != "alice"
+    assert of_type(await alice.silent(), p.RELAY) == []
+
+
+@pytest.mark.parametrize(
+    ("payload", "code"),
+    [
+        ({"target_peer_id": "p2"}, p.ErrorCode.INVALID_FIELD),
+        ({"target_peer_id": "p2", "data": "a chunk"}, p.ErrorCode.INVALID_FIELD),
+        ({"target_peer_id": "p2", "data": None}, p.ErrorCode.INVALID_FIELD),
+        ({"data": CHUNK}, p.ErrorCode.TARGET_REQUIRED),
+        ({"target_peer_id": "p2", "data": {**CHUNK, "b": "A" * p.RELAY_MAX_BYTES}}, p.ErrorCode.LIMIT_EXCEEDED),
+    ],
+    ids=["data-missing", "data-not-object", "data-null", "no-target", "oversize"],
+)
+async def test_a_malformed_or_oversize_relay_gets_an_error_frame_and_the_socket_stays_usable(
+    connect: Connect, payload: dict[str, Any], code: str
+) -> None:
+    p1, _ = await peer(connect, "p1")
+    p2, _ = await peer(connect, "p2")
+    await p1.send({"type": p.RELAY, "payload": payload, "room": "r1", "ref": "bad"})
+    error = await p1.expect("error")
+    assert error["code"] == code and error["ref"] == "bad"
+    if code == p.ErrorCode.LIMIT_EXCEEDED:
+        assert error["limit"] == p.RELAY_MAX_BYTES and "smaller pieces" in error["message"]
+    assert of_type(await p2.silent(), p.RELAY) == []
+    await p1.send(relay_frame("p2", ref="good"))
+    assert (await p1.expect("ack"))["ref"] == "good"
+    assert (await p2.expect(p.RELAY))["source_peer_id"] == "p1"
+
+
+class TestTheRelayWithinTheIdentitysByteBudget:
+    @pytest.fixture
+    def iavicenne_config(self) -> dict[str, Any]:
+        return {"bytes_per_second": 100_000, "burst_bytes": 200_000}
+
+    async def test_relay_frames_over_it_are_rate_limited(self, connect: Connect) -> None:
+        p1, _ = await peer(connect, "p1", headers=ALICE)
+        p2, _ = await peer(connect, "p2", headers=BOB)
+        chunk = {**CHUNK, "b": "A" * 150_000}
+        for n in range(3):
+            await p1.send(relay_frame("p2", chunk, ref=f"r-{n}"))
+        limited = await p1.expect("error")
+        assert limited["code"] == p.ErrorCode.RATE_LIMITED and limited["option"] == "bytes_per_second"
+        assert len(of_type(await p2.silent(1.0), p.RELAY)) < 3
+
+
 # -- across servers (Redis broker) ---------------------------------------------------------
 
 

@@ -72,9 +72,9 @@ class PeerEvent:
 
 @dataclass(slots=True)
 class Signal:
-    """An offer, answer or ICE candidate relayed from another peer."""
+    """An offer, answer, ICE candidate or relay frame relayed from another peer."""
 
-    kind: str  # protocol.OFFER, ANSWER or ICE_CANDIDATE
+    kind: str  # protocol.OFFER, ANSWER, ICE_CANDIDATE or RELAY
     source: str
     body: dict[str, Any] | None
     room: str

@@ -6,13 +6,16 @@ it fits, else a transfer (START, DATA pieces under flow control, END, answered b
 with progress, bounded on the receiving side (`max_transfer_bytes`, a transfer never
 grows past what it declared). Two things carry the messages, and the user sees one API:
 
-* `iavicenne.peer.PeerLink`: a WebRTC data channel, peer to peer (``path == "direct"``);
-* `iavicenne.relay.RelayLink`: the room's server, when no direct path exists (UDP
+* `iavicenne.direct.PeerLink`: a WebRTC data channel, peer to peer (``path == "direct"``);
+* `iavicenne.relay.RelayLink`: the signaling server, when no direct path exists (UDP
   blocked, no TURN server) (``path == "relay"``).
 
-A subclass supplies `_write` (hand one message on, waiting while too much is buffered),
-`_send_now` / `_can_send_now` (a short control message: DONE, ABORT) and `_shutdown`,
-and calls `_became_open` once messages can flow and `_on_message` for each that arrives.
+A link belongs to an owner (`LinkOwner`: the `iavicenne.peer.PeerNetwork`), which it
+tells when it opens and when it closes; the owner closes it with `close_with` (the peer
+left, a newer link replaced it). A subclass supplies `_write` (hand one message on,
+waiting while too much is buffered), `_send_now` / `_can_send_now` (a short control
+message: DONE, ABORT) and `_shutdown`, and calls `_became_open` once messages can flow
+and `_on_message` for each that arrives.
 """
 
 from __future__ import annotations
@@ -23,15 +26,12 @@ import itertools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 from . import wire
 from .errors import PeerLinkClosed, PeerLinkError, TransferRefused
 from .events import EventEmitter, EventStream, Subscription
 from .wire import Tag
-
-if TYPE_CHECKING:
-    from .peer import PeerNetwork
 
 log = logging.getLogger("iavicenne.peer")
 
@@ -75,8 +75,35 @@ def retrieve(future: asyncio.Future[Any]) -> None:
         future.exception()
 
 
+class LinkOwner(Protocol):
+    """What a `Link` needs from whoever made it (`iavicenne.peer.PeerNetwork`)."""
+
+    @property
+    def peer_id(self) -> str:
+        """This side's peer id."""
+        ...
+
+    @property
+    def max_transfer_bytes(self) -> int:
+        """The largest transfer a link takes from its peer, unless the link says otherwise."""
+        ...
+
+    @property
+    def compress(self) -> bool | str:
+        """What `Link.send` does when not told: False, True or "auto"."""
+        ...
+
+    def link_opened(self, link: Link) -> None:
+        """`link` can carry messages now."""
+        ...
+
+    def link_closed(self, link: Link, error: PeerLinkError, *, quietly: bool) -> None:
+        """`link` closed for good with `error` (`quietly`: replaced by another link to the same peer)."""
+        ...
+
+
 class Link:
-    """A link to one peer (`peer_id`) of a `PeerNetwork`; made by the network, not directly.
+    """A link to one peer (`peer_id`) of a `LinkOwner`; made by the owner, not directly.
 
     `state` goes ``"connecting"`` → ``"open"`` → ``"closed"``; `path` says what carries
     it (``"direct"`` or ``"relay"``); `error` is why it closed. `identity` is who the
@@ -87,7 +114,7 @@ class Link:
 
     path: ClassVar[str] = "direct"
 
-    def __init__(self, network: PeerNetwork, peer_id: str, *, offerer: bool, max_message_size: int) -> None:
+    def __init__(self, network: LinkOwner, peer_id: str, *, offerer: bool, max_message_size: int) -> None:
         self.network = network
         self.peer_id = peer_id
         self.offerer = offerer
@@ -183,9 +210,33 @@ class Link:
 
     async def close(self) -> None:
         """Close the link (the peer sees its link close)."""
-        self._fail(PeerLinkClosed(f"the link to {self.peer_id!r} was closed by this side"))
+        self.close_with(PeerLinkClosed(f"the link to {self.peer_id!r} was closed by this side"))
         if self._closing is not None:
             await asyncio.shield(self._closing)
+
+    def close_with(self, error: PeerLinkError, *, quietly: bool = False) -> None:
+        """Close for good with `error`: every wait ends with it; the carrier closes in the
+        background. `quietly`: no ``close`` event (a link that replaces it is on its way)."""
+        if self.state == "closed":
+            return
+        incoming = self._reassembler.incoming
+        if incoming is not None and isinstance(error, PeerLinkClosed):
+            error = type(error)(
+                f"{error} in the middle of a transfer: {_mb(len(incoming.buffer))} of {_mb(incoming.size)} received"
+            )
+            error.cut_transfer = True
+            self._reassembler.incoming = None
+        self.state = "closed"
+        self.error = error
+        for waiter in self._waiters():
+            if waiter is not None and not waiter.done():
+                waiter.set_exception(error)
+        self._inbox.put_nowait(_CLOSED)
+        self._closing = asyncio.ensure_future(self._shutdown())
+        if not quietly:
+            self.events.emit("close", error)
+        self.events.close()
+        self.network.link_closed(self, error, quietly=quietly)
 
     # -- what a carrier supplies ------------------------------------------------------
     async def _write(self, data: bytes | str) -> None:
@@ -290,34 +341,11 @@ class Link:
         self.state = "open"
         if not self._opened.done():
             self._opened.set_result(None)
-        self.network._link_open(self)
+        self.network.link_opened(self)
 
     def _waiters(self) -> tuple[asyncio.Future[Any] | None, ...]:
         """Futures that must end with the link's error (a subclass adds its own)."""
         return (self._opened, *self._done.values())
 
-    def _fail(self, error: PeerLinkError, *, quietly: bool = False) -> None:
-        """Close for good with `error`: every wait ends with it; the carrier closes in the background."""
-        if self.state == "closed":
-            return
-        incoming = self._reassembler.incoming
-        if incoming is not None and isinstance(error, PeerLinkClosed):
-            error = type(error)(
-                f"{error} in the middle of a transfer: {_mb(len(incoming.buffer))} of {_mb(incoming.size)} received"
-            )
-            error.cut_transfer = True
-            self._reassembler.incoming = None
-        self.state = "closed"
-        self.error = error
-        for waiter in self._waiters():
-            if waiter is not None and not waiter.done():
-                waiter.set_exception(error)
-        self._inbox.put_nowait(_CLOSED)
-        self._closing = asyncio.ensure_future(self._shutdown())
-        if not quietly:
-            self.events.emit("close", error)
-        self.events.close()
-        self.network._link_closed(self, error, quietly=quietly)
 
-
-__all__ = ["Link", "Progress", "same_identity"]
+__all__ = ["Link", "LinkOwner", "Progress", "retrieve", "same_identity"]

@@ -33,183 +33,50 @@ with the next payload), the sender's ``send`` raises it with the receiver's reas
 use) gathers 127.0.0.1 only, for peers on one machine, and such a link tries only the
 peer's loopback candidates (see `iavicenne.ice`, also for ``$IAVICENNE_ICE_ADDRESSES``).
 
-**No direct path.** With a `relay` (``join()`` gives its network one), a link that is not
-open within `relay_after` seconds (10; ICE that fails sooner says so sooner) goes through
-the room's server instead: a `iavicenne.relay.RelayLink`, the same API, ``path ==
+**No direct path.** With a `relay` (``relay=True``: over this network's signaling
+socket; a room session's ``join()`` asks for one), a link that is not open within
+`relay_after` seconds (10; ICE that fails sooner says so sooner) goes through the
+signaling server instead: a `iavicenne.relay.RelayLink`, the same API, ``path ==
 "relay"``. The side that asked for the link opens the relay and drops its direct attempt;
 when both ask at once, the lower peer_id's relay wins, as its offer would.
 
-**Who answers.** The server says who sent each signal (``source_identity``, verified by
-it; relayed frames: the direct message's ``identity``), and each link keeps it
+**Who answers.** The server says who sent each signal and relay frame (``source_peer_id``
+and ``source_identity``, verified by it), and each link keeps the identity
 (`Link.identity`). Given `verify_identity(peer_id, identity)` (a room session gives one:
 the identity must be the one holding that name in the room's presence), a network takes
 no answer, answers no offer and opens no relay from an identity it refuses: the attempt
 closes with `PeerIdentityMismatch`, and a refused offer is a ``refused`` event. What a link
 does whatever carries it (transfers, flow control, progress, bounds) is
-`iavicenne.link.Link`'s; `PeerLink` adds the data channel.
+`iavicenne.link.Link`'s; `iavicenne.direct.PeerLink` adds the data channel. The network
+owns its links (`iavicenne.link.LinkOwner`, and the `DirectLinkOwner` and
+`RelayLinkOwner` they add to it): a link tells it when it opens or closes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import re
 from collections.abc import Callable, Sequence
 from typing import Any
-
-from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
-from aiortc.sdp import candidate_from_sdp
 
 import iavicenne_protocol as p
 
 from . import ice, relay, wire
+from .direct import PeerLink
 from .discovery import discover_server
 from .errors import PeerIdentityMismatch, PeerLeft, PeerLinkClosed, PeerLinkError, PeerUnreachable
 from .events import EventEmitter, PeerEvent, Signal
 from .link import Link, Progress, retrieve, same_identity
-from .relay import RELAY_CHUNK_SIZE, RELAY_WINDOW, RelayLink, RelayTransport, new_link_id
+from .relay import RELAY_CHUNK_MAX, RELAY_CHUNK_SIZE, RELAY_WINDOW, RelayLink, RelayTransport, SignalingRelay, new_link_id
 from .signaling import SignalingClient
-from .wire import CHANNEL_LABEL, DEFAULT_REMOTE_MAX_MESSAGE
 
 log = logging.getLogger("iavicenne.peer")
 
-_MAX_MESSAGE_SIZE = re.compile(r"^a=max-message-size:(\d+)", re.MULTILINE)
 RELAY_ANSWER = 15.0  # seconds a relay-open waits for the peer's relay-accept
 
 #: ``verify_identity(peer_id, identity)``: raises `PeerIdentityMismatch` when `identity`
 #: (as the server verified it; None: it did not say) may not hold `peer_id`
 IdentityCheck = Callable[[str, dict[str, Any] | None], None]
-
-
-# -- one link ----------------------------------------------------------------------------
-class PeerLink(Link):
-    """A data channel to one peer (W3C names: `pc` is the RTCPeerConnection, `channel` the
-    RTCDataChannel). Made by `PeerNetwork.connect` / `accept`, not directly."""
-
-    path = "direct"
-
-    def __init__(self, network: PeerNetwork, peer_id: str, *, offerer: bool) -> None:
-        super().__init__(network, peer_id, offerer=offerer, max_message_size=network.chunk_size)
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=network._ice_servers()))
-        self.channel: RTCDataChannel | None = None
-        self._drained: asyncio.Future[None] | None = None
-        self.pc.on("connectionstatechange", self._on_connection_state)
-        if offerer:
-            self._attach(self.pc.createDataChannel(CHANNEL_LABEL, ordered=True))
-        else:
-            self.pc.on("datachannel", self._attach)
-
-    # -- sending ----------------------------------------------------------------------
-    async def _write(self, data: bytes | str) -> None:
-        """Hand one message to the channel, waiting while more than high_water is buffered."""
-        channel = self.channel
-        assert channel is not None
-        while channel.bufferedAmount > self.network.high_water:
-            self._check()
-            self._drained = asyncio.get_running_loop().create_future()
-            self._drained.add_done_callback(retrieve)
-            try:
-                await self._drained
-            finally:
-                self._drained = None
-        self._check()
-        channel.send(data)
-
-    def _can_send_now(self) -> bool:
-        return self.channel is not None and self.channel.readyState == "open"
-
-    def _send_now(self, data: bytes) -> None:
-        assert self.channel is not None
-        self.channel.send(data)
-
-    def _on_buffered_amount_low(self) -> None:
-        if self._drained is not None and not self._drained.done():
-            self._drained.set_result(None)
-
-    def _waiters(self) -> tuple[asyncio.Future[Any] | None, ...]:
-        return (*super()._waiters(), self._drained)
-
-    # -- the connection ---------------------------------------------------------------
-    def _attach(self, channel: RTCDataChannel) -> None:
-        if self.channel is not None:
-            return  # a second channel (a browser's own): this link uses the first one
-        self.channel = channel
-        channel.bufferedAmountLowThreshold = self.network.low_water
-        channel.on("message", self._on_message)
-        channel.on("bufferedamountlow", self._on_buffered_amount_low)
-        channel.on("close", lambda: self._fail(PeerLinkClosed(f"the data channel to {self.peer_id!r} closed")))
-        # the answering side may get the channel already open (the SCTP association came
-        # up before the `datachannel` event ran): no `open` event would follow
-        if channel.readyState == "open":
-            self._on_open()
-        else:
-            channel.on("open", self._on_open)
-
-    def _on_open(self) -> None:
-        if self.state != "connecting":
-            return
-        remote = self.pc.remoteDescription
-        found = _MAX_MESSAGE_SIZE.search(remote.sdp) if remote is not None else None
-        remote_max = int(found.group(1)) if found else DEFAULT_REMOTE_MAX_MESSAGE
-        if remote_max:  # 0: any size
-            self.max_message_size = min(self.network.chunk_size, remote_max)
-        self._became_open()
-
-    def _on_connection_state(self) -> None:
-        state = self.pc.connectionState
-        log.debug("iavicenne: %r connection %s", self, state)
-        if state == "failed":
-            self._fail(
-                PeerUnreachable(
-                    f"no network path to {self.peer_id!r} (ICE failed): on one machine without a network use "
-                    "loopback=True; across networks, give the server a TURN server (IAvicenne.ice_servers)"
-                )
-            )
-        elif state == "closed":
-            self._fail(PeerLinkClosed(f"the connection to {self.peer_id!r} closed"))
-
-    async def _offer(self) -> None:
-        offer = await self.pc.createOffer()
-        with ice.host_addresses(self.network.addresses):
-            await self.pc.setLocalDescription(offer)
-        if self.state == "closed":
-            return  # dropped meanwhile (glare): the peer must not see this offer
-        local = self.pc.localDescription
-        await self.network.signaling.relay(p.OFFER, self.peer_id, {"type": local.type, "sdp": local.sdp})
-
-    async def _answer(self, offer: dict[str, Any]) -> None:
-        sdp = ice.reachable_sdp(offer["sdp"], self.network.addresses)
-        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=offer.get("type", "offer")))
-        answer = await self.pc.createAnswer()
-        with ice.host_addresses(self.network.addresses):
-            await self.pc.setLocalDescription(answer)
-        if self.state == "closed":
-            return
-        local = self.pc.localDescription
-        await self.network.signaling.relay(p.ANSWER, self.peer_id, {"type": local.type, "sdp": local.sdp})
-
-    async def _on_answer(self, answer: dict[str, Any]) -> None:
-        if self.offerer and self.pc.signalingState == "have-local-offer":
-            sdp = ice.reachable_sdp(answer["sdp"], self.network.addresses)
-            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type=answer.get("type", "answer")))
-
-    async def _on_candidate(self, body: dict[str, Any] | None) -> None:
-        """A trickled candidate (browsers send them; aiortc puts its own in the SDP)."""
-        if not body or not body.get("candidate"):
-            await self.pc.addIceCandidate(None)  # end of candidates
-            return
-        text = body["candidate"]
-        candidate = candidate_from_sdp(text.split(":", 1)[1] if text.startswith("candidate:") else text)
-        if not ice.reachable_candidate(candidate.ip, self.network.addresses):
-            return
-        candidate.sdpMid = body.get("sdpMid")
-        candidate.sdpMLineIndex = body.get("sdpMLineIndex")
-        await self.pc.addIceCandidate(candidate)
-
-    async def _shutdown(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.pc.close()
 
 
 # -- the peers of one signaling room ----------------------------------------------------------
@@ -223,9 +90,10 @@ class PeerNetwork:
     `low_water` (bytes; see the module docstring); `compress` (False, True or "auto");
     `max_transfer_bytes` (the largest transfer a peer may send us; see the module docstring).
 
-    With a `relay` (`iavicenne.relay.RelayTransport`; ``join()`` gives one), a link that
-    cannot be made directly within `relay_after` seconds (or whose ICE fails sooner) goes
-    through the server instead (`RelayLink`, options `relay_chunk_size`, `relay_window`;
+    With a `relay` (True: `iavicenne.relay.SignalingRelay` over `signaling`, made and
+    closed by the network; or any `iavicenne.relay.RelayTransport`), a link that cannot be
+    made directly within `relay_after` seconds (or whose ICE fails sooner) goes through the
+    server instead (`RelayLink`, options `relay_chunk_size`, `relay_window`;
     `relays_to(peer_id)` says which peers can take one, `user_of(peer_id)` whose they are).
     `verify_identity` checks who the server says is behind a peer (see the module docstring).
     """
@@ -243,7 +111,7 @@ class PeerNetwork:
         compress: bool | str = False,
         max_transfer_bytes: int = wire.MAX_TRANSFER_BYTES,
         owns_signaling: bool = False,
-        relay: RelayTransport | None = None,
+        relay: RelayTransport | bool | None = None,
         relay_after: float = 10.0,
         relay_chunk_size: int = RELAY_CHUNK_SIZE,
         relay_window: int = RELAY_WINDOW,
@@ -255,6 +123,8 @@ class PeerNetwork:
             raise ValueError("need 0 <= low_water < high_water")
         if max_transfer_bytes < 0:
             raise ValueError("max_transfer_bytes must be 0 or more")
+        if not 0 < relay_chunk_size <= RELAY_CHUNK_MAX:
+            raise ValueError(f"relay_chunk_size must be from 1 to {RELAY_CHUNK_MAX} (what one relay frame carries)")
         ice._install()  # links choose their local addresses; other aiortc users see no change
         self.signaling = signaling
         self.addresses: tuple[str, ...] | None = (
@@ -266,11 +136,12 @@ class PeerNetwork:
         self.low_water = low_water
         self.compress = compress
         self.max_transfer_bytes = max_transfer_bytes
-        self.relay = relay
+        self._own_relay = SignalingRelay(signaling) if relay is True else None  # closed with the network
+        self.relay: RelayTransport | None = self._own_relay if relay is True else relay or None
         self.relay_after = relay_after
         self.relay_chunk_size = relay_chunk_size
         self.relay_window = relay_window
-        # who a peer is (a relay frame's "from" must be a peer of the user that sent it)
+        # whose a peer is (the server verifies who sends what: this only reads a peer id)
         self.user_of = user_of or (lambda peer_id: peer_id)
         # which peers can take a relayed link (others, a browser page say, never answer one)
         self.relays_to = relays_to or (lambda peer_id: True)
@@ -285,8 +156,8 @@ class PeerNetwork:
         self._relays: dict[str, RelayLink] = {}  # by link id
         self._closed = False
         self._off = [signaling.on("signal", self._on_signal), signaling.on("peer", self._on_peer)]
-        if relay is not None:
-            self._off.append(relay.on_frame(self._on_relay_frame))
+        if self.relay is not None:
+            self._off.append(self.relay.on_frame(self._on_relay_frame))
 
     @classmethod
     async def join(
@@ -386,6 +257,8 @@ class PeerNetwork:
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(PeerLinkClosed("the peer network was closed"))
+        if self._own_relay is not None:
+            self._own_relay.close()
         if self._owns_signaling:
             await self.signaling.close()
         self.events.close()
@@ -396,19 +269,44 @@ class PeerNetwork:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- negotiation: one ordered queue of steps per peer ---------------------------------
     def _check(self) -> None:
         if self._closed:
             raise PeerLinkClosed("the peer network was closed")
 
-    def _ice_servers(self) -> list[Any]:
+    # -- what links need of their owner (LinkOwner, DirectLinkOwner, RelayLinkOwner) ----------
+    def rtc_ice_servers(self) -> list[Any]:
+        """The STUN/TURN servers a direct link's RTCPeerConnection uses."""
         servers = self.ice_servers_override if self.ice_servers_override is not None else self.signaling.ice_servers
         # an explicit empty list: aiortc would otherwise fall back to a public STUN server
         return ice.rtc_ice_servers(servers)
 
-    def _on_signal(self, signal: Signal) -> None:
-        self._step(signal.source, signal)
+    async def signal(self, kind: str, peer_id: str, body: dict[str, Any] | None) -> None:
+        """Send a direct link's offer, answer or ICE candidate to `peer_id`."""
+        await self.signaling.relay(kind, peer_id, body)
 
+    def link_opened(self, link: Link) -> None:
+        if self.links.get(link.peer_id) is not link:
+            return
+        waiters = self._waiters.pop(link.peer_id, [])
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(link)
+        if not link.offerer and not waiters:
+            self._accepted.put_nowait(link)
+        self.events.emit("link", link)
+
+    def link_closed(self, link: Link, error: PeerLinkError, *, quietly: bool) -> None:
+        if self.links.get(link.peer_id) is link:
+            del self.links[link.peer_id]
+        if isinstance(link, RelayLink) and self._relays.get(link.link_id) is link:
+            del self._relays[link.link_id]
+        if quietly:
+            return  # replaced by another link to the same peer: its waiters wait for that one
+        for waiter in self._waiters.pop(link.peer_id, []):
+            if not waiter.done():
+                waiter.set_exception(error)
+
+    # -- who is behind a peer -----------------------------------------------------------
     def _refusal(self, peer_id: str, identity: dict[str, Any] | None) -> PeerIdentityMismatch | None:
         """What `verify_identity` says of `identity` holding `peer_id` (None: accepted)."""
         if self.verify_identity is None:
@@ -431,7 +329,7 @@ class PeerNetwork:
         if current is not None and current.open:
             return current
         if isinstance(current, PeerLink):
-            current._fail(PeerUnreachable(f"no direct path to {peer_id!r}: relaying through the server"), quietly=True)
+            current.close_with(PeerUnreachable(f"no direct path to {peer_id!r}: relaying through the server"), quietly=True)
             current = None
         waiter: asyncio.Future[Link] = asyncio.get_running_loop().create_future()
         waiter.add_done_callback(retrieve)
@@ -439,15 +337,15 @@ class PeerNetwork:
         if current is None:  # else: a relay is being opened already (by us, or by them)
             link = self._new_relay(peer_id, offerer=True, link_id=new_link_id())
             try:
-                await self.relay.send(peer_id, link.frame(relay.OPEN))
+                await link.send_open()
             except Exception as error:
-                link._fail(PeerUnreachable(f"no direct path to {peer_id!r}, and the relay failed: {error}"))
+                link.close_with(PeerUnreachable(f"no direct path to {peer_id!r}, and the relay failed: {error}"))
         try:
             return await asyncio.wait_for(asyncio.shield(waiter), RELAY_ANSWER)
         except asyncio.TimeoutError:
             mine = self.links.get(peer_id)
             if isinstance(mine, RelayLink) and mine.state == "connecting":
-                mine._fail(
+                mine.close_with(
                     PeerUnreachable(
                         f"no direct path to {peer_id!r}, and its kernel did not answer the relay within {RELAY_ANSWER:g} s "
                         "(an iavicenne without relays?): give the server a TURN server (IAvicenne.ice_servers)"
@@ -462,14 +360,12 @@ class PeerNetwork:
         self._relays[link_id] = link
         return link
 
-    def _on_relay_frame(self, sender: str, payload: dict[str, Any], identity: dict[str, Any] | None = None) -> None:
-        if self._closed or payload.get("to") != self.peer_id:
-            return  # for another connection of our user
-        source, link_id, kind = payload.get("from"), payload.get("link"), payload.get(relay.CONTROL)
-        if not isinstance(source, str) or not isinstance(link_id, str) or not 0 < len(link_id) <= relay.LINK_ID_MAX:
+    def _on_relay_frame(self, source: str, payload: dict[str, Any], identity: dict[str, Any] | None = None) -> None:
+        """A relay frame from peer `source` (the server says who sent it, and sends us only ours)."""
+        if self._closed:
             return
-        if source == self.peer_id or self.user_of(source) != sender:
-            log.warning("iavicenne: %r sent a relay frame as %r: dropped", sender, source)
+        link_id, kind = payload.get("link"), payload.get(relay.CONTROL)
+        if not isinstance(link_id, str) or not 0 < len(link_id) <= relay.LINK_ID_MAX or source == self.peer_id:
             return
         if kind == relay.OPEN:
             if source not in self.signaling.peers:
@@ -486,13 +382,13 @@ class PeerNetwork:
         if kind == relay.ACCEPT and link.offerer and link.state == "connecting":
             refused = self._refusal(source, identity)
             if refused is not None:
-                link._fail(refused)
+                link.close_with(refused)
                 return
             link.identity = identity
         elif link.identity is not None and not same_identity(link.identity, identity):
             log.warning("iavicenne: a relay frame for %r from another identity (%r): dropped", source, identity)
             return
-        link._on_frame(payload)
+        link.receive_frame(payload)
 
     async def _accept_relay(self, peer_id: str, link_id: str, identity: dict[str, Any] | None = None) -> None:
         """A relay-open from `peer_id` (a step of its negotiation queue, in order with offers)."""
@@ -508,22 +404,24 @@ class PeerNetwork:
                 if isinstance(current, RelayLink)
                 else (f"peer {peer_id!r} has no direct path to us: the link goes through the server")
             )
-            current._fail(PeerLinkClosed(f"replaced: {replaced}"), quietly=current.state != "open")
+            current.close_with(PeerLinkClosed(f"replaced: {replaced}"), quietly=current.state != "open")
         link = self._new_relay(peer_id, offerer=False, link_id=link_id)
         link.identity = identity
         try:
-            await self.relay.send(peer_id, link.frame(relay.ACCEPT))
+            await link.send_accept()
         except Exception as error:
-            link._fail(PeerUnreachable(f"could not answer {peer_id!r}'s relay: {error}"))
-            return
-        link._became_open()
+            link.close_with(PeerUnreachable(f"could not answer {peer_id!r}'s relay: {error}"))
+
+    # -- negotiation: one ordered queue of steps per peer ---------------------------------
+    def _on_signal(self, signal: Signal) -> None:
+        self._step(signal.source, signal)
 
     def _on_peer(self, event: PeerEvent) -> None:
         self.events.emit("peer", event)
         if event.kind == "left":
             link = self.links.get(event.peer_id)
             if link is not None:
-                link._fail(PeerLeft(f"peer {event.peer_id!r} left the room"))
+                link.close_with(PeerLeft(f"peer {event.peer_id!r} left the room"))
 
     def _step(self, peer_id: str, step: Any) -> None:
         if self._closed:
@@ -543,7 +441,7 @@ class PeerNetwork:
                 if step == "connect":
                     if link is None:
                         link = self._new_link(peer_id, offerer=True)
-                        await link._offer()
+                        await link.make_offer()
                 elif isinstance(step, tuple):  # ("relay-open", link id, identity)
                     await self._accept_relay(peer_id, step[1], step[2])
                 elif step.kind == p.OFFER:
@@ -551,66 +449,46 @@ class PeerNetwork:
                     if refused is not None:
                         self._refuse(refused, f"an offer from {peer_id!r}")
                         if link is not None and link.state == "connecting":
-                            link._fail(refused)  # ours goes to the same peer id: not to them either
+                            link.close_with(refused)  # ours goes to the same peer id: not to them either
                         continue
                     if isinstance(link, PeerLink) and link.offerer and link.state == "connecting":
                         if self.peer_id < peer_id:
                             log.debug("iavicenne: glare with %s: our offer wins", peer_id)
                             continue  # glare, and our offer wins: they will answer it
                         log.debug("iavicenne: glare with %s: their offer wins", peer_id)
-                        link._fail(PeerLinkClosed("replaced: both sides offered; the lower peer_id's offer won"), quietly=True)
+                        link.close_with(
+                            PeerLinkClosed("replaced: both sides offered; the lower peer_id's offer won"), quietly=True
+                        )
                     elif link is not None:
                         # a new offer on a link we have: the peer started again
-                        link._fail(PeerLinkClosed(f"peer {peer_id!r} opened a new link, replacing this one"))
+                        link.close_with(PeerLinkClosed(f"peer {peer_id!r} opened a new link, replacing this one"))
                     link = self._new_link(peer_id, offerer=False)
                     link.identity = step.identity
-                    await link._answer(step.body or {})
+                    await link.answer_offer(step.body or {})
                 elif isinstance(link, PeerLink) and step.kind == p.ANSWER:
                     if link.offerer and link.state == "connecting":
                         refused = self._refusal(peer_id, step.identity)
                         if refused is not None:
-                            link._fail(refused)  # closes the attempt: its waiters get the mismatch
+                            link.close_with(refused)  # closes the attempt: its waiters get the mismatch
                             continue
                         link.identity = step.identity
-                    await link._on_answer(step.body or {})
+                    await link.take_answer(step.body or {})
                 elif isinstance(link, PeerLink) and step.kind == p.ICE_CANDIDATE:
                     if link.identity is not None and not same_identity(link.identity, step.identity):
                         log.warning("iavicenne: a candidate for %r from another identity: dropped", peer_id)
                         continue
-                    await link._on_candidate(step.body)
+                    await link.add_candidate(step.body)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 log.warning("iavicenne: negotiating with %s failed: %s", peer_id, error)
                 if link is not None and link.state == "connecting":
-                    link._fail(PeerUnreachable(f"could not negotiate a link with {peer_id!r}: {error}"))
+                    link.close_with(PeerUnreachable(f"could not negotiate a link with {peer_id!r}: {error}"))
 
     def _new_link(self, peer_id: str, *, offerer: bool) -> PeerLink:
         link = PeerLink(self, peer_id, offerer=offerer)
         self.links[peer_id] = link
         return link
-
-    def _link_open(self, link: Link) -> None:
-        if self.links.get(link.peer_id) is not link:
-            return
-        waiters = self._waiters.pop(link.peer_id, [])
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(link)
-        if not link.offerer and not waiters:
-            self._accepted.put_nowait(link)
-        self.events.emit("link", link)
-
-    def _link_closed(self, link: Link, error: PeerLinkError, *, quietly: bool) -> None:
-        if self.links.get(link.peer_id) is link:
-            del self.links[link.peer_id]
-        if isinstance(link, RelayLink) and self._relays.get(link.link_id) is link:
-            del self._relays[link.link_id]
-        if quietly:
-            return  # replaced by another link to the same peer: its waiters wait for that one
-        for waiter in self._waiters.pop(link.peer_id, []):
-            if not waiter.done():
-                waiter.set_exception(error)
 
 
 __all__ = ["IdentityCheck", "PeerLink", "PeerNetwork", "Progress"]

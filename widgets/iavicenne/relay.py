@@ -1,27 +1,27 @@
 """Peer links through the server, when no direct path exists: `RelayLink`.
 
 WebRTC needs a UDP path between the peers, or a TURN server. Where UDP is blocked and no
-TURN server is configured, ICE fails; a `PeerNetwork` given a relay (`RoomRelay`, which
-``join()`` sets up) then opens the link through the room's server instead, with the same
-API as a direct link (`iavicenne.link.Link`): the same wire messages, transfers, progress
-and bounds. ``link.path`` says which it is: ``"direct"`` or ``"relay"``.
+TURN server is configured, ICE fails; a `PeerNetwork` given a relay (``relay=True``: a
+`SignalingRelay` over its own signaling socket, which ``join()`` of a room session asks
+for) then opens the link through the server instead, with the same API as a direct link
+(`iavicenne.link.Link`): the same wire messages, transfers, progress and bounds.
+``link.path`` says which it is: ``"direct"`` or ``"relay"``.
 
-**What travels.** Each wire message is one acked ``direct-message`` of the room (a control
-message: its payload carries the key ``"iavicenne"``, `iavicenne.client.CONTROL`), bytes
-in base64::
+**What travels.** Each wire message is one acked ``relay`` frame of the signaling socket
+(docs/protocol.md, "Signaling endpoint"), addressed to the peer id as an offer is; the
+server forwards it to that peer's signaling connection only, with the sender's
+``source_peer_id`` and ``source_identity`` as it verified them. Its ``data``, bytes in
+base64::
 
-    {"iavicenne": "relay-open",   "link": id, "from": peer, "to": peer}
-    {"iavicenne": "relay-accept", "link": id, "from": peer, "to": peer}
-    {"iavicenne": "relay-data",   "link": id, "from": peer, "to": peer, "n": 1, "b": "<base64>"}  # or "t": text
-    {"iavicenne": "relay-credit", "link": id, "from": peer, "to": peer, "bytes": 4194304}
-    {"iavicenne": "relay-close",  "link": id, "from": peer, "to": peer, "reason": "..."}
+    {"iavicenne": "relay-open",   "link": id}
+    {"iavicenne": "relay-accept", "link": id}
+    {"iavicenne": "relay-data",   "link": id, "n": 1, "b": "<base64>"}  # or "t": text
+    {"iavicenne": "relay-credit", "link": id, "bytes": 4194304}
+    {"iavicenne": "relay-close",  "link": id, "reason": "..."}
 
-A direct message reaches every connection of the target user; ``to`` names the one
-connection (peer) it is for, the others drop it. ``from`` must be a peer of the user the
-server says sent it (a member cannot speak for another's kernel), and the identity the
-server gives the direct message (``identity``, verified) is the link's `identity`: checked
-like a direct link's (`iavicenne.peer.PeerNetwork`'s `verify_identity`) on the open and on
-the accept, and a later frame from another identity is dropped.
+The identity the server gives the frame is the link's `identity`: checked like a direct
+link's (`iavicenne.peer.PeerNetwork`'s `verify_identity`) on the open and on the accept,
+and a later frame from another identity is dropped.
 
 **Ordered, complete, flow-controlled.** A link writes one data frame at a time and the
 next only once the server acknowledged it, so frames arrive in order, numbered by ``n``
@@ -32,13 +32,13 @@ credited the sender waits, as a direct link waits on ``bufferedAmount``; a kerne
 a long cell stops granting, and the sender waits instead of filling the server's queue.
 
 **Within the server's budgets.** The server allows each identity ``bytes_per_second``
-(1 MiB/s by default) with a burst of ``burst_bytes`` (8 MiB), and frames up to
-``max_frame_bytes`` (1 MiB). A `Pacer` keeps relayed frames under a rate of its own
-(`relay_bytes_per_second`, 0.9 MiB/s; burst 4 MiB: the chat of the same user keeps room)
-and chunks small enough (`relay_chunk_size`, 192 KiB, about 256 KiB once in base64). If
-the server still says ``rate-limited`` (or ``limit-exceeded`` naming a per-second
-budget), that is back-pressure: the pacer slows down and the frame is sent again later,
-never a failure.
+(1 MiB/s by default) with a burst of ``burst_bytes`` (8 MiB), over all its sockets, and
+relay frames up to ``protocol.RELAY_MAX_BYTES``. A `Pacer` keeps relayed frames under a
+rate of its own (`relay_bytes_per_second`, 0.9 MiB/s; burst 4 MiB: the chat of the same
+user keeps room) and chunks small enough (`relay_chunk_size`, 192 KiB, about 256 KiB once
+in base64). If the server still says ``rate-limited`` (or ``limit-exceeded`` naming a
+per-second budget), that is back-pressure: the pacer slows down and the frame is sent
+again later, never a failure.
 """
 
 from __future__ import annotations
@@ -55,17 +55,17 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
+import iavicenne_protocol as p
 from iavicenne_protocol import control
 from iavicenne_protocol.control import CONTROL_KEY as CONTROL
 
 from .connection import is_back_pressure
 from .errors import ClientError, PeerLeft, PeerLinkClosed, PeerLinkError, RequestFailed, UnknownPeer
-from .events import Message, Subscription
-from .link import Link, retrieve
+from .events import Signal, Subscription
+from .link import Link, LinkOwner, retrieve
 
 if TYPE_CHECKING:
-    from .client import Room
-    from .peer import PeerNetwork
+    from .signaling import SignalingClient
 
 log = logging.getLogger("iavicenne.peer")
 
@@ -81,26 +81,29 @@ LINK_ID_MAX = control.CONTROL_ID_MAX_LENGTH
 
 #: defaults of the PeerNetwork options (see the module docstring)
 RELAY_CHUNK_SIZE = 192 * 1024
+#: the largest relay_chunk_size whose frames the server forwards (base64 is 4/3 of it)
+RELAY_CHUNK_MAX = (p.RELAY_MAX_BYTES - 4096) * 3 // 4
 RELAY_WINDOW = 2 * 1024 * 1024
 RELAY_BYTES_PER_SECOND = 900 * 1024
 RELAY_BURST_BYTES = 4 * 1024 * 1024
 RELAY_FRAMES_PER_SECOND = 50.0  # the server's messages_per_second is 100 by default
 
 
-#: what a `RelayTransport` calls for each frame: (sender's user_id, payload, sender's identity)
+#: what a `RelayTransport` calls for each frame: (sender's peer_id, payload, sender's identity)
 FrameCallback = Callable[[str, dict[str, Any], dict[str, Any] | None], None]
 
 
 class RelayTransport(Protocol):
-    """What carries relayed frames between kernels (`RoomRelay`: the room socket)."""
+    """What carries relayed frames between peers (`SignalingRelay`: the signaling socket)."""
 
     async def send(self, peer_id: str, payload: dict[str, Any]) -> None:
-        """Deliver `payload` to the user of `peer_id`, reliably, within the server's budgets."""
+        """Deliver `payload` to peer `peer_id`, reliably, within the server's budgets;
+        `PeerLeft` when that peer is not there any more."""
         ...
 
     def on_frame(self, callback: FrameCallback) -> Callable[[], None]:
-        """Call ``callback(sender_user_id, payload, sender_identity)`` for each relay frame
-        that arrives (the identity as the server verified it, None if it did not say)."""
+        """Call ``callback(sender_peer_id, payload, sender_identity)`` for each relay frame
+        that arrives (both as the server verified them; the identity None if it did not say)."""
         ...
 
 
@@ -148,31 +151,27 @@ class Pacer:
         self.tokens = 0.0
 
 
-class RoomRelay:
-    """`RelayTransport` over a joined room of a `RoomClient` (``direct-message`` frames).
-
-    `user_of` maps a peer_id to its user_id (`iavicenne.connections.user_of`).
-    """
+class SignalingRelay:
+    """`RelayTransport` over a peer's signaling socket (``relay`` frames, by peer id)."""
 
     def __init__(
         self,
-        room: Room,
-        user_of: Callable[[str], str],
+        signaling: SignalingClient,
         *,
         bytes_per_second: float = RELAY_BYTES_PER_SECOND,
         burst_bytes: float = RELAY_BURST_BYTES,
     ) -> None:
-        self.room = room
-        self.user_of = user_of
+        self.signaling = signaling
         self.pacer = Pacer(bytes_per_second, burst_bytes)
         self.sent_bytes = 0
         self.busy = 0  # frames being sent now: a rate-limited notice then is ours
         self._callbacks: list[FrameCallback] = []
-        self._offs = [room.on("control", self._on_control), room.client.on("rate-limited", self._on_rate_limited)]
+        self._offs = [signaling.on("relay", self._on_relay), signaling.on("rate-limited", self._on_rate_limited)]
 
     def close(self) -> None:
         for off in self._offs:
             off()
+        self._offs.clear()
         self._callbacks.clear()
 
     def on_frame(self, callback: FrameCallback) -> Callable[[], None]:
@@ -185,7 +184,6 @@ class RoomRelay:
         return Subscription("relay", callback, off)
 
     async def send(self, peer_id: str, payload: dict[str, Any]) -> None:
-        user = self.user_of(peer_id)
         size = len(json.dumps(payload, separators=(",", ":"))) + 200  # the frame's envelope too
         delay = 0.5
         self.busy += 1
@@ -193,11 +191,11 @@ class RoomRelay:
             while True:
                 await self.pacer.take(size)
                 try:
-                    await self.room.direct(user, payload)
+                    await self.signaling.send_relay(peer_id, payload)
                     self.sent_bytes += size
                     return
                 except UnknownPeer:
-                    raise PeerLeft(f"{user!r} is not in room {self.room.name!r} any more") from None
+                    raise PeerLeft(f"{peer_id!r} is not in room {self.signaling.room!r} any more") from None
                 except RequestFailed as refused:
                     if not is_back_pressure(refused.frame):
                         raise PeerLinkError(f"the server refused a relayed frame: {refused}") from None
@@ -208,15 +206,15 @@ class RoomRelay:
         finally:
             self.busy -= 1
 
-    def _on_control(self, message: Message) -> None:
-        content = message.content
-        if content.get(CONTROL) not in KINDS:
+    def _on_relay(self, signal: Signal) -> None:
+        payload = signal.body
+        if not isinstance(payload, dict) or payload.get(CONTROL) not in KINDS:
             return
         for callback in list(self._callbacks):
             try:
-                callback(message.user_id, content, message.identity or None)
+                callback(signal.source, payload, signal.identity)
             except Exception:
-                log.exception("iavicenne: a relay frame from %s could not be handled", message.user_id)
+                log.exception("iavicenne: a relay frame from %s could not be handled", signal.source)
 
     def _on_rate_limited(self, _frame: dict[str, Any]) -> None:
         if self.busy:
@@ -227,13 +225,27 @@ def new_link_id() -> str:
     return secrets.token_hex(8)
 
 
+class RelayLinkOwner(LinkOwner, Protocol):
+    """What a `RelayLink` needs of its owner beyond a `LinkOwner`'s: its frames' sizes."""
+
+    @property
+    def relay_chunk_size(self) -> int:
+        """The largest wire message one relay frame carries."""
+        ...
+
+    @property
+    def relay_window(self) -> int:
+        """Bytes sent and not yet credited by the peer past which the sender waits."""
+        ...
+
+
 class RelayLink(Link):
-    """A link to one peer through the room's server (``path == "relay"``). Made by a
+    """A link to one peer through the signaling server (``path == "relay"``). Made by a
     `PeerNetwork` when a direct link cannot be made; the same API as `PeerLink`."""
 
     path = "relay"
 
-    def __init__(self, network: PeerNetwork, peer_id: str, *, offerer: bool, link_id: str, transport: RelayTransport) -> None:
+    def __init__(self, network: RelayLinkOwner, peer_id: str, *, offerer: bool, link_id: str, transport: RelayTransport) -> None:
         super().__init__(network, peer_id, offerer=offerer, max_message_size=network.relay_chunk_size)
         self.link_id = link_id
         self.transport = transport
@@ -253,7 +265,17 @@ class RelayLink(Link):
         self._closed_by_peer = False
 
     def frame(self, kind: str, **fields: Any) -> dict[str, Any]:
-        return control.relay_frame(kind, self.link_id, self.network.peer_id, self.peer_id, **fields)
+        return control.relay_frame(kind, self.link_id, **fields)
+
+    # -- opening (the owner calls these) ----------------------------------------------
+    async def send_open(self) -> None:
+        """Ask the peer to take this link (``relay-open``); it opens on their accept."""
+        await self.transport.send(self.peer_id, self.frame(OPEN))
+
+    async def send_accept(self) -> None:
+        """Take the link the peer opened (``relay-accept``): open from now on."""
+        await self.transport.send(self.peer_id, self.frame(ACCEPT))
+        self._became_open()
 
     # -- sending ----------------------------------------------------------------------
     def _enqueue(self, data: bytes | str, future: asyncio.Future[None] | None) -> None:
@@ -307,12 +329,12 @@ class RelayLink(Link):
         except asyncio.CancelledError:
             raise
         except PeerLeft as error:
-            self._fail(PeerLeft(f"peer {self.peer_id!r} left the room ({error})"))
+            self.close_with(PeerLeft(f"peer {self.peer_id!r} left the room ({error})"))
         except (ClientError, PeerLinkError) as error:
-            self._fail(PeerLinkClosed(f"the relay to {self.peer_id!r} stopped: {error}"))
+            self.close_with(PeerLinkClosed(f"the relay to {self.peer_id!r} stopped: {error}"))
         except Exception as error:
             log.exception("iavicenne: the relay to %s failed", self.peer_id)
-            self._fail(PeerLinkClosed(f"the relay to {self.peer_id!r} failed: {error}"))
+            self.close_with(PeerLinkClosed(f"the relay to {self.peer_id!r} failed: {error}"))
 
     def _control(self, payload: dict[str, Any]) -> None:
         """Send a frame outside the ordered queue (credit, close): it must not wait behind data."""
@@ -326,7 +348,8 @@ class RelayLink(Link):
         task.add_done_callback(self._controls.discard)
 
     # -- receiving --------------------------------------------------------------------
-    def _on_frame(self, payload: dict[str, Any]) -> None:
+    def receive_frame(self, payload: dict[str, Any]) -> None:
+        """A frame of this link from the peer (its owner checked who sent it)."""
         kind = payload.get(CONTROL)
         if kind == DATA:
             self._on_data(payload)
@@ -338,7 +361,7 @@ class RelayLink(Link):
         elif kind == CLOSE:
             reason = str(payload.get("reason") or "")[:200]
             self._closed_by_peer = True
-            self._fail(PeerLinkClosed(f"{self.peer_id!r} closed the link" + (f": {reason}" if reason else "")))
+            self.close_with(PeerLinkClosed(f"{self.peer_id!r} closed the link" + (f": {reason}" if reason else "")))
         elif kind == ACCEPT and self.offerer:
             self._became_open()
 
@@ -347,12 +370,12 @@ class RelayLink(Link):
             return
         n = payload.get("n")
         if not isinstance(n, int) or isinstance(n, bool):
-            self._fail(PeerLinkClosed(f"a malformed relayed frame from {self.peer_id!r} (no number)"))
+            self.close_with(PeerLinkClosed(f"a malformed relayed frame from {self.peer_id!r} (no number)"))
             return
         if n <= self._received:
             return  # sent again after a reconnect: already here
         if n != self._received + 1:
-            self._fail(
+            self.close_with(
                 PeerLinkClosed(f"relayed frames {self._received + 1} to {n - 1} from {self.peer_id!r} were lost (a disconnect)")
             )
             return
@@ -366,11 +389,11 @@ class RelayLink(Link):
             try:
                 data = base64.b64decode(encoded, validate=True)
             except (binascii.Error, ValueError):
-                self._fail(PeerLinkClosed(f"a malformed relayed frame from {self.peer_id!r} (not base64)"))
+                self.close_with(PeerLinkClosed(f"a malformed relayed frame from {self.peer_id!r} (not base64)"))
                 return
             size = len(data)
         else:
-            self._fail(PeerLinkClosed(f"a malformed relayed frame from {self.peer_id!r} (no data)"))
+            self.close_with(PeerLinkClosed(f"a malformed relayed frame from {self.peer_id!r} (no data)"))
             return
         self._received_bytes += size
         self._on_message(data)
@@ -396,12 +419,14 @@ class RelayLink(Link):
 __all__ = [
     "RELAY_BURST_BYTES",
     "RELAY_BYTES_PER_SECOND",
+    "RELAY_CHUNK_MAX",
     "RELAY_CHUNK_SIZE",
     "RELAY_WINDOW",
     "FrameCallback",
     "Pacer",
     "RelayLink",
+    "RelayLinkOwner",
     "RelayTransport",
-    "RoomRelay",
+    "SignalingRelay",
     "new_link_id",
 ]

@@ -12,7 +12,7 @@ other members open to us.
   elsewhere, else to a new one: each has its panel under the room's.
 * **The panel's Peer link buttons** follow the peers signaling lists, minus those held
   by an identity that is not the member's (`iavicenne.member_connections`).
-* **Aiortc is imported only when a link is wanted**: `PeerNetwork`, `RoomRelay` and
+* **Aiortc is imported only when a link is wanted**: `PeerNetwork`, `SignalingRelay` and
   `PeerSession` are imported when the network starts or a session is made.
 
 What a part needs from its room session is `LinksHost` (the session is also each peer
@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from .panels.room_panel import RoomPanel
     from .peer import PeerNetwork
     from .peer_session import PeerHost, PeerSession
-    from .relay import RoomRelay
+    from .relay import RelayTransport
 
     class LinksHost(PeerHost, Protocol):
         """What `RoomLinks` needs from its room session (`iavicenne.session.RoomSession`),
@@ -99,7 +99,7 @@ class RoomLinks:
         self.tag = tag
         self.sessions: dict[str, PeerSession] = {}
         self.network: PeerNetwork | None = None
-        self.relay: RoomRelay | None = None  # once the network is up (with join's relay=True)
+        self.relay: RelayTransport | None = None  # the network's, once it is up (with join's relay=True)
         self._loopback = loopback
         self._host_addresses = tuple(host_addresses) if host_addresses is not None else None
         self._want_relay = relay
@@ -164,7 +164,6 @@ class RoomLinks:
     async def _join_network(self) -> PeerNetwork:
         from . import ice
         from .peer import PeerNetwork
-        from .relay import RoomRelay
 
         host = self.host
         assert host.client is not None and host.user_id is not None and host.room is not None
@@ -174,9 +173,8 @@ class RoomLinks:
             options = {"host_addresses": ice.default_host_addresses()}
         else:
             options = {"loopback": self._loopback}
-        if self._want_relay:
-            self.relay = RoomRelay(host.room, connections.user_of)
-            options.update(relay=self.relay, relay_after=host.relay_after)
+        if self._want_relay:  # over the network's own signaling socket
+            options.update(relay=True, relay_after=host.relay_after)
         server = host.client.server
         since = datetime.now(timezone.utc).isoformat()
         network = await PeerNetwork.join(
@@ -195,6 +193,7 @@ class RoomLinks:
             await network.close()
             raise ConnectionClosed(f"left {host.name!r}")
         self.network = network
+        self.relay = network.relay
         self.directory.network_joined(since)
 
         def on_peer(event: Any) -> None:
@@ -255,7 +254,6 @@ class RoomLinks:
                 self._starting.cancel()
             elif self.network is not None:
                 await self.network.close()
-        if self.relay is not None:
-            self.relay.close()
+        # the relay is the network's own: closed with it
         self._starting = self._accepting = self.relay = None
         self.network = None

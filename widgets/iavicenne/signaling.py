@@ -11,6 +11,10 @@ each peer to its holder's public identity (``peer_identities`` of ``joined``, ``
 of ``peer-joined``), and each relayed signal carries its sender's (``source_identity``,
 `Signal.identity`). A link checks them (`iavicenne.peer.PeerNetwork`'s `verify_identity`)
 before it takes an answer or answers an offer.
+
+**Relay frames** (`send_relay`, ``relay`` events) carry a peer link's messages through the
+server when no direct path opens (`iavicenne.relay`): addressed and verified like an
+offer, reliable like one, and handed once each to the ``relay`` event as a `Signal`.
 """
 
 from __future__ import annotations
@@ -62,6 +66,11 @@ class SignalingClient(Endpoint):
     async def relay(self, kind: str, target: str, body: dict[str, Any] | None) -> dict[str, Any]:
         """Send an offer, answer or ICE candidate to `target`; returns once the server relayed it."""
         frame = {"type": kind, "room": self.room, "payload": {"target_peer_id": target, p.RELAY_BODY[kind]: body}}
+        return await self._send_reliable(frame, self.room)
+
+    async def send_relay(self, target: str, data: dict[str, Any]) -> dict[str, Any]:
+        """Send one relay frame (`data`) to peer `target`; returns once the server forwarded it."""
+        frame = {"type": p.RELAY, "room": self.room, "payload": {"target_peer_id": target, p.RELAY_DATA: data}}
         return await self._send_reliable(frame, self.room)
 
     async def wait_for_peer(self, peer_id: str, timeout: float | None = None) -> None:
@@ -126,14 +135,16 @@ class SignalingClient(Endpoint):
             self.peers.discard(peer_id)
             self.identities.pop(peer_id, None)
             self.events.emit("peer", PeerEvent(self.room, "left", peer_id))
-        elif kind in p.RELAYED:
+        elif kind in p.RELAYED or kind == p.RELAY:
             source = frame.get("source_peer_id", "")
             ref = frame.get("ref")
             # a resend whose ack was lost is relayed twice: handled once
             if ref is None or self._signals_seen.add((source, ref)):
                 identity = frame.get("source_identity")
-                body, room = frame.get(p.RELAY_BODY[kind]), frame.get("room", self.room)
-                self.events.emit("signal", Signal(kind, source, body, room, identity if isinstance(identity, dict) else None))
+                field = p.RELAY_DATA if kind == p.RELAY else p.RELAY_BODY[kind]
+                body, room = frame.get(field), frame.get("room", self.room)
+                signal = Signal(kind, source, body, room, identity if isinstance(identity, dict) else None)
+                self.events.emit("relay" if kind == p.RELAY else "signal", signal)
 
     def _on_error(self, frame: dict[str, Any]) -> None:
         if frame.get("code") == p.ErrorCode.SUPERSEDED and frame.get("ref") is None:

@@ -1,14 +1,16 @@
 // Records which sources the committed build was made from: the sha256 of every file the
-// build reads (src/, style/, schema/, package.json, tsconfig.json), written beside the
-// build as build-inputs.json. tests/test_labextension.py computes the same hash and fails
-// when the sources changed since (rebuild: `npm run build` in labextension/).
+// build reads (src/, style/, schema/, package.json, package-lock.json, tsconfig.json,
+// webpack.config.js), written beside the build as build-inputs.json.
+// tests/lab/test_labextension.py computes the same hash without Node.js and fails when the
+// sources changed since (rebuild: `npm run build` in labextension/); .ci/run, with Node.js,
+// rebuilds and compares the whole build.
 import { createHash } from "node:crypto";
 import { readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join, relative, sep } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = fileURLToPath(new URL("..", import.meta.url));
-const INPUTS = ["src", "style", "schema", "package.json", "tsconfig.json"];
+const INPUTS = ["src", "style", "schema", "package.json", "package-lock.json", "tsconfig.json", "webpack.config.js"];
 
 function files(path) {
   if (statSync(path).isDirectory()) return readdirSync(path).flatMap((name) => files(join(path, name)));

@@ -6,7 +6,10 @@ The build (TypeScript and webpack, Node.js) is committed in iavicenne_ext/labext
 ``pip install`` on a machine with only Python ships it as it is. `build-inputs.json` there
 records the sha256 of the sources it was built from (labextension/scripts/stamp.mjs); the
 first test computes it again: when it fails, rebuild with ``cd labextension && npm ci &&
-npm run build`` and commit the result.
+npm run build`` and commit the result. The build is deterministic, and .ci/run rebuilds it
+and fails when the rebuild differs from the committed build.
+
+tsc's output, labextension/lib/, is not committed: the unit tests build it first.
 """
 
 from __future__ import annotations
@@ -25,8 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 SOURCES = REPO / "labextension"
 BUILD = REPO / "iavicenne_ext" / "labextension"
 #: what the build reads, as stamp.mjs lists it
-INPUTS = ("src", "style", "schema", "package.json", "tsconfig.json")
+INPUTS = ("src", "style", "schema", "package.json", "package-lock.json", "tsconfig.json", "webpack.config.js")
 NODE_HINT = "apt-get install nodejs (node 20.19 or later: the unit tests import the compiled ES modules of lib/)"
+TSC = SOURCES / "node_modules" / "typescript" / "bin" / "tsc"
+TSC_HINT = "cd labextension && npm ci (the unit tests import lib/, which tsc builds from src/)"
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -56,9 +61,6 @@ def test_the_committed_build_is_of_the_committed_sources() -> None:
     assert built["name"] == "iavicenne-lab"
     assert built["jupyterlab"]["_build"]["load"].startswith("static/remoteEntry.")
     assert (BUILD / built["jupyterlab"]["_build"]["load"]).is_file()
-    # the compiled modules the unit tests import are of the same sources (tsc's output)
-    for source in (SOURCES / "src").glob("*.ts"):
-        assert (SOURCES / "lib" / f"{source.stem}.js").is_file(), f"lib/{source.stem}.js missing: npm run build"
 
 
 def test_the_extension_loads_the_client_the_server_serves() -> None:
@@ -82,8 +84,22 @@ def node_20() -> str:
     raise AssertionError("unreachable")
 
 
+def build_lib(node: str) -> None:
+    """tsc's output, lib/, from src/: what the unit tests import (`npm test` does the same)."""
+    if not TSC.is_file():
+        if os.environ.get("CI"):
+            pytest.fail(f"TypeScript is not installed; CI must run the extension's unit tests: {TSC_HINT}", pytrace=False)
+        pytest.skip(f"TypeScript is not installed: {TSC_HINT}")
+    run = subprocess.run([node, str(TSC)], capture_output=True, text=True, timeout=180, check=False, cwd=SOURCES)
+    assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
+
+
 def test_the_extension_unit_tests() -> None:
     node = node_20()
+    build_lib(node)
+    # the compiled modules the unit tests import are of the same sources (tsc's output)
+    for source in (SOURCES / "src").glob("*.ts"):
+        assert (SOURCES / "lib" / f"{source.stem}.js").is_file(), f"lib/{source.stem}.js missing: npm run build"
     files = sorted(str(path) for path in (SOURCES / "test").glob("*.test.mjs"))
     assert files
     run = subprocess.run([node, "--test", *files], capture_output=True, text=True, timeout=120, check=False, cwd=SOURCES)

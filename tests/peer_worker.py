@@ -1,4 +1,4 @@
-"""One peer in its own process, for tests/test_peer.py: ``python peer_worker.py SCENARIO ME OTHER``.
+"""One peer in its own process, for tests/client/test_peer.py: ``python peer_worker.py SCENARIO ME OTHER``.
 
 It finds the Jupyter server from IAVICENNE_URL / IAVICENNE_TOKEN (as a kernel would from
 its environment), joins signaling room $PEER_ROOM with loopback ICE, opens a link to

@@ -213,7 +213,7 @@ def jupyter_on_redis(workdir: Path, url: str, prefix: str, name: str, **options:
     with the short presence timing of these tests (plus `options`).
 
     All of them have the same token: the servers sharing a prefix are one deployment of one
-    owner, and the extension names a token's holder by the token (handlers/base.py), so
+    owner, and the extension names a token's holder by the token (handlers/protocol_socket.py), so
     one user is one identity whichever server they connect to.
     """
     redis = {

@@ -152,7 +152,7 @@ class StaticHandler(JupyterHandler, web.StaticFileHandler):
         return super().get_content_type()
 
     # @web.authenticated marks the methods for Jupyter's check that every endpoint is
-    # authenticated (tests/test_auth.py); its untyped wrapper is what mypy sees as the override
+    # authenticated (tests/server/test_auth.py); its untyped wrapper is what mypy sees as the override
     @web.authenticated
     def get(self, path: str, include_body: bool = True) -> Any:  # type: ignore[override]
         return super().get(path, include_body)

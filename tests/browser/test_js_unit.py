@@ -1,4 +1,4 @@
-"""The browser client's unit tests (`tests/js/*.test.mjs`), run by node's test runner.
+"""The browser client's unit tests (`tests/browser/js/*.test.mjs`), run by node's test runner.
 
 They cover the logic that needs no browser (backoff, resend and dedup bookkeeping, since
 tracking, frame parsing, the peer links' wire format, its bounds against a hostile

@@ -3,8 +3,8 @@ kernels hold them, each with its own token), and the server's owner as carol in 
 Chromium on the demo page (Playwright, ``executable_path``; logged in with the server's
 token, so Jupyter's login cookie loads the page's modules), all editing the same keys at once.
 
-Apart from tests/test_shared_state.py because Playwright's sync API runs its own event loop
-in the test's thread (as in tests/test_browser_page.py, whose Chromium set-up this uses):
+Apart from tests/server/test_shared_state.py because Playwright's sync API runs its own event loop
+in the test's thread (as in tests/browser/test_browser_page.py, whose Chromium set-up this uses):
 the Python clients run on a loop of their own, in a thread.
 """
 

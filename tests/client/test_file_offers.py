@@ -3,7 +3,7 @@ notebook side of "Files between people" (docs/protocol.md), against pytest-jupyt
 in-process server with two real identities (alice, bob: `room_support.TwoAnalysts`) and
 mallory holding the server's own token. alice offers as a JupyterLab window does (a
 direct message, then a link with the header and the bytes); bob's kernel takes it with
-``room.on_file_offer``. tests/test_lab_panel.py sends from a real JupyterLab window.
+``room.on_file_offer``. tests/lab/test_lab_panel.py sends from a real JupyterLab window.
 
 - the offer shows in bob's panel with the sender and the name as text, never markup;
 - a name with a path is saved under its last segment inside the folder bob chose, and an

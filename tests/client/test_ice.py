@@ -1,6 +1,6 @@
 """`iavicenne.ice`: which local addresses a peer link offers, which remote candidates a
 loopback-only link tries, and that importing iavicenne leaves aioice as it is. (Links
-that use them: tests/test_peer.py.)"""
+that use them: tests/client/test_peer.py.)"""
 
 from __future__ import annotations
 

@@ -4,7 +4,7 @@ Against pytest-jupyter's in-process server with two real identities (alice and b
 with a personal token, `room_support.TwoAnalysts`) and a third, mallory, holding the
 server's own token, who misbehaves where she can. Sessions run on the test's loop as they
 run on a kernel's; widgets are real ipywidgets (their Python state is what a front-end
-renders: tests/test_lab_browser.py checks the rendering in JupyterLab).
+renders: tests/lab/test_lab_browser.py checks the rendering in JupyterLab).
 
 - every public method of `RoomSession` and `PeerSession` works from another thread;
 - what a user gets wrong fails at once, in one sentence (invalid room name, a peer not

@@ -230,7 +230,7 @@ async def test_widget_updates_from_another_thread_run_on_the_loop(server: Server
     await eventually(lambda: seen, what="the update ran")
     assert seen == [threading.get_ident()]
     assert "from a thread" in alice.panel.header.value
-    # a send from another thread is handed to the loop too (tests/test_panel.py calls every method so)
+    # a send from another thread is handed to the loop too (tests/client/test_panel.py calls every method so)
     sending = await asyncio.to_thread(alice.send, "from a thread")
     assert (await sending)["seq"] >= 1
 
@@ -523,7 +523,7 @@ async def test_store_dataframes_does_not_rebind_a_name_already_used(server: Serv
 
 
 async def test_a_hostile_peers_strings_are_text_in_every_panel(server: ServerInfo, opened: list[Any], tmp_path: Any) -> None:
-    """The Python side of tests/test_lab_browser.py's check: each HTML value holds the
+    """The Python side of tests/lab/test_lab_browser.py's check: each HTML value holds the
     hostile string escaped, never as markup."""
     from iavicenne import share
 

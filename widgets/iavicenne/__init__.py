@@ -5,14 +5,18 @@ notebook-only names are loaded on first use, so a script that only needs the cli
 does not import ipywidgets, pandas or aiortc. Importing the package changes nothing in
 other libraries.
 
-The modules, each one concept (the browser client has the same ones, in JavaScript):
+The modules, each one concept (the browser client has the same ones, in JavaScript); the
+names of the protocol are `iavicenne_protocol`'s, shared with the server:
 ``errors``, ``discovery`` (finding the server), ``delivery`` (outbox, seen set, seq
-tracker), ``connection`` (the self-healing endpoint), ``events``, ``client`` (rooms),
-``signaling``, ``wire`` (the peer-link format), ``link`` (what every peer link does),
-``peer`` (direct links, WebRTC), ``relay`` (links through the server), ``ice``, ``shared``
-(the room's shared document, ``room.shared``); and for
-notebooks ``room``, ``connections`` (which of a member's connections a link goes to),
-``peer_session``, ``panels``, ``share``, ``background``.
+tracker), ``connection`` (the self-healing endpoint), ``events``, ``client`` (RoomClient),
+``client_room`` (a joined room), ``rooms_api`` (create, invite, list), ``signaling``,
+``wire`` (the peer-link format), ``link`` (what every peer link does), ``direct`` (a
+WebRTC link), ``relay`` (a link through the server), ``peer`` (a peer's network of links),
+``ice``, ``shared`` (the room's shared document, ``room.shared``); and for notebooks
+``room`` (`join`), ``session`` (RoomSession) with its parts ``room_connection``,
+``conversation``, ``member_connections``, ``room_links``, ``file_inbox``; ``connections``
+(which of a member's connections a link goes to), ``peer_session``, ``peer_inbox``,
+``files``, ``panels``, ``share``, ``background``.
 """
 
 from typing import Any
@@ -47,9 +51,10 @@ from .signaling import SignalingClient
 _LAZY = {
     "join": ".room",
     "pick_name": ".room",
-    "RoomSession": ".room",
+    "RoomSession": ".session",
     "PeerSession": ".peer_session",
-    **dict.fromkeys(["PeerLink", "PeerNetwork", "Progress"], ".peer"),
+    "PeerLink": ".direct",
+    **dict.fromkeys(["PeerNetwork", "Progress"], ".peer"),
     "RelayLink": ".relay",
     **dict.fromkeys(["FileOffer", "FileNotReceived"], ".files"),
 }

@@ -444,8 +444,12 @@ def test_a_data_channel_between_chromium_and_an_aiortc_kernel(request: pytest.Fi
     lines = "the same line again\n" * 150_000
     kernel.command(cmd="peer-send", peer="ada", data=lines, compress=True)
     kernel.expect("sent", timeout=30)
-    assert page.evaluate(
-        "(n) => window.received.length === n && window.received.at(-1) === 'the same line again\\n'.repeat(150000)", 5
+    # "sent" is the kernel's word: the page may still be inflating, so wait for it (a loaded
+    # machine took longer than one evaluate)
+    page.wait_for_function(
+        "(n) => window.received.length === n && window.received.at(-1) === 'the same line again\\n'.repeat(150000)",
+        arg=5,
+        timeout=TIMEOUT_MS,
     )
 
     # a hostile kernel: a transfer declaring more than the page takes (maxTransferBytes,

@@ -191,7 +191,7 @@ export class PeerLink {
 
   /** Close the channel and the peer connection (the peer sees its link close). */
   close() {
-    this._fail(new PeerLinkClosed(`the link to ${JSON.stringify(this.peerId)} was closed by this side`));
+    this.closeWith(new PeerLinkClosed(`the link to ${JSON.stringify(this.peerId)} was closed by this side`));
   }
 
   _check() {
@@ -222,7 +222,7 @@ export class PeerLink {
       for (const wake of this._drainWaiters.splice(0)) wake();
     };
     channel.onmessage = (/** @type {{ data: any }} */ event) => this._onMessage(event.data);
-    channel.onclose = () => this._fail(new PeerLinkClosed(`the data channel to ${JSON.stringify(this.peerId)} closed`));
+    channel.onclose = () => this.closeWith(new PeerLinkClosed(`the data channel to ${JSON.stringify(this.peerId)} closed`));
     // the answering side may get the channel already open: no open event would follow
     if (channel.readyState === "open") this._onOpen();
     else channel.onopen = () => this._onOpen();
@@ -311,25 +311,25 @@ export class PeerLink {
   _onConnectionState() {
     const state = this.pc.connectionState;
     if (state === "failed") {
-      this._fail(
+      this.closeWith(
         new PeerUnreachable(
           `no network path to ${JSON.stringify(this.peerId)} (ICE failed): across networks, give the server a TURN server (IAvicenne.ice_servers)`,
         ),
       );
     } else if (state === "closed") {
-      this._fail(new PeerLinkClosed(`the connection to ${JSON.stringify(this.peerId)} closed`));
+      this.closeWith(new PeerLinkClosed(`the connection to ${JSON.stringify(this.peerId)} closed`));
     }
   }
 
   // -- negotiation (run in order by the network) ----------------------------------------
 
-  async _offer() {
+  async makeOffer() {
     await this.pc.setLocalDescription(await this.pc.createOffer());
     await this._sendDescription(OFFER);
   }
 
   /** @param {Record<string, any>} offer */
-  async _answer(offer) {
+  async answerOffer(offer) {
     await this.pc.setRemoteDescription({ type: "offer", sdp: offer.sdp });
     await this._addEarlyCandidates();
     await this.pc.setLocalDescription(await this.pc.createAnswer());
@@ -337,7 +337,7 @@ export class PeerLink {
   }
 
   /** @param {Record<string, any>} answer */
-  async _onAnswer(answer) {
+  async takeAnswer(answer) {
     if (this.offerer && this.pc.signalingState === "have-local-offer") {
       await this.pc.setRemoteDescription({ type: "answer", sdp: answer.sdp });
       await this._addEarlyCandidates();
@@ -345,7 +345,7 @@ export class PeerLink {
   }
 
   /** @param {Record<string, any> | null} body */
-  async _onCandidate(body) {
+  async addCandidate(body) {
     const candidate = body && body.candidate ? body : null;
     if (candidate && this.network.loopback && !isLoopbackCandidate(candidate.candidate)) return;
     if (!this.pc.remoteDescription) {
@@ -415,7 +415,7 @@ export class PeerLink {
    * @param {PeerLinkError} error
    * @param {{ quietly?: boolean }} [options]
    */
-  _fail(error, { quietly = false } = {}) {
+  closeWith(error, { quietly = false } = {}) {
     if (this.state === "closed") return;
     const incoming = this._reassembler.incoming;
     if (incoming && error instanceof PeerLinkClosed) {

@@ -237,7 +237,7 @@ export class PeerNetwork {
   /** @param {any} event */
   _onPeer(event) {
     this.events.emit("peer", event);
-    if (event.kind === "left") this.links.get(event.peerId)?._fail(new PeerLeft(`peer ${JSON.stringify(event.peerId)} left the room`));
+    if (event.kind === "left") this.links.get(event.peerId)?.closeWith(new PeerLeft(`peer ${JSON.stringify(event.peerId)} left the room`));
   }
 
   /**
@@ -263,43 +263,43 @@ export class PeerNetwork {
       if (step === OPEN_LINK) {
         if (!link) {
           link = this._newLink(peerId, true);
-          await link._offer();
+          await link.makeOffer();
         }
       } else if (step.kind === OFFER) {
         const refused = this._refusal(peerId, step.identity ?? null);
         if (refused) {
           console.warn(`iavicenne: an offer from ${peerId} refused: ${refused.message}`);
-          if (link && link.state === "connecting") link._fail(refused); // ours goes to the same peer id: not to them either
+          if (link && link.state === "connecting") link.closeWith(refused); // ours goes to the same peer id: not to them either
           this.events.emit("refused", refused);
           return;
         }
         if (link && link.offerer && link.state === "connecting") {
           if (codePointLess(this.peerId, peerId)) return; // glare, and our offer wins: they answer it
-          link._fail(new PeerLinkClosed("replaced: both sides offered; the lower peer_id's offer won"), { quietly: true });
+          link.closeWith(new PeerLinkClosed("replaced: both sides offered; the lower peer_id's offer won"), { quietly: true });
         } else if (link) {
-          link._fail(new PeerLinkClosed(`peer ${JSON.stringify(peerId)} opened a new link, replacing this one`));
+          link.closeWith(new PeerLinkClosed(`peer ${JSON.stringify(peerId)} opened a new link, replacing this one`));
         }
         link = this._newLink(peerId, false);
         link.identity = step.identity ?? null;
-        await link._answer(step.body ?? {});
+        await link.answerOffer(step.body ?? {});
       } else if (link && step.kind === ANSWER) {
         if (link.offerer && link.state === "connecting") {
           const refused = this._refusal(peerId, step.identity ?? null);
           if (refused) {
-            link._fail(refused); // closes the attempt: its waiters get the mismatch
+            link.closeWith(refused); // closes the attempt: its waiters get the mismatch
             return;
           }
           link.identity = step.identity ?? null;
         }
-        await link._onAnswer(step.body ?? {});
+        await link.takeAnswer(step.body ?? {});
       } else if (link && step.kind === ICE_CANDIDATE) {
         if (link.identity && !sameIdentity(link.identity, step.identity)) return; // from someone else: dropped
-        await link._onCandidate(step.body);
+        await link.addCandidate(step.body);
       }
     } catch (error) {
       console.warn(`iavicenne: negotiating with ${peerId} failed:`, error);
       if (link && link.state === "connecting") {
-        link._fail(new PeerUnreachable(`could not negotiate a link with ${JSON.stringify(peerId)}: ${/** @type {Error} */ (error).message}`));
+        link.closeWith(new PeerUnreachable(`could not negotiate a link with ${JSON.stringify(peerId)}: ${/** @type {Error} */ (error).message}`));
       }
     }
   }

@@ -98,6 +98,18 @@ export function inertHtml(html: string): string {
   return doc.body.innerHTML;
 }
 
+/**
+ * Every link in `host` opens in a new tab without opener or referrer: once rendered, as
+ * JupyterLab's renderer rewrites `rel` after the sanitizer ran.
+ */
+export function hardenLinks(host: HTMLElement): void {
+  for (const anchor of host.querySelectorAll("a")) {
+    if (!anchor.hasAttribute("href")) continue;
+    anchor.target = "_blank";
+    anchor.rel = "noopener noreferrer";
+  }
+}
+
 /** JupyterLab's sanitizer, then `inertHtml`: the sanitizer of the chat's Markdown renderer. */
 export class InertSanitizer implements Sanitizer {
   constructor(private readonly inner: Sanitizer) {}

@@ -13,7 +13,7 @@ import type { IRenderMimeRegistry } from "@jupyterlab/rendermime";
 import { Widget } from "@lumino/widgets";
 
 import type { ChatEntry, Collaboration, JoinedRoom } from "./collaboration";
-import { InertSanitizer } from "./inert";
+import { InertSanitizer, hardenLinks } from "./inert";
 import { completeMention, completions, connectionLabel, dayLabel, mentionQuery, peopleOf, startsDay, timeLabel } from "./model";
 import { type NamedMember, type Person, personOf, personText, safeName } from "./names";
 
@@ -107,6 +107,15 @@ export class RoomsPanel extends Widget {
     members.append(this.roomTitle, this.membersList);
 
     this.log.addEventListener("scroll", () => this.onScroll());
+    // a link in a message opens only on a click, in a new tab without opener or referrer,
+    // whatever JupyterLab's renderer (or its typesetter, later) set on the anchor
+    this.log.addEventListener("click", (event) => {
+      const anchor = (event.target as Element | null)?.closest?.("a[href]") as HTMLAnchorElement | null;
+      if (!anchor || !this.log.contains(anchor)) return;
+      event.preventDefault();
+      event.stopPropagation();
+      window.open(anchor.href, "_blank", "noopener,noreferrer");
+    });
     this.jumpButton.hidden = true;
     this.jumpButton.addEventListener("click", () => this.scrollToEnd());
     const compose = element("div", "iav-lab-compose");
@@ -344,6 +353,7 @@ export class RoomsPanel extends Widget {
       const renderer = this.chatRendermime.createRenderer("text/markdown");
       const model = this.chatRendermime.createModel({ data: { "text/markdown": text }, trusted: false });
       await renderer.renderModel(model);
+      hardenLinks(renderer.node);
       host.replaceChildren(renderer.node);
       if (this.atEnd()) this.scrollToEnd();
     } catch {

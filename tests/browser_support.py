@@ -200,3 +200,14 @@ class CountingServer:
     def __exit__(self, *exc: object) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def counted(seen: list[str]) -> Any:
+    """A Playwright route handler that notes each request's URL in `seen` and answers 204:
+    ``context.route("**/logout-canary*", counted(canary))``."""
+
+    def handle(route: Any) -> None:
+        seen.append(route.request.url)
+        route.fulfill(status=204)
+
+    return handle

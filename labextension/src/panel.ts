@@ -43,6 +43,8 @@ export class RoomsPanel extends Widget {
   private readonly stateLine = element("div", "iav-lab-state");
   private readonly roomsList = element("ul", "iav-lab-rooms");
   private readonly joinInput = element("input", "iav-lab-join-input");
+  /** Why the last join failed (kept until a join succeeds: presence changes redraw the state line). */
+  private readonly joinError = element("div", "iav-lab-join-error");
   private readonly membersList = element("ul", "iav-lab-members");
   private readonly chat = element("div", "iav-lab-chat");
   private readonly log = element("div", "iav-lab-log");
@@ -101,7 +103,9 @@ export class RoomsPanel extends Widget {
       this.joinInput.value = "";
       void this.joinAndShow(name);
     });
-    rooms.append(element("h3", "", "Rooms"), this.roomsList, form);
+    this.joinError.hidden = true;
+    this.joinError.setAttribute("role", "alert");
+    rooms.append(element("h3", "", "Rooms"), this.roomsList, form, this.joinError);
 
     const members = element("section", "iav-lab-section");
     members.append(this.roomTitle, this.membersList);
@@ -136,10 +140,12 @@ export class RoomsPanel extends Widget {
   async joinAndShow(name: string): Promise<void> {
     try {
       await this.collaboration.join(name);
+      this.joinError.hidden = true;
+      this.joinError.textContent = "";
       this.showRoom(name);
     } catch (error) {
-      this.stateLine.textContent = `could not join ${safeName(name)}: ${(error as Error).message}`;
-      this.stateLine.dataset.state = "error";
+      this.joinError.textContent = `could not join ${safeName(name)}: ${safeName((error as Error).message)}`;
+      this.joinError.hidden = false;
     }
   }
 

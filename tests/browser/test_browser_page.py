@@ -36,7 +36,7 @@ from typing import Any
 
 import network_namespace
 import pytest
-from browser_support import TIMEOUT_MS, Agent, CountingServer
+from browser_support import TIMEOUT_MS, Agent, CountingServer, counted
 from notebook_support import chromium_path, screenshot_path
 
 from iavicenne_ext.handlers.page import STATIC_DIR
@@ -367,7 +367,7 @@ def test_on_the_page_bob_cannot_pose_as_alice_and_a_message_fetches_nothing(
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
     canary: list[str] = []
-    context.route("**/logout-canary*", lambda route: (canary.append(route.request.url), route.fulfill(status=204)))
+    context.route("**/logout-canary*", counted(canary))
     with CountingServer() as images:
         page.goto(f"{analysts.origin}/iavicenne/")
         page.fill("#room", "names")

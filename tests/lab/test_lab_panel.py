@@ -33,7 +33,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser_support import TIMEOUT_MS, Agent, CountingServer
+from browser_support import TIMEOUT_MS, Agent, CountingServer, counted
 from notebook_support import chromium_path, screenshot_path
 
 from iavicenne_ext.testing import JupyterProcess
@@ -449,7 +449,7 @@ def test_names_cannot_lie_and_a_message_fetches_nothing(lab: JupyterProcess, peo
         alice, bob = people("alice-token"), people("bob-token")
         for page in (alice, bob):
             # every request of the two windows for the canary path is counted here (answered 204)
-            page.context.route("**/logout-canary*", lambda route: (canary.append(route.request.url), route.fulfill(status=204)))
+            page.context.route("**/logout-canary*", counted(canary))
         open_lab(alice, lab, "alice.ipynb", "alice-names")
         open_lab(bob, lab, "bob.ipynb", "bob-names")
         for page in (alice, bob):
@@ -459,12 +459,13 @@ def test_names_cannot_lie_and_a_message_fetches_nothing(lab: JupyterProcess, peo
         # bob's display name alice, or a look-alike: refused at join, and he is told why
         for impostor in ("alice", "\u0430lice"):
             bob.evaluate(REJOIN_AS, impostor)
-            state = bob.locator("#iavicenne-panel .iav-lab-state")
-            expect(state).to_contain_text(f"could not join analysis: display name '{impostor}' looks like 'alice'")
+            refusal = bob.locator("#iavicenne-panel .iav-lab-join-error")
+            expect(refusal).to_contain_text(f"could not join analysis: display name '{impostor}' looks like 'alice'")
             expect(member(alice, "bob")).to_have_count(0)
         # a display name the server lets him use: never shown without his verified username
         bob.evaluate(REJOIN_AS, "Alice Smith")
         expect(member(alice, "bob")).to_be_visible()
+        expect(bob.locator("#iavicenne-panel .iav-lab-join-error")).to_be_hidden()
         expect(member(alice, "bob").locator(".iav-lab-member-name-id")).to_have_text("@bob")
         expect(member(alice, "bob").locator(".iav-lab-member-name")).to_have_text("Alice Smith")
 
@@ -502,7 +503,7 @@ def test_names_cannot_lie_and_a_message_fetches_nothing(lab: JupyterProcess, peo
 
         # the history replayed to a window opened later: still nothing loaded
         late = people("alice-token")
-        late.context.route("**/logout-canary*", lambda route: (canary.append(route.request.url), route.fulfill(status=204)))
+        late.context.route("**/logout-canary*", counted(canary))
         open_lab(late, lab, "alice.ipynb", "alice-names-late")
         replayed = late.locator("#iavicenne-panel .iav-lab-message").filter(has_text="quick look")
         expect(replayed.locator("a").filter(has_text="image: chart")).to_be_visible()

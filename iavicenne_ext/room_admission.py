@@ -1,7 +1,9 @@
 """Who may be in a room, under which name: access records and the name policy.
 
 A room's access record (access.py) is checked on join, on a replay, on signaling join and
-on direct messages, and the name policy (names.py) for a `user_id` / `peer_id`. A removal
+on direct messages, and the name policy (names.py) for a `user_id` / `peer_id`; a display
+name (the identity's, and a presence state's ``display_name``) must not look like another
+identity's username (`check_display_name`). A removal
 from a private room is an eviction: an `Eviction` on the room's channel (and its signaling
 room's) that every server hands to that identity's connections, which then leave.
 """
@@ -9,6 +11,7 @@ room's) that every server hands to that identity's connections, which then leave
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import iavicenne_protocol as p
 
@@ -48,6 +51,9 @@ class RoomAdmission(LocalFanout):
         self.shared = shared
         # skeleton -> the username holding it, as the broker answered (bounded by the identities)
         self._named: dict[str, str] = {}
+        # (username, skeleton of a display name) it was found free for, at a join: presence
+        # changes saying the same name again do not ask the broker (bounded: cleared when full)
+        self._display_free: set[tuple[str, str]] = set()
 
     async def check_access(self, conn: Connection, room: str, ref: str | None = None) -> RoomAccess | None:
         """The room's record, or `ProtocolError` (``forbidden``) when `conn`'s identity may not enter it."""
@@ -100,16 +106,12 @@ class RoomAdmission(LocalFanout):
                 raise names.not_yours(field, name, who, ref)
             return
         for candidate in dict.fromkeys((names.skeleton(name), names.skeleton(names.base_name(name)))):
-            holder = self._named.get(candidate)
-            if holder is None:
-                try:
-                    holder = await self.identities.identity_named(candidate)
-                except BrokerUnavailable:
-                    if early:
-                        return
-                    raise
-                if holder is not None:  # the first holder keeps it for good: no need to ask again
-                    self._named[candidate] = holder
+            try:
+                holder = await self._holder(candidate)
+            except BrokerUnavailable:
+                if early:
+                    return
+                raise
             if holder is not None and holder != who.username:
                 raise p.ProtocolError(
                     p.ErrorCode.NAME_TAKEN,
@@ -117,6 +119,52 @@ class RoomAdmission(LocalFanout):
                     f"connect with another {field}",
                     ref,
                 )
+
+    async def _holder(self, name_skeleton: str) -> str | None:
+        """The username whose skeleton `name_skeleton` is (an identity that opened a socket), or None."""
+        holder = self._named.get(name_skeleton)
+        if holder is None:
+            holder = await self.identities.identity_named(name_skeleton)
+            if holder is not None:  # the first holder keeps it for good: no need to ask again
+                self._named[name_skeleton] = holder
+        return holder
+
+    async def check_display_name(
+        self, conn: Connection, state: Any, ref: str | None = None, *, room: str | None = None, joining: bool = False
+    ) -> None:
+        """Refuse (``name-taken``) a display name that looks like another identity's username.
+
+        The names checked: on a join (`joining`), the identity's display name and the presence
+        state's ``display_name``; on a presence change, the state's. Compared by skeleton
+        (names.py) with the usernames of the identities this server (with Redis: the
+        deployment) has seen open a socket, so ``alice`` and ``\u0430lice`` (Cyrillic a) are
+        not bob's to show. A display name like another's display name is not refused (the
+        first to choose one would lock the other out): clients show every display name after
+        the verified ``@username``, never alone (docs/threat-model.md).
+        """
+        who = conn.who
+        chosen = state.get("display_name") if isinstance(state, dict) else None
+        candidates = [chosen] if isinstance(chosen, str) else []
+        if joining:
+            candidates.append(who.display_name)
+        own = names.skeleton(who.username)
+        for name in dict.fromkeys(candidate.strip() for candidate in candidates):
+            skeleton = names.skeleton(name)
+            if not name or skeleton == own or (not joining and (who.username, skeleton) in self._display_free):
+                continue
+            holder = await self._holder(skeleton)
+            if holder is not None and holder != who.username:
+                where = f" in room {room!r}" if room is not None else ""
+                raise p.ProtocolError(
+                    p.ErrorCode.NAME_TAKEN,
+                    f"display name {name!r} looks like {holder!r}, the username of another user of this server: "
+                    f"not shown{where}; choose another display name",
+                    ref,
+                    **({"room": room} if room is not None else {}),
+                )
+            if len(self._display_free) >= 4096:
+                self._display_free.clear()
+            self._display_free.add((who.username, skeleton))
 
     # -- private rooms ------------------------------------------------------------------
     async def rooms(self) -> dict[str, list[Member]]:

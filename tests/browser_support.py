@@ -153,3 +153,61 @@ def node_executable() -> str:
         pytest.fail(f"{reason}; CI must run the JavaScript unit tests: {INSTALL_HINT}", pytrace=False)
     pytest.skip(f"{reason}: {INSTALL_HINT}")
     raise AssertionError("unreachable")
+
+
+# a 1x1 transparent PNG
+PIXEL = bytes.fromhex(
+    "89504e470d0a1a0a0000000d49484452000000010000000108060000001f15c4890000000d49444154789c6300010000000500010d0a2db40000000049454e44ae426082"
+)
+
+
+class CountingServer:
+    """A tiny HTTP server on 127.0.0.1 that answers every GET with a PNG and keeps what it
+    was asked (path and headers): the "remote image" of a message, whose requests a test
+    counts. ``with CountingServer() as images: ... images.url("/img.png")``."""
+
+    def __init__(self) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.requests: list[tuple[str, dict[str, str]]] = []
+        seen = self.requests
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append((self.path, dict(self.headers)))
+                self.send_response(200)
+                self.send_header("Content-Type", "image/png")
+                self.send_header("Content-Length", str(len(PIXEL)))
+                self.end_headers()
+                self.wfile.write(PIXEL)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}{path}"
+
+    def paths(self) -> list[str]:
+        return [path for path, _ in self.requests]
+
+    def __enter__(self) -> CountingServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def counted(seen: list[str]) -> Any:
+    """A Playwright route handler that notes each request's URL in `seen` and answers 204:
+    ``context.route("**/logout-canary*", counted(canary))``."""
+
+    def handle(route: Any) -> None:
+        seen.append(route.request.url)
+        route.fulfill(status=204)
+
+    return handle

@@ -93,6 +93,7 @@ class RoomSocketHandler(ProtocolSocket):
         if not self.user_id:
             # no `connect` was sent: the identity's name is the display name
             self.user_id = p.check_name(self.who.name or self.who.username, "user_id")
+        await self.hub.check_display_name(self, request.payload.get("state"), request.ref, room=room, joining=True)
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
             try:
@@ -146,6 +147,7 @@ class RoomSocketHandler(ProtocolSocket):
         state = self._state_of(request.payload)
         if state is None:
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "presence needs payload.state, a JSON object")
+        await self.hub.check_display_name(self, request.payload["state"], request.ref, room=room)
         await self.hub.set_state(self, room, state)
         self._ack(request, room)
 

@@ -7,8 +7,11 @@
  * makes a new private room ("new private room"), and shows the owner of a private room
  * its members, with Invite and Remove. Names come from other people, so every one of them
  * reaches the page as text (`textContent`, `Option`), never as markup. Beside a name that
- * is not its holder's username, the verified username shows (`@bob`), and a data channel
- * is taken only from the identity that holds the member's name (`presenceCheck`).
+ * is not its holder's username, the verified username shows (`@bob`; before the name in the
+ * log, so a message never reads as another person's), and a data channel is taken only from
+ * the identity that holds the member's name (`presenceCheck`). Every name shown passes
+ * `safeName`: bidi and invisible characters are written out (`report[U+202E]fdp.py`).
+ * Messages are text: nothing in one is fetched (no image, no link followed) when shown.
  *
  * `?room=...&name=...` in the address fills the form and joins at once.
  */
@@ -57,6 +60,27 @@ const demo = {
 const api = new RoomsAPI(new Server());
 /** @type {any} */ (window).iavicenneDemo = demo;
 
+// -- names ------------------------------------------------------------------------------
+
+/**
+ * What changes how a name reads without being seen: C0 and C1 controls, bidi marks,
+ * embeddings, overrides and isolates, zero-width and other invisible format characters,
+ * tags (as the JupyterLab panel's names.ts and the notebook panel's `safe_name`).
+ */
+const HIDDEN =
+  // eslint-disable-next-line no-control-regex, no-misleading-character-class -- what it finds are those characters
+  /[\u0000-\u001f\u007f-\u009f\u00ad\u034f\u061c\u115f\u1160\u17b4\u17b5\u180b-\u180f\u200b-\u200f\u2028-\u202e\u2060-\u206f\u3164\ufeff\uffa0\ufff0-\ufffb]|[\u{e0000}-\u{e0fff}]/gu;
+
+/**
+ * A name (of a person, a room, a file) as it may be shown: every hidden character written
+ * out, `report\u202Efdp.py` as `report[U+202E]fdp.py` (not `reportyp.pdf`).
+ * @param {unknown} value
+ */
+function safeName(value) {
+  const text = typeof value === "string" ? value : value === null || value === undefined ? "" : String(value);
+  return text.replace(HIDDEN, (char) => `[U+${(char.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, "0")}]`);
+}
+
 // -- the log --------------------------------------------------------------------------
 
 /** @param {string} [timestamp] */
@@ -68,9 +92,9 @@ function clock(timestamp) {
 /**
  * @param {string} who
  * @param {string} text
- * @param {{ via?: string, timestamp?: string }} [options]
+ * @param {{ via?: string, timestamp?: string, identity?: Record<string, any> }} [options]
  */
-function logMessage(who, text, { via, timestamp } = {}) {
+function logMessage(who, text, { via, timestamp, identity } = {}) {
   const item = document.createElement("li");
   item.className = "message";
   const when = document.createElement("span");
@@ -78,11 +102,13 @@ function logMessage(who, text, { via, timestamp } = {}) {
   when.textContent = clock(timestamp);
   const name = document.createElement("span");
   name.className = "who";
-  name.textContent = `${who}: `;
+  name.textContent = `${safeName(who)}: `;
   const body = document.createElement("span");
   body.className = "text";
   body.textContent = text;
-  item.append(when, name, body);
+  // the sender's verified username first, when their name is not it: "@bob alice: …"
+  const verified = verifiedTag(who, identity).map((tag) => Object.assign(tag, { textContent: `${tag.textContent?.trim()} ` }));
+  item.append(when, ...verified, name, body);
   if (via) {
     const tag = document.createElement("span");
     tag.className = "via";
@@ -99,7 +125,7 @@ function logMessage(who, text, { via, timestamp } = {}) {
 function notice(text, bad = false) {
   const item = document.createElement("li");
   item.className = bad ? "notice bad" : "notice";
-  item.textContent = `${clock()} ${text}`;
+  item.textContent = `${clock()} ${safeName(text)}`;
   append(item);
 }
 
@@ -147,7 +173,7 @@ function verifiedTag(name, identity) {
   const tag = document.createElement("span");
   tag.className = "member-identity";
   tag.title = "verified identity";
-  tag.textContent = ` @${username}`;
+  tag.textContent = ` @${safeName(username)}`;
   return [tag];
 }
 
@@ -170,15 +196,15 @@ async function renderRooms() {
       const pick = document.createElement("button");
       pick.type = "button";
       pick.className = "quiet room-pick";
-      pick.textContent = String(entry.room);
+      pick.textContent = safeName(entry.room);
       pick.addEventListener("click", () => {
         ui.room.value = String(entry.room);
         ui.private.checked = false;
       });
       const detail = document.createElement("span");
       detail.className = "room-access";
-      const owner = entry.owner ? `, owner ${entry.owner}` : "";
-      const group = entry.group ? `, group ${entry.group}` : "";
+      const owner = entry.owner ? `, owner ${safeName(entry.owner)}` : "";
+      const group = entry.group ? `, group ${safeName(entry.group)}` : "";
       detail.textContent = ` ${entry.access ?? "public"}${owner}${group} · ${entry.members} member${entry.members === 1 ? "" : "s"}`;
       item.append(pick, detail);
       return item;
@@ -201,9 +227,9 @@ function renderAccess() {
   ui.access.dataset.access = kind;
   ui.access.textContent =
     kind === "private"
-      ? `private room of ${owner || "?"}: only its members see it`
+      ? `private room of ${safeName(owner) || "?"}: only its members see it`
       : kind === "group"
-        ? `group room: the members of ${access?.group ?? "?"}`
+        ? `group room: the members of ${safeName(access?.group ?? "?")}`
         : "public room: anyone on this server may enter";
   const owning = kind === "private" && Boolean(mine) && owner === mine;
   ui.inviteForm.hidden = !owning;
@@ -215,7 +241,7 @@ function renderAccess() {
       const item = document.createElement("li");
       item.dataset.username = String(username);
       const name = document.createElement("span");
-      name.textContent = String(username);
+      name.textContent = safeName(username);
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "quiet remove-member";
@@ -255,7 +281,7 @@ function renderMembers() {
       item.dataset.member = member.user_id;
       const name = document.createElement("span");
       name.className = "member-name";
-      name.textContent = member.user_id;
+      name.textContent = safeName(member.user_id);
       name.append(...verifiedTag(member.user_id, member.identity));
       if (member.user_id === me || (myUsername && member.identity?.username === myUsername)) {
         const you = document.createElement("span");
@@ -268,9 +294,9 @@ function renderMembers() {
       if (member.user_id !== me) peer.append(...peerControls(member.user_id));
       const detail = document.createElement("span");
       detail.className = "member-detail";
-      const who = member.identity?.display_name || "";
+      const who = safeName(member.identity?.display_name || "");
       const connections = member.connections > 1 ? `${member.connections} connections` : "";
-      detail.textContent = [who && who !== member.user_id && who !== member.identity?.username ? who : "", describe(member.state), connections]
+      detail.textContent = [who && who !== safeName(member.user_id) && who !== safeName(member.identity?.username) ? who : "", safeName(describe(member.state)), connections]
         .filter(Boolean)
         .join(" · ");
       item.append(name, peer, detail);
@@ -283,8 +309,9 @@ function renderMembers() {
   for (const member of members) {
     if (member.user_id === me) continue;
     const link = demo.peers?.links.get(member.user_id);
-    if (link?.state === "open") options.push(new Option(`${member.user_id} (data channel)`, `peer:${member.user_id}`));
-    options.push(new Option(`${member.user_id} (direct, via server)`, `direct:${member.user_id}`));
+    const shown = `${safeName(member.user_id)}${verifiedTag(member.user_id, member.identity).map((tag) => tag.textContent).join("")}`;
+    if (link?.state === "open") options.push(new Option(`${shown} (data channel)`, `peer:${member.user_id}`));
+    options.push(new Option(`${shown} (direct, via server)`, `direct:${member.user_id}`));
   }
   ui.sendTo.replaceChildren(...options);
   if (Array.from(ui.sendTo.options).some((o) => o.value === chosen)) ui.sendTo.value = chosen;
@@ -386,7 +413,7 @@ async function join(name, roomName) {
     const room = await client.join(roomName, { state: { kind: "browser", page: "demo" } });
     demo.room = room;
     renderAccess();
-    ui.roomName.textContent = roomName;
+    ui.roomName.textContent = safeName(roomName);
     ui.roomView.hidden = false;
     ui.log.replaceChildren();
     notice(`joined ${roomName} as ${client.userId}`);
@@ -404,6 +431,7 @@ async function join(name, roomName) {
       logMessage(message.userId, display(message.text ?? message.content), {
         via: message.direct ? "direct" : undefined,
         timestamp: message.timestamp,
+        identity: message.identity,
       });
     });
     room.on("gap", (/** @type {any} */ gap) => {

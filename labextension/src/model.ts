@@ -4,6 +4,8 @@
  * does. Unit-tested under node's test runner (test/model.test.mjs, on the compiled lib/).
  */
 
+import { withoutHidden } from "./names.js";
+
 /** A JSON value, as presence states and payloads hold them. */
 export type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 
@@ -296,9 +298,12 @@ export function safeFileName(name: unknown): string {
   return bounded && bounded !== "." && bounded !== ".." ? bounded : "received-file";
 }
 
-/** The path a received file is suggested at: in the folder the file browser shows. */
+/**
+ * The path a received file is suggested at: in the folder the file browser shows, its name
+ * without hidden characters (`report\u202Efdp.py` is saved as `reportfdp.py`, what it is).
+ */
 export function suggestedPath(folder: string, name: string): string {
-  const safe = safeFileName(name);
+  const safe = safeFileName(withoutHidden(name));
   const base = folder.replace(/\/+$/u, "");
   return base ? `${base}/${safe}` : safe;
 }

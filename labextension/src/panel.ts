@@ -4,20 +4,33 @@
  *
  * Every string from another person goes in as text (`textContent`); a chat message's
  * Markdown only through JupyterLab's Markdown renderer with an untrusted model, which
- * passes it through JupyterLab's sanitizer.
+ * passes it through JupyterLab's sanitizer, then `InertSanitizer` (nothing is fetched
+ * when a message is shown: an image is a link). A person is named by their verified
+ * `@username` first (names.ts), and every name and file name through `safeName`.
  */
 
 import type { IRenderMimeRegistry } from "@jupyterlab/rendermime";
 import { Widget } from "@lumino/widgets";
 
 import type { ChatEntry, Collaboration, JoinedRoom } from "./collaboration";
+import { InertSanitizer, hardenLinks } from "./inert";
 import { completeMention, completions, connectionLabel, dayLabel, mentionQuery, peopleOf, startsDay, timeLabel } from "./model";
+import { type NamedMember, type Person, personOf, personText, safeName } from "./names";
 
 function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, text?: string): HTMLElementTagNameMap[K] {
   const node = document.createElement(tag);
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
+}
+
+/** A person as a header or a row shows them: `@username` (verified) then the name they chose. */
+export function personNodes(person: Person, className: string): HTMLElement[] {
+  const id = element("span", `${className}-id`, `@${person.username}`);
+  id.title = person.verified ? "verified username" : "not in the room now: the name the server accepted";
+  const nodes: HTMLElement[] = [id];
+  if (person.chosen) nodes.push(element("span", className, person.chosen));
+  return nodes;
 }
 
 export interface PanelActions {
@@ -30,6 +43,8 @@ export class RoomsPanel extends Widget {
   private readonly stateLine = element("div", "iav-lab-state");
   private readonly roomsList = element("ul", "iav-lab-rooms");
   private readonly joinInput = element("input", "iav-lab-join-input");
+  /** Why the last join failed (kept until a join succeeds: presence changes redraw the state line). */
+  private readonly joinError = element("div", "iav-lab-join-error");
   private readonly membersList = element("ul", "iav-lab-members");
   private readonly chat = element("div", "iav-lab-chat");
   private readonly log = element("div", "iav-lab-log");
@@ -43,16 +58,21 @@ export class RoomsPanel extends Widget {
   private completionItems: string[] = [];
   private completionIndex = 0;
   private rendered = new Map<string, number>();
+  /** room -> user_id -> the member last seen under it: who sent a message after they left. */
+  private readonly seenMembers = new Map<string, Map<string, NamedMember>>();
+  /** The chat's Markdown renderers: JupyterLab's, with `InertSanitizer` after its sanitizer. */
+  private readonly chatRendermime: IRenderMimeRegistry;
 
   constructor(
     private readonly collaboration: Collaboration,
-    private readonly rendermime: IRenderMimeRegistry,
+    rendermime: IRenderMimeRegistry,
     private readonly actions: PanelActions,
   ) {
     super();
     this.id = "iavicenne-panel";
     this.addClass("iav-lab-panel");
     this.title.caption = "iAvicenne: rooms, people and chat";
+    this.chatRendermime = rendermime.clone({ sanitizer: new InertSanitizer(rendermime.sanitizer) });
     this.build();
     collaboration.changed.connect(() => this.render(), this);
     collaboration.arrived.connect((_, { room, entry, index }) => this.onArrived(room, entry, index), this);
@@ -83,12 +103,23 @@ export class RoomsPanel extends Widget {
       this.joinInput.value = "";
       void this.joinAndShow(name);
     });
-    rooms.append(element("h3", "", "Rooms"), this.roomsList, form);
+    this.joinError.hidden = true;
+    this.joinError.setAttribute("role", "alert");
+    rooms.append(element("h3", "", "Rooms"), this.roomsList, form, this.joinError);
 
     const members = element("section", "iav-lab-section");
     members.append(this.roomTitle, this.membersList);
 
     this.log.addEventListener("scroll", () => this.onScroll());
+    // a link in a message opens only on a click, in a new tab without opener or referrer,
+    // whatever JupyterLab's renderer (or its typesetter, later) set on the anchor
+    this.log.addEventListener("click", (event) => {
+      const anchor = (event.target as Element | null)?.closest?.("a[href]") as HTMLAnchorElement | null;
+      if (!anchor || !this.log.contains(anchor)) return;
+      event.preventDefault();
+      event.stopPropagation();
+      window.open(anchor.href, "_blank", "noopener,noreferrer");
+    });
     this.jumpButton.hidden = true;
     this.jumpButton.addEventListener("click", () => this.scrollToEnd());
     const compose = element("div", "iav-lab-compose");
@@ -109,10 +140,12 @@ export class RoomsPanel extends Widget {
   async joinAndShow(name: string): Promise<void> {
     try {
       await this.collaboration.join(name);
+      this.joinError.hidden = true;
+      this.joinError.textContent = "";
       this.showRoom(name);
     } catch (error) {
-      this.stateLine.textContent = `could not join ${name}: ${(error as Error).message}`;
-      this.stateLine.dataset.state = "error";
+      this.joinError.textContent = `could not join ${safeName(name)}: ${safeName((error as Error).message)}`;
+      this.joinError.hidden = false;
     }
   }
 
@@ -144,7 +177,7 @@ export class RoomsPanel extends Widget {
     const state = collaboration.state;
     if (this.stateLine.dataset.state !== "error" || state === "online") {
       this.stateLine.dataset.state = state;
-      const who = collaboration.me ? ` as ${collaboration.me}` : "";
+      const who = collaboration.me ? ` as ${safeName(collaboration.me)}` : "";
       this.stateLine.textContent = state === "failed" ? `not connected: ${collaboration.problem}` : `${state}${who}`;
     }
     if (this.current && !collaboration.rooms.has(this.current)) this.current = null;
@@ -167,7 +200,7 @@ export class RoomsPanel extends Widget {
       const item = element("li", "iav-lab-room");
       item.dataset.room = name;
       if (name === this.current) item.classList.add("iav-lab-current");
-      const label = element("button", "iav-lab-room-name", name);
+      const label = element("button", "iav-lab-room-name", safeName(name));
       label.title = joined ? `show ${name}` : `join ${name}`;
       label.addEventListener("click", () => void this.joinAndShow(name));
       const members = element("span", "iav-lab-count", `${count} ${count === 1 ? "member" : "members"}`);
@@ -187,23 +220,24 @@ export class RoomsPanel extends Widget {
 
   private renderMembers(): void {
     const joined = this.current ? this.collaboration.rooms.get(this.current) : undefined;
-    this.roomTitle.textContent = joined ? `People in ${joined.name}` : "Join a room to see who is there";
+    this.roomTitle.textContent = joined ? `People in ${safeName(joined.name)}` : "Join a room to see who is there";
     if (!joined) {
       this.membersList.replaceChildren();
       this.toSelect.replaceChildren();
       return;
     }
     const rows = peopleOf(joined.room.members.values(), this.collaboration.me);
+    const people = new Map(rows.map((row) => [row.userId, this.personIn(joined, row.userId)]));
     const items = rows.map((row) => {
+      const person = people.get(row.userId) as Person;
       const item = element("li", "iav-lab-member");
       item.dataset.user = row.userId;
       const top = element("div", "iav-lab-member-top");
-      top.append(element("span", "iav-lab-member-name", row.label));
-      if (row.label !== row.userId) top.append(element("span", "iav-lab-member-id", `@${row.userId}`));
+      top.append(...personNodes(person, "iav-lab-member-name"));
       if (row.you) top.append(element("span", "iav-lab-you", "(you)"));
       item.append(top);
       if (row.status) item.append(element("div", "iav-lab-member-status", row.status));
-      if (row.where) item.append(element("div", "iav-lab-member-where", row.where));
+      if (row.where) item.append(element("div", "iav-lab-member-where", safeName(row.where)));
       const connections = element("button", "iav-lab-connections", `${row.connections} ${row.connections === 1 ? "connection" : "connections"}`);
       connections.title = "list their connections (browser tabs, kernels)";
       connections.addEventListener("click", () => void this.collaboration.describe(joined.name, row.userId));
@@ -211,7 +245,7 @@ export class RoomsPanel extends Widget {
       tools.append(connections);
       if (!row.you && row.where) {
         const follow = element("button", "iav-lab-follow", "Follow");
-        follow.title = `open what ${row.label} is looking at`;
+        follow.title = `open what ${personText(person)} is looking at`;
         follow.addEventListener("click", () => this.actions.follow(joined.name, row.userId));
         tools.append(follow);
       }
@@ -219,7 +253,7 @@ export class RoomsPanel extends Widget {
       const described = joined.connections.get(row.userId);
       if (described && described.length) {
         const list = element("ul", "iav-lab-connection-list");
-        for (const connection of described) list.append(element("li", "iav-lab-connection", connectionLabel(connection)));
+        for (const connection of described) list.append(element("li", "iav-lab-connection", safeName(connectionLabel(connection))));
         item.append(list);
       }
       return item;
@@ -227,11 +261,11 @@ export class RoomsPanel extends Widget {
     this.membersList.replaceChildren(...items);
     // the recipients: the room, or one of the others
     const chosen = this.toSelect.value;
-    const options = [element("option", "", `Everyone in ${joined.name}`)];
+    const options = [element("option", "", `Everyone in ${safeName(joined.name)}`)];
     options[0].value = "";
     for (const row of rows) {
       if (row.you) continue;
-      const option = element("option", "", `Only ${row.label} (direct)`);
+      const option = element("option", "", `Only ${personText(people.get(row.userId) as Person)} (direct)`);
       option.value = row.userId;
       options.push(option);
     }
@@ -248,14 +282,16 @@ export class RoomsPanel extends Widget {
         item.dataset.transfer = transfer.id;
         item.dataset.direction = transfer.direction;
         item.dataset.state = transfer.state;
-        const who = transfer.direction === "send" ? `to ${transfer.userId}` : `from ${transfer.userId}`;
-        item.append(element("div", "iav-lab-transfer-name", `${transfer.name} ${who}`));
+        const joined = this.collaboration.rooms.get(transfer.room);
+        const person = personText(joined ? this.personIn(joined, transfer.userId) : personOf(undefined, transfer.userId));
+        const who = transfer.direction === "send" ? `to ${person}` : `from ${person}`;
+        item.append(element("div", "iav-lab-transfer-name", `${safeName(transfer.name)} ${who}`));
         const bar = element("progress", "iav-lab-progress");
         bar.max = Math.max(transfer.size, 1);
         bar.value = Math.min(transfer.done, bar.max);
         const percent = transfer.size ? Math.round((100 * transfer.done) / transfer.size) : 0;
-        const where = transfer.path ? ` → ${transfer.path}` : "";
-        const error = transfer.error ? `: ${transfer.error}` : "";
+        const where = transfer.path ? ` → ${safeName(transfer.path)}` : "";
+        const error = transfer.error ? `: ${safeName(transfer.error)}` : "";
         item.append(bar, element("div", "iav-lab-transfer-state", `${transfer.state} ${percent}%${where}${error}`));
         return item;
       }),
@@ -301,9 +337,9 @@ export class RoomsPanel extends Widget {
     if (entry.direct) line.classList.add("iav-lab-direct");
     if (entry.mentionsMe) line.classList.add("iav-lab-mention");
     const head = element("div", "iav-lab-message-head");
-    head.append(element("span", "iav-lab-sender", entry.label));
+    head.append(...personNodes(this.personIn(joined, entry.userId), "iav-lab-sender"));
     if (entry.direct) {
-      const to = entry.mine ? `to ${entry.to ?? ""}` : "to you";
+      const to = entry.mine ? `to ${personText(this.personIn(joined, entry.to ?? ""))}` : "to you";
       head.append(element("span", "iav-lab-direct-label", `direct, ${to}`));
     }
     const time = element("time", "iav-lab-time", timeLabel(entry.timestamp));
@@ -320,14 +356,27 @@ export class RoomsPanel extends Widget {
   private async renderMarkdown(host: HTMLElement, text: string): Promise<void> {
     host.textContent = text; // until rendered, and if rendering fails
     try {
-      const renderer = this.rendermime.createRenderer("text/markdown");
-      const model = this.rendermime.createModel({ data: { "text/markdown": text }, trusted: false });
+      const renderer = this.chatRendermime.createRenderer("text/markdown");
+      const model = this.chatRendermime.createModel({ data: { "text/markdown": text }, trusted: false });
       await renderer.renderModel(model);
+      hardenLinks(renderer.node);
       host.replaceChildren(renderer.node);
       if (this.atEnd()) this.scrollToEnd();
     } catch {
       host.textContent = text;
     }
+  }
+
+  /**
+   * Who `userId` is in `joined` (names.ts): from its member entry now, else from the last
+   * one seen (a message replayed after its sender left), else its user_id, unverified.
+   */
+  personIn(joined: JoinedRoom, userId: string): Person {
+    let seen = this.seenMembers.get(joined.name);
+    if (!seen) this.seenMembers.set(joined.name, (seen = new Map()));
+    const member = (joined.room.members.get(userId) as NamedMember | undefined) ?? seen.get(userId);
+    if (member && joined.room.members.has(userId)) seen.set(userId, member);
+    return personOf(member, userId);
   }
 
   private scrollToEnd(): void {
@@ -392,7 +441,7 @@ export class RoomsPanel extends Widget {
     this.completionIndex = Math.min(this.completionIndex, names.length - 1);
     this.completion.replaceChildren(
       ...names.map((name, index) => {
-        const item = element("li", index === this.completionIndex ? "iav-lab-completion-item iav-lab-selected" : "iav-lab-completion-item", `@${name}`);
+        const item = element("li", index === this.completionIndex ? "iav-lab-completion-item iav-lab-selected" : "iav-lab-completion-item", `@${safeName(name)}`);
         item.addEventListener("mousedown", (event) => {
           event.preventDefault();
           this.choose(name);

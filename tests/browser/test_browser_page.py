@@ -31,11 +31,12 @@ import urllib.request
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import network_namespace
 import pytest
-from browser_support import TIMEOUT_MS, Agent
+from browser_support import TIMEOUT_MS, Agent, CountingServer, counted
 from notebook_support import chromium_path, screenshot_path
 
 from iavicenne_ext.handlers.page import STATIC_DIR
@@ -325,6 +326,88 @@ def test_hostile_strings_from_another_member_are_shown_as_text_and_run_nothing(
     )
     assert violation == "script-src-attr", violation
     assert page.evaluate("window.pwned") is None
+
+
+# -- issue 21: names cannot lie, a message fetches nothing ------------------------------------
+
+_ANALYSTS = """
+import sys
+sys.path.insert(0, {tests!r})
+from room_support import TwoAnalysts
+
+c.ServerApp.identity_provider_class = TwoAnalysts
+"""
+
+
+@pytest.fixture(scope="module")
+def analysts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
+    """A server with two identities, alice and bob, each with a personal token (room_support.TwoAnalysts)."""
+    process = JupyterProcess(tmp_path_factory.mktemp("analysts"), options={"broker": "memory"})
+    process.config.mkdir(parents=True)
+    (process.config / "jupyter_server_config.py").write_text(_ANALYSTS.format(tests=str(REPO / "tests")))
+    process.launch().wait_serving()
+    yield process
+    process.stop()
+
+
+def test_on_the_page_bob_cannot_pose_as_alice_and_a_message_fetches_nothing(
+    browser: Any, analysts: JupyterProcess, tmp_path: Path
+) -> None:
+    """alice on the demo page; bob, a Python client with his own token, tries her name and
+    a look-alike (refused), then a name of his own: the page shows his verified ``@bob``
+    before it on every message; his state's file name with U+202E is written out; a
+    Markdown image of a canary path and of a counting server, and an ``<img>``, are text:
+    zero requests."""
+    from playwright.sync_api import expect
+
+    # alice's every request carries her personal token (the page, its modules, its socket)
+    context = browser.new_context(extra_http_headers={"Authorization": "token alice-token"})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    canary: list[str] = []
+    context.route("**/logout-canary*", counted(canary))
+    with CountingServer() as images:
+        page.goto(f"{analysts.origin}/iavicenne/")
+        page.fill("#room", "names")
+        page.click("#join")
+        expect(page.locator("#connection")).to_have_text("online")
+        expect(member(page, "alice")).to_contain_text("(you)")
+        as_bob = SimpleNamespace(origin=analysts.origin, token="bob-token")
+        for impostor in ("alice", "\u0430lice"):
+            refused = Agent(as_bob, "names", impostor, log=tmp_path / "impostor.log")  # type: ignore[arg-type]
+            try:
+                refused.proc.wait(timeout=30)
+            finally:
+                refused.stop()
+            assert "looks like 'alice'" in (tmp_path / "impostor.log").read_text(), impostor
+        bob = Agent(as_bob, "names", "al1ce", log=tmp_path / "bob.log")  # type: ignore[arg-type]
+        try:
+            bob.expect("ready", timeout=30)
+            bob.command(cmd="state", state={"kind": "kernel", "notebook": "report\u202efdp.ipynb", "display_name": "Alice"})
+            # a display name like alice's username: refused (the agent reports the error)
+            with pytest.raises(AssertionError, match="display name 'Alice' looks like 'alice'"):
+                bob.expect("sent")
+            bob.command(cmd="state", state={"kind": "kernel", "notebook": "report\u202efdp.ipynb"})
+            bob.expect("sent")
+            text = f"look ![x](/logout-canary) ![c]({images.url('/img.png')}) <img src='{images.url('/i.png')}'>"
+            bob.command(cmd="send", text=text)
+            bob.expect("sent")
+            line = page.locator("#log li.message").filter(has_text="look")
+            expect(line).to_contain_text(f"@bob al1ce: {text}")
+            expect(line.locator(".member-identity")).to_have_text("@bob ")
+            row = member(page, "al1ce")
+            expect(row.locator(".member-name")).to_have_text("al1ce @bob")
+            expect(row).to_contain_text("notebook: report[U+202E]fdp.ipynb")
+            expect(row).not_to_contain_text("display_name")
+            assert page.locator("#log :is(img, a, iframe), #members :is(img, a, iframe)").count() == 0
+            page.wait_for_timeout(500)
+            assert canary == [] and images.paths() == [], (canary, images.paths())
+        finally:
+            bob.stop()
+            context.close()
+    assert errors == [], errors
 
 
 def zlib_bomb(total: int) -> bytes:

@@ -357,6 +357,37 @@ async def test_the_default_user_id_is_the_name_of_the_identity_the_server_verifi
     assert "(you)" not in alice.panel.rows[name].label.value
 
 
+async def test_bob_cannot_pose_as_alice_and_a_message_loads_nothing(base: str, opened: list[Any]) -> None:
+    """Issue 21 in the notebook panel: bob's name ``\u0430lice`` (Cyrillic a) and his display
+    name ``alice`` are refused, said in his panel; his message's Markdown image and HTML stay
+    characters (no element, nothing fetched); a file name with U+202E shows that character
+    written out, in his row and in a file offer."""
+    from iavicenne.panels import FileOfferRow
+
+    alice = await session(opened, base, "names-21", "alice")
+    impostor = session(opened, base, "names-21", "bob", user_id="\u0430lice")
+    with pytest.raises(Exception, match="looks like 'alice'"):
+        await impostor.ready()
+    assert "looks like &#x27;alice&#x27;" in impostor.panel.errors.text.value
+    posing = session(opened, base, "names-21", "bob", state={"display_name": "alice"})
+    with pytest.raises(Exception, match="display name 'alice' looks like 'alice'"):
+        await posing.ready()
+
+    bob = await session(opened, base, "names-21", "bob", state={"notebook": "report\u202efdp.ipynb"})
+    await bob.send("look ![x](/logout-canary) ![c](http://127.0.0.1:9/img.png) <img src='http://127.0.0.1:9/i.png'>")
+    await alice.wait_for_message(lambda m: m.user_id == "bob")
+    await alice.wait_for_member("bob")
+    log = alice.panel.conversation.value
+    assert "look ![x](/logout-canary) ![c](http://127.0.0.1:9/img.png) &lt;img src=" in log, log
+    assert "<img" not in log and "<a " not in log
+    row = alice.panel.rows["bob"].label.value
+    assert "in report[U+202E]fdp.ipynb" in row and "\u202e" not in row, row
+    offer = FileOfferRow("o1", "report\u202efdp.py", 3, "bob", {"username": "bob"})
+    assert "<span class='iav-file-name'>report[U+202E]fdp.py</span>" in offer.label.value
+    impostor_offer = FileOfferRow("o2", "x.csv", 3, "alice (admin)", {"username": "bob"})
+    assert "@bob" in impostor_offer.label.value  # a name not its holder's username: the username beside it
+
+
 async def test_a_cell_that_ends_with_a_subscription_prints_one_readable_line(base: str, opened: list[Any]) -> None:
     alice = session(opened, base, "repr", "alice", peers=False)
 

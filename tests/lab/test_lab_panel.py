@@ -33,7 +33,7 @@ from typing import Any
 
 import nbformat
 import pytest
-from browser_support import TIMEOUT_MS, Agent
+from browser_support import TIMEOUT_MS, Agent, CountingServer, counted
 from notebook_support import chromium_path, screenshot_path
 
 from iavicenne_ext.testing import JupyterProcess
@@ -211,7 +211,7 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
         box.press("Enter")
         tab = alice.locator(".lm-TabBar-tab.iav-lab-tab")
         expect(tab).to_have_attribute("data-unread", "1")
-        expect(alice.locator(".Toastify__toast").filter(has_text="Bob mentioned you in analysis")).to_be_visible()
+        expect(alice.locator(".Toastify__toast").filter(has_text="@bob (Bob) mentioned you in analysis")).to_be_visible()
         alice.evaluate("() => window.jupyterapp.commands.execute('iavicenne:open-panel')")
         expect(alice.locator("#iavicenne-panel .iav-lab-mention")).to_contain_text("can you check the survival curves?")
         expect(tab).not_to_have_attribute("data-unread", "1")
@@ -222,9 +222,9 @@ def test_two_people_in_the_jupyterlab_panel(lab: JupyterProcess, people: Any, tm
         alice.locator("#iavicenne-panel .iav-lab-input").press("Enter")
         direct = bob.locator("#iavicenne-panel .iav-lab-direct").filter(has_text="just between us")
         expect(direct).to_contain_text("direct, to you")
-        expect(bob.locator(".Toastify__toast").filter(has_text="Direct message from Alice")).to_be_visible()
+        expect(bob.locator(".Toastify__toast").filter(has_text="Direct message from @alice (Alice)")).to_be_visible()
         expect(alice.locator("#iavicenne-panel .iav-lab-direct").filter(has_text="just between us")).to_contain_text(
-            "direct, to bob"
+            "direct, to @bob"
         )
         alice.locator("#iavicenne-panel .iav-lab-to").select_option("")
 
@@ -320,12 +320,12 @@ def test_send_a_file_from_the_file_browser(lab: JupyterProcess, people: Any) -> 
     item.click(button="right")
     alice.locator(".lm-Menu-item").filter(has_text="Send to a Member (iAvicenne)").click()
     dialog = alice.locator(".jp-Dialog")
-    dialog.locator("select").select_option("bob")
+    dialog.locator("select").select_option("@bob (Bob)")
     dialog.locator(".jp-mod-accept").click()
     sending = alice.locator("#iavicenne-panel .iav-lab-transfer[data-direction='send']")
-    expect(sending).to_contain_text("cohort.parquet to bob")
+    expect(sending).to_contain_text("cohort.parquet to @bob (Bob)")
 
-    bob.locator(".Toastify__toast").filter(has_text="alice sends you cohort.parquet").get_by_text("Save as…").click()
+    bob.locator(".Toastify__toast").filter(has_text="@alice (Alice) sends you cohort.parquet").get_by_text("Save as…").click()
     save = bob.locator(".jp-Dialog")
     save.locator("input").fill("from-alice.parquet")
     save.locator(".jp-mod-accept").click()
@@ -391,7 +391,7 @@ def test_send_a_file_to_a_members_kernel(lab: JupyterProcess, people: Any, tmp_p
         item.click(button="right")
         alice.locator(".lm-Menu-item").filter(has_text="Send to a Member (iAvicenne)").click()
         dialog = alice.locator(".jp-Dialog")
-        dialog.locator("select").select_option("bob")
+        dialog.locator("select").select_option("@bob (Bob)")
         dialog.locator(".jp-mod-accept").click()
         offer = bob.expect("offer", timeout=30, name="trial.csv")
         assert offer["sender"] == "alice" and offer["size"] == len(data)
@@ -422,6 +422,106 @@ def test_send_a_file_to_a_members_kernel(lab: JupyterProcess, people: Any, tmp_p
         assert alice.evaluate("window.iavPwned") is None
     finally:
         bob.stop()
+
+
+# bob's display name, as the panel's settings set it: leave, say it, join again
+REJOIN_AS = """async (name) => {
+    const { collaboration, panel } = window.iavicenneLab;
+    await collaboration.leave('analysis');
+    collaboration.setPresence({ ...collaboration.currentPresence, display_name: name });
+    await panel.joinAndShow('analysis');
+}"""
+RLO_NAME = "report\u202efdp.py"
+
+
+def test_names_cannot_lie_and_a_message_fetches_nothing(lab: JupyterProcess, people: Any) -> None:
+    """bob poses as alice and posts what would fetch: his display name ``alice`` or
+    ``\u0430lice`` (Cyrillic a) is refused at join, said in his panel; under a name the
+    server lets him use ("Alice Smith"), alice's panel, notifications and file offer name
+    him ``@bob`` first; a file named ``report\u202efdp.py`` shows its real characters;
+    ``![x](/logout-canary)`` and a remote image are links that load nothing, as the message
+    renders and as history replays it, and the remote one loads once, in a new tab without
+    opener or referrer, when alice clicks it."""
+    from playwright.sync_api import expect
+
+    canary: list[str] = []
+    with CountingServer() as images:
+        alice, bob = people("alice-token"), people("bob-token")
+        for page in (alice, bob):
+            # every request of the two windows for the canary path is counted here (answered 204)
+            page.context.route("**/logout-canary*", counted(canary))
+        open_lab(alice, lab, "alice.ipynb", "alice-names")
+        open_lab(bob, lab, "bob.ipynb", "bob-names")
+        for page in (alice, bob):
+            expect(page.locator("#iavicenne-panel .iav-lab-state")).to_have_attribute("data-state", "online")
+        expect(member(alice, "bob")).to_be_visible()
+
+        # bob's display name alice, or a look-alike: refused at join, and he is told why
+        for impostor in ("alice", "\u0430lice"):
+            bob.evaluate(REJOIN_AS, impostor)
+            refusal = bob.locator("#iavicenne-panel .iav-lab-join-error")
+            expect(refusal).to_contain_text(f"could not join analysis: display name '{impostor}' looks like 'alice'")
+            expect(member(alice, "bob")).to_have_count(0)
+        # a display name the server lets him use: never shown without his verified username
+        bob.evaluate(REJOIN_AS, "Alice Smith")
+        expect(member(alice, "bob")).to_be_visible()
+        expect(bob.locator("#iavicenne-panel .iav-lab-join-error")).to_be_hidden()
+        expect(member(alice, "bob").locator(".iav-lab-member-name-id")).to_have_text("@bob")
+        expect(member(alice, "bob").locator(".iav-lab-member-name")).to_have_text("Alice Smith")
+
+        hostile = (
+            "@alice quick look ![x](/logout-canary) and ![chart]({image}) "
+            "<img src='{image}?html'> <iframe src='{image}?frame'></iframe> "
+            '<span style="background-image:url({image}?css)">styled</span> [the chart]({image}?link)'
+        ).format(image=images.url("/img.png"))
+        bob.evaluate("(text) => window.iavicenneLab.collaboration.send('analysis', text)", hostile)
+        said = alice.locator("#iavicenne-panel .iav-lab-message").filter(has_text="quick look")
+        expect(said.locator("a").filter(has_text="the chart")).to_be_visible()
+        expect(said.locator(".iav-lab-sender-id")).to_have_text("@bob")
+        expect(said.locator(".iav-lab-sender")).to_have_text("Alice Smith")
+        expect(alice.locator(".Toastify__toast").filter(has_text="@bob (Alice Smith) mentioned you in analysis")).to_be_visible()
+        # images are links; nothing in the panel loads anything
+        assert said.locator("img, iframe, [style], [src], [srcset]").count() == 0
+        expect(said.locator("a").filter(has_text="image: x")).to_have_attribute("href", "/logout-canary")
+        for anchor in said.locator("a").all():
+            assert anchor.get_attribute("target") == "_blank"
+            assert anchor.get_attribute("rel") == "noopener noreferrer"
+
+        # a direct message and a file offer: named by the verified username too
+        bob.evaluate("() => window.iavicenneLab.collaboration.send('analysis', 'paste your token here', 'alice')")
+        toast = alice.locator(".Toastify__toast").filter(has_text="Direct message from @bob (Alice Smith): paste your token")
+        expect(toast).to_be_visible()
+        bob.evaluate(
+            "(name) => window.iavicenneLab.collaboration.offerFile('analysis', 'alice', name, new Uint8Array([1, 2, 3]))",
+            RLO_NAME,
+        )
+        offer = alice.locator(".Toastify__toast").filter(has_text="@bob (Alice Smith) sends you report[U+202E]fdp.py (3 bytes)")
+        expect(offer).to_be_visible()
+        receiving = alice.locator("#iavicenne-panel .iav-lab-transfer[data-direction='receive']")
+        expect(receiving).to_contain_text("report[U+202E]fdp.py from @bob (Alice Smith)")
+        offer.get_by_text("Decline").click()
+
+        # the history replayed to a window opened later: still nothing loaded
+        late = people("alice-token")
+        late.context.route("**/logout-canary*", counted(canary))
+        open_lab(late, lab, "alice.ipynb", "alice-names-late")
+        replayed = late.locator("#iavicenne-panel .iav-lab-message").filter(has_text="quick look")
+        expect(replayed.locator("a").filter(has_text="image: chart")).to_be_visible()
+        expect(replayed.locator(".iav-lab-sender-id")).to_have_text("@bob")
+        late.wait_for_timeout(1000)  # what would load would have by now
+        assert canary == [], canary
+        assert images.paths() == [], images.paths()
+
+        # a click opens the remote one, once, in a new tab that does not know who opened it
+        with alice.context.expect_page() as opened:
+            said.locator("a").filter(has_text="image: chart").click()
+        tab = opened.value
+        tab.wait_for_load_state()
+        assert images.paths() == ["/img.png"], images.paths()
+        assert "Referer" not in images.requests[0][1], images.requests[0][1]
+        assert tab.evaluate("window.opener") is None
+        assert canary == [], canary
+        print(f"requests from rendering: canary {len(canary)}, remote image 0; after one click: {len(images.paths())}")
 
 
 def saved(path: Path) -> Path:

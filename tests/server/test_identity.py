@@ -157,6 +157,37 @@ async def test_a_name_held_in_a_room_is_held_with_its_look_alikes(connect: Conne
     assert (await again.join("r1", "dr ana"))["user_id"] == "dr ana"
 
 
+CYRILLIC_A = "\u0430"
+
+
+@pytest.mark.parametrize("display_name", ["alice", "Alice", f"{CYRILLIC_A}lice", "\uff41lice"])
+async def test_a_display_name_like_another_users_name_is_refused_at_join(connect: Connect, display_name: str) -> None:
+    """bob's display name (a presence state's ``display_name``, as the JupyterLab panel sets
+    it) may not be alice's username or a look-alike of it: refused at join and on a
+    presence change, and alice never sees bob under it."""
+    alice = await connect(headers=ALICE)
+    await alice.join("r1")
+    bob = await connect(headers=BOB)
+    refused = await error_for(bob, {"type": p.JOIN_ROOM, "room": "r1", "payload": {"state": {"display_name": display_name}}})
+    assert refused["code"] == p.ErrorCode.NAME_TAKEN
+    assert refused["room"] == "r1"
+    assert f"display name {display_name!r} looks like 'alice', the username of another user" in refused["message"]
+    assert "choose another display name" in refused["message"]
+    # under his own names he joins; a change of state to hers is refused the same way
+    assert (await bob.join("r1", state={"display_name": "Bob"}))["room"] == "r1"
+    await bob.send({"type": p.PRESENCE, "room": "r1", "ref": "ok", "payload": {"state": {"display_name": "Robert B."}}})
+    await bob.expect(p.ACK, where=lambda f: f.get("ref") == "ok")
+    refused = await error_for(bob, {"type": p.PRESENCE, "room": "r1", "payload": {"state": {"display_name": display_name}}})
+    assert refused["code"] == p.ErrorCode.NAME_TAKEN
+    await alice.expect(p.PRESENCE, where=lambda f: f.get("state", {}).get("display_name") == "Robert B.")
+    await alice.silent()
+    shown = [f.get("state", {}).get("display_name") for f in alice.seen if f.get("user_id") == "bob"]
+    assert display_name not in shown, shown
+    # alice's own display name, and her username in any spelling, are hers
+    again = await connect(headers=ALICE)
+    assert (await again.join("r2", state={"display_name": f"{CYRILLIC_A}lice"}))["room"] == "r2"
+
+
 # -- a JupyterHub-like provider: the 'own' policy ------------------------------------------
 
 
@@ -203,6 +234,34 @@ async def test_under_the_hub_a_name_is_its_identitys_own(connect: Connect) -> No
     # with no user_id at all, the Hub name is used
     await bob.send({"type": p.JOIN_ROOM, "room": "r1", "payload": {}})
     assert (await bob.expect(p.ROOM_JOINED))["user_id"] == "bob"
+
+
+class HubImpostor(HubUsers):
+    """The Hub's users, bob with the display name "\u0430lice" (a Cyrillic a), as an
+    authenticator that takes display names from users' own profiles would say."""
+
+    async def get_user(self, handler: web.RequestHandler) -> User | None:
+        user = await super().get_user(handler)
+        if user is not None and getattr(user, "hub_user", {}).get("name") == "bob":
+            user.display_name = f"{CYRILLIC_A}lice"
+        return user
+
+
+IMPOSTOR = plain()
+IMPOSTOR["ServerApp"]["identity_provider_class"] = HubImpostor
+
+
+@pytest.mark.parametrize("jp_server_config", [IMPOSTOR])
+async def test_under_the_hub_an_identitys_display_name_like_another_users_name_is_refused(connect: Connect) -> None:
+    alice = await connect(headers=ALICE)
+    await alice.join("r1")
+    bob = await connect(headers=BOB)
+    assert (await identity_on_connect(bob, "bob"))["display_name"] == f"{CYRILLIC_A}lice"
+    refused = await error_for(bob, {"type": p.JOIN_ROOM, "room": "r1", "payload": {}})
+    assert refused["code"] == p.ErrorCode.NAME_TAKEN
+    assert "looks like 'alice'" in refused["message"]
+    await alice.silent()
+    assert [f for f in alice.seen if f.get("user_id") == "bob"] == []  # alice never saw him under it
 
 
 # -- signaling carries the verified identity ---------------------------------------------------

@@ -9,6 +9,7 @@ import { IDefaultFileBrowser } from "@jupyterlab/filebrowser";
 
 import type { Collaboration } from "../collaboration";
 import { suggestedPath } from "../model";
+import { personOf, personText, safeName } from "../names";
 import type { RoomsPanel } from "../panel";
 import { CommandIDs, ICollaboration, IRoomsPanel } from "../tokens";
 
@@ -29,14 +30,18 @@ export const fileSharingPlugin: JupyterFrontEndPlugin<void> = {
     };
     collaboration.offered.connect((_, { transfer }) => {
       const size = transfer.size < 1024 ? `${transfer.size} bytes` : `${Math.round(transfer.size / 1024)} KiB`;
-      Notification.info(`${transfer.userId} sends you ${transfer.name} (${size})`, {
+      // who sends it by their verified username; the name with its hidden characters written out
+      const joined = collaboration.rooms.get(transfer.room);
+      const from = personText(joined ? panel.personIn(joined, transfer.userId) : personOf(undefined, transfer.userId));
+      const name = safeName(transfer.name);
+      Notification.info(`${from} sends you ${name} (${size})`, {
         autoClose: false,
         actions: [
           {
             label: "Save as…",
             callback: async () => {
               const suggested = suggestedPath(fileBrowser?.model.path ?? "", transfer.name);
-              const answer = await InputDialog.getText({ title: `Save ${transfer.name} from ${transfer.userId} as`, text: suggested });
+              const answer = await InputDialog.getText({ title: `Save ${name} from ${from} as`, text: suggested });
               if (!answer.button.accept || !answer.value) {
                 await collaboration.declineFile(transfer.id);
                 return;
@@ -61,9 +66,12 @@ export const fileSharingPlugin: JupyterFrontEndPlugin<void> = {
         const others = [...(joined?.room.members.keys() ?? [])].filter((user) => user !== collaboration.me);
         let to = typeof args.to === "string" ? args.to : "";
         if (!to) {
-          const answer = await InputDialog.getItem({ title: `Send ${item.name} to`, items: others });
+          // each by their verified username: "@bob (Bob)"
+          const labels = new Map(others.map((user) => [joined ? personText(panel.personIn(joined, user)) : user, user]));
+          const answer = await InputDialog.getItem({ title: `Send ${safeName(item.name)} to`, items: [...labels.keys()] });
           if (!answer.button.accept || !answer.value) return;
-          to = answer.value;
+          to = labels.get(answer.value) ?? "";
+          if (!to) return;
         }
         const file = await contents.get(item.path, { type: "file", format: "base64", content: true });
         const bytes = Uint8Array.from(atob(String(file.content).replace(/\s/g, "")), (c) => c.charCodeAt(0));

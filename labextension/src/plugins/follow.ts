@@ -10,6 +10,7 @@ import { NotebookPanel } from "@jupyterlab/notebook";
 
 import type { Collaboration } from "../collaboration";
 import { followTarget } from "../model";
+import { type NamedMember, personOf, personText, safeName } from "../names";
 import { CommandIDs, ICollaboration } from "../tokens";
 
 export const followPlugin: JupyterFrontEndPlugin<void> = {
@@ -21,20 +22,22 @@ export const followPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, collaboration: Collaboration, docManager: IDocumentManager | null): void => {
     const ourServer = new URL(collaboration.baseUrl, window.location.href).href;
     app.commands.addCommand(CommandIDs.follow, {
-      label: (args) => (typeof args.user === "string" ? `iAvicenne: Open What ${args.user} Is Looking At` : "iAvicenne: Follow"),
+      label: (args) => (typeof args.user === "string" ? `iAvicenne: Open What ${safeName(args.user)} Is Looking At` : "iAvicenne: Follow"),
       execute: async (args) => {
         const room = collaboration.rooms.get(String(args.room ?? ""));
         const member = room?.room.members.get(String(args.user ?? ""));
         const target = followTarget(member?.state, ourServer);
+        // named by their verified username: a display name cannot pass for another
+        const who = personText(personOf(member as NamedMember | undefined, String(args.user ?? "")));
         if (!member || !target) {
-          await showDialog({ title: "Follow", body: `${String(args.user ?? "")} has no document open`, buttons: [Dialog.okButton()] });
+          await showDialog({ title: "Follow", body: `${who} has no document open`, buttons: [Dialog.okButton()] });
           return;
         }
         if (!target.open || !docManager) {
           const reason = target.open ? "this window cannot open documents" : target.reason;
           await showDialog({
-            title: `${member.user_id} is looking at`,
-            body: `${target.path} (not opened: ${reason})`,
+            title: `${who} is looking at`,
+            body: safeName(`${target.path} (not opened: ${reason})`),
             buttons: [Dialog.okButton()],
           });
           return;

@@ -4,6 +4,7 @@ import type { JupyterFrontEnd, JupyterFrontEndPlugin } from "@jupyterlab/applica
 import { Notification } from "@jupyterlab/apputils";
 
 import type { Collaboration } from "../collaboration";
+import { personOf, personText, safeName } from "../names";
 import type { RoomsPanel } from "../panel";
 import { ICollaboration, IRoomsPanel } from "../tokens";
 
@@ -15,7 +16,10 @@ export const notificationsPlugin: JupyterFrontEndPlugin<void> = {
   activate: (app: JupyterFrontEnd, collaboration: Collaboration, panel: RoomsPanel): void => {
     collaboration.noticed.connect((_, { room, entry }) => {
       if (!collaboration.settings.notifications) return;
-      const what = entry.direct ? `Direct message from ${entry.label}` : `${entry.label} mentioned you in ${room}`;
+      // the sender by their verified username first: a display name cannot pass for another
+      const joined = collaboration.rooms.get(room);
+      const from = personText(joined ? panel.personIn(joined, entry.userId) : personOf(undefined, entry.userId));
+      const what = entry.direct ? `Direct message from ${from}` : `${from} mentioned you in ${safeName(room)}`;
       const excerpt = entry.text.length > 140 ? `${entry.text.slice(0, 140)}…` : entry.text;
       // the Notification API shows its message as text
       Notification.info(`${what}: ${excerpt}`, {

@@ -25,7 +25,10 @@ it. Times are the kernel's local time, with the date when it is not today's.
 **Who someone really is.** A name in a room is chosen by its holder; the identity the
 server verified is not. Where a member's (or a link's, a message's) verified username
 differs from the name they show, it is shown beside it (``carol`` ``@bob``), escaped like
-every other string; "(you)" marks the rows of your own identity.
+every other string; "(you)" marks the rows of your own identity. Every name (a person's,
+a room's, a file's) passes `safe_name`: bidi and invisible characters are written out
+(``report[U+202E]fdp.py``). Messages are escaped text: a Markdown image or a URL in one is
+shown as characters and fetches nothing.
 
 **Closed or offline, plainly.** Members greyed, the box and the buttons disabled, and a
 Rejoin button.
@@ -43,7 +46,7 @@ from .member_list import MemberList, MemberRow
 from .message_log import CHUNK_LINES, LOG_LINES, STYLE, MessageLog
 from .peer_panel import PeerPanel, TransferRow
 from .room_panel import RoomPanel
-from .text import DOWN, STATES, named, verified_username, when
+from .text import DOWN, STATES, named, safe_name, verified_username, when
 
 __all__ = [
     "CHUNK_LINES",
@@ -61,6 +64,7 @@ __all__ = [
     "RoomPanel",
     "TransferRow",
     "named",
+    "safe_name",
     "verified_username",
     "when",
 ]

@@ -9,7 +9,7 @@ from typing import Any
 import ipywidgets as W
 
 from ..share import human_size
-from .text import esc, identity_tag
+from .text import esc, esc_name, identity_tag
 
 
 class FileOfferRow(W.VBox):
@@ -20,8 +20,8 @@ class FileOfferRow(W.VBox):
     def __init__(self, offer_id: str, name: str, size: int, sender: str, identity: dict[str, Any] | None) -> None:
         self.offer_id = offer_id
         self.label = W.HTML(
-            f"<b class='iav-file-sender'>{esc(sender)}</b>{identity_tag(sender, identity)} offers "
-            f"<span class='iav-file-name'>{esc(name)}</span> ({esc(human_size(size))})"
+            f"<b class='iav-file-sender'>{esc_name(sender)}</b>{identity_tag(sender, identity)} offers "
+            f"<span class='iav-file-name'>{esc_name(name)}</span> ({esc(human_size(size))})"
         )
         self.folder = W.Text(value=".", description="Save in", layout=W.Layout(width="40%"))
         self.folder.add_class("iav-file-folder")

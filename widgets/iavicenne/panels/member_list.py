@@ -8,7 +8,7 @@ from typing import Any
 
 import ipywidgets as W
 
-from .text import esc, identity_tag, verified_username
+from .text import esc, esc_name, identity_tag, verified_username
 
 
 class MemberRow(W.HBox):
@@ -92,17 +92,17 @@ class MemberRow(W.HBox):
         self._member = member
         state = member.get("state") or {}
         identity = member.get("identity") or {}
-        name = f"<b class='iav-member-name'>{esc(self.user_id)}</b>" + identity_tag(self.user_id, identity)
+        name = f"<b class='iav-member-name'>{esc_name(self.user_id)}</b>" + identity_tag(self.user_id, identity)
         shown = identity.get("display_name") or identity.get("name")
         if shown and shown not in (self.user_id, verified_username(identity)):
-            name += f" <span style='color:#757575'>({esc(shown)})</span>"
+            name += f" <span style='color:#757575'>({esc_name(shown)})</span>"
         if self.me or self.mine:
             name += " <span class='iav-you' style='color:#757575'>(you)</span>"
         parts = []
         if state.get("status"):
             parts.append(f"<span class='iav-member-status'>{esc(state['status'])}</span>")
         if state.get("notebook"):
-            parts.append(f"<span class='iav-member-notebook' style='color:#757575'>in {esc(state['notebook'])}</span>")
+            parts.append(f"<span class='iav-member-notebook' style='color:#757575'>in {esc_name(state['notebook'])}</span>")
         connections = member.get("connections")
         if isinstance(connections, int) and connections > 1:
             parts.append(f"<span style='color:#757575'>{connections:d} connections</span>")

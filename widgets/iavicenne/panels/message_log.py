@@ -13,7 +13,7 @@ from collections import deque
 
 import ipywidgets as W
 
-from .text import esc, when
+from .text import esc, esc_name, when
 
 LOG_LINES = 200  # lines a log shows; older ones stay in the session's Python lists
 CHUNK_LINES = 25  # lines drawn by one HTML widget: a new line redraws its chunk only
@@ -70,7 +70,7 @@ class MessageLog(W.VBox):
             f"<div class='{classes}' style='{style}'><span class='iav-time' style='color:#9e9e9e'>{esc(when(timestamp))}</span> "
         )
         if who:
-            line += f"<b style='{who_style}'>{esc(who)}</b>: "
+            line += f"<b style='{who_style}'>{esc_name(who)}</b>: "
         line += f"{esc(text)}</div>"
         if self.count == 0:
             self.placeholder.layout.display = "none"

@@ -11,7 +11,7 @@ import ipywidgets as W
 from .composer import Composer
 from .error_area import ErrorArea
 from .message_log import MessageLog
-from .text import badge, esc, identity_tag
+from .text import badge, esc, esc_name, identity_tag
 
 
 class TransferRow(W.HBox):
@@ -28,7 +28,7 @@ class TransferRow(W.HBox):
 
     def relabel(self, label: str) -> None:
         """Say what the transfer is, once known (a peer's name for it, escaped)."""
-        self.label.value = f"{self.arrow} {esc(label)}"
+        self.label.value = f"{self.arrow} {esc_name(label)}"
 
     def progress(self, done: int, total: int) -> None:
         self.bar.value = min(1.0, done / total) if total else 1.0
@@ -76,12 +76,12 @@ class PeerPanel(W.VBox):
     def show_state(self, state: str, detail: str = "") -> None:
         self._state = (state, detail)
         where = (
-            f" <span class='iav-peer-connection' style='color:#757575'>({esc(self._connection)})</span>"
+            f" <span class='iav-peer-connection' style='color:#757575'>({esc_name(self._connection)})</span>"
             if self._connection
             else ""
         )
         self.header.value = (
-            f"Peer-to-peer link <b>{esc(self._local)}</b> ⇄ <b class='iav-peer-name'>{esc(self.remote)}</b>"
+            f"Peer-to-peer link <b>{esc_name(self._local)}</b> ⇄ <b class='iav-peer-name'>{esc_name(self.remote)}</b>"
             f"{identity_tag(self.remote, self._identity)}{where} "
             f"&nbsp;{badge(state, detail)}"
         )

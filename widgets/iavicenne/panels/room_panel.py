@@ -12,7 +12,7 @@ from .composer import Composer
 from .error_area import ErrorArea
 from .member_list import MemberList, MemberRow
 from .message_log import STYLE, MessageLog
-from .text import DOWN, badge, esc
+from .text import DOWN, badge, esc_name
 
 
 class RoomPanel(W.VBox):
@@ -131,10 +131,10 @@ class RoomPanel(W.VBox):
 
     def _render_header(self) -> None:
         state, detail = self._state
-        who = f" as <b class='iav-me'>{esc(self._user_id)}</b>" if self._user_id else ""
+        who = f" as <b class='iav-me'>{esc_name(self._user_id)}</b>" if self._user_id else ""
         count = len(self.rows)
         members = f" · {count} member{'s' if count != 1 else ''}" if count else ""
         self.header.value = (
-            f"<div style='font-size:110%'>Room <b class='iav-room-name'>{esc(self.room)}</b>{who}{members} "
+            f"<div style='font-size:110%'>Room <b class='iav-room-name'>{esc_name(self.room)}</b>{who}{members} "
             f"&nbsp;{badge(state, detail)}</div>"
         )

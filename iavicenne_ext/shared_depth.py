@@ -43,12 +43,17 @@ _JSON_BRACKET = re.compile(r"[\[\]{}]")
 _JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
 
 
-class _Reader:
-    __slots__ = ("data", "pos")
+class _TooDeep(Exception):
+    """A JSON value deeper than the limit: read no further (the rest costs time for nothing)."""
 
-    def __init__(self, data: bytes) -> None:
+
+class _Reader:
+    __slots__ = ("data", "limit", "pos")
+
+    def __init__(self, data: bytes, limit: int) -> None:
         self.data = data
         self.pos = 0
+        self.limit = limit  # a JSON value nesting deeper raises _TooDeep
 
     def byte(self) -> int:
         if self.pos >= len(self.data):
@@ -58,15 +63,22 @@ class _Reader:
         return value
 
     def uint(self) -> int:
-        value, shift = 0, 0
-        while True:
-            byte = self.byte()
-            value |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                return value
-            shift += 7
-            if shift > 70:
-                raise ValueError("varuint too long")
+        # the hottest code here: bytes read in place, not through `byte`
+        data, pos = self.data, self.pos
+        value = shift = 0
+        try:
+            while True:
+                byte = data[pos]
+                pos += 1
+                value |= (byte & 0x7F) << shift
+                if byte < 0x80:
+                    self.pos = pos
+                    return value
+                shift += 7
+                if shift > 70:
+                    raise ValueError("varuint too long")
+        except IndexError:
+            raise ValueError("unexpected end of update") from None
 
     def skip_int(self) -> None:
         while self.byte() & 0x80:
@@ -83,6 +95,12 @@ class _Reader:
     def string(self) -> bytes:
         return self.raw(self.uint())
 
+    def skip_string(self) -> None:
+        end = self.uint() + self.pos
+        if end > len(self.data):
+            raise ValueError("unexpected end of update")
+        self.pos = end
+
     def any_height(self) -> int:
         """Skip one lib0 Any value: its nesting (0 for a scalar, 1 for [] or [1], ...)."""
         height = 0
@@ -95,17 +113,19 @@ class _Reader:
                 continue
             top[0] -= 1
             if top[1]:
-                self.string()
+                self.skip_string()
             tag = self.byte()
             if tag in _ANY_FIXED:
                 self.raw(_ANY_FIXED[tag])
             elif tag == _ANY_INT:
                 self.skip_int()
             elif tag in (_ANY_STRING, _ANY_BYTES):
-                self.string()
+                self.skip_string()
             elif tag in (_ANY_ARRAY, _ANY_OBJECT):
                 count = self.uint()
                 height = max(height, len(stack))  # this container's level (the first is 1)
+                if height > self.limit:
+                    raise _TooDeep
                 if count:
                     stack.append([count, tag == _ANY_OBJECT])
             else:
@@ -139,8 +159,8 @@ class _Item:
     is_type: bool
 
 
-def _read_items(update: bytes) -> list[_Item]:
-    reader = _Reader(update)
+def _read_items(update: bytes, limit: int) -> list[_Item]:
+    reader = _Reader(update, limit)
     items: list[_Item] = []
     for _ in range(reader.uint()):
         count, client, clock = reader.uint(), reader.uint(), reader.uint()
@@ -155,12 +175,12 @@ def _read_items(update: bytes) -> list[_Item]:
             parent, rooted = None, False
             if not info & (_HAS_ORIGIN | _HAS_RIGHT_ORIGIN):
                 if reader.uint() == 1:
-                    reader.string()  # the root type's name
+                    reader.skip_string()  # the root type's name
                     rooted = True
                 else:
                     parent = (reader.uint(), reader.uint())
                 if info & _HAS_PARENT_SUB:
-                    reader.string()
+                    reader.skip_string()
             length, height = _read_content(reader, kind)
             items.append(_Item(client, clock, length, origin or right, parent, rooted, height, kind == _TYPE))
             clock += length
@@ -175,37 +195,41 @@ def _read_content(reader: _Reader, kind: int) -> tuple[int, int]:
         count = reader.uint()
         return count, max((_json_height(reader.string()) for _ in range(count)), default=0)
     if kind == _BINARY:
-        reader.string()
+        reader.skip_string()
         return 1, 0
     if kind == _STRING:
         return _utf16_length(reader.string()), 0
     if kind == _EMBED:
         return 1, _json_height(reader.string())
     if kind == _FORMAT:
-        reader.string()
+        reader.skip_string()
         return 1, _json_height(reader.string())
     if kind == _TYPE:
         if reader.uint() in (_XML_ELEMENT, _XML_HOOK):
-            reader.string()
+            reader.skip_string()
         return 1, 1
     if kind == _ANY:
         count = reader.uint()
         return count, max((reader.any_height() for _ in range(count)), default=0)
     if kind == _DOC:
-        reader.string()
+        reader.skip_string()
         return 1, reader.any_height()
     raise ValueError(f"unknown content type {kind}")
 
 
-def update_depth(update: bytes) -> int:
+def update_depth(update: bytes, limit: int = DEPTH_CEILING) -> int:
     """The deepest level `update` reaches, or ValueError when it is not a Yjs update (v1).
+    A JSON value nested deeper than `limit` stops the reading: then `limit` + 1 is returned.
 
     An item names its parent type, or has a neighbour (its origin) whose parent it shares;
     the parent's depth is found by following these links with a stack, each item once. A
     parent outside the update counts as a root (depth 1): the update is bounded, not what
     it is added to.
     """
-    items = _read_items(update)
+    try:
+        items = _read_items(update, limit)
+    except _TooDeep:
+        return limit + 1
     starts: dict[int, list[int]] = {}  # client -> its items' first clocks, in order
     index: dict[int, list[int]] = {}  # client -> the items' positions in `items`
     for position, item in enumerate(items):
@@ -261,7 +285,7 @@ def check_depth(update: bytes, max_depth: int) -> None:
     """`limit-exceeded` (max_shared_depth) when `update` nests deeper than `max_depth`;
     `invalid-field` when it is not a Yjs update. Nothing was changed either way."""
     try:
-        depth = update_depth(update)
+        depth = update_depth(update, max_depth)
     except ValueError as error:
         raise p.ProtocolError(
             p.ErrorCode.INVALID_FIELD, f"shared update refused: not a Yjs update ({error}); nothing was changed"
@@ -270,6 +294,6 @@ def check_depth(update: bytes, max_depth: int) -> None:
         raise p.limit_exceeded(
             "max_shared_depth",
             max_depth,
-            f"shared update refused: it nests {depth} levels deep, more than {max_depth}; "
+            f"shared update refused: it nests deeper than {max_depth} levels ({depth} or more); "
             "keep values flatter (the update was not applied; your copy is reset to the room's)",
         )

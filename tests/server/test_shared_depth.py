@@ -160,6 +160,16 @@ async def test_a_too_deep_update_is_refused_naming_the_option_and_the_document_s
     assert set(carol.to_py()) == {"threshold", "fits"}
     assert carol.to_py(max_depth=3)["fits"] == {"k": {"k": CUT}}  # levels 2 and 3 shown
 
+    # from a kernel: the error names the option, and carol's copy is reset to the room's
+    value: dict[str, Any] = {}
+    for _ in range(70):
+        value = {"k": value}
+    carol["nested"] = value
+    await eventually(lambda: carol.errors, what="carol's refused update")
+    assert "IAvicenne.max_shared_depth" in str(carol.errors[0])
+    await eventually(lambda: carol.to_py() == alice.to_py(), what="carol's copy back to the room's")
+    assert "nested" not in alice
+
 
 async def test_with_the_bound_lifted_a_deep_document_is_kept_and_the_clients_survive_it(
     lifted: Deployment, opened: list[Any]

@@ -29,6 +29,7 @@ from .ice import IceConfig
 from .identity import default_owner_name
 from .names import POLICIES
 from .rooms import RoomHub
+from .shared_depth import DEPTH_CEILING
 from .shared_state import SharedDocs
 
 
@@ -172,6 +173,22 @@ class IAvicenne(ExtensionApp):
         help="Largest Yjs update one shared frame may carry, in bytes (keep it below 3/4 of "
         "max_frame_bytes: the update travels as base64).",
     )
+    max_shared_depth = Int(
+        64,
+        config=True,
+        help="Deepest nesting of a room's shared document that one update may bring (a root "
+        "type is 1, each type or JSON array or object inside one more); a deeper update is "
+        "refused with 'limit-exceeded'. Readers convert documents recursively: thousands of "
+        f"levels crash browsers and kernels, tens of thousands Yjs itself (at most {DEPTH_CEILING:,}).",
+    )
+
+    @validate("max_shared_depth")
+    def _bounded_depth(self, proposal: Any) -> int:
+        depth = int(proposal["value"])
+        if not 1 <= depth <= DEPTH_CEILING:
+            raise TraitError(f"max_shared_depth must be 1 to {DEPTH_CEILING}: deeper updates crash the server's Yjs")
+        return depth
+
     shared_compact_every = Int(
         200,
         config=True,
@@ -485,6 +502,7 @@ class IAvicenne(ExtensionApp):
             max_update_bytes=self.max_shared_update_bytes,
             compact_every=self.shared_compact_every,
             ttl=self.shared_ttl,
+            max_depth=self.max_shared_depth,
         )
 
     @property

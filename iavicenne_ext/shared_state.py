@@ -25,13 +25,16 @@ import pycrdt
 import iavicenne_protocol as p
 
 from .broker.interfaces import SharedStore
+from .shared_depth import check_depth
 
 # The y-sync messages themselves (SyncMessage, decode_sync) are the protocol's, shared
 # with the Python client: iavicenne_protocol.sync. What is here needs pycrdt or the broker.
 
 
-def check_update(update: bytes) -> bytes:
-    """`update` re-encoded by Yjs (trailing bytes dropped), or `ProtocolError` when Yjs cannot read it."""
+def check_update(update: bytes, max_depth: int) -> bytes:
+    """`update` re-encoded by Yjs (trailing bytes dropped), or `ProtocolError` when Yjs cannot
+    read it or it nests deeper than `max_depth` (measured first: pycrdt crashes on some deep updates)."""
+    check_depth(update, max_depth)
     try:
         normalized = pycrdt.merge_updates(update)
         pycrdt.Doc().apply_update(normalized)
@@ -62,6 +65,7 @@ class SharedDocs:
         max_update_bytes: int,
         compact_every: int,
         ttl: float,
+        max_depth: int = 64,
     ) -> None:
         self.store = store
         self.log = log
@@ -69,6 +73,7 @@ class SharedDocs:
         self.max_update_bytes = max_update_bytes
         self.compact_every = compact_every
         self.ttl = ttl
+        self.max_depth = max_depth  # max_shared_depth, for check_update
 
     async def document(self, room: str) -> pycrdt.Doc:
         """The room's document as it stands, built from the log."""

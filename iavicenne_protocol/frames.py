@@ -210,8 +210,10 @@ _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _encodable(frame: Any) -> bool:
+    # any JSON value, not only an object: '"\\ud800"' is a frame too (refused below as
+    # not an object, but as not Unicode first, so that it is told the same way everywhere)
     try:
-        encode(frame)
+        _dumps(frame)
     except UnicodeEncodeError:
         return False
     return True

@@ -202,7 +202,7 @@ class RoomSocketHandler(ProtocolSocket):
                 # so the client sends what the server lacks: its edits made while disconnected
                 self.reply(p.SHARED, room=room, sync=SyncMessage(p.SyncStep.STEP1, state).b64())
                 return
-            kept = await docs.apply(room, check_update(message.payload))
+            kept = await docs.apply(room, check_update(message.payload, docs.max_depth))
         except p.ProtocolError as error:
             error.fields.setdefault("room", room)  # the client tells which document refused
             raise

@@ -19,6 +19,9 @@
 import { PeerLinkClosed, PeerNetwork, presenceCheck, RoomClient, RoomsAPI, Server, SignalingClient } from "./iavicenne.js";
 import { share } from "./shared.js";
 
+/** Levels of the shared document the page shows (max_shared_depth is 64 by default). */
+const SHOWN_DEPTH = 64;
+
 /** @param {string} id */
 const $ = (id) => /** @type {HTMLElement} */ (document.getElementById(id));
 
@@ -448,7 +451,8 @@ async function join(name, roomName) {
     const shared = share(room);
     demo.shared = shared;
     const renderShared = () => {
-      ui.sharedState.textContent = JSON.stringify(shared.toJSON(), null, 2);
+      // cut to SHOWN_DEPTH levels: a deeper document is shown with "…", never a RangeError
+      ui.sharedState.textContent = JSON.stringify(shared.toJSON(SHOWN_DEPTH), null, 2);
     };
     shared.observe(renderShared);
     shared.synced.then(renderShared);

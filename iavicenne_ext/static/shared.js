@@ -96,6 +96,50 @@ export function toShared(value) {
   return value;
 }
 
+/** What stands for the containers `plain` cuts off below its `maxDepth`. */
+export const CUT = "…";
+
+/**
+ * A shared type (or a JSON value it holds) as plain JSON, one container at a time from an
+ * explicit stack: Yjs's own `toJSON` recurses, and a document thousands of levels deep
+ * (written before the server bounded depth, or where max_shared_depth is high) throws
+ * RangeError there. Containers deeper than `maxDepth` levels (the first is 1) become `CUT`.
+ * @param {any} root a Y.Map, Y.Array, plain object or array
+ * @param {number} [maxDepth]
+ * @returns {any}
+ */
+export function plain(root, maxDepth = Infinity) {
+  // a JSON object: Yjs hands those out as plain objects (bytes are Uint8Array, kept as they are)
+  const isObject = (/** @type {any} */ v) =>
+    v !== null && typeof v === "object" && !Array.isArray(v) && !(v instanceof Y.AbstractType) && !(v instanceof Uint8Array);
+  const isMap = (/** @type {any} */ v) => v instanceof Y.Map || isObject(v);
+  const isList = (/** @type {any} */ v) => v instanceof Y.Array || Array.isArray(v);
+  /** @type {any} */
+  const out = isList(root) ? [] : {};
+  /** @type {[any, any, number][]} the container, what its items go to, its level */
+  const stack = [[root, out, 1]];
+  while (stack.length > 0) {
+    const [source, target, level] = /** @type {[any, any, number]} */ (stack.pop());
+    /** @type {Iterable<[string | number, any]>} */
+    const items =
+      source instanceof Y.Map ? source.entries() : source instanceof Y.Array ? source.toArray().entries() : Object.entries(source);
+    for (const [key, item] of items) {
+      let value = item;
+      if (item instanceof Y.Text) value = item.toString();
+      else if (isMap(item) || isList(item)) {
+        if (level >= maxDepth) value = CUT;
+        else {
+          value = isList(item) ? [] : {};
+          stack.push([item, value, level + 1]);
+        }
+      } else if (item instanceof Y.AbstractType) value = `<${item.constructor.name}>`; // XML: not written by this API
+      if (Array.isArray(target)) target.push(value);
+      else target[key] = value;
+    }
+  }
+  return out;
+}
+
 /**
  * @typedef {{ keys: Set<string>, local: boolean }} SharedChange
  */
@@ -178,9 +222,13 @@ export class SharedState {
     return this.map.has(key);
   }
 
-  /** The whole state as plain JSON. */
-  toJSON() {
-    return this.map.toJSON();
+  /**
+   * The whole state as plain JSON (converted without recursion: see `plain`); containers
+   * deeper than `maxDepth` levels are shown as "…".
+   * @param {number} [maxDepth]
+   */
+  toJSON(maxDepth = Infinity) {
+    return plain(this.map, maxDepth);
   }
 
   /**

@@ -16,10 +16,12 @@ import threading
 from collections.abc import Coroutine, Iterator
 from typing import Any, TypeVar
 
+import pycrdt
 import pytest
 from access_support import SERVER_CONFIG
 from browser_support import TIMEOUT_MS
 
+import iavicenne_protocol as p
 from iavicenne import RoomClient
 from iavicenne.shared import SharedState, share
 from iavicenne_ext.testing import JupyterProcess
@@ -65,8 +67,9 @@ class Kernels:
 
 
 @pytest.fixture
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
-    process = JupyterProcess(tmp_path_factory.mktemp("shared-browser"), options={"broker": "memory"})
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[JupyterProcess]:
+    options = {"broker": "memory", **getattr(request, "param", {})}  # a test's options, given indirectly
+    process = JupyterProcess(tmp_path_factory.mktemp("shared-browser"), options=options)
     process.config.mkdir(parents=True, exist_ok=True)
     (process.config / "jupyter_server_config.py").write_text(SERVER_CONFIG)  # alice's and bob's tokens
     process.start()
@@ -152,5 +155,59 @@ def test_two_kernels_and_a_browser_editing_the_same_keys_at_once_converge(server
         expect(page.locator("#shared-state")).to_contain_text(HOSTILE)
         assert page.locator("#shared-state img").count() == 0
         assert page.evaluate("window.pwned") is None
+    finally:
+        kernels.close()
+
+
+def nested_maps(levels: int) -> bytes:
+    """One update: `levels` maps, each in the one before, under key "deep" of the room's root."""
+    doc: pycrdt.Doc = pycrdt.Doc()
+    current = doc.get(p.SHARED_ROOT, type=pycrdt.Map)
+    with doc.transaction():
+        for level in range(levels):
+            inner: pycrdt.Map[Any] = pycrdt.Map()
+            current["deep" if level == 0 else "k"] = inner
+            current = inner
+        current["leaf"] = HOSTILE
+    return doc.get_update()
+
+
+@pytest.mark.parametrize("server", [{"max_shared_depth": 20_000}], indirect=True)
+def test_the_page_shows_a_document_17000_levels_deep_without_an_error(server: JupyterProcess, page: Any) -> None:
+    """Where the bound is lifted, a document of the issue's depth (it made every visitor's
+    page throw RangeError): the page shows its first levels and "…", converts it whole on
+    request, and keeps following the room."""
+    from playwright.sync_api import expect
+
+    kernels = Kernels()
+    try:
+        alice = kernels.run(kernels.open(server, "alice"))
+        kernels.call(alice.doc.apply_update, nested_maps(17_000))  # alice's kernel sends it as its own edit
+
+        page.goto(f"{server.origin}/iavicenne/?token={server.token}")
+        page.fill("#name", "carol")
+        page.fill("#room", ROOM)
+        page.click("#join")
+        expect(page.locator("#connection")).to_have_text("online")
+        # polled from here: wait_for_function's polling evaluates strings, which the page's CSP forbids
+        wait_until(
+            lambda: page.evaluate("() => Boolean(window.iavicenneDemo.shared?.has('deep'))"),
+            "the deep document reaching the page",
+        )
+        expect(page.locator("#shared-state")).to_contain_text("…")
+        shown = page.locator("#shared-state").inner_text()
+        assert shown.count('"k"') == 64 - 1 and shown.count("…") == 1  # the "k" of levels 2 to 64, the last one cut
+        leaf = page.evaluate(
+            """() => {
+              let value = window.iavicenneDemo.shared.toJSON().deep;
+              for (let level = 1; level < 17000; level++) value = value.k;
+              return value.leaf;
+            }"""
+        )
+        assert leaf == HOSTILE
+        # the page still follows the room's edits
+        kernels.call(alice.__setitem__, "threshold", 0.5)
+        expect(page.locator("#shared-state")).to_contain_text('"threshold": 0.5')
+        assert page.locator("#shared-state img").count() == 0
     finally:
         kernels.close()

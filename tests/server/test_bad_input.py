@@ -11,12 +11,18 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import random
+import time
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
-from room_support import Connect, RawSocket, closed, of_type
+from bystander import Bystander
+from room_support import ALICE, BOB, Connect, RawSocket, closed, of_type, with_analysts
 
+import iavicenne_protocol as p
 from iavicenne_ext.testing import WSClient
 
 MAX_FRAME = 128 * 1024
@@ -59,6 +65,12 @@ TOO_LONG_REF = "x" * 129
 BAD_FRAMES: list[tuple[str, str | bytes | dict[str, Any], str, str]] = [
     # (id, what the client sends, expected code, words the message must contain)
     ("not-json", "{'type': 'message'}", "invalid-json", "Invalid JSON format"),
+    # 8 bytes: a JSON string holding a lone surrogate (it once raised a traceback per frame)
+    ("lone-surrogate-frame", '"\\ud800"', "invalid-json", "Unicode"),
+    ("lone-surrogate-in-a-list", '["\\udc00", 1]', "invalid-json", "Unicode"),
+    ("surrogate-pair-not-an-object", '"\\ud83d\\ude00"', "invalid-frame", "must be a JSON object"),
+    ("very-deep-nesting", "[" * 60_000 + "]" * 60_000, "invalid-json", "Invalid JSON format"),
+    ("huge-integer", '{"type": "message", "room": "r1", "payload": {"x": %s}}' % ("9" * 5000), "invalid-json", "Invalid JSON"),
     ("truncated-json", '{"type": "message", "payload": {', "invalid-json", "Invalid JSON format"),
     ("nan-is-not-json", '{"type": "message", "room": "r1", "payload": {"x": NaN}}', "invalid-json", "Invalid JSON format"),
     (
@@ -383,3 +395,160 @@ async def test_an_envelope_error_names_the_request_by_its_ref(connect: Connect) 
     await client.send({"type": "message", "payload": [1], "ref": "r-42"})
     error = await client.expect("error")
     assert (error["code"], error["ref"]) == ("invalid-field", "r-42")
+
+
+# -- hostile input in bulk: no traceback, no log flood --------------------------------
+
+# values that broke, or might break, a JSON reader or what reads its result
+_ATOMS = [
+    '"\\ud800"', '"\\udfff x"', '"\\ud83d\\ude00"', "NaN", "-Infinity", "1e400", "-1e999", "1e-400", "9" * 5000,
+    "null", "true", "false", "0", "-0", "1.5", '""', '"x"', "[]", "{}", '"\\u0000"', '"a/b"', '"r1"', '"message"',
+    '"join-room"', '"shared"', '"connect"', '"presence"', '"direct-message"', '"list-members"', '"leave-room"',
+    "[" * 3000 + "]" * 3000, '{"a":' * 3000 + "1" + "}" * 3000, "[" * 990 + "]" * 990, '"' + "é" * 300 + '"',
+]  # fmt: skip
+_KEYS = ['"type"', '"payload"', '"room"', '"ref"', '"to"', '"\\ud800"', '"since"', '"epoch"', '"state"', '"sync"', '"user_id"']
+
+
+def hostile_frames(count: int, seed: int = 22) -> Iterator[str]:
+    """Frames of random shape made of `_ATOMS`: objects with the envelope's keys (wrong types
+    in each), and bare values; the same ones on every run."""
+    rng = random.Random(seed)
+
+    def value(depth: int) -> str:
+        roll = rng.random()
+        if depth > 2 or roll < 0.5:
+            return rng.choice(_ATOMS)
+        if roll < 0.75:
+            return "[" + ",".join(value(depth + 1) for _ in range(rng.randint(0, 3))) + "]"
+        return "{" + ",".join(f"{rng.choice(_KEYS)}:{value(depth + 1)}" for _ in range(rng.randint(0, 4))) + "}"
+
+    for _ in range(count):
+        if rng.random() < 0.7:
+            yield "{" + ",".join(f"{rng.choice(_KEYS)}:{value(1)}" for _ in range(rng.randint(0, 5))) + "}"
+        else:
+            yield value(0)
+
+
+class ServerLog(logging.Handler):
+    """Every record the server logs while installed (its own logger, tornado's, the root)."""
+
+    def __init__(self, serverapp: Any) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+        self.loggers = {serverapp.log, logging.getLogger("tornado"), logging.getLogger()}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record not in self.records:
+            self.records.append(record)
+
+    def __enter__(self) -> ServerLog:
+        for logger in self.loggers:
+            logger.addHandler(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        for logger in self.loggers:
+            logger.removeHandler(self)
+
+    def lines(self, level: int = logging.INFO) -> list[logging.LogRecord]:
+        return [record for record in self.records if record.levelno >= level]
+
+    def tracebacks(self) -> list[str]:
+        return [record.getMessage() for record in self.records if record.exc_info or "Traceback" in record.getMessage()]
+
+    def size(self) -> int:
+        return sum(len(self.format(record)) for record in self.lines())
+
+
+# a flood must reach the parser: the rate limits are far above it here
+UNLIMITED = {"messages_per_second": 1e6, "burst": 100_000, "bytes_per_second": 1e9, "burst_bytes": 10**9}
+
+
+@pytest.fixture
+def jp_server_config(jp_server_config: dict[str, Any]) -> dict[str, Any]:
+    return with_analysts(jp_server_config)
+
+
+async def answers(client: WSClient, count: int, timeout: float = 30) -> list[dict[str, Any]]:
+    return [await client.recv(timeout) for _ in range(count)]
+
+
+@pytest.mark.parametrize("iavicenne_config", [{**UNLIMITED, "max_frame_bytes": 512 * 1024}])
+async def test_thousands_of_hostile_frames_get_errors_and_leave_no_traceback(connect: Connect, jp_serverapp: Any) -> None:
+    """Fuzzed envelopes: each one is answered (an error frame, or the answer of a request that
+    happens to be valid), the socket stays usable, and the server logs no traceback."""
+    bob = await member(connect, "bob")
+    mallory = await member(connect, "mallory")
+    frames = ["[" * 100_000 + "]" * 100_000, '{"type": "message", "payload": %s}' % ("[" * 100_000), *hostile_frames(3000)]
+    with ServerLog(jp_serverapp) as log:
+        for start in range(0, len(frames), 200):
+            batch = frames[start : start + 200]
+            for frame in batch:
+                await mallory.send(frame)
+            # answered whatever the batch did (it may have left r1, or joined other rooms)
+            await mallory.send({"type": "shout", "ref": f"b{start}"})
+            await mallory.expect("error", where=lambda frame: frame.get("ref") == f"b{start}", timeout=30)  # noqa: B023
+        errors = of_type(mallory.seen, "error")
+    assert len(errors) >= 2000, f"only {len(errors)} error frames for {len(frames)} hostile frames"
+    assert {e["code"] for e in errors} <= {
+        "invalid-json", "invalid-frame", "invalid-field", "type-required", "unknown-type", "room-required",
+        "not-in-room", "user-id-required", "already-connected", "too-many-rooms", "limit-exceeded",
+    }, {e["code"] for e in errors}  # fmt: skip
+    assert p.ErrorCode.INTERNAL not in {e["code"] for e in errors}
+    assert log.tracebacks() == []
+    await mallory.join("r1")
+    await still_works(mallory)
+    await bob.silent(0.1)
+    assert (of_type(bob.seen, "message")[-1])["user_id"] == "mallory"
+
+
+@pytest.mark.parametrize("iavicenne_config", [UNLIMITED])
+async def test_a_flood_of_surrogate_frames_is_answered_without_a_log_flood(iav_connect: Connect, jp_serverapp: Any) -> None:
+    r"""2,000 ``"\ud800"`` frames from mallory: 2,000 error frames, no traceback, no log
+    line per frame; bob, beside, keeps his acks fast."""
+    mallory = await iav_connect(headers=ALICE)
+    await mallory.join("r1", "mallory")
+    async with Bystander(await iav_connect(headers=BOB), room="calm") as bob:
+        with ServerLog(jp_serverapp) as log:
+            started = time.perf_counter()
+            for _ in range(2000):
+                await mallory.send('"\\ud800"')
+            errors = [await mallory.expect("error", timeout=30) for _ in range(2000)]
+            took = time.perf_counter() - started
+    print(f"\nflood: 2000 frames in {took:.2f} s, {len(log.lines())} log lines, {log.size()} bytes; {bob.summary()}")
+    assert len(errors) == 2000 and {e["code"] for e in errors} == {"invalid-json"}
+    assert log.tracebacks() == []
+    assert len(log.lines()) <= 3, [r.getMessage() for r in log.lines()]
+    assert bob.p99_ms < 100, bob.summary()
+    await mallory.send({"type": "message", "room": "r1", "payload": {"content": "still here"}})
+    assert (await mallory.expect("message"))["message"] == {"content": "still here"}
+
+
+@pytest.mark.parametrize("iavicenne_config", [UNLIMITED])
+async def test_frames_that_fail_in_the_server_log_one_line_per_interval(
+    iav_connect: Connect, jp_serverapp: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug that a frame triggers (here: a parser that raises) answers `internal`, and the
+    log says so once, with the traceback, not once per frame."""
+    real = p.parse_request
+
+    def broken(data: str | bytes, known: frozenset[str]) -> p.Request:
+        if "boom" in str(data):
+            raise RuntimeError("a bug")
+        return real(data, known)
+
+    monkeypatch.setattr(p, "parse_request", broken)
+    mallory = await iav_connect(headers=ALICE)
+    bob = await iav_connect(headers=BOB)
+    with ServerLog(jp_serverapp) as log:
+        for _ in range(2000):
+            await mallory.send('{"type": "boom"}')
+        replies = await answers(mallory, 2000)
+        await bob.send('{"type": "boom"}')
+        assert (await bob.recv())["code"] == p.ErrorCode.INTERNAL
+    assert {r["code"] for r in replies} == {p.ErrorCode.INTERNAL}
+    lines = [r for r in log.lines() if "handling a frame" in r.getMessage()]
+    # mallory's first (with its traceback), bob's first: his own interval
+    assert len(lines) == 2, [r.getMessage() for r in lines]
+    assert all(r.exc_info for r in lines)
+    assert "alice" in lines[0].getMessage() and "bob" in lines[1].getMessage()

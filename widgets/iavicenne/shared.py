@@ -87,6 +87,44 @@ def to_shared(value: Any) -> Any:
     return value
 
 
+#: levels of the document `repr(room.shared)` shows; deeper containers are shown as "…"
+REPR_DEPTH = 16
+#: what stands for the containers cut off by `plain`'s max_depth
+CUT = "…"
+
+
+def plain(root: Map, max_depth: int | None = None) -> dict[str, Any]:
+    """`root` as plain Python, one container at a time from an explicit stack (no recursion).
+
+    Shared maps and arrays become dicts and lists, text a str; a JSON value kept as it is
+    (pycrdt converts it) is cut to `max_depth` too. Containers below `max_depth` levels
+    (the root is level 1) become `CUT`.
+    """
+    out: dict[str, Any] = {}
+    # (a shared container or JSON value, the dict or list its items go to, its level)
+    stack: list[tuple[Any, Any, int]] = [(root, out, 1)]
+    while stack:
+        source, target, level = stack.pop()
+        items = source.items() if isinstance(source, (Map, dict)) else enumerate(source)
+        for key, value in items:
+            if isinstance(value, Text):
+                value = str(value)
+            elif isinstance(value, (Map, Array, dict, list)):
+                if max_depth is not None and level >= max_depth:
+                    value = CUT
+                else:
+                    into: Any = {} if isinstance(value, (Map, dict)) else []
+                    stack.append((value, into, level + 1))
+                    value = into
+            elif isinstance(value, (pycrdt.XmlFragment, pycrdt.XmlElement, pycrdt.XmlText, pycrdt.Doc)):
+                value = f"<{type(value).__name__}>"  # XML and the like: not written by this API
+            if isinstance(target, list):
+                target.append(value)
+            else:
+                target[str(key)] = value
+    return out
+
+
 class SharedState:
     """The shared document of one room (``room.shared``); see the module docstring."""
 
@@ -144,12 +182,18 @@ class SharedState:
             for key, value in values.items():
                 self[key] = value
 
-    def to_py(self) -> dict[str, Any]:
-        """The whole state as plain Python (arrays as lists, text as str, numbers as float)."""
-        return self.root.to_py() or {}
+    def to_py(self, max_depth: int | None = None) -> dict[str, Any]:
+        """The whole state as plain Python (arrays as lists, text as str, numbers as float).
+
+        Converted level by level, without recursion: a document nested thousands deep
+        (written before the server bounded its depth, or where max_shared_depth is high)
+        is converted, where pycrdt's own `to_py` would crash the kernel. With `max_depth`,
+        what lies deeper is shown as "…".
+        """
+        return plain(self.root, max_depth)
 
     def __repr__(self) -> str:
-        return f"<SharedState {self.room_name!r} {self.to_py()!r}>"
+        return f"<SharedState {self.room_name!r} {plain(self.root, REPR_DEPTH)!r}>"
 
     def observe(self, callback: Callable[[SharedChange], Any]) -> Callable[[], None]:
         """Call `callback(change)` after every change, ours or another's; returns the unsubscriber."""

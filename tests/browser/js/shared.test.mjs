@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { test } from "node:test";
 
-import { decodeSync, encodeSync, SharedState, Y } from "../../../iavicenne_ext/static/shared.js";
+import { CUT, decodeSync, encodeSync, plain, SharedState, Y } from "../../../iavicenne_ext/static/shared.js";
 import { SHARED, SyncStep } from "../../../iavicenne_ext/static/protocol.js";
 
 test("a y-sync message survives encoding, whatever its length; anything else is refused", () => {
@@ -78,4 +78,33 @@ test("two copies edited apart converge once they sync, lists merged and text kep
   assert.deepEqual(a.toJSON(), b.toJSON());
   assert.deepEqual(b.toJSON(), { questions: ["first", "from a"], threshold: 0.3, notes: "look at Q3" });
   assert.ok(seen.some((keys) => keys.includes("questions")));
+});
+
+test("a document 17,000 levels deep converts without recursion, and is cut where asked", () => {
+  const doc = new Y.Doc();
+  const root = doc.getMap("root");
+  doc.transact(() => {
+    /** @type {Y.Map<any>} */
+    let current = root;
+    for (let level = 0; level < 17000; level++) {
+      const inner = new Y.Map();
+      current.set("k", inner);
+      current = inner;
+    }
+    current.set("json", [[1, { x: [2] }]]); // a JSON value nested too, kept as it is
+    current.set("text", new Y.Text("bottom"));
+  });
+  assert.throws(() => root.toJSON(), RangeError); // what the demo page once did
+  /** @type {any} */
+  let value = plain(root);
+  for (let level = 0; level < 17000; level++) value = value.k;
+  assert.deepEqual(value, { json: [[1, { x: [2] }]], text: "bottom" });
+  assert.deepEqual(plain(root, 3), { k: { k: { k: CUT } } });
+  assert.deepEqual(plain({ a: [1, [2, [3]]], b: new Uint8Array([1]) }, 2), { a: [1, CUT], b: new Uint8Array([1]) });
+  /** @type {any} */
+  let deepJson = 0;
+  for (let level = 0; level < 100000; level++) deepJson = [deepJson];
+  let converted = plain({ deepJson });
+  for (let level = 0; level < 100000; level++) converted = level === 0 ? converted.deepJson : converted[0];
+  assert.equal(converted[0], 0);
 });

@@ -93,6 +93,10 @@ class RoomSocketHandler(ProtocolSocket):
         if not self.user_id:
             # no `connect` was sent: the identity's name is the display name
             self.user_id = p.check_name(self.who.name or self.who.username, "user_id")
+        assert self.account is not None  # frames are only handled on a counted socket
+        self.account.join(room, self.limits)  # joins_per_second, over all the identity's sockets
+        if room not in self.rooms:  # news to every member: join_fanout_per_second
+            await self.account.paced(self.hub.audience(room))
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
             try:
@@ -126,6 +130,10 @@ class RoomSocketHandler(ProtocolSocket):
                 p.ErrorCode.NOT_IN_ROOM, "Not connected to any room" if not self.rooms else f"Not in room {rooms[0]!r}"
             )
         for room in rooms:
+            if self.account is not None:  # news to every member: join_fanout_per_second
+                await self.account.paced(self.hub.audience(room))
+            if room not in self.rooms:  # closed while waiting: left with the others
+                continue
             self.rooms.discard(room)
             try:
                 await self.hub.leave(self, room)

@@ -217,7 +217,7 @@ class IAvicenne(ExtensionApp):
         help="Bytes one identity may send at once above bytes_per_second.",
     )
     joins_per_second = Float(
-        2.0,
+        5.0,
         config=True,
         help="join-room frames per second one identity may send on average, over all its "
         "connections; the excess is refused with a 'rate-limited' error (the client joins again "
@@ -225,10 +225,10 @@ class IAvicenne(ExtensionApp):
         "this bounds what joining and leaving in a loop costs a room of thousands of seed clients.",
     )
     join_burst = Int(
-        64,
+        128,
         config=True,
         help="join-room frames one identity may send at once above joins_per_second: enough for a "
-        "client that reconnects to rejoin every room it may be in (max_rooms_per_identity).",
+        "client that reconnects to rejoin every room it may be in (max_rooms_per_identity), twice.",
     )
 
     join_fanout_per_second = Float(

@@ -47,8 +47,8 @@ class Limits:
     max_state_bytes: int
     max_state_depth: int
     max_state_keys: int
-    joins_per_second: float = 2.0
-    join_burst: int = 64
+    joins_per_second: float = 5.0
+    join_burst: int = 128
     join_fanout_per_second: float = 1_000.0
 
 

@@ -94,11 +94,9 @@ class RoomSocketHandler(ProtocolSocket):
             # no `connect` was sent: the identity's name is the display name
             self.user_id = p.check_name(self.who.name or self.who.username, "user_id")
         assert self.account is not None  # frames are only handled on a counted socket
-        self.account.join(room, self.limits)  # joins_per_second, over all the identity's sockets
-        if room not in self.rooms:  # news to every member: join_fanout_per_second
-            await self.account.paced(self.hub.audience(room))
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
+            self.account.join(room, self.limits)  # joins_per_second, over all the identity's sockets
             try:
                 await self.hub.rejoin(self, room, state=state, since=since, epoch=epoch, ref=request.ref, **large)
             except p.ProtocolError as error:
@@ -112,6 +110,12 @@ class RoomSocketHandler(ProtocolSocket):
         self.enter(room)
         self.rooms.add(room)
         try:
+            # after the room budgets, whose refusals say more; then, as news to every member,
+            # its turn among the identity's joins and leaves (join_fanout_per_second)
+            self.account.join(room, self.limits)
+            await self.account.paced(self.hub.audience(room))
+            if room not in self.rooms:  # the socket closed meanwhile: `_leave_all` took the room
+                return
             joined = await self.hub.join(self, room, state=state, since=since, epoch=epoch, ref=request.ref, **large)
         except BaseException:
             self._forget(room)

@@ -26,6 +26,7 @@ from bystander import Bystander
 from servers import connect as connect_to
 
 import iavicenne_protocol as p
+from iavicenne_ext.app import IAvicenne
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
@@ -35,7 +36,10 @@ from presence_churn import DEFAULTS, LIFTED, ROOM, CrowdProcess, churn, crowd_se
 
 MEMBERS = 1000
 SOCKETS, RATE, SECONDS = 4, 100.0, 5.0
-JOINS_PER_SECOND, JOIN_BURST, FANOUT_PER_SECOND = 2.0, 64, 1000.0  # the defaults, which the bounded server keeps
+# the defaults, which the bounded server keeps
+JOINS_PER_SECOND, JOIN_BURST, FANOUT_PER_SECOND = (
+    IAvicenne.class_traits()[name].default_value for name in ("joins_per_second", "join_burst", "join_fanout_per_second")
+)
 #: the joins and leaves of mallory's the room may hear at most during the churn (and the
 #: second after it): join_fanout_per_second spread over the room's members, and its burst
 MOST_CHANGES = (FANOUT_PER_SECOND * (SECONDS + 1) + FANOUT_PER_SECOND / 4) / MEMBERS + 2

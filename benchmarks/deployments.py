@@ -40,6 +40,9 @@ UNLIMITED = {
     "burst_bytes": 1 << 40,
     "max_outbound_bytes_total": 1 << 40,
     "max_room_members": 1_000_000,  # the memory phase puts 10,000 in one room
+    "joins_per_second": 1_000_000_000,  # joins.py joins thousands as one identity
+    "join_burst": 1_000_000_000,
+    "join_fanout_per_second": 1e15,
 }
 
 

@@ -233,6 +233,49 @@ class IAvicenne(ExtensionApp):
         config=True,
         help="Bytes one identity may send at once above bytes_per_second.",
     )
+    joins_per_second = Float(
+        5.0,
+        config=True,
+        help="join-room frames per second one identity may send on average, over all its "
+        "connections; the excess is refused with a 'rate-limited' error (the client joins again "
+        "later). Each join, and the leave that follows it, is a frame to every member of the room: "
+        "this bounds what joining and leaving in a loop costs a room of thousands of seed clients.",
+    )
+    join_burst = Int(
+        128,
+        config=True,
+        help="join-room frames one identity may send at once above joins_per_second: enough for a "
+        "client that reconnects to rejoin every room it may be in (max_rooms_per_identity), twice.",
+    )
+
+    join_fanout_per_second = Float(
+        1_000.0,
+        config=True,
+        help="Frames one identity's joins and leaves may have this server write to the members of "
+        "their rooms per second (a join or leave in a room of 1,000 seed clients counts 1,000; a "
+        "quarter of a second's worth at once). Beyond it a join-room or leave-room waits its turn "
+        "(never refused): a burst of joins into a room of thousands is spread out instead of "
+        "holding up the other users.",
+    )
+
+    @validate("join_fanout_per_second")
+    def _check_join_fanout_per_second(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError("join_fanout_per_second must be over 0")
+        return float(proposal["value"])
+
+    @validate("joins_per_second")
+    def _check_joins_per_second(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError("joins_per_second must be over 0")
+        return float(proposal["value"])
+
+    @validate("join_burst")
+    def _check_join_burst(self, proposal: Any) -> int:
+        if not proposal["value"] >= 1:
+            raise TraitError("join_burst must be at least 1")
+        return int(proposal["value"])
+
     max_dedup_per_identity = Int(
         10_000,
         config=True,
@@ -460,6 +503,9 @@ class IAvicenne(ExtensionApp):
             max_state_bytes=self.max_state_bytes,
             max_state_depth=self.max_state_depth,
             max_state_keys=self.max_state_keys,
+            joins_per_second=self.joins_per_second,
+            join_burst=self.join_burst,
+            join_fanout_per_second=self.join_fanout_per_second,
         )
 
     def initialize_settings(self) -> None:

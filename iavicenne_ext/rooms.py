@@ -312,6 +312,14 @@ class RoomHub(SignalingRooms):
             fields["members_next"] = p.members_cursor(page.next_after)
         return fields
 
+    def audience(self, room: str) -> int:
+        """The connections of this server a presence change in `room` is written to: each one
+        that takes every change, and one batch for the batched ones (at least 1)."""
+        local = self.local.get(room)
+        if local is None:
+            return 1
+        return max(1, len(local.each) + (1 if local.batched else 0))
+
     async def room_exists(self, room: str) -> bool:
         """True when chat room `room` has members or kept history."""
         return await self.messages.room_exists(room)

@@ -6,7 +6,9 @@ docs/protocol.md, "Limits":
   ``rate-limited``, excess dropped), bytes waiting to be read (a consumer too slow to read
   is closed, 1008);
 - per identity (`Account`, over all its sockets): open sockets, rooms, bytes per second,
-  the last counted before the frame is parsed, so a flood costs no JSON parsing;
+  the last counted before the frame is parsed, so a flood costs no JSON parsing; room joins
+  per second (a join is news to every member of the room, see `Account.join`), and the
+  frames its joins and leaves write to members (`Account.paced`);
 - per server (`Quotas`): bytes waiting to be read by all clients; beyond it the sockets
   with the most bytes waiting are closed first.
 
@@ -15,6 +17,7 @@ Every refusal names the ``IAvicenne`` option that raises the limit (`protocol.li
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -44,6 +47,9 @@ class Limits:
     max_state_bytes: int
     max_state_depth: int
     max_state_keys: int
+    joins_per_second: float = 5.0
+    join_burst: int = 128
+    join_fanout_per_second: float = 1_000.0
 
 
 class TokenBucket:
@@ -80,13 +86,46 @@ class TokenBucket:
 class Account:
     """What one identity holds on this server, over all its room and signaling sockets."""
 
-    __slots__ = ("bytes", "connections", "rooms", "username")
+    __slots__ = ("bytes", "connections", "fanout", "joins", "rooms", "username")
 
     def __init__(self, username: str, limits: Limits) -> None:
         self.username = username
         self.connections = 0
         self.rooms: dict[str, int] = {}  # hub room -> this identity's sockets in it
         self.bytes = TokenBucket(limits.bytes_per_second, limits.burst_bytes)
+        self.joins = TokenBucket(limits.joins_per_second, limits.join_burst)
+        # a quarter of a second's worth at once: a burst of joins into a room of thousands
+        # is spread over turns of the loop instead of written in one
+        self.fanout = TokenBucket(limits.join_fanout_per_second, max(1, round(limits.join_fanout_per_second / 4)))
+
+    def join(self, room: str, limits: Limits) -> None:
+        """Count one join-room, or refuse it with `rate-limited` (joins_per_second).
+
+        A join (and the leave it allows) is a frame to every member of the room: in a room
+        of a thousand seed clients, one join-room a few bytes long costs the server a
+        thousand writes. Leaves are not counted: each one undoes a join that was.
+        """
+        if self.joins.take():
+            return
+        wait = self.joins.wait(1.0)
+        error = p.limit_exceeded(
+            "joins_per_second",
+            limits.joins_per_second,
+            f"rate limited: {self.username} joined rooms more than {limits.joins_per_second:g} times a second "
+            f"(burst {limits.join_burst}) over all its connections; {room!r} not joined, join again in "
+            f"{wait:.1f} s",
+            code=p.ErrorCode.RATE_LIMITED,
+        )
+        error.fields["retry_after"] = round(wait, 3)
+        raise error
+
+    async def paced(self, audience: int) -> None:
+        """Wait until a join or leave of this identity may be told to `audience` connections
+        (join_fanout_per_second): never refused, only spread out. The socket is not read
+        meanwhile, so the identity's sockets (max_connections_per_identity) wait at most one
+        each; a room of a few members costs next to nothing."""
+        while not self.fanout.take(audience):
+            await asyncio.sleep(self.fanout.wait(audience))
 
     def enter(self, room: str, limit: int) -> None:
         """Count one more socket in hub room `room`, or `too-many-rooms` when it is one room too many."""
@@ -126,7 +165,7 @@ class Quotas:
     share besides: one keep-alive timer (keep_alive.py), one write per socket per turn
     (coalescing.py), the heap given back after bursts (heap_trim.py). An account is kept
     while it has sockets, rooms, or a bucket not yet full again: closing and reopening
-    sockets does not refill a burst.
+    sockets does not refill a burst (of bytes or of joins).
     """
 
     def __init__(self, limits: Limits) -> None:
@@ -153,7 +192,7 @@ class Quotas:
         self.forget_idle(account)
 
     def forget_idle(self, account: Account) -> None:
-        if not account.connections and not account.rooms and account.bytes.full:
+        if not account.connections and not account.rooms and account.bytes.full and account.joins.full and account.fanout.full:
             self.accounts.pop(account.username, None)
 
     def shed(self) -> None:

@@ -94,8 +94,10 @@ class RoomSocketHandler(ProtocolSocket):
             # no `connect` was sent: the identity's name is the display name
             self.user_id = p.check_name(self.who.name or self.who.username, "user_id")
         await self.hub.check_display_name(self, request.payload.get("state"), request.ref, room=room, joining=True)
+        assert self.account is not None  # frames are only handled on a counted socket
         if room in self.rooms:
             # already a member: a fresh snapshot (and replay, if asked), staying in the room
+            self.account.join(room, self.limits)  # joins_per_second, over all the identity's sockets
             try:
                 await self.hub.rejoin(self, room, state=state, since=since, epoch=epoch, ref=request.ref, **large)
             except p.ProtocolError as error:
@@ -109,6 +111,12 @@ class RoomSocketHandler(ProtocolSocket):
         self.enter(room)
         self.rooms.add(room)
         try:
+            # after the room budgets, whose refusals say more; then, as news to every member,
+            # its turn among the identity's joins and leaves (join_fanout_per_second)
+            self.account.join(room, self.limits)
+            await self.account.paced(self.hub.audience(room))
+            if room not in self.rooms:  # the socket closed meanwhile: `_leave_all` took the room
+                return
             joined = await self.hub.join(self, room, state=state, since=since, epoch=epoch, ref=request.ref, **large)
         except BaseException:
             self._forget(room)
@@ -127,6 +135,10 @@ class RoomSocketHandler(ProtocolSocket):
                 p.ErrorCode.NOT_IN_ROOM, "Not connected to any room" if not self.rooms else f"Not in room {rooms[0]!r}"
             )
         for room in rooms:
+            if self.account is not None:  # news to every member: join_fanout_per_second
+                await self.account.paced(self.hub.audience(room))
+            if room not in self.rooms:  # closed while waiting: left with the others
+                continue
             self.rooms.discard(room)
             try:
                 await self.hub.leave(self, room)

@@ -49,6 +49,7 @@ BUILD = REPO / "iavicenne_ext" / "labextension"
 BIN = Path(sys.executable).parent
 PASSWORD = "iavicenne-lab-login"
 SERVICE = "iavicenne"
+REPLICA = "iavicenne-2"  # a second room service on the same Redis (the docs' "Replicas")
 TIMEOUT_MS = 90_000  # a first login spawns the user's server and loads JupyterLab, on a busy machine
 LOGINS = 3
 
@@ -56,7 +57,7 @@ LOGINS = 3
 def docs_block() -> str:
     """The ``jupyterhub_config.py`` block of docs/jupyterhub.md, as written there."""
     text = DOCS.read_text(encoding="utf-8")
-    found = re.search(r"`jupyterhub_config\.py`[^\n]*\n\n```python\n(.*?)\n```", text, re.S)
+    found = re.search(r"`jupyterhub_config\.py`.*?\n\n```python\n(.*?)\n```", text, re.S)
     assert found, "docs/jupyterhub.md has no ```python block after `jupyterhub_config.py`"
     return found.group(1)
 
@@ -79,6 +80,7 @@ def hub_config(workdir: Path, *, ports: dict[str, int], redis_url: str) -> str:
         "proxy_api": f"http://{LOOPBACK}:{ports['proxy_api']}",
         "proxy_command": shutil.which("configurable-http-proxy"),
         "service_url": f"http://{LOOPBACK}:{ports['service']}",
+        "replica_url": f"http://{LOOPBACK}:{ports['replica']}",
         "redis_url": redis_url,
         "os_user": getpass.getuser(),
         "root": os.geteuid() == 0,
@@ -120,6 +122,23 @@ def hub_config(workdir: Path, *, ports: dict[str, int], redis_url: str) -> str:
         c.Spawner.environment = {"JUPYTER_CONFIG_DIR": settings["user_config"]}
         c.Spawner.start_timeout = 120
         c.Spawner.http_timeout = 120
+
+        # -- a replica, as the docs' "Replicas" says: one more entry on the same Redis, its
+        # scopes in the roles; bob's server named "replica" uses it
+        replica = {**service, "name": "iavicenne-2", "url": settings["replica_url"]}
+        c.JupyterHub.services = [*c.JupyterHub.services, replica]
+        replica_scopes = ["access:services!service=iavicenne-2", "read:services!service=iavicenne-2"]
+        for role in c.JupyterHub.load_roles:
+            if role["name"] == "user":
+                role["scopes"] = [*role["scopes"], *replica_scopes]
+        c.Spawner.server_token_scopes = [*c.Spawner.server_token_scopes, *replica_scopes]
+        c.JupyterHub.allow_named_servers = True
+
+        def on_the_replica(spawner):
+            if spawner.name == "replica":
+                spawner.args = [*spawner.args, "--IAvicenne.room_service=iavicenne-2"]
+
+        c.Spawner.pre_spawn_hook = on_the_replica
         """
     )
     return before + "\n# -- docs/jupyterhub.md, verbatim\n" + docs_block() + "\n" + after
@@ -129,7 +148,7 @@ class Hub:
     def __init__(self, workdir: Path, redis: RedisProcess) -> None:
         self.workdir = workdir
         self.redis = redis
-        self.ports = {name: free_port() for name in ("proxy", "proxy_api", "hub", "service")}
+        self.ports = {name: free_port() for name in ("proxy", "proxy_api", "hub", "service", "replica")}
         self.url = f"http://{LOOPBACK}:{self.ports['proxy']}/"
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -165,19 +184,23 @@ class Hub:
         def up() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"jupyterhub exited ({self.proc.returncode}):\n{self.log_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.url}services/{SERVICE}/iavicenne/api/config", timeout=5):
-                    return True
-            except urllib.error.HTTPError as error:
-                return error.code in (302, 403)
-            except OSError:
-                return False
+            return all(self.answers(f"services/{name}/iavicenne/api/config") for name in (SERVICE, REPLICA))
 
         try:
             wait_until(up, 90, "JupyterHub and its room service", interval=0.2)
         except TimeoutError as error:
             raise TimeoutError(f"{error}\n{self.log_text()[-4000:]}") from None
         return self
+
+    def answers(self, path: str) -> bool:
+        """Whether the proxy routes `path` to a server that answers (a 403 without a login)."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5):
+                return True
+        except urllib.error.HTTPError as error:
+            return error.code in (302, 403)
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc is None or self.proc.poll() is not None:
@@ -374,6 +397,36 @@ def test_the_demo_page_makes_a_private_room_and_invites(windows: dict[str, Windo
     expect(page.locator("#access-members li[data-username='bob']")).to_have_count(1)
     listed = windows["bob"].call("return (await c.client.listRooms()).map((r) => r.room);")
     assert "made-in-the-page" in listed, listed
+    page.close()
+
+
+def test_bobs_lab_on_the_replica_is_in_the_same_rooms(hub: Hub, windows: dict[str, Window]) -> None:
+    alice, bob = windows["alice"], windows["bob"]
+    page = bob.context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    # bob's second server, whose IAvicenne.room_service is the replica
+    page.goto(hub.url + "hub/spawn/bob/replica")
+    page.wait_for_url(re.compile(r"/user/bob/replica/lab"))
+    page.wait_for_function(PANEL_SETTLED)
+    assert page.evaluate(PANEL_ONLINE), page.evaluate("() => window.iavicenneLab.collaboration.problem")
+
+    def call(script: str, arg: Any = None) -> Any:
+        return page.evaluate(f"async (arg) => {{ const c = window.iavicenneLab.collaboration; {script} }}", arg)
+
+    # (with the server's _xsrf, as every call of the page: the Hub refuses a fetch without it)
+    config = call("return await c.client.server.request('iavicenne/api/config');")
+    assert config["service"] == REPLICA, config
+
+    call("await c.join('q4-private');")
+    alice.call("await c.send('q4-private', 'to bob on the replica');")
+    heard = (
+        "for (let i = 0; i < 200; i++) { const room = c.rooms.get('q4-private');"
+        " const hit = room && room.entries.find((e) => e.text === arg);"
+        " if (hit) return hit.userId; await new Promise((r) => setTimeout(r, 100)); } return null;"
+    )
+    assert call(heard, "to bob on the replica") == "alice"
+    call("await c.send('q4-private', 'bob, from the replica');")
+    assert alice.call(heard, "bob, from the replica") == "bob"
     page.close()
 
 

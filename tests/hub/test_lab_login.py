@@ -443,3 +443,26 @@ def test_online_again_after_each_new_login(windows: dict[str, Window]) -> None:
         f"alice: login to panel online, {LOGINS} logins: {[round(s, 2) for s in seconds]} s; median {statistics.median(seconds):.2f} s"
     )
     assert alice.refused == [], alice.refused
+    # and the demo page too, after these logins (its own way: the service's page, through the Hub's OAuth)
+    page = alice.context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(alice.hub.url + "user/alice/iavicenne/?room=lobby&name=alice")
+    page.wait_for_url(re.compile(rf"/services/{SERVICE}/iavicenne/"))
+    page.wait_for_function("() => window.iavicenneDemo && window.iavicenneDemo.room !== null")
+    page.close()
+
+
+def test_the_panel_comes_back_when_the_room_service_restarts(hub: Hub, windows: dict[str, Window]) -> None:
+    alice = windows["alice"]
+    assert hub.proc is not None
+    (service,) = [
+        proc
+        for proc in psutil.Process(hub.proc.pid).children(recursive=True)
+        if "iavicenne-room-service" in " ".join(proc.cmdline())
+        and f":{hub.ports['service']}" in " ".join(proc.environ().values())
+    ]
+    service.kill()  # the Hub starts it again; the relayed socket closes, and the client reconnects
+    alice.page.wait_for_function("() => window.iavicenneLab.collaboration.state !== 'online'")
+    alice.page.wait_for_function(PANEL_ONLINE)
+    listed = alice.call("return (await c.client.listRooms()).map((r) => r.room);")
+    assert "q4-private" in listed, listed

@@ -32,7 +32,14 @@ from jupyter_server.base.handlers import APIHandler, JupyterHandler
 from jupyter_server.base.websocket import WebSocketMixin
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
-from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler, websocket_connect
+from tornado.websocket import (
+    WebSocketClientConnection,
+    WebSocketClosedError,
+    WebSocketHandler,
+    WebSocketProtocol,
+    WebSocketProtocol13,
+    websocket_connect,
+)
 
 from ..hub import RoomServiceLocator, RoomServiceUnavailable, RoomsLocation
 from . import AUTH_RESOURCE
@@ -139,6 +146,15 @@ class ServiceSocketRelay(_Relay, WebSocketMixin, WebSocketHandler, JupyterHandle
     @property
     def max_message_size(self) -> int:  # the service's own limit is the one that speaks
         return self.max_frame_bytes
+
+    def get_websocket_protocol(self) -> WebSocketProtocol | None:
+        protocol = super().get_websocket_protocol()
+        if isinstance(protocol, WebSocketProtocol13):
+            # Jupyter's pings (WebSocketMixin.open, in milliseconds) keep the page's socket
+            # alive; tornado's own, which would read the same setting as seconds, are off
+            # (as in ProtocolSocket)
+            protocol.params.ping_interval = None
+        return protocol
 
     @ws_authenticated
     async def get(self, *args: Any, **kwargs: Any) -> None:

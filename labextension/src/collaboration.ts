@@ -174,6 +174,12 @@ export class Collaboration {
       this.module = module;
       // this window's own server: it holds the rooms, or relays them from the room service
       const server = new module.Server({ baseUrl: this.baseUrl });
+      // where the rooms are: under JupyterHub a server that cannot find its room service
+      // answers 503 with the setting to fix, which the panel then shows (a socket's refusal
+      // says nothing a page can read)
+      await server.request(`${module.REST_PATH}config`).catch((error: { code?: string }) => {
+        if (error?.code !== "http-404") throw error; // 404: a server of before the config endpoint
+      });
       const client = new module.RoomClient({ server });
       this.client = client;
       for (const kind of ["connected", "disconnected", "reconnecting", "closed"]) {

@@ -134,11 +134,13 @@ def hub_config(workdir: Path, *, ports: dict[str, int], redis_url: str) -> str:
         c.Spawner.server_token_scopes = [*c.Spawner.server_token_scopes, *replica_scopes]
         c.JupyterHub.allow_named_servers = True
 
-        def on_the_replica(spawner):
-            if spawner.name == "replica":
-                spawner.args = [*spawner.args, "--IAvicenne.room_service=iavicenne-2"]
+        def room_service_of(spawner):
+            # bob's server "replica" uses the replica; "nosuch", an admin's mistake, a service the Hub lacks
+            if spawner.name in ("replica", "nosuch"):
+                name = "iavicenne-2" if spawner.name == "replica" else "nosuch"
+                spawner.args = [*spawner.args, f"--IAvicenne.room_service={name}"]
 
-        c.Spawner.pre_spawn_hook = on_the_replica
+        c.Spawner.pre_spawn_hook = room_service_of
         """
     )
     return before + "\n# -- docs/jupyterhub.md, verbatim\n" + docs_block() + "\n" + after
@@ -427,6 +429,17 @@ def test_bobs_lab_on_the_replica_is_in_the_same_rooms(hub: Hub, windows: dict[st
     assert call(heard, "to bob on the replica") == "alice"
     call("await c.send('q4-private', 'bob, from the replica');")
     assert alice.call(heard, "bob, from the replica") == "bob"
+    page.close()
+
+
+def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:
+    page = windows["bob"].context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(hub.url + "hub/spawn/bob/nosuch")
+    page.wait_for_url(re.compile(r"/user/bob/nosuch/lab"))
+    page.wait_for_function(PANEL_SETTLED)
+    problem = page.evaluate("() => window.iavicenneLab.collaboration.problem")
+    assert "no service 'nosuch'" in problem and "c.JupyterHub.services" in problem, problem
     page.close()
 
 

@@ -45,6 +45,11 @@ from ..hub import RoomServiceLocator, RoomServiceUnavailable, RoomsLocation
 from . import AUTH_RESOURCE
 
 TIMEOUT = 20.0  # seconds for the service to answer a call or a socket's handshake
+# the largest frame relayed, either way: the service judges the page's frames by its own
+# IAvicenne.max_frame_bytes (and closes with 1009, which the relay passes on); its own
+# frames (a join's history, a page of members) may be larger than a client's, and kernels
+# take up to tornado's default, 10 MiB
+RELAY_FRAME_FLOOR = 10 * 1024 * 1024
 # close codes an endpoint may send (RFC 6455 7.4): 1005 and 1006 only report, never travel
 _SENDABLE = frozenset((1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)))
 
@@ -145,7 +150,7 @@ class ServiceSocketRelay(_Relay, WebSocketMixin, WebSocketHandler, JupyterHandle
 
     @property
     def max_message_size(self) -> int:  # the service's own limit is the one that speaks
-        return self.max_frame_bytes
+        return max(RELAY_FRAME_FLOOR, self.max_frame_bytes)
 
     def get_websocket_protocol(self) -> WebSocketProtocol | None:
         protocol = super().get_websocket_protocol()
@@ -166,7 +171,7 @@ class ServiceSocketRelay(_Relay, WebSocketMixin, WebSocketHandler, JupyterHandle
         request = HTTPRequest(url, headers=self.service_headers(), connect_timeout=TIMEOUT, request_timeout=TIMEOUT)
         # the service's socket first: a refusal there is the page's answer, as an HTTP status
         try:
-            self.upstream = await websocket_connect(request, max_message_size=self.max_frame_bytes, ping_interval=None)
+            self.upstream = await websocket_connect(request, max_message_size=self.max_message_size, ping_interval=None)
         except HTTPClientError as error:
             raise web.HTTPError(error.code, f"the room service {self.locator.service!r} refused the socket: {error}") from None
         except (OSError, asyncio.TimeoutError) as error:

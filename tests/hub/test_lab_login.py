@@ -252,6 +252,9 @@ class Window:
         self.hub = hub
         self.user = user
         self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        # Chromium offers its loopback address as an ICE candidate only to a page that may use
+        # the camera (as in tests/lab/test_lab_panel.py)
+        self.context.grant_permissions(["camera", "microphone"], origin=hub.url.rstrip("/"))
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.refused: list[str] = []
@@ -430,6 +433,28 @@ def test_bobs_lab_on_the_replica_is_in_the_same_rooms(hub: Hub, windows: dict[st
     call("await c.send('q4-private', 'bob, from the replica');")
     assert alice.call(heard, "bob, from the replica") == "bob"
     page.close()
+
+
+def test_a_file_from_alices_lab_to_bobs_over_the_relayed_signaling(hub: Hub, windows: dict[str, Window]) -> None:
+    alice, bob = windows["alice"], windows["bob"]
+    data = list(os.urandom(50_000))
+    offered = alice.call(
+        "for (let i = 0; i < 100; i++) {"
+        " try { return (await c.offerFile('q4-private', 'bob', 'from-alice.bin', new Uint8Array(arg))).id; }"
+        " catch (e) { if (!String(e.message).includes('no peer links')) throw e; }"
+        " await new Promise((r) => setTimeout(r, 100)); } return null;",
+        data,
+    )
+    assert offered
+    bob.call(
+        "for (let i = 0; i < 200 && !c.transfers.has(arg); i++) await new Promise((r) => setTimeout(r, 100));"
+        " await c.acceptFile(arg, 'from-alice.bin');",
+        offered,
+    )
+    done = "for (let i = 0; i < 600; i++) { const t = c.transfers.get(arg); if (t && ['done', 'failed'].includes(t.state)) return [t.state, t.error]; await new Promise((r) => setTimeout(r, 100)); } return null;"
+    assert bob.call(done, offered) == ["done", None]
+    assert alice.call(done, offered) == ["done", None]
+    assert (hub.workdir / "home" / "bob" / "from-alice.bin").read_bytes() == bytes(data)
 
 
 def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:

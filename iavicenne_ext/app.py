@@ -23,6 +23,7 @@ from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler
 from .handlers.rooms import RoomSocketHandler
+from .handlers.service_relay import ServiceRestRelay, ServiceSocketRelay
 from .handlers.signaling import SignalingSocketHandler
 from .hub import HUB_API_URL_VARIABLE, HUB_TOKEN_VARIABLE, ROOMS_URL_VARIABLE, Deployment, RoomServiceLocator, deployment_of
 from .ice import IceConfig
@@ -564,7 +565,16 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/static/(.+)", StaticHandler, {"path": str(STATIC_DIR)}),
             ]
         )
-        if self.locator is not None:  # rooms elsewhere: the page and the modules only
+        if self.locator is not None:  # rooms in the room service: relayed for this server's pages
+            relay: dict[str, Any] = {"locator": self.locator}
+            sockets = {**relay, "max_frame_bytes": self.max_frame_bytes}
+            self.handlers.extend(
+                [
+                    (r"/iavicenne/ws/mcp/?", ServiceSocketRelay, {**sockets, "path": p.ROOMS_PATH}),
+                    (r"/iavicenne/ws/signaling/?", ServiceSocketRelay, {**sockets, "path": p.SIGNALING_PATH}),
+                    (r"/iavicenne/api/rooms(/.*)?", ServiceRestRelay, relay),
+                ]
+            )
             return
         shared: dict[str, Any] = {"hub": self.hub, "quotas": self.quotas}
         rest: dict[str, Any] = {

@@ -4,8 +4,10 @@ Under JupyterHub a user's server and its kernels are the user's own: whatever th
 the user can read and change. So they hold no broker credential and serve no rooms; the
 rooms live in the room service, a Hub-managed service (`iavicenne_ext.service`) that is
 the only process given the Redis URL and that authenticates every connection with the Hub.
-A user server only tells its clients where that service is (`iavicenne/api/config`),
-asking the Hub's API with its own token.
+A user server tells its kernels where that service is (`iavicenne/api/config`), asking
+the Hub's API with its own token, and relays its pages' room sockets and REST calls there
+with that token (`handlers/service_relay.py`): a page cannot get a credential of the
+service's, and the server can only act as its own user.
 """
 
 from __future__ import annotations

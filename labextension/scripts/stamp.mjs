@@ -1,6 +1,8 @@
 // Records which sources the committed build was made from: the sha256 of every file the
 // build reads (src/, style/, schema/, package.json, package-lock.json, tsconfig.json,
-// webpack.config.js), written beside the build as build-inputs.json.
+// webpack.config.js, and the browser client it bundles: the modules and types of
+// ../iavicenne_ext/static/ and its package.json, less the demo page's own), written beside the build as
+// build-inputs.json.
 // tests/lab/test_labextension.py computes the same hash without Node.js and fails when the
 // sources changed since (rebuild: `npm run build` in labextension/); .ci/run, with Node.js,
 // rebuilds and compares the whole build.
@@ -17,7 +19,13 @@ function files(path) {
   return [path];
 }
 
-const paths = INPUTS.flatMap((input) => files(join(root, input)))
+// the client's modules and types (webpack.config.js: `iavicenne-client`), not the demo page's
+const CLIENT = join(root, "..", "iavicenne_ext", "static");
+const client = readdirSync(CLIENT)
+  .filter((name) => name === "package.json" || ((name.endsWith(".js") || name.endsWith(".d.ts")) && !name.startsWith("demo.")))
+  .map((name) => join(CLIENT, name));
+
+const paths = [...INPUTS.flatMap((input) => files(join(root, input))), ...client]
   .map((path) => relative(root, path).split(sep).join("/"))
   .sort();
 const hash = createHash("sha256");

@@ -4,12 +4,20 @@
  * status bar item and the commands all read and drive this one object, so it outlives
  * notebooks and kernels (it is the window's, not a cell's).
  *
- * The browser client is the one the server serves (`{baseUrl}iavicenne/static/iavicenne.js`),
- * loaded at run time, not bundled: the extension always speaks the protocol of the server
- * it runs against, and its types are the client's own (iavicenne.d.ts, `import type`).
+ * The browser client is the server's own (`iavicenne_ext/static/iavicenne.js`, one source),
+ * bundled at build time (webpack resolves `iavicenne-client` to it; its types are the
+ * client's iavicenne.d.ts), and the prebuilt extension ships in the same package as the
+ * server, so the two speak one protocol. It is not `import()`ed from the server at run
+ * time: under JupyterHub (>= 4.1) a module fetched with the login cookie needs the XSRF
+ * token in its address, and the modules the client imports would not carry it.
+ *
+ * The window speaks to its own server only (`baseUrl`), with the login the page already
+ * has. Under JupyterHub that server relays the rooms' sockets and REST calls to the room
+ * service as its user (iavicenne_ext/handlers/service_relay.py): the page needs no
+ * credential of the service's, and no page of the service's to visit first.
  */
 
-import type * as Client from "iavicenne-client";
+import * as Client from "iavicenne-client";
 import { Signal } from "@lumino/signaling";
 
 import {
@@ -27,10 +35,9 @@ import {
 
 export type ClientModule = typeof Client;
 
-/** Load the browser client from the server (a module of its own, outside webpack's bundle). */
-export async function loadClient(baseUrl: string): Promise<ClientModule> {
-  const url = `${baseUrl}iavicenne/static/iavicenne.js`;
-  return (await import(/* webpackIgnore: true */ url)) as ClientModule;
+/** The browser client (bundled: see above). */
+export async function loadClient(): Promise<ClientModule> {
+  return Client;
 }
 
 /** A line of a room's chat. */
@@ -163,11 +170,16 @@ export class Collaboration {
   /** Connect (once) and join the rooms of the settings. */
   async start(): Promise<void> {
     try {
-      const module = await loadClient(this.baseUrl);
+      const module = await loadClient();
       this.module = module;
-      // under JupyterHub the rooms are in the room service: the client asks the server where
-      const discover = (module as unknown as { discoverRooms?: () => Promise<Client.Server> }).discoverRooms;
-      const server = discover ? await discover() : new module.Server();
+      // this window's own server: it holds the rooms, or relays them from the room service
+      const server = new module.Server({ baseUrl: this.baseUrl });
+      // where the rooms are: under JupyterHub a server that cannot find its room service
+      // answers 503 with the setting to fix, which the panel then shows (a socket's refusal
+      // says nothing a page can read)
+      await server.request(`${module.REST_PATH}config`).catch((error: { code?: string }) => {
+        if (error?.code !== "http-404") throw error; // 404: a server of before the config endpoint
+      });
       const client = new module.RoomClient({ server });
       this.client = client;
       for (const kind of ["connected", "disconnected", "reconnecting", "closed"]) {

@@ -29,6 +29,8 @@ SOURCES = REPO / "labextension"
 BUILD = REPO / "iavicenne_ext" / "labextension"
 #: what the build reads, as stamp.mjs lists it
 INPUTS = ("src", "style", "schema", "package.json", "package-lock.json", "tsconfig.json", "webpack.config.js")
+#: the browser client the build bundles: its modules, types and package.json, not the demo page's own
+CLIENT = REPO / "iavicenne_ext" / "static"
 NODE_HINT = "apt-get install nodejs (node 20.19 or later: the unit tests import the compiled ES modules of lib/)"
 TSC = SOURCES / "node_modules" / "typescript" / "bin" / "tsc"
 TSC_HINT = "cd labextension && npm ci (the unit tests import lib/, which tsc builds from src/)"
@@ -41,7 +43,13 @@ def sources_hash() -> tuple[str, list[str]]:
     for name in INPUTS:
         path = SOURCES / name
         paths.extend(sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path])
-    relative = sorted(path.relative_to(SOURCES).as_posix() for path in paths)
+    relative = [path.relative_to(SOURCES).as_posix() for path in paths]
+    relative += [
+        f"../iavicenne_ext/static/{path.name}"
+        for path in CLIENT.iterdir()
+        if path.name == "package.json" or (path.name.endswith((".js", ".d.ts")) and not path.name.startswith("demo."))
+    ]
+    relative.sort()
     digest = hashlib.sha256()
     for name in relative:
         digest.update(name.encode() + b"\0")
@@ -63,12 +71,17 @@ def test_the_committed_build_is_of_the_committed_sources() -> None:
     assert (BUILD / built["jupyterlab"]["_build"]["load"]).is_file()
 
 
-def test_the_extension_loads_the_client_the_server_serves() -> None:
-    """One client: the bundle imports iavicenne.js from the server at run time, and holds no copy of it."""
+def test_the_extension_bundles_the_client_the_server_serves() -> None:
+    """One client source: the bundle holds iavicenne_ext/static's client (built from it, as
+    build-inputs.json records), and fetches no module from the server at run time (under
+    JupyterHub a module fetched with the login cookie is refused without the XSRF token)."""
     bundle = "\n".join(path.read_text() for path in (BUILD / "static").glob("*.js"))
-    assert "iavicenne/static/iavicenne.js" in bundle
-    for marker in ("class PeerNetwork", "class RoomClient", "class Reassembler"):
-        assert marker not in bundle, f"{marker} is bundled: the extension must load the served client"
+    assert "iavicenne/static/iavicenne.js" not in bundle
+    # (minified: the client's own messages, not its class names, show it is there)
+    for marker in ("refused the request (HTTP 403)", "cannot open a link to oneself", "no server address: pass url"):
+        assert marker in bundle, f"{marker!r} is not in the bundle: the client is not bundled"
+    stamp = json.loads((BUILD / "build-inputs.json").read_text())
+    assert "../iavicenne_ext/static/iavicenne.js" in stamp["files"]
 
 
 def node_20() -> str:

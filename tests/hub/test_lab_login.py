@@ -1,0 +1,506 @@
+"""First login on JupyterHub: alice and bob open JupyterLab, and iAvicenne's panel is online.
+
+A real JupyterHub (configurable-http-proxy, the DummyAuthenticator with a password,
+SimpleLocalProcessSpawner) configured with the ``jupyterhub_config.py`` block of
+docs/jupyterhub.md, read from the docs and run as it is written; the module adds only
+what a test must (ports, the users and their password, where the room service's Redis is,
+the OS user everything runs as, a Hub group, and the checkout's build of the extension
+for users' JupyterLab). The room service runs on a password-protected ``redis-server`` of
+the module's own.
+
+Two Chromium contexts log in through the Hub's form and land in JupyterLab, nothing else
+first: no service page visited, no XSRF check relaxed. Both panels go online; alice makes a
+private room and invites bob, who sees it in his listing and joins; a message each way; a
+group room; bob cannot use alice's server; after logging out and in again the panel is
+online again. Seconds from login to panel online are printed (median of 3 logins).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import textwrap
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+from servers import RedisProcess, redis_binary
+
+from iavicenne_ext.testing import FOREIGN_SERVER_VARIABLES, LOOPBACK, free_port, wait_until
+
+pytestmark = pytest.mark.timeout(600)
+
+REPO = Path(__file__).resolve().parents[2]
+DOCS = REPO / "docs" / "jupyterhub.md"
+BUILD = REPO / "iavicenne_ext" / "labextension"
+BIN = Path(sys.executable).parent
+PASSWORD = "iavicenne-lab-login"
+SERVICE = "iavicenne"
+REPLICA = "iavicenne-2"  # a second room service on the same Redis (the docs' "Replicas")
+TIMEOUT_MS = 90_000  # a first login spawns the user's server and loads JupyterLab, on a busy machine
+LOGINS = 3
+
+
+def docs_block() -> str:
+    """The ``jupyterhub_config.py`` block of docs/jupyterhub.md, as written there."""
+    text = DOCS.read_text(encoding="utf-8")
+    found = re.search(r"`jupyterhub_config\.py`.*?\n\n```python\n(.*?)\n```", text, re.S)
+    assert found, "docs/jupyterhub.md has no ```python block after `jupyterhub_config.py`"
+    return found.group(1)
+
+
+def hub_config(workdir: Path, *, ports: dict[str, int], redis_url: str) -> str:
+    """The module's jupyterhub_config.py: the docs' block, verbatim, between the tests' own settings."""
+    user_config = workdir / "user-config"
+    extensions = workdir / "lab-extensions"
+    extensions.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        (extensions / "iavicenne-lab").symlink_to(BUILD, target_is_directory=True)
+    user_config.mkdir(parents=True, exist_ok=True)
+    # users' JupyterLab takes this checkout's build of the extension (an extra path comes first)
+    (user_config / "jupyter_server_config.json").write_text(
+        json.dumps({"LabApp": {"extra_labextensions_path": [str(extensions)], "expose_app_in_browser": True}})
+    )
+    settings = {
+        "bind_url": f"http://{LOOPBACK}:{ports['proxy']}/",
+        "hub_bind_url": f"http://{LOOPBACK}:{ports['hub']}",
+        "proxy_api": f"http://{LOOPBACK}:{ports['proxy_api']}",
+        "proxy_command": shutil.which("configurable-http-proxy"),
+        "service_url": f"http://{LOOPBACK}:{ports['service']}",
+        "replica_url": f"http://{LOOPBACK}:{ports['replica']}",
+        "redis_url": redis_url,
+        "os_user": getpass.getuser(),
+        "root": os.geteuid() == 0,
+        "homes": str(workdir / "home"),
+        "user_config": str(user_config),
+        "password": PASSWORD,
+        "db": f"sqlite:///{workdir / 'jupyterhub.sqlite'}",
+    }
+    before = textwrap.dedent(
+        f"""
+        settings = {settings!r}
+        c = get_config()  # noqa: F821
+        """
+    )
+    # what a test must set, and nothing of what the docs say about iAvicenne
+    after = textwrap.dedent(
+        """
+        # -- the tests' own settings
+        (service,) = [s for s in c.JupyterHub.services if s["name"] == "iavicenne"]
+        assert set(service) >= {"url", "environment", "user"}, service
+        service["url"] = settings["service_url"]  # a free port
+        service["environment"] = {**service["environment"], "IAVICENNE_REDIS_URL": settings["redis_url"]}
+        service["user"] = settings["os_user"]  # one OS user here (see the docs' threat model)
+        if settings["root"]:  # CI runs as root
+            service["command"] = [*service["command"], "--ServerApp.allow_root=True"]
+            c.Spawner.args = ["--ServerApp.allow_root=True"]
+        c.JupyterHub.bind_url = settings["bind_url"]
+        c.JupyterHub.hub_bind_url = settings["hub_bind_url"]
+        c.JupyterHub.db_url = settings["db"]
+        c.JupyterHub.cleanup_servers = True
+        c.ConfigurableHTTPProxy.api_url = settings["proxy_api"]
+        c.ConfigurableHTTPProxy.command = [settings["proxy_command"]]
+        c.JupyterHub.authenticator_class = "dummy"
+        c.DummyAuthenticator.password = settings["password"]
+        c.Authenticator.allowed_users = {"alice", "bob"}
+        c.JupyterHub.load_groups = {"oncology": {"users": ["alice"]}}
+        c.JupyterHub.spawner_class = "simple"
+        c.SimpleLocalProcessSpawner.home_dir_template = settings["homes"] + "/{username}"
+        c.Spawner.environment = {"JUPYTER_CONFIG_DIR": settings["user_config"]}
+        c.Spawner.start_timeout = 120
+        c.Spawner.http_timeout = 120
+
+        # -- a replica, as the docs' "Replicas" says: one more entry on the same Redis, its
+        # scopes in the roles; bob's server named "replica" uses it
+        replica = {**service, "name": "iavicenne-2", "url": settings["replica_url"]}
+        c.JupyterHub.services = [*c.JupyterHub.services, replica]
+        replica_scopes = ["access:services!service=iavicenne-2", "read:services!service=iavicenne-2"]
+        for role in c.JupyterHub.load_roles:
+            if role["name"] == "user":
+                role["scopes"] = [*role["scopes"], *replica_scopes]
+        c.Spawner.server_token_scopes = [*c.Spawner.server_token_scopes, *replica_scopes]
+        c.JupyterHub.allow_named_servers = True
+
+        def room_service_of(spawner):
+            # bob's server "replica" uses the replica; "nosuch", an admin's mistake, a service the Hub lacks
+            if spawner.name in ("replica", "nosuch"):
+                name = "iavicenne-2" if spawner.name == "replica" else "nosuch"
+                spawner.args = [*spawner.args, f"--IAvicenne.room_service={name}"]
+
+        c.Spawner.pre_spawn_hook = room_service_of
+        """
+    )
+    return before + "\n# -- docs/jupyterhub.md, verbatim\n" + docs_block() + "\n" + after
+
+
+class Hub:
+    def __init__(self, workdir: Path, redis: RedisProcess) -> None:
+        self.workdir = workdir
+        self.redis = redis
+        self.ports = {name: free_port() for name in ("proxy", "proxy_api", "hub", "service", "replica")}
+        self.url = f"http://{LOOPBACK}:{self.ports['proxy']}/"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "jupyterhub.log"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self) -> Hub:
+        for user in ("alice", "bob"):
+            (self.workdir / "home" / user).mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "jupyterhub_config.py"
+        config.write_text(hub_config(self.workdir, ports=self.ports, redis_url=self.redis.url))
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in FOREIGN_SERVER_VARIABLES and not k.startswith(("IAVICENNE_", "JUPYTERHUB_"))
+        }
+        # the docs' commands as written (iavicenne-room-service, jupyterhub-singleuser): on the PATH
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [str(BIN / "jupyterhub"), "-f", str(config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=self.workdir,
+                env=env,
+            )
+
+        def up() -> bool:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"jupyterhub exited ({self.proc.returncode}):\n{self.log_text()[-4000:]}")
+            return all(self.answers(f"services/{name}/iavicenne/api/config") for name in (SERVICE, REPLICA))
+
+        try:
+            wait_until(up, 90, "JupyterHub and its room service", interval=0.2)
+        except TimeoutError as error:
+            raise TimeoutError(f"{error}\n{self.log_text()[-4000:]}") from None
+        return self
+
+    def answers(self, path: str) -> bool:
+        """Whether the proxy routes `path` to a server that answers (a 403 without a login)."""
+        try:
+            with urllib.request.urlopen(self.url + path, timeout=5):
+                return True
+        except urllib.error.HTTPError as error:
+            return error.code in (302, 403)
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        started = psutil.Process(self.proc.pid).children(recursive=True)
+        self.proc.terminate()
+        try:
+            self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        _, alive = psutil.wait_procs(started, timeout=10)
+        for proc in alive:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hub]:
+    if shutil.which("configurable-http-proxy") is None:
+        hint = "npm install -g configurable-http-proxy (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(f"configurable-http-proxy is not installed; CI must run the JupyterHub tests: {hint}", pytrace=False)
+        pytest.skip(f"configurable-http-proxy is not installed: {hint}")
+    redis_binary()
+    workdir = tmp_path_factory.mktemp("lab-login")
+    redis = RedisProcess(workdir / "redis", password=secrets.token_hex(16)).start()
+    instance = Hub(workdir, redis)
+    try:
+        yield instance.start()
+    finally:
+        instance.stop()
+        redis.stop()
+
+
+# -- browsers ----------------------------------------------------------------------------------
+
+PANEL_ONLINE = "() => window.iavicenneLab && window.iavicenneLab.collaboration.state === 'online'"
+# online, or failed for good (no point in waiting longer)
+PANEL_SETTLED = "() => window.iavicenneLab && ['online', 'failed'].includes(window.iavicenneLab.collaboration.state)"
+
+
+class Window:
+    """One person's browser context: logs in through the Hub's form, lands in JupyterLab."""
+
+    def __init__(self, browser: Any, hub: Hub, user: str) -> None:
+        self.hub = hub
+        self.user = user
+        self.context = browser.new_context(viewport={"width": 1280, "height": 800})
+        # Chromium offers its loopback address as an ICE candidate only to a page that may use
+        # the camera (as in tests/lab/test_lab_panel.py)
+        self.context.grant_permissions(["camera", "microphone"], origin=hub.url.rstrip("/"))
+        self.page = self.context.new_page()
+        self.page.set_default_timeout(TIMEOUT_MS)
+        self.refused: list[str] = []
+        self.page.on("response", self._response)
+
+    def _response(self, response: Any) -> None:
+        if response.status in (401, 403):
+            self.refused.append(f"{response.status} {response.url}")
+
+    def login(self) -> float:
+        """Log in through the form; seconds from submitting it to the panel online."""
+        page = self.page
+        page.goto(self.hub.url + "hub/login")
+        page.fill("input[name=username]", self.user)
+        page.fill("input[name=password]", PASSWORD)
+        started = time.monotonic()
+        page.click("input[type=submit], button[type=submit]")
+        # the Hub spawns the server (first login) and sends the browser on to JupyterLab
+        page.wait_for_url(re.compile(rf"/user/{self.user}/lab"), timeout=TIMEOUT_MS)
+        page.wait_for_function(PANEL_SETTLED, timeout=TIMEOUT_MS)
+        seconds = time.monotonic() - started
+        if not page.evaluate(PANEL_ONLINE):
+            problem = page.evaluate("() => window.iavicenneLab.collaboration.problem")
+            raise AssertionError(f"{self.user}'s panel is not online: {problem!r}; refused: {self.refused}")
+        return seconds
+
+    def panel_line(self) -> str:
+        self.page.evaluate("() => window.jupyterapp.commands.execute('iavicenne:open-panel')")
+        line = self.page.locator(".iav-lab-state")
+        line.wait_for(state="visible")
+        wait = "() => { const l = document.querySelector('.iav-lab-state'); return l && l.dataset.state === 'online'; }"
+        self.page.wait_for_function(wait)
+        return str(line.text_content())
+
+    def call(self, script: str, arg: Any = None) -> Any:
+        """Run `script` (an async function of the window's Collaboration, `c`, and `arg`)."""
+        return self.page.evaluate(f"async (arg) => {{ const c = window.iavicenneLab.collaboration; {script} }}", arg)
+
+    def logout(self) -> None:
+        self.page.goto(self.hub.url + "hub/logout")
+        self.page.wait_for_url(re.compile(r"/hub/(login|logout)"))
+
+    def close(self) -> None:
+        self.context.close()
+
+
+@pytest.fixture(scope="module")
+def windows(browser: Any, hub: Hub) -> Iterator[dict[str, Window]]:
+    opened = {user: Window(browser, hub, user) for user in ("alice", "bob")}
+    yield opened
+    for window in opened.values():
+        window.close()
+
+
+def test_the_module_runs_the_docs_block_and_the_readme_points_there(hub: Hub) -> None:
+    config = (hub.workdir / "jupyterhub_config.py").read_text()
+    assert docs_block() in config
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Deploy on JupyterHub") :]
+    assert "(docs/jupyterhub.md)" in section.split("\n## ", 1)[0]
+
+
+def test_both_panels_are_online_at_first_login(hub: Hub, windows: dict[str, Window]) -> None:
+    for user, window in windows.items():
+        seconds = window.login()
+        print(f"{user}: first login to panel online: {seconds:.2f} s")
+        assert window.panel_line().startswith("online"), window.panel_line()
+        # no module or call refused on the way (the Hub's XSRF check stays on)
+        assert window.refused == [], window.refused
+    for user, window in windows.items():
+        window.call("await c.join('lobby');")
+        assert window.call("return c.me;") == user
+    members = (
+        "for (let i = 0; i < 200; i++) { const m = c.rooms.get('lobby').room.members;"
+        " if (m.size === 2) return [...m.entries()].map(([id, x]) => [id, x.identity.username]).sort();"
+        " await new Promise((r) => setTimeout(r, 100)); } return null;"
+    )
+    assert windows["alice"].call(members) == [["alice", "alice"], ["bob", "bob"]]
+
+
+def test_a_private_room_an_invitation_and_a_message_each_way(windows: dict[str, Window]) -> None:
+    alice, bob = windows["alice"], windows["bob"]
+    alice.call("await c.client.createRoom('q4-private', { access: 'private' }); await c.join('q4-private');")
+    # a listing works, and does not show bob a room he was not invited to
+    listed = bob.call("return (await c.client.listRooms()).map((r) => r.room);")
+    assert "q4-private" not in listed, listed
+    refused = bob.call("try { await c.join('q4-private'); return 'joined'; } catch (e) { return String(e.code || e); }")
+    assert refused == "forbidden", refused
+    alice.call("await c.client.invite('q4-private', 'bob');")
+    listed = bob.call("return (await c.client.listRooms()).map((r) => r.room);")
+    assert "q4-private" in listed, listed
+    bob.call("await c.join('q4-private');")
+    alice.call("await c.send('q4-private', 'hello bob, from alice');")
+    bob.call("await c.send('q4-private', 'hello alice, from bob');")
+    heard = (
+        "const want = arg; for (let i = 0; i < 200; i++) {"
+        " const room = c.rooms.get('q4-private');"
+        " const hit = room && room.entries.find((e) => e.text === want);"
+        " if (hit) return hit.userId; await new Promise((r) => setTimeout(r, 100)); } return null;"
+    )
+    assert bob.call(heard, "hello bob, from alice") == "alice"
+    assert alice.call(heard, "hello alice, from bob") == "bob"
+    members = alice.call("return [...c.rooms.get('q4-private').room.members.keys()].sort();")
+    assert members == ["alice", "bob"], members
+
+
+def test_a_group_room_follows_the_hubs_groups(windows: dict[str, Window]) -> None:
+    alice, bob = windows["alice"], windows["bob"]
+    alice.call("await c.client.createRoom('tumour-board', { access: 'group', group: 'oncology' }); await c.join('tumour-board');")
+    joined = bob.call("try { await c.join('tumour-board'); return 'joined'; } catch (e) { return String(e.code || e); }")
+    assert joined == "forbidden", joined
+
+
+def test_bob_cannot_use_alices_server_or_take_her_name(hub: Hub, windows: dict[str, Window]) -> None:
+    bob = windows["bob"]
+    # alice's server relays for alice only: bob's page, logged in to the Hub, is refused there
+    status = bob.page.evaluate(
+        "async (url) => (await fetch(url + 'iavicenne/api/rooms', { credentials: 'same-origin' })).status",
+        "/user/alice/",
+    )
+    assert status == 403, status
+    # through his own server he is bob, whatever user_id he asks for
+    answer = bob.call(
+        "const client = new c.module.RoomClient({ server: c.client.server, userId: 'alice' });"
+        " try { await client.open(); await client.join('lobby'); return 'joined'; }"
+        " catch (e) { return String(e.code || e.message || e); } finally { client.close(); }"
+    )
+    assert answer == "name-not-yours", answer
+
+
+def test_the_demo_page_makes_a_private_room_and_invites(windows: dict[str, Window]) -> None:
+    from playwright.sync_api import expect
+
+    alice = windows["alice"]
+    page = alice.context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(alice.hub.url + "user/alice/iavicenne/")
+    page.wait_for_url(re.compile(rf"/services/{SERVICE}/iavicenne/"))
+    page.fill("#room", "made-in-the-page")
+    page.check("#private")
+    page.click("#join")
+    expect(page.locator("#access")).to_have_text("private room of alice: only its members see it")
+    page.fill("#invitee", "bob")
+    page.click("#invite")
+    expect(page.locator("#access-members li[data-username='bob']")).to_have_count(1)
+    listed = windows["bob"].call("return (await c.client.listRooms()).map((r) => r.room);")
+    assert "made-in-the-page" in listed, listed
+    page.close()
+
+
+def test_bobs_lab_on_the_replica_is_in_the_same_rooms(hub: Hub, windows: dict[str, Window]) -> None:
+    alice, bob = windows["alice"], windows["bob"]
+    page = bob.context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    # bob's second server, whose IAvicenne.room_service is the replica
+    page.goto(hub.url + "hub/spawn/bob/replica")
+    page.wait_for_url(re.compile(r"/user/bob/replica/lab"))
+    page.wait_for_function(PANEL_SETTLED)
+    assert page.evaluate(PANEL_ONLINE), page.evaluate("() => window.iavicenneLab.collaboration.problem")
+
+    def call(script: str, arg: Any = None) -> Any:
+        return page.evaluate(f"async (arg) => {{ const c = window.iavicenneLab.collaboration; {script} }}", arg)
+
+    # (with the server's _xsrf, as every call of the page: the Hub refuses a fetch without it)
+    config = call("return await c.client.server.request('iavicenne/api/config');")
+    assert config["service"] == REPLICA, config
+
+    call("await c.join('q4-private');")
+    alice.call("await c.send('q4-private', 'to bob on the replica');")
+    heard = (
+        "for (let i = 0; i < 200; i++) { const room = c.rooms.get('q4-private');"
+        " const hit = room && room.entries.find((e) => e.text === arg);"
+        " if (hit) return hit.userId; await new Promise((r) => setTimeout(r, 100)); } return null;"
+    )
+    assert call(heard, "to bob on the replica") == "alice"
+    call("await c.send('q4-private', 'bob, from the replica');")
+    assert alice.call(heard, "bob, from the replica") == "bob"
+    page.close()
+
+
+def test_a_file_from_alices_lab_to_bobs_over_the_relayed_signaling(hub: Hub, windows: dict[str, Window]) -> None:
+    alice, bob = windows["alice"], windows["bob"]
+    data = list(os.urandom(50_000))
+    offered = alice.call(
+        "for (let i = 0; i < 100; i++) {"
+        " try { return (await c.offerFile('q4-private', 'bob', 'from-alice.bin', new Uint8Array(arg))).id; }"
+        " catch (e) { if (!String(e.message).includes('no peer links')) throw e; }"
+        " await new Promise((r) => setTimeout(r, 100)); } return null;",
+        data,
+    )
+    assert offered
+    bob.call(
+        "for (let i = 0; i < 200 && !c.transfers.has(arg); i++) await new Promise((r) => setTimeout(r, 100));"
+        " await c.acceptFile(arg, 'from-alice.bin');",
+        offered,
+    )
+    done = "for (let i = 0; i < 600; i++) { const t = c.transfers.get(arg); if (t && ['done', 'failed'].includes(t.state)) return [t.state, t.error]; await new Promise((r) => setTimeout(r, 100)); } return null;"
+    assert bob.call(done, offered) == ["done", None]
+    assert alice.call(done, offered) == ["done", None]
+    assert (hub.workdir / "home" / "bob" / "from-alice.bin").read_bytes() == bytes(data)
+
+
+def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:
+    page = windows["bob"].context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(hub.url + "hub/spawn/bob/nosuch")
+    page.wait_for_url(re.compile(r"/user/bob/nosuch/lab"))
+    page.wait_for_function(PANEL_SETTLED)
+    problem = page.evaluate("() => window.iavicenneLab.collaboration.problem")
+    assert "no service 'nosuch'" in problem and "c.JupyterHub.services" in problem, problem
+    page.close()
+
+
+def test_online_again_after_each_new_login(windows: dict[str, Window]) -> None:
+    alice = windows["alice"]
+    seconds = []
+    for _ in range(LOGINS):
+        alice.logout()
+        alice.refused.clear()
+        seconds.append(alice.login())
+        listed = alice.call("return (await c.client.listRooms()).map((r) => r.room);")
+        assert "q4-private" in listed, listed
+    print(
+        f"alice: login to panel online, {LOGINS} logins: {[round(s, 2) for s in seconds]} s; median {statistics.median(seconds):.2f} s"
+    )
+    assert alice.refused == [], alice.refused
+    # and the demo page too, after these logins (its own way: the service's page, through the Hub's OAuth)
+    page = alice.context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(alice.hub.url + "user/alice/iavicenne/?room=lobby&name=alice")
+    page.wait_for_url(re.compile(rf"/services/{SERVICE}/iavicenne/"))
+    page.wait_for_function("() => window.iavicenneDemo && window.iavicenneDemo.room !== null")
+    page.close()
+
+
+def test_the_panel_comes_back_when_the_room_service_restarts(hub: Hub, windows: dict[str, Window]) -> None:
+    alice = windows["alice"]
+    assert hub.proc is not None
+    (service,) = [
+        proc
+        for proc in psutil.Process(hub.proc.pid).children(recursive=True)
+        if "iavicenne-room-service" in " ".join(proc.cmdline())
+        and f":{hub.ports['service']}" in " ".join(proc.environ().values())
+    ]
+    service.kill()  # the Hub starts it again; the relayed socket closes, and the client reconnects
+    alice.page.wait_for_function("() => window.iavicenneLab.collaboration.state !== 'online'")
+    alice.page.wait_for_function(PANEL_ONLINE)
+    listed = alice.call("return (await c.client.listRooms()).map((r) => r.room);")
+    assert "q4-private" in listed, listed

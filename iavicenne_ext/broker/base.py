@@ -175,10 +175,27 @@ UNBOUNDED = sys.maxsize
 class SharedLog:
     """A room's shared document as the broker keeps it: Yjs updates, oldest first.
 
-    Applying them in any order (more than once, too) gives the document; `size` is their
-    bytes, `generation` changes at each compaction (the first updates replaced by one).
+    Applying them in any order (more than once, too) gives the document. `size` is the
+    bytes of the whole log, `seq` the number of updates appended in this `life` of the
+    document (a life begins when the document is created, again after it was forgotten).
+    `whole`: `updates` is the whole log; else only the updates appended after the `since`
+    asked for (`SharedStore.shared_load`), the last of them being number `seq`.
     """
 
     updates: list[bytes]
     size: int
-    generation: int
+    seq: int = 0
+    life: str = ""
+    whole: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SharedAppended:
+    """What `SharedStore.shared_append` did: the update is number `seq` of the document's
+    `life`, and the log holds `count` updates; or nothing was appended, and `refused` is the
+    option whose bound refused it (``max_shared_bytes``, ``max_shared_bytes_total``)."""
+
+    seq: int
+    life: str
+    count: int
+    refused: str | None = None

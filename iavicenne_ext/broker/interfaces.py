@@ -31,6 +31,7 @@ from .base import (
     MembersPage,
     PresenceEntry,
     Published,
+    SharedAppended,
     SharedLog,
     fold_members,
     page_of,
@@ -194,22 +195,31 @@ class NameRegistry(ABC):
 
 
 class SharedStore(ABC):
-    """Each room's shared document (iavicenne_ext/shared_state.py), as a log of Yjs updates."""
+    """Each room's shared document (iavicenne_ext/shared_state.py), as a log of Yjs updates.
+
+    A document lives and dies with its room: it is forgotten when the room is (history_ttl
+    after its last member left), when its access record is deleted, and when a private or
+    group room of that name is created. All documents together hold at most
+    `shared_bytes_total` bytes (per server or per deployment: the backend's scope), and a
+    forgotten document gives its bytes back.
+    """
 
     @abstractmethod
-    async def shared_load(self, room: str) -> SharedLog:
-        """The room's updates (none for a room without a document)."""
+    async def shared_load(self, room: str, *, life: str = "", since: int = 0) -> SharedLog:
+        """The room's updates (none for a room without a document): those appended after
+        update number `since` of life `life` when the log still holds each of them as it was
+        appended, else the whole log (`SharedLog.whole`)."""
 
     @abstractmethod
-    async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
-        """Append `update`, atomically refused when the log would pass `max_bytes`: the
-        number of updates then kept, or None (nothing appended). The document is kept `ttl`
-        seconds after its last change."""
+    async def shared_append(self, room: str, update: bytes, *, max_bytes: int) -> SharedAppended:
+        """Append `update`, atomically refused when the room's log would pass `max_bytes` or
+        all documents `shared_bytes_total` (nothing appended then)."""
 
     @abstractmethod
-    async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
-        """Replace the first `count` updates with `merged` (their sum), unless another
-        compaction came first (the generation moved): False then, nothing changed."""
+    async def shared_compact(self, room: str, life: str, seq: int, merged: bytes) -> bool:
+        """Replace updates 1 to `seq` of life `life` with `merged` (their sum); False when
+        the log no longer holds them one by one (another compaction came first, or another
+        life began): nothing changed then."""
 
     @abstractmethod
     async def shared_delete(self, room: str) -> None:
@@ -223,7 +233,8 @@ class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedSt
     most `history_size` messages and `history_bytes_per_room` bytes, all rooms' together
     at most `history_bytes_total` bytes (per server or per deployment: the backend's
     scope); `history` replays at most `max_replay_bytes`; each identity has at most
-    `max_dedup_per_identity` dedup records, and its oldest go first, never another's.
+    `max_dedup_per_identity` dedup records, and its oldest go first, never another's; the
+    rooms' shared documents hold at most `shared_bytes_total` bytes together.
     """
 
     def __init__(
@@ -236,6 +247,7 @@ class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedSt
         history_bytes_total: int = UNBOUNDED,
         max_replay_bytes: int = UNBOUNDED,
         max_dedup_per_identity: int = UNBOUNDED,
+        shared_bytes_total: int = UNBOUNDED,
     ) -> None:
         self.history_size = history_size
         self.history_ttl = history_ttl
@@ -244,6 +256,7 @@ class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedSt
         self.history_bytes_total = history_bytes_total
         self.max_replay_bytes = max_replay_bytes
         self.max_dedup_per_identity = max_dedup_per_identity
+        self.shared_bytes_total = shared_bytes_total
 
     async def start(self) -> None:
         """Connect; called once the event loop runs."""

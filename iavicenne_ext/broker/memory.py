@@ -13,7 +13,9 @@ Everything it keeps is bounded, and no operation looks at every room:
   whichever room they are in;
 - a room nobody is in is forgotten `history_ttl` seconds after its last member left: a
   heap ordered by that deadline, looked at from its top on each join;
-- dedup records: `max_dedup_per_identity` per owner, each owner's oldest first.
+- dedup records: `max_dedup_per_identity` per owner, each owner's oldest first;
+- shared documents: `shared_bytes_total` bytes together (memory_shared.py), each
+  forgotten with its room.
 """
 
 from __future__ import annotations
@@ -41,11 +43,13 @@ from .base import (
     MembersPage,
     PresenceEntry,
     Published,
+    SharedAppended,
     SharedLog,
     fold_members,
 )
 from .events import Emitted, Publication
 from .interfaces import Broker
+from .memory_shared import SharedLogs
 
 # What keeping costs beside the frame's own bytes, counted against history_bytes_total so
 # that many tiny messages or many empty rooms cannot hold more memory than the budget says
@@ -95,6 +99,7 @@ class MemoryBroker(Broker):
         history_bytes_total: int = UNBOUNDED,
         max_replay_bytes: int = UNBOUNDED,
         max_dedup_per_identity: int = UNBOUNDED,
+        shared_bytes_total: int = UNBOUNDED,
     ) -> None:
         super().__init__(
             history_size=history_size,
@@ -104,6 +109,7 @@ class MemoryBroker(Broker):
             history_bytes_total=history_bytes_total,
             max_replay_bytes=max_replay_bytes,
             max_dedup_per_identity=max_dedup_per_identity,
+            shared_bytes_total=shared_bytes_total,
         )
         self._rooms: dict[str, _RoomState] = {}
         self.held = 0  # bytes counted against history_bytes_total
@@ -122,8 +128,8 @@ class MemoryBroker(Broker):
         self._access: dict[str, RoomAccess] = {}
         self._owned: dict[str, set[str]] = {}
         self._identities: dict[str, str] = {}
-        # shared state: room -> its document's log, and when it expires (monotonic)
-        self._shared: dict[str, tuple[SharedLog, float]] = {}
+        # shared state: each room's document log, forgotten with the room
+        self._shared = SharedLogs(shared_bytes_total)
 
     @property
     def server_id(self) -> str:
@@ -141,6 +147,7 @@ class MemoryBroker(Broker):
 
     def _drop(self, state: _RoomState) -> None:
         del self._rooms[state.name]
+        self._shared.forget(state.name)  # its shared document lives and dies with it
         self.held -= ROOM_OVERHEAD + state.held
         state.history.clear()
         state.held = 0
@@ -436,6 +443,7 @@ class MemoryBroker(Broker):
             return CreateOutcome.BUDGET
         owned.add(access.room)
         self._access[access.room] = access
+        self._shared.forget(access.room)  # a private or group room starts with no document
         return CreateOutcome.CREATED
 
     def _private(self, room: str) -> RoomAccess | None:
@@ -482,39 +490,22 @@ class MemoryBroker(Broker):
     async def identity_named(self, name_skeleton: str) -> str | None:
         return self._identities.get(name_skeleton)
 
-    # -- shared documents (SharedStore), in this process ------------------------------------
-    def _shared_log(self, room: str) -> SharedLog | None:
-        kept = self._shared.get(room)
-        if kept is None:
-            return None
-        if kept[1] <= time.monotonic():
-            del self._shared[room]
-            return None
-        return kept[0]
+    # -- shared documents (SharedStore), in this process: memory_shared.py ---------------
+    async def shared_load(self, room: str, *, life: str = "", since: int = 0) -> SharedLog:
+        self._expire(time.monotonic())
+        return self._shared.load(room, life, since)
 
-    async def shared_load(self, room: str) -> SharedLog:
-        log = self._shared_log(room)
-        return SharedLog([], 0, 0) if log is None else SharedLog(list(log.updates), log.size, log.generation)
+    async def shared_append(self, room: str, update: bytes, *, max_bytes: int) -> SharedAppended:
+        self._expire(time.monotonic())
+        appended = self._shared.append(room, update, max_bytes)
+        state = self._room(room)  # the document lives with its room, forgotten with it
+        if not state.entries and not state.expiring:  # written by a member who just left
+            state.emptied_at = state.emptied_at or time.monotonic()
+            self._schedule_expiry(state)
+        return appended
 
-    async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
-        log = self._shared_log(room) or SharedLog([], 0, 0)
-        if log.size + len(update) > max_bytes:
-            return None
-        log.updates.append(update)
-        log.size += len(update)
-        self._shared[room] = (log, time.monotonic() + ttl)
-        return len(log.updates)
-
-    async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
-        log = self._shared_log(room)
-        if log is None or log.generation != generation:
-            return False
-        removed = log.updates[:count]
-        log.updates[:count] = [merged]
-        log.size += len(merged) - sum(len(u) for u in removed)
-        log.generation += 1
-        self._shared[room] = (log, time.monotonic() + ttl)
-        return True
+    async def shared_compact(self, room: str, life: str, seq: int, merged: bytes) -> bool:
+        return self._shared.compact(room, life, seq, merged)
 
     async def shared_delete(self, room: str) -> None:
-        self._shared.pop(room, None)
+        self._shared.forget(room)

@@ -14,7 +14,7 @@ import iavicenne_protocol as p
 from iavicenne_protocol import SyncMessage, decode_sync
 
 from ..rooms import RoomHub
-from ..shared_state import SharedDocs, check_update
+from ..shared_state import SharedDocs
 from .budgets import Limits, Quotas
 from .protocol_socket import ProtocolSocket
 
@@ -199,7 +199,8 @@ class RoomSocketHandler(ProtocolSocket):
 
         Only members read or write (`_room_of`: the connection joined, so `may_enter` let it
         in, and an eviction takes it out). Every member may write: access records have no
-        read-only role (docs/protocol.md, "Shared state").
+        read-only role (docs/protocol.md, "Shared state"). The time each frame costs is
+        charged to the identity's share (``shared_cpu_per_second``, shared_pacing.py).
         """
         room = self._room_of(request)
         docs = self.shared_docs
@@ -208,13 +209,12 @@ class RoomSocketHandler(ProtocolSocket):
         try:
             message = decode_sync(request.payload.get("sync"), max_bytes=docs.max_update_bytes)
             if message.step == p.SyncStep.STEP1:
-                missing, state = await docs.missing(room, message.payload)
-                answer = SyncMessage(p.SyncStep.STEP2, missing).b64()
+                answer, state = await docs.missing(room, message.payload, self.who.username)
                 self.reply(p.SHARED, request.ref, room=room, sync=answer, max_bytes=docs.max_bytes, writable=True)
                 # so the client sends what the server lacks: its edits made while disconnected
-                self.reply(p.SHARED, room=room, sync=SyncMessage(p.SyncStep.STEP1, state).b64())
+                self.reply(p.SHARED, room=room, sync=state)
                 return
-            kept = await docs.apply(room, check_update(message.payload, docs.max_depth))
+            kept = await docs.apply(room, message.payload, self.who.username)
         except p.ProtocolError as error:
             error.fields.setdefault("room", room)  # the client tells which document refused
             raise
@@ -225,6 +225,13 @@ class RoomSocketHandler(ProtocolSocket):
         self._ack(request, room)
 
     # -- helpers --------------------------------------------------------------------
+    def exit(self, room: str) -> None:
+        """`room` is left: once no connection of this server is in it, its document is no
+        longer kept decoded here (shared_state.py; built again from the log when needed)."""
+        super().exit(room)
+        if self.shared_docs is not None and room not in self.hub.local:
+            self.shared_docs.release(room)
+
     async def _leave_all(self, *, closing: bool) -> None:
         rooms, self.rooms = self.rooms, set()
         for room in sorted(rooms):

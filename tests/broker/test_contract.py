@@ -329,15 +329,83 @@ async def test_a_names_skeleton_belongs_to_the_first_identity_seen_with_it(backe
 async def test_a_shared_log_grows_within_its_budget_and_compacts_once(backend: Backend) -> None:
     async with backend() as (broker, _):
         assert (await broker.shared_load("d")).updates == []
-        assert await broker.shared_append("d", b"one", max_bytes=8, ttl=60) == 1
-        assert await broker.shared_append("d", b"two", max_bytes=8, ttl=60) == 2
-        assert await broker.shared_append("d", b"three", max_bytes=8, ttl=60) is None
+        one = await broker.shared_append("d", b"one", max_bytes=8)
+        two = await broker.shared_append("d", b"two", max_bytes=8)
+        assert (one.seq, one.count, two.seq, two.count, two.life) == (1, 1, 2, 2, one.life) and one.life
+        assert (await broker.shared_append("d", b"three", max_bytes=8)).refused == "max_shared_bytes"
         log = await broker.shared_load("d")
-        assert (log.updates, log.size) == ([b"one", b"two"], 6)
-        assert await broker.shared_compact("d", log.generation, 2, b"12", ttl=60)
-        assert not await broker.shared_compact("d", log.generation, 1, b"stale", ttl=60)
+        assert (log.updates, log.size, log.seq, log.whole) == ([b"one", b"two"], 6, 2, True)
+        assert await broker.shared_compact("d", log.life, 2, b"12")
+        assert not await broker.shared_compact("d", log.life, 1, b"stale")  # already merged beyond it
+        assert not await broker.shared_compact("d", "another life", 2, b"stale")
         compacted = await broker.shared_load("d")
-        assert (compacted.updates, compacted.size) == ([b"12"], 2) and compacted.generation != log.generation
-        assert await broker.shared_append("d", b"three", max_bytes=8, ttl=60) == 2
+        assert (compacted.updates, compacted.size, compacted.seq) == ([b"12"], 2, 2)
+        three = await broker.shared_append("d", b"three", max_bytes=8)
+        assert (three.seq, three.count) == (3, 2)
         await broker.shared_delete("d")
         assert (await broker.shared_load("d")).updates == []
+
+
+async def test_a_shared_log_answers_what_was_appended_since_an_update(backend: Backend) -> None:
+    """What a server keeping the document needs: the updates after the last it applied, not the whole log."""
+    async with backend() as (broker, _):
+        for update in (b"a", b"b", b"c"):
+            await broker.shared_append("d", update, max_bytes=100)
+        life = (await broker.shared_load("d")).life
+        tail = await broker.shared_load("d", life=life, since=1)
+        assert (tail.updates, tail.seq, tail.whole, tail.size) == ([b"b", b"c"], 3, False, 3)
+        assert (await broker.shared_load("d", life=life, since=3)).updates == []
+        assert await broker.shared_compact("d", life, 2, b"ab")
+        await broker.shared_append("d", b"d", max_bytes=100)
+        assert (await broker.shared_load("d", life=life, since=2)).updates == [b"c", b"d"]
+        # behind the compaction, or from another life of the document: the whole log
+        behind = await broker.shared_load("d", life=life, since=1)
+        assert (behind.updates, behind.whole) == ([b"ab", b"c", b"d"], True)
+        assert (await broker.shared_load("d", life="gone", since=3)).whole
+        # a document made anew is another life, whatever its count
+        await broker.shared_delete("d")
+        for update in (b"x", b"y", b"z", b"w", b"v"):
+            again = await broker.shared_append("d", update, max_bytes=100)
+        assert again.life != life
+        assert (await broker.shared_load("d", life=life, since=3)).updates == [b"x", b"y", b"z", b"w", b"v"]
+
+
+async def test_shared_documents_of_all_rooms_stay_within_their_total(backend: Backend) -> None:
+    """mallory fills documents under new names; beyond the total she is refused and bob's document is intact."""
+    async with backend(shared_bytes_total=20) as (broker, _):
+        assert (await broker.shared_append("bob", b"bob's notes", max_bytes=100)).seq == 1
+        assert (await broker.shared_append("m1", b"12345", max_bytes=100)).seq == 1
+        refused = await broker.shared_append("m2", b"123456", max_bytes=100)
+        assert (refused.seq, refused.refused) == (0, "max_shared_bytes_total")
+        assert (await broker.shared_load("m2")).updates == []
+        assert (await broker.shared_load("bob")).updates == [b"bob's notes"]
+        # a deleted document gives its bytes back; a compaction counts what it changed
+        await broker.shared_delete("m1")
+        assert (await broker.shared_append("m2", b"123456", max_bytes=100)).seq == 1
+        life = (await broker.shared_load("bob")).life
+        assert await broker.shared_compact("bob", life, 1, b"bob")
+        assert (await broker.shared_append("m3", b"1234567", max_bytes=100)).seq == 1
+        assert (await broker.shared_append("m4", b"12345", max_bytes=100)).refused == "max_shared_bytes_total"
+
+
+async def test_a_shared_document_expires_with_its_room(backend: Backend) -> None:
+    async with backend(history_ttl=0.3) as (broker, _):
+        await broker.join("p", entry("c1", "mallory", "mallory"))
+        await broker.shared_append("p", b"mallory was here", max_bytes=100)
+        await asyncio.sleep(0.5)
+        assert (await broker.shared_load("p")).updates == [b"mallory was here"]  # kept while she is in
+        await broker.leave("p", "c1", "mallory")
+        await asyncio.sleep(0.6)
+        assert (await broker.shared_load("p")).updates == []
+        # a document written in a room nobody is in lives as long as such a room
+        await broker.shared_append("q", b"left behind", max_bytes=100)
+        await asyncio.sleep(0.6)
+        assert (await broker.shared_load("q")).updates == []
+
+
+async def test_a_private_room_never_inherits_a_public_document(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.shared_append("p", b"mallory's", max_bytes=100)
+        outcome = await broker.create_access(private("p", "alice"), max_per_owner=2)
+        # refused while the public room lives on; created, it starts with no document
+        assert outcome is CreateOutcome.EXISTS or (await broker.shared_load("p")).updates == []

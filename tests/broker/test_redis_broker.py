@@ -643,3 +643,53 @@ def test_the_pubsub_parser_takes_messages_however_the_bytes_are_cut() -> None:
         PushParser().feed(b"-NOPERM no permissions\r\n")
     with pytest.raises(ProtocolMismatch):
         PushParser().feed(b"%1\r\n+a\r\n+b\r\n")  # a map: never sent to a subscribed connection
+
+
+def shared_stored(url: str, prefix: str) -> tuple[int, int]:
+    """The bytes of every room's shared document in Redis, and shared-total (what the brokers count)."""
+    client = redis.Redis.from_url(url)
+    try:
+        actual = 0
+        for key in client.scan_iter(match=f"{prefix}:{{*}}:shared-meta:*"):
+            actual += int(client.hget(key, "bytes") or 0)
+        return actual, int(client.get(Keys(prefix).shared_total) or 0)
+    finally:
+        client.close()
+
+
+async def test_shared_documents_fill_the_deployments_total_from_two_servers_and_expiry_gives_it_back(
+    shared: tuple[str, str],
+) -> None:
+    """mallory fills documents from two servers and leaves them; the deployment's total
+    holds, alice's document is untouched, and once the rooms expire their bytes come back."""
+    url, prefix = shared
+    async with brokers_on(url, prefix, shared_bytes_total=10_000, history_ttl=1.0) as start:
+        one, _ = await start()
+        two, _ = await start()
+        await one.join("notes", entry(f"{one.server_id}:1", "alice", username="alice"))
+        assert (await one.shared_append("notes", b"a" * 2_000, max_bytes=5_000)).seq == 1
+        refused = None
+        for n in range(10):
+            broker = (one, two)[n % 2]
+            conn = f"{broker.server_id}:m{n}"
+            await broker.join(f"fill-{n}", entry(conn, "mallory", username="mallory"))
+            appended = await broker.shared_append(f"fill-{n}", b"m" * 3_000, max_bytes=5_000)
+            await broker.leave(f"fill-{n}", conn, "mallory")
+            if appended.refused is not None:
+                refused = (n, appended.refused)
+                break
+        assert refused == (2, "max_shared_bytes_total"), refused
+        actual, total = shared_stored(url, prefix)
+        assert actual == total == 8_000
+        assert (await two.shared_load("notes")).updates == [b"a" * 2_000]
+        # the rooms expire (history_ttl) with their documents; the sweepers' audit gives their bytes back
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 15
+        while (await two.shared_append("later", b"l" * 3_000, max_bytes=5_000)).refused is not None:
+            assert loop.time() < deadline, f"the expired documents never left the total: {shared_stored(url, prefix)}"
+            await asyncio.sleep(0.2)
+        assert (await one.shared_load("notes")).updates == [b"a" * 2_000]  # alice is still in her room
+        # once every room nobody is in has expired and been audited, the total is what is kept
+        while shared_stored(url, prefix) != (2_000, 2_000):
+            assert loop.time() < deadline + 10, f"the total never came right: {shared_stored(url, prefix)}"
+            await asyncio.sleep(0.2)

@@ -9,7 +9,9 @@ Budgets (issue 10), all enforced inside the scripts: a room's history is trimmed
 ``history_bytes_per_room``; beyond ``history_bytes_total`` over the deployment, the room
 being written drops its own oldest frames, and when it has too few a message is refused
 (``limit-exceeded``); a replay sends at most ``max_replay_bytes`` (the newest, with
-``recovered=false``); each identity keeps at most ``max_dedup_per_identity`` dedup keys.
+``recovered=false``); each identity keeps at most ``max_dedup_per_identity`` dedup keys;
+shared documents hold at most ``shared_bytes_total`` bytes over the deployment (an update
+beyond it is refused), each expiring with its room's history.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from ..base import (
     MembersPage,
     PresenceEntry,
     Published,
+    SharedAppended,
     SharedLog,
     fold_members,
 )
@@ -79,6 +82,7 @@ class RedisBroker(Broker):
         history_bytes_total: int = 64 * MiB,
         max_replay_bytes: int = 4 * MiB,
         max_dedup_per_identity: int = 10_000,
+        shared_bytes_total: int = 256 * MiB,
         log: logging.Logger | None = None,
     ) -> None:
         super().__init__(
@@ -89,6 +93,7 @@ class RedisBroker(Broker):
             history_bytes_total=history_bytes_total,
             max_replay_bytes=max_replay_bytes,
             max_dedup_per_identity=max_dedup_per_identity,
+            shared_bytes_total=shared_bytes_total,
         )
         if presence_timeout <= presence_refresh:
             raise ValueError(
@@ -471,6 +476,7 @@ class RedisBroker(Broker):
             if holder[0].decode() != owner:  # the record there is not this owner's own
                 await self._release_access(owner, room, has_record=bool(holder[0]))
             return CreateOutcome.EXISTS
+        await self._add_to_shared(int(holder[0]))  # a forgotten public document deleted with it
         return CreateOutcome.CREATED
 
     async def _release_access(self, owner: str, room: str, *, has_record: bool) -> None:
@@ -505,18 +511,59 @@ class RedisBroker(Broker):
         return holder.decode() if holder is not None else None
 
     # -- shared documents (SharedStore), in Redis for every server ---------------------------
-    # keys {prefix}:shared:R (list of updates) and {prefix}:shared-meta:R (hash bytes, gen)
-    async def shared_load(self, room: str) -> SharedLog:
-        generation, size, *updates = await self._link.run("shared_load", self._keys.tagged(room), room)
-        return SharedLog(list(updates), int(size), int(generation))
+    # keys T:shared:R (list of updates), T:shared-meta:R, T:shared-bytes; shared-total (keys.py)
+    async def shared_load(self, room: str, *, life: str = "", since: int = 0) -> SharedLog:
+        raw = await self._link.run("shared_load", self._keys.tagged(room), room, life, since)
+        kept, seq, size, whole, *updates = raw
+        return SharedLog(list(updates), int(size), int(seq), kept.decode(), whole == 1)
 
-    async def shared_append(self, room: str, update: bytes, *, max_bytes: int, ttl: float) -> int | None:
-        count = int(await self._link.run("shared_append", self._keys.tagged(room), room, update, max_bytes, int(ttl * 1000)))
-        return None if count < 0 else count
+    async def shared_append(self, room: str, update: bytes, *, max_bytes: int) -> SharedAppended:
+        # as for histories (`publish`): the deployment's total lives in another slot than
+        # the room's; the update's size is reserved there first, given back if refused
+        total = int(await self._link.command("INCRBY", self._keys.shared_total, len(update)))
+        if total > self.shared_bytes_total:
+            await asyncio.shield(self._add_to_shared(-len(update)))
+            return SharedAppended(0, "", 0, "max_shared_bytes_total")
+        try:
+            seq, *rest = await self._link.run(
+                "shared_append",
+                self._keys.tagged(room),
+                room,
+                update,
+                max_bytes,
+                "r" + secrets.token_hex(6),
+                self._history_ttl_ms,
+            )
+        except BaseException:
+            await asyncio.shield(self._add_to_shared(-len(update)))
+            raise
+        if int(seq) < 0:
+            await self._add_to_shared(-len(update))
+            return SharedAppended(0, "", 0, "max_shared_bytes")
+        life, count, created, delta = rest
+        if int(delta):  # a document that expired unaudited: its bytes leave the total now
+            self._later(self._add_to_shared(int(delta)))
+        if int(created):  # its bytes are counted now: audits will check them
+            self._later(self._list_shared(room))
+        return SharedAppended(int(seq), life.decode(), int(count))
 
-    async def shared_compact(self, room: str, generation: int, count: int, merged: bytes, *, ttl: float) -> bool:
-        tagged = self._keys.tagged(room)
-        return bool(await self._link.run("shared_compact", tagged, room, generation, count, merged, int(ttl * 1000)))
+    async def shared_compact(self, room: str, life: str, seq: int, merged: bytes) -> bool:
+        done, *delta = await self._link.run("shared_compact", self._keys.tagged(room), room, life, seq, merged)
+        if delta and int(delta[0]):
+            await self._add_to_shared(int(delta[0]))
+        return bool(done)
 
     async def shared_delete(self, room: str) -> None:
-        await self._link.command("DEL", self._keys.of("shared", room), self._keys.of("shared-meta", room))
+        await self._add_to_shared(int(await self._link.run("shared_delete", self._keys.tagged(room), room)))
+
+    async def _add_to_shared(self, delta: int) -> None:
+        """Change shared-total by `delta`; on an outage the audits give expired documents' bytes back."""
+        if delta:
+            try:
+                await self._link.command("INCRBY", self._keys.shared_total, delta)
+            except BrokerUnavailable:
+                self.log.warning("iavicenne: shared-total could not be changed by %d bytes (Redis unavailable)", delta)
+
+    async def _list_shared(self, room: str) -> None:
+        with contextlib.suppress(BrokerUnavailable):  # it is listed again by its next new life
+            await self._link.command("SADD", self._keys.shared_rooms, room)

@@ -29,7 +29,10 @@ Per room (``T`` the tagged prefix, ``R`` the room name):
                   tag's rooms (what a sweep of a dead server removes)
 ``T:access:R``, ``T:access-members:R``  the room's access record (access.py) and the
                   usernames a private room's owner invited
-``T:shared:R``, ``T:shared-meta:R``  the room's shared document (shared_state.py)
+``T:shared:R``, ``T:shared-meta:R``  the room's shared document (shared_state.py): a list of
+                  Yjs updates, and a hash ``life``, ``seq``, ``solo``, ``bytes``; they expire with
+                  the room's history
+``T:shared-bytes``  hash room -> bytes its shared document holds (the rooms of the tag)
 ``T:dedup:<name>`` the seq a dedup key got (`dedup_name`); ``T:dedup-of:<username>`` sorted set of that
                   identity's dedup keys of the tag by expiry, at most ``max_dedup_per_identity``
 
@@ -41,7 +44,9 @@ empty), ``identities`` (hash skeleton of a username -> the first username seen w
 ``access-rooms`` (rooms with an access record), ``access-of:<username>`` (the rooms that
 identity created, at most ``max_private_rooms_per_identity``), ``history-total`` (the bytes of
 every room's history, at most ``history_bytes_total``), ``history-rooms`` (the rooms whose
-bytes are in it) and ``history-audit`` (the sweepers' cursor over them).
+bytes are in it) and ``history-audit`` (the sweepers' cursor over them); likewise
+``shared-total`` (the bytes of every shared document, at most ``max_shared_bytes_total``),
+``shared-rooms`` and ``shared-audit``.
 """
 
 from __future__ import annotations
@@ -128,6 +133,18 @@ class Keys:
     @property
     def history_audit(self) -> str:
         return self.global_key("history-audit")
+
+    @property
+    def shared_total(self) -> str:
+        return self.global_key("shared-total")
+
+    @property
+    def shared_rooms(self) -> str:
+        return self.global_key("shared-rooms")
+
+    @property
+    def shared_audit(self) -> str:
+        return self.global_key("shared-audit")
 
     def server_channel(self, server_id: str) -> str:
         return self.global_key(f"server:{server_id}")

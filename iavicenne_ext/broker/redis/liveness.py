@@ -244,22 +244,28 @@ class Liveness:
         return removed
 
     async def audit(self) -> None:
-        """Check a page of the rooms whose history bytes are counted: a history gone
-        (expired, deleted, evicted) gives its bytes back to history-total."""
+        """Check a page of the rooms whose history bytes are counted, and of those whose
+        shared document's are: one gone (expired, deleted, evicted) gives its bytes back
+        to history-total or shared-total."""
+        keys = self._keys
+        await self._audit("audit_room", keys.history_rooms, keys.history_audit, keys.history_total)
+        await self._audit("shared_audit", keys.shared_rooms, keys.shared_audit, keys.shared_total)
+
+    async def _audit(self, script: str, listed: str, cursor_key: str, total: str) -> None:
         link, keys = self._link, self._keys
-        cursor = await link.command_now("GET", keys.history_audit) or b"0"
-        cursor, rooms = await link.command_now("SSCAN", keys.history_rooms, cursor, "COUNT", _AUDIT_ROOMS)
-        await link.command_now("SET", keys.history_audit, cursor)
+        cursor = await link.command_now("GET", cursor_key) or b"0"
+        cursor, rooms = await link.command_now("SSCAN", listed, cursor, "COUNT", _AUDIT_ROOMS)
+        await link.command_now("SET", cursor_key, cursor)
         for raw in rooms:
             room = raw.decode()
-            delta, gone = await link.run_now("audit_room", keys.tagged(room), room)
+            delta, gone = await link.run_now(script, keys.tagged(room), room)
             if int(delta):
-                await link.command_now("INCRBY", keys.history_total, int(delta))
+                await link.command_now("INCRBY", total, int(delta))
             if gone:
-                await link.command_now("SREM", keys.history_rooms, room)
-                # a publish may have counted the room anew in between: list it again then
-                if not (await link.run_now("audit_room", keys.tagged(room), room))[1]:
-                    await link.command_now("SADD", keys.history_rooms, room)
+                await link.command_now("SREM", listed, room)
+                # a write may have counted the room anew in between: list it again then
+                if not (await link.run_now(script, keys.tagged(room), room))[1]:
+                    await link.command_now("SADD", listed, room)
 
     async def _run(self) -> None:
         """Refresh this server's heartbeat; sweep servers that stopped refreshing theirs."""

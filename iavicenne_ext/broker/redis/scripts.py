@@ -35,6 +35,8 @@ NAMES = (
     "shared_load",
     "shared_append",
     "shared_compact",
+    "shared_delete",
+    "shared_audit",
     # in the deployment's slot (keys.DEPLOYMENT_TAG)
     "heartbeat",
     "dead_servers",

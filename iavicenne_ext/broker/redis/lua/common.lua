@@ -27,14 +27,31 @@ end
 
 -- The history of a room left empty expires after ttl_ms, with the room's meta; its bytes
 -- leave the sum when a sweeper's audit finds it gone (audit_room.lua).
+-- The room's shared document (shared_*.lua) lives and dies with it.
 local function expire_room(room, ttl_ms)
   redis.call('PEXPIRE', key('meta', room), ttl_ms)
   redis.call('PEXPIRE', key('history', room), ttl_ms)
+  redis.call('PEXPIRE', key('shared', room), ttl_ms)
+  redis.call('PEXPIRE', key('shared-meta', room), ttl_ms)
 end
 
 local function keep_room(room)
   redis.call('PERSIST', key('meta', room))
   redis.call('PERSIST', key('history', room))
+  redis.call('PERSIST', key('shared', room))
+  redis.call('PERSIST', key('shared-meta', room))
+end
+
+-- The bytes of each room's shared document, kept apart from it (it expires, this does
+-- not), so that their sum over the deployment (shared-total, in the deployment's slot)
+-- gets them back when a sweeper's audit finds the document gone (shared_audit.lua).
+local SHARED_SIZES = P .. ':shared-bytes'
+local SHARED_DELTA = 0
+
+local function forget_shared(room)
+  redis.call('DEL', key('shared', room), key('shared-meta', room))
+  SHARED_DELTA = SHARED_DELTA - tonumber(redis.call('HGET', SHARED_SIZES, room) or '0')
+  redis.call('HDEL', SHARED_SIZES, room)
 end
 
 -- Drop a room's oldest frames until it holds at most max_count frames and max_bytes

@@ -46,6 +46,7 @@ class Bystander:
         self.rtts_ms: list[float] = []
         self.lost = 0
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
 
     async def __aenter__(self) -> Bystander:
         await self.client.join(self.room, self.user_id)
@@ -56,15 +57,24 @@ class Bystander:
         await self.stop()
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        """End the measuring loop after its current message. Asked, not only cancelled: in
+        Python 3.11 `asyncio.wait_for` (under `WSClient.recv`) can swallow a cancellation
+        that comes as its frame arrives, and the loop would then go on for ever."""
+        self._stopping = True
+        if self._task is None:
+            return
+        done, _ = await asyncio.wait([self._task], timeout=self.timeout + 5)
+        task, self._task = self._task, None
+        if done:
+            task.result()  # a bystander whose socket failed says so
+            return
+        task.cancel()  # stuck in a send: cancel it, and wait for the cancellation to land
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
     async def _run(self) -> None:
         n = 0
-        while True:
+        while not self._stopping:
             n += 1
             ref = f"bystander-{n}"
             started = time.perf_counter()

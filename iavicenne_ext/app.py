@@ -1,9 +1,10 @@
-"""The `IAvicenne` extension app: the wiring.
+"""The `IAvicenne` extension app: the whole configuration surface, and the wiring.
 
-Its options are `iavicenne_ext.options.IAvicenneOptions`'s traits, inherited: settable as
-``--IAvicenne.<name>=...`` on the command line or ``c.IAvicenne.<name> = ...`` in
-``jupyter_server_config.py``. The app creates the shared objects (broker, room hub,
-shared documents) once and hands them to the handlers.
+Every option is a traitlet here, settable as ``--IAvicenne.<name>=...`` on the command
+line or ``c.IAvicenne.<name> = ...`` in ``jupyter_server_config.py``: on the app class
+itself, as jupyter_server hands an ExtensionApp's own traits to its handlers
+(``iavicenne_config``). The app creates the shared objects (broker, room hub, shared
+documents) once and hands them to the handlers.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
+from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 import iavicenne_protocol as p
 
@@ -25,18 +27,451 @@ from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, Room
 from .handlers.rooms import RoomSocketHandler
 from .handlers.service_relay import ServiceRestRelay, ServiceSocketRelay
 from .handlers.signaling import SignalingSocketHandler
-from .hub import HUB_API_URL_VARIABLE, HUB_TOKEN_VARIABLE, Deployment, RoomServiceLocator, deployment_of
+from .hub import HUB_API_URL_VARIABLE, HUB_TOKEN_VARIABLE, ROOMS_URL_VARIABLE, Deployment, RoomServiceLocator, deployment_of
 from .ice import IceConfig
-from .options import IAvicenneOptions
+from .identity import default_owner_name
+from .names import POLICIES
 from .rooms import RoomHub
+from .shared_depth import DEPTH_CEILING
 from .shared_pacing import SharedPacing
 from .shared_state import SharedDocs
 
 
-class IAvicenne(IAvicenneOptions, ExtensionApp):
+class IAvicenne(ExtensionApp):
     name = "iavicenne"
     description = "Real-time rooms, presence, history and peer-to-peer signaling for Jupyter."
     load_other_extensions = True
+
+    # -- broker ----------------------------------------------------------------------
+    broker = Enum(
+        ["memory", "redis"],
+        default_value="memory",
+        config=True,
+        help="Where rooms live: 'memory' (this server only, no setup) or 'redis' "
+        "(rooms shared by every Jupyter server that uses the same redis_url and redis_prefix).",
+    )
+    redis_url = Unicode(
+        config=True,
+        help="Redis URL for broker='redis' (redis://, rediss:// for TLS, with password "
+        "as redis-py accepts them). Default: $IAVICENNE_REDIS_URL or redis://127.0.0.1:6379/0.",
+    )
+
+    @default("redis_url")
+    def _default_redis_url(self) -> str:
+        return os.environ.get("IAVICENNE_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+    redis_prefix = Unicode(
+        "iavicenne",
+        config=True,
+        help="Prefix of every Redis key and channel, so several deployments can share one Redis.",
+    )
+    presence_refresh = Float(
+        5.0,
+        config=True,
+        help="Seconds between two refreshes of this server's presence entries in Redis.",
+    )
+    presence_timeout = Float(
+        20.0,
+        config=True,
+        help="Seconds after which a server that stopped refreshing (killed, cut off) is "
+        "considered gone: its members are removed and 'user-left' is sent. Keep it above "
+        "presence_refresh.",
+    )
+    redis_retry_interval = Float(
+        2.0,
+        config=True,
+        help="Seconds between two attempts to reach Redis while it is unreachable.",
+    )
+
+    # -- rooms -----------------------------------------------------------------------
+    history_size = Int(
+        1000,
+        config=True,
+        help="Messages kept per room for 'since' recovery; older ones are dropped.",
+    )
+    history_ttl = Float(
+        3600.0,
+        config=True,
+        help="Seconds a room's history is kept after its last member left.",
+    )
+    dedup_ttl = Float(
+        600.0,
+        config=True,
+        help="Seconds a message 'ref' is remembered, so a resend after a reconnect is delivered once.",
+    )
+
+    # -- per-connection limits -------------------------------------------------------
+    max_frame_bytes = Int(
+        1024 * 1024,
+        config=True,
+        help="Largest frame a client may send, in bytes; a larger one closes the socket with 1009.",
+    )
+    messages_per_second = Float(
+        100.0,
+        config=True,
+        help="Frames per second a connection may send on average; the excess is dropped with a 'rate-limited' error.",
+    )
+    burst = Int(
+        200,
+        config=True,
+        help="Frames a connection may send at once above messages_per_second.",
+    )
+    max_rooms_per_connection = Int(
+        32,
+        config=True,
+        help="Rooms one connection may be in at the same time.",
+    )
+    max_outbound_bytes = Int(
+        8 * 1024 * 1024,
+        config=True,
+        help="Bytes that may wait for a client to read; beyond this the client is "
+        "disconnected (close 1008, 'slow consumer') instead of growing the server's memory.",
+    )
+
+    # -- budgets: what one (possibly hostile) user may cost the server ----------------
+    # Reaching one answers with an error frame of code 'limit-exceeded' that names the
+    # option (frame fields "option" and "limit"); what was accepted before is kept.
+    max_message_bytes = Int(
+        64 * 1024,
+        config=True,
+        help="Largest room message (encoded, as kept in history), in bytes. Direct messages, "
+        "which are not stored, may be up to max_frame_bytes.",
+    )
+    history_bytes_per_room = Int(
+        4 * 1024 * 1024,
+        config=True,
+        help="Bytes of history kept per room; the oldest messages are dropped beyond it (as they are beyond history_size).",
+    )
+    history_bytes_total = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="Bytes of history kept in all rooms together, each kept room and message counted "
+        "with its overhead: per server with broker='memory', per deployment (redis_prefix) with "
+        "broker='redis'. With broker='memory', beyond it the rooms nobody is in are forgotten "
+        "first (the one emptied longest ago first), then the server's oldest messages are "
+        "dropped, whichever room they are in; new messages are still delivered.",
+    )
+    max_replay_bytes = Int(
+        4 * 1024 * 1024,
+        config=True,
+        help="Bytes of history one join-room with 'since' may replay; a longer gap is "
+        "answered with the newest messages that fit and recovered=false. Replays count towards "
+        "max_outbound_bytes (keep this below it, so live frames fit beside a replay), and a new "
+        "one is refused while the last is still unread.",
+    )
+    max_state_bytes = Int(
+        4096,
+        config=True,
+        help="Largest presence state (encoded JSON), in bytes.",
+    )
+    # -- shared state (shared_state.py): one Yjs document per room --------------------
+    max_shared_bytes = Int(
+        4 * 1024 * 1024,
+        config=True,
+        help="Largest shared document of a room (its Yjs updates as kept, compacted when "
+        "needed), in bytes; an update that would pass it is refused with 'limit-exceeded'.",
+    )
+    max_shared_update_bytes = Int(
+        256 * 1024,
+        config=True,
+        help="Largest Yjs update one shared frame may carry, in bytes (keep it below 3/4 of "
+        "max_frame_bytes: the update travels as base64).",
+    )
+    max_shared_depth = Int(
+        64,
+        config=True,
+        help="Deepest nesting of a room's shared document that one update may bring (a root "
+        "type is 1, each type or JSON array or object inside one more); a deeper update is "
+        "refused with 'limit-exceeded'. Readers convert documents recursively: thousands of "
+        f"levels crash browsers and kernels, tens of thousands Yjs itself (at most {DEPTH_CEILING:,}).",
+    )
+
+    @validate("max_shared_depth")
+    def _bounded_depth(self, proposal: Any) -> int:
+        depth = int(proposal["value"])
+        if not 1 <= depth <= DEPTH_CEILING:
+            raise TraitError(f"max_shared_depth must be 1 to {DEPTH_CEILING}: deeper updates crash the server's Yjs")
+        return depth
+
+    shared_compact_every = Int(
+        200,
+        config=True,
+        help="Updates kept in a room's shared document log before they are merged into one.",
+    )
+    shared_ttl = Float(
+        0.0,
+        config=True,
+        help="Deprecated, ignored: a room's shared document now lives and dies with its room "
+        "(it is forgotten with the room's history, history_ttl after its last member left).",
+    )
+    max_shared_bytes_total = Int(
+        256 * 1024 * 1024,
+        config=True,
+        help="Bytes of the shared documents of all rooms together, as kept by the broker: per "
+        "server with broker='memory', per deployment (redis_prefix) with broker='redis'. An "
+        "update beyond it is refused with 'limit-exceeded'; documents give their bytes back "
+        "when they expire with their room or are deleted.",
+    )
+    shared_keep_idle = Float(
+        60.0,
+        config=True,
+        help="Seconds a room's shared document stays decoded in this server's memory after its "
+        "last use (so that a sync costs what the client lacks, not the whole document); it is "
+        "built again from the broker's log when next needed.",
+    )
+    shared_keep_bytes = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="Memory the shared documents kept decoded by this server may take (estimated at 8 "
+        "times their encoded size, what a document of many small items takes); beyond it the "
+        "least recently used are dropped first (see shared_keep_idle).",
+    )
+    shared_cpu_per_second = Float(
+        0.1,
+        config=True,
+        help="Seconds of the server's time per second one identity's shared frames may take "
+        "(sync requests, updates: measured), over all its sockets; beyond it (and its "
+        "shared_cpu_burst) its shared frames are refused with 'rate-limited' for a while, so "
+        "that no member can take more than a fair share of the server.",
+    )
+    shared_cpu_burst = Float(
+        1.0,
+        config=True,
+        help="Seconds of the server's time one identity's shared frames may take at once "
+        "before shared_cpu_per_second paces them: a newcomer's first sync of a full document, "
+        "built from the broker's log when this server does not hold it yet.",
+    )
+
+    max_state_depth = Int(
+        4,
+        config=True,
+        help="Deepest nesting of objects and arrays in a presence state.",
+    )
+    max_state_keys = Int(
+        64,
+        config=True,
+        help="Most keys and array items, counted over the whole presence state.",
+    )
+    max_connections_per_identity = Int(
+        32,
+        config=True,
+        help="Room and signaling sockets one identity (Jupyter user) may hold open on this server.",
+    )
+    max_rooms_per_identity = Int(
+        64,
+        config=True,
+        help="Rooms one identity may be in at the same time on this server, over all its room and "
+        "signaling connections; a room counts until its leave is done.",
+    )
+    bytes_per_second = Int(
+        1024 * 1024,
+        config=True,
+        help="Bytes per second one identity may send on average, over all its connections "
+        "(beside messages_per_second), counted before a frame is parsed; the excess is dropped "
+        "with a 'rate-limited' error.",
+    )
+    burst_bytes = Int(
+        8 * 1024 * 1024,
+        config=True,
+        help="Bytes one identity may send at once above bytes_per_second.",
+    )
+    joins_per_second = Float(
+        5.0,
+        config=True,
+        help="join-room frames per second one identity may send on average, over all its "
+        "connections; the excess is refused with a 'rate-limited' error (the client joins again "
+        "later). Each join, and the leave that follows it, is a frame to every member of the room: "
+        "this bounds what joining and leaving in a loop costs a room of thousands of seed clients.",
+    )
+    join_burst = Int(
+        128,
+        config=True,
+        help="join-room frames one identity may send at once above joins_per_second: enough for a "
+        "client that reconnects to rejoin every room it may be in (max_rooms_per_identity), twice.",
+    )
+
+    join_fanout_per_second = Float(
+        1_000.0,
+        config=True,
+        help="Frames one identity's joins and leaves may have this server write to the members of "
+        "their rooms per second (a join or leave in a room of 1,000 seed clients counts 1,000; a "
+        "quarter of a second's worth at once). Beyond it a join-room or leave-room waits its turn "
+        "(never refused): a burst of joins into a room of thousands is spread out instead of "
+        "holding up the other users.",
+    )
+
+    @validate("join_fanout_per_second")
+    def _check_join_fanout_per_second(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError("join_fanout_per_second must be over 0")
+        return float(proposal["value"])
+
+    @validate("joins_per_second")
+    def _check_joins_per_second(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError("joins_per_second must be over 0")
+        return float(proposal["value"])
+
+    @validate("join_burst")
+    def _check_join_burst(self, proposal: Any) -> int:
+        if not proposal["value"] >= 1:
+            raise TraitError("join_burst must be at least 1")
+        return int(proposal["value"])
+
+    max_dedup_per_identity = Int(
+        10_000,
+        config=True,
+        help="Message refs remembered per identity for resend deduplication; one identity's "
+        "oldest refs are forgotten first, never another's.",
+    )
+    max_outbound_bytes_total = Int(
+        64 * 1024 * 1024,
+        config=True,
+        help="Bytes that may wait to be read by all clients of this server together; beyond "
+        "it the connections with the most bytes waiting are closed first (1008, slow consumer).",
+    )
+
+    # -- identity and rooms with members (docs/protocol.md, "Identity", "Rooms with members") --
+    owner_name = Unicode(
+        config=True,
+        help="The identity of the server's owner: on jupyter_server's own identity providers, "
+        "every authenticated request (the server's token, as kernels use it, and the login "
+        "cookie of a browser) is this one user. Default: the login name the server runs under.",
+    )
+
+    @default("owner_name")
+    def _default_owner_name(self) -> str:
+        return default_owner_name()
+
+    name_policy = Enum(
+        list(POLICIES),
+        default_value=None,
+        allow_none=True,
+        config=True,
+        help="Which user_id / peer_id a connection may use. 'own': its identity's name, or "
+        "'<name>#<suffix>' (refused otherwise with 'name-not-yours'). 'free': any name, except one "
+        "that looks like (same Unicode confusables skeleton) a name another identity holds in the "
+        "room or another identity's username ('name-taken'). Default (unset): 'own' for "
+        "connections JupyterHub authenticated, 'free' for the others.",
+    )
+    max_private_rooms_per_identity = Int(
+        100,
+        config=True,
+        help="Rooms with an access record (private or group) one identity may create "
+        "(POST iavicenne/api/rooms); it may delete one to create another.",
+    )
+    max_room_members = Int(
+        1000,
+        config=True,
+        help="Members (invited usernames) a private room may have.",
+    )
+
+    # -- rooms of thousands (docs/protocol.md, "Large rooms") ----------------------------
+    max_snapshot_members = Int(
+        1000,
+        config=True,
+        help="Members a room-joined lists at most when the join-room asks for no members_limit "
+        "(seed clients); it then says members_more and members_next, and list-members gives the "
+        "rest. Bounds what one join costs the server in a room of thousands.",
+    )
+    presence_batch_interval = Float(
+        0.05,
+        config=True,
+        help="Seconds between the presence-batch frames of a room, for connections that joined "
+        "with presence 'batched': the joins, leaves and state changes of that time in one frame.",
+    )
+    presence_batch_frames_per_second = Float(
+        5_000.0,
+        config=True,
+        help="presence-batch frames one room may send per second on this server, over all its "
+        "batched connections: in a room of more than presence_batch_interval x this many "
+        "connections the batches are spaced further apart (a room of 10,000: one every 2 s), so "
+        "that a stream of joins cannot take the whole server.",
+    )
+
+    @validate("max_snapshot_members")
+    def _check_max_snapshot_members(self, proposal: Any) -> int:
+        if not 0 <= proposal["value"] <= p.MAX_MEMBERS_PAGE:
+            raise TraitError(f"max_snapshot_members must be from 0 to {p.MAX_MEMBERS_PAGE}")
+        return int(proposal["value"])
+
+    @validate("presence_batch_frames_per_second")
+    def _check_presence_batch_frames_per_second(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError("presence_batch_frames_per_second must be over 0")
+        return float(proposal["value"])
+
+    @validate("presence_batch_interval")
+    def _check_presence_batch_interval(self, proposal: Any) -> float:
+        if not 0 < proposal["value"] <= 10:
+            raise TraitError("presence_batch_interval must be over 0 and at most 10 seconds")
+        return float(proposal["value"])
+
+    # -- signaling: the ICE servers handed to peers in `joined` -----------------------
+    ice_servers = List(
+        Dict(),
+        config=True,
+        help="STUN/TURN servers handed to peers in 'joined', as W3C RTCIceServer dicts, e.g. "
+        "[{'urls': ['stun:stun.example.org:3478']}, {'urls': ['turn:turn.example.org:3478?transport=udp']}]. "
+        "A TURN entry without 'username' gets time-limited credentials when turn_secret is set. "
+        "Default: none (peers on one network need none).",
+    )
+
+    @validate("ice_servers")
+    def _check_ice_servers(self, proposal: Any) -> list[dict[str, Any]]:
+        for server in proposal["value"]:
+            urls = server.get("urls")
+            if not (isinstance(urls, str) or (isinstance(urls, list) and urls and all(isinstance(u, str) for u in urls))):
+                raise TraitError(f"every ICE server needs 'urls', a URL or a list of URLs; got {server!r}")
+        return proposal["value"]
+
+    turn_secret = Unicode(
+        config=True,
+        help="Secret shared with the TURN server (coturn: use-auth-secret, static-auth-secret=...). "
+        "TURN entries of ice_servers then get the TURN REST credentials: username "
+        "'<expiry unix time>:<peer_id>', credential base64(HMAC-SHA1(secret, username)). "
+        "Default: $IAVICENNE_TURN_SECRET.",
+    )
+
+    @default("turn_secret")
+    def _default_turn_secret(self) -> str:
+        return os.environ.get("IAVICENNE_TURN_SECRET", "")
+
+    turn_ttl = Float(
+        86400.0,
+        config=True,
+        help="Seconds the TURN credentials handed out in 'joined' stay valid.",
+    )
+
+    # -- JupyterHub: the room service, and what users' servers may do ------------------
+    room_service = Unicode(
+        "iavicenne",
+        config=True,
+        help="Under JupyterHub, in a user's server: the name of the Hub-managed service that holds "
+        "the rooms (c.JupyterHub.services; `iavicenne-room-service`). This server then serves no "
+        "rooms: iavicenne/api/config tells its kernels and pages where the service is, and "
+        "iavicenne/ redirects there. '' keeps the rooms in this server, for this user alone "
+        "(broker='memory'). Ignored outside JupyterHub.",
+    )
+    room_service_url = Unicode(
+        config=True,
+        help="Under JupyterHub: the base URL by which kernels reach the room service, when not the "
+        "one the Hub knows it by (e.g. through the proxy: http://proxy-public/services/iavicenne/). "
+        "Default: $IAVICENNE_ROOMS_URL, else the service's URL from the Hub's API.",
+    )
+
+    @default("room_service_url")
+    def _default_room_service_url(self) -> str:
+        return os.environ.get(ROOMS_URL_VARIABLE, "")
+
+    trust_user_servers = Bool(
+        False,
+        config=True,
+        help="Under JupyterHub, let users' servers use broker='redis' (with room_service=''). "
+        "Every such server, and every kernel in it, then holds the Redis URL, and with it every "
+        "room's messages and the power to write as anyone: only for deployments whose users all "
+        "trust each other. The room service is the way to share rooms between users.",
+    )
 
     def hub_wiring(self) -> RoomServiceLocator | None:
         """Under JupyterHub, in a user's server that leaves the rooms to the room service, how

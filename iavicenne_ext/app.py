@@ -13,6 +13,7 @@ import asyncio
 import os
 from typing import Any
 
+from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
@@ -20,6 +21,7 @@ import iavicenne_protocol as p
 
 from .broker.interfaces import Broker, SharedStore
 from .broker.memory import MemoryBroker
+from .broker.sqlite import SQLiteBroker, StoreError
 from .handlers.budgets import Limits, Quotas
 from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
@@ -44,11 +46,30 @@ class IAvicenne(ExtensionApp):
 
     # -- broker ----------------------------------------------------------------------
     broker = Enum(
-        ["memory", "redis"],
-        default_value="memory",
+        ["sqlite", "memory", "redis"],
+        default_value="sqlite",
         config=True,
-        help="Where rooms live: 'memory' (this server only, no setup) or 'redis' "
-        "(rooms shared by every Jupyter server that uses the same redis_url and redis_prefix).",
+        help="Where rooms live: 'sqlite' (this server only, kept in the file store_path: a "
+        "restart keeps history, shared documents, private rooms and invitations), 'memory' "
+        "(this server only, forgotten when it stops) or 'redis' (rooms shared by every Jupyter "
+        "server that uses the same redis_url and redis_prefix).",
+    )
+    store_path = Unicode(
+        config=True,
+        help="The SQLite file of broker='sqlite', one per server. Default: iavicenne/rooms.sqlite3 "
+        "in Jupyter's data directory (jupyter --data-dir). A file that is damaged, read-only or "
+        "held by another server stops the server at start, naming it.",
+    )
+
+    @default("store_path")
+    def _default_store_path(self) -> str:
+        return os.path.join(jupyter_data_dir(), "iavicenne", "rooms.sqlite3")
+
+    history_days = Float(
+        30.0,
+        config=True,
+        help="With broker='sqlite': days a message is kept, whatever its room; 0 keeps them as "
+        "long as the history budgets allow.",
     )
     redis_url = Unicode(
         config=True,
@@ -90,10 +111,18 @@ class IAvicenne(ExtensionApp):
         help="Messages kept per room for 'since' recovery; older ones are dropped.",
     )
     history_ttl = Float(
-        3600.0,
         config=True,
-        help="Seconds a room's history is kept after its last member left.",
+        help="Seconds a room's history (and shared document) is kept after its last member "
+        "left. Default: 3600; with broker='sqlite', history_days (a room nobody is in is kept as "
+        "long as its messages).",
     )
+
+    @default("history_ttl")
+    def _default_history_ttl(self) -> float:
+        if self.broker != "sqlite":
+            return 3600.0
+        return self.history_days * 86400.0 if self.history_days > 0 else float("inf")
+
     dedup_ttl = Float(
         600.0,
         config=True,
@@ -146,8 +175,8 @@ class IAvicenne(ExtensionApp):
         64 * 1024 * 1024,
         config=True,
         help="Bytes of history kept in all rooms together, each kept room and message counted "
-        "with its overhead: per server with broker='memory', per deployment (redis_prefix) with "
-        "broker='redis'. With broker='memory', beyond it the rooms nobody is in are forgotten "
+        "with its overhead: per server with broker='sqlite' or 'memory', per deployment (redis_prefix) with "
+        "broker='redis'. With broker='sqlite' or 'memory', beyond it the rooms nobody is in are forgotten "
         "first (the one emptied longest ago first), then the server's oldest messages are "
         "dropped, whichever room they are in; new messages are still delivered.",
     )
@@ -208,7 +237,7 @@ class IAvicenne(ExtensionApp):
         256 * 1024 * 1024,
         config=True,
         help="Bytes of the shared documents of all rooms together, as kept by the broker: per "
-        "server with broker='memory', per deployment (redis_prefix) with broker='redis'. An "
+        "server with broker='sqlite' or 'memory', per deployment (redis_prefix) with broker='redis'. An "
         "update beyond it is refused with 'limit-exceeded'; documents give their bytes back "
         "when they expire with their room or are deleted.",
     )
@@ -451,7 +480,7 @@ class IAvicenne(ExtensionApp):
         "the rooms (c.JupyterHub.services; `iavicenne-room-service`). This server then serves no "
         "rooms: iavicenne/api/config tells its kernels and pages where the service is, and "
         "iavicenne/ redirects there. '' keeps the rooms in this server, for this user alone "
-        "(broker='memory'). Ignored outside JupyterHub.",
+        "(broker='sqlite' or 'memory'). Ignored outside JupyterHub.",
     )
     room_service_url = Unicode(
         config=True,
@@ -527,6 +556,13 @@ class IAvicenne(ExtensionApp):
                 # rooms would only hide it, so the server stops, naming the option
                 self.log.critical("iavicenne: %s", error)
                 self.exit(1)
+        if self.broker == "sqlite":
+            try:
+                return SQLiteBroker(path=self.store_path, history_days=self.history_days, log=self.log, **rooms)
+            except StoreError as error:
+                # one line naming the file and the option, not a traceback: the operator's to fix
+                self.log.critical("iavicenne: %s", error)
+                self.exit(1)
         return MemoryBroker(**rooms)
 
     @property
@@ -567,7 +603,7 @@ class IAvicenne(ExtensionApp):
         )
         # one per server: every socket counts against the same identities and total
         self.quotas = Quotas(self.limits)
-        assert isinstance(self.room_broker, SharedStore)  # both brokers keep shared documents
+        assert isinstance(self.room_broker, SharedStore)  # every broker keeps shared documents
         # shared documents travel as base64 (4/3 of their size): a newcomer's whole document
         # in one frame, an update in one frame from the client
         if self.max_shared_bytes * 4 // 3 > self.max_outbound_bytes:

@@ -141,6 +141,7 @@ class MemoryBroker(Broker):
         if state is None:
             state = self._rooms[room] = _RoomState(room, secrets.token_hex(6))
             self.held += ROOM_OVERHEAD
+            self._persist_room(state)
             if self.held > self.history_bytes_total:
                 self._trim_total()
         return state
@@ -148,6 +149,7 @@ class MemoryBroker(Broker):
     def _drop(self, state: _RoomState) -> None:
         del self._rooms[state.name]
         self._shared.forget(state.name)  # its shared document lives and dies with it
+        self._persist_room_dropped(state)
         self.held -= ROOM_OVERHEAD + state.held
         state.history.clear()
         state.held = 0
@@ -229,10 +231,11 @@ class MemoryBroker(Broker):
             self._trim_total()
 
     def _pop_oldest(self, state: _RoomState) -> None:
-        _, frame, _ = state.history.popleft()
+        seq, frame, _ = state.history.popleft()
         cost = len(frame) + MESSAGE_OVERHEAD
         state.held -= cost
         self.held -= cost
+        self._persist_cut(state, seq)
 
     def _newest(self, state: _RoomState, since: int) -> tuple[list[bytes], bool]:
         """The frames after `since` that fit in max_replay_bytes (the newest); True if some did not."""
@@ -286,6 +289,7 @@ class MemoryBroker(Broker):
         if records is not None and dedup is not None:
             self._remember(records, dedup, seq, now)
         framed = p.with_seq(seq, frame)
+        self._persist_message(state, seq, framed, dedup)
         self._keep(state, seq, framed)
         self.deliver(Publication(room, framed, seq))
         return Published(seq, False)
@@ -332,7 +336,9 @@ class MemoryBroker(Broker):
         if held is not None and held.username != username:
             return JoinOutcome.TAKEN
         state.entries[entry.conn] = entry
-        state.emptied_at = None
+        if state.emptied_at is not None:
+            state.emptied_at = None
+            self._persist_emptied(state)
         count = state.users.get(entry.user_id, 0)
         state.users[entry.user_id] = count + 1
         state.by_user.setdefault(entry.user_id, {})[entry.conn] = entry
@@ -370,6 +376,7 @@ class MemoryBroker(Broker):
                 del state.claims[claim]
         if not state.entries:
             state.emptied_at = time.monotonic()
+            self._persist_emptied(state)
             if not state.expiring:
                 self._schedule_expiry(state)
         return True
@@ -443,7 +450,8 @@ class MemoryBroker(Broker):
             return CreateOutcome.BUDGET
         owned.add(access.room)
         self._access[access.room] = access
-        self._shared.forget(access.room)  # a private or group room starts with no document
+        self._persist_access(access.room, access)
+        self._forget_shared(access.room)  # a private or group room starts with no document
         return CreateOutcome.CREATED
 
     def _private(self, room: str) -> RoomAccess | None:
@@ -457,6 +465,7 @@ class MemoryBroker(Broker):
         if username not in access.members and len(access.members) >= max_members:
             return MemberOutcome.FULL, access
         access = self._access[room] = access.with_members(access.members | {username})
+        self._persist_access(room, access)
         return MemberOutcome.DONE, access
 
     async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
@@ -464,12 +473,14 @@ class MemoryBroker(Broker):
         if access is None:
             return MemberOutcome.MISSING, None
         access = self._access[room] = access.with_members(access.members - {username})
+        self._persist_access(room, access)
         return MemberOutcome.DONE, access
 
     async def delete_access(self, room: str) -> bool:
         access = self._access.pop(room, None)
         if access is None:
             return False
+        self._persist_access(room, None)
         owned = self._owned.get(access.owner)
         if owned is not None:
             owned.discard(room)
@@ -481,11 +492,14 @@ class MemoryBroker(Broker):
             while state.history:
                 self._pop_oldest(state)
             state.epoch = secrets.token_hex(6)
+            self._persist_room(state)
         return True
 
     # -- identities ---------------------------------------------------------------------------
     async def remember_identity(self, username: str, name_skeleton: str) -> None:
-        self._identities.setdefault(name_skeleton, username)
+        if name_skeleton not in self._identities:
+            self._identities[name_skeleton] = username
+            self._persist_identity(name_skeleton, username)
 
     async def identity_named(self, name_skeleton: str) -> str | None:
         return self._identities.get(name_skeleton)
@@ -499,13 +513,57 @@ class MemoryBroker(Broker):
         self._expire(time.monotonic())
         appended = self._shared.append(room, update, max_bytes)
         state = self._room(room)  # the document lives with its room, forgotten with it
+        if appended.refused is None:
+            self._persist_shared_append(room, appended, update)
         if not state.entries and not state.expiring:  # written by a member who just left
-            state.emptied_at = state.emptied_at or time.monotonic()
+            if state.emptied_at is None:
+                state.emptied_at = time.monotonic()
+                self._persist_emptied(state)
             self._schedule_expiry(state)
         return appended
 
     async def shared_compact(self, room: str, life: str, seq: int, merged: bytes) -> bool:
-        return self._shared.compact(room, life, seq, merged)
+        done = self._shared.compact(room, life, seq, merged)
+        if done:
+            self._persist_shared_compact(room, seq, merged)
+        return done
 
     async def shared_delete(self, room: str) -> None:
-        self._shared.forget(room)
+        self._forget_shared(room)
+
+    def _forget_shared(self, room: str) -> None:
+        if room in self._shared:
+            self._shared.forget(room)
+            self._persist_shared_forgotten(room)
+
+    # -- what a store built on this broker keeps (broker/sqlite/): each change that must
+    # survive a restart, called as it is made here; nothing to do in memory ---------------
+    def _persist_room(self, state: _RoomState) -> None:
+        """A room began, or began a new life (`epoch`) at its current `seq`."""
+
+    def _persist_room_dropped(self, state: _RoomState) -> None:
+        """A room is forgotten, with its history and its shared document."""
+
+    def _persist_emptied(self, state: _RoomState) -> None:
+        """`emptied_at` changed: the room's last member left (its expiry runs from then), or one came."""
+
+    def _persist_message(self, state: _RoomState, seq: int, frame: bytes, dedup: DedupKey | None) -> None:
+        """Message `seq` (`frame`, with its seq) was published, under `dedup` if given."""
+
+    def _persist_cut(self, state: _RoomState, seq: int) -> None:
+        """The room's messages up to `seq` are no longer kept (a budget, an age, a deletion)."""
+
+    def _persist_access(self, room: str, access: RoomAccess | None) -> None:
+        """The room's access record is now `access` (None: deleted)."""
+
+    def _persist_identity(self, name_skeleton: str, username: str) -> None:
+        """`username` is the first identity seen with `name_skeleton`."""
+
+    def _persist_shared_append(self, room: str, appended: SharedAppended, update: bytes) -> None:
+        """`update` is number `appended.seq` of the room's document, of life `appended.life`."""
+
+    def _persist_shared_compact(self, room: str, seq: int, merged: bytes) -> None:
+        """Updates 1 to `seq` of the room's document are now `merged`."""
+
+    def _persist_shared_forgotten(self, room: str) -> None:
+        """The room's shared document is forgotten."""

@@ -9,6 +9,7 @@ document's lifetime is the room's: history_ttl after its last member left.
 from __future__ import annotations
 
 import itertools
+import secrets
 from dataclasses import dataclass, field
 
 from .base import SharedAppended, SharedLog
@@ -30,7 +31,10 @@ class SharedLogs:
         self.total = total
         self.held = 0  # bytes of every log
         self._logs: dict[str, _Log] = {}
+        # a life names one life of one document; unique across restarts too (a store keeps
+        # the documents, and a client's `life` from before a restart must not match a new one)
         self._lives = itertools.count(1)
+        self._lifetime = secrets.token_hex(4)
 
     def load(self, room: str, life: str, since: int) -> SharedLog:
         log = self._logs.get(room)
@@ -50,7 +54,7 @@ class SharedLogs:
         if self.held + len(update) > self.total:
             return SharedAppended(0, "", 0, "max_shared_bytes_total")
         if log is None:
-            log = self._logs[room] = _Log(f"m{next(self._lives)}")
+            log = self._logs[room] = _Log(f"m{self._lifetime}.{next(self._lives)}")
         log.updates.append(update)
         log.size += len(update)
         log.seq += 1
@@ -72,6 +76,17 @@ class SharedLogs:
         self.held += len(merged) - removed
         log.solo = keep
         return True
+
+    def restore(self, room: str, life: str, updates: list[tuple[int, bytes]]) -> None:
+        """Take back a document a store kept: its `life` and its updates as (number, update),
+        oldest first; a first one numbered above 1 is a merge of the updates up to it."""
+        if not updates:
+            return
+        log = self._logs[room] = _Log(life, [update for _, update in updates])
+        log.size = sum(len(update) for update in log.updates)
+        log.seq = updates[-1][0]
+        log.solo = len(updates) - (1 if updates[0][0] > 1 else 0)
+        self.held += log.size
 
     def forget(self, room: str) -> None:
         log = self._logs.pop(room, None)

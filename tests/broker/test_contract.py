@@ -1,8 +1,9 @@
 """What every broker backend must do: one suite, run against each backend by its factory.
 
-A backend is proven by passing it: MemoryBroker and RedisBroker (on the shared Redis, under
-a prefix of its own, deleted afterwards) today; a new backend adds one factory to
-`BACKENDS`. The tests speak only the interfaces (broker/interfaces.py) and check what the
+A backend is proven by passing it: MemoryBroker, SQLiteBroker (on a file of its own, which
+each test then opens again, as a restarted server would, and checks against what it kept)
+and RedisBroker (on the shared Redis, under a prefix of its own, deleted afterwards)
+today; a new backend adds one factory to `BACKENDS`. The tests speak only the interfaces (broker/interfaces.py) and check what the
 room logic relies on: seqs, history and epochs, dedup claims, presence, access records
 with their budgets, names and shared documents, with two identities where they share a
 behaviour (one of them, mallory, trying to misuse it).
@@ -12,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,6 +37,7 @@ from iavicenne_ext.broker.events import (
     Supersede,
 )
 from iavicenne_ext.broker.interfaces import Broker
+from iavicenne_ext.broker.sqlite import SQLiteBroker
 
 #: the budgets a test does not set
 DEFAULTS: dict[str, Any] = {"history_size": 100, "history_ttl": 60.0, "dedup_ttl": 60.0}
@@ -82,7 +86,44 @@ async def redis_backend(**budgets: Any) -> AsyncIterator[tuple[Broker, Events]]:
         drop_prefix(url, prefix)
 
 
-BACKENDS: dict[str, Backend] = {"memory": memory_backend, "redis": redis_backend}
+@asynccontextmanager
+async def sqlite_backend(**budgets: Any) -> AsyncIterator[tuple[Broker, Events]]:
+    """A store on a file of its own; at the end it is opened again, as after a restart, and
+    must hold what the broker held: every room's history (seq and epoch), every access
+    record, every shared document."""
+    with tempfile.TemporaryDirectory(prefix="iavicenne-store-") as folder:
+        path = str(Path(folder) / "rooms.sqlite3")
+        settings = {**DEFAULTS, **budgets}
+        broker = SQLiteBroker(path=path, **settings)
+        events = Events()
+        broker.attach(events.append)
+        await broker.start()
+        try:
+            yield broker, events
+        finally:
+            kept = await _kept(broker)
+            await broker.close()
+        again = SQLiteBroker(path=path, **settings)
+        await again.start()
+        try:
+            assert await _kept(again) == kept, "the store did not keep what the broker held"
+        finally:
+            await again.close()
+
+
+async def _kept(broker: Broker) -> dict[str, Any]:
+    """What a restart must keep: each room's history, the access records, the documents."""
+    rooms = sorted(broker._rooms)  # type: ignore[attr-defined]
+    histories = {room: await broker.history(room, 0, None) for room in rooms}
+    documents = {room: await broker.shared_load(room) for room in rooms}
+    return {
+        "history": {room: (h.messages, h.seq, h.epoch) for room, h in histories.items()},
+        "access": await broker.all_access(),
+        "shared": {room: (d.updates, d.size, d.seq, d.life) for room, d in documents.items()},
+    }
+
+
+BACKENDS: dict[str, Backend] = {"memory": memory_backend, "sqlite": sqlite_backend, "redis": redis_backend}
 
 
 @pytest.fixture(params=sorted(BACKENDS))

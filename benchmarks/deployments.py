@@ -178,12 +178,14 @@ def jupyter(workdir: Path, name: str, **options: Any) -> JupyterProcess:
 def launch(
     name: str, workdir: Path, *, redis_url: str = "redis://127.0.0.1:6379/0", redis_servers: int = 2, nodelay: bool = False
 ) -> Deployment:
-    """Start a deployment by name: ``minimal``, ``memory`` or ``redis``; wait until it serves."""
+    """Start a deployment by name: ``minimal``, ``memory``, ``sqlite`` or ``redis``; wait until it serves."""
     if name == "minimal":
         description = "minimal Tornado server (baseline)" + (", TCP_NODELAY like iAvicenne" if nodelay else "")
         return Deployment(name, description, [MinimalServer(workdir, nodelay=nodelay).start()])
     if name == "memory":
-        return Deployment(name, "iAvicenne, memory broker", list(start_all([jupyter(workdir, "memory")])))
+        return Deployment(name, "iAvicenne, memory broker", list(start_all([jupyter(workdir, "memory", broker="memory")])))
+    if name == "sqlite":  # the default: the memory broker, kept in a file (broker/sqlite/)
+        return Deployment(name, "iAvicenne, SQLite store", list(start_all([jupyter(workdir, "sqlite", broker="sqlite")])))
     if name == "redis":
         prefix = f"iavbench-{secrets.token_hex(4)}"
         servers = [

@@ -73,7 +73,7 @@ def start_server(workdir: Path) -> JupyterProcess:
         "burst_bytes": 1024 * MB,
         "max_outbound_bytes_total": 1024 * MB,
     }
-    return JupyterProcess(workdir, options=limits, log_level="WARN").start()
+    return JupyterProcess(workdir, options={**limits, "broker": "memory"}, log_level="WARN").start()
 
 
 def in_background(tasks: set[asyncio.Task[Any]], work: Coroutine[Any, Any, Any], what: str) -> None:

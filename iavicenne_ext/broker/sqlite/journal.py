@@ -57,20 +57,34 @@ class Journal:
 
     # -- the event loop's side ------------------------------------------------------------
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._thread is not None:
+            return
         self._loop = loop
         self._thread = threading.Thread(target=self._run, name="iavicenne-store", daemon=True)
         self._thread.start()
         self._wake.set()  # what was written while loading
 
+    def _started(self) -> None:
+        # a server whose extensions are never started (pytest-jupyter's in-process one) still
+        # writes: the thread starts with the first change made on the event loop
+        if self._thread is None:
+            self.start(asyncio.get_running_loop())
+
     def write(self, sql: str, params: tuple[Any, ...]) -> None:
         """Append a change; it is written with the next commit."""
         with self._lock:
             self._changes.append((sql, params))
+        if self._thread is None:
+            try:
+                self._started()
+            except RuntimeError:  # no event loop (loading, at start): written once it starts
+                return
         self._wake.set()
 
     def committed(self) -> asyncio.Future[None]:
         """The commit of every change written so far (done at once when there is none);
         it raises `BrokerUnavailable` when that commit fails."""
+        self._started()
         future = asyncio.get_running_loop().create_future()
         with self._lock:
             if self._changes:
@@ -84,6 +98,7 @@ class Journal:
 
     async def query(self, read: Callable[[sqlite3.Connection], T]) -> T:
         """Run `read` on the writer's connection (between two commits), off the event loop."""
+        self._started()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         with self._lock:
             self._queries.append((read, future))

@@ -31,6 +31,9 @@ class RoomSocketHandler(ProtocolSocket):
         p.DISCONNECT: "_on_disconnect",
         p.SHARED: "_on_shared",
         p.LIST_MEMBERS: "_on_list_members",
+        p.EDIT_MESSAGE: "_on_edit_message",
+        p.DELETE_MESSAGE: "_on_delete_message",
+        p.READ: "_on_read",
     }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, shared_docs: SharedDocs | None = None) -> None:
@@ -148,11 +151,36 @@ class RoomSocketHandler(ProtocolSocket):
 
     async def _on_message(self, request: p.Request) -> None:
         room = self._room_of(request)
-        publishing = self.hub.publish(self, room, request.payload, request.ref)
+        reply_to = request.raw.get(p.REPLY_TO)
+        if reply_to is not None:
+            reply_to = _seq_field(reply_to, p.REPLY_TO, room)
+        publishing = self.hub.publish(self, room, request.payload, request.ref, reply_to=reply_to)
         self._publishing = True  # what follows only waits for the broker (see on_message)
         published = await publishing
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room, seq=published.seq, duplicate=published.duplicate)
+        if not published.duplicate:  # what one says is read: not counted unread for oneself
+            self.in_background(self.hub.edits.read_own(self, room, published.seq), "moving the sender's read position")
+
+    # -- kept messages and read positions (message_edits.py) ----------------------------
+    async def _on_edit_message(self, request: p.Request) -> None:
+        room = self._room_of(request)
+        seq = _seq_field(request.raw.get("seq"), "seq", room)
+        await self.hub.edits.edit(self, room, seq, request.payload, request.ref)
+        self._ack(request, room)
+
+    async def _on_delete_message(self, request: p.Request) -> None:
+        room = self._room_of(request)
+        seq = _seq_field(request.raw.get("seq"), "seq", room)
+        await self.hub.edits.delete(self, room, seq, request.ref)
+        self._ack(request, room)
+
+    async def _on_read(self, request: p.Request) -> None:
+        """``seq``: the last message read (the position only moves forward); without it, the
+        position and unread count are only told (``unread``)."""
+        room = self._room_of(request)
+        seq = request.raw.get("seq")
+        await self.hub.edits.mark_read(self, room, None if seq is None else _seq_field(seq, "seq", room), request.ref)
 
     async def _on_presence(self, request: p.Request) -> None:
         room = self._room_of(request)
@@ -285,6 +313,13 @@ class RoomSocketHandler(ProtocolSocket):
     def _ack(self, request: p.Request, room: str) -> None:
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room)
+
+
+def _seq_field(value: Any, field: str, room: str) -> int:
+    """A request's seq of a kept message: a positive integer."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"{field} must be a positive integer (a message's seq)", room=room)
+    return value
 
 
 def encode_state(state: dict[str, Any], limits: Limits) -> bytes:

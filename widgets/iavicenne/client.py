@@ -213,6 +213,10 @@ class RoomClient(Endpoint):
             self._evicted(room, frame)
         elif kind == p.SHARED:  # the room's shared document: iavicenne.shared's
             room.emit("shared", frame)
+        elif kind in (p.MESSAGE_EDITED, p.MESSAGE_DELETED):
+            room.take_change(frame)
+        elif kind == p.UNREAD:
+            room.emit("unread", frame)
         elif kind == p.DIRECT_MESSAGE:
             ref = frame.get("ref")
             # direct messages have no seq: a resend after a lost ack is recognised by its ref

@@ -15,6 +15,7 @@ the caller may not enter answered as if it did not exist (404).
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from jupyter_server.auth.decorator import authorized
@@ -61,13 +62,12 @@ class RoomExportHandler(_RoomHistoryHandler):
         except BrokerUnavailable as error:
             raise web.HTTPError(503, str(error)) from None
         messages = export.kept_messages(history.messages)
-        self.set_header("Content-Type", export.FORMATS[kind])
         filename = f"{room}.{kind}".replace('"', "_")
         self.set_header("Content-Disposition", f'attachment; filename="{filename}"')
         if kind == "md":
-            self.finish(export.to_markdown(room, messages))
+            self.finish(export.to_markdown(room, messages), set_content_type=export.FORMATS[kind])
         else:
-            self.finish_json(export.to_chat(room, history.epoch, messages))
+            self.finish(json.dumps(export.to_chat(room, history.epoch, messages), indent=1), set_content_type=export.FORMATS[kind])
 
 
 class RoomReadHandler(_RoomHistoryHandler):

@@ -67,7 +67,9 @@ class RoomExportHandler(_RoomHistoryHandler):
         if kind == "md":
             self.finish(export.to_markdown(room, messages), set_content_type=export.FORMATS[kind])
         else:
-            self.finish(json.dumps(export.to_chat(room, history.epoch, messages), indent=1), set_content_type=export.FORMATS[kind])
+            self.finish(
+                json.dumps(export.to_chat(room, history.epoch, messages), indent=1), set_content_type=export.FORMATS[kind]
+            )
 
 
 class RoomReadHandler(_RoomHistoryHandler):

@@ -588,7 +588,7 @@ class RedisBroker(Broker):
         state = await self._read(room, username, seq)
         if state.read:  # listed for the person's unread counts; pruned when read (read_rooms)
             with contextlib.suppress(BrokerUnavailable):
-                await self._link.command("SADD", self._keys.global_key(f"read-rooms:{username}"), room)
+                await self._link.command("SADD", self._keys.read_rooms(username), room)
         return state
 
     async def read_state(self, room: str, username: str) -> ReadState:
@@ -599,7 +599,7 @@ class RedisBroker(Broker):
         return ReadState(room, int(read), int(last), epoch.decode() if isinstance(epoch, bytes) else str(epoch))
 
     async def read_rooms(self, username: str) -> list[str]:
-        key = self._keys.global_key(f"read-rooms:{username}")
+        key = self._keys.read_rooms(username)
         rooms = sorted(name.decode() for name in await self._link.command("SMEMBERS", key))
         gone = [room for room in rooms if not (await self.read_state(room, username)).read]
         if gone:

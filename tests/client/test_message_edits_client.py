@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 import pytest
-from room_support import eventually, with_analysts
+from room_support import eventually, session, with_analysts
 
 import iavicenne_protocol as p
 from iavicenne import Backoff, Forbidden, RequestFailed, RoomClient, ServerInfo
@@ -72,7 +72,8 @@ async def test_alice_edits_deletes_and_bob_replies_from_python(base: str, opened
     kept = await bob.recent(10)
     by_seq = {m.seq: m for m in kept}
     assert by_seq[seq].deleted and by_seq[seq].text is None
-    assert by_seq[answer["seq"]].reply == {**by_seq[answer["seq"]].reply, "quote": "", "deleted": True}
+    replied = by_seq[answer["seq"]].reply
+    assert replied is not None and replied["quote"] == "" and replied["deleted"] is True
 
     markdown = await bob_client.export_room("notes", "md")
     assert "@bob" in markdown and "lunch" not in markdown
@@ -106,3 +107,24 @@ async def test_unread_is_the_same_on_two_of_alices_clients(base: str, opened: li
     rooms = {r["room"]: r for r in await tablet_client.unread()}
     assert rooms["standup"]["unread"] == 0
     await asyncio.sleep(0)
+
+
+@pytest.mark.timeout(60)
+async def test_the_notebook_room_edits_replies_deletes_and_counts_unread(base: str, opened: list[Any], server_token: str) -> None:
+    alice = session(opened, base, "desk", "alice")
+    bob = session(opened, base, "desk", "bob")
+    mallory = session(opened, base, "desk", "mallory", token=server_token)
+    for room in (alice, bob, mallory):
+        await room.ready()
+    seq = (await alice.send("draft"))["seq"]
+    await alice.edit(seq, "final")
+    answer = await bob.reply(seq, "looks good")
+    with pytest.raises(Forbidden):
+        await mallory.delete(seq)
+    await eventually(lambda: bob.room is not None and bob.room.seq == answer["seq"], what="bob's view")
+    assert await alice.unread() == 1 and await bob.unread() == 0
+    assert (await alice.mark_read())["unread"] == 0
+    markdown = await bob.export("md")
+    assert "final" in markdown and "draft" not in markdown and "@alice" in markdown
+    await alice.delete(seq)
+    assert "final" not in await bob.export("md")

@@ -16,6 +16,7 @@ from iavicenne_protocol import SyncMessage, decode_sync
 from ..rooms import RoomHub
 from ..shared_state import SharedDocs
 from .budgets import Limits, Quotas
+from .frame_dispatch import _carry_on as carry_on
 from .protocol_socket import ProtocolSocket
 
 
@@ -160,7 +161,20 @@ class RoomSocketHandler(ProtocolSocket):
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room, seq=published.seq, duplicate=published.duplicate)
         if not published.duplicate:  # what one says is read: not counted unread for oneself
-            self.in_background(self.hub.edits.read_own(self, room, published.seq), "moving the sender's read position")
+            self._read_own(room, published.seq)
+
+    def _read_own(self, room: str, seq: int) -> None:
+        """Move this identity's read position to its own message, not waited for: at once
+        when the broker answers at once (memory: no task per message), else in a task."""
+        work = self.hub.edits.read_own(self, room, seq)
+        try:
+            waiting_on = work.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            self.log.exception("iavicenne: %s could not move its read position in %s", self.key, room)
+            return
+        self.in_background(carry_on(work, waiting_on), "moving the sender's read position")
 
     # -- kept messages and read positions (message_edits.py) ----------------------------
     async def _on_edit_message(self, request: p.Request) -> None:

@@ -116,6 +116,11 @@ async def test_alice_edits_and_deletes_her_message_bob_sees_it_live_and_in_histo
     assert kept["message"] == {"content": "the Q3 figures are 13"} and "edited_at" in kept
     assert kept["identity"]["username"] == "alice"
 
+    # an edit is a message: within max_message_bytes, or nothing changes
+    huge = {"type": p.EDIT_MESSAGE, "room": room, "seq": seq, "payload": {"content": "x" * 70_000}}
+    answer = await ask(alice, huge)
+    assert (answer["code"], answer["option"]) == (p.ErrorCode.LIMIT_EXCEEDED, "max_message_bytes"), answer
+
     answer = await ask(alice, {"type": p.DELETE_MESSAGE, "room": room, "seq": seq})
     assert answer["type"] == p.ACK, answer
     deleted = await bob.expect(p.MESSAGE_DELETED)

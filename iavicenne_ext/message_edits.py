@@ -65,15 +65,16 @@ class MessageEdits:
         self.reads = reads
         self.max_message_bytes = max_message_bytes
 
-    async def _kept(self, room: str, seq: int, ref: str | None) -> tuple[bytes, dict[str, Any]]:
-        """The frame kept under `seq` and its fields; ``unknown-message`` when it is gone or deleted."""
+    async def _kept(self, room: str, seq: int, ref: str | None, *, deleted: bool = False) -> tuple[bytes, dict[str, Any]]:
+        """The frame kept under `seq` and its fields; ``unknown-message`` when it is gone, or
+        deleted (unless `deleted`: a deletion sent again finds it so)."""
         frame = await self.history.kept_message(room, seq)
         if frame is None:
             raise unknown_message(room, seq, ref)
         message = json.loads(frame)
         if message.get("type") != p.MESSAGE:
             raise unknown_message(room, seq, ref, "is not a message")
-        if "deleted" in message:
+        if "deleted" in message and not deleted:
             raise unknown_message(room, seq, ref, "was deleted")
         return frame, message
 
@@ -127,7 +128,7 @@ class MessageEdits:
         access = await self.access_records.get_access(room)
         owner = access.owner if access is not None else None
         for _ in range(REWRITE_ATTEMPTS):
-            kept, message = await self._kept(room, seq, ref)
+            kept, message = await self._kept(room, seq, ref, deleted=True)
             if author_of(message) != username and username != owner:
                 raise p.ProtocolError(
                     p.ErrorCode.FORBIDDEN,
@@ -136,6 +137,8 @@ class MessageEdits:
                     room=room,
                     seq=seq,
                 )
+            if "deleted" in message:
+                return  # deleted already (this request sent again after a reconnect): done
             deleted = {"by": username, "at": p.now_iso()}
             tombstone = {
                 "seq": seq,

@@ -132,6 +132,8 @@ async def test_alice_edits_and_deletes_her_message_bob_sees_it_live_and_in_histo
     # deleted is deleted: no edit brings it back
     answer = await ask(alice, {"type": p.EDIT_MESSAGE, "room": room, "seq": seq, "payload": {"content": "back"}})
     assert (answer["type"], answer["code"]) == (p.ERROR, p.ErrorCode.UNKNOWN_MESSAGE)
+    # a deletion sent again (its ack lost in a reconnect) is done already
+    assert (await ask(alice, {"type": p.DELETE_MESSAGE, "room": room, "seq": seq}))["type"] == p.ACK
 
 
 async def test_mallory_cannot_edit_or_delete_alices_message(deployment: Deployment, room: str) -> None:

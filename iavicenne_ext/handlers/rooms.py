@@ -7,7 +7,7 @@ connection is in exactly one room, as seed clients do).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, ClassVar
 
 import iavicenne_protocol as p
@@ -42,6 +42,9 @@ class RoomSocketHandler(ProtocolSocket):
         self.shared_docs = shared_docs
         self.user_id = ""  # until `connect` (or the first join-room); no name is empty
         self.rooms: set[str] = set()
+        # room -> the seq of this identity's own last message whose read position is still to
+        # be moved; None: no move on its way (_read_own)
+        self._own_reads: dict[str, int] | None = None
 
     # -- requests -------------------------------------------------------------------
     async def _on_connect(self, request: p.Request) -> None:
@@ -165,7 +168,13 @@ class RoomSocketHandler(ProtocolSocket):
 
     def _read_own(self, room: str, seq: int) -> None:
         """Move this identity's read position to its own message, not waited for: at once
-        when the broker answers at once (memory: no task per message), else in a task."""
+        when the broker answers at once (memory: no task per message), else in one task
+        per connection that takes the messages sent meanwhile along (one broker call for
+        a burst, not one per message)."""
+        pending = self._own_reads
+        if pending is not None:  # a move is on its way: the next one takes this seq
+            pending[room] = max(seq, pending.get(room, 0))
+            return
         work = self.hub.edits.read_own(self, room, seq)
         try:
             waiting_on = work.send(None)
@@ -174,7 +183,17 @@ class RoomSocketHandler(ProtocolSocket):
         except Exception:
             self.log.exception("iavicenne: %s could not move its read position in %s", self.key, room)
             return
-        self.in_background(carry_on(work, waiting_on), "moving the sender's read position")
+        self._own_reads = {}
+        self.in_background(self._move_own_reads(work, waiting_on), "moving the sender's read position")
+
+    async def _move_own_reads(self, started: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        try:
+            await carry_on(started, waiting_on)
+            while self._own_reads:
+                room, seq = self._own_reads.popitem()
+                await self.hub.edits.read_own(self, room, seq)
+        finally:
+            self._own_reads = None
 
     # -- kept messages and read positions (message_edits.py) ----------------------------
     async def _on_edit_message(self, request: p.Request) -> None:

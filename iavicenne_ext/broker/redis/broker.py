@@ -53,6 +53,8 @@ from .link import RedisLink
 from .liveness import Liveness, Registry, entry_json
 
 MiB = 1024 * 1024
+#: how many (person, room) pairs a server remembers having listed for unread counts
+LISTED_READS = 10_000
 
 
 def _chat_room(room: str) -> str:
@@ -114,6 +116,8 @@ class RedisBroker(Broker):
         self._dedup_ttl_ms = max(1, int(dedup_ttl * 1000))
 
         self._registry = Registry()
+        # (username, room) known to be in read-rooms:<username> (mark_read), bounded
+        self._listed_reads: set[tuple[str, str]] = set()
         # The access record the join script read, for the hub's check right after that
         # join (RoomHub._still_allowed): by task and room, taken by that check and gone
         # once the task yields (call_soon), so no later check can see a stale record.
@@ -586,9 +590,14 @@ class RedisBroker(Broker):
     # -- read positions (ReadPositions): lua/read_mark.lua ---------------------------------
     async def mark_read(self, room: str, username: str, seq: int) -> ReadState:
         state = await self._read(room, username, seq)
-        if state.read:  # listed for the person's unread counts; pruned when read (read_rooms)
+        # listed for the person's unread counts (pruned when read, read_rooms); once per
+        # room and person while this server remembers it, not once per message read
+        if state.read and (username, room) not in self._listed_reads:
             with contextlib.suppress(BrokerUnavailable):
                 await self._link.command("SADD", self._keys.read_rooms(username), room)
+                if len(self._listed_reads) >= LISTED_READS:
+                    self._listed_reads.clear()
+                self._listed_reads.add((username, room))
         return state
 
     async def read_state(self, room: str, username: str) -> ReadState:
@@ -604,6 +613,7 @@ class RedisBroker(Broker):
         gone = [room for room in rooms if not (await self.read_state(room, username)).read]
         if gone:
             await self._link.command("SREM", key, *gone)
+            self._listed_reads.difference_update((username, room) for room in gone)
         return [room for room in rooms if room not in gone]
 
 

@@ -116,8 +116,14 @@ async def test_the_notebook_room_edits_replies_deletes_and_counts_unread(base: s
     mallory = session(opened, base, "desk", "mallory", token=server_token)
     for room in (alice, bob, mallory):
         await room.ready()
+    changes: list[MessageChange] = []
+    bob.on("change", changes.append)
     seq = (await alice.send("draft"))["seq"]
-    await alice.edit(seq, "final")
+    await alice.edit(seq, "final <b>")
+    await eventually(lambda: len(changes) == 1, what="bob's change event")
+    await eventually(lambda: "edited message" in bob.panel.conversation.value, what="the note in bob's panel")
+    shown = bob.panel.conversation.value
+    assert "@alice edited message" in shown and "final &lt;b&gt;" in shown and "final <b>" not in shown
     answer = await bob.reply(seq, "looks good")
     with pytest.raises(Forbidden):
         await mallory.delete(seq)

@@ -150,6 +150,7 @@ class RoomSession:
             "control": self._on_control,
             "presence": self._on_presence,
             "gap": self._conversation.gap,
+            "change": self._conversation.change,
         }
         self._connection = RoomConnection(
             self,

@@ -133,6 +133,10 @@ function logMessage(who, text, { via, timestamp, identity, seq, reply, edited, d
     quote.className = "reply";
     const author = safeName(reply.identity?.username ?? reply.user_id ?? "");
     quote.textContent = reply.deleted || !reply.quote ? `(re @${author}, deleted) ` : `(re @${author}: ${reply.quote}) `;
+    if (Number.isInteger(reply.seq)) {
+      quote.dataset.replyTo = String(reply.seq);
+      quote.dataset.author = author;
+    }
     item.append(quote);
   }
   item.append(body);
@@ -472,6 +476,11 @@ async function join(name, roomName) {
       if (!line) return; // not shown here (before what this page replayed)
       const text = change.kind === "edited" ? display(change.text ?? change.content) : line.text;
       showText(line.body, text, { edited: change.kind === "edited", deleted: change.kind === "deleted" });
+      if (change.kind !== "deleted") return;
+      // the replies shown lose their quote of it, as the kept ones do
+      for (const quote of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll(`#log .reply[data-reply-to="${change.seq}"]`))) {
+        quote.textContent = `(re @${quote.dataset.author ?? ""}, deleted) `;
+      }
     });
     room.on("gap", (/** @type {any} */ gap) => {
       notice(

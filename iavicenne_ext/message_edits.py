@@ -165,15 +165,19 @@ class MessageEdits:
         (those in the newest max_replay_bytes of the history)."""
         marker = b'"reply":{"seq":%d,' % seq
         history = await self.messages.history(room, seq, None)
-        for frame in history.messages:
-            if marker not in frame:
-                continue
-            reply = json.loads(frame)
-            if not isinstance(reply.get("reply"), dict) or reply["reply"].get("seq") != seq:
-                continue
-            reply["reply"] = {**reply["reply"], "quote": "", "deleted": True}
-            # a reply edited or deleted meanwhile keeps that change (and its own reply field)
-            await self.history.rewrite_message(room, int(reply["seq"]), frame, p.encode(reply))
+        for found in history.messages:
+            frame: bytes | None = found
+            for _ in range(REWRITE_ATTEMPTS):
+                if frame is None or marker not in frame:
+                    break
+                reply = json.loads(frame)
+                if not isinstance(reply.get("reply"), dict) or reply["reply"].get("seq") != seq:
+                    break
+                reply["reply"] = {**reply["reply"], "quote": "", "deleted": True}
+                if await self.history.rewrite_message(room, int(reply["seq"]), frame, p.encode(reply)):
+                    break
+                # the reply changed meanwhile (edited, deleted): read it again
+                frame = await self.history.kept_message(room, int(reply["seq"]))
 
     # -- read positions -----------------------------------------------------------------
     @staticmethod

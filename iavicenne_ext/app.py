@@ -26,6 +26,7 @@ from .handlers.budgets import Limits, Quotas
 from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler
+from .handlers.room_history import RoomExportHandler, RoomReadHandler
 from .handlers.rooms import RoomSocketHandler
 from .handlers.service_relay import ServiceRestRelay, ServiceSocketRelay
 from .handlers.signaling import SignalingSocketHandler
@@ -672,6 +673,8 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/ws/signaling/?", SignalingSocketHandler, {**shared, "ice": self.ice}),
                 (r"/iavicenne/api/rooms/?", RoomListHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/members/([^/]+)/?", RoomMemberHandler, rest),
+                (r"/iavicenne/api/rooms/([^/]+)/export/?", RoomExportHandler, rest),
+                (r"/iavicenne/api/rooms/([^/]+)/read/?", RoomReadHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, rest),
             ]
         )

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import iavicenne_protocol as p
 
-from .broker.events import BrokerEvent, DirectFrame, Eviction, PresenceFrame, Publication, RoomFrame, Supersede
+from .broker.events import BrokerEvent, DirectFrame, Eviction, PersonalFrame, PresenceFrame, Publication, RoomFrame, Supersede
 from .broker.interfaces import MessageBroker, PresenceManager
 from .identity import Identity
 from .presence_batches import PresenceBatches, PresenceChange
@@ -154,6 +154,10 @@ class LocalFanout:
                 local.remove(conn)  # no frame of the room after the notice
                 conn.send(event.frame)
                 conn.evicted(event.room)
+        elif isinstance(event, PersonalFrame):
+            for key, conn in list(local.members.items()):
+                if key != event.skip and conn.who.username == event.username:
+                    conn.send(event.frame)
 
     @staticmethod
     def _to_room(local: LocalRoom, frame: bytes, seq: int, skip: str | None) -> None:

@@ -32,6 +32,7 @@ from .broker.base import DedupKey, JoinOutcome, Member, MembersPage, PresenceEnt
 from .broker.events import DirectFrame, PresenceFrame, RoomFrame
 from .broker.interfaces import Broker
 from .local_rooms import Connection, LocalRoom, Waiting, signaling_room
+from .message_edits import MessageEdits
 from .signaling_rooms import SignalingRooms
 
 __all__ = ["Connection", "RoomHub", "signaling_room"]
@@ -66,6 +67,10 @@ class RoomHub(SignalingRooms):
         )
         self.max_message_bytes = max_message_bytes
         self.max_snapshot_members = max_snapshot_members
+        # edits, deletions and replies of kept messages; read positions (message_edits.py)
+        self.edits = MessageEdits(
+            messages=broker, history=broker, access_records=broker, reads=broker, max_message_bytes=max_message_bytes
+        )
 
     # -- requests ---------------------------------------------------------------------
     async def join(
@@ -231,9 +236,21 @@ class RoomHub(SignalingRooms):
         if gone:
             await self.messages.emit(PresenceFrame(room, left, skip=conn.key))
 
-    async def publish(self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None) -> Published:
-        """Send a message to the room and keep it in history; `limit-exceeded` when too large for that."""
-        frame = p.encoded(p.MESSAGE, ref=ref, user_id=conn.user_id, message=payload, room=room, identity=conn.identity)
+    async def publish(
+        self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None, *, reply_to: int | None = None
+    ) -> Published:
+        """Send a message to the room and keep it in history; `limit-exceeded` when too large for that.
+
+        `reply_to`: the seq of a kept message it answers; the frame then carries ``reply``
+        (that message's verified author and a quote), or ``unknown-message`` refuses it.
+        """
+        if reply_to is None:
+            frame = p.encoded(p.MESSAGE, ref=ref, user_id=conn.user_id, message=payload, room=room, identity=conn.identity)
+        else:
+            reply = await self.edits.reply_field(room, reply_to, ref)
+            frame = p.encoded(
+                p.MESSAGE, ref=ref, user_id=conn.user_id, message=payload, room=room, identity=conn.identity, reply=reply
+            )
         if len(frame) > self.max_message_bytes:
             raise p.limit_exceeded(
                 "max_message_bytes",

@@ -37,6 +37,9 @@ class ErrorCode:
     SUPERSEDED = "superseded"  # a newer connection of the same user took this peer_id over
     UNKNOWN_USER = "unknown-user"
     UNKNOWN_PEER = "unknown-peer"
+    # edit-message, delete-message, a reply: no such kept message (never sent, trimmed from
+    # the history, deleted, or of another life of the room)
+    UNKNOWN_MESSAGE = "unknown-message"
     TOO_MANY_ROOMS = "too-many-rooms"
     RATE_LIMITED = "rate-limited"
     # a budget was reached; the frame names it: "option" (the IAvicenne traitlet that

@@ -48,8 +48,39 @@ SHARED = "shared"  # the room's shared document (Yjs sync messages): see sync.py
 LIST_MEMBERS = "list-members"
 MEMBERS = "members"
 PRESENCE_BATCH = "presence-batch"
+# a kept message changed (docs/protocol.md, "Edits, deletions, replies"): its author edits
+# or deletes it (a room's owner deletes any) by its seq; the room gets the notice live and
+# the history keeps the message as it now is (a deleted one without its text)
+EDIT_MESSAGE = "edit-message"
+DELETE_MESSAGE = "delete-message"
+MESSAGE_EDITED = "message-edited"
+MESSAGE_DELETED = "message-deleted"
+# each person's read position in a room: `read` sets it, `unread` tells every connection
+# of that identity in the room (and answers the `read`)
+READ = "read"
+UNREAD = "unread"
+#: the field of a `message` request naming the seq it replies to; the kept message then
+#: carries `reply` (the seq, the replied-to author as verified, and a quote)
+REPLY_TO = "reply_to"
+#: the longest quote of the replied-to message's ``content`` a reply carries (characters)
+REPLY_QUOTE_MAX_LENGTH = 140
 
-ROOM_REQUESTS = frozenset({CONNECT, JOIN_ROOM, LEAVE_ROOM, MESSAGE, DISCONNECT, PRESENCE, DIRECT_MESSAGE, SHARED, LIST_MEMBERS})
+ROOM_REQUESTS = frozenset(
+    {
+        CONNECT,
+        JOIN_ROOM,
+        LEAVE_ROOM,
+        MESSAGE,
+        DISCONNECT,
+        PRESENCE,
+        DIRECT_MESSAGE,
+        SHARED,
+        LIST_MEMBERS,
+        EDIT_MESSAGE,
+        DELETE_MESSAGE,
+        READ,
+    }
+)
 
 
 class LeftReason:

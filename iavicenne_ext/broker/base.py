@@ -199,3 +199,19 @@ class SharedAppended:
     life: str
     count: int
     refused: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReadState:
+    """A person's read position in a room (`ReadPositions`): the last seq they read of the
+    room's life `epoch`, and the room's last seq; 0 and "" for a room without history."""
+
+    room: str
+    read: int
+    seq: int
+    epoch: str
+
+    @property
+    def unread(self) -> int:
+        """The messages after the read position (edited and deleted ones count as kept)."""
+        return max(0, self.seq - self.read)

@@ -75,8 +75,19 @@ class Eviction:
     username: str
 
 
+@dataclass(frozen=True, slots=True)
+class PersonalFrame:
+    """A frame for the connections of identity `username` in the room only (but `skip`):
+    what one person's tabs and devices share, such as its read position (``unread``)."""
+
+    room: str
+    frame: bytes
+    username: str
+    skip: str | None = None
+
+
 #: what a server sends to a room through `MessageBroker.emit`: every event but a publication
-Emitted = RoomFrame | PresenceFrame | DirectFrame | Supersede | Eviction
+Emitted = RoomFrame | PresenceFrame | DirectFrame | Supersede | Eviction | PersonalFrame
 BrokerEvent = Publication | Emitted
 
 #: the hub's side: called on the event loop with each event for this server; never blocks

@@ -7,7 +7,9 @@ As centrifuge sets them apart, each a few methods on one concept:
 - `PresenceManager`: who is in each room, through which connections, with which state;
 - `AccessStore`: the access records of rooms with members (access.py);
 - `NameRegistry`: the identities the deployment has seen, by the skeleton of their name;
-- `SharedStore`: each room's shared (Yjs) document, as a log of updates.
+- `SharedStore`: each room's shared (Yjs) document, as a log of updates;
+- `HistoryEditor`: a kept message read and rewritten in place (edits, deletions);
+- `ReadPositions`: each person's read position per room (unread counts).
 
 A backend implements all of them (`Broker`): `MemoryBroker` keeps everything in this
 process (one server, no setup), `RedisBroker` keeps it in Redis so several Jupyter servers
@@ -31,6 +33,7 @@ from .base import (
     MembersPage,
     PresenceEntry,
     Published,
+    ReadState,
     SharedAppended,
     SharedLog,
     fold_members,
@@ -226,7 +229,47 @@ class SharedStore(ABC):
         """Forget the room's document (its access record was deleted: it must not become public)."""
 
 
-class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedStore):
+class HistoryEditor(ABC):
+    """A kept message, read and rewritten in place: same seq, same place in the history.
+
+    Frames are given and answered with their seq (as `History.messages`); a message that
+    left the history (trimmed, expired, another life of the room) is not there any more.
+    A rewritten frame replaces the old one entirely: no read answers the old bytes again.
+    """
+
+    @abstractmethod
+    async def kept_message(self, room: str, seq: int) -> bytes | None:
+        """The frame kept under `seq` in the room's current life, or None."""
+
+    @abstractmethod
+    async def rewrite_message(self, room: str, seq: int, expected: bytes, frame: bytes) -> bool:
+        """Put `frame` in place of the frame kept under `seq` when that is still `expected`
+        (compare and swap: two rewrites at once cannot undo each other); False otherwise.
+        The history's byte budgets count the new size."""
+
+
+class ReadPositions(ABC):
+    """Each person's (username's) read position in each room, for unread counts.
+
+    A position belongs to one life of the room (its epoch): a room that starts over starts
+    everyone at 0. Positions live and die with the room's history.
+    """
+
+    @abstractmethod
+    async def mark_read(self, room: str, username: str, seq: int) -> ReadState:
+        """Move `username`'s position in `room` forward to `seq` (never back, never past
+        the room's last seq); the state after."""
+
+    @abstractmethod
+    async def read_state(self, room: str, username: str) -> ReadState:
+        """`username`'s position in `room` and the room's last seq."""
+
+    @abstractmethod
+    async def read_rooms(self, username: str) -> list[str]:
+        """The rooms where `username` has a position (some may have expired since), sorted."""
+
+
+class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedStore, HistoryEditor, ReadPositions):
     """A whole backend: every interface above, its budgets and its life cycle.
 
     The budgets (the ``IAvicenne`` options of the same names): a room's history is at

@@ -15,7 +15,12 @@ Everything it keeps is bounded, and no operation looks at every room:
   heap ordered by that deadline, looked at from its top on each join;
 - dedup records: `max_dedup_per_identity` per owner, each owner's oldest first;
 - shared documents: `shared_bytes_total` bytes together (memory_shared.py), each
-  forgotten with its room.
+  forgotten with its room;
+- read positions: one per person per room, kept in the room's state and forgotten with it
+  (`_read_rooms` lists each person's rooms, pruned as it is read).
+
+An edit or a deletion replaces a message's frame in `history` (`rewrite_message`), its
+bytes counted again: the old frame is no longer referenced anywhere.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from .base import (
     MembersPage,
     PresenceEntry,
     Published,
+    ReadState,
     SharedAppended,
     SharedLog,
     fold_members,
@@ -83,6 +89,7 @@ class _RoomState:
     order: list[str] = field(default_factory=list)
     encoded: dict[str, bytes] = field(default_factory=dict)
     claims: dict[str, _Claim] = field(default_factory=dict)  # names held, by skeleton
+    reads: dict[str, int] = field(default_factory=dict)  # username -> the last seq it read
     emptied_at: float | None = None
     expiring: bool = False  # has its one entry in the expiry heap
     queued: bool = False  # has its one entry in the oldest-message heap
@@ -130,6 +137,9 @@ class MemoryBroker(Broker):
         self._identities: dict[str, str] = {}
         # shared state: each room's document log, forgotten with the room
         self._shared = SharedLogs(shared_bytes_total)
+        # username -> the rooms where it has a read position (`_RoomState.reads`); a room
+        # forgotten since is pruned from it when it is read
+        self._read_rooms: dict[str, set[str]] = {}
 
     @property
     def server_id(self) -> str:
@@ -492,6 +502,7 @@ class MemoryBroker(Broker):
             while state.history:
                 self._pop_oldest(state)
             state.epoch = secrets.token_hex(6)
+            state.reads.clear()  # positions in a life that is over
             self._persist_room(state)
         return True
 
@@ -567,3 +578,71 @@ class MemoryBroker(Broker):
 
     def _persist_shared_forgotten(self, room: str) -> None:
         """The room's shared document is forgotten."""
+
+    def _persist_rewrite(self, state: _RoomState, seq: int, frame: bytes) -> None:
+        """Kept message `seq` is now `frame` (edited, or deleted: its text gone)."""
+
+    def _persist_read(self, room: str, username: str, seq: int) -> None:
+        """`username` has read `room` up to `seq`."""
+
+    # -- kept messages rewritten in place (HistoryEditor) ---------------------------------
+    @staticmethod
+    def _kept_at(state: _RoomState, seq: int) -> int | None:
+        """Where `seq` is in the room's history: its seqs are consecutive, oldest first."""
+        history = state.history
+        if not history:
+            return None
+        at = seq - history[0][0]
+        if 0 <= at < len(history) and history[at][0] == seq:
+            return at
+        return None
+
+    async def kept_message(self, room: str, seq: int) -> bytes | None:
+        state = self._rooms.get(room)
+        at = None if state is None else self._kept_at(state, seq)
+        return None if at is None or state is None else state.history[at][1]
+
+    async def rewrite_message(self, room: str, seq: int, expected: bytes, frame: bytes) -> bool:
+        state = self._rooms.get(room)
+        at = None if state is None else self._kept_at(state, seq)
+        if at is None or state is None:
+            return False
+        kept_seq, kept, order = state.history[at]
+        if kept != expected:
+            return False
+        state.history[at] = (kept_seq, frame, order)
+        self._persist_rewrite(state, seq, frame)
+        delta = len(frame) - len(kept)
+        state.held += delta
+        self.held += delta
+        if self.held > self.history_bytes_total:
+            self._trim_total()
+        return True
+
+    # -- read positions (ReadPositions) ---------------------------------------------------
+    async def mark_read(self, room: str, username: str, seq: int) -> ReadState:
+        state = self._rooms.get(room)
+        if state is None:
+            return ReadState(room, 0, 0, "")
+        read = min(max(seq, state.reads.get(username, 0)), state.seq)
+        if read > 0:
+            if read != state.reads.get(username):
+                state.reads[username] = read
+                self._persist_read(room, username, read)
+            self._read_rooms.setdefault(username, set()).add(room)
+        return ReadState(room, read, state.seq, state.epoch)
+
+    async def read_state(self, room: str, username: str) -> ReadState:
+        state = self._rooms.get(room)
+        if state is None:
+            return ReadState(room, 0, 0, "")
+        return ReadState(room, state.reads.get(username, 0), state.seq, state.epoch)
+
+    async def read_rooms(self, username: str) -> list[str]:
+        rooms = self._read_rooms.get(username)
+        if rooms is None:
+            return []
+        rooms.intersection_update(self._rooms)  # the rooms forgotten since
+        if not rooms:
+            del self._read_rooms[username]
+        return sorted(rooms)

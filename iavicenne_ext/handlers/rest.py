@@ -8,6 +8,7 @@ probe tells nobody which private rooms there are. Reading needs Jupyter's ("read
 (``X-XSRFToken`` header from the ``_xsrf`` cookie), as for every Jupyter API.
 
 - ``GET    rooms``                      rooms with members now, or with a record, the caller may enter
+                                        (``?unread=1``: with the caller's unread counts, room_history.py)
 - ``POST   rooms``                      create a record: ``{"room", "access", "members", "group"}`` -> 201
 - ``GET    rooms/<room>``               its members (presence) and its access
 - ``DELETE rooms/<room>``               owner only: the record and the history go, everyone is evicted
@@ -158,11 +159,16 @@ class RoomListHandler(_RoomsAPIHandler):
     @web.authenticated
     @authorized("read", resource=AUTH_RESOURCE)
     async def get(self) -> None:
+        from .room_history import with_unread  # it builds on this module
+
         try:
             rooms = await self.hub.visible_rooms(self.who)
+            listed = [_listed(name, members, access) for name, (members, access) in rooms.items()]
+            if self.get_argument("unread", "") in ("1", "true"):
+                listed = await with_unread(self.hub, self.who, listed)
         except BrokerUnavailable as error:  # Redis down: say so, not a 500 with a traceback
             raise web.HTTPError(503, str(error)) from None
-        self.finish_json({"rooms": [_listed(name, members, access) for name, (members, access) in rooms.items()]})
+        self.finish_json({"rooms": listed})
 
     @web.authenticated
     @authorized("write", resource=AUTH_RESOURCE)

@@ -7,7 +7,7 @@ connection is in exactly one room, as seed clients do).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from typing import Any, ClassVar
 
 import iavicenne_protocol as p
@@ -16,6 +16,7 @@ from iavicenne_protocol import SyncMessage, decode_sync
 from ..rooms import RoomHub
 from ..shared_state import SharedDocs
 from .budgets import Limits, Quotas
+from .frame_dispatch import _carry_on as carry_on
 from .protocol_socket import ProtocolSocket
 
 
@@ -31,6 +32,9 @@ class RoomSocketHandler(ProtocolSocket):
         p.DISCONNECT: "_on_disconnect",
         p.SHARED: "_on_shared",
         p.LIST_MEMBERS: "_on_list_members",
+        p.EDIT_MESSAGE: "_on_edit_message",
+        p.DELETE_MESSAGE: "_on_delete_message",
+        p.READ: "_on_read",
     }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, shared_docs: SharedDocs | None = None) -> None:
@@ -38,6 +42,9 @@ class RoomSocketHandler(ProtocolSocket):
         self.shared_docs = shared_docs
         self.user_id = ""  # until `connect` (or the first join-room); no name is empty
         self.rooms: set[str] = set()
+        # room -> the seq of this identity's own last message whose read position is still to
+        # be moved; None: no move on its way (_read_own)
+        self._own_reads: dict[str, int] | None = None
 
     # -- requests -------------------------------------------------------------------
     async def _on_connect(self, request: p.Request) -> None:
@@ -148,11 +155,65 @@ class RoomSocketHandler(ProtocolSocket):
 
     async def _on_message(self, request: p.Request) -> None:
         room = self._room_of(request)
-        publishing = self.hub.publish(self, room, request.payload, request.ref)
+        reply_to = request.raw.get(p.REPLY_TO)
+        if reply_to is not None:
+            reply_to = _seq_field(reply_to, p.REPLY_TO, room)
+        publishing = self.hub.publish(self, room, request.payload, request.ref, reply_to=reply_to)
         self._publishing = True  # what follows only waits for the broker (see on_message)
         published = await publishing
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room, seq=published.seq, duplicate=published.duplicate)
+        if not published.duplicate:  # what one says is read: not counted unread for oneself
+            self._read_own(room, published.seq)
+
+    def _read_own(self, room: str, seq: int) -> None:
+        """Move this identity's read position to its own message, not waited for: at once
+        when the broker answers at once (memory: no task per message), else in one task
+        per connection that takes the messages sent meanwhile along (one broker call for
+        a burst, not one per message)."""
+        pending = self._own_reads
+        if pending is not None:  # a move is on its way: the next one takes this seq
+            pending[room] = max(seq, pending.get(room, 0))
+            return
+        work = self.hub.edits.read_own(self, room, seq)
+        try:
+            waiting_on = work.send(None)
+        except StopIteration:
+            return
+        except Exception:
+            self.log.exception("iavicenne: %s could not move its read position in %s", self.key, room)
+            return
+        self._own_reads = {}
+        self.in_background(self._move_own_reads(work, waiting_on), "moving the sender's read position")
+
+    async def _move_own_reads(self, started: Coroutine[Any, Any, None], waiting_on: Any) -> None:
+        try:
+            await carry_on(started, waiting_on)
+            while self._own_reads:
+                room, seq = self._own_reads.popitem()
+                await self.hub.edits.read_own(self, room, seq)
+        finally:
+            self._own_reads = None
+
+    # -- kept messages and read positions (message_edits.py) ----------------------------
+    async def _on_edit_message(self, request: p.Request) -> None:
+        room = self._room_of(request)
+        seq = _seq_field(request.raw.get("seq"), "seq", room)
+        await self.hub.edits.edit(self, room, seq, request.payload, request.ref)
+        self._ack(request, room)
+
+    async def _on_delete_message(self, request: p.Request) -> None:
+        room = self._room_of(request)
+        seq = _seq_field(request.raw.get("seq"), "seq", room)
+        await self.hub.edits.delete(self, room, seq, request.ref)
+        self._ack(request, room)
+
+    async def _on_read(self, request: p.Request) -> None:
+        """``seq``: the last message read (the position only moves forward); without it, the
+        position and unread count are only told (``unread``)."""
+        room = self._room_of(request)
+        seq = request.raw.get("seq")
+        await self.hub.edits.mark_read(self, room, None if seq is None else _seq_field(seq, "seq", room), request.ref)
 
     async def _on_presence(self, request: p.Request) -> None:
         room = self._room_of(request)
@@ -285,6 +346,13 @@ class RoomSocketHandler(ProtocolSocket):
     def _ack(self, request: p.Request, room: str) -> None:
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room)
+
+
+def _seq_field(value: Any, field: str, room: str) -> int:
+    """A request's seq of a kept message: a positive integer."""
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"{field} must be a positive integer (a message's seq)", room=room)
+    return value
 
 
 def encode_state(state: dict[str, Any], limits: Limits) -> bytes:

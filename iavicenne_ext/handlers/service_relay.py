@@ -107,8 +107,8 @@ class ServiceRestRelay(_Relay, APIHandler):
         if response.code == 599:
             raise web.HTTPError(502, f"the room service {self.locator.service!r} did not answer: {response.error}")
         self.set_status(response.code, response.reason)
-        self.set_header("Content-Type", response.headers.get("Content-Type", "application/json"))
-        self.finish(response.body or b"")
+        # APIHandler.finish sets the type it is given: a room's Markdown export stays Markdown
+        self.finish(response.body or b"", set_content_type=response.headers.get("Content-Type", "application/json"))
 
     @web.authenticated
     @authorized("read", resource=AUTH_RESOURCE)

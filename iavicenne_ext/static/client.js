@@ -16,6 +16,8 @@ import {
   LeftReason,
   MEMBERS,
   MESSAGE,
+  MESSAGE_DELETED,
+  MESSAGE_EDITED,
   PRESENCE,
   PRESENCE_BATCH,
   PresenceMode,
@@ -23,10 +25,11 @@ import {
   ROOM_LEFT,
   ROOMS_PATH,
   SHARED,
+  UNREAD,
   USER_JOINED,
   USER_LEFT,
 } from "./protocol.js";
-import { Room } from "./room.js";
+import { changeOf, Room } from "./room.js";
 import { RoomsAPI } from "./rooms-api.js";
 
 /** @typedef {import("./connection.js").EndpointOptions} EndpointOptions */
@@ -237,6 +240,13 @@ export class RoomClient extends Endpoint {
       }
       case SHARED: // the room's shared document: shared.js's
         room._emit("shared", frame);
+        break;
+      case MESSAGE_EDITED:
+      case MESSAGE_DELETED:
+        room._emit("change", changeOf(room.name, frame));
+        break;
+      case UNREAD: // our read position, the same on each of our connections
+        room._emit("unread", frame);
         break;
       case DIRECT_MESSAGE:
         // no seq: a resend whose ack was lost is recognised by its sender and ref

@@ -92,12 +92,27 @@ function clock(timestamp) {
   return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
 }
 
+/** The log's kept messages by seq (this room's), so that an edit or a deletion finds its line. */
+const logged = new Map();
+
+/**
+ * A message's text as the log shows it: an edited one marked, a deleted one without text.
+ * @param {HTMLElement} body
+ * @param {string} text
+ * @param {{ edited?: boolean, deleted?: boolean }} state
+ */
+function showText(body, text, { edited, deleted }) {
+  body.textContent = deleted ? "(deleted)" : edited ? `${text} (edited)` : text;
+  body.classList.toggle("deleted", Boolean(deleted));
+}
+
 /**
  * @param {string} who
  * @param {string} text
- * @param {{ via?: string, timestamp?: string, identity?: Record<string, any> }} [options]
+ * @param {{ via?: string, timestamp?: string, identity?: Record<string, any>, seq?: number | null,
+ *   reply?: Record<string, any> | null, edited?: boolean, deleted?: boolean }} [options]
  */
-function logMessage(who, text, { via, timestamp, identity } = {}) {
+function logMessage(who, text, { via, timestamp, identity, seq, reply, edited, deleted } = {}) {
   const item = document.createElement("li");
   item.className = "message";
   const when = document.createElement("span");
@@ -108,10 +123,24 @@ function logMessage(who, text, { via, timestamp, identity } = {}) {
   name.textContent = `${safeName(who)}: `;
   const body = document.createElement("span");
   body.className = "text";
-  body.textContent = text;
+  showText(body, text, { edited, deleted });
   // the sender's verified username first, when their name is not it: "@bob alice: …"
   const verified = verifiedTag(who, identity).map((tag) => Object.assign(tag, { textContent: `${tag.textContent?.trim()} ` }));
-  item.append(when, ...verified, name, body);
+  item.append(when, ...verified, name);
+  if (reply) {
+    // the replied-to author as the server verified it, and its quote: text, never markup
+    const quote = document.createElement("span");
+    quote.className = "reply";
+    const author = safeName(reply.identity?.username ?? reply.user_id ?? "");
+    quote.textContent = reply.deleted || !reply.quote ? `(re @${author}, deleted) ` : `(re @${author}: ${reply.quote}) `;
+    if (Number.isInteger(reply.seq)) {
+      quote.dataset.replyTo = String(reply.seq);
+      quote.dataset.author = author;
+    }
+    item.append(quote);
+  }
+  item.append(body);
+  if (typeof seq === "number") logged.set(seq, { body, text });
   if (via) {
     const tag = document.createElement("span");
     tag.className = "via";
@@ -430,12 +459,28 @@ async function join(name, roomName) {
       notice(`you are no longer in ${event.room}: ${event.reason === "removed" ? "its owner removed you" : event.reason}`, true);
       renderRooms();
     });
+    logged.clear();
     room.on("message", (/** @type {import("./iavicenne.js").Message} */ message) => {
       logMessage(message.userId, display(message.text ?? message.content), {
         via: message.direct ? "direct" : undefined,
         timestamp: message.timestamp,
         identity: message.identity,
+        seq: message.direct ? null : message.seq,
+        reply: message.reply,
+        edited: message.edited,
+        deleted: message.deleted,
       });
+    });
+    room.on("change", (/** @type {import("./iavicenne.js").MessageChange} */ change) => {
+      const line = change.seq === null ? undefined : logged.get(change.seq);
+      if (!line) return; // not shown here (before what this page replayed)
+      const text = change.kind === "edited" ? display(change.text ?? change.content) : line.text;
+      showText(line.body, text, { edited: change.kind === "edited", deleted: change.kind === "deleted" });
+      if (change.kind !== "deleted") return;
+      // the replies shown lose their quote of it, as the kept ones do
+      for (const quote of /** @type {NodeListOf<HTMLElement>} */ (document.querySelectorAll(`#log .reply[data-reply-to="${change.seq}"]`))) {
+        quote.textContent = `(re @${quote.dataset.author ?? ""}, deleted) `;
+      }
     });
     room.on("gap", (/** @type {any} */ gap) => {
       notice(

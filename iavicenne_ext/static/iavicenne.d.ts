@@ -245,6 +245,24 @@ export interface Message {
   timestamp: string;
   direct: boolean;
   ref: string | null;
+  /** The server's: what this message replies to (the replied-to author as verified, a quote). */
+  reply: { seq: number; user_id: string; identity: Identity; quote: string; deleted?: boolean } | null;
+  edited: boolean;
+  /** Deleted by its author or the room's owner: its text is gone. */
+  deleted: boolean;
+  raw: ServerFrame;
+}
+
+/** A kept message changed (`message-edited`, `message-deleted`): `identity` is who changed it. */
+export interface MessageChange {
+  room: string;
+  seq: number | null;
+  kind: "edited" | "deleted";
+  /** The message's author. */
+  userId: string;
+  content: Record<string, Json>;
+  text: any;
+  identity: Identity | Record<string, never>;
   raw: ServerFrame;
 }
 
@@ -285,10 +303,14 @@ export declare class Room {
   on(kind: "control", callback: (message: Message) => void): Unsubscribe;
   on(kind: "presence", callback: (event: PresenceEvent) => void): Unsubscribe;
   on(kind: "gap", callback: (gap: Gap & { room: string }) => void): Unsubscribe;
+  on(kind: "change", callback: (change: MessageChange) => void): Unsubscribe;
   on(kind: "error", callback: (error: RequestFailed) => void): Unsubscribe;
   on(kind: string, callback: (event: any) => void): Unsubscribe;
   /** Resolves with the server's ack (with the message's seq), however many reconnects that takes. */
   send(content: string | Record<string, Json>): Promise<Ack>;
+  reply(seq: number, content: string | Record<string, Json>): Promise<Ack>;
+  edit(seq: number, content: string | Record<string, Json>): Promise<Ack>;
+  delete(seq: number): Promise<Ack>;
   direct(to: string, content: string | Record<string, Json>): Promise<Ack>;
   setState(state: Record<string, Json>): Promise<Ack>;
   leave(): Promise<void>;

@@ -30,8 +30,26 @@ export declare const SHARED: "shared";
 export declare const LIST_MEMBERS: "list-members";
 export declare const MEMBERS: "members";
 export declare const PRESENCE_BATCH: "presence-batch";
+// a kept message changed (docs/protocol.md, "Edits, deletions, replies"): its author edits
+// or deletes it (a room's owner deletes any) by its seq; the room gets the notice live and
+// the history keeps the message as it now is (a deleted one without its text)
+export declare const EDIT_MESSAGE: "edit-message";
+export declare const DELETE_MESSAGE: "delete-message";
+export declare const MESSAGE_EDITED: "message-edited";
+export declare const MESSAGE_DELETED: "message-deleted";
+// each person's read position in a room: `read` sets it, `unread` tells every connection
+// of that identity in the room (and answers the `read`)
+export declare const READ: "read";
+export declare const UNREAD: "unread";
+/**
+ * the field of a `message` request naming the seq it replies to; the kept message then
+ * carries `reply` (the seq, the replied-to author as verified, and a quote)
+ */
+export declare const REPLY_TO: "reply_to";
+/** the longest quote of the replied-to message's ``content`` a reply carries (characters) */
+export declare const REPLY_QUOTE_MAX_LENGTH: 140;
 
-export declare const ROOM_REQUESTS: readonly ("connect" | "direct-message" | "disconnect" | "join-room" | "leave-room" | "list-members" | "message" | "presence" | "shared")[];
+export declare const ROOM_REQUESTS: readonly ("connect" | "delete-message" | "direct-message" | "disconnect" | "edit-message" | "join-room" | "leave-room" | "list-members" | "message" | "presence" | "read" | "shared")[];
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export declare const LeftReason: Readonly<{ REMOVED: "removed" }>;
@@ -78,7 +96,7 @@ export declare const REF_MAX_LENGTH: 128;
 
 // -- errors.py. Refusals: the codes of error frames and of closed sockets, and `ProtocolError`.
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
-export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; NAME_NOT_YOURS: "name-not-yours"; FORBIDDEN: "forbidden"; UNKNOWN_ROOM: "unknown-room"; ROOM_EXISTS: "room-exists"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
+export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; NAME_NOT_YOURS: "name-not-yours"; FORBIDDEN: "forbidden"; UNKNOWN_ROOM: "unknown-room"; ROOM_EXISTS: "room-exists"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; UNKNOWN_MESSAGE: "unknown-message"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
 /** One of the values of `ErrorCode`. */
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

@@ -36,8 +36,26 @@ export const SHARED = "shared"; // the room's shared document (Yjs sync messages
 export const LIST_MEMBERS = "list-members";
 export const MEMBERS = "members";
 export const PRESENCE_BATCH = "presence-batch";
+// a kept message changed (docs/protocol.md, "Edits, deletions, replies"): its author edits
+// or deletes it (a room's owner deletes any) by its seq; the room gets the notice live and
+// the history keeps the message as it now is (a deleted one without its text)
+export const EDIT_MESSAGE = "edit-message";
+export const DELETE_MESSAGE = "delete-message";
+export const MESSAGE_EDITED = "message-edited";
+export const MESSAGE_DELETED = "message-deleted";
+// each person's read position in a room: `read` sets it, `unread` tells every connection
+// of that identity in the room (and answers the `read`)
+export const READ = "read";
+export const UNREAD = "unread";
+/**
+ * the field of a `message` request naming the seq it replies to; the kept message then
+ * carries `reply` (the seq, the replied-to author as verified, and a quote)
+ */
+export const REPLY_TO = "reply_to";
+/** the longest quote of the replied-to message's ``content`` a reply carries (characters) */
+export const REPLY_QUOTE_MAX_LENGTH = 140;
 
-export const ROOM_REQUESTS = Object.freeze(["connect", "direct-message", "disconnect", "join-room", "leave-room", "list-members", "message", "presence", "shared"]);
+export const ROOM_REQUESTS = Object.freeze(["connect", "delete-message", "direct-message", "disconnect", "edit-message", "join-room", "leave-room", "list-members", "message", "presence", "read", "shared"]);
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export const LeftReason = Object.freeze({
@@ -110,6 +128,9 @@ export const ErrorCode = Object.freeze({
   SUPERSEDED: "superseded", // a newer connection of the same user took this peer_id over
   UNKNOWN_USER: "unknown-user",
   UNKNOWN_PEER: "unknown-peer",
+  // edit-message, delete-message, a reply: no such kept message (never sent, trimmed from
+  // the history, deleted, or of another life of the room)
+  UNKNOWN_MESSAGE: "unknown-message",
   TOO_MANY_ROOMS: "too-many-rooms",
   RATE_LIMITED: "rate-limited",
   // a budget was reached; the frame names it: "option" (the IAvicenne traitlet that

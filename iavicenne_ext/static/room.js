@@ -9,12 +9,16 @@ import { checkName, IAvicenneError } from "./errors.js";
 import { Emitter } from "./events.js";
 import {
   CONTROL_KEY,
+  DELETE_MESSAGE,
   DIRECT_MESSAGE,
+  EDIT_MESSAGE,
   LIST_MEMBERS,
   MEMBERS,
   MEMBERS_CURSOR_PREFIX,
   MESSAGE,
+  MESSAGE_EDITED,
   PRESENCE,
+  REPLY_TO,
   USER_JOINED,
   USER_LEFT,
 } from "./protocol.js";
@@ -51,6 +55,9 @@ export function payloadOf(content) {
  * @property {string} timestamp
  * @property {boolean} direct
  * @property {string | null} ref
+ * @property {Record<string, any> | null} reply the server's: what it replies to (verified author, quote)
+ * @property {boolean} edited
+ * @property {boolean} deleted its text is gone (deleted by its author or the room's owner)
  * @property {Record<string, any>} raw
  */
 
@@ -81,6 +88,30 @@ function messageOf(room, frame, direct) {
     timestamp: frame.timestamp ?? "",
     direct,
     ref: typeof frame.ref === "string" ? frame.ref : null,
+    // the server's: what it replies to (the replied-to author as verified, a quote)
+    reply: frame.reply !== null && typeof frame.reply === "object" ? frame.reply : null,
+    edited: "edited_at" in frame,
+    deleted: "deleted" in frame,
+    raw: frame,
+  };
+}
+
+/**
+ * A kept message edited or deleted (`message-edited`, `message-deleted`), as a `change` event.
+ * @param {string} room
+ * @param {Record<string, any>} frame
+ */
+export function changeOf(room, frame) {
+  const edited = frame.type === MESSAGE_EDITED;
+  const content = edited && frame.message !== null && typeof frame.message === "object" ? frame.message : {};
+  return {
+    room,
+    seq: Number.isInteger(frame.seq) ? frame.seq : null,
+    kind: edited ? "edited" : "deleted",
+    userId: frame.user_id ?? "",
+    content,
+    text: content.content,
+    identity: frame.identity ?? {},
     raw: frame,
   };
 }
@@ -164,6 +195,35 @@ export class Room {
    */
   send(content) {
     return this._reliable(() => ({ type: MESSAGE, room: this.name, payload: payloadOf(content) }));
+  }
+
+  /**
+   * Publish a reply to message `seq`: the server adds `reply` (its verified author, a quote).
+   * @param {number} seq
+   * @param {string | Record<string, any>} content
+   * @returns {Promise<Record<string, any>>}
+   */
+  reply(seq, content) {
+    return this._reliable(() => ({ type: MESSAGE, room: this.name, [REPLY_TO]: seq, payload: payloadOf(content) }));
+  }
+
+  /**
+   * Replace the text of our message `seq`; the room gets a `change` event.
+   * @param {number} seq
+   * @param {string | Record<string, any>} content
+   * @returns {Promise<Record<string, any>>}
+   */
+  edit(seq, content) {
+    return this._reliable(() => ({ type: EDIT_MESSAGE, room: this.name, seq, payload: payloadOf(content) }));
+  }
+
+  /**
+   * Delete message `seq` (ours, or any in a room we own): its text leaves the history.
+   * @param {number} seq
+   * @returns {Promise<Record<string, any>>}
+   */
+  delete(seq) {
+    return this._reliable(() => ({ type: DELETE_MESSAGE, room: this.name, seq }));
   }
 
   /**

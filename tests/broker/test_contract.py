@@ -26,11 +26,12 @@ from servers import drop_prefix, shared_redis_url, unique_prefix
 import iavicenne_protocol as p
 from iavicenne_ext.access import RoomAccess
 from iavicenne_ext.broker import MemoryBroker
-from iavicenne_ext.broker.base import CreateOutcome, JoinOutcome, MemberOutcome
+from iavicenne_ext.broker.base import CreateOutcome, JoinOutcome, MemberOutcome, ReadState
 from iavicenne_ext.broker.events import (
     BrokerEvent,
     DirectFrame,
     Eviction,
+    PersonalFrame,
     PresenceFrame,
     Publication,
     RoomFrame,
@@ -242,6 +243,7 @@ async def test_emitted_events_reach_the_hub_as_they_were_sent(backend: Backend) 
             DirectFrame("r", frame, to="bob", skip="s:3"),
             Supersede("r", frame, to="bob", skip="s:4"),
             Eviction("r", frame, username="mallory"),
+            PersonalFrame("r", frame, username="alice", skip="s:5"),
         ]
         for event in sent:
             await broker.emit(event)
@@ -355,6 +357,89 @@ async def test_deleting_a_record_forgets_what_was_said_in_the_room(backend: Back
         assert await broker.get_access("a") is None
         after = await broker.history("a", 0, before.epoch)
         assert after.messages == [] and not (after.epoch == before.epoch and after.recovered)
+
+
+# -- kept messages rewritten in place, read positions -------------------------------------------
+def rewritten(seq: int, text: str) -> bytes:
+    return p.with_seq(seq, message(text))
+
+
+async def test_a_kept_message_is_rewritten_in_place_only_from_what_was_read(backend: Backend) -> None:
+    """alice's edit replaces message 2 where it was; mallory's rewrite from a stale copy changes nothing."""
+    async with backend() as (broker, _):
+        for n in range(1, 4):
+            await broker.publish("r", message(f"m{n}"))
+        kept = await broker.kept_message("r", 2)
+        assert kept is not None and json.loads(kept)["message"] == {"content": "m2"} and json.loads(kept)["seq"] == 2
+        edited = rewritten(2, "m2, edited")
+        assert await broker.rewrite_message("r", 2, kept, edited)
+        assert not await broker.rewrite_message("r", 2, kept, rewritten(2, "mallory's stale overwrite"))
+        assert await broker.kept_message("r", 2) == edited
+        history = await broker.history("r", 0, None)
+        assert seqs(history.messages) == [1, 2, 3] and history.recovered
+        assert history.messages[1] == edited and b'm2"' not in b"".join(history.messages)
+        assert [json.loads(f)["seq"] for f in (await broker.history("r", 1, history.epoch)).messages] == [2, 3]
+        assert await broker.kept_message("r", 9) is None and await broker.kept_message("nowhere", 1) is None
+        assert not await broker.rewrite_message("r", 9, edited, edited)
+
+
+async def test_rewritten_messages_are_trimmed_and_replayed_in_seq_order(backend: Backend) -> None:
+    async with backend(history_size=3) as (broker, _):
+        for n in range(1, 4):
+            await broker.publish("r", message(f"m{n}"))
+        for seq in (1, 3):  # the oldest and the newest of the kept three
+            kept = await broker.kept_message("r", seq)
+            assert kept is not None and await broker.rewrite_message("r", seq, kept, rewritten(seq, f"e{seq}"))
+        history = await broker.history("r", 0, None)
+        assert [json.loads(f)["message"]["content"] for f in history.messages] == ["e1", "m2", "e3"]
+        await broker.publish("r", message("m4"))  # history_size: the rewritten oldest goes first
+        history = await broker.history("r", 0, None)
+        assert [json.loads(f)["message"]["content"] for f in history.messages] == ["m2", "e3", "m4"]
+        assert seqs(history.messages) == [2, 3, 4] and not history.recovered
+        assert seqs((await broker.history("r", 1, history.epoch)).messages) == [2, 3, 4]
+        assert (await broker.history("r", 1, history.epoch)).recovered
+        assert await broker.kept_message("r", 1) is None
+
+
+async def test_a_rewritten_message_counts_its_new_size_in_the_budgets(backend: Backend) -> None:
+    size = len(p.with_seq(1, message("m1")))
+    async with backend(max_replay_bytes=3 * size) as (broker, _):
+        for n in range(1, 4):
+            await broker.publish("r", message(f"m{n}"))
+        kept = await broker.kept_message("r", 3)
+        assert kept is not None and await broker.rewrite_message("r", 3, kept, rewritten(3, "x" * size))
+        cut = await broker.history("r", 0, None)
+        assert seqs(cut.messages) == [2, 3] and not cut.recovered
+
+
+async def test_deleting_a_record_forgets_the_rewritten_messages_and_read_positions(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.create_access(private("a", "alice"), max_per_owner=5)
+        await broker.publish("a", message("secret"))
+        kept = await broker.kept_message("a", 1)
+        assert kept is not None and await broker.rewrite_message("a", 1, kept, rewritten(1, "still secret"))
+        await broker.mark_read("a", "alice", 1)
+        assert await broker.delete_access("a")
+        assert await broker.kept_message("a", 1) is None
+        assert (await broker.history("a", 0, None)).messages == []
+        assert (await broker.read_state("a", "alice")).read == 0
+
+
+async def test_read_positions_are_each_persons_own_and_only_move_forward(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        assert await broker.read_state("r", "alice") == ReadState("r", 0, 0, "")
+        for n in range(1, 6):
+            await broker.publish("r", message(f"m{n}"))
+        state = await broker.mark_read("r", "alice", 3)
+        assert (state.read, state.seq, state.unread) == (3, 5, 2) and state.epoch
+        assert (await broker.mark_read("r", "alice", 1)).read == 3  # never back
+        assert (await broker.mark_read("r", "alice", 99)).read == 5  # never past the last seq
+        assert (await broker.read_state("r", "alice")).unread == 0
+        mallory = await broker.read_state("r", "mallory")  # alice's reading is not mallory's
+        assert (mallory.read, mallory.unread) == (0, 5)
+        assert await broker.read_rooms("alice") == ["r"] and await broker.read_rooms("mallory") == []
+        await broker.publish("r", message("m6"))
+        assert (await broker.read_state("r", "alice")).unread == 1
 
 
 # -- names ------------------------------------------------------------------------------------

@@ -126,6 +126,14 @@ class RoomClient(Endpoint):
     async def delete_room(self, room: str) -> None:
         await self.api.delete_room(room)
 
+    async def export_room(self, room: str, format: str = "md") -> str:
+        """Room `room`'s history as Markdown (``"md"``) or jupyterlab-chat ``.chat`` JSON (``"chat"``)."""
+        return await self.api.export_room(room, format)
+
+    async def unread(self) -> list[dict[str, Any]]:
+        """Our unread counts, room by room (`RoomsAPI.unread`)."""
+        return await self.api.unread()
+
     async def leave(self, room: str) -> None:
         handle = self.rooms.pop(room, None)
         if handle is None:
@@ -213,6 +221,10 @@ class RoomClient(Endpoint):
             self._evicted(room, frame)
         elif kind == p.SHARED:  # the room's shared document: iavicenne.shared's
             room.emit("shared", frame)
+        elif kind in (p.MESSAGE_EDITED, p.MESSAGE_DELETED):
+            room.take_change(frame)
+        elif kind == p.UNREAD:
+            room.emit("unread", frame)
         elif kind == p.DIRECT_MESSAGE:
             ref = frame.get("ref")
             # direct messages have no seq: a resend after a lost ack is recognised by its ref

@@ -32,7 +32,7 @@ import iavicenne_protocol as p
 from .connection import Disconnected
 from .delivery import SeqTracker
 from .errors import ClientError, RequestFailed
-from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent
+from .events import EventEmitter, EventStream, Gap, Message, MessageChange, PresenceEvent
 
 #: the payload key of a control message (see the module docstring)
 CONTROL = p.CONTROL_KEY
@@ -165,6 +165,47 @@ class Room:
         payload = {"content": content} if isinstance(content, str) else content
         self._check_open()
         return self.client.send_reliable({"type": p.MESSAGE, "room": self.name, "payload": payload}, self.name)
+
+    async def reply(self, seq: int, content: str | dict[str, Any]) -> dict[str, Any]:
+        """Publish a reply to message `seq`: the server adds ``reply`` (its author as
+        verified and a quote); `RequestFailed` (``unknown-message``) when it is not kept."""
+        payload = {"content": content} if isinstance(content, str) else content
+        self._check_open()
+        frame = {"type": p.MESSAGE, "room": self.name, p.REPLY_TO: seq, "payload": payload}
+        return await self.client.send_reliable(frame, self.name)
+
+    async def edit(self, seq: int, content: str | dict[str, Any]) -> dict[str, Any]:
+        """Replace the text of our message `seq` (everyone sees ``edited`` events, and the
+        history keeps the new text); `Forbidden` for another's message."""
+        payload = {"content": content} if isinstance(content, str) else content
+        self._check_open()
+        frame = {"type": p.EDIT_MESSAGE, "room": self.name, "seq": seq, "payload": payload}
+        return await self.client.send_reliable(frame, self.name)
+
+    async def delete(self, seq: int) -> dict[str, Any]:
+        """Delete message `seq` (ours, or any in a room we own): its text leaves the history."""
+        self._check_open()
+        return await self.client.send_reliable({"type": p.DELETE_MESSAGE, "room": self.name, "seq": seq}, self.name)
+
+    async def mark_read(self, seq: int | None = None) -> dict[str, Any]:
+        """Move our read position to message `seq` (default: the last one seen); the
+        ``unread`` answer (``read``, ``seq``, ``unread``), which our other connections get too."""
+        self._check_open()
+        client = self.client
+        await client.wait_ready()
+        frame: dict[str, Any] = {"type": p.READ, "room": self.name, "ref": client.new_ref()}
+        if seq is not None or self.seq is not None:
+            frame["seq"] = seq if seq is not None else self.seq
+        return await client.request(client.socket, frame, expect=p.UNREAD)  # type: ignore[arg-type]
+
+    async def unread(self) -> int:
+        """How many messages of the room we have not read (the server's count, every device's)."""
+        self._check_open()
+        client = self.client
+        await client.wait_ready()
+        frame = {"type": p.READ, "room": self.name, "ref": client.new_ref()}
+        answer = await client.request(client.socket, frame, expect=p.UNREAD)  # type: ignore[arg-type]
+        return int(answer.get("unread") or 0)
 
     async def direct(self, to: str, content: str | dict[str, Any]) -> dict[str, Any]:
         """Send to every connection of member `to` only; `UnknownPeer` if it is not here."""
@@ -335,6 +376,24 @@ class Room:
             self.emit("control", message)
             return
         self.emit("message", message)
+
+    def take_change(self, frame: dict[str, Any]) -> None:
+        """A kept message was edited or deleted: a ``change`` event (`MessageChange`)."""
+        seq = frame.get("seq")
+        if not isinstance(seq, int):
+            return
+        edited = frame["type"] == p.MESSAGE_EDITED
+        content = frame.get("message") if edited else {}
+        change = MessageChange(
+            room=self.name,
+            seq=seq,
+            kind="edited" if edited else "deleted",
+            user_id=str(frame.get("user_id") or ""),
+            content=content if isinstance(content, dict) else {},
+            identity=frame.get("identity") or {},
+            raw=frame,
+        )
+        self.emit("change", change)
 
     def _message(self, frame: dict[str, Any], seq: int | None, direct: bool) -> Message:
         content = frame.get("message")

@@ -26,7 +26,7 @@ from .panels.text import named
 if TYPE_CHECKING:
     from .background import KernelLoop
     from .client_room import Room as ClientRoom
-    from .events import EventEmitter, EventStream, Gap, Message
+    from .events import EventEmitter, EventStream, Gap, Message, MessageChange
     from .panels.room_panel import RoomPanel
 
 MESSAGES_KEPT = 1000  # messages a session remembers in `messages`
@@ -101,6 +101,19 @@ class Conversation:
         self.kernel.call(self.host.panel.show_note, "", f"some messages sent while you were away are lost ({why})")
         self.host.events.emit("gap", gap)
 
+    def change(self, change: MessageChange) -> None:
+        """A kept message was edited or deleted: a note in the panel, a ``change`` event."""
+        if change.room != self.host.name:
+            return
+        by = change.identity.get("username") or "?"
+        if change.kind == "edited":
+            text = change.content.get("content", change.content)
+            note = f"@{by} edited message {change.seq}: {text}"
+        else:
+            note = f"@{by} deleted message {change.seq}"
+        self.kernel.call(self.host.panel.show_note, "", note)
+        self.host.events.emit("change", change)
+
     async def _show_history(self, room: ClientRoom) -> None:
         """The last messages before we came (after those we saw, on a rejoin), then the
         live ones that arrived meanwhile."""
@@ -124,6 +137,16 @@ class Conversation:
 
     def _show(self, message: Message, *, old: bool = False) -> None:
         text = message.text if message.text is not None else message.content
+        if message.deleted:
+            text = "(deleted)"
+        elif message.edited:
+            text = f"{text} (edited)"
+        reply = message.reply
+        if reply is not None and not message.deleted:
+            # the replied-to author as the server verified it, and its quote (escaped as text by the panel)
+            author = reply.get("identity", {}).get("username") if isinstance(reply.get("identity"), dict) else None
+            quote = reply.get("quote") or "(deleted)"
+            text = f"(re @{author or reply.get('user_id')}: {quote}) {text}"
         who = named(message.user_id, message.identity)  # the verified username beside a name not its own
         self.kernel.call(self.host.panel.show_message, message.timestamp, who, str(text), direct=message.direct, old=old)
 

@@ -46,6 +46,36 @@ class Message:
     def text(self) -> Any:
         return self.content.get("content")
 
+    @property
+    def reply(self) -> dict[str, Any] | None:
+        """What it replies to, as the server filled it: ``seq``, ``user_id``, ``identity``
+        (the replied-to author as verified) and ``quote``; None for a message that is no reply."""
+        reply = self.raw.get("reply")
+        return reply if isinstance(reply, dict) else None
+
+    @property
+    def edited(self) -> bool:
+        return "edited_at" in self.raw
+
+    @property
+    def deleted(self) -> bool:
+        """Deleted by its author or the room's owner: its text is gone (a message of the history)."""
+        return "deleted" in self.raw
+
+
+@dataclass(slots=True)
+class MessageChange:
+    """A kept message changed: ``kind`` "edited" (`content` is its new payload) or "deleted"
+    (`content` is empty). `identity` is who changed it (verified), `user_id` the message's author."""
+
+    room: str
+    seq: int
+    kind: str
+    user_id: str
+    content: dict[str, Any]
+    identity: dict[str, Any]
+    raw: dict[str, Any] = field(default_factory=dict, repr=False)
+
 
 @dataclass(slots=True)
 class PresenceEvent:

@@ -76,6 +76,22 @@ class RoomsAPI:
         p.check_name(room, "room")
         await self._call("DELETE", f"rooms/{quote(room, safe='')}")
 
+    async def export_room(self, room: str, format: str = "md") -> str:
+        """Room `room`'s kept history as Markdown (``"md"``) or as jupyterlab-chat's ``.chat``
+        JSON (``"chat"``, a string to write to a ``.chat`` file); only a room we may enter."""
+        p.check_name(room, "room")
+        if format not in ("md", "chat"):
+            raise ValueError(f"format is 'md' or 'chat', not {format!r}")
+        text: str = await self._call("GET", f"rooms/{quote(room, safe='')}/export?format={format}", raw=True)
+        return text
+
+    async def unread(self) -> list[dict[str, Any]]:
+        """Our unread counts: each room we may enter (or have read in) with ``read`` (our
+        position), ``seq`` (its last message) and ``unread``, the same on every device."""
+        answer = await self._call("GET", "rooms?unread=1")
+        rooms = answer.get("rooms") if isinstance(answer, dict) else None
+        return [room for room in rooms if isinstance(room, dict)] if isinstance(rooms, list) else []
+
     @staticmethod
     def _member_path(room: str, username: str) -> str:
         p.check_name(room, "room")
@@ -83,7 +99,7 @@ class RoomsAPI:
             raise ValueError("username is the member's identity name, a non-empty string")
         return f"rooms/{quote(room, safe='')}/members/{quote(username, safe='')}"
 
-    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+    async def _call(self, method: str, path: str, body: dict[str, Any] | None = None, *, raw: bool = False) -> Any:
         from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
         url = f"{self.server.url}{p.REST_PATH}{path}"
@@ -107,6 +123,8 @@ class RoomsAPI:
             raise http_error(error.code, body_text, url) from None
         except OSError as error:
             raise ServerUnreachable(f"{self.server.url} did not answer: {error}") from None
+        if raw:
+            return response.body.decode()
         return json.loads(response.body) if response.body else None
 
 

@@ -19,7 +19,7 @@ design).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -150,6 +150,7 @@ class RoomSession:
             "control": self._on_control,
             "presence": self._on_presence,
             "gap": self._conversation.gap,
+            "change": self._conversation.change,
         }
         self._connection = RoomConnection(
             self,
@@ -268,6 +269,39 @@ class RoomSession:
         """Send to one member only (every connection of theirs), through the server."""
         self._check_open()
         return self.spawn(self._direct(to, content), f"sending a direct message to {to}")
+
+    def reply(self, seq: int, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
+        """Reply to message `seq`: the room sees its author (as verified) and a quote of it."""
+        self._check_open()
+        return self.spawn(self._on_room(lambda room: room.reply(seq, content)), f"replying to message {seq}")
+
+    def edit(self, seq: int, content: str | dict[str, Any]) -> Pending[dict[str, Any]]:
+        """Replace the text of your message `seq`, for everyone and in the history."""
+        self._check_open()
+        return self.spawn(self._on_room(lambda room: room.edit(seq, content)), f"editing message {seq}")
+
+    def delete(self, seq: int) -> Pending[dict[str, Any]]:
+        """Delete message `seq` (yours, or any in a room you own): its text leaves the history."""
+        self._check_open()
+        return self.spawn(self._on_room(lambda room: room.delete(seq)), f"deleting message {seq}")
+
+    def mark_read(self, seq: int | None = None) -> Pending[dict[str, Any]]:
+        """Mark the room read up to `seq` (default: the last message seen), on every device."""
+        self._check_open()
+        return self.spawn(self._on_room(lambda room: room.mark_read(seq)), "marking the room read")
+
+    async def unread(self) -> int:
+        """How many messages you have not read here (the server's count, the same on every device)."""
+        return await (await self.joined_room()).unread()
+
+    async def export(self, format: str = "md") -> str:
+        """The room's history as Markdown (``"md"``) or jupyterlab-chat ``.chat`` JSON (``"chat"``)."""
+        await self.ready(None)
+        assert self.client is not None
+        return await self.client.export_room(self.name, format)
+
+    async def _on_room(self, act: Callable[[ClientRoom], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
+        return await act(await self.joined_room())
 
     def set_status(self, status: str) -> Pending[None]:
         """Set your presence status (``"busy"``, ``"reviewing"``, …), seen by every member."""

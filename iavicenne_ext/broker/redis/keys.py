@@ -16,6 +16,10 @@ Per room (``T`` the tagged prefix, ``R`` the room name):
 ``T:meta:R``      hash ``epoch`` (random id of this life of the room), ``seq``
 ``T:history:R``   stream of the room's last frames (kept without their seq), entry id
                   ``<seq>-0``; at most ``history_size`` frames and ``history_bytes_per_room``
+``T:revised:R``   sorted set of the room's kept messages rewritten in place (edits,
+                  deletions: their stream entries are deleted), member ``<seq>:<frame>``,
+                  score the seq; the history is the stream and it merged by seq
+``T:read:R``      hash username -> ``<epoch> <seq>``, each person's read position
 ``T:history-bytes``  hash room -> bytes its history holds (the rooms of the tag)
 ``T:presence:R``  hash connection key -> `PresenceEntry` JSON
 ``T:users:R``     hash user_id -> number of connections (FIRST/AGAIN/left)
@@ -46,7 +50,8 @@ identity created, at most ``max_private_rooms_per_identity``), ``history-total``
 every room's history, at most ``history_bytes_total``), ``history-rooms`` (the rooms whose
 bytes are in it) and ``history-audit`` (the sweepers' cursor over them); likewise
 ``shared-total`` (the bytes of every shared document, at most ``max_shared_bytes_total``),
-``shared-rooms`` and ``shared-audit``.
+``shared-rooms`` and ``shared-audit``; ``read-rooms:<username>`` (the rooms where that
+identity has a read position, pruned when read).
 """
 
 from __future__ import annotations
@@ -145,6 +150,9 @@ class Keys:
     @property
     def shared_audit(self) -> str:
         return self.global_key("shared-audit")
+
+    def read_rooms(self, username: str) -> str:
+        return self.global_key(f"read-rooms:{username}")
 
     def server_channel(self, server_id: str) -> str:
         return self.global_key(f"server:{server_id}")

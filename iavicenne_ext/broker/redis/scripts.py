@@ -31,6 +31,10 @@ NAMES = (
     "access_get",
     "access_member",
     "access_delete",
+    # kept messages rewritten in place, read positions
+    "kept_message",
+    "rewrite_message",
+    "read_mark",
     # shared state (shared_state.py)
     "shared_load",
     "shared_append",

@@ -39,7 +39,7 @@ import time
 from typing import Any
 
 from ...access import RoomAccess
-from ..base import BrokerUnavailable, CreateOutcome, DedupKey, MemberOutcome, Published, SharedAppended
+from ..base import BrokerUnavailable, CreateOutcome, DedupKey, MemberOutcome, Published, ReadState, SharedAppended
 from ..memory import MemoryBroker, _RoomState
 from . import schema as sql
 from .journal import Journal
@@ -146,6 +146,18 @@ class SQLiteBroker(MemoryBroker):
         await self._journal.committed()
         return deleted
 
+    async def rewrite_message(self, room: str, seq: int, expected: bytes, frame: bytes) -> bool:
+        self._writable()
+        rewritten = await super().rewrite_message(room, seq, expected, frame)
+        if rewritten:  # an edit or a deletion is acknowledged once kept
+            await self._journal.committed()
+        return rewritten
+
+    async def mark_read(self, room: str, username: str, seq: int) -> ReadState:
+        state = await super().mark_read(room, username, seq)
+        await self._journal.committed()
+        return state
+
     async def remember_identity(self, username: str, name_skeleton: str) -> None:
         known = name_skeleton in self._identities
         await super().remember_identity(username, name_skeleton)
@@ -156,9 +168,10 @@ class SQLiteBroker(MemoryBroker):
     def _persist_room(self, state: _RoomState) -> None:
         if not self._restoring:
             self._journal.write(sql.PUT_ROOM, (state.name, state.epoch, state.seq, _wall(state.emptied_at)))
+            self._journal.write(sql.DROP_READS, (state.name,))  # read positions are of a life
 
     def _persist_room_dropped(self, state: _RoomState) -> None:
-        for statement in (sql.DROP_ROOM, sql.DROP_MESSAGES, sql.DROP_DOC, sql.DROP_UPDATES):
+        for statement in (sql.DROP_ROOM, sql.DROP_MESSAGES, sql.DROP_READS, sql.DROP_DOC, sql.DROP_UPDATES):
             self._journal.write(statement, (state.name,))
 
     def _persist_emptied(self, state: _RoomState) -> None:
@@ -174,6 +187,12 @@ class SQLiteBroker(MemoryBroker):
         self._journal.write(sql.CUT_MESSAGES, (state.name, seq))
         if not state.history:  # the room's seq is then in the rooms table only
             self._journal.write(sql.CUT_SEQ, (seq, state.name))
+
+    def _persist_rewrite(self, state: _RoomState, seq: int, frame: bytes) -> None:
+        self._journal.write(sql.REWRITE_MESSAGE, (frame, state.name, seq))
+
+    def _persist_read(self, room: str, username: str, seq: int) -> None:
+        self._journal.write(sql.PUT_READ, (room, username, seq))
 
     def _persist_access(self, room: str, access: RoomAccess | None) -> None:
         if access is None:
@@ -225,6 +244,11 @@ class SQLiteBroker(MemoryBroker):
         for room, seq in too_old.items():
             self._journal.write(sql.CUT_MESSAGES, (room, seq))
         self._load_dedup(db, wall, mono)
+        for room, username, seq in db.execute("SELECT room, username, seq FROM reads"):
+            kept = self._rooms.get(room)
+            if kept is not None:
+                kept.reads[username] = min(seq, kept.seq)
+                self._read_rooms.setdefault(username, set()).add(room)
         for room, record in db.execute("SELECT room, record FROM access"):
             access = RoomAccess.from_json(json.loads(record))
             self._access[room] = access

@@ -41,6 +41,9 @@ CREATE TABLE IF NOT EXISTS dedup (
 CREATE INDEX IF NOT EXISTS dedup_at ON dedup (at);
 CREATE TABLE IF NOT EXISTS access (room TEXT PRIMARY KEY, record TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS identities (skeleton TEXT PRIMARY KEY, username TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS reads (
+    room TEXT NOT NULL, username TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (room, username)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS shared_docs (room TEXT PRIMARY KEY, life TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS shared_updates (
     room TEXT NOT NULL, pos INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (room, pos)
@@ -53,6 +56,7 @@ SET_EMPTIED = "UPDATE rooms SET emptied_at = ? WHERE room = ?"
 DROP_ROOM = "DELETE FROM rooms WHERE room = ?"
 DROP_MESSAGES = "DELETE FROM messages WHERE room = ?"
 PUT_MESSAGE = "INSERT OR REPLACE INTO messages (room, seq, frame, at) VALUES (?, ?, ?, ?)"
+REWRITE_MESSAGE = "UPDATE messages SET frame = ? WHERE room = ? AND seq = ?"
 CUT_MESSAGES = "DELETE FROM messages WHERE room = ? AND seq <= ?"
 CUT_SEQ = "UPDATE rooms SET seq = MAX(seq, ?) WHERE room = ?"
 PUT_DEDUP = "INSERT OR REPLACE INTO dedup (identity, room, user_id, ref, seq, at) VALUES (?, ?, ?, ?, ?, ?)"
@@ -60,6 +64,8 @@ EXPIRE_DEDUP = "DELETE FROM dedup WHERE at < ?"
 PUT_ACCESS = "INSERT OR REPLACE INTO access (room, record) VALUES (?, ?)"
 DROP_ACCESS = "DELETE FROM access WHERE room = ?"
 PUT_IDENTITY = "INSERT OR IGNORE INTO identities (skeleton, username) VALUES (?, ?)"
+PUT_READ = "INSERT OR REPLACE INTO reads (room, username, seq) VALUES (?, ?, ?)"
+DROP_READS = "DELETE FROM reads WHERE room = ?"
 PUT_DOC = "INSERT OR REPLACE INTO shared_docs (room, life) VALUES (?, ?)"
 PUT_UPDATE = "INSERT OR REPLACE INTO shared_updates (room, pos, data) VALUES (?, ?, ?)"
 CUT_UPDATES = "DELETE FROM shared_updates WHERE room = ? AND pos <= ?"

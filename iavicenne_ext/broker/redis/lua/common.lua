@@ -27,10 +27,13 @@ end
 
 -- The history of a room left empty expires after ttl_ms, with the room's meta; its bytes
 -- leave the sum when a sweeper's audit finds it gone (audit_room.lua).
--- The room's shared document (shared_*.lua) lives and dies with it.
+-- The room's shared document (shared_*.lua), its rewritten messages (revised) and its
+-- read positions live and die with it.
 local function expire_room(room, ttl_ms)
   redis.call('PEXPIRE', key('meta', room), ttl_ms)
   redis.call('PEXPIRE', key('history', room), ttl_ms)
+  redis.call('PEXPIRE', key('revised', room), ttl_ms)
+  redis.call('PEXPIRE', key('read', room), ttl_ms)
   redis.call('PEXPIRE', key('shared', room), ttl_ms)
   redis.call('PEXPIRE', key('shared-meta', room), ttl_ms)
 end
@@ -38,6 +41,8 @@ end
 local function keep_room(room)
   redis.call('PERSIST', key('meta', room))
   redis.call('PERSIST', key('history', room))
+  redis.call('PERSIST', key('revised', room))
+  redis.call('PERSIST', key('read', room))
   redis.call('PERSIST', key('shared', room))
   redis.call('PERSIST', key('shared-meta', room))
 end
@@ -54,12 +59,49 @@ local function forget_shared(room)
   redis.call('HDEL', SHARED_SIZES, room)
 end
 
+-- A kept message rewritten in place (an edit, a deletion: rewrite_message.lua) leaves the
+-- stream (XDEL: a stream entry cannot be replaced) for `revised`, a sorted set scored by
+-- seq whose members are '<seq>:<frame>'. The history is the stream and `revised` merged
+-- by seq; a room's seqs are consecutive, so a seq missing from the stream is in `revised`.
+local function revised_frame(member)
+  return string.sub(member, string.find(member, ':', 1, true) + 1)
+end
+
+-- Drop the oldest of the stream's first entry and revised's first until the bounds hold
+-- (a room with rewritten messages: rare, so one entry at a time).
+local function trim_revised(room, max_count, max_bytes, keep, count, bytes)
+  local history, revised = key('history', room), key('revised', room)
+  local freed = 0
+  while (count > max_count or bytes > max_bytes) and count > keep do
+    local row = redis.call('XRANGE', history, '-', '+', 'COUNT', 1)[1]
+    local low = redis.call('ZRANGE', revised, 0, 0, 'WITHSCORES')
+    local size
+    if row and (#low == 0 or tonumber(string.match(row[1], '^(%d+)')) < tonumber(low[2])) then
+      size = #row[2][2]
+      redis.call('XDEL', history, row[1])
+    elseif #low > 0 then
+      size = #revised_frame(low[1])
+      redis.call('ZREMRANGEBYRANK', revised, 0, 0)
+    else
+      break
+    end
+    bytes, freed, count = bytes - size, freed + size, count - 1
+  end
+  redis.call('HINCRBY', SIZES, room, -freed)
+  DELTA = DELTA - freed
+  return freed
+end
+
 -- Drop a room's oldest frames until it holds at most max_count frames and max_bytes
 -- bytes, never its `keep` newest; returns the bytes freed.
 local function trim(room, max_count, max_bytes, keep)
   local history = key('history', room)
   local count = redis.call('XLEN', history)
   local bytes = room_bytes(room)
+  local rewritten = redis.call('ZCARD', key('revised', room))
+  if rewritten > 0 then
+    return trim_revised(room, max_count, max_bytes, keep, count + rewritten, bytes)
+  end
   local freed, last = 0, nil
   while (count > max_count or bytes > max_bytes) and count > keep do
     local rows = redis.call('XRANGE', history, last and ('(' .. last) or '-', '+', 'COUNT', 64)
@@ -102,7 +144,7 @@ local function ensure_room(room, candidate, ttl_ms)
   local epoch = redis.call('HGET', meta, 'epoch')
   if not epoch then
     epoch = candidate
-    redis.call('DEL', key('history', room))
+    redis.call('DEL', key('history', room), key('revised', room), key('read', room))
     forget_sizes(room)
     redis.call('HSET', meta, 'epoch', epoch, 'seq', 0)
     if redis.call('EXISTS', key('presence', room)) == 0 then

@@ -39,7 +39,6 @@ from ..base import (
     MembersPage,
     PresenceEntry,
     Published,
-    ReadState,
     SharedAppended,
     SharedLog,
     fold_members,
@@ -48,13 +47,12 @@ from ..events import Emitted
 from ..interfaces import Broker
 from . import envelope
 from .feed import RoomFeed
+from .kept_messages import KeptMessages
 from .keys import Keys, dedup_name
 from .link import RedisLink
 from .liveness import Liveness, Registry, entry_json
 
 MiB = 1024 * 1024
-#: how many (person, room) pairs a server remembers having listed for unread counts
-LISTED_READS = 10_000
 
 
 def _chat_room(room: str) -> str:
@@ -66,7 +64,7 @@ def _chat_room(room: str) -> str:
 _SENT, _DUPLICATE, _FULL = 0, 1, 2
 
 
-class RedisBroker(Broker):
+class RedisBroker(KeptMessages, Broker):
     """Rooms in Redis, shared by every server with the same URL and prefix."""
 
     def __init__(
@@ -116,8 +114,7 @@ class RedisBroker(Broker):
         self._dedup_ttl_ms = max(1, int(dedup_ttl * 1000))
 
         self._registry = Registry()
-        # (username, room) known to be in read-rooms:<username> (mark_read), bounded
-        self._listed_reads: set[tuple[str, str]] = set()
+        self._listed_reads = set()  # KeptMessages' (mark_read)
         # The access record the join script read, for the hub's check right after that
         # join (RoomHub._still_allowed): by task and room, taken by that check and gone
         # once the task yields (call_soon), so no later check can see a stale record.
@@ -572,53 +569,3 @@ class RedisBroker(Broker):
     async def _list_shared(self, room: str) -> None:
         with contextlib.suppress(BrokerUnavailable):  # it is listed again by its next new life
             await self._link.command("SADD", self._keys.shared_rooms, room)
-
-    # -- kept messages rewritten in place (HistoryEditor): lua/rewrite_message.lua ---------
-    # keys T:revised:R (the rewritten frames, merged into the history by seq) and T:read:R
-    async def kept_message(self, room: str, seq: int) -> bytes | None:
-        frame = await self._link.run("kept_message", self._keys.tagged(room), room, seq)
-        return p.with_seq(seq, frame) if frame else None
-
-    async def rewrite_message(self, room: str, seq: int, expected: bytes, frame: bytes) -> bool:
-        done, delta = await self._link.run(
-            "rewrite_message", self._keys.tagged(room), room, seq, _without_seq(seq, expected), _without_seq(seq, frame)
-        )
-        if int(delta):
-            await self._add_to_total(int(delta))
-        return bool(done)
-
-    # -- read positions (ReadPositions): lua/read_mark.lua ---------------------------------
-    async def mark_read(self, room: str, username: str, seq: int) -> ReadState:
-        state = await self._read(room, username, seq)
-        # listed for the person's unread counts (pruned when read, read_rooms); once per
-        # room and person while this server remembers it, not once per message read
-        if state.read and (username, room) not in self._listed_reads:
-            with contextlib.suppress(BrokerUnavailable):
-                await self._link.command("SADD", self._keys.read_rooms(username), room)
-                if len(self._listed_reads) >= LISTED_READS:
-                    self._listed_reads.clear()
-                self._listed_reads.add((username, room))
-        return state
-
-    async def read_state(self, room: str, username: str) -> ReadState:
-        return await self._read(room, username, -1)
-
-    async def _read(self, room: str, username: str, seq: int) -> ReadState:
-        epoch, read, last = await self._link.run("read_mark", self._keys.tagged(room), room, username, seq)
-        return ReadState(room, int(read), int(last), epoch.decode() if isinstance(epoch, bytes) else str(epoch))
-
-    async def read_rooms(self, username: str) -> list[str]:
-        key = self._keys.read_rooms(username)
-        rooms = sorted(name.decode() for name in await self._link.command("SMEMBERS", key))
-        gone = [room for room in rooms if not (await self.read_state(room, username)).read]
-        if gone:
-            await self._link.command("SREM", key, *gone)
-            self._listed_reads.difference_update((username, room) for room in gone)
-        return [room for room in rooms if room not in gone]
-
-
-def _without_seq(seq: int, frame: bytes) -> bytes:
-    """A frame as the stream keeps it: without the seq `protocol.with_seq` put first (a
-    frame that carries another seq, or none, is kept whole: it matches no kept frame)."""
-    head = b'{"seq":%d,' % seq
-    return b"{" + frame[len(head) :] if frame.startswith(head) else frame

@@ -105,3 +105,35 @@ def test_a_file_that_is_not_a_database_is_refused_naming_it(tmp_path: Path) -> N
         SQLiteBroker(path=str(path), history_size=10, history_ttl=1.0, dedup_ttl=1.0)
     assert str(path) in str(refused.value) and "IAvicenne.store_path" in str(refused.value)
     assert "\n" not in str(refused.value)
+
+
+async def test_edits_deletions_and_read_positions_survive_a_restart(store: Open, tmp_path: Path) -> None:
+    """alice's edit and her deletion are what a restarted server replays (the deleted text
+    is gone from the file too); alice's and bob's read positions are each their own."""
+    async with store() as broker:
+        for n in range(3):
+            await broker.publish("r", message(f"m{n}"))
+        kept = await broker.kept_message("r", 1)
+        assert kept is not None
+        edited = json.loads(kept)
+        edited["message"]["content"] = "m0, edited"
+        assert await broker.rewrite_message("r", 1, kept, json.dumps(edited).encode())
+        secret = await broker.kept_message("r", 2)
+        assert secret is not None
+        gone = json.loads(secret)
+        gone["message"]["content"] = ""
+        assert await broker.rewrite_message("r", 2, secret, json.dumps(gone).encode())
+        await broker.mark_read("r", "alice", 3)
+        await broker.mark_read("r", "bob", 1)
+        # mallory's stale rewrite (from what she read before the edit) does not land
+        assert not await broker.rewrite_message("r", 1, kept, message("forged"))
+    async with store() as broker:
+        replay = [json.loads(frame)["message"]["content"] for frame in (await broker.history("r", 0, None)).messages]
+        assert replay == ["m0, edited", "", "m2"]
+        assert (await broker.read_state("r", "alice")).read == 3
+        assert (await broker.read_state("r", "bob")).read == 1
+        assert (await broker.read_state("r", "mallory")).read == 0
+        assert await broker.read_rooms("alice") == ["r"]
+    with sqlite3.connect(tmp_path / "rooms.sqlite3") as db:
+        frames = b"".join(bytes(row[0]) for row in db.execute("SELECT frame FROM messages"))
+    assert b"m1" not in frames and b"m0, edited" in frames

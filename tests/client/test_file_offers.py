@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -161,6 +162,10 @@ async def offer_to(
     return offers[-1]
 
 
+def answered(answers: dict[str, dict[str, Any]], offer_id: str) -> Callable[[], bool]:
+    return lambda: offer_id in answers
+
+
 async def test_the_sender_hears_the_outcome_and_nothing_is_overwritten(base: str, opened: list[Any], tmp_path: Path) -> None:
     alice = session(opened, base, "outcomes", "alice")
     bob = session(opened, base, "outcomes", "bob")
@@ -193,13 +198,13 @@ async def test_the_sender_hears_the_outcome_and_nothing_is_overwritten(base: str
     for offer_id, name, data, saved_as in cases:
         offer = await offer_to(bob, bob_network, alice, alice_network, offers, offer_id, name, data)
         await offer.accept(folder)
-        await eventually(lambda offer_id=offer_id: offer_id in outcomes or False, what=f"bob waiting for {offer_id}'s acceptance")
+        await eventually(answered(outcomes, offer_id), what=f"bob waiting for {offer_id}'s acceptance")
         outcomes.pop(offer_id)  # the file-accept
         await link.send({CONTROL: "file", "id": offer_id, "name": name, "size": len(data)})
         await link.send(data)
         path = await offer.received(timeout=30)
         assert (path.parent, path.name, path.read_bytes()) == (folder, saved_as, data)
-        await eventually(lambda offer_id=offer_id: offer_id in outcomes, what=f"bob told what became of {offer_id}")
+        await eventually(answered(outcomes, offer_id), what=f"bob told what became of {offer_id}")
         assert outcomes[offer_id] == {CONTROL: "file-outcome", "id": offer_id, "ok": True, "path": saved_as}
     assert (folder / "x.csv").read_bytes() == mine
     assert outside.read_text() == "not in the folder"

@@ -341,10 +341,6 @@ export class Collaboration {
       this.onFileControl(joined, message.userId, kind, content);
       return;
     }
-    if (typeof kind === "string" && kind !== ControlKind.CONNECTION) {
-      this.control.emit({ room: joined, from: message.userId, kind, content });
-      return;
-    }
     if (kind === ControlKind.CONNECTION && typeof content.peer_id === "string") {
       const list = joined.connections.get(message.userId) ?? [];
       // an answer is believed only about the sender's own peers
@@ -360,7 +356,10 @@ export class Collaboration {
       }
       joined.connections.set(message.userId, list);
       this.changed.emit();
+      return;
     }
+    // the kinds handled elsewhere (copy requests: copies.ts) go to whoever listens
+    if (typeof kind === "string") this.control.emit({ room: joined, from: message.userId, kind, content });
   }
 
   // -- files over peer links ------------------------------------------------------------

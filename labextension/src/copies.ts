@@ -25,7 +25,7 @@ import { RequestGate } from "./received";
 
 /** How long a request waits for an answer, on either side. */
 const REQUEST_TTL_MS = 120_000;
-/** The largest document sent as a copy (the peer link's own bound is larger). */
+/** The largest document sent, or taken without a question, as a copy (the peer link's own bound is larger). */
 const MAX_COPY_BYTES = 64 * 1024 * 1024;
 
 /** Open `path` here and show `cell` (by its id first, cells may have moved). */
@@ -118,6 +118,10 @@ export class CopyRequests {
     const asked = id ? this.asked.get(id) : undefined;
     if (!id || !asked || asked.user !== transfer.userId || asked.room !== transfer.room) return false;
     this.forget(id);
+    if (transfer.size > MAX_COPY_BYTES) {
+      void this.collaboration.declineFile(transfer.id, `a copy over ${MAX_COPY_BYTES / 1024 / 1024} MiB is not taken without asking`);
+      return true;
+    }
     this.coming.add(transfer.id);
     void this.collaboration.acceptFile(transfer.id, asked.saveAt, asked.onExisting);
     return true;

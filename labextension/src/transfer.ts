@@ -23,7 +23,7 @@ export interface Transfer {
   room: string;
   /** On the receiver's side: what to do if `path` exists when the bytes come (never asked again then). */
   onExisting?: "replace" | "keep-both";
-  /** A copy asked for (`copy-request`): its id, and where the sender was in the document. */
+  /** A copy asked for (a copy request): its id, and where the sender was in the document. */
   request?: string;
   cell?: number | null;
   cellId?: string | null;

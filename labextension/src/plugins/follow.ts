@@ -6,7 +6,7 @@
  *
  * What a member's presence says is theirs to write: a path is opened only when it is a
  * plain path inside this server's folder (received.ts `checkSavePath`: no `..`, no absolute
- * path, no hidden characters) that exists, one opening at a time, only again when it
+ * path, no hidden characters) that exists, one opening at a time and at most two a second, only again when it
  * changed, and only while we follow them.
  */
 
@@ -21,6 +21,10 @@ import { type NamedMember, personOf, personText, safeName } from "../names";
 import { checkSavePath } from "../received";
 import { CommandIDs, ICollaboration, PALETTE_CATEGORY } from "../tokens";
 import { chooseWhere, kindAt } from "./files";
+
+/** The shortest time between two documents opened while following (a presence that flips
+ * as fast as it can does not open tabs as fast). */
+const FOLLOW_INTERVAL_MS = 500;
 
 /** Whom we follow, and what of theirs we last opened. */
 interface Following {
@@ -91,9 +95,13 @@ export const followPlugin: JupyterFrontEndPlugin<void> = {
       } catch (error) {
         barText.textContent = `${head} · not opened: ${safeName(String((error as Error)?.message ?? error))}`;
       } finally {
-        busy = false;
+        // at most one opening per FOLLOW_INTERVAL_MS, however fast their presence changes;
+        // then what they look at by then (nothing happens when it did not change)
+        setTimeout(() => {
+          busy = false;
+          void keepUp();
+        }, FOLLOW_INTERVAL_MS);
       }
-      void keepUp(); // they may have moved while we opened (nothing happens when they did not)
     };
     collaboration.changed.connect(() => void keepUp());
 

@@ -488,10 +488,12 @@ def test_follow_across_servers_asks_for_a_copy(hub: Hub, windows: dict[str, Wind
     )
     request = bob.page.locator(".Toastify__toast").filter(has_text="asks for a copy of review.ipynb")
     request.get_by_text("Send a copy").click()
+    clicked = time.monotonic()
     alice.page.wait_for_function(
         "() => { const w = window.jupyterapp.shell.currentWidget;"
         " return w && w.context && w.context.path === 'from-bob/review.ipynb' && w.content.activeCellIndex === 2; }"
     )
+    print(f"Send a copy (bob's Lab) to the copy open at his cell (alice's): {time.monotonic() - clicked:.2f} s")
     saved = hub.workdir / "home" / "alice" / "from-bob" / "review.ipynb"
     assert saved.read_bytes() == (hub.workdir / "home" / "bob" / "review.ipynb").read_bytes()
     expect(bob.page.locator(".Toastify__toast").filter(has_text="saved review.ipynb as from-bob/review.ipynb")).to_be_visible()

@@ -13,6 +13,14 @@ messages", has each with an example:
   ``peer_id``); the first connection to answer ``file-accept`` (``id``, its ``peer_id``)
   gets it, or one answers ``file-decline`` (``id``). The sender then links to that peer
   and sends ``file`` (``id``, ``name``, ``size``) *on the peer link*, then the bytes.
+  A decline may say why (``reason``). Once the bytes arrived, the receiver tells the
+  sender what became of them: ``file-outcome`` (``id``, ``ok``, and ``path`` where it
+  was saved or ``error`` why not): the sender's "done" means saved, not only sent.
+* **A copy of what a member looks at** (follow across servers). ``copy-request`` (``id``,
+  ``path``: the document the asker saw in their presence, ``peer_id``) asks them for a
+  copy; they answer with a ``file-offer`` carrying ``request`` (the request's ``id``),
+  ``cell`` and ``cell_id`` (where they are in it), which the asker takes without asking
+  again, or ``copy-decline`` (``id``, ``reason``).
 * **Peer links through the server** (``iavicenne.relay``): ``relay-open``,
   ``relay-accept``, ``relay-data`` (``n`` and ``b`` base64 bytes or ``t`` text),
   ``relay-credit`` (``bytes``, cumulative) and ``relay-close`` (``reason``), each with
@@ -41,6 +49,12 @@ class ControlKind:
     FILE_ACCEPT = "file-accept"
     FILE_DECLINE = "file-decline"
     FILE = "file"
+    # what became of a file once its bytes arrived (saved where, or why not)
+    FILE_OUTCOME = "file-outcome"
+    # a copy of the document a member looks at: the request, and its refusal (an accepted
+    # request is answered by a file-offer naming it)
+    COPY_REQUEST = "copy-request"
+    COPY_DECLINE = "copy-decline"
     # a peer link through the server, when no direct path exists
     RELAY_OPEN = "relay-open"
     RELAY_ACCEPT = "relay-accept"
@@ -73,8 +87,10 @@ class ConnectionKind:
 
 #: the longest ``q`` (describe nonce) and relay ``link`` id a client takes
 CONTROL_ID_MAX_LENGTH = 64
-#: the longest file-offer ``id`` a client takes
+#: the longest file-offer ``id`` (and copy-request ``id``) a client takes
 FILE_ID_MAX_LENGTH = 100
+#: the longest ``reason`` / ``error`` a file or copy answer carries (a client cuts longer ones)
+REASON_MAX_LENGTH = 300
 
 ControlMessage = dict[str, Any]
 
@@ -109,8 +125,29 @@ def file_accept(offer_id: str, peer_id: str) -> ControlMessage:
     return {CONTROL_KEY: ControlKind.FILE_ACCEPT, "id": offer_id, "peer_id": peer_id}
 
 
-def file_decline(offer_id: str) -> ControlMessage:
-    return {CONTROL_KEY: ControlKind.FILE_DECLINE, "id": offer_id}
+def file_decline(offer_id: str, reason: str | None = None) -> ControlMessage:
+    """Refuse an offer; `reason` (optional) says why (a folder that cannot be made, ...)."""
+    message: ControlMessage = {CONTROL_KEY: ControlKind.FILE_DECLINE, "id": offer_id}
+    if reason:
+        message["reason"] = reason[:REASON_MAX_LENGTH]
+    return message
+
+
+def file_outcome(offer_id: str, *, path: str | None = None, error: str | None = None) -> ControlMessage:
+    """What became of an accepted file once its bytes arrived: saved at `path` (the
+    receiver's, relative to its folder or server root), or not, and why (`error`)."""
+    if error is not None:
+        return {CONTROL_KEY: ControlKind.FILE_OUTCOME, "id": offer_id, "ok": False, "error": error[:REASON_MAX_LENGTH]}
+    return {CONTROL_KEY: ControlKind.FILE_OUTCOME, "id": offer_id, "ok": True, "path": path or ""}
+
+
+def copy_request(request_id: str, path: str, peer_id: str) -> ControlMessage:
+    """Ask a member for a copy of the document `path` they are looking at (their presence's)."""
+    return {CONTROL_KEY: ControlKind.COPY_REQUEST, "id": request_id, "path": path, "peer_id": peer_id}
+
+
+def copy_decline(request_id: str, reason: str) -> ControlMessage:
+    return {CONTROL_KEY: ControlKind.COPY_DECLINE, "id": request_id, "reason": reason[:REASON_MAX_LENGTH]}
 
 
 def file_header(offer_id: str, name: str, size: int) -> ControlMessage:

@@ -172,7 +172,7 @@ export declare const DEFAULT_REMOTE_MAX_MESSAGE: 65536;
 export declare const CONTROL_KEY: "iavicenne";
 
 /** The value of `CONTROL_KEY`: what a control message is. */
-export declare const ControlKind: Readonly<{ DESCRIBE: "describe"; CONNECTION: "connection"; FILE_OFFER: "file-offer"; FILE_ACCEPT: "file-accept"; FILE_DECLINE: "file-decline"; FILE: "file"; RELAY_OPEN: "relay-open"; RELAY_ACCEPT: "relay-accept"; RELAY_DATA: "relay-data"; RELAY_CREDIT: "relay-credit"; RELAY_CLOSE: "relay-close" }>;
+export declare const ControlKind: Readonly<{ DESCRIBE: "describe"; CONNECTION: "connection"; FILE_OFFER: "file-offer"; FILE_ACCEPT: "file-accept"; FILE_DECLINE: "file-decline"; FILE: "file"; FILE_OUTCOME: "file-outcome"; COPY_REQUEST: "copy-request"; COPY_DECLINE: "copy-decline"; RELAY_OPEN: "relay-open"; RELAY_ACCEPT: "relay-accept"; RELAY_DATA: "relay-data"; RELAY_CREDIT: "relay-credit"; RELAY_CLOSE: "relay-close" }>;
 /** One of the values of `ControlKind`. */
 export type ControlKindValue = (typeof ControlKind)[keyof typeof ControlKind];
 
@@ -186,5 +186,7 @@ export type ConnectionKindValue = (typeof ConnectionKind)[keyof typeof Connectio
 
 /** the longest ``q`` (describe nonce) and relay ``link`` id a client takes */
 export declare const CONTROL_ID_MAX_LENGTH: 64;
-/** the longest file-offer ``id`` a client takes */
+/** the longest file-offer ``id`` (and copy-request ``id``) a client takes */
 export declare const FILE_ID_MAX_LENGTH: 100;
+/** the longest ``reason`` / ``error`` a file or copy answer carries (a client cuts longer ones) */
+export declare const REASON_MAX_LENGTH: 300;

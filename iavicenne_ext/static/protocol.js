@@ -233,6 +233,12 @@ export const ControlKind = Object.freeze({
   FILE_ACCEPT: "file-accept",
   FILE_DECLINE: "file-decline",
   FILE: "file",
+  // what became of a file once its bytes arrived (saved where, or why not)
+  FILE_OUTCOME: "file-outcome",
+  // a copy of the document a member looks at: the request, and its refusal (an accepted
+  // request is answered by a file-offer naming it)
+  COPY_REQUEST: "copy-request",
+  COPY_DECLINE: "copy-decline",
   // a peer link through the server, when no direct path exists
   RELAY_OPEN: "relay-open",
   RELAY_ACCEPT: "relay-accept",
@@ -255,5 +261,7 @@ export const ConnectionKind = Object.freeze({
 
 /** the longest ``q`` (describe nonce) and relay ``link`` id a client takes */
 export const CONTROL_ID_MAX_LENGTH = 64;
-/** the longest file-offer ``id`` a client takes */
+/** the longest file-offer ``id`` (and copy-request ``id``) a client takes */
 export const FILE_ID_MAX_LENGTH = 100;
+/** the longest ``reason`` / ``error`` a file or copy answer carries (a client cuts longer ones) */
+export const REASON_MAX_LENGTH = 300;

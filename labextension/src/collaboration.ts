@@ -32,6 +32,10 @@ import {
   peopleOnline,
   samePresence,
 } from "./model";
+import { copyFieldsOf } from "./received";
+import type { ControlEvent, Offer, Transfer } from "./transfer";
+
+export type { ControlEvent, Offer, Transfer } from "./transfer";
 
 export type ClientModule = typeof Client;
 
@@ -70,31 +74,6 @@ export class JoinedRoom {
   }
 }
 
-/** A file on its way between two windows (or a window and a kernel), as both sides show it. */
-export interface Transfer {
-  id: string;
-  direction: "send" | "receive";
-  /** The other person. */
-  userId: string;
-  name: string;
-  size: number;
-  done: number;
-  state: "offered" | "accepted" | "sending" | "receiving" | "done" | "declined" | "failed";
-  /** Where it is saved (the receiver's choice). */
-  path: string | null;
-  error: string | null;
-  room: string;
-  /** the bytes, on the sender's side until sent */
-  data?: Uint8Array;
-  /** the other side's peer id (the receiver's, once it accepted) */
-  peerId?: string;
-}
-
-/** An offer of a file, handed to the window to accept (and choose where it goes) or decline. */
-export interface Offer {
-  transfer: Transfer;
-}
-
 export interface Settings {
   displayName: string;
   rooms: string[];
@@ -108,6 +87,8 @@ export interface Notice {
 }
 
 const MAX_ENTRIES = 1000;
+/** Offers from one person waiting for our answer; more are dropped (not shown). */
+const MAX_WAITING_OFFERS = 3;
 
 export class Collaboration {
   readonly changed = new Signal<this, void>(this);
@@ -124,10 +105,14 @@ export class Collaboration {
   readonly transfers = new Map<string, Transfer>();
   /** A file offered to us: the window asks where to save it. */
   readonly offered = new Signal<this, Offer>(this);
-  /** Saves what arrived (the window's contents service). */
-  save: (path: string, data: Uint8Array) => Promise<void> = async () => {
+  /** Saves what arrived (the window's contents service) and answers where it went. */
+  save: (path: string, data: Uint8Array, transfer: Transfer) => Promise<string> = async () => {
     throw new Error("nowhere to save files");
   };
+  /** A control message no part of the Collaboration handles (plugins: copy requests). */
+  readonly control = new Signal<this, ControlEvent>(this);
+  /** Claims of offers before they are shown: one answering true takes the offer (a copy we asked for). */
+  readonly claims: ((transfer: Transfer) => boolean)[] = [];
   /** room -> this window's peer network there (one peer per window: "<user>#<tag>") */
   private readonly networks = new Map<string, Client.PeerNetwork>();
   private readonly tag = Array.from({ length: 6 }, () => Math.floor(Math.random() * 16).toString(16)).join("");
@@ -352,7 +337,7 @@ export class Collaboration {
         .catch(() => {});
       return;
     }
-    if (kind === ControlKind.FILE_OFFER || kind === ControlKind.FILE_ACCEPT || kind === ControlKind.FILE_DECLINE) {
+    if (kind === ControlKind.FILE_OFFER || kind === ControlKind.FILE_ACCEPT || kind === ControlKind.FILE_DECLINE || kind === ControlKind.FILE_OUTCOME) {
       this.onFileControl(joined, message.userId, kind, content);
       return;
     }
@@ -371,7 +356,10 @@ export class Collaboration {
       }
       joined.connections.set(message.userId, list);
       this.changed.emit();
+      return;
     }
+    // the kinds handled elsewhere (copy requests: copies.ts) go to whoever listens
+    if (typeof kind === "string") this.control.emit({ room: joined, from: message.userId, kind, content });
   }
 
   // -- files over peer links ------------------------------------------------------------
@@ -404,7 +392,7 @@ export class Collaboration {
   }
 
   /** Offer `data` (the file `name`) to `userId` in room `name`; it goes once they accept. */
-  async offerFile(room: string, userId: string, name: string, data: Uint8Array): Promise<Transfer> {
+  async offerFile(room: string, userId: string, name: string, data: Uint8Array, extra: Record<string, Json> = {}): Promise<Transfer> {
     const joined = this.rooms.get(room);
     if (!joined) throw new Error(`not in room ${room}`);
     if (!this.networks.has(room)) throw new Error(`no peer links in ${room}: files cannot be sent there`);
@@ -413,30 +401,47 @@ export class Collaboration {
     this.transfers.set(id, transfer);
     this.changed.emit();
     const { CONTROL_KEY, ControlKind } = this.protocol;
-    await joined.room.direct(userId, { [CONTROL_KEY]: ControlKind.FILE_OFFER, id, name, size: data.byteLength, peer_id: this.peerId });
+    await joined.room.direct(userId, { ...extra, [CONTROL_KEY]: ControlKind.FILE_OFFER, id, name, size: data.byteLength, peer_id: this.peerId });
     return transfer;
   }
 
   /** Accept an offer: the sender sends, and what arrives is saved at `path`. */
-  async acceptFile(id: string, path: string): Promise<void> {
+  async acceptFile(id: string, path: string, onExisting: "replace" | "keep-both" = "keep-both"): Promise<void> {
     const transfer = this.transfers.get(id);
     const joined = transfer ? this.rooms.get(transfer.room) : undefined;
-    if (!transfer || !joined || transfer.direction !== "receive") return;
+    if (!transfer || !joined || transfer.direction !== "receive" || transfer.state !== "offered") return;
     transfer.path = path;
+    transfer.onExisting = onExisting;
     transfer.state = "accepted";
     this.changed.emit();
     const { CONTROL_KEY, ControlKind } = this.protocol;
     await joined.room.direct(transfer.userId, { [CONTROL_KEY]: ControlKind.FILE_ACCEPT, id, peer_id: this.peerId });
   }
 
-  async declineFile(id: string): Promise<void> {
+  /** Decline an offer; `reason` (the path could not be made...) is told to the sender. */
+  async declineFile(id: string, reason = ""): Promise<void> {
     const transfer = this.transfers.get(id);
     const joined = transfer ? this.rooms.get(transfer.room) : undefined;
-    if (!transfer || !joined) return;
-    transfer.state = "declined";
+    if (!transfer || !joined || transfer.state !== "offered") return;
+    transfer.state = reason ? "failed" : "declined";
+    transfer.error = reason || null;
     this.changed.emit();
-    const { CONTROL_KEY, ControlKind } = this.protocol;
-    await joined.room.direct(transfer.userId, { [CONTROL_KEY]: ControlKind.FILE_DECLINE, id }).catch(() => {});
+    const { CONTROL_KEY, ControlKind, REASON_MAX_LENGTH } = this.protocol;
+    const message: Record<string, Json> = { [CONTROL_KEY]: ControlKind.FILE_DECLINE, id };
+    if (reason) message.reason = reason.slice(0, REASON_MAX_LENGTH);
+    await joined.room.direct(transfer.userId, message).catch(() => {});
+  }
+
+  /** Tell the sender what became of the bytes it sent: saved at `path`, or not and why. */
+  private async tellOutcome(transfer: Transfer): Promise<void> {
+    const joined = this.rooms.get(transfer.room);
+    if (!joined) return;
+    const { CONTROL_KEY, ControlKind, REASON_MAX_LENGTH } = this.protocol;
+    const outcome: Record<string, Json> =
+      transfer.state === "done"
+        ? { [CONTROL_KEY]: ControlKind.FILE_OUTCOME, id: transfer.id, ok: true, path: transfer.path ?? "" }
+        : { [CONTROL_KEY]: ControlKind.FILE_OUTCOME, id: transfer.id, ok: false, error: (transfer.error ?? "not saved").slice(0, REASON_MAX_LENGTH) };
+    await joined.room.direct(transfer.userId, outcome).catch(() => {});
   }
 
   private onFileControl(joined: JoinedRoom, from: string, kind: string, content: Record<string, Json>): void {
@@ -446,20 +451,43 @@ export class Collaboration {
     if (kind === ControlKind.FILE_OFFER) {
       const offer = parseOffer(content);
       if (!offer || this.transfers.has(offer.id)) return;
+      // a member cannot pile offers on our screen: a few waiting per person, the rest dropped
+      const waiting = [...this.transfers.values()].filter((one) => one.direction === "receive" && one.userId === from && one.state === "offered");
+      if (waiting.length >= MAX_WAITING_OFFERS) return;
       const transfer: Transfer = {
         id: offer.id, direction: "receive", userId: from, name: offer.name, size: offer.size, done: 0, state: "offered",
         path: null, error: null, room: joined.name, peerId: offer.peerId ?? undefined,
+        ...copyFieldsOf(content),
       };
       this.transfers.set(id, transfer);
+      // a copy we asked for is taken by whoever asked (no question again); an offer naming a
+      // request of no window's here (another window of ours asked, or a made-up one) is dropped
+      if (transfer.request) {
+        if (!this.claims.some((claim) => claim(transfer))) this.transfers.delete(id);
+        this.changed.emit();
+        return;
+      }
       this.changed.emit();
       this.offered.emit({ transfer });
       return;
     }
     const transfer = this.transfers.get(id);
     // only the person it was offered to answers for it
-    if (!transfer || transfer.direction !== "send" || transfer.userId !== from || transfer.state !== "offered") return;
+    if (!transfer || transfer.direction !== "send" || transfer.userId !== from) return;
+    if (kind === ControlKind.FILE_OUTCOME) {
+      // believed once, about bytes we sent that person
+      if (transfer.state !== "sent" && transfer.state !== "sending") return;
+      const ok = content.ok === true;
+      transfer.state = ok ? "done" : "failed";
+      transfer.path = ok && typeof content.path === "string" ? content.path : transfer.path;
+      transfer.error = ok ? null : `not saved: ${typeof content.error === "string" ? content.error : "the receiver did not say why"}`;
+      this.changed.emit();
+      return;
+    }
+    if (transfer.state !== "offered") return;
     if (kind === ControlKind.FILE_DECLINE) {
       transfer.state = "declined";
+      transfer.error = typeof content.reason === "string" && content.reason ? content.reason : null;
       transfer.data = undefined;
       this.changed.emit();
       return;
@@ -487,7 +515,8 @@ export class Collaboration {
         },
       });
       transfer.done = data.byteLength;
-      transfer.state = "done";
+      // sent is not saved: the receiver's file-outcome says what became of it (it may have come already)
+      if (transfer.state === "sending") transfer.state = "sent";
     } catch (error) {
       transfer.state = "failed";
       transfer.error = String((error as Error)?.message ?? error);
@@ -512,17 +541,25 @@ export class Collaboration {
         expecting = null;
         if (!transfer || !transfer.path) return;
         transfer.done = payload.byteLength;
-        void this.save(transfer.path, payload).then(
-          () => {
-            transfer.state = "done";
+        const saved =
+          payload.byteLength === transfer.size
+            ? this.save(transfer.path, payload, transfer)
+            : Promise.reject(new Error(`${payload.byteLength} bytes arrived, ${transfer.size} were offered: not saved`));
+        void saved
+          .then(
+            (path) => {
+              transfer.state = "done";
+              transfer.path = path;
+            },
+            (error) => {
+              transfer.state = "failed";
+              transfer.error = String(error?.message ?? error);
+            },
+          )
+          .then(() => {
             this.changed.emit();
-          },
-          (error) => {
-            transfer.state = "failed";
-            transfer.error = String(error?.message ?? error);
-            this.changed.emit();
-          },
-        );
+            return this.tellOutcome(transfer);
+          });
         return;
       }
       const { CONTROL_KEY, ControlKind, userOfPeer } = this.protocol;

@@ -24,6 +24,7 @@ export const CommandIDs = {
   setStatus: "iavicenne:set-status",
   openDemo: "iavicenne:open-demo",
   follow: "iavicenne:follow",
+  stopFollowing: "iavicenne:stop-following",
   sendFile: "iavicenne:send-file",
 } as const;
 

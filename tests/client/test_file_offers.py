@@ -10,7 +10,11 @@ direct message, then a link with the header and the bytes); bob's kernel takes i
   existing file there is kept;
 - bytes for an accepted id that come on a link of another identity (mallory) are refused
   and nothing is written; bytes for an id bob did not accept are refused too;
-- declining tells the sender, and ``received()`` says why nothing came.
+- declining tells the sender, and ``received()`` says why nothing came;
+- the sender is told what became of the bytes (``file-outcome``): the name saved as, or why
+  not; bob, hostile, sending to alice's kernel a name that is taken (her file is kept, his
+  is numbered, even past a planted symlink), a path, a bidi override, and fewer bytes than
+  offered, is told each outcome, and nothing of alice's is overwritten.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +114,10 @@ async def test_a_kernel_takes_a_file_offered_to_it_and_nothing_else(
     assert [step for step in steps if 0 < step < len(data)], steps  # progress on the way
     assert steps[-1] == len(data)
     assert sorted(p.name for p in folder.iterdir()) == sorted(["x.txt", path.name])  # nothing written elsewhere
+    # alice is told what became of it: saved, under which name (never bob's folder)
+    await eventually(lambda: [a for a in answers if a.get(CONTROL) == "file-outcome"], what="alice told the outcome")
+    outcome = next(a for a in answers if a.get(CONTROL) == "file-outcome")
+    assert outcome == {CONTROL: "file-outcome", "id": "f1", "ok": True, "path": path.name}
 
 
 async def test_declining_tells_the_sender(base: str, opened: list[Any]) -> None:
@@ -129,3 +138,88 @@ async def test_declining_tells_the_sender(base: str, opened: list[Any]) -> None:
     with pytest.raises(FileNotReceived, match="declined"):
         await offers[0].received(timeout=5)
     assert offers[0].row.accept_button.disabled
+
+
+async def offer_to(
+    sender: Any,
+    network: Any,
+    receiver: Any,
+    receiver_network: Any,
+    offers: list[FileOffer],
+    offer_id: str,
+    name: str,
+    data: bytes,
+    size: int | None = None,
+) -> FileOffer:
+    """`sender` offers `name` to the receiver's kernel, which accepts it into its folder; the
+    bytes go on a link (`size`: what the offer says, when it lies)."""
+    before = len(offers)
+    size = len(data) if size is None else size
+    await sender.direct(
+        receiver.user_id, {CONTROL: "file-offer", "id": offer_id, "name": name, "size": size, "peer_id": network.peer_id}
+    )
+    await eventually(lambda: len(offers) > before, what=f"the offer {offer_id}")
+    return offers[-1]
+
+
+def answered(answers: dict[str, dict[str, Any]], offer_id: str) -> Callable[[], bool]:
+    return lambda: offer_id in answers
+
+
+async def test_the_sender_hears_the_outcome_and_nothing_is_overwritten(base: str, opened: list[Any], tmp_path: Path) -> None:
+    alice = session(opened, base, "outcomes", "alice")
+    bob = session(opened, base, "outcomes", "bob")
+    await alice.ready()
+    await bob.ready()
+    alice_network = await alice.peer_network()
+    bob_network = await bob.peer_network()
+    offers: list[FileOffer] = []
+    alice.on_file_offer(offers.append)
+    outcomes: dict[str, dict[str, Any]] = {}
+    assert bob.room is not None
+    bob.room.on("control", lambda message: outcomes.__setitem__(message.content.get("id"), message.content))
+
+    folder = tmp_path / "alice-inbox"
+    folder.mkdir()
+    mine = os.urandom(24 * 1024)  # alice's 24 KB, which bob's 18 bytes must not replace
+    (folder / "x.csv").write_bytes(mine)
+    outside = tmp_path / "outside.txt"
+    outside.write_text("not in the folder")
+    (folder / "x (1).csv").symlink_to(outside)  # planted: a numbered name that leads out
+
+    link = bob.peer("alice", connection=alice_network.peer_id)
+    await link.ready()
+    cases = [
+        ("o1", "x.csv", b"bob's 18 bytes!!!!", "x (2).csv"),
+        ("o2", "../../x.csv", b"up and out", "x (3).csv"),
+        ("o3", "/etc/x.csv", b"absolute", "x (4).csv"),
+        ("o4", "report\u202efdp.py", b"bidi", "report_fdp.py"),
+    ]
+    for offer_id, name, data, saved_as in cases:
+        offer = await offer_to(bob, bob_network, alice, alice_network, offers, offer_id, name, data)
+        await offer.accept(folder)
+        await eventually(answered(outcomes, offer_id), what=f"bob waiting for {offer_id}'s acceptance")
+        outcomes.pop(offer_id)  # the file-accept
+        await link.send({CONTROL: "file", "id": offer_id, "name": name, "size": len(data)})
+        await link.send(data)
+        path = await offer.received(timeout=30)
+        assert (path.parent, path.name, path.read_bytes()) == (folder, saved_as, data)
+        await eventually(answered(outcomes, offer_id), what=f"bob told what became of {offer_id}")
+        assert outcomes[offer_id] == {CONTROL: "file-outcome", "id": offer_id, "ok": True, "path": saved_as}
+    assert (folder / "x.csv").read_bytes() == mine
+    assert outside.read_text() == "not in the folder"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(["x.csv", "x (1).csv", *(case[3] for case in cases)])
+
+    # fewer bytes than offered: not saved, and bob is told why
+    offer = await offer_to(bob, bob_network, alice, alice_network, offers, "o5", "y.csv", b"12345", size=10)
+    await offer.accept(folder)
+    await eventually(lambda: "o5" in outcomes, what="bob waiting for o5's acceptance")
+    outcomes.pop("o5")
+    await link.send({CONTROL: "file", "id": "o5", "name": "y.csv", "size": 10})
+    await link.send(b"12345")
+    with pytest.raises(FileNotReceived):
+        await offer.received(timeout=30)
+    await eventually(lambda: "o5" in outcomes, what="bob told o5 failed")
+    assert outcomes["o5"][CONTROL] == "file-outcome" and outcomes["o5"]["ok"] is False
+    assert "5 bytes arrived, 10 were offered" in outcomes["o5"]["error"]
+    assert not (folder / "y.csv").exists()

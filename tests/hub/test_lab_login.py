@@ -11,8 +11,9 @@ the module's own.
 Two Chromium contexts log in through the Hub's form and land in JupyterLab, nothing else
 first: no service page visited, no XSRF check relaxed. Both panels go online; alice makes a
 private room and invites bob, who sees it in his listing and joins; a message each way; a
-group room; bob cannot use alice's server; after logging out and in again the panel is
-online again. Seconds from login to panel online are printed (median of 3 logins).
+group room; bob cannot use alice's server; a file from alice's Lab to bob's; Follow across
+the two servers asks bob for a copy, which opens at his cell in alice's Lab; after logging
+out and in again the panel is online again. Seconds from login to panel online are printed (median of 3 logins).
 """
 
 from __future__ import annotations
@@ -455,6 +456,47 @@ def test_a_file_from_alices_lab_to_bobs_over_the_relayed_signaling(hub: Hub, win
     assert bob.call(done, offered) == ["done", None]
     assert alice.call(done, offered) == ["done", None]
     assert (hub.workdir / "home" / "bob" / "from-alice.bin").read_bytes() == bytes(data)
+
+
+def test_follow_across_servers_asks_for_a_copy(hub: Hub, windows: dict[str, Window]) -> None:
+    """alice follows bob, whose notebook is on his own server: she asks for a copy, his Lab
+    asks him, he sends it (peer to peer, through the relayed signaling), and it opens at his
+    cell in her JupyterLab, saved where she chose (its folder made)."""
+    import nbformat
+    from playwright.sync_api import expect
+
+    alice, bob = windows["alice"], windows["bob"]
+    notebook = nbformat.v4.new_notebook()
+    # a kernelspec: without one, JupyterLab asks for a kernel in a dialog over the window
+    notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
+    notebook.cells = [nbformat.v4.new_markdown_cell(f"## Part {n}") for n in range(4)]
+    nbformat.write(notebook, hub.workdir / "home" / "bob" / "review.ipynb")
+    bob.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:open', { path: 'review.ipynb' })")
+    bob.page.wait_for_function(
+        "() => { const w = window.jupyterapp.shell.currentWidget;"
+        " return w && w.context && w.context.path === 'review.ipynb' && w.content.widgets.length === 4; }"
+    )
+    bob.page.evaluate("() => { window.jupyterapp.shell.currentWidget.content.activeCellIndex = 2; }")
+    where = (
+        "for (let i = 0; i < 300; i++) { const m = c.rooms.get('q4-private').room.members.get('bob');"
+        " if (m && m.state.document === 'review.ipynb' && m.state.cell === 2) return m.state.server;"
+        " await new Promise((r) => setTimeout(r, 100)); } return null;"
+    )
+    assert alice.call(where) == hub.url + "user/bob/"  # another server than alice's
+    alice.page.evaluate(
+        "() => window.jupyterapp.commands.execute('iavicenne:follow', { room: 'q4-private', user: 'bob', saveAs: 'from-bob/review.ipynb' })"
+    )
+    request = bob.page.locator(".Toastify__toast").filter(has_text="asks for a copy of review.ipynb")
+    request.get_by_text("Send a copy").click()
+    clicked = time.monotonic()
+    alice.page.wait_for_function(
+        "() => { const w = window.jupyterapp.shell.currentWidget;"
+        " return w && w.context && w.context.path === 'from-bob/review.ipynb' && w.content.activeCellIndex === 2; }"
+    )
+    print(f"Send a copy (bob's Lab) to the copy open at his cell (alice's): {time.monotonic() - clicked:.2f} s")
+    saved = hub.workdir / "home" / "alice" / "from-bob" / "review.ipynb"
+    assert saved.read_bytes() == (hub.workdir / "home" / "bob" / "review.ipynb").read_bytes()
+    expect(bob.page.locator(".Toastify__toast").filter(has_text="saved review.ipynb as from-bob/review.ipynb")).to_be_visible()
 
 
 def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:

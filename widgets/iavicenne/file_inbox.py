@@ -1,7 +1,7 @@
 """The files offered to this user in a room, as the room session keeps them: each offer
 (`iavicenne.files.FileOffer`) shown in the panel and given to ``room.on_file_offer``
-callbacks, answered (accepted to this kernel's peer, or declined), and matched to the
-link that brings its bytes.
+callbacks, answered (accepted to this kernel's peer, or declined), matched to the
+link that brings its bytes, and its outcome (saved as, or why not) told to the sender.
 
 At most `iavicenne.files.MAX_PENDING` offers wait for an answer: past that the oldest
 is dropped, so a member cannot make us keep offers without end. An offer made again
@@ -79,6 +79,11 @@ class FileInbox:
         except Exception as error:
             offer.fail(f"could not accept: {error}")
             raise
+
+    async def tell_outcome(self, offer: files.FileOffer) -> None:
+        """Tell the sender what became of an accepted file (``file-outcome``)."""
+        room = await self.host.joined_room()
+        await room.direct(offer.sender, offer.outcome())
 
     def for_link(self, link: Link, header: Any) -> files.FileOffer | bool:
         """The offer a file header on `link` announces: the `FileOffer` when its bytes are

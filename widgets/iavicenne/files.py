@@ -11,8 +11,10 @@ What this kernel takes: bytes only for an id it accepted, only on a link whose v
 identity is the one that made the offer (the server names the sender of a direct message
 and the holder of a peer), and never more or fewer than the offered size. What it writes:
 the name's last path segment only, cleaned (`iavicenne.share.safe_file_name`), inside the
-folder the receiver chose; an existing file is kept (the new one gets a numbered name)
-unless ``overwrite=True``.
+folder the receiver chose; an existing file is kept (the new one gets a numbered name,
+claimed atomically: a file appearing meanwhile is not overwritten either) unless
+``overwrite=True``. Once the bytes arrived, the sender is told what became of them
+(``file-outcome``: saved as which name, or why not), so its "done" means saved.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class FileHost(Protocol):
     def max_transfer_bytes(self) -> int: ...
 
     async def answer_file_offer(self, offer: FileOffer, accept: bool) -> None: ...
+
+    async def tell_file_outcome(self, offer: FileOffer) -> None:
+        """Tell the sender what became of `offer`'s bytes (``file-outcome``)."""
+        ...
 
     def spawn(self, coro: Coroutine[Any, Any, Any], what: str, report: Report | None = None) -> Pending[Any]: ...
 
@@ -165,14 +171,28 @@ class FileOffer:
         self.state = "done"
         self.row.finish(f"saved as {self.path.name}", ok=True)
         self._end(path=self.path)
+        self._tell_sender()
 
     def fail(self, why: str) -> None:
         if self.state in ("done", "failed", "declined"):
             return
+        accepted = self.state in ("accepted", "receiving")
         self.error = why
         self.state = "failed"
         self.row.finish(why, ok=False)
         self._end(error=why)
+        if accepted:  # the sender waits for an outcome only once we accepted
+            self._tell_sender()
+
+    def outcome(self) -> dict[str, Any]:
+        """The ``file-outcome`` message for this offer: the name it was saved as (never our
+        folder's path: that is the receiver's business), or why not."""
+        if self.state == "done" and self.path is not None:
+            return control.file_outcome(self.id, path=self.path.name)
+        return control.file_outcome(self.id, error=self.error or "not received")
+
+    def _tell_sender(self) -> None:
+        self.host.spawn(self.host.tell_file_outcome(self), f"telling {self.sender} what became of {self.name!r}")
 
     def _show(self, state: str) -> None:
         self.state = state
@@ -202,24 +222,37 @@ def parse_offer(host: FileHost, content: dict[str, Any], sender: str, identity: 
     return FileOffer(host, id=offer_id, name=name[:NAME_MAX], size=size, sender=sender, identity=identity)
 
 
+#: how many numbered names ("x (1).csv", ...) are tried before saving is refused
+MAX_NUMBERED = 1000
+
+
 def save(folder: Path, name: str, data: bytes, *, overwrite: bool = False) -> Path:
     """Write `data` into `folder` (never elsewhere) under `name`'s last segment, cleaned;
-    an existing file is kept and the new one numbered, unless `overwrite`."""
+    an existing file is kept and the new one numbered, unless `overwrite`. The name is
+    claimed with O_EXCL: a file that appears between the look and the write (or a symlink
+    planted under the name) is never written through."""
     folder.mkdir(parents=True, exist_ok=True)
     base = share.safe_file_name(name)
     target = folder / base
-    if not overwrite:
-        stem, dot, suffix = base.partition(".")
-        counter = 1
-        while target.exists():
-            target = folder / f"{stem} ({counter}){dot}{suffix}"
-            counter += 1
     if target.resolve().parent != folder.resolve():  # a symlinked name cannot lead out either
         raise OSError(f"{target} is not inside {folder}")
-    if target.is_symlink():
-        target.unlink()
-    target.write_bytes(data)
-    return target
+    if overwrite:
+        if target.is_symlink():
+            target.unlink()
+        target.write_bytes(data)
+        return target
+    stem, dot, suffix = base.partition(".")
+    for counter in range(MAX_NUMBERED + 1):
+        if counter:
+            target = folder / f"{stem} ({counter}){dot}{suffix}"
+        try:
+            descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(descriptor, "wb") as file:
+            file.write(data)
+        return target
+    raise OSError(f"{base!r} and {MAX_NUMBERED} numbered names are taken in {folder}")
 
 
 def answer(offer: FileOffer, accept: bool, peer_id: str) -> dict[str, Any]:

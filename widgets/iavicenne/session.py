@@ -446,6 +446,10 @@ class RoomSession:
         """Tell the sender: accepted (the file comes to this kernel's peer) or declined."""
         await self._files.answer(offer, accept)
 
+    async def tell_file_outcome(self, offer: FileOffer) -> None:
+        """Tell the sender what became of an accepted file (`iavicenne.file_inbox.FileInbox.tell_outcome`)."""
+        await self._files.tell_outcome(offer)
+
     def file_for_link(self, link: Link, header: Any) -> FileOffer | bool:
         """The offer a file header on `link` announces (`iavicenne.file_inbox.FileInbox.for_link`)."""
         return self._files.for_link(link, header)

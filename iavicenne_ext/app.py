@@ -18,6 +18,9 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, d
 
 import iavicenne_protocol as p
 
+from .agents.http_bridge import McpHandler
+from .agents.rules import AgentLimits
+from .agents.service import AgentService
 from .broker.interfaces import Broker, SharedStore
 from .broker.memory import MemoryBroker
 from .handlers.budgets import Limits, Quotas
@@ -407,6 +410,35 @@ class IAvicenne(ExtensionApp):
             raise TraitError("presence_batch_interval must be over 0 and at most 10 seconds")
         return float(proposal["value"])
 
+    # -- AI agents over MCP (iavicenne/mcp; docs/agents.md) ------------------------------
+    agent_messages_per_minute = Float(
+        20.0,
+        config=True,
+        help="Messages (room and direct) one agent (a person's MCP client, by its name) may post a minute, "
+        "over all its sessions on this server; beyond it: 'limit-exceeded'.",
+    )
+    agent_bytes_per_minute = Int(
+        64 * 1024,
+        config=True,
+        help="Bytes of text one agent may post a minute (and the most one message may hold).",
+    )
+    agent_max_consecutive_turns = Int(
+        6,
+        config=True,
+        help="Agents' messages in a row a room accepts; then agents wait for a person to speak (the loop breaker).",
+    )
+    agent_max_wait_seconds = Float(
+        60.0,
+        config=True,
+        help="Longest wait_for_mention an agent may ask for, in seconds (a long poll holds a request open).",
+    )
+    agent_max_rooms = Int(16, config=True, help="Rooms one agent session may be in at the same time.")
+    agent_max_sessions = Int(
+        1000,
+        config=True,
+        help="MCP sessions this server holds open at once, over all identities; beyond it a new one gets 503.",
+    )
+
     # -- signaling: the ICE servers handed to peers in `joined` -----------------------
     ice_servers = List(
         Dict(),
@@ -588,6 +620,20 @@ class IAvicenne(ExtensionApp):
             self.log.warning(
                 "iavicenne: shared_ttl is ignored: a room's shared document is forgotten with its room (history_ttl)"
             )
+        self.agents = AgentService(
+            self.hub,
+            self.quotas,
+            AgentLimits(
+                messages_per_minute=self.agent_messages_per_minute,
+                bytes_per_minute=self.agent_bytes_per_minute,
+                max_consecutive_turns=self.agent_max_consecutive_turns,
+                max_wait_seconds=self.agent_max_wait_seconds,
+                max_rooms=self.agent_max_rooms,
+            ),
+            self.owner_name,
+            self.log,
+            max_sessions=self.agent_max_sessions,
+        )
         self.shared_docs = SharedDocs(
             self.room_broker,
             self.log,
@@ -637,6 +683,7 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/api/rooms/?", RoomListHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/members/([^/]+)/?", RoomMemberHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, rest),
+                (r"/iavicenne/mcp/?", McpHandler, {"service": self.agents}),
             ]
         )
 
@@ -646,11 +693,13 @@ class IAvicenne(ExtensionApp):
             self.log.info("iavicenne: rooms in JupyterHub's service %r (IAvicenne.room_service)", self.room_service)
             return
         await self.room_broker.start()
+        await self.agents.start()
         self.log.info("iavicenne: rooms on the %s broker (server id %s)", self.broker, self.room_broker.server_id)
 
     async def stop_extension(self) -> None:
         if self.room_broker is None:
             return
+        await self.agents.stop()
         try:
             await asyncio.wait_for(self.room_broker.close(), timeout=5)
         except asyncio.TimeoutError:

@@ -4,6 +4,9 @@ their own tokens (room_support.TwoAnalysts), and people on the room socket besid
 
 from __future__ import annotations
 
+import asyncio
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,6 +15,8 @@ from room_support import ALICE, BOB, Connect, with_analysts
 
 import iavicenne_protocol as p
 from iavicenne_ext.testing import WSClient
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -202,3 +207,38 @@ async def test_no_token_no_agent(base: str, http_server_client: Any, jp_base_url
     # Jupyter's "token" scheme works too
     async with agent_of(base, "bob-token", "plain", scheme="token") as agent:
         assert (await agent.ok("whoami"))["identity"]["username"] == "bob"
+
+
+async def test_the_demo_agent_answers_what_alice_shared(base: str, connect: Connect) -> None:
+    alice = await person(connect, ALICE, "demo")
+    await say(alice, "demo", "the cohort table is in /shared/cohort.parquet")
+    demo = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(REPO / "notebooks" / "agent_demo.py"),
+        "--url",
+        base,
+        "--token",
+        "bob-token",
+        "--room",
+        "demo",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert demo.stdout is not None
+        ready = await asyncio.wait_for(demo.stdout.readline(), 60)
+        assert b"helper (for bob) is in room 'demo'" in ready, ready
+        asked = await say(alice, "demo", "@helper what did alice share?")
+        while True:
+            frame = await alice.expect(p.MESSAGE)
+            if frame["message"].get("reply_to") == asked:
+                break
+        assert (
+            frame["message"]["content"]
+            == "alice shared: the cohort table is in /shared/cohort.parquet | @helper what did alice share?"
+        )
+        assert frame["identity"]["kind"] == p.MemberKind.AGENT and frame["user_id"] == "bob#helper"
+        assert await asyncio.wait_for(demo.wait(), 60) == 0
+    finally:
+        if demo.returncode is None:
+            demo.kill()
+            await demo.wait()

@@ -5,8 +5,8 @@ port. `McpHandler` is a Jupyter handler (so Jupyter's authentication, host check
 authorizer apply, as to every Jupyter API) that hands each request to the session manager
 as an ASGI ``http`` scope and writes what it answers back, streaming (SSE) as it comes. No
 other port, nothing unauthenticated: a request without a valid token (``Authorization:
-Bearer <token>`` or ``token <token>``, Jupyter's identity provider reads both) is answered
-401 before the SDK sees it, one without the ("write", "iavicenne") permission 403.
+Bearer <token>`` or ``token <token>``, Jupyter's identity provider reads both) is refused
+(403) before the SDK sees it, as is one without the ("write", "iavicenne") permission.
 
 Each MCP session belongs to the identity that opened it: the ASGI scope carries an
 `AuthenticatedUser` whose principal is the username, and the SDK answers a request for a
@@ -54,20 +54,22 @@ class McpHandler(JupyterHandler):
     def on_connection_close(self) -> None:
         self._disconnected.set()
 
+    # Jupyter's own mark on every method (allow_unauthenticated_access=False checks it): a
+    # request without credentials is refused (403; a GET is sent to the login page)
+    @web.authenticated
     async def post(self) -> None:
         await self._serve()
 
+    @web.authenticated
     async def get(self) -> None:
         await self._serve()
 
+    @web.authenticated
     async def delete(self) -> None:
         await self._serve()
 
     async def _serve(self) -> None:
         user = self.current_user
-        if not user:
-            self.set_header("WWW-Authenticate", 'Bearer realm="jupyter", error="invalid_token"')
-            raise web.HTTPError(401, "a Jupyter token is needed: Authorization: Bearer <token>")
         if not await ensure_async(self.authorizer.is_authorized(self, user, "write", AUTH_RESOURCE)):
             raise web.HTTPError(403, "not authorized to use iAvicenne rooms")
         who = identity_of(self, user)

@@ -1,5 +1,6 @@
 """What the server enforces on agents, whatever their clients do (docs/agents.md, "Rules").
 
+- **Muted**: an agent its room's owner muted does not speak there at all, mentioned or not.
 - **The floor**: an agent speaks in a room only to answer a mention of it (``reply_to``
   the mention's seq; one answer a mention) or a direct message to it, unless the room's
   owner opened the floor to it (`open_floor`).
@@ -44,6 +45,7 @@ class AgentRules:
     def __init__(self, limits: AgentLimits) -> None:
         self.limits = limits
         self.floors: dict[str, set[str]] = {}  # room -> agents' user_ids (or EVERY_AGENT)
+        self.muted: dict[str, set[str]] = {}  # room -> agents' user_ids (or EVERY_AGENT) its owner muted
         self.runs: dict[str, tuple[int, int]] = {}  # room -> (last seq seen, agents' messages in a row)
         self.budgets: dict[str, tuple[TokenBucket, TokenBucket]] = {}
 
@@ -60,6 +62,19 @@ class AgentRules:
             opened.discard(agent)
         if not opened:
             del self.floors[room]
+
+    def is_muted(self, room: str, user_id: str) -> bool:
+        muted = self.muted.get(room, ())
+        return user_id in muted or EVERY_AGENT in muted
+
+    def set_muted(self, room: str, agent: str, muted: bool) -> None:
+        chosen = self.muted.setdefault(room, set())
+        if muted:
+            chosen.add(agent)
+        else:
+            chosen.discard(agent)
+        if not chosen:
+            del self.muted[room]
 
     # -- the loop breaker ------------------------------------------------------------
     def note(self, room: str, seq: int, by_agent: bool) -> None:

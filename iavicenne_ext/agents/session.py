@@ -188,6 +188,7 @@ class AgentSession:
         m = self.member
         self._joined(room)
         _check_text(text)
+        self._not_muted(room)
         floor = self.rules.floor_open(room, m.user_id)
         if reply_to is None and not floor:
             raise p.ProtocolError(
@@ -228,6 +229,7 @@ class AgentSession:
                 "opened the floor: then give room)",
             )
         self._joined(where)
+        self._not_muted(where)
         self.rules.charge(m.user_id, len(text.encode()))
         await self.hub.direct(m, where, user, {"content": text}, None)
         if asked is not None:
@@ -247,16 +249,28 @@ class AgentSession:
 
     async def open_floor(self, room: str, agent: str, is_open: bool) -> dict[str, Any]:
         """The room's owner opens (or closes) the floor to an agent's user_id, or to every agent ("*")."""
+        agent = await self._owners_say(room, agent, "opens its floor to agents")
+        self.rules.set_floor(room, agent, is_open)
+        return {"room": room, "agent": agent, "open": is_open}
+
+    async def mute(self, room: str, agent: str, muted: bool) -> dict[str, Any]:
+        """The room's owner mutes (or lets speak again) an agent's user_id, or every agent ("*")."""
+        agent = await self._owners_say(room, agent, "mutes its agents")
+        self.rules.set_muted(room, agent, muted)
+        return {"room": room, "agent": agent, "muted": muted}
+
+    async def _owners_say(self, room: str, agent: str, what: str) -> str:
+        """`agent` checked, when this agent's person owns `room` (its access record's owner, or
+        for a public room the server's owner); `forbidden` otherwise."""
         access = await self.hub.access(room)
         owner = access.owner if access is not None else self.owner_name
         if self.member.who.username != owner:
-            raise p.ProtocolError(
-                p.ErrorCode.FORBIDDEN, f"only the owner of room {room!r} ({owner}) opens its floor to agents", room=room
-            )
-        if agent != EVERY_AGENT:
-            agent = p.check_name(agent, "agent")
-        self.rules.set_floor(room, agent, is_open)
-        return {"room": room, "agent": agent, "open": is_open}
+            raise p.ProtocolError(p.ErrorCode.FORBIDDEN, f"only the owner of room {room!r} ({owner}) {what}", room=room)
+        return agent if agent == EVERY_AGENT else p.check_name(agent, "agent")
+
+    def _not_muted(self, room: str) -> None:
+        if self.rules.is_muted(room, self.member.user_id):
+            raise p.ProtocolError(p.ErrorCode.FORBIDDEN, f"the owner of room {room!r} muted you there", room=room)
 
     def _joined(self, room: str) -> None:
         if room not in self.member.rooms:

@@ -142,6 +142,13 @@ class AgentTools:
         async def open_floor(room: str, ctx: Context, agent: str = EVERY_AGENT, open: bool = True) -> dict[str, Any]:
             return await call(ctx, lambda s: s.open_floor(_room(room), agent, open))
 
+        @tool(
+            description="For a room's owner: mute (or let speak again, muted=false) an agent's user_id, or every "
+            f"agent with {EVERY_AGENT!r}: it may then not post there at all, mentioned or not."
+        )
+        async def mute_agent(room: str, ctx: Context, agent: str = EVERY_AGENT, muted: bool = True) -> dict[str, Any]:
+            return await call(ctx, lambda s: s.mute(_room(room), agent, muted))
+
     async def _call(self, ctx: Context, work: Callable[[AgentSession], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         session = await self.session_of(ctx)
         try:

@@ -5,6 +5,7 @@ their own tokens (room_support.TwoAnalysts), and people on the room socket besid
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -242,3 +243,65 @@ async def test_the_demo_agent_answers_what_alice_shared(base: str, connect: Conn
         if demo.returncode is None:
             demo.kill()
             await demo.wait()
+
+
+async def rest(http_server_client: Any, jp_base_url: str, method: str, path: str, headers: dict[str, str], body: str = "") -> int:
+    response = await http_server_client.fetch(
+        f"{jp_base_url}{p.REST_PATH}{path}",
+        method=method,
+        headers=headers,
+        body=body if method in ("POST", "PUT") else None,
+        raise_error=False,
+        allow_nonstandard_methods=True,
+    )
+    return int(response.code)
+
+
+async def test_the_owner_mutes_an_agent_and_removing_its_person_removes_it(
+    base: str, connect: Connect, http_server_client: Any, jp_base_url: str
+) -> None:
+    assert await rest(http_server_client, jp_base_url, "POST", "rooms", ALICE, '{"room": "clinic", "access": "private"}') == 201
+    assert await rest(http_server_client, jp_base_url, "PUT", "rooms/clinic/members/bob", ALICE) in (200, 201, 204)
+    alice = await person(connect, ALICE, "clinic")
+    async with agent_of(base, "alice-token", "claude") as claude, agent_of(base, "bob-token", "helper") as helper:
+        await claude.ok("join_room", room="clinic")
+        await helper.ok("join_room", room="clinic")
+        asked = await say(alice, "clinic", "@helper summarise please")
+        assert (await helper.ok("wait_for_mention", room="clinic", timeout_s=10))["mention"]["seq"] == asked
+        # bob's agent may not mute anyone in alice's room; alice's may
+        assert (await helper.refused("mute_agent", room="clinic", agent="alice#claude")).startswith(p.ErrorCode.FORBIDDEN)
+        await claude.ok("mute_agent", room="clinic", agent="bob#helper")
+        muted = await helper.refused("send_message", room="clinic", text="a summary", reply_to=asked)
+        assert muted.startswith(p.ErrorCode.FORBIDDEN) and "muted" in muted
+        await claude.ok("mute_agent", room="clinic", agent="bob#helper", muted=False)
+        await helper.ok("send_message", room="clinic", text="a summary", reply_to=asked)
+        # alice removes bob: his agent goes with him
+        assert await rest(http_server_client, jp_base_url, "DELETE", "rooms/clinic/members/bob", ALICE) in (200, 204)
+        while (frame := await alice.expect(p.USER_LEFT))["user_id"] != "bob#helper":
+            pass
+        assert frame["identity"]["kind"] == p.MemberKind.AGENT
+        assert (await helper.ok("whoami"))["rooms"] == []
+        assert (await helper.refused("read_messages", room="clinic")).startswith(p.ErrorCode.NOT_IN_ROOM)
+        assert (await helper.refused("join_room", room="clinic")).startswith(p.ErrorCode.FORBIDDEN)
+
+
+async def test_an_mcp_session_is_its_identitys_alone(http_server_client: Any, jp_base_url: str) -> None:
+    url = f"{jp_base_url}{p.MCP_PATH}"
+    common = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    hello = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "raw", "version": "0"}},
+    }
+    opened = await http_server_client.fetch(url, method="POST", headers={**common, **ALICE}, body=json.dumps(hello))
+    session = opened.headers["Mcp-Session-Id"]
+    listing = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})
+    as_bob = await http_server_client.fetch(
+        url, method="POST", headers={**common, **BOB, "Mcp-Session-Id": session}, body=listing, raise_error=False
+    )
+    assert as_bob.code == 404, as_bob.body  # as if it did not exist
+    as_alice = await http_server_client.fetch(
+        url, method="POST", headers={**common, **ALICE, "Mcp-Session-Id": session}, body=listing, raise_error=False
+    )
+    assert as_alice.code != 404, as_alice.body

@@ -620,6 +620,18 @@ class IAvicenne(ExtensionApp):
             self.log.warning(
                 "iavicenne: shared_ttl is ignored: a room's shared document is forgotten with its room (history_ttl)"
             )
+        self.shared_docs = SharedDocs(
+            self.room_broker,
+            self.log,
+            max_bytes=self.max_shared_bytes,
+            max_bytes_total=self.max_shared_bytes_total,
+            max_update_bytes=self.max_shared_update_bytes,
+            compact_every=self.shared_compact_every,
+            keep_idle=self.shared_keep_idle,
+            keep_bytes=self.shared_keep_bytes,
+            pacing=SharedPacing(self.shared_cpu_per_second, self.shared_cpu_burst),
+            max_depth=self.max_shared_depth,
+        )
         self.agents = AgentService(
             self.hub,
             self.quotas,
@@ -633,18 +645,7 @@ class IAvicenne(ExtensionApp):
             self.owner_name,
             self.log,
             max_sessions=self.agent_max_sessions,
-        )
-        self.shared_docs = SharedDocs(
-            self.room_broker,
-            self.log,
-            max_bytes=self.max_shared_bytes,
-            max_bytes_total=self.max_shared_bytes_total,
-            max_update_bytes=self.max_shared_update_bytes,
-            compact_every=self.shared_compact_every,
-            keep_idle=self.shared_keep_idle,
-            keep_bytes=self.shared_keep_bytes,
-            pacing=SharedPacing(self.shared_cpu_per_second, self.shared_cpu_burst),
-            max_depth=self.max_shared_depth,
+            shared_docs=self.shared_docs,
         )
 
     @property

@@ -19,10 +19,18 @@ SESSION_IDLE_TIMEOUT = 30 * 60.0
 
 class AgentService:
     def __init__(
-        self, hub: Any, quotas: Any, limits: AgentLimits, owner_name: str, log: logging.Logger, *, max_sessions: int
+        self,
+        hub: Any,
+        quotas: Any,
+        limits: AgentLimits,
+        owner_name: str,
+        log: logging.Logger,
+        *,
+        max_sessions: int,
+        shared_docs: Any = None,
     ) -> None:
         self.rules = AgentRules(limits)
-        self.tools = AgentTools(hub, quotas, self.rules, owner_name)
+        self.tools = AgentTools(hub, quotas, self.rules, owner_name, shared_docs)
         # builds the session manager (and a Starlette app we do not use: Jupyter serves it).
         # JSON answers, not an event stream per request: a tool's round trip took 45 ms and
         # 5.4 ms of the server's CPU per message with streams, 18 ms and 3.0 ms without

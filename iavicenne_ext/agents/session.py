@@ -19,8 +19,10 @@ import iavicenne_protocol as p
 from ..access import may_enter
 from ..handlers.budgets import Account, Limits, Quotas
 from ..rooms import RoomHub
+from ..shared_state import SharedDocs
 from .member import AgentMember
 from .rules import EVERY_AGENT, AgentRules
+from .shared_doc import read_shared, update_setting
 
 #: longest status an agent may set (set_status), in characters
 MAX_STATUS_LENGTH = 200
@@ -32,9 +34,17 @@ class AgentSession:
     """An agent (`member`) in the rooms, for one MCP session; `close` when the session ends."""
 
     def __init__(
-        self, hub: RoomHub, quotas: Quotas, rules: AgentRules, member: AgentMember, account: Account, owner_name: str
+        self,
+        hub: RoomHub,
+        quotas: Quotas,
+        rules: AgentRules,
+        member: AgentMember,
+        account: Account,
+        owner_name: str,
+        shared_docs: SharedDocs | None = None,
     ) -> None:
         self.hub = hub
+        self.shared_docs = shared_docs
         self.quotas = quotas
         self.rules = rules
         self.member = member
@@ -271,6 +281,42 @@ class AgentSession:
     def _not_muted(self, room: str) -> None:
         if self.rules.is_muted(room, self.member.user_id):
             raise p.ProtocolError(p.ErrorCode.FORBIDDEN, f"the owner of room {room!r} muted you there", room=room)
+
+    # -- the room's shared document ---------------------------------------------------
+    async def get_shared(self, room: str) -> dict[str, Any]:
+        self._joined(room)
+        return {"room": room, "shared": await read_shared(self._docs(room), room, self.member.who.username)}
+
+    async def set_shared(self, room: str, key: str, value: Any) -> dict[str, Any]:
+        """Set one key of the room's shared document: like a message, only to answer a
+        mention waiting for its answer (not used up) or with the floor open."""
+        m = self.member
+        self._joined(room)
+        self._not_muted(room)
+        asked = any(item.room == room and not item.direct for item in m.pending.values())
+        if not asked and not self.rules.floor_open(room, m.user_id):
+            raise p.ProtocolError(
+                p.ErrorCode.FORBIDDEN,
+                f"agents change room {room!r}'s shared document only while a mention of them waits for an answer, "
+                "or when the room's owner opened the floor",
+                room=room,
+            )
+        if not isinstance(key, str) or not 0 < len(key) <= 256:
+            raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "key must be a string of 1 to 256 characters")
+        docs = self._docs(room)
+        update = update_setting(docs, await docs.document(room), key, value)
+        self.rules.charge(m.user_id, len(update))
+        kept = await docs.apply(room, update, m.who.username)
+        if kept is not None:
+            sync = p.SyncMessage(p.SyncStep.UPDATE, kept).b64()
+            frame = p.encoded(p.SHARED, room=room, sync=sync, user_id=m.user_id, identity=m.identity)
+            await self.hub.broadcast(m, room, frame)
+        return {"room": room, "key": key, "changed": kept is not None}
+
+    def _docs(self, room: str) -> SharedDocs:
+        if self.shared_docs is None:
+            raise p.ProtocolError(p.ErrorCode.UNAVAILABLE, "this server keeps no shared documents", room=room)
+        return self.shared_docs
 
     def _joined(self, room: str) -> None:
         if room not in self.member.rooms:

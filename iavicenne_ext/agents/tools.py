@@ -23,6 +23,7 @@ from ..broker.base import BrokerUnavailable
 from ..handlers.budgets import Quotas
 from ..identity import Identity
 from ..rooms import RoomHub
+from ..shared_state import SharedDocs
 from .member import AgentMember, agent_name_of
 from .rules import EVERY_AGENT, AgentRules
 from .session import AgentSession
@@ -45,8 +46,11 @@ and a limit on agents' turns in a row apply; a refusal says which option sets it
 class AgentTools:
     """The `MCPServer` of this Jupyter server's agents, over its room hub."""
 
-    def __init__(self, hub: RoomHub, quotas: Quotas, rules: AgentRules, owner_name: str) -> None:
+    def __init__(
+        self, hub: RoomHub, quotas: Quotas, rules: AgentRules, owner_name: str, shared_docs: SharedDocs | None = None
+    ) -> None:
         self.hub = hub
+        self.shared_docs = shared_docs
         self.quotas = quotas
         self.rules = rules
         self.owner_name = owner_name
@@ -76,7 +80,7 @@ class AgentTools:
                 "max_connections_per_identity", limit, f"too many connections: {who.username} has {limit} open; close one first"
             )
             raise ToolError(_said(error))
-        session = AgentSession(self.hub, self.quotas, self.rules, member, account, self.owner_name)
+        session = AgentSession(self.hub, self.quotas, self.rules, member, account, self.owner_name, self.shared_docs)
         state[_SESSION_STATE_KEY] = session
         if connection is not None:
             connection.exit_stack.push_async_callback(session.close)
@@ -141,6 +145,17 @@ class AgentTools:
         )
         async def open_floor(room: str, ctx: Context, agent: str = EVERY_AGENT, open: bool = True) -> dict[str, Any]:
             return await call(ctx, lambda s: s.open_floor(_room(room), agent, open))
+
+        @tool(description="A joined room's shared document (the Yjs map every member edits), as JSON.")
+        async def get_shared(room: str, ctx: Context) -> dict[str, Any]:
+            return await call(ctx, lambda s: s.get_shared(_room(room)))
+
+        @tool(
+            description="Set one key of a joined room's shared document to a JSON value (objects and arrays become "
+            "shared maps and arrays), while a mention of this agent waits for its answer or the floor is open."
+        )
+        async def set_shared(room: str, key: str, value: Any, ctx: Context) -> dict[str, Any]:
+            return await call(ctx, lambda s: s.set_shared(_room(room), key, value))
 
         @tool(
             description="For a room's owner: mute (or let speak again, muted=false) an agent's user_id, or every "

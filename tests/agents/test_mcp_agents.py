@@ -305,3 +305,26 @@ async def test_an_mcp_session_is_its_identitys_alone(http_server_client: Any, jp
         url, method="POST", headers={**common, **ALICE, "Mcp-Session-Id": session}, body=listing, raise_error=False
     )
     assert as_alice.code != 404, as_alice.body
+
+
+async def test_an_agent_reads_and_sets_the_shared_document(base: str, connect: Connect, server_token: str) -> None:
+    alice = await person(connect, ALICE, "board")
+    async with agent_of(base, server_token, "scribe") as scribe, agent_of(base, "bob-token", "intruder") as intruder:
+        me = (await scribe.ok("whoami"))["user_id"]
+        for agent in (scribe, intruder):
+            await agent.ok("join_room", room="board")
+        refused = await scribe.refused("set_shared", room="board", key="summary", value="unasked")
+        assert refused.startswith(p.ErrorCode.FORBIDDEN)
+        await scribe.ok("open_floor", room="board", agent=me)  # the server's owner owns the public rooms
+        changed = await scribe.ok("set_shared", room="board", key="summary", value={"rows": 3, "cols": ["a", "b"]})
+        assert changed["changed"] is True
+        frame = await alice.expect(p.SHARED)
+        assert frame["user_id"] == me and frame["identity"]["kind"] == p.MemberKind.AGENT
+        assert (await intruder.ok("get_shared", room="board"))["shared"] == {"summary": {"rows": 3, "cols": ["a", "b"]}}
+        # the floor is the scribe's alone
+        assert (await intruder.refused("set_shared", room="board", key="x", value=1)).startswith(p.ErrorCode.FORBIDDEN)
+        deep: Any = 1
+        for _ in range(100):
+            deep = [deep]
+        too_deep = await scribe.refused("set_shared", room="board", key="deep", value=deep)
+        assert too_deep.startswith(p.ErrorCode.LIMIT_EXCEEDED) and "max_shared_depth" in too_deep

@@ -11,16 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_server.extension.application import ExtensionApp
 from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, default, validate
 
 import iavicenne_protocol as p
 
-from .agents.http_bridge import McpHandler
-from .agents.rules import AgentLimits
-from .agents.service import AgentService
 from .broker.interfaces import Broker, SharedStore
 from .broker.memory import MemoryBroker
 from .handlers.budgets import Limits, Quotas
@@ -38,6 +35,9 @@ from .rooms import RoomHub
 from .shared_depth import DEPTH_CEILING
 from .shared_pacing import SharedPacing
 from .shared_state import SharedDocs
+
+if TYPE_CHECKING:  # the MCP SDK is imported only when agents are served (IAvicenne.agents)
+    from .agents.service import AgentService
 
 
 class IAvicenne(ExtensionApp):
@@ -411,6 +411,12 @@ class IAvicenne(ExtensionApp):
         return float(proposal["value"])
 
     # -- AI agents over MCP (iavicenne/mcp; docs/agents.md) ------------------------------
+    agents = Bool(
+        True,
+        config=True,
+        help="Serve the MCP endpoint (iavicenne/mcp) through which AI agents join rooms with a person's "
+        "token. False: no endpoint, and the MCP SDK is not even imported.",
+    )
     agent_messages_per_minute = Float(
         20.0,
         config=True,
@@ -632,7 +638,14 @@ class IAvicenne(ExtensionApp):
             pacing=SharedPacing(self.shared_cpu_per_second, self.shared_cpu_burst),
             max_depth=self.max_shared_depth,
         )
-        self.agents = AgentService(
+        self.agent_service: AgentService | None = self.make_agent_service() if self.agents else None
+
+    def make_agent_service(self) -> AgentService:
+        """The agents' MCP service (agents/service.py), the SDK imported only when it is served."""
+        from .agents.rules import AgentLimits
+        from .agents.service import AgentService
+
+        return AgentService(
             self.hub,
             self.quotas,
             AgentLimits(
@@ -684,9 +697,12 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/api/rooms/?", RoomListHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/members/([^/]+)/?", RoomMemberHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, rest),
-                (r"/iavicenne/mcp/?", McpHandler, {"service": self.agents}),
             ]
         )
+        if self.agent_service is not None:
+            from .agents.http_bridge import McpHandler
+
+            self.handlers.append((r"/iavicenne/mcp/?", McpHandler, {"service": self.agent_service}))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)
@@ -694,13 +710,15 @@ class IAvicenne(ExtensionApp):
             self.log.info("iavicenne: rooms in JupyterHub's service %r (IAvicenne.room_service)", self.room_service)
             return
         await self.room_broker.start()
-        await self.agents.start()
+        if self.agent_service is not None:
+            await self.agent_service.start()
         self.log.info("iavicenne: rooms on the %s broker (server id %s)", self.broker, self.room_broker.server_id)
 
     async def stop_extension(self) -> None:
         if self.room_broker is None:
             return
-        await self.agents.stop()
+        if self.agent_service is not None:
+            await self.agent_service.stop()
         try:
             await asyncio.wait_for(self.room_broker.close(), timeout=5)
         except asyncio.TimeoutError:

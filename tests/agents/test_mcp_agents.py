@@ -328,3 +328,11 @@ async def test_an_agent_reads_and_sets_the_shared_document(base: str, connect: C
             deep = [deep]
         too_deep = await scribe.refused("set_shared", room="board", key="deep", value=deep)
         assert too_deep.startswith(p.ErrorCode.LIMIT_EXCEEDED) and "max_shared_depth" in too_deep
+
+
+@pytest.mark.parametrize("iavicenne_config", [{"agents": False}])
+async def test_a_server_may_serve_no_agents(http_server_client: Any, jp_base_url: str) -> None:
+    response = await http_server_client.fetch(
+        f"{jp_base_url}{p.MCP_PATH}", method="POST", headers=ALICE, body="{}", raise_error=False
+    )
+    assert response.code == 404

@@ -701,8 +701,15 @@ class IAvicenne(ExtensionApp):
         )
         if self.agent_service is not None:
             from .agents.http_bridge import McpHandler
+            from .agents.rest import AgentStandingHandler
 
-            self.handlers.append((r"/iavicenne/mcp/?", McpHandler, {"service": self.agent_service}))
+            standing = {**rest, "rules": self.agent_service.rules, "owner_name": self.owner_name}
+            self.handlers.extend(
+                [
+                    (r"/iavicenne/mcp/?", McpHandler, {"service": self.agent_service}),
+                    (r"/iavicenne/api/rooms/([^/]+)/agents/([^/]+)/?", AgentStandingHandler, standing),
+                ]
+            )
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)

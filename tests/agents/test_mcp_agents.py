@@ -336,3 +336,24 @@ async def test_a_server_may_serve_no_agents(http_server_client: Any, jp_base_url
         f"{jp_base_url}{p.MCP_PATH}", method="POST", headers=ALICE, body="{}", raise_error=False
     )
     assert response.code == 404
+
+
+async def test_the_owner_decides_over_rest_for_an_agent(base: str, http_server_client: Any, jp_base_url: str) -> None:
+    assert await rest(http_server_client, jp_base_url, "POST", "rooms", ALICE, '{"room": "desk", "access": "private"}') == 201
+    assert await rest(http_server_client, jp_base_url, "PUT", "rooms/desk/members/bob", ALICE) in (200, 201, 204)
+    path = "rooms/desk/agents/bob%23helper"
+    async with agent_of(base, "bob-token", "helper") as helper:
+        await helper.ok("join_room", room="desk")
+        assert (await helper.refused("send_message", room="desk", text="unasked")).startswith(p.ErrorCode.FORBIDDEN)
+        # bob is a member, not the owner
+        assert await rest(http_server_client, jp_base_url, "PUT", path, BOB, '{"floor": true}') == 403
+        for bad in ('{"floor": "yes"}', "{}", "[]", "not json"):
+            assert await rest(http_server_client, jp_base_url, "PUT", path, ALICE, bad) == 400
+        assert await rest(http_server_client, jp_base_url, "PUT", path, ALICE, '{"floor": true}') == 200
+        await helper.ok("send_message", room="desk", text="now I may")
+        assert await rest(http_server_client, jp_base_url, "PUT", path, ALICE, '{"muted": true}') == 200
+        assert "muted" in await helper.refused("send_message", room="desk", text="and now?")
+    # a public room's owner is the server's; a private room bob may not enter is not there for him
+    assert await rest(http_server_client, jp_base_url, "PUT", "rooms/anyones/agents/x", BOB, '{"floor": true}') == 403
+    assert await rest(http_server_client, jp_base_url, "POST", "rooms", ALICE, '{"room": "desk-2", "access": "private"}') == 201
+    assert await rest(http_server_client, jp_base_url, "PUT", "rooms/desk-2/agents/x", BOB, '{"floor": true}') == 404

@@ -638,28 +638,12 @@ class IAvicenne(ExtensionApp):
             pacing=SharedPacing(self.shared_cpu_per_second, self.shared_cpu_burst),
             max_depth=self.max_shared_depth,
         )
-        self.agent_service: AgentService | None = self.make_agent_service() if self.agents else None
+        if self.agents:  # the MCP SDK is imported only when agents are served
+            from .agents.service import AgentService
 
-    def make_agent_service(self) -> AgentService:
-        """The agents' MCP service (agents/service.py), the SDK imported only when it is served."""
-        from .agents.rules import AgentLimits
-        from .agents.service import AgentService
-
-        return AgentService(
-            self.hub,
-            self.quotas,
-            AgentLimits(
-                messages_per_minute=self.agent_messages_per_minute,
-                bytes_per_minute=self.agent_bytes_per_minute,
-                max_consecutive_turns=self.agent_max_consecutive_turns,
-                max_wait_seconds=self.agent_max_wait_seconds,
-                max_rooms=self.agent_max_rooms,
-            ),
-            self.owner_name,
-            self.log,
-            max_sessions=self.agent_max_sessions,
-            shared_docs=self.shared_docs,
-        )
+            self.agent_service: AgentService | None = AgentService.of_app(self)
+        else:
+            self.agent_service = None
 
     @property
     def ice(self) -> IceConfig:
@@ -700,16 +684,7 @@ class IAvicenne(ExtensionApp):
             ]
         )
         if self.agent_service is not None:
-            from .agents.http_bridge import McpHandler
-            from .agents.rest import AgentStandingHandler
-
-            standing = {**rest, "rules": self.agent_service.rules, "owner_name": self.owner_name}
-            self.handlers.extend(
-                [
-                    (r"/iavicenne/mcp/?", McpHandler, {"service": self.agent_service}),
-                    (r"/iavicenne/api/rooms/([^/]+)/agents/([^/]+)/?", AgentStandingHandler, standing),
-                ]
-            )
+            self.handlers.extend(self.agent_service.routes(rest))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)

@@ -30,6 +30,7 @@ class AgentService:
         shared_docs: Any = None,
     ) -> None:
         self.rules = AgentRules(limits)
+        self.owner_name = owner_name
         self.tools = AgentTools(hub, quotas, self.rules, owner_name, shared_docs)
         # builds the session manager (and a Starlette app we do not use: Jupyter serves it).
         # JSON answers, not an event stream per request: a tool's round trip took 45 ms and
@@ -42,6 +43,37 @@ class AgentService:
         self.log = log
         self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of_app(cls, app: Any) -> AgentService:
+        """The service of the `IAvicenne` app, with its options (``agent_*``), hub and quotas."""
+        limits = AgentLimits(
+            messages_per_minute=app.agent_messages_per_minute,
+            bytes_per_minute=app.agent_bytes_per_minute,
+            max_consecutive_turns=app.agent_max_consecutive_turns,
+            max_wait_seconds=app.agent_max_wait_seconds,
+            max_rooms=app.agent_max_rooms,
+        )
+        return cls(
+            app.hub,
+            app.quotas,
+            limits,
+            app.owner_name,
+            app.log,
+            max_sessions=app.agent_max_sessions,
+            shared_docs=app.shared_docs,
+        )
+
+    def routes(self, rest: dict[str, Any]) -> list[tuple[str, type, dict[str, Any]]]:
+        """Its handlers: the MCP endpoint, and the owners' REST call (`rest`: the REST handlers' arguments)."""
+        from .http_bridge import McpHandler
+        from .rest import AgentStandingHandler
+
+        standing = {**rest, "rules": self.rules, "owner_name": self.owner_name}
+        return [
+            (r"/iavicenne/mcp/?", McpHandler, {"service": self}),
+            (r"/iavicenne/api/rooms/([^/]+)/agents/([^/]+)/?", AgentStandingHandler, standing),
+        ]
 
     async def start(self) -> None:
         """Run the session manager (at the extension's start, or at the first request when the

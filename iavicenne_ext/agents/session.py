@@ -53,6 +53,8 @@ class AgentSession:
         member.observer = rules.note
         member.on_evicted = self._evicted
         self._background: set[asyncio.Task[None]] = set()
+        # an MCP client may call tools at once: one join or leave at a time, as a socket's frames
+        self._entering = asyncio.Lock()
 
     @property
     def limits(self) -> Limits:
@@ -102,6 +104,10 @@ class AgentSession:
 
     # -- joining and leaving ---------------------------------------------------------
     async def join(self, room: str) -> dict[str, Any]:
+        async with self._entering:
+            return await self._join(room)
+
+    async def _join(self, room: str) -> dict[str, Any]:
         m = self.member
         if room not in m.rooms:
             if len(m.rooms) >= self.rules.limits.max_rooms:
@@ -133,6 +139,10 @@ class AgentSession:
         return {"room": room, "user_id": m.user_id, "seq": history.seq, "floor_open": self.rules.floor_open(room, m.user_id)}
 
     async def leave(self, room: str) -> dict[str, Any]:
+        async with self._entering:
+            return await self._leave(room)
+
+    async def _leave(self, room: str) -> dict[str, Any]:
         self._joined(room)
         self.member.rooms.discard(room)
         try:
@@ -145,7 +155,7 @@ class AgentSession:
         """The MCP session ended: leave every room, give the identity's connection back."""
         for room in sorted(self.member.rooms):
             try:
-                await self.leave(room)
+                await self._leave(room)
             except Exception:  # the broker is down: its presence expires (Redis) or goes with the server
                 self.hub.log.debug("iavicenne: agent %s could not leave %s", self.member.key, room)
         self.quotas.close(self.account)

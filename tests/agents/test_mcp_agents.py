@@ -357,3 +357,14 @@ async def test_the_owner_decides_over_rest_for_an_agent(base: str, http_server_c
     assert await rest(http_server_client, jp_base_url, "PUT", "rooms/anyones/agents/x", BOB, '{"floor": true}') == 403
     assert await rest(http_server_client, jp_base_url, "POST", "rooms", ALICE, '{"room": "desk-2", "access": "private"}') == 201
     assert await rest(http_server_client, jp_base_url, "PUT", "rooms/desk-2/agents/x", BOB, '{"floor": true}') == 404
+
+
+async def test_tools_called_at_once_join_once(base: str, connect: Connect) -> None:
+    alice = await person(connect, ALICE, "busy")
+    async with agent_of(base, "alice-token", "eager") as agent:
+        answers = await asyncio.gather(*(agent.call("join_room", room="busy") for _ in range(5)))
+        assert not any(answer.error for answer in answers), answers
+        members = (await agent.ok("members", room="busy"))["members"]
+        assert [m["connections"] for m in members if m["user_id"] == "alice#eager"] == [1]
+        await agent.ok("leave_room", room="busy")
+    assert (await alice.expect(p.USER_LEFT))["user_id"] == "alice#eager"

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jupyter_core.paths import jupyter_data_dir
 from jupyter_server.extension.application import ExtensionApp
@@ -38,6 +38,9 @@ from .rooms import RoomHub
 from .shared_depth import DEPTH_CEILING
 from .shared_pacing import SharedPacing
 from .shared_state import SharedDocs
+
+if TYPE_CHECKING:  # the MCP SDK is imported only when agents are served (IAvicenne.agents)
+    from .agents.service import AgentService
 
 
 class IAvicenne(ExtensionApp):
@@ -437,6 +440,41 @@ class IAvicenne(ExtensionApp):
             raise TraitError("presence_batch_interval must be over 0 and at most 10 seconds")
         return float(proposal["value"])
 
+    # -- AI agents over MCP (iavicenne/mcp; docs/agents.md) ------------------------------
+    agents = Bool(
+        True,
+        config=True,
+        help="Serve the MCP endpoint (iavicenne/mcp) through which AI agents join rooms with a person's "
+        "token. False: no endpoint, and the MCP SDK is not even imported.",
+    )
+    agent_messages_per_minute = Float(
+        20.0,
+        config=True,
+        help="Messages (room and direct) one agent (a person's MCP client, by its name) may post a minute, "
+        "over all its sessions on this server; beyond it: 'limit-exceeded'.",
+    )
+    agent_bytes_per_minute = Int(
+        64 * 1024,
+        config=True,
+        help="Bytes of text one agent may post a minute (and the most one message may hold).",
+    )
+    agent_max_consecutive_turns = Int(
+        6,
+        config=True,
+        help="Agents' messages in a row a room accepts; then agents wait for a person to speak (the loop breaker).",
+    )
+    agent_max_wait_seconds = Float(
+        60.0,
+        config=True,
+        help="Longest wait_for_mention an agent may ask for, in seconds (a long poll holds a request open).",
+    )
+    agent_max_rooms = Int(16, config=True, help="Rooms one agent session may be in at the same time.")
+    agent_max_sessions = Int(
+        1000,
+        config=True,
+        help="MCP sessions this server holds open at once, over all identities; beyond it a new one gets 503.",
+    )
+
     # -- signaling: the ICE servers handed to peers in `joined` -----------------------
     ice_servers = List(
         Dict(),
@@ -637,6 +675,12 @@ class IAvicenne(ExtensionApp):
             pacing=SharedPacing(self.shared_cpu_per_second, self.shared_cpu_burst),
             max_depth=self.max_shared_depth,
         )
+        if self.agents:  # the MCP SDK is imported only when agents are served
+            from .agents.service import AgentService
+
+            self.agent_service: AgentService | None = AgentService.of_app(self)
+        else:
+            self.agent_service = None
 
     @property
     def ice(self) -> IceConfig:
@@ -678,6 +722,8 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, rest),
             ]
         )
+        if self.agent_service is not None:
+            self.handlers.extend(self.agent_service.routes(rest))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         await super()._start_jupyter_server_extension(serverapp)
@@ -685,11 +731,15 @@ class IAvicenne(ExtensionApp):
             self.log.info("iavicenne: rooms in JupyterHub's service %r (IAvicenne.room_service)", self.room_service)
             return
         await self.room_broker.start()
+        if self.agent_service is not None:
+            await self.agent_service.start()
         self.log.info("iavicenne: rooms on the %s broker (server id %s)", self.broker, self.room_broker.server_id)
 
     async def stop_extension(self) -> None:
         if self.room_broker is None:
             return
+        if self.agent_service is not None:
+            await self.agent_service.stop()
         try:
             await asyncio.wait_for(self.room_broker.close(), timeout=5)
         except asyncio.TimeoutError:

@@ -26,6 +26,8 @@ from .names import check_name
 ROOMS_PATH = "iavicenne/ws/mcp"
 SIGNALING_PATH = "iavicenne/ws/signaling"
 REST_PATH = "iavicenne/api/"
+# AI agents over the Model Context Protocol (streamable HTTP; docs/agents.md)
+MCP_PATH = "iavicenne/mcp"
 
 # -- frame types: room endpoint ------------------------------------------------------
 CONNECT = "connect"

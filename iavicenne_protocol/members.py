@@ -53,3 +53,32 @@ def read_members_limit(value: Any, field: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_MEMBERS_PAGE:
         raise ProtocolError(ErrorCode.INVALID_FIELD, f"{field} must be an integer from 0 to {MAX_MEMBERS_PAGE}")
     return value
+
+
+# -- AI agents as room members (docs/agents.md) ------------------------------------------
+
+
+class MemberKind:
+    """``identity.kind``: what a member is. Absent means a person (every seed client)."""
+
+    PERSON = "person"
+    # an AI agent connected over MCP (iavicenne/mcp) with a person's token: its identity is
+    # that person's (``username``), its ``display_name`` "<agent> (for <username>)", and
+    # ``identity.agent`` its name; clients badge its messages
+    AGENT = "agent"
+
+
+#: the identity fields an agent's frames carry beside username, name and display_name
+IDENTITY_KIND = "kind"
+IDENTITY_AGENT = "agent"
+#: how an agent is shown: AGENT_DISPLAY_FORMAT.format(agent=..., username=...)
+AGENT_DISPLAY_FORMAT = "{agent} (for {username})"
+#: an agent's user_id in rooms: "<username>#<agent>" (the 'own' name policy's form)
+AGENT_USER_ID_SEPARATOR = "#"
+#: a message that names "@<agent>" or "@<agent's user_id>" in its text mentions that agent
+MENTION_PREFIX = "@"
+
+
+def is_agent(identity: Any) -> bool:
+    """Whether a frame's ``identity`` is an agent's (set by the server, never by a client)."""
+    return isinstance(identity, dict) and identity.get(IDENTITY_KIND) == MemberKind.AGENT

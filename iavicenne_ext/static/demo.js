@@ -11,12 +11,14 @@
  * log, so a message never reads as another person's), and a data channel is taken only from
  * the identity that holds the member's name (`presenceCheck`). Every name shown passes
  * `safeName`: bidi and invisible characters are written out (`report[U+202E]fdp.py`).
+ * An AI agent (identity.kind "agent", docs/agents.md) gets an "agent" badge beside its name.
  * Messages are text: nothing in one is fetched (no image, no link followed) when shown.
  *
  * `?room=...&name=...` in the address fills the form and joins at once.
  */
 
 import { PeerLinkClosed, PeerNetwork, presenceCheck, RoomClient, RoomsAPI, Server, SignalingClient } from "./iavicenne.js";
+import { MemberKind } from "./protocol.js";
 import { share } from "./shared.js";
 
 /** Levels of the shared document the page shows (max_shared_depth is 64 by default). */
@@ -201,12 +203,24 @@ function describe(state) {
  */
 function verifiedTag(name, identity) {
   const username = typeof identity?.username === "string" ? identity.username : "";
-  if (!username || username === name) return [];
-  const tag = document.createElement("span");
-  tag.className = "member-identity";
-  tag.title = "verified identity";
-  tag.textContent = ` @${safeName(username)}`;
-  return [tag];
+  /** @type {HTMLElement[]} */
+  const tags = [];
+  if (username && username !== name) {
+    const tag = document.createElement("span");
+    tag.className = "member-identity";
+    tag.title = "verified identity";
+    tag.textContent = ` @${safeName(username)}`;
+    tags.push(tag);
+  }
+  // an AI agent (the server says so, never its client): badged wherever its name shows
+  if (identity?.kind === MemberKind.AGENT) {
+    const badge = document.createElement("span");
+    badge.className = "agent-badge";
+    badge.title = `an AI agent, acting for @${safeName(username)}`;
+    badge.textContent = " agent";
+    tags.push(badge);
+  }
+  return tags;
 }
 
 // -- rooms and who may enter them ---------------------------------------------------------

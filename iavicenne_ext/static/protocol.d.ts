@@ -7,6 +7,8 @@
 export declare const ROOMS_PATH: "iavicenne/ws/mcp";
 export declare const SIGNALING_PATH: "iavicenne/ws/signaling";
 export declare const REST_PATH: "iavicenne/api/";
+// AI agents over the Model Context Protocol (streamable HTTP; docs/agents.md)
+export declare const MCP_PATH: "iavicenne/mcp";
 
 // -- frame types: room endpoint ------------------------------------------------------
 export declare const CONNECT: "connect";
@@ -134,6 +136,21 @@ export declare const MAX_MEMBERS_PAGE: 10000;
  * user_id of the last member listed; "m:" alone is the start of the list
  */
 export declare const MEMBERS_CURSOR_PREFIX: "m:";
+
+/** ``identity.kind``: what a member is. Absent means a person (every seed client). */
+export declare const MemberKind: Readonly<{ PERSON: "person"; AGENT: "agent" }>;
+/** One of the values of `MemberKind`. */
+export type MemberKindValue = (typeof MemberKind)[keyof typeof MemberKind];
+
+/** the identity fields an agent's frames carry beside username, name and display_name */
+export declare const IDENTITY_KIND: "kind";
+export declare const IDENTITY_AGENT: "agent";
+/** how an agent is shown: AGENT_DISPLAY_FORMAT.format(agent=..., username=...) */
+export declare const AGENT_DISPLAY_FORMAT: "{agent} (for {username})";
+/** an agent's user_id in rooms: "<username>#<agent>" (the 'own' name policy's form) */
+export declare const AGENT_USER_ID_SEPARATOR: "#";
+/** a message that names "@<agent>" or "@<agent's user_id>" in its text mentions that agent */
+export declare const MENTION_PREFIX: "@";
 
 // -- sync.py. Shared state: the y-sync codec of ``shared`` frames, one Yjs document per room.
 /** the y-protocols message type of a sync message (1 would be awareness) */

@@ -14,6 +14,8 @@
 export const ROOMS_PATH = "iavicenne/ws/mcp";
 export const SIGNALING_PATH = "iavicenne/ws/signaling";
 export const REST_PATH = "iavicenne/api/";
+// AI agents over the Model Context Protocol (streamable HTTP; docs/agents.md)
+export const MCP_PATH = "iavicenne/mcp";
 
 // -- frame types: room endpoint ------------------------------------------------------
 export const CONNECT = "connect";
@@ -174,6 +176,25 @@ export const MAX_MEMBERS_PAGE = 10_000;
  * user_id of the last member listed; "m:" alone is the start of the list
  */
 export const MEMBERS_CURSOR_PREFIX = "m:";
+
+/** ``identity.kind``: what a member is. Absent means a person (every seed client). */
+export const MemberKind = Object.freeze({
+  PERSON: "person",
+  // an AI agent connected over MCP (iavicenne/mcp) with a person's token: its identity is
+  // that person's (``username``), its ``display_name`` "<agent> (for <username>)", and
+  // ``identity.agent`` its name; clients badge its messages
+  AGENT: "agent",
+});
+
+/** the identity fields an agent's frames carry beside username, name and display_name */
+export const IDENTITY_KIND = "kind";
+export const IDENTITY_AGENT = "agent";
+/** how an agent is shown: AGENT_DISPLAY_FORMAT.format(agent=..., username=...) */
+export const AGENT_DISPLAY_FORMAT = "{agent} (for {username})";
+/** an agent's user_id in rooms: "<username>#<agent>" (the 'own' name policy's form) */
+export const AGENT_USER_ID_SEPARATOR = "#";
+/** a message that names "@<agent>" or "@<agent's user_id>" in its text mentions that agent */
+export const MENTION_PREFIX = "@";
 
 // -- sync.py. Shared state: the y-sync codec of ``shared`` frames, one Yjs document per room.
 export const SYNC_MESSAGE = 0; // the y-protocols message type of a sync message (1 would be awareness)

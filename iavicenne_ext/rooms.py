@@ -232,7 +232,9 @@ class RoomHub(SignalingRooms):
             await self.messages.emit(PresenceFrame(room, left, skip=conn.key))
 
     async def publish(self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None) -> Published:
-        """Send a message to the room and keep it in history; `limit-exceeded` when too large for that."""
+        """Send a message to the room and keep it in history; `limit-exceeded` when too large
+        for that, ``muted`` when the room's owner muted the sender's identity there."""
+        await self.check_not_muted(conn, room, ref)
         frame = p.encoded(p.MESSAGE, ref=ref, user_id=conn.user_id, message=payload, room=room, identity=conn.identity)
         if len(frame) > self.max_message_bytes:
             raise p.limit_exceeded(

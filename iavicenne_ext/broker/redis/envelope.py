@@ -1,6 +1,6 @@
 """What travels on a room's channel: one JSON header line, then the frame's bytes.
 
-The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..,"evict":..,"presence":..}``
+The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..,"evict":..,"presence":..,"moderate":..,"muted":..}``
 (only ``seq`` is always there; ``epoch`` comes with a seq). A frame with a seq is published
 by the publish script without it, and the receiving server puts it in (`protocol.with_seq`);
 frames without seq (presence, direct messages, signaling) have ``"seq":0``. The header says
@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import BrokerEvent, DirectFrame, Emitted, Eviction, PresenceFrame, Publication, RoomFrame, Supersede
+from ..events import BrokerEvent, DirectFrame, Emitted, Eviction, Moderation, PresenceFrame, Publication, RoomFrame, Supersede
 
 
 def _not_json(constant: str) -> Any:
@@ -41,6 +41,8 @@ class Envelope:
     frame: bytes  # without its seq
     evict: str | None = None  # the username whose connections get it and leave the room
     presence: bool = False  # a user-joined, user-left or presence frame
+    moderate: str | None = None  # the username the room's owner muted (`muted`) or unmuted
+    muted: bool = False
 
     def event(self, room: str, frame: bytes) -> BrokerEvent:
         """The broker event this envelope carries, with `frame` (the seq put in, if any)."""
@@ -48,6 +50,8 @@ class Envelope:
             return Publication(room, frame, self.seq)
         if self.evict is not None:
             return Eviction(room, frame, self.evict)
+        if self.moderate is not None:
+            return Moderation(room, frame, self.moderate, self.muted)
         if self.to is not None:
             kind = Supersede if self.supersede else DirectFrame
             return kind(room, frame, self.to, self.skip)
@@ -61,6 +65,9 @@ def encode(event: Emitted) -> bytes:
     header: dict[str, Any] = {"seq": 0, "to": None, "skip": None}
     if isinstance(event, Eviction):
         header["evict"] = event.username
+    elif isinstance(event, Moderation):
+        header["moderate"] = event.username
+        header["muted"] = event.muted
     else:
         header["skip"] = event.skip
         if isinstance(event, (DirectFrame, Supersede)):
@@ -96,9 +103,9 @@ def decode(data: bytes) -> Envelope:
     epoch = _optional_str(header, "epoch")
     if seq and not epoch:
         raise MalformedEnvelope("a frame with a seq has no epoch")
-    supersede, presence = header.get("supersede", False), header.get("presence", False)
-    if not isinstance(supersede, bool) or not isinstance(presence, bool):
-        raise MalformedEnvelope("supersede or presence is not a boolean")
+    supersede, presence, muted = header.get("supersede", False), header.get("presence", False), header.get("muted", False)
+    if not isinstance(supersede, bool) or not isinstance(presence, bool) or not isinstance(muted, bool):
+        raise MalformedEnvelope("supersede, presence or muted is not a boolean")
     to = _optional_str(header, "to")
     if supersede and to is None:
         raise MalformedEnvelope("supersede without to")
@@ -112,4 +119,15 @@ def decode(data: bytes) -> Envelope:
         raise MalformedEnvelope("the frame is not JSON") from None
     if not isinstance(body, dict) or not isinstance(body.get("type"), str):
         raise MalformedEnvelope("the frame is not a JSON object with a type")
-    return Envelope(seq, epoch, to, _optional_str(header, "skip"), supersede, frame, _optional_str(header, "evict"), presence)
+    return Envelope(
+        seq,
+        epoch,
+        to,
+        _optional_str(header, "skip"),
+        supersede,
+        frame,
+        _optional_str(header, "evict"),
+        presence,
+        _optional_str(header, "moderate"),
+        muted,
+    )

@@ -30,6 +30,7 @@ NAMES = (
     "access_create",
     "access_get",
     "access_member",
+    "access_moderate",
     "access_delete",
     # shared state (shared_state.py)
     "shared_load",

@@ -16,6 +16,7 @@ import {
   LeftReason,
   MEMBERS,
   MESSAGE,
+  MODERATED,
   PRESENCE,
   PRESENCE_BATCH,
   PresenceMode,
@@ -224,6 +225,9 @@ export class RoomClient extends Endpoint {
         break;
       case MEMBERS:
         room._onMembers(frame);
+        break;
+      case MODERATED:
+        room._onModerated(frame);
         break;
       case ROOM_LEFT: {
         // the server took us out (the owner removed us, or deleted the room); our own

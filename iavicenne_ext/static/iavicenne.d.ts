@@ -270,6 +270,14 @@ export interface Ack extends ServerFrame {
   duplicate?: boolean;
 }
 
+/** The room's owner (`by`) moderated identity `username` (a `ModerationAction`). */
+export interface Moderated {
+  room: string;
+  username: string;
+  action: string;
+  by: string;
+}
+
 export declare class Room {
   readonly client: RoomClient;
   readonly name: string;
@@ -286,11 +294,15 @@ export declare class Room {
   on(kind: "presence", callback: (event: PresenceEvent) => void): Unsubscribe;
   on(kind: "gap", callback: (gap: Gap & { room: string }) => void): Unsubscribe;
   on(kind: "error", callback: (error: RequestFailed) => void): Unsubscribe;
+  /** The room's owner muted, unmuted, removed or readmitted `username`. */
+  on(kind: "moderated", callback: (event: Moderated) => void): Unsubscribe;
   on(kind: string, callback: (event: any) => void): Unsubscribe;
   /** Resolves with the server's ack (with the message's seq), however many reconnects that takes. */
   send(content: string | Record<string, Json>): Promise<Ack>;
   direct(to: string, content: string | Record<string, Json>): Promise<Ack>;
   setState(state: Record<string, Json>): Promise<Ack>;
+  /** As the room's owner (else `Forbidden`): a `ModerationAction` on identity `username`. */
+  moderate(username: string, action: "mute" | "unmute" | "remove" | "readmit"): Promise<Ack>;
   leave(): Promise<void>;
 }
 
@@ -304,6 +316,9 @@ export interface RoomAccess {
   owner?: string;
   members?: string[];
   group?: string | null;
+  /** The usernames its owner muted, and removed. */
+  muted?: string[];
+  removed?: string[];
   [field: string]: any;
 }
 

@@ -35,6 +35,9 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=1500)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument(
+        "--text", default="@alice flood", help="each message is '<text> <n>' (a mention: a notification each, unless throttled)"
+    )
     args = parser.parse_args()
 
     from playwright.sync_api import sync_playwright
@@ -51,7 +54,7 @@ def main() -> None:
                     open_lab(page, lab, "alice")
                     sender = bob(lab, Path(workdir) / f"bob-{run}.log")
                     try:
-                        cost = flood(page, sender, count=args.count, seconds=args.seconds)
+                        cost = flood(page, sender, count=args.count, seconds=args.seconds, text=args.text)
                     finally:
                         sender.stop()
                 finally:
@@ -61,7 +64,9 @@ def main() -> None:
                 results.append(cost)
         finally:
             browser.close()
-    print(f"\n{args.count} messages in {args.seconds:g} s into alice's JupyterLab ({args.build}), median of {len(results)}:")
+    print(
+        f"\n{args.count} messages {args.text!r} in {args.seconds:g} s into alice's JupyterLab ({args.build}), median of {len(results)}:"
+    )
     print(f"  longest main-thread task  {statistics.median(r.longest_task_ms for r in results):8.0f} ms")
     print(f"  tasks over 50 ms          {statistics.median(r.long_tasks for r in results):8.0f}")
     print(f"  message elements          {statistics.median(r.messages_in_dom for r in results):8.0f}")

@@ -18,7 +18,7 @@ import type { IRenderMimeRegistry } from "@jupyterlab/rendermime";
 
 import type { ChatEntry, JoinedRoom } from "./collaboration";
 import { hardenLinks } from "./inert";
-import { dayLabel, startsDay, timeLabel } from "./model";
+import { dayLabel, isPlain, startsDay, timeLabel } from "./model";
 import { type Person, personText } from "./names";
 
 /** Messages in the DOM while the reader follows the end of the chat. */
@@ -29,6 +29,10 @@ export const PAGE = 50;
 export const MAX_RENDERED = 3 * WINDOW;
 /** The main thread's time given to Markdown per frame (ms). */
 const MARKDOWN_BUDGET_MS = 8;
+/** At most one drawing of new messages this often (ms): each costs a layout and a paint of
+ * the panel, so a flood is drawn ten times a second, not sixty, a few messages each time. */
+const MIN_FLUSH_INTERVAL_MS = 100;
+
 /** How close to the end (px) counts as at the end. */
 const AT_END_PX = 24;
 
@@ -61,6 +65,8 @@ export class ChatLog {
   /** Whether the end of the chat was in view at the last frame or scroll (read once, not per message). */
   private atEndNow = true;
   private frame: number | null = null;
+  private waiting: ReturnType<typeof setTimeout> | null = null;
+  private flushedAt = -Infinity;
   private renderingMarkdown = false;
   private readonly markdown: { host: HTMLElement; text: string }[] = [];
 
@@ -139,12 +145,22 @@ export class ChatLog {
   }
 
   private schedule(): void {
-    if (this.frame === null) this.frame = requestAnimationFrame(() => this.flush());
+    if (this.frame !== null || this.waiting !== null) return;
+    const wait = this.flushedAt + MIN_FLUSH_INTERVAL_MS - performance.now();
+    if (wait <= 0) {
+      this.frame = requestAnimationFrame(() => this.flush());
+      return;
+    }
+    this.waiting = setTimeout(() => {
+      this.waiting = null;
+      this.frame = requestAnimationFrame(() => this.flush());
+    }, wait);
   }
 
   /** Once per frame: the messages that came, then Markdown within its budget. */
   private flush(): void {
     this.frame = null;
+    this.flushedAt = performance.now();
     const joined = this.joined;
     if (!joined) return;
     const total = joined.dropped + joined.entries.length;
@@ -254,7 +270,7 @@ export class ChatLog {
     const body = element("div", "iav-lab-body", entry.text); // text until its Markdown is rendered
     line.append(head, body);
     wrapper.append(line);
-    this.markdown.push({ host: body, text: entry.text });
+    if (!isPlain(entry.text)) this.markdown.push({ host: body, text: entry.text });
     return wrapper;
   }
 

@@ -5,9 +5,11 @@ refuses his messages for everyone, and a reconnect does not lift it).
 
 The flood is measured with Chromium's long tasks (tests/lab_flood_support.py). What is
 asserted does not depend on the machine's speed: the messages the panel keeps in the DOM
-are bounded, and the longest task is under a bound far above what the panel costs (a few
-tens of ms here; benchmarks/lab_flood.py prints the figure, median of 3) and far below what
-the panel rendering every message did (stalls of 1.6 s to 3.4 s: it fails on that code).
+are bounded (1,500 before), and the longest task is under a bound far above what the panel
+costs (93-510 ms measured on this 2-core machine at load average 12-20, where idle Lab has
+none; benchmarks/lab_flood.py prints the figure, median of 3) and below what the panel
+rendering every message, with a notification for each mention, did (2.9 s here, 3.4 s in
+issue 21: it fails on that code).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ pytestmark = pytest.mark.timeout(400)
 
 BUILD = Path(__file__).resolve().parents[2] / "iavicenne_ext" / "labextension"
 #: the longest main-thread task allowed while the flood comes (see the module docstring)
-STALL_BOUND_MS = 1000
+STALL_BOUND_MS = 1500
 #: the panel's window of messages when following the end (chatlog.ts WINDOW), and its most
 MAX_MESSAGES_SHOWN = 3 * 150
 
@@ -77,10 +79,13 @@ def test_a_flood_never_stalls_alices_lab(lab: JupyterProcess, pages: Any, tmp_pa
     open_lab(alice, lab, "alice")
     flooder = bob(lab, tmp_path / "bob.log")
     try:
-        cost = flood(alice, flooder, count=1500, seconds=15)
+        # each one mentions her: the old panel also raised a notification for each
+        cost = flood(alice, flooder, count=1500, seconds=15, text="@alice flood")
         print(f"\nflood into alice's Lab: {cost.summary()}")
         assert cost.accepted == 1500, cost  # the options of the test server let them all through
-        expect(shown(alice, "flood 1499")).to_be_visible()
+        expect(shown(alice, "@alice flood 1499")).to_be_visible()
+        # one notification for them all (one per sender and room every 10 s), not 1,500
+        assert alice.locator(".Toastify__toast").count() <= 3
         assert cost.messages_in_dom <= MAX_MESSAGES_SHOWN, cost
         assert cost.longest_task_ms < STALL_BOUND_MS, cost
 

@@ -117,7 +117,8 @@ export interface Notice {
 }
 
 const MAX_ENTRIES = 1000;
-/** A mention or direct message of one sender in one room is notified at most this often (ms). */
+/** Notifications of one sender in one room: this many at once, then one more every NOTICE_INTERVAL ms. */
+const NOTICE_BURST = 3;
 const NOTICE_INTERVAL = 10_000;
 
 export class Collaboration {
@@ -129,8 +130,9 @@ export class Collaboration {
   readonly arrived = new Signal<this, { room: JoinedRoom; entry: ChatEntry; position: number }>(this);
   /** Keeps this person's mutes (the settings, in JupyterLab's settings registry). */
   saveMuted: (muted: string[]) => Promise<void> = async () => {};
-  /** room NUL sender -> when a notice of theirs was last emitted (a flood of mentions is one notice). */
-  private readonly lastNotice = new Map<string, number>();
+  /** room NUL sender -> notices they may still raise, and when that was counted (a flood of
+   * mentions is a few notifications, not one each). */
+  private readonly notices = new Map<string, { left: number; at: number }>();
   readonly rooms = new Map<string, JoinedRoom>();
   listing: Client.RoomListing[] = [];
   client: Client.RoomClient | null = null;
@@ -397,14 +399,16 @@ export class Collaboration {
     if (entry.mentionsMe && !replayed && this.mayNotice(joined.name, username)) this.noticed.emit({ room: joined.name, entry });
   }
 
-  /** One notice per sender and room per NOTICE_INTERVAL: a flood of mentions is not a flood of notifications. */
+  /** NOTICE_BURST notices per sender and room, then one per NOTICE_INTERVAL: a flood of
+   * mentions is not a flood of notifications (each message is still in the panel). */
   private mayNotice(room: string, username: string): boolean {
     const key = `${room}\u0000${username}`;
     const now = Date.now();
-    if (now - (this.lastNotice.get(key) ?? -Infinity) < NOTICE_INTERVAL) return false;
-    if (this.lastNotice.size > 1000) this.lastNotice.clear();
-    this.lastNotice.set(key, now);
-    return true;
+    const known = this.notices.get(key) ?? { left: NOTICE_BURST, at: now };
+    const left = Math.min(NOTICE_BURST, known.left + (now - known.at) / NOTICE_INTERVAL);
+    if (this.notices.size > 1000) this.notices.clear();
+    this.notices.set(key, { left: left >= 1 ? left - 1 : left, at: now });
+    return left >= 1;
   }
 
   private addEntry(joined: JoinedRoom, entry: ChatEntry): void {

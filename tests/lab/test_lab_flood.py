@@ -84,8 +84,8 @@ def test_a_flood_never_stalls_alices_lab(lab: JupyterProcess, pages: Any, tmp_pa
         print(f"\nflood into alice's Lab: {cost.summary()}")
         assert cost.accepted == 1500, cost  # the options of the test server let them all through
         expect(shown(alice, "@alice flood 1499")).to_be_visible()
-        # one notification for them all (one per sender and room every 10 s), not 1,500
-        assert alice.locator(".Toastify__toast").count() <= 3
+        # a few notifications for them all (3 at once, then one every 10 s per sender), not 1,500
+        assert alice.locator(".Toastify__toast").count() <= 5
         assert cost.messages_in_dom <= MAX_MESSAGES_SHOWN, cost
         assert cost.longest_task_ms < STALL_BOUND_MS, cost
 

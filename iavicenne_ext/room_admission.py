@@ -255,8 +255,10 @@ class RoomAdmission(LocalFanout):
         an unmute whose event is still on its way lets the message through.
         """
         local = self.local.get(room)
+        if local is None or not local.muted:  # the hot path: nobody muted in the room
+            return
         username = conn.who.username
-        if local is None or username not in local.muted:
+        if username not in local.muted:
             return
         access = await self.access_records.get_access(room)
         if not is_muted(username, access):

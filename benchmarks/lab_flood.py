@@ -23,7 +23,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from lab_flood_support import Flood, bob, flood, lab_server, open_lab, open_window  # noqa: E402
+from lab_flood_support import Flood, bob, flood, lab_server, longest, open_lab, open_window  # noqa: E402
 from notebook_support import CHROMIUM_ARGS, chromium_path  # noqa: E402
 
 BUILD = HERE.parent / "iavicenne_ext" / "labextension"
@@ -67,7 +67,7 @@ def main() -> None:
     print(
         f"\n{args.count} messages {args.text!r} in {args.seconds:g} s into alice's JupyterLab ({args.build}), median of {len(results)}:"
     )
-    print(f"  longest main-thread task  {statistics.median(r.longest_task_ms for r in results):8.0f} ms")
+    print(f"  longest main-thread task  {longest(statistics.median(r.longest_task_ms for r in results)):>11}")
     print(f"  tasks over 50 ms          {statistics.median(r.long_tasks for r in results):8.0f}")
     print(f"  message elements          {statistics.median(r.messages_in_dom for r in results):8.0f}")
     print(f"  elements in the page      {statistics.median(r.dom_nodes for r in results):8.0f}")

@@ -33,6 +33,8 @@ HERE = Path(__file__).resolve().parent
 UNLIMITED = {
     "messages_per_second": 1_000_000_000,
     "burst": 1_000_000_000,
+    "chat_messages_per_second": 1_000_000_000,
+    "chat_messages_burst": 1_000_000_000,
     "max_outbound_bytes": 1 << 30,
     "max_connections_per_identity": 1_000_000,
     "max_rooms_per_identity": 1_000_000,

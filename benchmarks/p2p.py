@@ -67,6 +67,8 @@ def start_server(workdir: Path) -> JupyterProcess:
     limits = {
         "messages_per_second": 1_000_000,
         "burst": 1_000_000,
+        "chat_messages_per_second": 1_000_000,
+        "chat_messages_burst": 1_000_000,
         "max_frame_bytes": 8 * MB,
         "max_outbound_bytes": 256 * MB,
         "bytes_per_second": 1024 * MB,

@@ -33,7 +33,14 @@ from iavicenne import RoomClient
 from iavicenne.shared import SharedChange, share
 from iavicenne_ext.testing import JupyterProcess
 
-OPTIONS = {"messages_per_second": 100_000, "burst": 100_000, "bytes_per_second": 10**9, "burst_bytes": 10**9}
+OPTIONS = {
+    "messages_per_second": 100_000,
+    "burst": 100_000,
+    "bytes_per_second": 10**9,
+    "burst_bytes": 10**9,
+    "chat_messages_per_second": 100_000,
+    "chat_messages_burst": 100_000,
+}
 
 
 def percentile(ordered: list[float], q: float) -> float:

@@ -53,6 +53,8 @@ from iavicenne_protocol import SyncMessage, decode_sync  # noqa: E402
 OPTIONS: dict[str, Any] = {
     "messages_per_second": 100_000,
     "burst": 100_000,
+    "chat_messages_per_second": 100_000,
+    "chat_messages_burst": 100_000,
     "bytes_per_second": 10**9,
     "burst_bytes": 10**9,
     # the attacker reads his answers slower than the server sends them: room for all of them

@@ -323,6 +323,20 @@ class IAvicenne(ExtensionApp):
         "client that reconnects to rejoin every room it may be in (max_rooms_per_identity), twice.",
     )
 
+    chat_messages_per_second = Float(
+        20.0,
+        config=True,
+        help="Room and direct messages per second one identity may send on average, over all "
+        "its connections (beside messages_per_second, which counts every frame of one "
+        "connection); the excess is refused with 'limit-exceeded', each message with its ref. "
+        "A person types far fewer; a flood of thousands no longer reaches every member.",
+    )
+    chat_messages_burst = Int(
+        200,
+        config=True,
+        help="Room and direct messages one identity may send at once above chat_messages_per_second.",
+    )
+
     join_fanout_per_second = Float(
         1_000.0,
         config=True,
@@ -343,6 +357,12 @@ class IAvicenne(ExtensionApp):
     def _check_joins_per_second(self, proposal: Any) -> float:
         if not proposal["value"] > 0:
             raise TraitError("joins_per_second must be over 0")
+        return float(proposal["value"])
+
+    @validate("chat_messages_per_second")
+    def _check_chat_messages_per_second(self, proposal: Any) -> float:
+        if not proposal["value"] > 0:
+            raise TraitError("chat_messages_per_second must be over 0")
         return float(proposal["value"])
 
     @validate("join_burst")
@@ -624,6 +644,8 @@ class IAvicenne(ExtensionApp):
             joins_per_second=self.joins_per_second,
             join_burst=self.join_burst,
             join_fanout_per_second=self.join_fanout_per_second,
+            chat_messages_per_second=self.chat_messages_per_second,
+            chat_messages_burst=self.chat_messages_burst,
         )
 
     def initialize_settings(self) -> None:

@@ -16,7 +16,17 @@ from typing import Any, Protocol
 
 import iavicenne_protocol as p
 
-from .broker.events import BrokerEvent, DirectFrame, Eviction, PersonalFrame, PresenceFrame, Publication, RoomFrame, Supersede
+from .broker.events import (
+    BrokerEvent,
+    DirectFrame,
+    Eviction,
+    Moderation,
+    PersonalFrame,
+    PresenceFrame,
+    Publication,
+    RoomFrame,
+    Supersede,
+)
 from .broker.interfaces import MessageBroker, PresenceManager
 from .identity import Identity
 from .presence_batches import PresenceBatches, PresenceChange
@@ -71,6 +81,9 @@ class LocalRoom:
     pending: dict[str, PresenceChange] = field(default_factory=dict)
     flushing: bool = False
     flushed_at: float = 0.0  # loop time of the last presence-batch
+    # the usernames the room's owner muted, as this server last heard (a `Moderation`, or
+    # the record read once a connection of theirs joined): their messages are refused
+    muted: set[str] = field(default_factory=set)
 
     def add(self, conn: Connection) -> None:
         self.members[conn.key] = conn
@@ -149,6 +162,12 @@ class LocalFanout:
                     conn.send(event.frame)
                     if superseding:
                         conn.superseded(event.room)
+        elif isinstance(event, Moderation):
+            if event.muted:
+                local.muted.add(event.username)
+            else:
+                local.muted.discard(event.username)
+            self._to_room(local, event.frame, 0, None)
         elif isinstance(event, Eviction):
             for conn in [c for c in local.members.values() if c.who.username == event.username]:
                 local.remove(conn)  # no frame of the room after the notice

@@ -5,7 +5,9 @@ on direct messages, and the name policy (names.py) for a `user_id` / `peer_id`; 
 name (the identity's, and a presence state's ``display_name``) must not look like another
 identity's username (`check_display_name`). A removal
 from a private room is an eviction: an `Eviction` on the room's channel (and its signaling
-room's) that every server hands to that identity's connections, which then leave.
+room's) that every server hands to that identity's connections, which then leave. The
+owner's moderation (``moderate``) is kept in the record too: a removal evicts likewise, a
+mute is a `Moderation` event after which every server refuses that identity's messages.
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ from typing import Any
 import iavicenne_protocol as p
 
 from . import names
-from .access import RoomAccess, may_enter, may_receive, refusal
+from .access import RoomAccess, is_muted, may_enter, may_receive, refusal
 from .broker.base import BrokerUnavailable, CreateOutcome, Member, MemberOutcome
-from .broker.events import Eviction
+from .broker.events import Eviction, Moderation, RoomFrame
 from .broker.interfaces import AccessStore, MessageBroker, NameRegistry, PresenceManager, SharedStore
 from .identity import Identity
 from .local_rooms import Connection, LocalFanout, signaling_room
@@ -59,7 +61,7 @@ class RoomAdmission(LocalFanout):
         """The room's record, or `ProtocolError` (``forbidden``) when `conn`'s identity may not enter it."""
         access = await self.access_records.get_access(room)
         if access is not None and not may_enter(conn.who, access):
-            raise refusal(room, access, ref)
+            raise refusal(room, access, ref, username=conn.who.username)
         return access
 
     async def _still_allowed(self, conn: Connection, room: str, ref: str | None) -> None:
@@ -81,7 +83,11 @@ class RoomAdmission(LocalFanout):
         (snapshot and replay on their way) is not there yet. The removal is written before its
         eviction is sent, so a check made now sees it.
         """
-        if may_enter(conn.who, await self.access_records.get_access(room)):
+        access = await self.access_records.get_access(room)
+        if may_enter(conn.who, access):
+            local = self.local.get(room)
+            if not signaling and local is not None and is_muted(conn.who.username, access):
+                local.muted.add(conn.who.username)  # muted before joining: told by the record
             return
         key = signaling_room(room) if signaling else room
         local = self.local.get(key)
@@ -210,6 +216,61 @@ class RoomAdmission(LocalFanout):
         for username in sorted(present):
             await self.evict(room, username)
         return True
+
+    # -- moderation by a room's owner --------------------------------------------------------
+    async def moderate(self, conn: Connection, room: str, username: str, action: str, ref: str | None = None) -> RoomAccess:
+        """The owner's `action` (a `ModerationAction`) on `username` in `room`, kept with its
+        access record; the room is told (``moderated``), a removed identity is evicted.
+
+        ``forbidden`` unless `conn`'s identity owns the room (a room without a record has no
+        owner: its members mute each other for themselves, in their clients).
+        """
+        access = await self.access_records.get_access(room)
+        if access is None or access.owner != conn.who.username:
+            whose = "has no owner (it was not created over REST)" if access is None else f"is {access.owner}'s"
+            raise p.ProtocolError(
+                p.ErrorCode.FORBIDDEN,
+                f"only the owner of room {room!r} may {action} its members; it {whose}",
+                ref,
+                room=room,
+            )
+        if username == access.owner:
+            raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"the owner of room {room!r} cannot {action} itself", ref, room=room)
+        outcome, moderated = await self.access_records.moderate(room, username, action)
+        if outcome is not MemberOutcome.DONE or moderated is None:  # deleted meanwhile
+            raise p.ProtocolError(p.ErrorCode.UNKNOWN_ROOM, f"room {room!r} has no access record any more", ref, room=room)
+        frame = p.encoded(p.MODERATED, room=room, username=username, action=action, by=conn.who.username)
+        if action in (p.ModerationAction.MUTE, p.ModerationAction.UNMUTE):
+            await self.messages.emit(Moderation(room, frame, username, action == p.ModerationAction.MUTE))
+        else:
+            await self.messages.emit(RoomFrame(room, frame))
+            if action == p.ModerationAction.REMOVE:
+                await self.evict(room, username)
+        return moderated
+
+    async def check_not_muted(self, conn: Connection, room: str, ref: str | None) -> None:
+        """Refuse (``muted``) a message of an identity the room's owner muted.
+
+        The local room's `muted` is what this server heard; the record has the last word, so
+        an unmute whose event is still on its way lets the message through.
+        """
+        local = self.local.get(room)
+        if local is None or not local.muted:  # the hot path: nobody muted in the room
+            return
+        username = conn.who.username
+        if username not in local.muted:
+            return
+        access = await self.access_records.get_access(room)
+        if not is_muted(username, access):
+            local.muted.discard(username)
+            return
+        assert access is not None
+        raise p.ProtocolError(
+            p.ErrorCode.MUTED,
+            f"message not sent: the owner of room {room!r} ({access.owner}) muted you there",
+            ref,
+            room=room,
+        )
 
     async def evict(self, room: str, username: str) -> None:
         """Every connection of `username` in chat room `room` and in its signaling room, on

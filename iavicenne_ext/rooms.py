@@ -239,11 +239,13 @@ class RoomHub(SignalingRooms):
     async def publish(
         self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None, *, reply_to: int | None = None
     ) -> Published:
-        """Send a message to the room and keep it in history; `limit-exceeded` when too large for that.
+        """Send a message to the room and keep it in history; `limit-exceeded` when too large
+        for that, ``muted`` when the room's owner muted the sender's identity there.
 
         `reply_to`: the seq of a kept message it answers; the frame then carries ``reply``
         (that message's verified author and a quote), or ``unknown-message`` refuses it.
         """
+        await self.check_not_muted(conn, room, ref)
         if reply_to is None:
             frame = p.encoded(p.MESSAGE, ref=ref, user_id=conn.user_id, message=payload, room=room, identity=conn.identity)
         else:

@@ -99,7 +99,12 @@ class JupyterProcess:
     """
 
     # tests, notebooks and benchmarks send in bursts; the limits have tests of their own
-    default_options: ClassVar[Mapping[str, Any]] = {"messages_per_second": 10_000, "burst": 10_000}
+    default_options: ClassVar[Mapping[str, Any]] = {
+        "messages_per_second": 10_000,
+        "burst": 10_000,
+        "chat_messages_per_second": 10_000,
+        "chat_messages_burst": 10_000,
+    }
 
     def __init__(
         self,

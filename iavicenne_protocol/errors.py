@@ -42,6 +42,8 @@ class ErrorCode:
     UNKNOWN_MESSAGE = "unknown-message"
     TOO_MANY_ROOMS = "too-many-rooms"
     RATE_LIMITED = "rate-limited"
+    # the room's owner muted this identity in the room (``moderate``): its messages are refused
+    MUTED = "muted"
     # a budget was reached; the frame names it: "option" (the IAvicenne traitlet that
     # raises it) and "limit" (its value)
     LIMIT_EXCEEDED = "limit-exceeded"

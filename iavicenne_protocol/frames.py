@@ -50,6 +50,11 @@ SHARED = "shared"  # the room's shared document (Yjs sync messages): see sync.py
 LIST_MEMBERS = "list-members"
 MEMBERS = "members"
 PRESENCE_BATCH = "presence-batch"
+# a room's owner mutes, unmutes, removes or readmits a member (payload: username, action);
+# the room is told with ``moderated`` (room, username, action, by)
+MODERATE = "moderate"
+MODERATED = "moderated"
+
 # a kept message changed (docs/protocol.md, "Edits, deletions, replies"): its author edits
 # or deletes it (a room's owner deletes any) by its seq; the room gets the notice live and
 # the history keeps the message as it now is (a deleted one without its text)
@@ -81,8 +86,23 @@ ROOM_REQUESTS = frozenset(
         EDIT_MESSAGE,
         DELETE_MESSAGE,
         READ,
+        MODERATE,
     }
 )
+
+
+class ModerationAction:
+    """A ``moderate`` request's ``action``: what a room's owner does to one member (by username).
+
+    Kept with the room's access record, so a reconnect does not lift it. A muted member's
+    room messages are refused (``muted``); a removed one leaves the room and may not enter
+    it again until readmitted (or, in a private room, invited again).
+    """
+
+    MUTE = "mute"
+    UNMUTE = "unmute"
+    REMOVE = "remove"
+    READMIT = "readmit"
 
 
 class LeftReason:

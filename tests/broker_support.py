@@ -13,7 +13,7 @@ from typing import Any
 
 import iavicenne_protocol as p
 from iavicenne_ext.broker.base import DedupKey, PresenceEntry
-from iavicenne_ext.broker.events import BrokerEvent, DirectFrame, Eviction, Publication, Supersede
+from iavicenne_ext.broker.events import BrokerEvent, DirectFrame, Eviction, Moderation, Publication, Supersede
 from iavicenne_ext.broker.redis import RedisBroker
 
 REFRESH = 0.2
@@ -35,7 +35,7 @@ class Delivered:
     def __call__(self, event: BrokerEvent) -> None:
         seq = event.seq if isinstance(event, Publication) else 0
         to = event.to if isinstance(event, DirectFrame | Supersede) else None
-        skip = None if isinstance(event, Publication | Eviction) else event.skip
+        skip = None if isinstance(event, Publication | Eviction | Moderation) else event.skip
         self.frames.append((event.room, json.loads(event.frame), seq, to, skip))
         if isinstance(event, Supersede):
             self.superseding.append(json.loads(event.frame))

@@ -5,13 +5,15 @@ reporting over its stdout, one JSON object per line.
     python tests/browser_agent.py URL TOKEN ROOM USER_ID [--peer]
 
 Commands (stdin): ``{"cmd": "send", "text": ...}``, ``{"cmd": "direct", "to": ..., "text": ...}``,
-``{"cmd": "state", "state": {...}}``, ``{"cmd": "peer-send", "peer": ..., "data": ..., "compress": false}``
+``{"cmd": "state", "state": {...}}``, ``{"cmd": "flood", "count": N, "seconds": S, "text": ...}``
+(N room messages evenly over S seconds, not waiting for their acks; then ``flooded`` with how
+many were accepted and the error codes of the others), ``{"cmd": "peer-send", "peer": ..., "data": ..., "compress": false}``
 (``data`` a string, or ``{"bytes": <base64>}``, or ``{"json": ...}``), ``{"cmd": "peer-raw", "peer": ...,
 "messages": [<base64>, ...]}`` (data-channel messages written as they are: what a hostile
 peer could send), ``{"cmd": "quit"}``.
 
 Events (stdout): ``ready``, ``message``, ``presence``, ``gap``, ``connected``,
-``disconnected``, ``link`` (a peer link's state), ``peer-message``, ``sent``, ``error``.
+``disconnected``, ``link`` (a peer link's state), ``peer-message``, ``sent``, ``flooded``, ``error``.
 """
 
 from __future__ import annotations
@@ -99,6 +101,8 @@ async def main() -> None:
             elif kind == "direct":
                 await room.direct(command["to"], command["text"])
                 emit("sent")
+            elif kind == "flood":
+                emit("flooded", **(await flood(room, command["count"], command["seconds"], command.get("text", "flood"))))
             elif kind == "state":
                 await room.set_state(command["state"])
                 emit("sent")
@@ -115,6 +119,24 @@ async def main() -> None:
     if peers is not None:
         await stop_peers(peers)
     await client.close()
+
+
+async def flood(room: Any, count: int, seconds: float, text: str) -> dict[str, Any]:
+    """`count` messages "<text> <n>" evenly over `seconds`, each sent without waiting for the
+    last one's ack (as a script in a loop would): how many the server accepted, and why not."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    sending = []
+    for n in range(count):
+        await asyncio.sleep(max(0.0, started + n * seconds / count - loop.time()))
+        sending.append(room.send_nowait(f"{text} {n}"))
+    answers = await asyncio.gather(*sending, return_exceptions=True)
+    refused: dict[str, int] = {}
+    for answer in answers:
+        if isinstance(answer, BaseException):
+            code = getattr(answer, "code", type(answer).__name__)
+            refused[code] = refused.get(code, 0) + 1
+    return {"accepted": count - sum(refused.values()), "refused": refused, "took": round(loop.time() - started, 2)}
 
 
 # -- peer links (iavicenne.peer, on aiortc; loopback candidates only) -------------------------

@@ -86,8 +86,20 @@ class PersonalFrame:
     skip: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Moderation:
+    """The room's owner muted (`muted`) or unmuted identity `username`: `frame` (a
+    ``moderated``) to every connection of the room, and each server refuses or lets through
+    that identity's messages from then on (its hub keeps who is muted in its local rooms)."""
+
+    room: str
+    frame: bytes
+    username: str
+    muted: bool
+
+
 #: what a server sends to a room through `MessageBroker.emit`: every event but a publication
-Emitted = RoomFrame | PresenceFrame | DirectFrame | Supersede | Eviction | PersonalFrame
+Emitted = RoomFrame | PresenceFrame | DirectFrame | Supersede | Eviction | PersonalFrame | Moderation
 BrokerEvent = Publication | Emitted
 
 #: the hub's side: called on the event loop with each event for this server; never blocks

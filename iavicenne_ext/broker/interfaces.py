@@ -173,11 +173,17 @@ class AccessStore(ABC):
 
     @abstractmethod
     async def add_member(self, room: str, username: str, *, max_members: int) -> tuple[MemberOutcome, RoomAccess | None]:
-        """Invite `username` to private room `room` (at most `max_members` members)."""
+        """Invite `username` to private room `room` (at most `max_members` members); an
+        invitation lifts its removal (`RoomAccess.invited`)."""
 
     @abstractmethod
     async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
         """Take `username` off private room `room`'s members."""
+
+    @abstractmethod
+    async def moderate(self, room: str, username: str, action: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        """Apply the owner's `action` (a `ModerationAction`) to `username` in the record of
+        `room`, atomically (`RoomAccess.moderated`); ``MISSING`` when the room has no record."""
 
     @abstractmethod
     async def delete_access(self, room: str) -> bool:

@@ -474,7 +474,7 @@ class MemoryBroker(Broker):
             return MemberOutcome.MISSING, None
         if username not in access.members and len(access.members) >= max_members:
             return MemberOutcome.FULL, access
-        access = self._access[room] = access.with_members(access.members | {username})
+        access = self._access[room] = access.invited(username)
         self._persist_access(room, access)
         return MemberOutcome.DONE, access
 
@@ -483,6 +483,15 @@ class MemoryBroker(Broker):
         if access is None:
             return MemberOutcome.MISSING, None
         access = self._access[room] = access.with_members(access.members - {username})
+        self._persist_access(room, access)
+        return MemberOutcome.DONE, access
+
+    async def moderate(self, room: str, username: str, action: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        # the muted and removed usernames live in the record itself (RoomAccess.muted, .removed)
+        access = self._access.get(room)
+        if access is None:
+            return MemberOutcome.MISSING, None
+        access = self._access[room] = access.moderated(username, action)
         self._persist_access(room, access)
         return MemberOutcome.DONE, access
 

@@ -6,7 +6,8 @@ docs/protocol.md, "Limits":
   ``rate-limited``, excess dropped), bytes waiting to be read (a consumer too slow to read
   is closed, 1008);
 - per identity (`Account`, over all its sockets): open sockets, rooms, bytes per second,
-  the last counted before the frame is parsed, so a flood costs no JSON parsing; room joins
+  the last counted before the frame is parsed, so a flood costs no JSON parsing; room and
+  direct messages per second (`Account.chat`: a message is written to every member); room joins
   per second (a join is news to every member of the room, see `Account.join`), and the
   frames its joins and leaves write to members (`Account.paced`);
 - per server (`Quotas`): bytes waiting to be read by all clients; beyond it the sockets
@@ -50,6 +51,8 @@ class Limits:
     joins_per_second: float = 5.0
     join_burst: int = 128
     join_fanout_per_second: float = 1_000.0
+    chat_messages_per_second: float = 20.0
+    chat_messages_burst: int = 200
 
 
 class TokenBucket:
@@ -86,7 +89,7 @@ class TokenBucket:
 class Account:
     """What one identity holds on this server, over all its room and signaling sockets."""
 
-    __slots__ = ("bytes", "connections", "fanout", "joins", "rooms", "username")
+    __slots__ = ("bytes", "chat_messages", "connections", "fanout", "joins", "rooms", "username")
 
     def __init__(self, username: str, limits: Limits) -> None:
         self.username = username
@@ -94,6 +97,7 @@ class Account:
         self.rooms: dict[str, int] = {}  # hub room -> this identity's sockets in it
         self.bytes = TokenBucket(limits.bytes_per_second, limits.burst_bytes)
         self.joins = TokenBucket(limits.joins_per_second, limits.join_burst)
+        self.chat_messages = TokenBucket(limits.chat_messages_per_second, limits.chat_messages_burst)
         # a quarter of a second's worth at once: a burst of joins into a room of thousands
         # is spread over turns of the loop instead of written in one
         self.fanout = TokenBucket(limits.join_fanout_per_second, max(1, round(limits.join_fanout_per_second / 4)))
@@ -116,6 +120,23 @@ class Account:
             f"{wait:.1f} s",
             code=p.ErrorCode.RATE_LIMITED,
         )
+        error.fields["retry_after"] = round(wait, 3)
+        raise error
+
+    def chat(self, room: str, limits: Limits) -> None:
+        """Count one room or direct message, or refuse it with `limit-exceeded`
+        (chat_messages_per_second): each is written to every member of the room (and kept in
+        its history), so one identity's flood would cost every reader's page its main thread."""
+        if self.chat_messages.take():
+            return
+        wait = self.chat_messages.wait(1.0)
+        error = p.limit_exceeded(
+            "chat_messages_per_second",
+            limits.chat_messages_per_second,
+            f"message not sent: {self.username} sent more than {limits.chat_messages_per_second:g} messages a second "
+            f"(burst {limits.chat_messages_burst}) over all its connections; send it again in {wait:.1f} s",
+        )
+        error.fields["room"] = room
         error.fields["retry_after"] = round(wait, 3)
         raise error
 
@@ -192,7 +213,14 @@ class Quotas:
         self.forget_idle(account)
 
     def forget_idle(self, account: Account) -> None:
-        if not account.connections and not account.rooms and account.bytes.full and account.joins.full and account.fanout.full:
+        if (
+            not account.connections
+            and not account.rooms
+            and account.bytes.full
+            and account.joins.full
+            and account.fanout.full
+            and account.chat_messages.full
+        ):
             self.accounts.pop(account.username, None)
 
     def shed(self) -> None:

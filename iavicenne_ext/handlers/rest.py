@@ -28,14 +28,11 @@ from tornado import web
 
 import iavicenne_protocol as p
 
-from ..access import KINDS, RoomAccess, may_enter
+from ..access import KINDS, USERNAME_MAX_LENGTH, RoomAccess, may_enter
 from ..broker.base import BrokerUnavailable, CreateOutcome, Member, MemberOutcome
 from ..identity import Identity, identity_of
 from ..rooms import RoomHub
 from . import AUTH_RESOURCE
-
-#: longest username accepted in a member list (JupyterHub's names are far shorter)
-USERNAME_MAX_LENGTH = 255
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +146,7 @@ def _listed(name: str, members: list[Member], access: RoomAccess | None) -> dict
     room: dict[str, Any] = {"room": name, "members": len(members), "connections": sum(m.connections for m in members)}
     room["access"] = access.kind if access is not None else p.AccessKind.PUBLIC
     if access is not None:
-        room.update(owner=access.owner, group=access.group, invited=sorted(access.members))
+        room.update(owner=access.owner, group=access.group, invited=sorted(access.members), muted=sorted(access.muted))
     return room
 
 
@@ -238,7 +235,9 @@ class RoomMembersHandler(_RoomsAPIHandler):
         answer: dict[str, Any] = {"room": room, "members": [m.to_json() for m in members]}
         answer["access"] = access.kind if access is not None else p.AccessKind.PUBLIC
         if access is not None:
-            answer.update(owner=access.owner, group=access.group, invited=sorted(access.members))
+            answer.update(owner=access.owner, group=access.group, invited=sorted(access.members), muted=sorted(access.muted))
+            if access.owner == self.who.username:
+                answer["removed"] = sorted(access.removed)
         self.finish_json(answer)
 
     @web.authenticated

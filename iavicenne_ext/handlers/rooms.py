@@ -13,11 +13,19 @@ from typing import Any, ClassVar
 import iavicenne_protocol as p
 from iavicenne_protocol import SyncMessage, decode_sync
 
+from ..access import USERNAME_MAX_LENGTH
 from ..rooms import RoomHub
 from ..shared_state import SharedDocs
 from .budgets import Limits, Quotas
 from .frame_dispatch import _carry_on as carry_on
 from .protocol_socket import ProtocolSocket
+
+MODERATION_ACTIONS = (
+    p.ModerationAction.MUTE,
+    p.ModerationAction.UNMUTE,
+    p.ModerationAction.REMOVE,
+    p.ModerationAction.READMIT,
+)
 
 
 class RoomSocketHandler(ProtocolSocket):
@@ -35,6 +43,7 @@ class RoomSocketHandler(ProtocolSocket):
         p.EDIT_MESSAGE: "_on_edit_message",
         p.DELETE_MESSAGE: "_on_delete_message",
         p.READ: "_on_read",
+        p.MODERATE: "_on_moderate",
     }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, shared_docs: SharedDocs | None = None) -> None:
@@ -158,6 +167,8 @@ class RoomSocketHandler(ProtocolSocket):
         reply_to = request.raw.get(p.REPLY_TO)
         if reply_to is not None:
             reply_to = _seq_field(reply_to, p.REPLY_TO, room)
+        assert self.account is not None  # frames are only handled on a counted socket
+        self.account.chat(room, self.limits)  # chat_messages_per_second, over its sockets
         publishing = self.hub.publish(self, room, request.payload, request.ref, reply_to=reply_to)
         self._publishing = True  # what follows only waits for the broker (see on_message)
         published = await publishing
@@ -230,6 +241,8 @@ class RoomSocketHandler(ProtocolSocket):
         if to is None:
             raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "direct-message needs 'to', the user_id of a member of the room")
         to = p.check_name(to, "to")
+        assert self.account is not None
+        self.account.chat(room, self.limits)
         sent = await self.hub.direct(self, room, to, request.payload, request.ref)
         if request.ref is not None:
             self.reply(p.ACK, request.ref, room=room, duplicate=not sent)
@@ -248,6 +261,26 @@ class RoomSocketHandler(ProtocolSocket):
         except p.ProtocolError as error:
             error.fields.setdefault("room", room)
             raise
+
+    async def _on_moderate(self, request: p.Request) -> None:
+        """The room's owner mutes, unmutes, removes or readmits ``payload.username`` (an
+        identity's username, not a user_id: it holds for all its connections and names).
+        The owner need not be in the room; anyone else gets ``forbidden``."""
+        room = request.room
+        if room is None:
+            raise p.ProtocolError(p.ErrorCode.ROOM_REQUIRED, "moderate needs 'room'", room=room)
+        action = request.payload.get("action")
+        if action not in MODERATION_ACTIONS:
+            raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"action must be one of {', '.join(MODERATION_ACTIONS)}", room=room)
+        username = request.payload.get("username")
+        if not isinstance(username, str) or not 0 < len(username) <= USERNAME_MAX_LENGTH or not username.isprintable():
+            raise p.ProtocolError(
+                p.ErrorCode.INVALID_FIELD,
+                f"username must be an identity's username: 1 to {USERNAME_MAX_LENGTH} printable characters",
+                room=room,
+            )
+        await self.hub.moderate(self, room, username, action, request.ref)
+        self._ack(request, room)
 
     async def _on_disconnect(self, request: p.Request) -> None:
         await self._leave_all(closing=False)

@@ -18,6 +18,7 @@ import {
   MESSAGE,
   MESSAGE_DELETED,
   MESSAGE_EDITED,
+  MODERATED,
   PRESENCE,
   PRESENCE_BATCH,
   PresenceMode,
@@ -227,6 +228,9 @@ export class RoomClient extends Endpoint {
         break;
       case MEMBERS:
         room._onMembers(frame);
+        break;
+      case MODERATED:
+        room._onModerated(frame);
         break;
       case ROOM_LEFT: {
         // the server took us out (the owner removed us, or deleted the room); our own

@@ -163,10 +163,26 @@ function notice(text, bad = false) {
   append(item);
 }
 
-/** @param {HTMLElement} item */
+/** Lines the log keeps (the oldest go): a flood of messages costs the page a bounded DOM. */
+const LOG_LINES = 300;
+/** @type {HTMLElement[]} lines waiting for the next frame */
+const pendingLines = [];
+
+/**
+ * Add a line to the log with the others of this animation frame: one layout and one
+ * scroll per frame, not per message, so a flood never holds the page's main thread.
+ * @param {HTMLElement} item
+ */
 function append(item) {
+  pendingLines.push(item);
+  if (pendingLines.length === 1) requestAnimationFrame(flushLines);
+}
+
+function flushLines() {
+  const lines = pendingLines.splice(0).slice(-LOG_LINES);
   const atBottom = ui.log.scrollHeight - ui.log.scrollTop - ui.log.clientHeight < 40;
-  ui.log.append(item);
+  ui.log.append(...lines);
+  for (let extra = ui.log.childElementCount - LOG_LINES; extra > 0; extra--) ui.log.firstElementChild?.remove();
   if (atBottom) ui.log.scrollTop = ui.log.scrollHeight;
 }
 
@@ -462,6 +478,7 @@ async function join(name, roomName) {
     ui.roomName.textContent = safeName(roomName);
     ui.roomView.hidden = false;
     ui.log.replaceChildren();
+    pendingLines.length = 0; // the last room's lines still waiting for a frame
     notice(`joined ${roomName} as ${client.userId}`);
     renderRooms();
     room.on("presence", (/** @type {any} */ event) => {

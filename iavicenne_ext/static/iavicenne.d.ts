@@ -288,6 +288,14 @@ export interface Ack extends ServerFrame {
   duplicate?: boolean;
 }
 
+/** The room's owner (`by`) moderated identity `username` (a `ModerationAction`). */
+export interface Moderated {
+  room: string;
+  username: string;
+  action: string;
+  by: string;
+}
+
 export declare class Room {
   readonly client: RoomClient;
   readonly name: string;
@@ -305,6 +313,8 @@ export declare class Room {
   on(kind: "gap", callback: (gap: Gap & { room: string }) => void): Unsubscribe;
   on(kind: "change", callback: (change: MessageChange) => void): Unsubscribe;
   on(kind: "error", callback: (error: RequestFailed) => void): Unsubscribe;
+  /** The room's owner muted, unmuted, removed or readmitted `username`. */
+  on(kind: "moderated", callback: (event: Moderated) => void): Unsubscribe;
   on(kind: string, callback: (event: any) => void): Unsubscribe;
   /** Resolves with the server's ack (with the message's seq), however many reconnects that takes. */
   send(content: string | Record<string, Json>): Promise<Ack>;
@@ -313,6 +323,8 @@ export declare class Room {
   delete(seq: number): Promise<Ack>;
   direct(to: string, content: string | Record<string, Json>): Promise<Ack>;
   setState(state: Record<string, Json>): Promise<Ack>;
+  /** As the room's owner (else `Forbidden`): a `ModerationAction` on identity `username`. */
+  moderate(username: string, action: "mute" | "unmute" | "remove" | "readmit"): Promise<Ack>;
   leave(): Promise<void>;
 }
 
@@ -326,6 +338,9 @@ export interface RoomAccess {
   owner?: string;
   members?: string[];
   group?: string | null;
+  /** The usernames its owner muted, and removed. */
+  muted?: string[];
+  removed?: string[];
   [field: string]: any;
 }
 

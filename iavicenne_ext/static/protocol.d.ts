@@ -32,6 +32,11 @@ export declare const SHARED: "shared";
 export declare const LIST_MEMBERS: "list-members";
 export declare const MEMBERS: "members";
 export declare const PRESENCE_BATCH: "presence-batch";
+// a room's owner mutes, unmutes, removes or readmits a member (payload: username, action);
+// the room is told with ``moderated`` (room, username, action, by)
+export declare const MODERATE: "moderate";
+export declare const MODERATED: "moderated";
+
 // a kept message changed (docs/protocol.md, "Edits, deletions, replies"): its author edits
 // or deletes it (a room's owner deletes any) by its seq; the room gets the notice live and
 // the history keeps the message as it now is (a deleted one without its text)
@@ -51,7 +56,18 @@ export declare const REPLY_TO: "reply_to";
 /** the longest quote of the replied-to message's ``content`` a reply carries (characters) */
 export declare const REPLY_QUOTE_MAX_LENGTH: 140;
 
-export declare const ROOM_REQUESTS: readonly ("connect" | "delete-message" | "direct-message" | "disconnect" | "edit-message" | "join-room" | "leave-room" | "list-members" | "message" | "presence" | "read" | "shared")[];
+export declare const ROOM_REQUESTS: readonly ("connect" | "delete-message" | "direct-message" | "disconnect" | "edit-message" | "join-room" | "leave-room" | "list-members" | "message" | "moderate" | "presence" | "read" | "shared")[];
+
+/**
+ * A ``moderate`` request's ``action``: what a room's owner does to one member (by username).
+ *
+ * Kept with the room's access record, so a reconnect does not lift it. A muted member's
+ * room messages are refused (``muted``); a removed one leaves the room and may not enter
+ * it again until readmitted (or, in a private room, invited again).
+ */
+export declare const ModerationAction: Readonly<{ MUTE: "mute"; UNMUTE: "unmute"; REMOVE: "remove"; READMIT: "readmit" }>;
+/** One of the values of `ModerationAction`. */
+export type ModerationActionValue = (typeof ModerationAction)[keyof typeof ModerationAction];
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export declare const LeftReason: Readonly<{ REMOVED: "removed" }>;
@@ -98,7 +114,7 @@ export declare const REF_MAX_LENGTH: 128;
 
 // -- errors.py. Refusals: the codes of error frames and of closed sockets, and `ProtocolError`.
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */
-export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; NAME_NOT_YOURS: "name-not-yours"; FORBIDDEN: "forbidden"; UNKNOWN_ROOM: "unknown-room"; ROOM_EXISTS: "room-exists"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; UNKNOWN_MESSAGE: "unknown-message"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
+export declare const ErrorCode: Readonly<{ INVALID_JSON: "invalid-json"; INVALID_FRAME: "invalid-frame"; TYPE_REQUIRED: "type-required"; UNKNOWN_TYPE: "unknown-type"; BINARY_FRAME: "binary-frame"; USER_ID_REQUIRED: "user-id-required"; PEER_ID_REQUIRED: "peer-id-required"; TARGET_REQUIRED: "target-required"; ROOM_REQUIRED: "room-required"; INVALID_FIELD: "invalid-field"; NOT_IN_ROOM: "not-in-room"; ALREADY_CONNECTED: "already-connected"; NAME_TAKEN: "name-taken"; NAME_NOT_YOURS: "name-not-yours"; FORBIDDEN: "forbidden"; UNKNOWN_ROOM: "unknown-room"; ROOM_EXISTS: "room-exists"; SUPERSEDED: "superseded"; UNKNOWN_USER: "unknown-user"; UNKNOWN_PEER: "unknown-peer"; UNKNOWN_MESSAGE: "unknown-message"; TOO_MANY_ROOMS: "too-many-rooms"; RATE_LIMITED: "rate-limited"; MUTED: "muted"; LIMIT_EXCEEDED: "limit-exceeded"; UNAVAILABLE: "unavailable"; INTERNAL: "internal-error" }>;
 /** One of the values of `ErrorCode`. */
 export type ErrorCodeValue = (typeof ErrorCode)[keyof typeof ErrorCode];
 

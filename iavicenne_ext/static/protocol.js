@@ -38,6 +38,11 @@ export const SHARED = "shared"; // the room's shared document (Yjs sync messages
 export const LIST_MEMBERS = "list-members";
 export const MEMBERS = "members";
 export const PRESENCE_BATCH = "presence-batch";
+// a room's owner mutes, unmutes, removes or readmits a member (payload: username, action);
+// the room is told with ``moderated`` (room, username, action, by)
+export const MODERATE = "moderate";
+export const MODERATED = "moderated";
+
 // a kept message changed (docs/protocol.md, "Edits, deletions, replies"): its author edits
 // or deletes it (a room's owner deletes any) by its seq; the room gets the notice live and
 // the history keeps the message as it now is (a deleted one without its text)
@@ -57,7 +62,21 @@ export const REPLY_TO = "reply_to";
 /** the longest quote of the replied-to message's ``content`` a reply carries (characters) */
 export const REPLY_QUOTE_MAX_LENGTH = 140;
 
-export const ROOM_REQUESTS = Object.freeze(["connect", "delete-message", "direct-message", "disconnect", "edit-message", "join-room", "leave-room", "list-members", "message", "presence", "read", "shared"]);
+export const ROOM_REQUESTS = Object.freeze(["connect", "delete-message", "direct-message", "disconnect", "edit-message", "join-room", "leave-room", "list-members", "message", "moderate", "presence", "read", "shared"]);
+
+/**
+ * A ``moderate`` request's ``action``: what a room's owner does to one member (by username).
+ *
+ * Kept with the room's access record, so a reconnect does not lift it. A muted member's
+ * room messages are refused (``muted``); a removed one leaves the room and may not enter
+ * it again until readmitted (or, in a private room, invited again).
+ */
+export const ModerationAction = Object.freeze({
+  MUTE: "mute",
+  UNMUTE: "unmute",
+  REMOVE: "remove",
+  READMIT: "readmit",
+});
 
 /** Why the server sent ``room-left`` without being asked (its optional ``reason``). */
 export const LeftReason = Object.freeze({
@@ -135,6 +154,8 @@ export const ErrorCode = Object.freeze({
   UNKNOWN_MESSAGE: "unknown-message",
   TOO_MANY_ROOMS: "too-many-rooms",
   RATE_LIMITED: "rate-limited",
+  // the room's owner muted this identity in the room (``moderate``): its messages are refused
+  MUTED: "muted",
   // a budget was reached; the frame names it: "option" (the IAvicenne traitlet that
   // raises it) and "limit" (its value)
   LIMIT_EXCEEDED: "limit-exceeded",

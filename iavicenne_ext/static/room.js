@@ -17,6 +17,7 @@ import {
   MEMBERS_CURSOR_PREFIX,
   MESSAGE,
   MESSAGE_EDITED,
+  MODERATE,
   PRESENCE,
   REPLY_TO,
   USER_JOINED,
@@ -249,6 +250,18 @@ export class Room {
     });
   }
 
+  /**
+   * As the room's owner: mute, unmute, remove or readmit identity `username` (a
+   * `ModerationAction`); kept by the server, so their reconnecting does not lift it. The
+   * room then gets a `moderated` event. Anyone else is refused (`Forbidden`).
+   * @param {string} username
+   * @param {string} action
+   * @returns {Promise<Record<string, any>>}
+   */
+  moderate(username, action) {
+    return this._reliable(() => ({ type: MODERATE, room: this.name, payload: { username, action } }));
+  }
+
   leave() {
     return this.client.leave(this.name);
   }
@@ -379,6 +392,15 @@ export class Room {
   _onMessage(frame) {
     if (!this.history.accept(frame.seq)) return;
     this._emit("message", messageOf(this.name, frame, false));
+  }
+
+  /**
+   * The room's owner moderated someone: `{room, username, action, by}`.
+   * @param {Record<string, any>} frame
+   */
+  _onModerated(frame) {
+    if (typeof frame.username !== "string" || typeof frame.action !== "string") return;
+    this._emit("moderated", { room: this.name, username: frame.username, action: frame.action, by: typeof frame.by === "string" ? frame.by : "" });
   }
 
   /** @param {Record<string, any>} frame */

@@ -47,6 +47,8 @@ export async function loadClient(): Promise<ClientModule> {
 /** A line of a room's chat. */
 export interface ChatEntry {
   userId: string;
+  /** The sender's verified username (what a mute is about: all their connections and names). */
+  username: string;
   /** The sender's name to show (their chosen display name, else the verified one). */
   label: string;
   text: string;
@@ -60,7 +62,12 @@ export interface ChatEntry {
 
 /** A room joined in this window. */
 export class JoinedRoom {
+  /** The newest messages, at most MAX_ENTRIES (and a quarter more before the oldest go at once). */
   readonly entries: ChatEntry[] = [];
+  /** How many older entries were dropped: entry `i` is the room's message number `dropped + i`. */
+  dropped = 0;
+  /** The usernames the room's owner muted (as the listing, then `moderated` events, said). */
+  readonly mutedByOwner = new Set<string>();
   readonly unread = new UnreadTracker();
   /** user id -> the connections that described themselves when asked. */
   readonly connections = new Map<string, ConnectionInfo[]>();
@@ -79,6 +86,8 @@ export interface Settings {
   rooms: string[];
   notifications: boolean;
   status: string;
+  /** Usernames whose messages and notifications this person does not want (their own mute). */
+  muted: string[];
 }
 
 export interface Notice {
@@ -89,13 +98,22 @@ export interface Notice {
 const MAX_ENTRIES = 1000;
 /** Offers from one person waiting for our answer; more are dropped (not shown). */
 const MAX_WAITING_OFFERS = 3;
+/** Notifications of one sender in one room: this many at once, then one more every NOTICE_INTERVAL ms. */
+const NOTICE_BURST = 3;
+const NOTICE_INTERVAL = 10_000;
 
 export class Collaboration {
   readonly changed = new Signal<this, void>(this);
   /** A message that mentions us, or a direct message to us (for notifications). */
   readonly noticed = new Signal<this, Notice>(this);
-  /** A new chat line in a room (the panel decides whether it is seen). */
-  readonly arrived = new Signal<this, { room: JoinedRoom; entry: ChatEntry; index: number }>(this);
+  /** A new chat line in a room (the panel decides whether it is seen); `position` is
+   * the message's number in the room (`JoinedRoom.dropped` + its index). */
+  readonly arrived = new Signal<this, { room: JoinedRoom; entry: ChatEntry; position: number }>(this);
+  /** Keeps this person's mutes (the settings, in JupyterLab's settings registry). */
+  saveMuted: (muted: string[]) => Promise<void> = async () => {};
+  /** room NUL sender -> notices they may still raise, and when that was counted (a flood of
+   * mentions is a few notifications, not one each). */
+  private readonly notices = new Map<string, { left: number; at: number }>();
   readonly rooms = new Map<string, JoinedRoom>();
   listing: Client.RoomListing[] = [];
   client: Client.RoomClient | null = null;
@@ -214,6 +232,12 @@ export class Collaboration {
       }
       this.changed.emit();
     });
+    room.on("moderated", (event: Client.Moderated) => {
+      if (event.action === "mute") joined.mutedByOwner.add(event.username);
+      else if (event.action === "unmute") joined.mutedByOwner.delete(event.username);
+      this.changed.emit();
+    });
+    for (const name of this.listing.find((listed) => listed.room === joined.name)?.muted ?? []) joined.mutedByOwner.add(name);
     room.on("gap", () => {
       joined.gap = true;
       this.changed.emit();
@@ -246,6 +270,7 @@ export class Collaboration {
       // a direct message comes back to its sender's other connections only: show ours here
       this.addEntry(joined, {
         userId: this.me ?? "",
+        username: this.username,
         label: this.labelOf(joined, this.me ?? ""),
         text,
         timestamp: new Date().toISOString(),
@@ -257,6 +282,47 @@ export class Collaboration {
     } else {
       await joined.room.send({ content: text });
     }
+  }
+
+  /** Our verified username. */
+  get username(): string {
+    const identity = this.client?.identity as { username?: unknown } | undefined;
+    return typeof identity?.username === "string" ? identity.username : (this.me ?? "");
+  }
+
+  /** Whether this person muted `username` for themself. */
+  isMuted(username: string): boolean {
+    return this.settings.muted.includes(username);
+  }
+
+  /** Mute (or unmute) `username` for this person only: their messages and notifications are
+   * not shown from now on; kept in the settings, so across reloads. */
+  async setMuted(username: string, muted: boolean): Promise<void> {
+    const others = this.settings.muted.filter((name) => name !== username);
+    this.settings = { ...this.settings, muted: muted ? [...others, username] : others };
+    if (muted) {
+      // what they said goes too (once, on the click): the entries after it move up
+      for (const joined of this.rooms.values()) {
+        const kept = joined.entries.filter((entry) => entry.mine || entry.username !== username);
+        if (kept.length === joined.entries.length) continue;
+        joined.entries.splice(0, joined.entries.length, ...kept);
+        joined.unread.clear();
+      }
+    }
+    this.changed.emit();
+    await this.saveMuted(this.settings.muted);
+  }
+
+  /** The owner of room `name` (from the listing), or null: a room made by joining it has none. */
+  ownerOf(name: string): string | null {
+    return this.listing.find((listed) => listed.room === name)?.owner ?? null;
+  }
+
+  /** As the room's owner: mute, unmute, remove or readmit `username` there (the server enforces it). */
+  async moderate(name: string, username: string, action: "mute" | "unmute" | "remove" | "readmit"): Promise<void> {
+    const joined = this.rooms.get(name);
+    if (!joined) throw new Error(`not in room ${name}`);
+    await joined.room.moderate(username, action);
   }
 
   /** What this window shows changed: report it to every room (only when it differs). */
@@ -298,8 +364,12 @@ export class Collaboration {
     const me = this.me;
     const text = messageText(message.content as Record<string, Json>);
     const mine = message.userId === me;
+    const username = typeof message.identity?.username === "string" ? message.identity.username : message.userId;
+    // muted by this person: not kept, not shown, not notified (a flood of theirs costs nothing)
+    if (!mine && this.isMuted(username)) return;
     const entry: ChatEntry = {
       userId: message.userId,
+      username,
       label: this.labelOf(joined, message.userId),
       text,
       timestamp: message.timestamp || new Date().toISOString(),
@@ -311,13 +381,31 @@ export class Collaboration {
     this.addEntry(joined, entry);
     // a replayed message (history on join) is old news: no notification for it
     const replayed = Date.now() - new Date(entry.timestamp).getTime() > 60_000;
-    if (entry.mentionsMe && !replayed) this.noticed.emit({ room: joined.name, entry });
+    if (entry.mentionsMe && !replayed && this.mayNotice(joined.name, username)) this.noticed.emit({ room: joined.name, entry });
+  }
+
+  /** NOTICE_BURST notices per sender and room, then one per NOTICE_INTERVAL: a flood of
+   * mentions is not a flood of notifications (each message is still in the panel). */
+  private mayNotice(room: string, username: string): boolean {
+    const key = `${room}\u0000${username}`;
+    const now = Date.now();
+    const known = this.notices.get(key) ?? { left: NOTICE_BURST, at: now };
+    const left = Math.min(NOTICE_BURST, known.left + (now - known.at) / NOTICE_INTERVAL);
+    if (this.notices.size > 1000) this.notices.clear();
+    this.notices.set(key, { left: left >= 1 ? left - 1 : left, at: now });
+    return left >= 1;
   }
 
   private addEntry(joined: JoinedRoom, entry: ChatEntry): void {
-    joined.entries.push(entry);
-    if (joined.entries.length > MAX_ENTRIES) joined.entries.splice(0, joined.entries.length - MAX_ENTRIES);
-    this.arrived.emit({ room: joined, entry, index: joined.entries.length - 1 });
+    const entries = joined.entries;
+    entries.push(entry);
+    // the oldest go a quarter at a time: a message costs the same however many came before
+    if (entries.length > MAX_ENTRIES + MAX_ENTRIES / 4) {
+      const excess = entries.length - MAX_ENTRIES;
+      entries.splice(0, excess);
+      joined.dropped += excess;
+    }
+    this.arrived.emit({ room: joined, entry, position: joined.dropped + entries.length - 1 });
   }
 
   private onControl(joined: JoinedRoom, message: Client.Message): void {

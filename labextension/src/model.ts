@@ -272,6 +272,15 @@ export function samePresence(a: Record<string, unknown> | null, b: Record<string
   return true;
 }
 
+/** A line with nothing Markdown would change: no markup, link, list, entity or line break. */
+const PLAIN = /^(?!\d+[.)]\s)(?!www\.)[\p{L}\p{N}\p{Zs},.;?!'"()@]*$/u;
+
+/** Whether Markdown would show `text` as it is: the chat then shows it as text, without
+ * running the renderer (most lines of a chat, and every line of a flood of plain text). */
+export function isPlain(text: string): boolean {
+  return PLAIN.test(text);
+}
+
 /** The text of a room message: the seed's `content` field, as the other clients put it. */
 export function messageText(content: Record<string, Json> | undefined): string {
   const value = content?.content;

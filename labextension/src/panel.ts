@@ -7,14 +7,21 @@
  * passes it through JupyterLab's sanitizer, then `InertSanitizer` (nothing is fetched
  * when a message is shown: an image is a link). A person is named by their verified
  * `@username` first (names.ts), and every name and file name through `safeName`.
+ *
+ * The chat itself is `ChatLog` (chatlog.ts): a bounded window of messages, rendered once
+ * per frame. What a message changes besides (the rooms' unread counts, the tab's badge) is
+ * also redrawn once per frame, not once per message. Beside each person: *Mute* (for this
+ * person only, kept in the settings) and, for the room's owner, mute or remove them for
+ * the room (the server enforces it).
  */
 
 import type { IRenderMimeRegistry } from "@jupyterlab/rendermime";
 import { Widget } from "@lumino/widgets";
 
+import { ChatLog } from "./chatlog";
 import type { ChatEntry, Collaboration, JoinedRoom } from "./collaboration";
-import { InertSanitizer, hardenLinks } from "./inert";
-import { completeMention, completions, connectionLabel, dayLabel, mentionQuery, peopleOf, startsDay, timeLabel } from "./model";
+import { InertSanitizer } from "./inert";
+import { completeMention, completions, connectionLabel, mentionQuery, peopleOf } from "./model";
 import { type NamedMember, type Person, personOf, personText, safeName } from "./names";
 
 function element<K extends keyof HTMLElementTagNameMap>(tag: K, className: string, text?: string): HTMLElementTagNameMap[K] {
@@ -47,8 +54,7 @@ export class RoomsPanel extends Widget {
   private readonly joinError = element("div", "iav-lab-join-error");
   private readonly membersList = element("ul", "iav-lab-members");
   private readonly chat = element("div", "iav-lab-chat");
-  private readonly log = element("div", "iav-lab-log");
-  private readonly jumpButton = element("button", "iav-lab-jump", "New messages ↓");
+  private readonly log: ChatLog;
   private readonly toSelect = element("select", "iav-lab-to");
   private readonly input = element("textarea", "iav-lab-input");
   private readonly completion = element("ul", "iav-lab-completion");
@@ -57,7 +63,8 @@ export class RoomsPanel extends Widget {
   private readonly transfersList = element("ul", "iav-lab-transfer-list");
   private completionItems: string[] = [];
   private completionIndex = 0;
-  private rendered = new Map<string, number>();
+  /** A frame is asked for: the rooms' unread counts and the badge, redrawn once per frame. */
+  private countsFrame: number | null = null;
   /** room -> user_id -> the member last seen under it: who sent a message after they left. */
   private readonly seenMembers = new Map<string, Map<string, NamedMember>>();
   /** The chat's Markdown renderers: JupyterLab's, with `InertSanitizer` after its sanitizer. */
@@ -73,9 +80,13 @@ export class RoomsPanel extends Widget {
     this.addClass("iav-lab-panel");
     this.title.caption = "iAvicenne: rooms, people and chat";
     this.chatRendermime = rendermime.clone({ sanitizer: new InertSanitizer(rendermime.sanitizer) });
+    this.log = new ChatLog(
+      { personIn: (joined, userId) => this.personIn(joined, userId), personNodes, read: () => this.markRead() },
+      this.chatRendermime,
+    );
     this.build();
     collaboration.changed.connect(() => this.render(), this);
-    collaboration.arrived.connect((_, { room, entry, index }) => this.onArrived(room, entry, index), this);
+    collaboration.arrived.connect((_, { room, entry, position }) => this.onArrived(room, entry, position), this);
   }
 
   /** Unread messages over all rooms (the tab's badge). */
@@ -110,18 +121,6 @@ export class RoomsPanel extends Widget {
     const members = element("section", "iav-lab-section");
     members.append(this.roomTitle, this.membersList);
 
-    this.log.addEventListener("scroll", () => this.onScroll());
-    // a link in a message opens only on a click, in a new tab without opener or referrer,
-    // whatever JupyterLab's renderer (or its typesetter, later) set on the anchor
-    this.log.addEventListener("click", (event) => {
-      const anchor = (event.target as Element | null)?.closest?.("a[href]") as HTMLAnchorElement | null;
-      if (!anchor || !this.log.contains(anchor)) return;
-      event.preventDefault();
-      event.stopPropagation();
-      window.open(anchor.href, "_blank", "noopener,noreferrer");
-    });
-    this.jumpButton.hidden = true;
-    this.jumpButton.addEventListener("click", () => this.scrollToEnd());
     const compose = element("div", "iav-lab-compose");
     this.input.rows = 2;
     this.input.placeholder = "Message (Enter to send, Shift+Enter for a new line, @ to mention)";
@@ -131,7 +130,7 @@ export class RoomsPanel extends Widget {
     this.input.addEventListener("keydown", (event) => this.onKeyDown(event));
     this.input.addEventListener("input", () => this.updateCompletion());
     compose.append(this.toSelect, this.completion, this.input);
-    this.chat.append(this.log, this.jumpButton, compose);
+    this.chat.append(this.log.node, this.log.jumpButton, compose);
     this.transfersSection.append(element("h3", "", "Files"), this.transfersList);
     node.append(header, rooms, members, this.transfersSection, this.chat);
     this.render();
@@ -153,13 +152,7 @@ export class RoomsPanel extends Widget {
   showRoom(name: string): void {
     if (this.current !== name) {
       this.current = name;
-      this.rendered.clear();
-      this.log.replaceChildren();
-      const joined = this.collaboration.rooms.get(name);
-      if (joined) {
-        for (const [index, entry] of joined.entries.entries()) this.renderEntry(joined, entry, index);
-        this.scrollToEnd();
-      }
+      this.log.show(this.collaboration.rooms.get(name) ?? null);
     }
     this.render();
   }
@@ -169,6 +162,7 @@ export class RoomsPanel extends Widget {
   }
 
   protected onAfterShow(): void {
+    if (this.log.atEnd) this.log.toEnd(); // hidden, it could not scroll as messages came
     this.markRead();
   }
 
@@ -249,6 +243,8 @@ export class RoomsPanel extends Widget {
         follow.addEventListener("click", () => this.actions.follow(joined.name, row.userId));
         tools.append(follow);
       }
+      if (!row.you) tools.append(...this.muteTools(joined, row.username, personText(person)));
+      if (joined.mutedByOwner.has(row.username)) top.append(element("span", "iav-lab-muted-label", "muted by the owner"));
       item.append(tools);
       const described = joined.connections.get(row.userId);
       if (described && described.length) {
@@ -271,6 +267,41 @@ export class RoomsPanel extends Widget {
     }
     this.toSelect.replaceChildren(...options);
     this.toSelect.value = options.some((option) => option.value === chosen) ? chosen : "";
+  }
+
+  /**
+   * A person's mute buttons: *Mute* for me (the settings keep it; their messages and
+   * notifications are not shown), and for the room's owner *Mute in room* / *Remove*,
+   * which the server enforces for everyone.
+   */
+  private muteTools(joined: JoinedRoom, username: string, who: string): HTMLElement[] {
+    const collaboration = this.collaboration;
+    const muted = collaboration.isMuted(username);
+    const mine = element("button", "iav-lab-mute", muted ? "Unmute" : "Mute");
+    mine.title = muted ? `show ${who}'s messages again (for you)` : `hide ${who}'s messages and notifications (for you only)`;
+    mine.addEventListener("click", () => {
+      void collaboration.setMuted(username, !muted).then(() => this.log.show(joined));
+    });
+    const tools: HTMLElement[] = [mine];
+    if (collaboration.ownerOf(joined.name) === collaboration.username && username !== collaboration.username) {
+      const roomMuted = joined.mutedByOwner.has(username);
+      const mute = element("button", "iav-lab-room-mute", roomMuted ? "Unmute in room" : "Mute in room");
+      mute.title = roomMuted ? `let ${who} write in the room again` : `refuse ${who}'s messages in this room, for everyone`;
+      mute.addEventListener("click", () => void this.moderate(joined, username, roomMuted ? "unmute" : "mute"));
+      const remove = element("button", "iav-lab-room-remove", "Remove");
+      remove.title = `take ${who} out of this room; they cannot come back until readmitted`;
+      remove.addEventListener("click", () => void this.moderate(joined, username, "remove"));
+      tools.push(mute, remove);
+    }
+    return tools;
+  }
+
+  private async moderate(joined: JoinedRoom, username: string, action: "mute" | "unmute" | "remove"): Promise<void> {
+    try {
+      await this.collaboration.moderate(joined.name, username, action);
+    } catch (error) {
+      this.log.note(`${action} ${safeName(username)}: ${safeName((error as Error).message)}`, "iav-lab-error");
+    }
   }
 
   private renderTransfers(): void {
@@ -300,70 +331,23 @@ export class RoomsPanel extends Widget {
 
   // -- chat -----------------------------------------------------------------------------
 
-  private atEnd(): boolean {
-    return this.log.scrollHeight - this.log.scrollTop - this.log.clientHeight < 24;
-  }
-
   private seen(): boolean {
-    return this.isVisible && document.visibilityState !== "hidden" && this.atEnd();
+    return this.isVisible && document.visibilityState !== "hidden" && this.log.atEnd;
   }
 
-  private onArrived(joined: JoinedRoom, entry: ChatEntry, index: number): void {
+  /** A message came: counted at once (no layout read), drawn with the others of its frame. */
+  private onArrived(joined: JoinedRoom, entry: ChatEntry, position: number): void {
     const showing = joined.name === this.current;
     const seen = showing && (entry.mine || this.seen());
     if (entry.mine) joined.unread.clear();
-    else joined.unread.arrived(index, seen, entry.mentionsMe);
-    if (showing) {
-      const wasAtEnd = this.atEnd();
-      this.renderEntry(joined, entry, index);
-      if (wasAtEnd || entry.mine) this.scrollToEnd();
-      else this.jumpButton.hidden = false;
-    }
-    this.renderRooms();
-    this.updateBadge();
-  }
-
-  private renderEntry(joined: JoinedRoom, entry: ChatEntry, index: number): void {
-    const previous = index > 0 ? joined.entries[index - 1] : undefined;
-    if (startsDay(previous?.timestamp ?? null, entry.timestamp)) {
-      this.log.append(element("div", "iav-lab-day", dayLabel(entry.timestamp)));
-    }
-    if (joined.unread.marker === index && !entry.mine) {
-      this.log.querySelector(".iav-lab-unread-marker")?.remove();
-      this.log.append(element("div", "iav-lab-unread-marker", "New"));
-    }
-    const line = element("div", "iav-lab-message");
-    if (entry.mine) line.classList.add("iav-lab-mine");
-    if (entry.direct) line.classList.add("iav-lab-direct");
-    if (entry.mentionsMe) line.classList.add("iav-lab-mention");
-    const head = element("div", "iav-lab-message-head");
-    head.append(...personNodes(this.personIn(joined, entry.userId), "iav-lab-sender"));
-    if (entry.direct) {
-      const to = entry.mine ? `to ${personText(this.personIn(joined, entry.to ?? ""))}` : "to you";
-      head.append(element("span", "iav-lab-direct-label", `direct, ${to}`));
-    }
-    const time = element("time", "iav-lab-time", timeLabel(entry.timestamp));
-    time.dateTime = entry.timestamp;
-    time.title = new Date(entry.timestamp).toLocaleString();
-    head.append(time);
-    const body = element("div", "iav-lab-body");
-    line.append(head, body);
-    this.log.append(line);
-    void this.renderMarkdown(body, entry.text);
-  }
-
-  /** The message's Markdown, through JupyterLab's renderer (untrusted: its sanitizer applies). */
-  private async renderMarkdown(host: HTMLElement, text: string): Promise<void> {
-    host.textContent = text; // until rendered, and if rendering fails
-    try {
-      const renderer = this.chatRendermime.createRenderer("text/markdown");
-      const model = this.chatRendermime.createModel({ data: { "text/markdown": text }, trusted: false });
-      await renderer.renderModel(model);
-      hardenLinks(renderer.node);
-      host.replaceChildren(renderer.node);
-      if (this.atEnd()) this.scrollToEnd();
-    } catch {
-      host.textContent = text;
+    else joined.unread.arrived(position, seen, entry.mentionsMe);
+    if (showing) this.log.arrived(joined, entry.mine);
+    if (this.countsFrame === null) {
+      this.countsFrame = requestAnimationFrame(() => {
+        this.countsFrame = null;
+        this.renderRooms();
+        this.updateBadge();
+      });
     }
   }
 
@@ -379,23 +363,10 @@ export class RoomsPanel extends Widget {
     return personOf(member, userId);
   }
 
-  private scrollToEnd(): void {
-    this.log.scrollTop = this.log.scrollHeight;
-    this.jumpButton.hidden = true;
-    this.markRead();
-  }
-
-  private onScroll(): void {
-    if (this.atEnd()) {
-      this.jumpButton.hidden = true;
-      this.markRead();
-    }
-  }
-
   private markRead(): void {
     if (!this.current || !this.isVisible || document.visibilityState === "hidden") return;
     const joined = this.collaboration.rooms.get(this.current);
-    if (!joined || joined.unread.count === 0 || !this.atEnd()) return;
+    if (!joined || joined.unread.count === 0 || !this.log.atEnd) return;
     joined.unread.read();
     this.renderRooms();
     this.updateBadge();
@@ -418,7 +389,7 @@ export class RoomsPanel extends Widget {
       await this.collaboration.send(this.current, text, to);
     } catch (error) {
       this.input.value = text;
-      this.log.append(element("div", "iav-lab-error", `not sent: ${(error as Error).message}`));
+      this.log.note(`not sent: ${(error as Error).message}`, "iav-lab-error");
     }
   }
 

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  isPlain,
   completeMention,
   completions,
   connectionLabel,
@@ -150,4 +151,11 @@ test("files: an offer's name cannot point elsewhere; a malformed offer is none; 
   assert.equal(mayReceive({ ...accepted, state: "offered" }, "alice"), false, "not accepted yet");
   assert.equal(mayReceive({ ...accepted, direction: "send" }, "alice"), false);
   assert.equal(mayReceive(undefined, "alice"), false);
+});
+
+test("isPlain: plain chat is shown as text; anything Markdown would change goes to the renderer", () => {
+  for (const text of ["@alice flood 1499", "Thanks, reading it now", "is it ok? (yes!)", "Ça va, à 14h"]) assert.equal(isPlain(text), true, text);
+  for (const text of ["The **cohort** is ready", "a\nb", "1. first", "see https://example.org", "www.example.org", "![x](/hub/logout)", "<b>x</b>", "a & b", "`code`", "# title", "- item", "[link](x)"]) {
+    assert.equal(isPlain(text), false, text);
+  }
 });

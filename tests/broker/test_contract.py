@@ -31,6 +31,7 @@ from iavicenne_ext.broker.events import (
     BrokerEvent,
     DirectFrame,
     Eviction,
+    Moderation,
     PersonalFrame,
     PresenceFrame,
     Publication,
@@ -244,6 +245,8 @@ async def test_emitted_events_reach_the_hub_as_they_were_sent(backend: Backend) 
             Supersede("r", frame, to="bob", skip="s:4"),
             Eviction("r", frame, username="mallory"),
             PersonalFrame("r", frame, username="alice", skip="s:5"),
+            Moderation("r", frame, username="mallory", muted=True),
+            Moderation("r", frame, username="mallory", muted=False),
         ]
         for event in sent:
             await broker.emit(event)
@@ -346,6 +349,38 @@ async def test_members_of_a_private_room_are_invited_within_max_members(backend:
         assert outcome is MemberOutcome.DONE and access is not None and access.members == {"carol"}
         assert (await broker.add_member("nowhere", "bob", max_members=2))[0] is MemberOutcome.MISSING
         assert (await broker.remove_member("nowhere", "bob"))[0] is MemberOutcome.MISSING
+
+
+async def test_the_owners_mutes_and_removals_are_kept_with_the_record(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        group = RoomAccess("g", p.AccessKind.GROUP, "alice", "oncology")
+        await broker.create_access(group, max_per_owner=5)
+        await broker.create_access(private("a", "alice", "bob", "carol"), max_per_owner=5)
+        outcome, access = await broker.moderate("g", "bob", p.ModerationAction.MUTE)
+        assert (
+            outcome is MemberOutcome.DONE and access is not None and (set(access.muted), set(access.removed)) == ({"bob"}, set())
+        )
+        await broker.moderate("g", "carol", p.ModerationAction.REMOVE)
+        await broker.moderate("g", "mallory", p.ModerationAction.MUTE)
+        await broker.moderate("g", "mallory", p.ModerationAction.UNMUTE)
+        access = await broker.get_access("g")
+        assert access is not None and (set(access.muted), set(access.removed), access.group) == ({"bob"}, {"carol"}, "oncology")
+        assert (await broker.all_access())["g"] == access
+
+        # removed from a private room: off the invited members too, back with an invitation
+        outcome, access = await broker.moderate("a", "bob", p.ModerationAction.REMOVE)
+        assert access is not None and (set(access.members), set(access.removed)) == ({"carol"}, {"bob"})
+        outcome, access = await broker.add_member("a", "bob", max_members=5)
+        assert access is not None and (set(access.members), set(access.removed)) == ({"bob", "carol"}, set())
+        await broker.moderate("a", "carol", p.ModerationAction.REMOVE)
+        outcome, access = await broker.moderate("a", "carol", p.ModerationAction.READMIT)
+        assert access is not None and (set(access.members), set(access.removed)) == ({"bob"}, set())  # readmitted, not invited
+
+        assert await broker.moderate("nowhere", "bob", p.ModerationAction.MUTE) == (MemberOutcome.MISSING, None)
+        # a record deleted and made again starts with nobody muted or removed
+        assert await broker.delete_access("g")
+        await broker.create_access(group, max_per_owner=5)
+        assert await broker.get_access("g") == group
 
 
 async def test_deleting_a_record_forgets_what_was_said_in_the_room(backend: Backend) -> None:

@@ -461,7 +461,14 @@ class ServerLog(logging.Handler):
 
 
 # a flood must reach the parser: the rate limits are far above it here
-UNLIMITED = {"messages_per_second": 1e6, "burst": 100_000, "bytes_per_second": 1e9, "burst_bytes": 10**9}
+UNLIMITED = {
+    "messages_per_second": 1e6,
+    "burst": 100_000,
+    "bytes_per_second": 1e9,
+    "burst_bytes": 10**9,
+    "chat_messages_per_second": 1e6,
+    "chat_messages_burst": 100_000,
+}
 
 
 @pytest.fixture

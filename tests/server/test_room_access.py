@@ -82,7 +82,15 @@ def assert_forbidden(frame: dict[str, Any], room: str, owner: str = "alice") -> 
 
 async def test_a_private_room_refuses_bob_on_join_replay_listing_members_and_signaling(deployment: Deployment, room: str) -> None:
     record = await create(deployment, "alice", room)
-    assert record == {"room": room, "access": "private", "owner": "alice", "group": None, "members": []}
+    assert record == {
+        "room": room,
+        "access": "private",
+        "owner": "alice",
+        "group": None,
+        "members": [],
+        "muted": [],
+        "removed": [],
+    }
     alice = await deployment.socket("alice")
     assert (await join(alice, room))["type"] == p.ROOM_JOINED
     await alice.send({"type": p.MESSAGE, "room": room, "payload": {"content": "the Q3 figures"}, "ref": "m"})

@@ -439,11 +439,23 @@ class RedisBroker(KeptMessages, Broker):
 
     # -- rooms with members ---------------------------------------------------------------
     @staticmethod
-    def _record(room: str, raw: list[bytes]) -> RoomAccess | None:
+    def _record(room: str, raw: list[Any]) -> RoomAccess | None:
         if not raw:
             return None
-        kind, owner, group, *members = (item.decode() for item in raw)
-        return RoomAccess(room, kind, owner, group or None, frozenset(members))
+        kind, owner, group, *rest = (item if isinstance(item, int) else item.decode() for item in raw)
+        # n members, then m muted, then the removed ones (access_record in common.lua)
+        members_end = 1 + int(rest[0])
+        muted_end = members_end + 1 + int(rest[members_end])
+        members, muted, removed = rest[1:members_end], rest[members_end + 1 : muted_end], rest[muted_end:]
+        return RoomAccess(
+            room,
+            str(kind),
+            str(owner),
+            str(group) or None,
+            frozenset(map(str, members)),
+            frozenset(map(str, muted)),
+            frozenset(map(str, removed)),
+        )
 
     async def get_access(self, room: str) -> RoomAccess | None:
         key = (asyncio.current_task(), room)
@@ -493,6 +505,10 @@ class RedisBroker(KeptMessages, Broker):
 
     async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
         raw = await self._link.run("access_member", self._keys.tagged(room), room, "remove", username, 0)
+        return MemberOutcome(raw.decode()), await self.get_access(room)
+
+    async def moderate(self, room: str, username: str, action: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        raw = await self._link.run("access_moderate", self._keys.tagged(room), room, action, username)
         return MemberOutcome(raw.decode()), await self.get_access(room)
 
     async def delete_access(self, room: str) -> bool:

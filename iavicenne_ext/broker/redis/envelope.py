@@ -1,6 +1,6 @@
 """What travels on a room's channel: one JSON header line, then the frame's bytes.
 
-The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..,"evict":..,"presence":..,"person":..}``
+The header is ``{"seq":..,"epoch":..,"to":..,"skip":..,"supersede":..,"evict":..,"presence":..,"person":..,"moderate":..,"muted":..}``
 (only ``seq`` is always there; ``epoch`` comes with a seq). A frame with a seq is published
 by the publish script without it, and the receiving server puts it in (`protocol.with_seq`);
 frames without seq (presence, direct messages, signaling) have ``"seq":0``. The header says
@@ -16,7 +16,18 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from ..events import BrokerEvent, DirectFrame, Emitted, Eviction, PersonalFrame, PresenceFrame, Publication, RoomFrame, Supersede
+from ..events import (
+    BrokerEvent,
+    DirectFrame,
+    Emitted,
+    Eviction,
+    Moderation,
+    PersonalFrame,
+    PresenceFrame,
+    Publication,
+    RoomFrame,
+    Supersede,
+)
 
 
 def _not_json(constant: str) -> Any:
@@ -42,6 +53,8 @@ class Envelope:
     evict: str | None = None  # the username whose connections get it and leave the room
     presence: bool = False  # a user-joined, user-left or presence frame
     person: str | None = None  # the username whose connections get it (a `PersonalFrame`)
+    moderate: str | None = None  # the username the room's owner muted (`muted`) or unmuted
+    muted: bool = False
 
     def event(self, room: str, frame: bytes) -> BrokerEvent:
         """The broker event this envelope carries, with `frame` (the seq put in, if any)."""
@@ -51,6 +64,8 @@ class Envelope:
             return Eviction(room, frame, self.evict)
         if self.person is not None:
             return PersonalFrame(room, frame, self.person, self.skip)
+        if self.moderate is not None:
+            return Moderation(room, frame, self.moderate, self.muted)
         if self.to is not None:
             kind = Supersede if self.supersede else DirectFrame
             return kind(room, frame, self.to, self.skip)
@@ -67,6 +82,9 @@ def encode(event: Emitted) -> bytes:
     elif isinstance(event, PersonalFrame):
         header["person"] = event.username
         header["skip"] = event.skip
+    elif isinstance(event, Moderation):
+        header["moderate"] = event.username
+        header["muted"] = event.muted
     else:
         header["skip"] = event.skip
         if isinstance(event, (DirectFrame, Supersede)):
@@ -102,9 +120,9 @@ def decode(data: bytes) -> Envelope:
     epoch = _optional_str(header, "epoch")
     if seq and not epoch:
         raise MalformedEnvelope("a frame with a seq has no epoch")
-    supersede, presence = header.get("supersede", False), header.get("presence", False)
-    if not isinstance(supersede, bool) or not isinstance(presence, bool):
-        raise MalformedEnvelope("supersede or presence is not a boolean")
+    supersede, presence, muted = header.get("supersede", False), header.get("presence", False), header.get("muted", False)
+    if not isinstance(supersede, bool) or not isinstance(presence, bool) or not isinstance(muted, bool):
+        raise MalformedEnvelope("supersede, presence or muted is not a boolean")
     to = _optional_str(header, "to")
     if supersede and to is None:
         raise MalformedEnvelope("supersede without to")
@@ -128,4 +146,6 @@ def decode(data: bytes) -> Envelope:
         _optional_str(header, "evict"),
         presence,
         _optional_str(header, "person"),
+        _optional_str(header, "moderate"),
+        muted,
     )

@@ -32,7 +32,8 @@ Per room (``T`` the tagged prefix, ``R`` the room name):
 ``T:conns:<server>``  set ``room \\x1f user_id \\x1f conn`` of that server's entries in the
                   tag's rooms (what a sweep of a dead server removes)
 ``T:access:R``, ``T:access-members:R``  the room's access record (access.py) and the
-                  usernames a private room's owner invited
+                  usernames a private room's owner invited; ``T:access-muted:R`` and
+                  ``T:access-removed:R`` the usernames its owner muted and removed
 ``T:shared:R``, ``T:shared-meta:R``  the room's shared document (shared_state.py): a list of
                   Yjs updates, and a hash ``life``, ``seq``, ``solo``, ``bytes``; they expire with
                   the room's history

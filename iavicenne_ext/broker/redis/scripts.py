@@ -30,6 +30,7 @@ NAMES = (
     "access_create",
     "access_get",
     "access_member",
+    "access_moderate",
     "access_delete",
     # kept messages rewritten in place, read positions
     "kept_message",

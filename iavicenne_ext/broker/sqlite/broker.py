@@ -140,6 +140,12 @@ class SQLiteBroker(MemoryBroker):
         await self._journal.committed()
         return outcome
 
+    async def moderate(self, room: str, username: str, action: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        self._writable()
+        outcome = await super().moderate(room, username, action)
+        await self._journal.committed()
+        return outcome
+
     async def delete_access(self, room: str) -> bool:
         self._writable()
         deleted = await super().delete_access(room)

@@ -26,6 +26,7 @@ function readSettings(settings: ISettingRegistry.ISettings | null): Settings {
     rooms,
     notifications: composite.notifications !== false,
     status: typeof composite.status === "string" ? composite.status : "",
+    muted: Array.isArray(composite.muted) ? composite.muted.filter((name): name is string => typeof name === "string") : [],
   };
 }
 
@@ -69,6 +70,10 @@ export const corePlugin: JupyterFrontEndPlugin<Collaboration> = {
     };
 
     const collaboration = new Collaboration(baseUrl, current, presenceNow());
+    collaboration.saveMuted = async (muted) => {
+      current = { ...current, muted };
+      if (settings) await settings.set("muted", muted).catch(() => {});
+    };
     const report = () => collaboration.setPresence(presenceNow());
     const shell = app.shell as JupyterFrontEnd.IShell & { currentChanged?: { connect: (fn: () => void) => void } };
     shell.currentChanged?.connect(report);

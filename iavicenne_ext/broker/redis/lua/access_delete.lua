@@ -7,7 +7,7 @@ local room = ARGV[2]
 local record = key('access', room)
 local owner = redis.call('HGET', record, 'owner')
 if not owner then return {} end
-redis.call('DEL', record, key('access-members', room))
+redis.call('DEL', record, key('access-members', room), key('access-muted', room), key('access-removed', room))
 redis.call('DEL', key('history', room), key('meta', room), key('revised', room), key('read', room))
 forget_sizes(room)
 return {owner, DELTA}

@@ -1,4 +1,4 @@
--- Add or remove a member of a private room.
+-- Add or remove a member of a private room (an invitation lifts a removal).
 -- ARGV: tagged prefix, room, 'add' | 'remove', username, max members -> 'done' | 'missing' | 'full'
 local room = ARGV[2]
 if redis.call('HGET', key('access', room), 'kind') ~= 'private' then return 'missing' end
@@ -11,4 +11,5 @@ if redis.call('SISMEMBER', members, ARGV[4]) == 0 and redis.call('SCARD', member
   return 'full'
 end
 redis.call('SADD', members, ARGV[4])
+redis.call('SREM', key('access-removed', room), ARGV[4])  -- an invitation lifts a removal
 return 'done'

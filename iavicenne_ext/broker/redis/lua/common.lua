@@ -218,13 +218,19 @@ local function split_member(m)
   return string.sub(m, 1, a - 1), string.sub(m, a + 1, b - 1), string.sub(m, b + 1)
 end
 
--- A room's access record: {} (none) | {kind, owner, group ('' for none), member...}
+-- A room's access record: {} (none) | {kind, owner, group ('' for none), n, n x member,
+-- m, m x muted, removed...} (the usernames its owner invited, muted and removed)
 local function access_record(room)
   local fields = redis.call('HMGET', key('access', room), 'kind', 'owner', 'group')
   if not fields[1] then return {} end
   local answer = {fields[1], fields[2], fields[3] or ''}
-  for _, member in ipairs(redis.call('SMEMBERS', key('access-members', room))) do
-    answer[#answer + 1] = member
+  for _, kind in ipairs({'access-members', 'access-muted'}) do
+    local names = redis.call('SMEMBERS', key(kind, room))
+    answer[#answer + 1] = #names
+    for _, name in ipairs(names) do answer[#answer + 1] = name end
+  end
+  for _, name in ipairs(redis.call('SMEMBERS', key('access-removed', room))) do
+    answer[#answer + 1] = name
   end
   return answer
 end

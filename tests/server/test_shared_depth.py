@@ -250,7 +250,8 @@ async def test_a_document_built_deeper_update_by_update_stops_at_the_bound(deplo
     carol = await open_kernel(deployment, opened, "carol", room)
     await eventually(lambda: "deep" in alice and carol.to_py() == alice.to_py(), what="alice and carol in step")
     assert carol.to_py()["notes"] == {"plan": [1.0, 2.0, 3.0]}
-    value, levels = carol.to_py(), 1
+    value: Any = carol.to_py()
+    levels = 1
     while isinstance(value, dict) and ("deep" in value or "k" in value):
         value, levels = value.get("deep", value.get("k")), levels + 1
     assert levels == 64

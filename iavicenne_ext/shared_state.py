@@ -64,6 +64,9 @@ def check_update(update: bytes, max_depth: int) -> tuple[bytes, CheckedUpdate]:
 #: (the worst case: a 4 MiB document of 76,000 map entries takes 33 MiB; a few large
 #: strings take little more than their size)
 DECODED_WEIGHT = 8
+#: a step 2 answer at least this large is kept encoded (`SharedDocs.missing`); its base64
+#: (4/3 of the document at most) is within what DECODED_WEIGHT counts for the document
+CACHED_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(slots=True, eq=False)
@@ -76,6 +79,7 @@ class _Kept:
     used: float
     size: int  # its memory: DECODED_WEIGHT x the bytes of the updates applied
     depths: DocumentDepth | None = None  # its items' depths: built at its first write here
+    answer: tuple[int, bytes, p.Raw] | None = None  # the last large step 2: (seq, state vector, it)
 
 
 class SharedDocs:
@@ -117,20 +121,31 @@ class SharedDocs:
         """The room's document as it stands."""
         return (await self._current(room, Meter())).doc
 
-    async def missing(self, room: str, state: bytes, who: str) -> tuple[str, str]:
-        """The answer to a client with state vector `state`: what it lacks (a sync step 2) and
-        the server's state vector (a step 1), both as sent (base64); the time it took, the
-        encoding included, is charged to identity `who`."""
+    async def missing(self, room: str, state: bytes, who: str) -> tuple[p.Raw, str]:
+        """The answer to a client with state vector `state`: what it lacks (a sync step 2, as a
+        JSON string to splice into the frame) and the server's state vector (a step 1, base64);
+        the time it took, the encoding included, is charged to identity `who`.
+
+        The last large answer of each document is kept encoded until the document changes:
+        clients that join with nothing (or one that asks again and again) get the same bytes,
+        not the document encoded again for each (tens of milliseconds for 4 MiB)."""
         self.pacing.check(who)
         meter = Meter()
         try:
             kept = await self._current(room, meter)
             with meter:
-                try:
-                    missing = kept.doc.get_update(state)
-                except Exception:
-                    raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "sync step 1 refused: not a Yjs state vector") from None
-                return SyncMessage(p.SyncStep.STEP2, missing).b64(), SyncMessage(p.SyncStep.STEP1, kept.doc.get_state()).b64()
+                cached = kept.answer
+                if cached is not None and cached[0] == kept.seq and cached[1] == state:
+                    answer = cached[2]
+                else:
+                    try:
+                        missing = kept.doc.get_update(state)
+                    except Exception:
+                        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "sync step 1 refused: not a Yjs state vector") from None
+                    answer = SyncMessage(p.SyncStep.STEP2, missing).b64_json()
+                    if len(missing) >= CACHED_ANSWER_BYTES:
+                        kept.answer = (kept.seq, state, answer)
+                return answer, SyncMessage(p.SyncStep.STEP1, kept.doc.get_state()).b64()
         finally:
             self.pacing.charge(who, meter.spent)
 

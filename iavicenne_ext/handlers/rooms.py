@@ -14,6 +14,7 @@ import iavicenne_protocol as p
 from iavicenne_protocol import SyncMessage, decode_sync
 
 from ..rooms import RoomHub
+from ..shared_pacing import Meter
 from ..shared_state import SharedDocs
 from .budgets import Limits, Quotas
 from .protocol_socket import ProtocolSocket
@@ -210,9 +211,11 @@ class RoomSocketHandler(ProtocolSocket):
             message = decode_sync(request.payload.get("sync"), max_bytes=docs.max_update_bytes)
             if message.step == p.SyncStep.STEP1:
                 answer, state = await docs.missing(room, message.payload, self.who.username)
-                self.reply(p.SHARED, request.ref, room=room, sync=answer, max_bytes=docs.max_bytes, writable=True)
-                # so the client sends what the server lacks: its edits made while disconnected
-                self.reply(p.SHARED, room=room, sync=state)
+                with Meter() as writing:  # the frame of a whole document costs as much as the answer
+                    self.reply(p.SHARED, request.ref, room=room, sync=answer, max_bytes=docs.max_bytes, writable=True)
+                    # so the client sends what the server lacks: its edits made while disconnected
+                    self.reply(p.SHARED, room=room, sync=state)
+                docs.pacing.charge(self.who.username, writing.spent)
                 return
             kept = await docs.apply(room, message.payload, self.who.username)
         except p.ProtocolError as error:

@@ -17,7 +17,8 @@ and measures:
     with an empty one (the client lacks everything);
   * fairness: erin's ack round trip (tests/bystander.py, median and p99) alone, then while
     bob sends --flood step 1 frames a second with the whole document's state vector, then
-    with an empty one;
+    with an empty one, then with a new unknown one each time (bob in a process of his own, at the lowest priority: reading his
+    answers, megabytes each, in erin's process delayed her round trips more than the server);
   * fill-and-leave: bob fills a room's document to max_shared_bytes, leaves, and does it
     again under a new name, --rounds times; the server's RSS growth, the bytes accepted and
     the refusals (a refusal ``rate-limited`` is waited out and sent again, as an attacker
@@ -29,14 +30,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
+from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
 import pycrdt
+from tornado.httpclient import HTTPRequest
+from tornado.websocket import websocket_connect
 
 TESTS = Path(__file__).resolve().parents[1] / "tests"
 sys.path.insert(0, str(TESTS))
@@ -136,13 +141,31 @@ async def step1_cpu(server: JupyterProcess, bob: WSClient, room: str, state: byt
     return (cpu_seconds(server.pid) - start) * 1000 / count, refused
 
 
-async def flood(erin: WSClient, bob: WSClient, room: str, state: bytes, rate: float, seconds: float) -> str:
-    """Erin's acks while bob sends `rate` step 1 frames a second, his answers read as they come
-    (as bytes: erin's client shares this process, and parsing 4 MiB frames would slow hers)."""
+def unknown_state(n: int) -> bytes:
+    """A state vector naming a writer the server never heard of (client 10,000 + `n`): the
+    answer is the whole document, and no two are the same (nothing kept encoded serves it)."""
+
+    def varuint(value: int) -> bytes:
+        out = bytearray()
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        return bytes([*out, value])
+
+    return varuint(1) + varuint(10_000 + n) + varuint(5)
+
+
+async def _flood_in_process(url: str, token: str, room: str, state: bytes, rate: float, seconds: float, pipe: Connection) -> None:
+    request = HTTPRequest(url, headers={"Authorization": f"token {token}"})
+    bob = WSClient(await websocket_connect(request, max_message_size=2**31))
+    await bob.send({"type": p.CONNECT, "payload": {"user_id": "bob"}})
+    await bob.expect(p.CONNECT)
+    await joined(bob, room)
     stop = asyncio.Event()
     refused = 0
 
     async def drain() -> None:
+        # read as bytes: only the errors are parsed
         nonlocal refused
         while not stop.is_set():
             try:
@@ -155,18 +178,49 @@ async def flood(erin: WSClient, bob: WSClient, room: str, state: bytes, rate: fl
                 refused += 1
 
     reader = asyncio.create_task(drain())
+    pipe.send("ready")
+    await asyncio.get_running_loop().run_in_executor(None, pipe.recv)  # "go"
     sent = 0
-    async with Bystander(erin, room=f"calm-{len(state)}") as bystander:
-        loop = asyncio.get_running_loop()
-        end = loop.time() + seconds
-        while loop.time() < end:
-            await bob.send(frame(room, p.SyncStep.STEP1, state, f"flood-{sent}"))
-            sent += 1
-            await asyncio.sleep(1 / rate)
-        await asyncio.sleep(1.0)
-    await asyncio.sleep(2.0)  # the last answers
+    loop = asyncio.get_running_loop()
+    end = loop.time() + seconds
+    while loop.time() < end:
+        vector = state if state else unknown_state(sent)
+        await bob.send(frame(room, p.SyncStep.STEP1, vector, f"flood-{sent}"))
+        sent += 1
+        await asyncio.sleep(1 / rate)
+    await asyncio.sleep(3.0)  # the last answers
     stop.set()
     await reader
+    bob.close()
+    pipe.send((sent, refused))
+
+
+def _flood_main(url: str, token: str, room: str, state: bytes, rate: float, seconds: float, pipe: Connection) -> None:
+    # an attacker reads on a machine of his own: here his reading of megabytes of answers
+    # takes the CPUs that the server and the bystander (this process) share last
+    os.nice(19)
+    asyncio.run(_flood_in_process(url, token, room, state, rate, seconds, pipe))
+
+
+async def flood(erin: WSClient, server: JupyterProcess, room: str, state: bytes, rate: float, seconds: float) -> str:
+    """Erin's acks while bob sends `rate` step 1 frames a second from a process of his own,
+    each with state vector `state` (empty bytes: `unknown_state`, a new one each time)."""
+    context = multiprocessing.get_context("spawn")  # never fork a process running a loop
+    pipe, child = context.Pipe()
+    attacker = context.Process(
+        target=_flood_main, args=(server.ws_url(), "bob-token", room, state, rate, seconds, child), daemon=True
+    )
+    attacker.start()
+    loop = asyncio.get_running_loop()
+    try:
+        assert await loop.run_in_executor(None, pipe.recv) == "ready"
+        async with Bystander(erin, room=f"calm-{len(state)}") as bystander:
+            pipe.send("go")
+            sent, refused = await loop.run_in_executor(None, pipe.recv)
+    finally:
+        attacker.join(10)
+        if attacker.is_alive():
+            attacker.kill()
     return f"{bystander.median_ms:10.1f} {bystander.p99_ms:10.1f} {len(bystander.rtts_ms):6d} {sent:6d} {refused:6d}"
 
 
@@ -191,12 +245,13 @@ async def run(args: argparse.Namespace, server: JupyterProcess) -> None:
         ms, refused = await step1_cpu(server, bob, room, vector, max(2, count))
         print(f"{name:34} {ms:10.2f} {refused:8d}/{max(2, count)}")
 
-    print(f"\n{'erin ack while bob floods':34} {'median ms':>10} {'p99 ms':>10} {'acks':>6} {'sent':>6} {'refused':>6}")
+    print(f"\n(server pid {server.pid}: profile the floods with py-spy record -p {server.pid})", flush=True)
+    print(f"{'erin ack while bob floods':34} {'median ms':>10} {'p99 ms':>10} {'acks':>6} {'sent':>6} {'refused':>6}")
     async with Bystander(erin, room="calm-alone") as alone:
         await asyncio.sleep(args.seconds)
     print(f"{'nobody flooding (baseline)':34} {alone.median_ms:10.1f} {alone.p99_ms:10.1f} {len(alone.rtts_ms):6d}")
-    print(f"{f'{args.flood:g}/s step 1, whole vector':34} " + await flood(erin, bob, room, state, args.flood, args.seconds))
-    print(f"{f'{args.flood:g}/s step 1, empty vector':34} " + await flood(erin, bob, room, b"\x00", args.flood, args.seconds))
+    for name, vector in (("whole vector", state), ("empty vector", b"\x00"), ("unknown vectors", b"")):
+        print(f"{f'{args.flood:g}/s step 1, {name}':34} " + await flood(erin, server, room, vector, args.flood, args.seconds))
 
     bob.close()
     erin.close()

@@ -1,4 +1,4 @@
-"""The `IAvicenne` extension app: the whole configuration surface, and the wiring.
+"""The `IAvicenne` extension app: the whole configuration surface (what it is built into: wiring.py).
 
 Every option is a traitlet here, settable as ``--IAvicenne.<name>=...`` on the command
 line or ``c.IAvicenne.<name> = ...`` in ``jupyter_server_config.py``: on the app class
@@ -19,10 +19,9 @@ from traitlets import Bool, Dict, Enum, Float, Int, List, TraitError, Unicode, d
 
 import iavicenne_protocol as p
 
+from . import wiring
 from .broker.interfaces import Broker, SharedStore
-from .broker.memory import MemoryBroker
-from .broker.sqlite import SQLiteBroker, StoreError
-from .handlers.budgets import Limits, Quotas
+from .handlers.budgets import Quotas
 from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler
@@ -30,14 +29,12 @@ from .handlers.room_history import RoomExportHandler, RoomReadHandler
 from .handlers.rooms import RoomSocketHandler
 from .handlers.service_relay import ServiceRestRelay, ServiceSocketRelay
 from .handlers.signaling import SignalingSocketHandler
-from .hub import HUB_API_URL_VARIABLE, HUB_TOKEN_VARIABLE, ROOMS_URL_VARIABLE, Deployment, RoomServiceLocator, deployment_of
+from .hub import ROOMS_URL_VARIABLE
 from .ice import IceConfig
 from .identity import default_owner_name
 from .names import POLICIES
 from .rooms import RoomHub
 from .shared_depth import DEPTH_CEILING
-from .shared_pacing import SharedPacing
-from .shared_state import SharedDocs
 
 if TYPE_CHECKING:  # the MCP SDK is imported only when agents are served (IAvicenne.agents)
     from .agents.service import AgentService
@@ -561,99 +558,13 @@ class IAvicenne(ExtensionApp):
         "trust each other. The room service is the way to share rooms between users.",
     )
 
-    def hub_wiring(self) -> RoomServiceLocator | None:
-        """Under JupyterHub, in a user's server that leaves the rooms to the room service, how
-        it finds that service; else None (the rooms are in this server). Refuses to start a
-        user's server with broker='redis' unless trust_user_servers."""
-        self.deployment = deployment_of(self.serverapp)
-        if self.deployment is not Deployment.USER_SERVER:
-            return None
-        if self.room_service:
-            return RoomServiceLocator(
-                self.room_service,
-                api_url=os.environ[HUB_API_URL_VARIABLE],
-                api_token=os.environ.get(HUB_TOKEN_VARIABLE, ""),
-                rooms_url=self.room_service_url,
-            )
-        if self.broker == "redis" and not self.trust_user_servers:
-            self.log.critical(
-                "iavicenne: refusing broker='redis' in a user's server under JupyterHub: the user (and every "
-                "kernel) could read the Redis URL, and with it every room and write as anyone. Run the rooms "
-                "in the room service (IAvicenne.room_service, README 'Deploy on JupyterHub'), or set "
-                "IAvicenne.trust_user_servers=True if all users trust each other."
-            )
-            self.exit(1)
-        return None
-
-    # -- wiring ----------------------------------------------------------------------
-    def make_broker(self) -> Broker:
-        rooms: dict[str, Any] = {
-            "history_size": self.history_size,
-            "history_ttl": self.history_ttl,
-            "dedup_ttl": self.dedup_ttl,
-            "history_bytes_per_room": self.history_bytes_per_room,
-            "history_bytes_total": self.history_bytes_total,
-            "max_replay_bytes": self.max_replay_bytes,
-            "max_dedup_per_identity": self.max_dedup_per_identity,
-            "shared_bytes_total": self.max_shared_bytes_total,
-        }
-        if self.broker == "redis":
-            from .broker.redis import RedisBroker  # redis is only imported when used
-
-            try:
-                return RedisBroker(
-                    url=self.redis_url,
-                    prefix=self.redis_prefix,
-                    presence_refresh=self.presence_refresh,
-                    presence_timeout=self.presence_timeout,
-                    retry_interval=self.redis_retry_interval,
-                    log=self.log,
-                    **rooms,
-                )
-            except ValueError as error:
-                # a prefix with a brace, a timeout shorter than the refresh: serving without
-                # rooms would only hide it, so the server stops, naming the option
-                self.log.critical("iavicenne: %s", error)
-                self.exit(1)
-        if self.broker == "sqlite":
-            try:
-                return SQLiteBroker(path=self.store_path, history_days=self.history_days, log=self.log, **rooms)
-            except StoreError as error:
-                # one line naming the file and the option, not a traceback: the operator's to fix
-                self.log.critical("iavicenne: %s", error)
-                self.exit(1)
-        return MemoryBroker(**rooms)
-
-    @property
-    def limits(self) -> Limits:
-        return Limits(
-            max_frame_bytes=self.max_frame_bytes,
-            messages_per_second=self.messages_per_second,
-            burst=self.burst,
-            max_rooms=self.max_rooms_per_connection,
-            max_outbound_bytes=self.max_outbound_bytes,
-            max_connections_per_identity=self.max_connections_per_identity,
-            max_rooms_per_identity=self.max_rooms_per_identity,
-            bytes_per_second=self.bytes_per_second,
-            burst_bytes=self.burst_bytes,
-            max_outbound_bytes_total=self.max_outbound_bytes_total,
-            max_replay_bytes=self.max_replay_bytes,
-            max_state_bytes=self.max_state_bytes,
-            max_state_depth=self.max_state_depth,
-            max_state_keys=self.max_state_keys,
-            joins_per_second=self.joins_per_second,
-            join_burst=self.join_burst,
-            join_fanout_per_second=self.join_fanout_per_second,
-            chat_messages_per_second=self.chat_messages_per_second,
-            chat_messages_burst=self.chat_messages_burst,
-        )
-
+    # -- wiring (wiring.py) -----------------------------------------------------------
     def initialize_settings(self) -> None:
-        self.locator = self.hub_wiring()
+        self.locator = wiring.hub_wiring(self)
         if self.locator is not None:  # the rooms are in the room service: no broker here
             self.room_broker: Broker | None = None
             return
-        self.room_broker = self.make_broker()
+        self.room_broker = wiring.make_broker(self)
         self.hub = RoomHub(
             self.room_broker,
             self.log,
@@ -663,40 +574,9 @@ class IAvicenne(ExtensionApp):
             presence_batch_frames_per_second=self.presence_batch_frames_per_second,
         )
         # one per server: every socket counts against the same identities and total
-        self.quotas = Quotas(self.limits)
-        assert isinstance(self.room_broker, SharedStore)  # every broker keeps shared documents
-        # shared documents travel as base64 (4/3 of their size): a newcomer's whole document
-        # in one frame, an update in one frame from the client
-        if self.max_shared_bytes * 4 // 3 > self.max_outbound_bytes:
-            self.log.warning(
-                "iavicenne: max_shared_bytes (%d) is over 3/4 of max_outbound_bytes (%d): a newcomer to a full "
-                "shared document would be closed as a slow consumer",
-                self.max_shared_bytes,
-                self.max_outbound_bytes,
-            )
-        if self.max_shared_update_bytes * 4 // 3 > self.max_frame_bytes:
-            self.log.warning(
-                "iavicenne: max_shared_update_bytes (%d) is over 3/4 of max_frame_bytes (%d): such an update "
-                "cannot reach the server",
-                self.max_shared_update_bytes,
-                self.max_frame_bytes,
-            )
-        if self.shared_ttl:
-            self.log.warning(
-                "iavicenne: shared_ttl is ignored: a room's shared document is forgotten with its room (history_ttl)"
-            )
-        self.shared_docs = SharedDocs(
-            self.room_broker,
-            self.log,
-            max_bytes=self.max_shared_bytes,
-            max_bytes_total=self.max_shared_bytes_total,
-            max_update_bytes=self.max_shared_update_bytes,
-            compact_every=self.shared_compact_every,
-            keep_idle=self.shared_keep_idle,
-            keep_bytes=self.shared_keep_bytes,
-            pacing=SharedPacing(self.shared_cpu_per_second, self.shared_cpu_burst),
-            max_depth=self.max_shared_depth,
-        )
+        self.quotas = Quotas(wiring.limits(self))
+        assert isinstance(self.room_broker, SharedStore)  # both brokers keep shared documents
+        self.shared_docs = wiring.shared_docs(self, self.room_broker)
         if self.agents:  # the MCP SDK is imported only when agents are served
             from .agents.service import AgentService
 

@@ -10,8 +10,10 @@ the update before anything else reads it.
 
 Depth counts every level a reader walks: a root type is 1, a type or a JSON array or object
 inside it one more. An update may add to a type it does not contain (one already in the
-document); that type's depth is not in the update and is taken as 1 (a root's), so the bound
-holds for what one update brings; see `update_depth`.
+document): `check_depth` bounds the update alone (that type taken as a root), which is what
+keeps pycrdt safe; `DocumentDepth` keeps the depth of every item of a room's document as
+updates are applied, so that the document stays within the bound too when it is built one
+level per update. Either costs what the update holds, never the document.
 
 The format is Yjs's update encoding v1 (yjs/src/utils/updates.js, encoding.js and lib0's
 `readAny`), the one the y-sync messages carry.
@@ -20,7 +22,9 @@ The format is Yjs's update encoding v1 (yjs/src/utils/updates.js, encoding.js an
 from __future__ import annotations
 
 import re
+import sys
 from bisect import bisect_right
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import iavicenne_protocol as p
@@ -157,6 +161,7 @@ class _Item:
     rooted: bool  # the parent is a root type
     height: int  # what the content adds: 1 for a type, a JSON value's nesting, else 0
     is_type: bool
+    gc: bool = False  # a collected range (no parent any more): whatever hangs off it is dead
 
 
 def _read_items(update: bytes, limit: int) -> list[_Item]:
@@ -168,7 +173,10 @@ def _read_items(update: bytes, limit: int) -> list[_Item]:
             info = reader.byte()
             kind = info & _CONTENT_MASK
             if kind in (_GC, _SKIP):
-                clock += reader.uint()
+                length = reader.uint()
+                if kind == _GC:
+                    items.append(_Item(client, clock, length, None, None, False, 0, False, True))
+                clock += length
                 continue
             origin = (reader.uint(), reader.uint()) if info & _HAS_ORIGIN else None
             right = (reader.uint(), reader.uint()) if info & _HAS_RIGHT_ORIGIN else None
@@ -217,19 +225,25 @@ def _read_content(reader: _Reader, kind: int) -> tuple[int, int]:
     raise ValueError(f"unknown content type {kind}")
 
 
-def update_depth(update: bytes, limit: int = DEPTH_CEILING) -> int:
-    """The deepest level `update` reaches, or ValueError when it is not a Yjs update (v1).
-    A JSON value nested deeper than `limit` stops the reading: then `limit` + 1 is returned.
+class _Dangling(Exception):
+    """An item whose parent is in neither the update nor the document (Yjs would keep it
+    pending): its depth cannot be known until what it hangs off arrives."""
+
+
+#: what `_resolve` asks about an id outside the update: the parent depth of the item holding
+#: it (0: a dead one, collected or under a collected parent), or None when it is unknown
+Outside = Callable[[tuple[int, int]], "int | None"]
+
+
+def _resolve(items: list[_Item], outside: Outside | None) -> tuple[int, list[int]]:
+    """Each item's parent depth (0: dead) and the deepest level the items reach.
 
     An item names its parent type, or has a neighbour (its origin) whose parent it shares;
-    the parent's depth is found by following these links with a stack, each item once. A
-    parent outside the update counts as a root (depth 1): the update is bounded, not what
-    it is added to.
+    the parent's depth is found by following these links with a stack, each item once.
+    An id outside the update is asked of `outside` (the document's depths); without one, or
+    when it does not know the id, a parent outside the update counts as a root (depth 1) —
+    unless `outside` is given, when an unknown one raises _Dangling.
     """
-    try:
-        items = _read_items(update, limit)
-    except _TooDeep:
-        return limit + 1
     starts: dict[int, list[int]] = {}  # client -> its items' first clocks, in order
     index: dict[int, list[int]] = {}  # client -> the items' positions in `items`
     for position, item in enumerate(items):
@@ -248,6 +262,15 @@ def update_depth(update: bytes, limit: int = DEPTH_CEILING) -> int:
         position = index[client][at]
         return position if clock < items[position].clock + items[position].length else None
 
+    def beyond(item_id: tuple[int, int], step: int) -> int:
+        """The parent depth an item gets from `item_id`, outside the update."""
+        if outside is None:
+            return 1
+        found = outside(item_id)
+        if found is None:
+            raise _Dangling
+        return found + step if found > 0 else 0
+
     # depth of each item's parent type; -1: not known yet, -2: being found (a loop)
     parent_depth = [-1] * len(items)
     deepest = 0
@@ -259,17 +282,27 @@ def update_depth(update: bytes, limit: int = DEPTH_CEILING) -> int:
                 stack.pop()
                 continue
             item = items[position]
+            step = 1 if item.parent is not None else 0  # a named parent is the type item itself
             # the item this one's parent depth comes from (None: a root, or outside the update)
+            if item.gc:
+                parent_depth[position] = 0
+                stack.pop()
+                continue
             if item.rooted:
-                source = None
+                source, known = None, 1
             elif item.parent is not None:
                 source = types.get(item.parent)  # a type item: its parent's depth + 1
+                known = beyond(item.parent, 1) if source is None and containing(item.parent) is None else 1
+            elif item.origin is not None:
+                source = containing(item.origin)
+                known = beyond(item.origin, 0) if source is None else 1
             else:
-                source = containing(item.origin) if item.origin is not None else None
+                source, known = None, 1  # no parent at all: Yjs cannot place it
             if source is None:
-                parent_depth[position] = 1
+                parent_depth[position] = known
             elif parent_depth[source] >= 0:
-                parent_depth[position] = parent_depth[source] + (1 if item.parent is not None else 0)
+                found = parent_depth[source]
+                parent_depth[position] = found + step if found > 0 else 0
             elif parent_depth[source] == -2:
                 raise ValueError("items whose parents form a loop")
             else:
@@ -277,23 +310,135 @@ def update_depth(update: bytes, limit: int = DEPTH_CEILING) -> int:
                 stack.append(source)
                 continue
             stack.pop()
-        deepest = max(deepest, parent_depth[start] + items[start].height)
-    return deepest
+        if parent_depth[start] > 0:
+            deepest = max(deepest, parent_depth[start] + items[start].height)
+    return deepest, parent_depth
 
 
-def check_depth(update: bytes, max_depth: int) -> None:
-    """`limit-exceeded` (max_shared_depth) when `update` nests deeper than `max_depth`;
-    `invalid-field` when it is not a Yjs update. Nothing was changed either way."""
+def update_depth(update: bytes, limit: int = DEPTH_CEILING) -> int:
+    """The deepest level `update` reaches, or ValueError when it is not a Yjs update (v1).
+    A JSON value nested deeper than `limit` stops the reading: then `limit` + 1 is returned.
+    A parent outside the update counts as a root (depth 1): the update is bounded, not what
+    it is added to (that is `DocumentDepth`'s).
+    """
     try:
-        depth = update_depth(update, max_depth)
+        return _resolve(_read_items(update, limit), None)[0]
+    except _TooDeep:
+        return limit + 1
+
+
+def _too_deep(max_depth: int, depth: int, what: str) -> p.ProtocolError:
+    return p.limit_exceeded(
+        "max_shared_depth",
+        max_depth,
+        f"shared update refused: {what} deeper than {max_depth} levels ({depth} or more); "
+        "keep values flatter (the update was not applied; your copy is reset to the room's)",
+    )
+
+
+def _not_an_update(error: Exception) -> p.ProtocolError:
+    return p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"shared update refused: not a Yjs update ({error}); nothing was changed")
+
+
+@dataclass(slots=True)
+class CheckedUpdate:
+    """An update whose own depth is within the bound: its items, for `DocumentDepth.check`."""
+
+    items: list[_Item]
+    depth: int
+
+
+def check_depth(update: bytes, max_depth: int) -> CheckedUpdate:
+    """The update read (`limit-exceeded`, max_shared_depth, when it alone nests deeper than
+    `max_depth`; `invalid-field` when it is not a Yjs update). Nothing was changed either way.
+    This is what keeps pycrdt from crashing; the document's depth is `DocumentDepth.check`'s."""
+    try:
+        items = _read_items(update, max_depth)
+        depth = _resolve(items, None)[0]
+    except _TooDeep:
+        raise _too_deep(max_depth, max_depth + 1, "it nests") from None
     except ValueError as error:
-        raise p.ProtocolError(
-            p.ErrorCode.INVALID_FIELD, f"shared update refused: not a Yjs update ({error}); nothing was changed"
-        ) from None
+        raise _not_an_update(error) from None
     if depth > max_depth:
-        raise p.limit_exceeded(
-            "max_shared_depth",
-            max_depth,
-            f"shared update refused: it nests deeper than {max_depth} levels ({depth} or more); "
-            "keep values flatter (the update was not applied; your copy is reset to the room's)",
-        )
+        raise _too_deep(max_depth, depth, "it nests")
+    return CheckedUpdate(items, depth)
+
+
+class DocumentDepth:
+    """How deep each item of a room's document sits, kept as updates are applied, so that the
+    depth an update reaches *in the document* costs what the update holds.
+
+    Without it each update is bounded alone, and a map set inside the previous update's
+    innermost map builds a document 17,000 deep, update after update. An item's parent
+    depth (its parent type's level; 0 for a dead one) is kept per range of a client's
+    clocks, consecutive items of one depth as one range: a document of 76,000 map entries in
+    one map is a range per writer.
+    """
+
+    __slots__ = ("_ranges",)
+
+    def __init__(self) -> None:
+        # client -> (first clocks, ends, parent depths), ordered by first clock
+        self._ranges: dict[int, tuple[list[int], list[int], list[int]]] = {}
+
+    @classmethod
+    def of(cls, update: bytes) -> DocumentDepth:
+        """The depths of a whole document (as `Doc.get_update()` encodes it). An item whose
+        parent is missing (Yjs keeps it pending) counts as under a root."""
+        depths = cls()
+        depths.add_update(update)
+        return depths
+
+    def parent_depth(self, item_id: tuple[int, int]) -> int | None:
+        """The parent depth of the item holding `item_id` (0: dead), None when unknown."""
+        kept = self._ranges.get(item_id[0])
+        if kept is None:
+            return None
+        starts, ends, depths = kept
+        at = bisect_right(starts, item_id[1]) - 1
+        return depths[at] if at >= 0 and item_id[1] < ends[at] else None
+
+    def check(self, checked: CheckedUpdate, max_depth: int) -> list[int]:
+        """The parent depths of `checked`'s items in this document, or `limit-exceeded`
+        (max_shared_depth) when the update would make it deeper than `max_depth`;
+        `invalid-field` when an item hangs off one the document does not have."""
+        try:
+            depth, parent_depths = _resolve(checked.items, self.parent_depth)
+        except _Dangling:
+            raise p.ProtocolError(
+                p.ErrorCode.INVALID_FIELD,
+                "shared update refused: it builds on changes the room's document does not have; "
+                "nothing was changed (your copy is reset to the room's)",
+            ) from None
+        if depth > max_depth:
+            raise _too_deep(max_depth, depth, "it would make the document nest")
+        return parent_depths
+
+    def add(self, items: list[_Item], parent_depths: list[int]) -> None:
+        """Keep the depths of `items` (now in the document); ranges already known stay."""
+        for item, depth in zip(items, parent_depths, strict=True):
+            starts, ends, depths = self._ranges.setdefault(item.client, ([], [], []))
+            first, end = item.clock, item.clock + item.length
+            at = bisect_right(starts, first)
+            if at > 0 and ends[at - 1] > first:
+                first = ends[at - 1]  # known already (an update may repeat what the document has)
+            if at < len(starts) and starts[at] < end:
+                end = starts[at]
+            if first >= end:
+                continue
+            if at > 0 and ends[at - 1] == first and depths[at - 1] == depth:
+                ends[at - 1] = end  # the next items of the last range: one range
+            else:
+                starts.insert(at, first)
+                ends.insert(at, end)
+                depths.insert(at, depth)
+
+    def add_update(self, update: bytes) -> None:
+        """Keep the depths of an update applied without `check` (another server's, from the log)."""
+        items = _read_items(update, sys.maxsize)  # kept already: measured, never refused
+
+        def known_or_root(item_id: tuple[int, int]) -> int:
+            found = self.parent_depth(item_id)
+            return 1 if found is None else found
+
+        self.add(items, _resolve(items, known_or_root)[1])

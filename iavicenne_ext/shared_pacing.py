@@ -3,7 +3,7 @@
 A shared frame may cost the server far more than it cost its sender: a sync step 1 with
 an empty state vector makes the server encode the whole document, a large update is
 decoded twice and applied. Each identity may spend at most `rate` seconds of the
-server's time per second on such work (``shared_cpu_per_second``), with a burst of
+server's time per second (of the time it could run: `_server_clock`) on such work (``shared_cpu_per_second``), with a burst of
 `burst` seconds saved up; a frame from an identity already over its share is refused
 (``rate-limited``, naming the option) before any work is done, so one member cannot take
 more than a fair share of the event loop. The time is measured, not estimated: whatever
@@ -36,13 +36,30 @@ class Meter:
         self.spent += time.thread_time() - self._start
 
 
+_SCHEDSTAT = "/proc/thread-self/schedstat"  # Linux: ns on a CPU, ns waiting for one, timeslices
+
+
+def _server_clock() -> float:
+    """Seconds the calling thread (the event loop's) ran or could have run: the monotonic
+    clock less the time it waited for a CPU that other processes held (Linux's schedstat;
+    elsewhere the monotonic clock). A share is refilled by this clock: on a machine so loaded
+    that the server got a seventh of a core, a wall-clock refill gave a member about as many
+    seconds as the server had, and the pacing refused nothing while one member took them all."""
+    now = time.monotonic()
+    try:
+        with open(_SCHEDSTAT, "rb") as stat:
+            return now - int(stat.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return now
+
+
 class SharedPacing:
     """Each identity's share of the server's time for shared-document work."""
 
     def __init__(self, rate: float, burst: float) -> None:
         self.rate = rate
         self.burst = burst
-        self._balance: dict[str, tuple[float, float]] = {}  # username -> (seconds left, when)
+        self._balance: dict[str, tuple[float, float]] = {}  # username -> (seconds left, when: _server_clock)
 
     def _left(self, who: str, now: float) -> float:
         kept = self._balance.get(who)
@@ -52,7 +69,7 @@ class SharedPacing:
 
     def check(self, who: str) -> None:
         """Refuse (``rate-limited``) when `who` has spent more than its share: nothing is done then."""
-        now = time.monotonic()
+        now = _server_clock()
         left = self._left(who, now)
         if left >= self.burst:
             self._balance.pop(who, None)  # full again: nothing to remember
@@ -67,7 +84,7 @@ class SharedPacing:
             )
 
     def charge(self, who: str, seconds: float) -> None:
-        now = time.monotonic()
+        now = _server_clock()
         self._balance[who] = (self._left(who, now) - seconds, now)
         if len(self._balance) > 4096:  # identities gone with a full share again: forget them
             for name in [name for name in self._balance if self._left(name, now) >= self.burst]:

@@ -38,17 +38,18 @@ import iavicenne_protocol as p
 from iavicenne_protocol import SyncMessage
 
 from .broker.interfaces import SharedStore
-from .shared_depth import check_depth
+from .shared_depth import CheckedUpdate, DocumentDepth, check_depth
 from .shared_pacing import Meter, SharedPacing
 
 # The y-sync messages themselves (SyncMessage, decode_sync) are the protocol's, shared
 # with the Python client: iavicenne_protocol.sync. What is here needs pycrdt or the broker.
 
 
-def check_update(update: bytes, max_depth: int) -> bytes:
-    """`update` re-encoded by Yjs (trailing bytes dropped), or `ProtocolError` when Yjs cannot
-    read it or it nests deeper than `max_depth` (measured first: pycrdt crashes on some deep updates)."""
-    check_depth(update, max_depth)
+def check_update(update: bytes, max_depth: int) -> tuple[bytes, CheckedUpdate]:
+    """`update` re-encoded by Yjs (trailing bytes dropped) and its items, or `ProtocolError`
+    when Yjs cannot read it or it nests deeper than `max_depth` alone (measured first: pycrdt
+    crashes on some deep updates; the document's depth is checked against the room's)."""
+    checked = check_depth(update, max_depth)
     try:
         normalized = pycrdt.merge_updates(update)
         pycrdt.Doc().apply_update(normalized)
@@ -56,13 +57,16 @@ def check_update(update: bytes, max_depth: int) -> bytes:
         raise p.ProtocolError(
             p.ErrorCode.INVALID_FIELD, f"shared update refused: not a Yjs update ({str(error)[:120]}); nothing was changed"
         ) from None
-    return normalized
+    return normalized, checked
 
 
 #: a decoded document's memory over its encoded size, for a document of many small items
 #: (the worst case: a 4 MiB document of 76,000 map entries takes 33 MiB; a few large
 #: strings take little more than their size)
 DECODED_WEIGHT = 8
+#: a step 2 answer at least this large is kept encoded (`SharedDocs.missing`); its base64
+#: (4/3 of the document at most) is within what DECODED_WEIGHT counts for the document
+CACHED_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(slots=True, eq=False)
@@ -74,6 +78,8 @@ class _Kept:
     seq: int
     used: float
     size: int  # its memory: DECODED_WEIGHT x the bytes of the updates applied
+    depths: DocumentDepth | None = None  # its items' depths: built at its first write here
+    answer: tuple[int, bytes, p.Raw] | None = None  # the last large step 2: (seq, state vector, it)
 
 
 class SharedDocs:
@@ -115,20 +121,31 @@ class SharedDocs:
         """The room's document as it stands."""
         return (await self._current(room, Meter())).doc
 
-    async def missing(self, room: str, state: bytes, who: str) -> tuple[str, str]:
-        """The answer to a client with state vector `state`: what it lacks (a sync step 2) and
-        the server's state vector (a step 1), both as sent (base64); the time it took, the
-        encoding included, is charged to identity `who`."""
+    async def missing(self, room: str, state: bytes, who: str) -> tuple[p.Raw, str]:
+        """The answer to a client with state vector `state`: what it lacks (a sync step 2, as a
+        JSON string to splice into the frame) and the server's state vector (a step 1, base64);
+        the time it took, the encoding included, is charged to identity `who`.
+
+        The last large answer of each document is kept encoded until the document changes:
+        clients that join with nothing (or one that asks again and again) get the same bytes,
+        not the document encoded again for each (tens of milliseconds for 4 MiB)."""
         self.pacing.check(who)
         meter = Meter()
         try:
             kept = await self._current(room, meter)
             with meter:
-                try:
-                    missing = kept.doc.get_update(state)
-                except Exception:
-                    raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "sync step 1 refused: not a Yjs state vector") from None
-                return SyncMessage(p.SyncStep.STEP2, missing).b64(), SyncMessage(p.SyncStep.STEP1, kept.doc.get_state()).b64()
+                cached = kept.answer
+                if cached is not None and cached[0] == kept.seq and cached[1] == state:
+                    answer = cached[2]
+                else:
+                    try:
+                        missing = kept.doc.get_update(state)
+                    except Exception:
+                        raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, "sync step 1 refused: not a Yjs state vector") from None
+                    answer = SyncMessage(p.SyncStep.STEP2, missing).b64_json()
+                    if len(missing) >= CACHED_ANSWER_BYTES:
+                        kept.answer = (kept.seq, state, answer)
+                return answer, SyncMessage(p.SyncStep.STEP1, kept.doc.get_state()).b64()
         finally:
             self.pacing.charge(who, meter.spent)
 
@@ -141,15 +158,26 @@ class SharedDocs:
         meter = Meter()
         try:
             with meter:
-                update = check_update(update, self.max_depth)
+                update, checked = check_update(update, self.max_depth)
             if update == p.EMPTY_UPDATE:
                 return None
-            await self._append(room, update, meter)
+            # the depth it reaches in the document as it stands (a level per update adds up)
+            kept = await self._current(room, meter)
+            with meter:
+                parent_depths = self._depths(kept).check(checked, self.max_depth)
+            await self._append(room, update, meter, (checked, parent_depths))
             return update
         finally:
             self.pacing.charge(who, meter.spent)
 
-    async def _append(self, room: str, update: bytes, meter: Meter) -> None:
+    @staticmethod
+    def _depths(kept: _Kept) -> DocumentDepth:
+        """The depths of `kept`'s items, read from the whole document at its first write here."""
+        if kept.depths is None:
+            kept.depths = DocumentDepth.of(kept.doc.get_update())
+        return kept.depths
+
+    async def _append(self, room: str, update: bytes, meter: Meter, depths: tuple[CheckedUpdate, list[int]]) -> None:
         appended = await self.store.shared_append(room, update, max_bytes=self.max_bytes)
         if appended.refused == "max_shared_bytes":
             # the log may be larger than the document it makes: compact, then try once more
@@ -174,6 +202,8 @@ class SharedDocs:
         if kept is not None and kept.life == appended.life and kept.seq == appended.seq - 1:
             with meter:  # the next update of the document kept here: applied now
                 kept.doc.apply_update(update)
+                if kept.depths is not None:
+                    kept.depths.add(depths[0].items, depths[1])
             kept.seq = appended.seq
             self._grown(kept, len(update))
         # else another server wrote in between (or it is not kept): read on the next use
@@ -199,6 +229,8 @@ class SharedDocs:
                 first = log.seq - len(log.updates) + 1  # the number of updates[0]
                 for update in log.updates[max(0, kept.seq + 1 - first) :]:
                     kept.doc.apply_update(update)
+                    if kept.depths is not None:  # another server's: checked there, measured here
+                        kept.depths.add_update(update)
                     self._grown(kept, len(update))
                 kept.seq = max(kept.seq, log.seq)
         kept.used = now

@@ -176,7 +176,12 @@ def encode(frame: dict[str, Any]) -> bytes:
     """
     for value in frame.values():
         if type(value) is Raw:
-            return b"{" + b",".join(_dumps(k) + b":" + (v if type(v) is Raw else _dumps(v)) for k, v in frame.items()) + b"}"
+            # one join: a Raw may be megabytes (a whole shared document), each copy costs
+            parts = [b"{"]
+            for key, item in frame.items():
+                parts += (b"," if len(parts) > 1 else b"", _dumps(key), b":", item if type(item) is Raw else _dumps(item))
+            parts.append(b"}")
+            return b"".join(parts)
     return _dumps(frame)
 
 

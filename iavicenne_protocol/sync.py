@@ -21,6 +21,7 @@ import binascii
 from dataclasses import dataclass
 
 from .errors import ErrorCode, ProtocolError, limit_exceeded
+from .frames import Raw
 
 SYNC_MESSAGE = 0  # the y-protocols message type of a sync message (1 would be awareness)
 
@@ -81,6 +82,11 @@ class SyncMessage:
 
     def b64(self) -> str:
         return base64.b64encode(self.encode()).decode()
+
+    def b64_json(self) -> Raw:
+        """`b64()` as a JSON string, to splice into a frame (`frames.encode`): base64 needs no
+        escaping, and a whole document's (megabytes) is not scanned again by the JSON encoder."""
+        return Raw(b'"' + base64.b64encode(self.encode()) + b'"')
 
 
 def decode_sync(text: object, *, max_bytes: int) -> SyncMessage:

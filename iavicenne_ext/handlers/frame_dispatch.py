@@ -25,6 +25,12 @@ from .outbound import OutboundSocket
 # event loop turn (FrameDispatch.on_message): enough that a burst is handled, and its
 # frames written, together; few enough that a flooding client cannot hold up the others.
 MAX_FRAMES_PER_TURN = 64
+# ... and for how long: 64 ordinary frames take a few milliseconds, but one frame may take
+# tens (a whole shared document encoded for a sync step 1), and a client that sends them back
+# to back held the loop for their sum (20 a second put another user's ack p99 at 0.35-0.9 s).
+# Once the frames handled in a turn took this long, the next waits for a turn: every other
+# connection is read in between.
+MAX_SECONDS_PER_TURN = 0.005
 # Room messages of one connection whose publish is waiting for the broker (Redis) while the
 # next frames are read: tornado reads a frame only once the last one is handled, so without
 # this a publisher's messages went one broker round trip at a time. They stay in order: the
@@ -59,6 +65,7 @@ class FrameDispatch(OutboundSocket):
     def start_dispatch(self, limits: Limits) -> None:
         self._bucket = TokenBucket(limits.messages_per_second, limits.burst)
         self._frames_this_turn = 0  # see on_message
+        self._seconds_this_turn = 0.0  # the time those took
         self._publishes: set[asyncio.Future[None]] = set()  # room messages in flight (on_message)
         self._publishing = False  # set by a handler about to wait for its publish only
         self._dropped = 0
@@ -72,24 +79,26 @@ class FrameDispatch(OutboundSocket):
         a burst are never handled, nor their broadcasts written, in the same turn. Most
         frames wait for nothing (the memory broker answers at once), so the coroutine is
         run here until it first waits; only then does a task carry on with it. After
-        MAX_FRAMES_PER_TURN frames handled at once, the next waits for a turn, so that one
-        client's burst does not hold up the others.
+        MAX_FRAMES_PER_TURN frames handled at once, or MAX_SECONDS_PER_TURN spent on them,
+        the next waits for a turn, so that one client's burst does not hold up the others.
         """
         if self._publishes and not _is_message(message):
             # only room messages go on past publishes still in flight; anything else
             # (a leave, a join, a presence change) waits until those are answered
             return asyncio.ensure_future(self._after_publishes(message))
         handling = self._handle_frame(message)
-        if self._frames_this_turn >= MAX_FRAMES_PER_TURN:
-            self._frames_this_turn = 0
+        if self._frames_this_turn >= MAX_FRAMES_PER_TURN or self._seconds_this_turn >= MAX_SECONDS_PER_TURN:
+            self._frames_this_turn, self._seconds_this_turn = 0, 0.0
             return asyncio.ensure_future(handling)  # a task starts in the next turn
         self._publishing = False
+        started = time.perf_counter()
         try:
             waiting_on = handling.send(None)
         except StopIteration:
             self._frames_this_turn += 1
+            self._seconds_this_turn += time.perf_counter() - started
             return None
-        self._frames_this_turn = 0
+        self._frames_this_turn, self._seconds_this_turn = 0, 0.0
         task = asyncio.ensure_future(_carry_on(handling, waiting_on))
         if self._publishing and len(self._publishes) < MAX_PUBLISHES_IN_FLIGHT:
             # a room message waiting for its publish only: read the next frame meanwhile

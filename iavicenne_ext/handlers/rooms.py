@@ -15,6 +15,7 @@ from iavicenne_protocol import SyncMessage, decode_sync
 
 from ..access import USERNAME_MAX_LENGTH
 from ..rooms import RoomHub
+from ..shared_pacing import Meter
 from ..shared_state import SharedDocs
 from .budgets import Limits, Quotas
 from .frame_dispatch import _carry_on as carry_on
@@ -304,9 +305,11 @@ class RoomSocketHandler(ProtocolSocket):
             message = decode_sync(request.payload.get("sync"), max_bytes=docs.max_update_bytes)
             if message.step == p.SyncStep.STEP1:
                 answer, state = await docs.missing(room, message.payload, self.who.username)
-                self.reply(p.SHARED, request.ref, room=room, sync=answer, max_bytes=docs.max_bytes, writable=True)
-                # so the client sends what the server lacks: its edits made while disconnected
-                self.reply(p.SHARED, room=room, sync=state)
+                with Meter() as writing:  # the frame of a whole document costs as much as the answer
+                    self.reply(p.SHARED, request.ref, room=room, sync=answer, max_bytes=docs.max_bytes, writable=True)
+                    # so the client sends what the server lacks: its edits made while disconnected
+                    self.reply(p.SHARED, room=room, sync=state)
+                docs.pacing.charge(self.who.username, writing.spent)
                 return
             kept = await docs.apply(room, message.payload, self.who.username)
         except p.ProtocolError as error:

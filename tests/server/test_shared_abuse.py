@@ -28,9 +28,9 @@ from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 from iavicenne_protocol import SyncMessage, decode_sync
 
 EMPTY_STATE = b"\x00"  # the state vector of a client that has nothing
-#: step 1 frames with an empty state vector in the flood: each answer costs about 20 ms of
-#: metered time (the whole document encoded), 100 take twice what a second's share and the
-#: burst allow (shared_cpu_per_second 0.1, shared_cpu_burst 1.0) over the five seconds
+#: step 1 frames in each flood whose answer is the whole document: encoded anew, each costs
+#: about 20 ms of metered time, and 100 take twice what a second's share and the burst allow
+#: (shared_cpu_per_second 0.1, shared_cpu_burst 1.0) over the five seconds
 FLOOD = 100
 
 
@@ -56,6 +56,20 @@ def deployed(broker: str, workdir: Path, **options: Any) -> Iterator[Deployment]
         stop_all(servers)
         if broker == "redis":
             drop_prefix(url, prefix)
+
+
+def unknown_state(n: int) -> bytes:
+    """A state vector naming a writer the server never heard of (client 10,000 + `n`, clock 5):
+    the answer is the whole document, and no two are the same."""
+
+    def varuint(value: int) -> bytes:
+        out = bytearray()
+        while value >= 0x80:
+            out.append(value & 0x7F | 0x80)
+            value >>= 7
+        return bytes([*out, value])
+
+    return varuint(1) + varuint(10_000 + n) + varuint(5)
 
 
 def sync_frame(room: str, step: int, payload: bytes, ref: str) -> dict[str, Any]:
@@ -119,6 +133,19 @@ async def document(client: WSClient, room: str, ref: str) -> pycrdt.Doc:
     return doc
 
 
+async def answers_of(client: WSClient, count: int) -> tuple[int, list[dict[str, Any]]]:
+    """Read `count` answers to step 1 frames, as bytes: the whole documents, and the refusals."""
+    answered, refused = 0, list[dict[str, Any]]()
+    while answered + len(refused) < count:
+        raw = await asyncio.wait_for(client.ws.read_message(), 30)
+        assert raw is not None, f"the socket closed: {client.ws.close_reason}"
+        if len(raw) > 1_000_000:
+            answered += 1
+        elif (frame := json.loads(raw))["type"] == p.ERROR:
+            refused.append(frame)
+    return answered, refused
+
+
 # -- 1. sync cost bounded ---------------------------------------------------------------------
 @pytest.mark.timeout(300)  # alice's honest 4 MiB of small items is paced too: seconds on a busy machine
 @pytest.mark.parametrize("lifted", [False, True], ids=["paced", "pacing-lifted"])
@@ -146,34 +173,27 @@ async def test_a_step1_flood_costs_what_is_missing_and_the_costly_ones_are_paced
         assert all(a["type"] == p.SHARED and len(a["sync"]) < 2_000 for a in answers), answers[-1]
         print(f"whole state vector x60 at 20/s ({broker}): {calm.summary()}")
         assert calm.median_ms < 50 and calm.p99_ms < 500, calm.summary()
-        # (b) an empty one, twenty a second: each answer is the whole document (4 MiB), read
-        # as bytes (carol's client shares this process: parsing them would slow her acks)
-        refused: list[dict[str, Any]] = []
-        answered = 0
-
-        async def read() -> None:
-            nonlocal answered
-            while answered + len(refused) < FLOOD:
-                raw = await asyncio.wait_for(bob.ws.read_message(), 30)
-                assert raw is not None, f"bob's socket closed: {bob.ws.close_reason}"
-                if len(raw) > 1_000_000:
-                    answered += 1
-                elif (frame := json.loads(raw))["type"] == p.ERROR:
-                    refused.append(frame)
-
-        async with Bystander(carol, room="calm-b") as calm:
-            reading = asyncio.create_task(read())
-            for n in range(FLOOD):
-                await bob.send(sync_frame(room, p.SyncStep.STEP1, EMPTY_STATE, f"empty-{n}"))
-                await asyncio.sleep(0.05)
-            await reading
-        print(f"empty state vector x{FLOOD} at 20/s ({broker}, lifted={lifted}): {len(refused)} refused; {calm.summary()}")
+        # (b) an empty one, twenty a second, then (c) one unknown to the server each time, all
+        # at once: each answer is the whole document (4 MiB), read as bytes. The empty one's
+        # answer is kept encoded until the document changes, so it costs the server next to
+        # nothing after the first; each of the others is encoded anew, and that is paced.
+        # (carol's acks are printed, not judged: bob's reading of hundreds of megabytes shares
+        # this process with her; benchmarks/shared_sync.py measures them with bob apart)
+        for kind, vector, pause in (("empty", lambda n: EMPTY_STATE, 0.05), ("unknown", unknown_state, 0.0)):
+            async with Bystander(carol, room=f"calm-{kind}") as calm:
+                reading = asyncio.create_task(answers_of(bob, FLOOD))
+                for n in range(FLOOD):
+                    await bob.send(sync_frame(room, p.SyncStep.STEP1, vector(n), f"{kind}-{n}"))
+                    await asyncio.sleep(pause)
+                answered, refused = await reading
+            print(f"{kind} state vectors x{FLOOD} ({broker}, lifted={lifted}): {len(refused)} refused; {calm.summary()}")
+            if lifted or kind == "empty":
+                assert not refused, refused[0]
+                continue
+            assert refused and answered, f"{len(refused)} of {FLOOD} refused"
+            assert {(a["code"], a["option"]) for a in refused} == {(p.ErrorCode.RATE_LIMITED, "shared_cpu_per_second")}
         if lifted:
-            assert not refused, refused[0]
             return
-        assert refused and answered, f"{len(refused)} of {FLOOD} refused"
-        assert {(a["code"], a["option"]) for a in refused} == {(p.ErrorCode.RATE_LIMITED, "shared_cpu_per_second")}
-        assert calm.median_ms < 50 and calm.p99_ms < 1_000, calm.summary()
         # alice's work is intact, and her own requests are not bob's to spend
         assert len((await document(alice, room, "alice")).get_update()) > 3_900_000
 

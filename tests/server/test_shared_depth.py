@@ -24,7 +24,7 @@ from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_pref
 import iavicenne_protocol as p
 from iavicenne import RoomClient
 from iavicenne.shared import CUT, SharedState, share
-from iavicenne_ext.shared_depth import update_depth
+from iavicenne_ext.shared_depth import DocumentDepth, check_depth, update_depth
 from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 from iavicenne_protocol import SyncMessage
 
@@ -169,6 +169,92 @@ async def test_a_too_deep_update_is_refused_naming_the_option_and_the_document_s
     assert "IAvicenne.max_shared_depth" in str(carol.errors[0])
     await eventually(lambda: carol.to_py() == alice.to_py(), what="carol's copy back to the room's")
     assert "nested" not in alice
+
+
+def level_by_level(levels: int) -> list[bytes]:
+    """The updates of a client that nests one map per update, each in the last one's map
+    (`deep`, then `k`, `k`...): each update alone is 2 levels deep, the document `levels` + 1."""
+    doc: pycrdt.Doc = pycrdt.Doc()
+    updates: list[bytes] = []
+    doc.observe(lambda event: updates.append(event.update))
+    current = doc.get(p.SHARED_ROOT, type=pycrdt.Map)
+    for level in range(levels):
+        inner: pycrdt.Map[Any] = pycrdt.Map()
+        current["deep" if level == 0 else "k"] = inner
+        current = inner
+    return updates
+
+
+def test_the_documents_depth_is_kept_as_updates_come() -> None:
+    updates = level_by_level(100)
+    assert max(update_depth(update) for update in updates) == 2  # each passes alone
+    depths = DocumentDepth()
+    for update in updates[:63]:  # the root and 63 maps: 64 levels
+        checked = check_depth(update, 64)
+        depths.add(checked.items, depths.check(checked, 64))
+    with pytest.raises(p.ProtocolError) as refused:
+        depths.check(check_depth(updates[63], 64), 64)
+    assert (refused.value.code, refused.value.fields["option"]) == (p.ErrorCode.LIMIT_EXCEEDED, "max_shared_depth")
+    # what hangs off items the document does not have cannot be measured: refused
+    with pytest.raises(p.ProtocolError, match="does not have") as dangling:
+        DocumentDepth().check(check_depth(updates[5], 64), 64)
+    assert dangling.value.code == p.ErrorCode.INVALID_FIELD
+    # read from a whole document, the depths are the same as kept update by update
+    whole: pycrdt.Doc = pycrdt.Doc()
+    for update in updates[:63]:
+        whole.apply_update(update)
+    writer = check_depth(updates[0], 64).items[0].client
+    read = DocumentDepth.of(whole.get_update())
+    assert read.parent_depth((writer, 62)) == depths.parent_depth((writer, 62)) == 63
+    text: pycrdt.Doc = pycrdt.Doc()
+    typed = text.get("t", type=pycrdt.Text)
+    for _ in range(200):  # consecutive items of one depth: one range, not 200
+        typed += "ab"
+    assert len(DocumentDepth.of(text.get_update())._ranges[text.client_id][0]) == 1
+
+
+async def test_a_document_built_deeper_update_by_update_stops_at_the_bound(deployment: Deployment, opened: list[Any]) -> None:
+    """bob nests a map in his last one, an update at a time: each update alone is 2 levels
+    (within any bound), the document they make 17,000 if nothing stops it."""
+    room = "s-level-by-level"
+    alice = await open_kernel(deployment, opened, "alice", room)
+    alice["notes"] = {"plan": [1, 2, 3]}
+    await eventually(lambda: alice.is_synced and not alice._pending, what="alice's notes sent")
+    bob = await deployment.socket("bob", "bob")
+    await bob.send({"type": p.JOIN_ROOM, "room": room})
+    await bob.expect(p.ROOM_JOINED)
+
+    refusal: dict[str, Any] = {}
+    accepted = 0
+    updates = level_by_level(100)
+    for level, update in enumerate(updates, 1):
+        for attempt in range(100):  # rate-limited (shared_cpu_per_second): sent again, as an attacker would
+            await bob.send(update_frame(room, update, f"level-{level}-{attempt}"))
+            reply = await answer(bob, f"level-{level}-{attempt}")
+            if reply.get("code") != p.ErrorCode.RATE_LIMITED:
+                break
+            await bob.silent(0.2)
+        if reply["type"] != p.ACK:
+            refusal = reply
+            break
+        accepted = level
+    assert accepted == 63, (accepted, refusal)  # the root and 63 maps: 64 levels
+    assert (refusal["code"], refusal["option"], refusal["limit"]) == (p.ErrorCode.LIMIT_EXCEEDED, "max_shared_depth", 64)
+    assert "IAvicenne.max_shared_depth" in refusal["message"] and refusal["room"] == room
+    # the next level, built on the refused one: the server does not have what it hangs off
+    await bob.send(update_frame(room, updates[64], "on-refused"))
+    reply = await answer(bob, "on-refused")
+    assert (reply["type"], reply["code"]) == (p.ERROR, p.ErrorCode.INVALID_FIELD), reply
+
+    # alice's document is whole, and 64 levels deep at most, for her and for a newcomer
+    carol = await open_kernel(deployment, opened, "carol", room)
+    await eventually(lambda: "deep" in alice and carol.to_py() == alice.to_py(), what="alice and carol in step")
+    assert carol.to_py()["notes"] == {"plan": [1.0, 2.0, 3.0]}
+    value: Any = carol.to_py()
+    levels = 1
+    while isinstance(value, dict) and ("deep" in value or "k" in value):
+        value, levels = value.get("deep", value.get("k")), levels + 1
+    assert levels == 64
 
 
 async def test_with_the_bound_lifted_a_deep_document_is_kept_and_the_clients_survive_it(

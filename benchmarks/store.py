@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import sys
 import time
@@ -110,6 +111,8 @@ class Raw:
 
     async def connect(self, user_id: str) -> Raw:
         self.client = await LoadClient.connect(self.endpoint, self._on_text)
+        assert self.client.transport is not None  # no Nagle: a probe leaves when it is sent
+        self.client.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await self.ask({"type": p.CONNECT, "payload": {"user_id": user_id}}, b"connect", b"")
         return self
 

@@ -51,6 +51,7 @@ class Journal:
         self._waiters: list[asyncio.Future[None]] = []
         self._writing: list[asyncio.Future[None]] | None = None
         self._stopping = False
+        self._kick_pending = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self.commits = 0  # transactions written (for the benchmarks)
@@ -79,6 +80,14 @@ class Journal:
                 self._started()
             except RuntimeError:  # no event loop (loading, at start): written once it starts
                 return
+        if not self._kick_pending and self._loop is not None:
+            # the writer is woken after what this turn of the loop sends (the fan-out of the
+            # message being kept goes first: the socket writes are queued with call_soon too)
+            self._kick_pending = True
+            self._loop.call_soon(self._kick)
+
+    def _kick(self) -> None:
+        self._kick_pending = False
         self._wake.set()
 
     def committed(self) -> asyncio.Future[None]:

@@ -169,7 +169,7 @@ class Journal:
                     db.executemany(sql, [params for _, params in changes[start:end]])
                 start = end
             db.execute("COMMIT")
-        except sqlite3.Error as error:
+        except Exception as error:  # sqlite3.Error; anything else must not end the thread either
             try:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
@@ -182,7 +182,7 @@ class Journal:
     def _answer(self, future: asyncio.Future[Any], read: Callable[[sqlite3.Connection], Any]) -> None:
         try:
             value, error = read(self.db), None
-        except sqlite3.Error as failure:
+        except Exception as failure:
             value, error = None, BrokerUnavailable(f"the store could not be read: {failure}")
         assert self._loop is not None
         self._loop.call_soon_threadsafe(_resolve, future, value, error)

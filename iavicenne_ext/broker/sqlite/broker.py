@@ -6,7 +6,7 @@ bounded history, the shared documents, access records and names are the memory b
 (memory.py), with its budgets, and a join reads its replay from memory as before. Every
 change that must survive is written through: the memory broker calls a ``_persist_*``
 hook as it makes the change, and this class turns it into a statement on the journal
-(journal.py), which one writer thread commits in grouped transactions. At start the file
+(journal.py), committed in grouped transactions, one per turn of the event loop at most. At start the file
 is read back into memory (`_load`): a restarted server has the same rooms, seqs and
 epochs (so a client's ``since`` is recovered, not a ``gap``), documents, access records,
 invitations and names. Pruning (the budgets, ``history_days``, a room forgotten

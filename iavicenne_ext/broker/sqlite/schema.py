@@ -97,7 +97,7 @@ def open_store(path: str, *, busy_timeout: float = 2.0) -> sqlite3.Connection:
         raise StoreError(path, "read-only: the file or its folder cannot be written")
     try:
         # autocommit mode: the journal says BEGIN and COMMIT itself
-        db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(path, timeout=busy_timeout, isolation_level=None)
     except sqlite3.Error as error:
         raise StoreError(path, str(error)) from None
     try:

@@ -34,8 +34,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import time
+from datetime import datetime
 from typing import Any
 
 from ...access import RoomAccess
@@ -267,16 +269,25 @@ class SQLiteBroker(MemoryBroker):
         and the rooms emptied more than history_ttl ago (from memory and from the file)."""
         now = time.time()
         if self.history_days > 0:
+            # the server's oldest messages first (the memory broker's heap), until one is young
+            # enough: what this costs is what it drops, whatever the rooms (no index on age)
             cutoff = now - self.history_days * DAY
-            old = await self._journal.query(
-                lambda db: db.execute("SELECT room, MAX(seq) FROM messages WHERE at < ? GROUP BY room", (cutoff,)).fetchall()
-            )
-            for room, seq in old:
-                state = self._rooms.get(room)
-                while state is not None and state.history and state.history[0][0] <= seq:
-                    self._pop_oldest(state)
+            while (state := self._room_of_the_oldest_message()) is not None and _sent_at(state.history[0][1]) < cutoff:
+                self._drop_the_oldest_message()
         self._journal.write(sql.EXPIRE_DEDUP, (now - self.dedup_ttl,))
         self._expire(time.monotonic())
+
+
+_TIMESTAMP = re.compile(rb'"timestamp":"([^"]+)"')
+
+
+def _sent_at(frame: bytes) -> float:
+    """When a kept frame was sent (its ``timestamp``, which every server frame carries)."""
+    found = _TIMESTAMP.search(frame)
+    try:
+        return datetime.fromisoformat(found.group(1).decode()).timestamp() if found else time.time()
+    except ValueError:
+        return time.time()
 
 
 def _wall(monotonic: float | None) -> float | None:

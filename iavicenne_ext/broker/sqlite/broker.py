@@ -114,7 +114,9 @@ class SQLiteBroker(MemoryBroker):
     async def publish(self, room: str, frame: bytes, *, dedup: DedupKey | None = None) -> Published:
         self._writable()
         published = await super().publish(room, frame, dedup=dedup)
-        await self._journal.committed()  # the ack waits for the commit; the fan-out did not
+        if dedup is not None:  # a frame with a ref: its ack waits for the commit (the fan-out did not)
+            await self._journal.committed()
+        # without a ref no ack is sent (seed clients): nothing waits, the commit comes all the same
         return published
 
     async def shared_append(self, room: str, update: bytes, *, max_bytes: int) -> SharedAppended:

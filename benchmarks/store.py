@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import socket
 import statistics
 import sys
 import time
@@ -34,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from deployments import ROOM_PATH, UNLIMITED, Deployment, jupyter, new_workdir
+from deployments import ROOM_PATH, Deployment, jupyter, new_workdir
 from fanout import Bench, Run
 from fanout import parse_args as fanout_args
 from loadgen import Endpoint, LoadGenerator, frame_type, raise_nofile_limit
@@ -110,6 +111,8 @@ class Raw:
 
     async def connect(self, user_id: str) -> Raw:
         self.client = await LoadClient.connect(self.endpoint, self._on_text)
+        assert self.client.transport is not None  # no Nagle: a probe leaves when it is sent
+        self.client.transport.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         await self.ask({"type": p.CONNECT, "payload": {"user_id": user_id}}, b"connect", b"")
         return self
 
@@ -345,7 +348,6 @@ async def main_async(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
     raise_nofile_limit()
-    assert UNLIMITED  # every server here has its limits raised (deployments.jupyter)
     print("\n".join(asyncio.run(main_async(args))), flush=True)
     return 0
 

@@ -44,7 +44,7 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"{reason}: {HINT}")
 
 
-def run_inside(request: Any, timeout: float = 170.0) -> None:
+def run_inside(request: Any, timeout: float = 380.0) -> None:
     """Run `request`'s test with pytest in a new mount namespace; fail with the inner run's
     output unless it passed (skip if it skipped)."""
     unshare = shutil.which("unshare")

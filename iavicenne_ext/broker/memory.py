@@ -206,6 +206,20 @@ class MemoryBroker(Broker):
         return False
 
     def _drop_the_oldest_message(self) -> bool:
+        state = self._room_of_the_oldest_message()
+        if state is None:
+            return False
+        heap = self._oldest
+        self._pop_oldest(state)
+        if state.history:
+            heapq.heapreplace(heap, (state.history[0][2], next(self._ticket), state))
+        else:
+            heapq.heappop(heap)
+            state.queued = False
+        return True
+
+    def _room_of_the_oldest_message(self) -> _RoomState | None:
+        """The room whose first message is the server's oldest (on top of `_oldest`)."""
         heap = self._oldest
         while heap:
             order, _, state = heap[0]
@@ -217,14 +231,8 @@ class MemoryBroker(Broker):
             if head != order:  # its oldest messages were dropped by the room's own bounds
                 heapq.heapreplace(heap, (head, next(self._ticket), state))
                 continue
-            self._pop_oldest(state)
-            if state.history:
-                heapq.heapreplace(heap, (state.history[0][2], next(self._ticket), state))
-            else:
-                heapq.heappop(heap)
-                state.queued = False
-            return True
-        return False
+            return state
+        return None
 
     # -- history ------------------------------------------------------------------------
     def _keep(self, state: _RoomState, seq: int, frame: bytes) -> None:

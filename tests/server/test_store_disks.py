@@ -61,6 +61,7 @@ def test_a_file_that_is_not_a_database_stops_the_server(tmp_path: Path) -> None:
     assert_refused(server, path, "damaged")
 
 
+@pytest.mark.timeout(400)  # servers started twice: tens of seconds each on a busy machine
 def test_a_damaged_database_stops_the_server(tmp_path: Path) -> None:
     server = store_server(tmp_path, history_size=5000)
     fill_store(server, messages=300)
@@ -75,6 +76,7 @@ def test_a_damaged_database_stops_the_server(tmp_path: Path) -> None:
     assert_refused(server, path, "damaged")
 
 
+@pytest.mark.timeout(400)  # servers started twice: tens of seconds each on a busy machine
 def test_a_store_another_server_holds_stops_the_second(tmp_path: Path) -> None:
     first = store_server(tmp_path).start()
     try:
@@ -86,6 +88,7 @@ def test_a_store_another_server_holds_stops_the_second(tmp_path: Path) -> None:
         first.stop()
 
 
+@pytest.mark.timeout(400)  # servers started twice: tens of seconds each on a busy machine
 def test_a_read_only_store_stops_the_server(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     if not mount_namespace.inside():
         mount_namespace.run_inside(request)
@@ -97,6 +100,7 @@ def test_a_read_only_store_stops_the_server(request: pytest.FixtureRequest, tmp_
     assert_refused(server, path, "read-only")
 
 
+@pytest.mark.timeout(400)  # servers started twice: tens of seconds each on a busy machine
 def test_a_full_disk_answers_unavailable_and_loses_nothing_acknowledged(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     if not mount_namespace.inside():
         mount_namespace.run_inside(request)

@@ -68,6 +68,7 @@ class Alice:
         return [ref for ref in self.frames if not self.kept(ref)]
 
 
+@pytest.mark.timeout(600)  # four starts of a server: tens of seconds each on a busy machine
 async def test_what_was_acknowledged_survives_sigkill_at_random_points_of_a_burst(server: JupyterProcess) -> None:
     status, _ = await api(server, "alice", "POST", "rooms", {"room": "plans", "members": ["bob"]})
     assert status == 201
@@ -160,6 +161,7 @@ async def mallory_is_refused(server: JupyterProcess) -> None:
     assert status == 404
 
 
+@pytest.mark.timeout(300)
 async def test_a_clean_stop_keeps_every_message_the_document_and_the_invitations(server: JupyterProcess) -> None:
     status, _ = await api(server, "alice", "POST", "rooms", {"room": "plans", "members": ["bob"]})
     assert status == 201

@@ -6,7 +6,7 @@ bounded history, the shared documents, access records and names are the memory b
 (memory.py), with its budgets, and a join reads its replay from memory as before. Every
 change that must survive is written through: the memory broker calls a ``_persist_*``
 hook as it makes the change, and this class turns it into a statement on the journal
-(journal.py), which one writer thread commits in grouped transactions. At start the file
+(journal.py), committed in grouped transactions, one per turn of the event loop at most. At start the file
 is read back into memory (`_load`): a restarted server has the same rooms, seqs and
 epochs (so a client's ``since`` is recovered, not a ``gap``), documents, access records,
 invitations and names. Pruning (the budgets, ``history_days``, a room forgotten
@@ -34,8 +34,10 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import sqlite3
 import time
+from datetime import datetime
 from typing import Any
 
 from ...access import RoomAccess
@@ -112,7 +114,9 @@ class SQLiteBroker(MemoryBroker):
     async def publish(self, room: str, frame: bytes, *, dedup: DedupKey | None = None) -> Published:
         self._writable()
         published = await super().publish(room, frame, dedup=dedup)
-        await self._journal.committed()  # the ack waits for the commit; the fan-out did not
+        if dedup is not None:  # a frame with a ref: its ack waits for the commit (the fan-out did not)
+            await self._journal.committed()
+        # without a ref no ack is sent (seed clients): nothing waits, the commit comes all the same
         return published
 
     async def shared_append(self, room: str, update: bytes, *, max_bytes: int) -> SharedAppended:
@@ -297,16 +301,25 @@ class SQLiteBroker(MemoryBroker):
         and the rooms emptied more than history_ttl ago (from memory and from the file)."""
         now = time.time()
         if self.history_days > 0:
+            # the server's oldest messages first (the memory broker's heap), until one is young
+            # enough: what this costs is what it drops, whatever the rooms (no index on age)
             cutoff = now - self.history_days * DAY
-            old = await self._journal.query(
-                lambda db: db.execute("SELECT room, MAX(seq) FROM messages WHERE at < ? GROUP BY room", (cutoff,)).fetchall()
-            )
-            for room, seq in old:
-                state = self._rooms.get(room)
-                while state is not None and state.history and state.history[0][0] <= seq:
-                    self._pop_oldest(state)
+            while (state := self._room_of_the_oldest_message()) is not None and _sent_at(state.history[0][1]) < cutoff:
+                self._drop_the_oldest_message()
         self._journal.write(sql.EXPIRE_DEDUP, (now - self.dedup_ttl,))
         self._expire(time.monotonic())
+
+
+_TIMESTAMP = re.compile(rb'"timestamp":"([^"]+)"')
+
+
+def _sent_at(frame: bytes) -> float:
+    """When a kept frame was sent (its ``timestamp``, which every server frame carries)."""
+    found = _TIMESTAMP.search(frame)
+    try:
+        return datetime.fromisoformat(found.group(1).decode()).timestamp() if found else time.time()
+    except ValueError:
+        return time.time()
 
 
 def _wall(monotonic: float | None) -> float | None:

@@ -24,6 +24,7 @@ SCHEMA_VERSION = 1
 # published again; shared_updates: update number `pos` of a room's document (a first row
 # above 1 is the merge of those up to it)
 TABLES = """
+DROP INDEX IF EXISTS messages_at;
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS rooms (
     room TEXT PRIMARY KEY, epoch TEXT NOT NULL, seq INTEGER NOT NULL, emptied_at REAL
@@ -32,7 +33,6 @@ CREATE TABLE IF NOT EXISTS messages (
     room TEXT NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL, at REAL NOT NULL,
     PRIMARY KEY (room, seq)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS messages_at ON messages (at);
 CREATE TABLE IF NOT EXISTS dedup (
     identity TEXT NOT NULL, room TEXT NOT NULL, user_id TEXT NOT NULL, ref TEXT NOT NULL,
     seq INTEGER NOT NULL, at REAL NOT NULL,
@@ -112,6 +112,7 @@ def open_store(path: str, *, busy_timeout: float = 2.0) -> sqlite3.Connection:
         if str(mode).lower() != "wal":
             raise sqlite3.OperationalError(f"WAL mode refused (journal_mode is {mode})")
         db.execute("PRAGMA synchronous = NORMAL")
+        db.execute("PRAGMA wal_autocheckpoint = 0")  # the journal checkpoints, off the event loop
         db.execute("PRAGMA foreign_keys = OFF")
         check = db.execute("PRAGMA quick_check").fetchall()
         if check != [("ok",)]:

@@ -212,6 +212,21 @@ class IAvicenne(ExtensionApp):
         "update beyond it is refused with 'limit-exceeded'; documents give their bytes back "
         "when they expire with their room or are deleted.",
     )
+    # continuity (continuity.py): remembered rooms, kept direct messages
+    max_remembered_rooms = Int(
+        100,
+        config=True,
+        help="Rooms remembered per identity (rejoined by its next window); the oldest joined is forgotten first.",
+    )
+    direct_history_size = Int(
+        200, config=True, help="Direct messages kept per conversation (two people in a room); the oldest go first."
+    )
+    direct_history_bytes = Int(
+        256 * 1024, config=True, help="Bytes of direct messages kept per conversation; the oldest go first."
+    )
+    direct_history_ttl = Float(
+        30 * 24 * 3600.0, config=True, help="Seconds a conversation's kept direct messages stay after its last one."
+    )
     shared_keep_idle = Float(
         60.0,
         config=True,
@@ -508,6 +523,10 @@ class IAvicenne(ExtensionApp):
             "max_replay_bytes": self.max_replay_bytes,
             "max_dedup_per_identity": self.max_dedup_per_identity,
             "shared_bytes_total": self.max_shared_bytes_total,
+            "max_remembered_rooms": self.max_remembered_rooms,
+            "direct_history_size": self.direct_history_size,
+            "direct_history_bytes": self.direct_history_bytes,
+            "direct_history_ttl": self.direct_history_ttl,
         }
         if self.broker == "redis":
             from .broker.redis import RedisBroker  # redis is only imported when used

@@ -413,7 +413,8 @@ async function join(name, roomName) {
       demo.access = await client.createRoom(roomName, { access: "private" });
       notice(`made ${roomName} private: invite who may enter`);
     }
-    const room = await client.join(roomName, { state: { kind: "browser", page: "demo" } });
+    // directHistory: our kept direct messages there come back too (after a reload, on another device)
+    const room = await client.join(roomName, { state: { kind: "browser", page: "demo" }, directHistory: true });
     demo.room = room;
     renderAccess();
     ui.roomName.textContent = safeName(roomName);
@@ -555,6 +556,10 @@ ui.inviteForm.addEventListener("submit", (event) => {
 });
 ui.roomsRefresh.addEventListener("click", () => renderRooms());
 ui.leave.addEventListener("click", async () => {
+  // leaving here is for good: the server forgets the room for us (no window rejoins it)
+  const { client, room } = demo;
+  if (client && room) await client.forget(room.name).catch((/** @type {Error} */ error) => notice(error.message, true));
+  localStorage.removeItem("iavicenne-demo");
   await leave();
   showConnection("idle");
   ui.connection.textContent = "not connected";
@@ -571,4 +576,23 @@ try {
 ui.name.value = params.get("name") ?? /** @type {any} */ (saved).name ?? "";
 ui.room.value = params.get("room") ?? /** @type {any} */ (saved).room ?? "";
 if (params.get("room")) join(ui.name.value, ui.room.value);
-else renderRooms();
+else rejoinMine();
+
+/** No room in the address: the newest of the rooms the server remembers for us (any tab, any device). */
+async function rejoinMine() {
+  renderRooms();
+  const probe = new RoomClient({});
+  try {
+    await probe.open();
+    const [newest] = await probe.myRooms();
+    if (newest && !demo.room) {
+      ui.room.value = newest;
+      notice(`rejoining ${newest}, the room you were in last`);
+      join(ui.name.value.trim(), newest);
+    }
+  } catch {
+    // not connected yet: the form is there
+  } finally {
+    probe.close();
+  }
+}

@@ -10,6 +10,7 @@ import { Emitter } from "./events.js";
 import {
   CONTROL_KEY,
   DIRECT_MESSAGE,
+  DIRECT_SEQ,
   LIST_MEMBERS,
   MEMBERS,
   MEMBERS_CURSOR_PREFIX,
@@ -111,6 +112,13 @@ export class Room {
     this.history = new SeqTracker();
     this.events = new Emitter();
     this.left = false;
+    /**
+     * The last kept direct message's `direct_seq` delivered (docs/protocol.md, "Continuity"):
+     * null until known (a join with `directHistory`, or a live one); each rejoin asks for
+     * what came after it, and each is delivered once.
+     * @type {number | null}
+     */
+    this.directSeq = null;
     this._settled = false;
     // large rooms: list-members requests under way (ref -> the user_id their page starts
     // after), and which room-joined they follow (a newer one drops them)
@@ -212,6 +220,7 @@ export class Room {
 
   /** @param {Record<string, any>} frame */
   _onJoined(frame) {
+    if (this.directSeq === null && Number.isInteger(frame[DIRECT_SEQ])) this.directSeq = frame[DIRECT_SEQ];
     const gap = this.history.joined(frame);
     if (gap) this._emit("gap", { room: this.name, ...gap });
     this._generation += 1;
@@ -300,7 +309,11 @@ export class Room {
       if (!known) {
         this.members.set(userId, { user_id: userId, identity: {}, state: {}, connections: 1, ...entry });
         this._emit("presence", { room: this.name, kind: "joined", userId, state, members: [...this.members.values()] });
-      } else if (JSON.stringify(known.state ?? {}) !== JSON.stringify(state) || JSON.stringify(known.identity) !== JSON.stringify(entry.identity)) {
+      } else if (
+        JSON.stringify(known.state ?? {}) !== JSON.stringify(state) ||
+        JSON.stringify(known.identity) !== JSON.stringify(entry.identity) ||
+        (Number.isInteger(entry.connections) && entry.connections !== known.connections)
+      ) {
         Object.assign(known, entry);
         this._emit("presence", { room: this.name, kind: "state", userId, state, members: [...this.members.values()] });
       }
@@ -312,6 +325,12 @@ export class Room {
    * @param {Record<string, any>} frame
    */
   _onDirectMessage(frame) {
+    const directSeq = frame[DIRECT_SEQ];
+    if (Number.isInteger(directSeq)) {
+      // a kept one: live or replayed, once
+      if (this.directSeq !== null && directSeq <= this.directSeq) return;
+      this.directSeq = directSeq;
+    }
     this._emit(isControl(frame.message) ? "control" : "message", messageOf(this.name, frame, true));
   }
 
@@ -337,6 +356,7 @@ export class Room {
       const member = this.members.get(userId) ?? { user_id: userId, identity: {}, state: {}, connections: 1 };
       if (frame.identity) member.identity = frame.identity;
       if (frame.state) member.state = frame.state;
+      if (Number.isInteger(frame.connections)) member.connections = frame.connections; // each connection counts
       this.members.set(userId, member);
       kind = frame.type === USER_JOINED ? "joined" : "state";
     }

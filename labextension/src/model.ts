@@ -272,6 +272,17 @@ export function samePresence(a: Record<string, unknown> | null, b: Record<string
   return true;
 }
 
+/**
+ * The rooms a window joins when it opens: those the server remembers for the person (any
+ * window, tab, kernel or device joined them; newest first), then the settings' rooms the
+ * person has not forgotten; each once, oldest first so the newest is joined last.
+ */
+export function roomsToRejoin(remembered: readonly string[], fromSettings: readonly string[]): string[] {
+  const ordered = [...remembered].reverse();
+  for (const room of fromSettings) if (!ordered.includes(room)) ordered.unshift(room);
+  return [...new Set(ordered)];
+}
+
 /** The text of a room message: the seed's `content` field, as the other clients put it. */
 export function messageText(content: Record<string, Json> | undefined): string {
   const value = content?.content;

@@ -3,6 +3,7 @@ import assert from "node:assert/strict";
 import { test } from "node:test";
 
 import {
+  roomsToRejoin,
   completeMention,
   completions,
   connectionLabel,
@@ -150,4 +151,10 @@ test("files: an offer's name cannot point elsewhere; a malformed offer is none; 
   assert.equal(mayReceive({ ...accepted, state: "offered" }, "alice"), false, "not accepted yet");
   assert.equal(mayReceive({ ...accepted, direction: "send" }, "alice"), false);
   assert.equal(mayReceive(undefined, "alice"), false);
+});
+
+test("roomsToRejoin: the remembered rooms, newest joined last, and the settings' ones, each once", () => {
+  assert.deepEqual(roomsToRejoin(["b", "a"], []), ["a", "b"]);
+  assert.deepEqual(roomsToRejoin(["b", "a"], ["a", "c"]), ["c", "a", "b"]);
+  assert.deepEqual(roomsToRejoin([], ["c", "c"]), ["c"]);
 });

@@ -156,6 +156,7 @@ class RoomHub(SignalingRooms):
             await self.set_state(conn, room, state)
 
         async def undo() -> None:
+            local.joining_users.pop(conn.key, None)
             if local.joining.pop(conn.key, None) is not None:
                 local.add(conn)
 
@@ -201,6 +202,7 @@ class RoomHub(SignalingRooms):
         """
         waiting: Waiting = []
         local.joining[conn.key] = waiting
+        local.joining_users[conn.key] = conn.user_id
         if batched:  # from now on: the batches, not each change (a batch sent meanwhile waits too)
             local.batched.add(conn.key)
         try:
@@ -234,6 +236,7 @@ class RoomHub(SignalingRooms):
             conn.send(frame, replay=True)
         # ready: take live frames directly; first flush what arrived during the replay
         del local.joining[conn.key]
+        local.joining_users.pop(conn.key, None)
         local.add(conn)
         for seq, frame in waiting:
             if seq == 0 or seq > history.seq:

@@ -58,6 +58,7 @@ const demo = {
   /** @type {PeerNetwork | null} */ peers: null,
   /** @type {Record<string, any> | null} the joined room's entry in the listing (access, owner, members) */ access: null,
   /** @type {import("./shared.js").SharedState | null} */ shared: null,
+  /** joins started (the newest one stands) */ joins: 0,
 };
 /** The REST API of the page's server, before and after joining. */
 const api = new RoomsAPI(new Server());
@@ -392,6 +393,9 @@ const watched = new WeakSet();
  * @param {string} roomName
  */
 async function join(name, roomName) {
+  // a newer join (the form, while the page rejoined a remembered room) takes over: this one stops
+  const generation = ++demo.joins;
+  const superseded = () => generation !== demo.joins;
   ui.joinError.textContent = "";
   ui.joinButton.disabled = true;
   showConnection("connecting");
@@ -409,12 +413,20 @@ async function join(name, roomName) {
       });
     }
     await client.open();
+    if (superseded()) {
+      client.close();
+      return;
+    }
     if (ui.private.checked) {
       demo.access = await client.createRoom(roomName, { access: "private" });
       notice(`made ${roomName} private: invite who may enter`);
     }
     // directHistory: our kept direct messages there come back too (after a reload, on another device)
     const room = await client.join(roomName, { state: { kind: "browser", page: "demo" }, directHistory: true });
+    if (superseded()) {
+      client.close();
+      return;
+    }
     demo.room = room;
     renderAccess();
     ui.roomName.textContent = safeName(roomName);
@@ -466,6 +478,7 @@ async function join(name, roomName) {
     localStorage.setItem("iavicenne-demo", JSON.stringify({ name, room: roomName }));
     ui.message.focus();
   } catch (error) {
+    if (superseded()) return; // its client was closed by the newer join
     ui.joinError.textContent = /** @type {Error} */ (error).message;
     showConnection(demo.client?.state ?? "closed");
     await leave();
@@ -578,14 +591,19 @@ ui.room.value = params.get("room") ?? /** @type {any} */ (saved).room ?? "";
 if (params.get("room")) join(ui.name.value, ui.room.value);
 else rejoinMine();
 
-/** No room in the address: the newest of the rooms the server remembers for us (any tab, any device). */
+/**
+ * No room in the address: the newest of the rooms the server remembers for us (any tab, any
+ * device), unless the form was used meanwhile.
+ */
 async function rejoinMine() {
   renderRooms();
+  const before = { joins: demo.joins, room: ui.room.value, name: ui.name.value };
+  const untouched = () => demo.joins === before.joins && ui.room.value === before.room && ui.name.value === before.name;
   const probe = new RoomClient({});
   try {
     await probe.open();
     const [newest] = await probe.myRooms();
-    if (newest && !demo.room) {
+    if (newest && untouched()) {
       ui.room.value = newest;
       notice(`rejoining ${newest}, the room you were in last`);
       join(ui.name.value.trim(), newest);

@@ -59,6 +59,7 @@ const demo = {
   /** @type {Record<string, any> | null} the joined room's entry in the listing (access, owner, members) */ access: null,
   /** @type {import("./shared.js").SharedState | null} */ shared: null,
   /** joins started (the newest one stands) */ joins: 0,
+  /** invitations and removals made here (a listing read before one is stale) */ accessChanges: 0,
 };
 /** The REST API of the page's server, before and after joining. */
 const api = new RoomsAPI(new Server());
@@ -186,6 +187,7 @@ function verifiedTag(name, identity) {
 async function renderRooms() {
   /** @type {any[]} */
   let rooms;
+  const changes = demo.accessChanges; // a listing read before an invitation must not undo it
   try {
     rooms = await api.listRooms();
   } catch (error) {
@@ -216,7 +218,7 @@ async function renderRooms() {
   );
   if (!rooms.length) ui.rooms.replaceChildren(Object.assign(document.createElement("li"), { className: "hint", textContent: "none with members now" }));
   const joined = demo.room && rooms.find((/** @type {any} */ r) => r.room === demo.room?.name);
-  if (joined) {
+  if (joined && changes === demo.accessChanges) {
     demo.access = joined;
     renderAccess();
   }
@@ -266,6 +268,7 @@ async function changeMembers(what, username) {
   if (!room || !username) return;
   try {
     demo.access = what === "invite" ? await api.invite(room.name, username) : await api.removeMember(room.name, username);
+    demo.accessChanges += 1;
     notice(what === "invite" ? `${username} may enter ${room.name} now` : `${username} removed from ${room.name}`);
     renderAccess();
   } catch (error) {

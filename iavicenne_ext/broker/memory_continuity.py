@@ -11,7 +11,9 @@ so that a persistent broker built on `MemoryBroker` can write each change throug
 - `direct_seqs` (room -> its last ``direct_seq``): `direct_keep` (never lowered, so a
   client's ``direct_since`` stays meaningful while the server lives).
 
-`_direct_of` and `_direct_expiry` are indexes rebuilt from `direct_logs`.
+`_direct_of` and `_direct_expiry` are indexes of `direct_logs`: `reindex_direct` rebuilds
+them (after loading `direct_logs` from storage). Times are wall-clock (epoch seconds), so
+that they mean the same after a restart.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class DirectLog:
 
     frames: deque[tuple[int, bytes]] = field(default_factory=deque)
     size: int = 0  # bytes of `frames`
-    touched: float = 0.0  # monotonic time of the last kept frame
+    touched: float = 0.0  # when its last frame was kept (epoch seconds)
 
 
 class MemoryContinuity:
@@ -84,7 +86,7 @@ class MemoryContinuity:
 
     # -- DirectHistory ----------------------------------------------------------------
     async def direct_keep(self, room: str, sender: str, recipient: str, frame: bytes) -> int:
-        now = time.monotonic()
+        now = time.time()
         self._expire_direct(now)
         seq = self.direct_seqs[room] = self.direct_seqs.get(room, 0) + 1
         conversation = Conversation.of(room, sender, recipient)
@@ -103,12 +105,22 @@ class MemoryContinuity:
         return seq
 
     async def direct_replay(self, room: str, username: str, since: int) -> tuple[list[bytes], int]:
-        self._expire_direct(time.monotonic())
+        self._expire_direct(time.time())
         kept: list[tuple[int, bytes]] = []
         for conversation in self._direct_of.get((room, username), ()):
             kept.extend(item for item in self.direct_logs[conversation].frames if item[0] > since)
         kept.sort(key=lambda item: item[0])
         return [p.with_direct_seq(seq, frame) for seq, frame in kept], self.direct_seqs.get(room, 0)
+
+    def reindex_direct(self) -> None:
+        """Rebuild the indexes of `direct_logs` (for a store that loaded it)."""
+        self._direct_of = {}
+        self._direct_expiry = []
+        for conversation, log in self.direct_logs.items():
+            for username in {conversation.first, conversation.second}:
+                self._direct_of.setdefault((conversation.room, username), set()).add(conversation)
+            self._direct_expiry.append((log.touched + self.direct_history_ttl, conversation))
+        heapq.heapify(self._direct_expiry)
 
     async def direct_forget(self, room: str) -> None:
         for conversation in [c for c in self.direct_logs if c.room == room]:

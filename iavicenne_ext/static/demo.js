@@ -32,6 +32,7 @@ const ui = {
   room: /** @type {HTMLInputElement} */ ($("room")),
   private: /** @type {HTMLInputElement} */ ($("private")),
   rooms: $("rooms"),
+  myRooms: $("my-rooms"),
   roomsRefresh: $("rooms-refresh"),
   access: $("access"),
   accessMembers: $("access-members"),
@@ -396,7 +397,7 @@ const watched = new WeakSet();
  * @param {string} roomName
  */
 async function join(name, roomName) {
-  // a newer join (the form, while the page rejoined a remembered room) takes over: this one stops
+  // a newer join (the form used again before this one is done) takes over: this one stops
   const generation = ++demo.joins;
   const superseded = () => generation !== demo.joins;
   ui.joinError.textContent = "";
@@ -437,6 +438,7 @@ async function join(name, roomName) {
     ui.log.replaceChildren();
     notice(`joined ${roomName} as ${client.userId}`);
     renderRooms();
+    renderMyRooms();
     room.on("presence", (/** @type {any} */ event) => {
       if (event.kind === "joined" && event.userId !== client.userId) notice(`${event.userId} joined`);
       if (event.kind === "left") notice(`${event.userId} left`);
@@ -577,6 +579,7 @@ ui.leave.addEventListener("click", async () => {
   if (client && room) await client.forget(room.name).catch((/** @type {Error} */ error) => notice(error.message, true));
   localStorage.removeItem("iavicenne-demo");
   await leave();
+  renderMyRooms();
   showConnection("idle");
   ui.connection.textContent = "not connected";
 });
@@ -592,27 +595,41 @@ try {
 ui.name.value = params.get("name") ?? /** @type {any} */ (saved).name ?? "";
 ui.room.value = params.get("room") ?? /** @type {any} */ (saved).room ?? "";
 if (params.get("room")) join(ui.name.value, ui.room.value);
-else rejoinMine();
+else renderRooms();
+renderMyRooms();
 
 /**
- * No room in the address: the newest of the rooms the server remembers for us (any tab, any
- * device), unless the form was used meanwhile.
+ * The rooms the server remembers for us (joined in any tab, on any device, by a kernel too),
+ * newest first, each rejoined with one click; the newest fills an empty Room field. (Not
+ * joined unasked: the page is one room at a time, and the form is the person's.)
  */
-async function rejoinMine() {
-  renderRooms();
-  const before = { joins: demo.joins, room: ui.room.value, name: ui.name.value };
-  const untouched = () => demo.joins === before.joins && ui.room.value === before.room && ui.name.value === before.name;
+async function renderMyRooms() {
   const probe = new RoomClient({});
   try {
     await probe.open();
-    const [newest] = await probe.myRooms();
-    if (newest && untouched()) {
-      ui.room.value = newest;
-      notice(`rejoining ${newest}, the room you were in last`);
-      join(ui.name.value.trim(), newest);
-    }
+    const rooms = await probe.myRooms();
+    if (rooms.length && !ui.room.value) ui.room.value = rooms[0];
+    ui.myRooms.replaceChildren(
+      ...rooms.map((name) => {
+        const item = document.createElement("li");
+        item.dataset.room = name;
+        const rejoin = document.createElement("button");
+        rejoin.type = "button";
+        rejoin.className = "quiet my-room";
+        rejoin.textContent = safeName(name);
+        rejoin.title = `rejoin ${name}`;
+        rejoin.addEventListener("click", () => {
+          ui.room.value = name;
+          ui.private.checked = false;
+          join(ui.name.value.trim(), name);
+        });
+        item.append(rejoin);
+        return item;
+      }),
+    );
+    if (!rooms.length) ui.myRooms.replaceChildren(Object.assign(document.createElement("li"), { className: "hint", textContent: "none yet" }));
   } catch {
-    // not connected yet: the form is there
+    // not connected: the form is there
   } finally {
     probe.close();
   }

@@ -4,7 +4,7 @@
  * room and sends what it asks to; the room keeps the members' view and the history's seq.
  */
 
-import { SeqTracker } from "./delivery.js";
+import { SeenSet, SeqTracker } from "./delivery.js";
 import { checkName, IAvicenneError } from "./errors.js";
 import { Emitter } from "./events.js";
 import {
@@ -119,6 +119,9 @@ export class Room {
      * @type {number | null}
      */
     this.directSeq = null;
+    /** @type {Set<number>} the direct_seq of the kept direct messages we sent from here */
+    this._sentDirect = new Set();
+    this._directSeen = new SeenSet(1000);
     this._settled = false;
     // large rooms: list-members requests under way (ref -> the user_id their page starts
     // after), and which room-joined they follow (a newer one drops them)
@@ -181,7 +184,13 @@ export class Room {
    * @returns {Promise<Record<string, any>>}
    */
   direct(to, content) {
-    return this._reliable(() => ({ type: DIRECT_MESSAGE, room: this.name, to: checkName(to, "to"), payload: payloadOf(content) }));
+    return this._reliable(() => ({ type: DIRECT_MESSAGE, room: this.name, to: checkName(to, "to"), payload: payloadOf(content) })).then(
+      (ack) => {
+        // kept: a replay after a reconnect brings it back to us; we sent it, so it is not news
+        if (Number.isInteger(ack?.[DIRECT_SEQ])) this._sentDirect.add(ack[DIRECT_SEQ]);
+        return ack;
+      },
+    );
   }
 
   /**
@@ -328,8 +337,10 @@ export class Room {
     const directSeq = frame[DIRECT_SEQ];
     if (Number.isInteger(directSeq)) {
       // a kept one: live or replayed, once
-      if (this.directSeq !== null && directSeq <= this.directSeq) return;
-      this.directSeq = directSeq;
+      // each once (live ones from two servers may come out of order: a set, not the highest)
+      if (!this._directSeen.add(String(directSeq))) return;
+      this.directSeq = Math.max(this.directSeq ?? 0, directSeq); // a rejoin asks for what follows
+      if (this._sentDirect.has(directSeq)) return;
     }
     this._emit(isControl(frame.message) ? "control" : "message", messageOf(this.name, frame, true));
   }

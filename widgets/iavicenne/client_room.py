@@ -36,7 +36,7 @@ from tornado.websocket import WebSocketClientConnection
 import iavicenne_protocol as p
 
 from .connection import Disconnected
-from .delivery import SeqTracker
+from .delivery import SeenSet, SeqTracker
 from .errors import ClientError, RequestFailed
 from .events import EventEmitter, EventStream, Gap, Message, PresenceEvent
 
@@ -127,6 +127,8 @@ class Room:
         self.state = state or {}
         # the last direct_seq delivered (docs/protocol.md "Continuity"); 0 asks for every kept one
         self.direct_seq: int | None = 0 if direct_history else None
+        self._sent_direct: set[int] = set()  # the direct_seq of the kept ones we sent from here
+        self._direct_seen = SeenSet(1000)
         self.members: dict[str, dict[str, Any]] = {}
         self.history = SeqTracker()
         self.events = EventEmitter()
@@ -179,7 +181,11 @@ class Room:
         payload = {"content": content} if isinstance(content, str) else content
         self._check_open()
         frame = {"type": p.DIRECT_MESSAGE, "room": self.name, "to": to, "payload": payload}
-        return await self.client.send_reliable(frame, self.name)
+        ack = await self.client.send_reliable(frame, self.name)
+        if isinstance(ack.get(p.DIRECT_SEQ), int):
+            # kept: a replay after a reconnect brings it back to us; we sent it, so it is not news
+            self._sent_direct.add(ack[p.DIRECT_SEQ])
+        return ack
 
     async def set_state(self, state: dict[str, Any]) -> None:
         """Set this connection's presence state (kept across reconnects)."""
@@ -336,9 +342,12 @@ class Room:
         seq = None if direct else frame.get("seq")
         direct_seq = frame.get(p.DIRECT_SEQ) if direct else None
         if isinstance(direct_seq, int):  # a kept direct message: each once, live or replayed
-            if self.direct_seq is not None and direct_seq <= self.direct_seq:
+            # each once (live ones from two servers may come out of order: a set, not the highest)
+            if not self._direct_seen.add(direct_seq):
                 return
-            self.direct_seq = direct_seq
+            self.direct_seq = max(self.direct_seq or 0, direct_seq)  # a rejoin asks for what follows
+            if direct_seq in self._sent_direct:
+                return
         fetch = self._fetch
         if (
             fetch is not None

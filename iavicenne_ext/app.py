@@ -242,6 +242,21 @@ class IAvicenne(ExtensionApp):
         "update beyond it is refused with 'limit-exceeded'; documents give their bytes back "
         "when they expire with their room or are deleted.",
     )
+    # continuity (continuity.py): remembered rooms, kept direct messages
+    max_remembered_rooms = Int(
+        100,
+        config=True,
+        help="Rooms remembered per identity (rejoined by its next window); the oldest joined is forgotten first.",
+    )
+    direct_history_size = Int(
+        200, config=True, help="Direct messages kept per conversation (two people in a room); the oldest go first."
+    )
+    direct_history_bytes = Int(
+        256 * 1024, config=True, help="Bytes of direct messages kept per conversation; the oldest go first."
+    )
+    direct_history_ttl = Float(
+        30 * 24 * 3600.0, config=True, help="Seconds a conversation's kept direct messages stay after its last one."
+    )
     shared_keep_idle = Float(
         60.0,
         config=True,

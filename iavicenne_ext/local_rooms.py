@@ -72,6 +72,8 @@ class LocalRoom:
     # connections between subscribe and the end of their history replay: live frames
     # wait here so none is lost or sent before the replay
     joining: dict[str, Waiting] = field(default_factory=dict)
+    # the user_id of each joining connection: a direct message to it waits with the rest
+    joining_users: dict[str, str] = field(default_factory=dict)
     # connections (joined or joining) that asked for presence-batch frames, and the others
     # of `members`, which get one frame per presence change as the seed does
     batched: set[str] = field(default_factory=set)
@@ -93,6 +95,7 @@ class LocalRoom:
 
     def remove(self, conn: Connection) -> None:
         self.joining.pop(conn.key, None)
+        self.joining_users.pop(conn.key, None)
         self.batched.discard(conn.key)
         self.each.pop(conn.key, None)
         if self.members.pop(conn.key, None) is not None:
@@ -162,6 +165,13 @@ class LocalFanout:
                     conn.send(event.frame)
                     if superseding:
                         conn.superseded(event.room)
+            if not superseding and local.joining_users:
+                # a connection of `to` still replaying: after its replay (a kept one it
+                # replayed already comes twice, and its direct_seq tells the client)
+                for key, user_id in local.joining_users.items():
+                    waiting = local.joining.get(key)
+                    if user_id == event.to and key != event.skip and waiting is not None:
+                        waiting.append((0, event.frame))
         elif isinstance(event, Moderation):
             if event.muted:
                 local.muted.add(event.username)

@@ -106,6 +106,8 @@ class PresenceBatches:
             local.pending[user_id] = PresenceChange(before, False, None)
             return
         entry = {"user_id": user_id, "identity": frame.get("identity", {}), "state": frame.get("state", {})}
+        if "connections" in frame:  # the user's connections in the room now (a join or leave of one of them)
+            entry["connections"] = frame["connections"]
         local.pending[user_id] = PresenceChange(before, True, entry)
 
     def _start_flush(self, room: str, local: LocalRoom) -> None:

@@ -27,10 +27,11 @@ from typing import Any
 
 import iavicenne_protocol as p
 
-from .access import may_receive
-from .broker.base import DedupKey, JoinOutcome, Member, MembersPage, PresenceEntry, Published
+from .access import RoomAccess, may_receive
+from .broker.base import BrokerUnavailable, DedupKey, JoinOutcome, Member, MemberOutcome, MembersPage, PresenceEntry, Published
 from .broker.events import DirectFrame, PresenceFrame, RoomFrame
 from .broker.interfaces import Broker
+from .continuity import Continuity
 from .local_rooms import Connection, LocalRoom, Waiting, signaling_room
 from .message_edits import MessageEdits
 from .signaling_rooms import SignalingRooms
@@ -42,7 +43,8 @@ class RoomHub(SignalingRooms):
     """Rooms of this server over a broker backend; the handlers call it, the broker feeds it.
 
     `broker` is the backend (`MemoryBroker`, `RedisBroker`): the hub keeps it as the narrow
-    interfaces it uses (`messages`, `presence`, `access_records`, `identities`, `shared`).
+    interfaces it uses (`messages`, `presence`, `access_records`, `identities`, `shared`,
+    and through `continuity` the remembered rooms and kept direct messages).
     """
 
     def __init__(
@@ -71,6 +73,7 @@ class RoomHub(SignalingRooms):
         self.edits = MessageEdits(
             messages=broker, history=broker, access_records=broker, reads=broker, max_message_bytes=max_message_bytes
         )
+        self.continuity = Continuity(broker, broker, broker, log, max_message_bytes=max_message_bytes)
 
     # -- requests ---------------------------------------------------------------------
     async def join(
@@ -84,6 +87,7 @@ class RoomHub(SignalingRooms):
         ref: str | None = None,
         members_limit: int | None = None,
         batched: bool = False,
+        direct_since: int | None = None,
     ) -> bool:
         """Join `room`: snapshot, replay of what was missed, then live frames.
 
@@ -125,9 +129,11 @@ class RoomHub(SignalingRooms):
             epoch=epoch,
             ref=ref,
             announce=outcome is JoinOutcome.FIRST,
+            again=outcome is JoinOutcome.AGAIN,
             undo=undo,
             members_limit=members_limit,
             batched=batched,
+            direct_since=direct_since,
         )
 
     async def rejoin(
@@ -141,6 +147,7 @@ class RoomHub(SignalingRooms):
         ref: str | None = None,
         members_limit: int | None = None,
         batched: bool = False,
+        direct_since: int | None = None,
     ) -> bool:
         """`join-room` for a room `conn` is in: a fresh snapshot and replay, without leaving.
 
@@ -154,6 +161,7 @@ class RoomHub(SignalingRooms):
             await self.set_state(conn, room, state)
 
         async def undo() -> None:
+            local.joining_users.pop(conn.key, None)
             if local.joining.pop(conn.key, None) is not None:
                 local.add(conn)
 
@@ -170,6 +178,7 @@ class RoomHub(SignalingRooms):
             undo=undo,
             members_limit=members_limit,
             batched=batched,
+            direct_since=direct_since,
         )
 
     async def _welcome(
@@ -184,24 +193,43 @@ class RoomHub(SignalingRooms):
         ref: str | None,
         announce: bool,
         undo: Callable[[], Awaitable[None]],
+        again: bool = False,
         members_limit: int | None = None,
         batched: bool = False,
+        direct_since: int | None = None,
     ) -> bool:
-        """Send `room-joined`, the replay and `user-joined`, then let live frames through."""
+        """Send `room-joined`, the replay and `user-joined`, then let live frames through.
+
+        `announce`: the user's first connection in the room (the others get ``user-joined``);
+        `again`: another connection of a user already here (the others get a ``presence``
+        with the user's connections and state now).
+        `direct_since`: the kept direct messages of this identity after it are replayed too.
+        """
         waiting: Waiting = []
         local.joining[conn.key] = waiting
+        local.joining_users[conn.key] = conn.user_id
         if batched:  # from now on: the batches, not each change (a batch sent meanwhile waits too)
             local.batched.add(conn.key)
         try:
             await asyncio.shield(local.subscribed)
             history = await self.messages.history(room, since, epoch)
             page = await self.presence.members_page(room, "", self.page_limit(members_limit))
+            directs: list[bytes] = []
+            if direct_since is not None:
+                directs, direct_seq = await self.continuity.replay(room, conn.who.username, direct_since)
+                position_extra = {p.DIRECT_SEQ: direct_seq}
+            else:
+                position_extra = {}
+            if announce:  # the user's first connection: the member is this entry
+                joined_frame = self._presence_frame(p.USER_JOINED, room, entry, connections=1)
+            else:
+                joined_frame = await self._member_frame(p.USER_JOINED, room, entry)
         except BaseException:
             await undo()
             raise
         if local.joining.get(conn.key) is not waiting:
             return False  # the connection closed meanwhile
-        position: dict[str, Any] = {"seq": history.seq, "epoch": history.epoch}
+        position: dict[str, Any] = {"seq": history.seq, "epoch": history.epoch, **position_extra}
         if since is not None:
             position["since"] = since
             position["recovered"] = history.recovered
@@ -209,16 +237,24 @@ class RoomHub(SignalingRooms):
         conn.send(p.encoded(p.ROOM_JOINED, ref=ref, room=room, user_id=conn.user_id, **self._page_fields(page), **position))
         for frame in history.messages:
             conn.send(frame, replay=True)
+        for frame in directs:
+            conn.send(frame, replay=True)
         # ready: take live frames directly; first flush what arrived during the replay
         del local.joining[conn.key]
+        local.joining_users.pop(conn.key, None)
         local.add(conn)
         for seq, frame in waiting:
             if seq == 0 or seq > history.seq:
                 conn.send(frame)
-        joined_frame = self._presence_frame(p.USER_JOINED, room, entry)
         conn.send(joined_frame)  # the seed sends the joiner its own user-joined
         if announce:
             await self.messages.emit(PresenceFrame(room, joined_frame, skip=conn.key))
+        elif again:
+            # another connection of a user already here: the others see its count and the
+            # user's state now (the newest of its connections': perhaps this one's)
+            await self.messages.emit(PresenceFrame(room, await self._member_frame(p.PRESENCE, room, entry), skip=conn.key))
+        if not room.startswith(p.SIGNALING_ROOM_PREFIX):
+            await self.continuity.joined(conn.who.username, room)
         return True
 
     async def leave(self, conn: Connection, room: str, *, closing: bool = False) -> None:
@@ -235,6 +271,9 @@ class RoomHub(SignalingRooms):
             conn.send(left)
         if gone:
             await self.messages.emit(PresenceFrame(room, left, skip=conn.key))
+        else:  # the user is still here through other connections: one fewer, its state now
+            changed = await self._member_frame(p.PRESENCE, room, PresenceEntry(conn.key, conn.user_id, conn.identity))
+            await self.messages.emit(PresenceFrame(room, changed, skip=conn.key))
 
     async def publish(
         self, conn: Connection, room: str, payload: dict[str, Any], ref: str | None, *, reply_to: int | None = None
@@ -262,35 +301,37 @@ class RoomHub(SignalingRooms):
             )
         return await self.messages.publish(room, frame, dedup=self._dedup_key(conn, room, ref))
 
-    async def direct(self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None) -> bool:
-        """Send to every connection of user `to` in `room`; False if `ref` was sent before (not sent again).
+    async def direct(
+        self, conn: Connection, room: str, to: str, payload: dict[str, Any], ref: str | None
+    ) -> dict[str, Any] | None:
+        """Send to every connection of user `to` in `room`; None if `ref` was sent before (not
+        sent again), else the ack's added fields (whether it was kept: continuity.py).
 
         `ProtocolError` (``unknown-user``) when that user is not in the room.
         """
         access = await self.check_access(conn, room, ref)
-        if access is None:
-            if not await self.presence.is_present(room, to):
-                raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
-        else:
-            holders = {str(e.identity.get("username")) for e in await self.presence.entries(room) if e.user_id == to}
-            if not holders:
-                raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
-            if not all(may_receive(username, access) for username in holders):
-                # removed a moment ago, its eviction on its way: nothing more reaches it
-                raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
+        # one identity holds a user_id in a room (names are claimed): the conversation's other side
+        member = await self.presence.member(room, to)
+        if member is None:
+            raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
+        recipient = str(member.identity.get("username"))
+        if access is not None and not may_receive(recipient, access):
+            # removed a moment ago, its eviction on its way: nothing more reaches it
+            raise p.ProtocolError(p.ErrorCode.UNKNOWN_USER, f"no user {to!r} in room {room!r}")
         dedup = self._dedup_key(conn, room, ref, direct=True)
         if dedup is not None and not await self.messages.claim(dedup):
-            return False
+            return None
         frame = p.encoded(
             p.DIRECT_MESSAGE, ref=ref, user_id=conn.user_id, to=to, message=payload, room=room, identity=conn.identity
         )
         try:
+            frame, fields = await self.continuity.keep(room, conn.who.username, recipient, payload, frame)
             await self.messages.emit(DirectFrame(room, frame, to=to))
         except BaseException:
             if dedup is not None:
                 await asyncio.shield(self._release_quietly(dedup))
             raise
-        return True
+        return fields
 
     async def _release_quietly(self, dedup: DedupKey) -> None:
         try:
@@ -303,6 +344,7 @@ class RoomHub(SignalingRooms):
         now = time.time()
         await self.presence.set_state(room, conn.key, state, now)
         entry = PresenceEntry(conn.key, conn.user_id, conn.identity, state, now)
+        # the newest state is the user's: this one (its connections did not change)
         await self.messages.emit(PresenceFrame(room, self._presence_frame(p.PRESENCE, room, entry)))
 
     async def members(self, room: str) -> list[Member]:
@@ -339,6 +381,24 @@ class RoomHub(SignalingRooms):
             return 1
         return max(1, len(local.each) + (1 if local.batched else 0))
 
+    # -- continuity (continuity.py) ------------------------------------------------------
+    async def remove_member(self, room: str, username: str) -> tuple[MemberOutcome, RoomAccess | None]:
+        outcome, access = await super().remove_member(room, username)
+        if outcome is MemberOutcome.DONE and access is not None and not may_receive(username, access):
+            await self.continuity.forget_for(room, [username])
+        return outcome, access
+
+    async def delete_access(self, room: str) -> bool:
+        """As `RoomAdmission.delete_access`, and what was said there in private (direct
+        messages too) is never replayed; the room is no longer its members'."""
+        access = await self.access_records.get_access(room)
+        if not await super().delete_access(room):
+            return False
+        await self.continuity.forget_direct(room)
+        if access is not None:
+            await self.continuity.forget_for(room, {access.owner, *access.members})
+        return True
+
     async def room_exists(self, room: str) -> bool:
         """True when chat room `room` has members or kept history."""
         return await self.messages.room_exists(room)
@@ -356,5 +416,17 @@ class RoomHub(SignalingRooms):
         return DedupKey(room, str(conn.identity.get("username", "")), conn.user_id, ref, direct)
 
     @staticmethod
-    def _presence_frame(kind: str, room: str, entry: PresenceEntry) -> bytes:
-        return p.presence_frame(kind, room, entry.user_id, entry.identity, entry.state)
+    def _presence_frame(kind: str, room: str, entry: PresenceEntry, connections: int | None = None) -> bytes:
+        return p.presence_frame(kind, room, entry.user_id, entry.identity, entry.state, connections)
+
+    async def _member_frame(self, kind: str, room: str, entry: PresenceEntry) -> bytes:
+        """A ``user-joined`` / ``presence`` frame of `entry`'s user as the room's members show
+        it now: its connections folded (the newest state, their count), as REST and snapshots
+        do; `entry` alone when the user has no connection left (it left meanwhile)."""
+        try:
+            member = await self.presence.member(room, entry.user_id)
+        except BrokerUnavailable:
+            member = None
+        if member is None:
+            return self._presence_frame(kind, room, entry)
+        return p.presence_frame(kind, room, member.user_id, member.identity, member.state, member.connections)

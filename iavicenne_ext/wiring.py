@@ -58,6 +58,10 @@ def make_broker(self: IAvicenne) -> Broker:
         "max_replay_bytes": self.max_replay_bytes,
         "max_dedup_per_identity": self.max_dedup_per_identity,
         "shared_bytes_total": self.max_shared_bytes_total,
+        "max_remembered_rooms": self.max_remembered_rooms,
+        "direct_history_size": self.direct_history_size,
+        "direct_history_bytes": self.direct_history_bytes,
+        "direct_history_ttl": self.direct_history_ttl,
     }
     if self.broker == "redis":
         from .broker.redis import RedisBroker  # redis is only imported when used

@@ -72,6 +72,13 @@ REPLY_TO = "reply_to"
 #: the longest quote of the replied-to message's ``content`` a reply carries (characters)
 REPLY_QUOTE_MAX_LENGTH = 140
 
+# continuity (docs/protocol.md, "Continuity"): the rooms an identity is in, remembered by the
+# server (asked for, and forgotten, by name), and kept direct messages replayed on join
+LIST_MY_ROOMS = "list-my-rooms"
+MY_ROOMS = "my-rooms"
+FORGET_ROOM = "forget-room"
+ROOM_FORGOTTEN = "room-forgotten"
+
 ROOM_REQUESTS = frozenset(
     {
         CONNECT,
@@ -87,6 +94,8 @@ ROOM_REQUESTS = frozenset(
         DELETE_MESSAGE,
         READ,
         MODERATE,
+        LIST_MY_ROOMS,
+        FORGET_ROOM,
     }
 )
 
@@ -225,14 +234,32 @@ def error_frame(code: str, message: str, ref: str | None = None, **extra: Any) -
 EMPTY_STATE = Raw(b"{}")
 
 
-def presence_frame(kind: str, room: str, user_id: str, identity: dict[str, Any], state: bytes = EMPTY_STATE) -> bytes:
+def presence_frame(
+    kind: str, room: str, user_id: str, identity: dict[str, Any], state: bytes = EMPTY_STATE, connections: int | None = None
+) -> bytes:
     """A ``user-joined``, ``presence`` or ``user-left`` frame (the last without ``state``).
 
-    `state` is the encoded presence state, as the broker keeps it.
+    `state` is the encoded presence state, as the broker keeps it: the user's, folded over
+    its connections (the newest set). `connections`: how many connections the user has in
+    the room now (added; omitted when None).
     """
     if kind == USER_LEFT:
         return encoded(kind, user_id=user_id, room=room, identity=identity)
-    return encoded(kind, user_id=user_id, room=room, identity=identity, state=Raw(state))
+    if connections is None:
+        return encoded(kind, user_id=user_id, room=room, identity=identity, state=Raw(state))
+    return encoded(kind, user_id=user_id, room=room, identity=identity, state=Raw(state), connections=connections)
+
+
+def with_direct_seq(direct_seq: int, frame: bytes) -> bytes:
+    """Put ``direct_seq`` first into an encoded ``direct-message`` frame (as `with_seq`): its
+    position among the room's kept direct messages (docs/protocol.md, "Continuity")."""
+    return b'{"direct_seq":%d,' % direct_seq + frame[1:]
+
+
+#: join-room payload field: the last ``direct_seq`` the client has (its kept direct
+#: messages after it are replayed); room-joined answers the room's last one as ``direct_seq``
+DIRECT_SINCE = "direct_since"
+DIRECT_SEQ = "direct_seq"
 
 
 @dataclass(frozen=True, slots=True)

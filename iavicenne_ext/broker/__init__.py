@@ -1,7 +1,16 @@
 """Brokers carry rooms (fan-out, presence, history, seq) for the room logic."""
 
 from .base import BrokerUnavailable, DedupKey, History, JoinOutcome, Member, PresenceEntry, Published
-from .interfaces import AccessStore, Broker, MessageBroker, NameRegistry, PresenceManager, SharedStore
+from .interfaces import (
+    AccessStore,
+    Broker,
+    DirectHistory,
+    MessageBroker,
+    NameRegistry,
+    PresenceManager,
+    RememberedRooms,
+    SharedStore,
+)
 from .memory import MemoryBroker
 
 __all__ = [
@@ -9,6 +18,7 @@ __all__ = [
     "Broker",
     "BrokerUnavailable",
     "DedupKey",
+    "DirectHistory",
     "History",
     "JoinOutcome",
     "Member",
@@ -18,5 +28,6 @@ __all__ = [
     "PresenceEntry",
     "PresenceManager",
     "Published",
+    "RememberedRooms",
     "SharedStore",
 ]

@@ -9,7 +9,9 @@ As centrifuge sets them apart, each a few methods on one concept:
 - `NameRegistry`: the identities the deployment has seen, by the skeleton of their name;
 - `SharedStore`: each room's shared (Yjs) document, as a log of updates;
 - `HistoryEditor`: a kept message read and rewritten in place (edits, deletions);
-- `ReadPositions`: each person's read position per room (unread counts).
+- `ReadPositions`: each person's read position per room (unread counts);
+- `RememberedRooms`: the chat rooms each identity joined, so its next window rejoins them;
+- `DirectHistory`: the kept direct messages of each conversation (two identities in a room).
 
 A backend implements all of them (`Broker`): `MemoryBroker` keeps everything in this
 process (one server, no setup), `RedisBroker` keeps it in Redis so several Jupyter servers
@@ -130,6 +132,13 @@ class PresenceManager(ABC):
 
     async def members(self, room: str) -> list[Member]:
         return fold_members(await self.entries(room))
+
+    async def member(self, room: str, user_id: str) -> Member | None:
+        """User `user_id` as the room's members show it now (its connections folded), or
+        None when it has no connection in the room. This default folds the whole room's
+        entries; a backend that keeps them by user answers in the user's own time."""
+        folded = fold_members([e for e in await self.entries(room) if e.user_id == user_id])
+        return folded[0] if folded else None
 
     async def is_present(self, room: str, user_id: str) -> bool:
         return any(e.user_id == user_id for e in await self.entries(room))
@@ -275,7 +284,64 @@ class ReadPositions(ABC):
         """The rooms where `username` has a position (some may have expired since), sorted."""
 
 
-class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedStore, HistoryEditor, ReadPositions):
+class RememberedRooms(ABC):
+    """The chat rooms each identity (by username) has joined, newest first: what its next
+    window, tab or device rejoins (docs/protocol.md, "Continuity"), until it forgets one.
+
+    At most `max_remembered_rooms` per identity (the oldest joined is forgotten first).
+    """
+
+    @abstractmethod
+    async def remember_room(self, username: str, room: str, at: float) -> None:
+        """`username` joined `room` at `at` (epoch seconds): remembered, as the newest."""
+
+    @abstractmethod
+    async def remembered_rooms(self, username: str) -> list[str]:
+        """The rooms `username` is in, by the person's account: newest joined first."""
+
+    @abstractmethod
+    async def forget_room(self, username: str, room: str) -> bool:
+        """`username` left `room` for good (or was removed); False when it was not remembered."""
+
+
+class DirectHistory(ABC):
+    """Kept direct messages, per conversation: two identities (usernames) in one room.
+
+    Each kept frame gets the room's next ``direct_seq`` (one counter per room, over all its
+    conversations); a replay is for one identity, of its own conversations only. Bounded
+    per conversation by `direct_history_size` messages and `direct_history_bytes` bytes
+    (the oldest dropped first); a conversation with no new message for
+    `direct_history_ttl` seconds is forgotten.
+    """
+
+    @abstractmethod
+    async def direct_keep(self, room: str, sender: str, recipient: str, frame: bytes) -> int:
+        """Keep `frame` (a ``direct-message`` without its ``direct_seq``) in the conversation
+        of `sender` and `recipient` in `room`; the ``direct_seq`` it got."""
+
+    @abstractmethod
+    async def direct_replay(self, room: str, username: str, since: int) -> tuple[list[bytes], int]:
+        """The kept frames of `username`'s conversations in `room` after ``direct_seq``
+        `since`, oldest first, each with its ``direct_seq`` (`protocol.with_direct_seq`);
+        and the room's last ``direct_seq`` (0: none kept)."""
+
+    @abstractmethod
+    async def direct_forget(self, room: str) -> None:
+        """Forget every conversation of `room` (its access record was deleted: what was
+        said there in private is never replayed)."""
+
+
+class Broker(
+    MessageBroker,
+    PresenceManager,
+    AccessStore,
+    NameRegistry,
+    SharedStore,
+    HistoryEditor,
+    ReadPositions,
+    RememberedRooms,
+    DirectHistory,
+):
     """A whole backend: every interface above, its budgets and its life cycle.
 
     The budgets (the ``IAvicenne`` options of the same names): a room's history is at
@@ -283,7 +349,10 @@ class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedSt
     at most `history_bytes_total` bytes (per server or per deployment: the backend's
     scope); `history` replays at most `max_replay_bytes`; each identity has at most
     `max_dedup_per_identity` dedup records, and its oldest go first, never another's; the
-    rooms' shared documents hold at most `shared_bytes_total` bytes together.
+    rooms' shared documents hold at most `shared_bytes_total` bytes together; each
+    identity's remembered rooms are at most `max_remembered_rooms`, and each conversation's
+    kept direct messages `direct_history_size` and `direct_history_bytes`, forgotten after
+    `direct_history_ttl` seconds without a new one.
     """
 
     def __init__(
@@ -297,7 +366,15 @@ class Broker(MessageBroker, PresenceManager, AccessStore, NameRegistry, SharedSt
         max_replay_bytes: int = UNBOUNDED,
         max_dedup_per_identity: int = UNBOUNDED,
         shared_bytes_total: int = UNBOUNDED,
+        max_remembered_rooms: int = 100,
+        direct_history_size: int = 200,
+        direct_history_bytes: int = 256 * 1024,
+        direct_history_ttl: float = 30 * 24 * 3600.0,
     ) -> None:
+        self.max_remembered_rooms = max_remembered_rooms
+        self.direct_history_size = direct_history_size
+        self.direct_history_bytes = direct_history_bytes
+        self.direct_history_ttl = direct_history_ttl
         self.history_size = history_size
         self.history_ttl = history_ttl
         self.dedup_ttl = dedup_ttl

@@ -17,7 +17,9 @@ Everything it keeps is bounded, and no operation looks at every room:
 - shared documents: `shared_bytes_total` bytes together (memory_shared.py), each
   forgotten with its room;
 - read positions: one per person per room, kept in the room's state and forgotten with it
-  (`_read_rooms` lists each person's rooms, pruned as it is read).
+  (`_read_rooms` lists each person's rooms, pruned as it is read);
+- remembered rooms and kept direct messages (memory_continuity.py): `max_remembered_rooms`
+  per identity, `direct_history_size` / `direct_history_bytes` per conversation.
 
 An edit or a deletion replaces a message's frame in `history` (`rewrite_message`), its
 bytes counted again: the old frame is no longer referenced anywhere.
@@ -55,6 +57,7 @@ from .base import (
 )
 from .events import Emitted, Publication
 from .interfaces import Broker
+from .memory_continuity import MemoryContinuity
 from .memory_shared import SharedLogs
 
 # What keeping costs beside the frame's own bytes, counted against history_bytes_total so
@@ -95,7 +98,7 @@ class _RoomState:
     queued: bool = False  # has its one entry in the oldest-message heap
 
 
-class MemoryBroker(Broker):
+class MemoryBroker(MemoryContinuity, Broker):
     def __init__(
         self,
         *,
@@ -107,8 +110,16 @@ class MemoryBroker(Broker):
         max_replay_bytes: int = UNBOUNDED,
         max_dedup_per_identity: int = UNBOUNDED,
         shared_bytes_total: int = UNBOUNDED,
+        max_remembered_rooms: int = 100,
+        direct_history_size: int = 200,
+        direct_history_bytes: int = 256 * 1024,
+        direct_history_ttl: float = 30 * 24 * 3600.0,
     ) -> None:
         super().__init__(
+            max_remembered_rooms=max_remembered_rooms,
+            direct_history_size=direct_history_size,
+            direct_history_bytes=direct_history_bytes,
+            direct_history_ttl=direct_history_ttl,
             history_size=history_size,
             history_ttl=history_ttl,
             dedup_ttl=dedup_ttl,
@@ -140,6 +151,7 @@ class MemoryBroker(Broker):
         # username -> the rooms where it has a read position (`_RoomState.reads`); a room
         # forgotten since is pruned from it when it is read
         self._read_rooms: dict[str, set[str]] = {}
+        self._init_continuity()
 
     @property
     def server_id(self) -> str:
@@ -421,6 +433,11 @@ class MemoryBroker(Broker):
         if state is None:
             return []
         return [fold_members(list(state.by_user[user_id].values()))[0] for user_id in state.order]
+
+    async def member(self, room: str, user_id: str) -> Member | None:
+        state = self._rooms.get(room)
+        entries = state.by_user.get(user_id) if state is not None else None
+        return fold_members(list(entries.values()))[0] if entries else None
 
     async def members_page(self, room: str, after: str, limit: int) -> MembersPage:
         state = self._rooms.get(room)

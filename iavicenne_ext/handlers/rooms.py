@@ -45,6 +45,8 @@ class RoomSocketHandler(ProtocolSocket):
         p.DELETE_MESSAGE: "_on_delete_message",
         p.READ: "_on_read",
         p.MODERATE: "_on_moderate",
+        p.LIST_MY_ROOMS: "_on_list_my_rooms",
+        p.FORGET_ROOM: "_on_forget_room",
     }
 
     def initialize(self, *, hub: RoomHub, quotas: Quotas, shared_docs: SharedDocs | None = None) -> None:
@@ -89,7 +91,14 @@ class RoomSocketHandler(ProtocolSocket):
             raise p.ProtocolError(
                 p.ErrorCode.INVALID_FIELD, f"presence must be {p.PresenceMode.EACH!r} or {p.PresenceMode.BATCHED!r}"
             )
-        large = {"members_limit": members_limit, "batched": presence == p.PresenceMode.BATCHED}
+        direct_since = request.payload.get(p.DIRECT_SINCE)
+        if direct_since is not None and (not isinstance(direct_since, int) or isinstance(direct_since, bool) or direct_since < 0):
+            raise p.ProtocolError(p.ErrorCode.INVALID_FIELD, f"{p.DIRECT_SINCE} must be a non-negative integer (a direct_seq)")
+        large = {
+            "members_limit": members_limit,
+            "batched": presence == p.PresenceMode.BATCHED,
+            "direct_since": direct_since,
+        }
         state = self._state_of(request.payload)
         if state == p.EMPTY_STATE:
             state = None  # as good as none: it must not hide the user's state on another connection
@@ -246,7 +255,7 @@ class RoomSocketHandler(ProtocolSocket):
         self.account.chat(room, self.limits)
         sent = await self.hub.direct(self, room, to, request.payload, request.ref)
         if request.ref is not None:
-            self.reply(p.ACK, request.ref, room=room, duplicate=not sent)
+            self.reply(p.ACK, request.ref, room=room, duplicate=sent is None, **(sent or {}))
 
     async def _on_list_members(self, request: p.Request) -> None:
         """The next page of a room's members: ``payload.after`` (a cursor, the start if
@@ -282,6 +291,22 @@ class RoomSocketHandler(ProtocolSocket):
             )
         await self.hub.moderate(self, room, username, action, request.ref)
         self._ack(request, room)
+
+    # -- continuity (iavicenne_ext/continuity.py) -------------------------------------------
+    async def _on_list_my_rooms(self, request: p.Request) -> None:
+        """The rooms this identity is in by its account (any of its connections joined them),
+        newest first: what a new window rejoins."""
+        rooms = await self.hub.continuity.my_rooms(self.who)
+        self.reply(p.MY_ROOMS, request.ref, rooms=rooms)
+
+    async def _on_forget_room(self, request: p.Request) -> None:
+        """The person left `room` for good: no window of theirs rejoins it (this connection
+        stays in it until it sends leave-room)."""
+        room = request.room
+        if room is None:
+            raise p.ProtocolError(p.ErrorCode.ROOM_REQUIRED, "forget-room needs room, the room to forget")
+        forgotten = await self.hub.continuity.forget(self.who.username, room)
+        self.reply(p.ROOM_FORGOTTEN, request.ref, room=room, forgotten=forgotten)
 
     async def _on_disconnect(self, request: p.Request) -> None:
         await self._leave_all(closing=False)

@@ -10,18 +10,23 @@ import { checkName, Disconnected, IAvicenneError, RequestFailed } from "./errors
 import {
   CONNECT,
   DIRECT_MESSAGE,
+  DIRECT_SINCE,
   DISCONNECT,
+  FORGET_ROOM,
   JOIN_ROOM,
   LEAVE_ROOM,
   LeftReason,
+  LIST_MY_ROOMS,
   MEMBERS,
   MESSAGE,
   MESSAGE_DELETED,
   MESSAGE_EDITED,
   MODERATED,
+  MY_ROOMS,
   PRESENCE,
   PRESENCE_BATCH,
   PresenceMode,
+  ROOM_FORGOTTEN,
   ROOM_JOINED,
   ROOM_LEFT,
   ROOMS_PATH,
@@ -78,11 +83,13 @@ export class RoomClient extends Endpoint {
    * Join `name` (kept across reconnects); rejects with `NameTaken` if another user holds our user_id there.
    * `since`: the room's messages after that seq are replayed on join (0: the history the
    * server still keeps, e.g. a chat's recent messages), as `message` events.
+   * `directHistory`: the kept direct messages of our conversations there too, as `message`
+   * events with `direct: true` (docs/protocol.md, "Continuity").
    * @param {string} name
-   * @param {{ state?: Record<string, any>, since?: number }} [options]
+   * @param {{ state?: Record<string, any>, since?: number, directHistory?: boolean }} [options]
    * @returns {Promise<Room>}
    */
-  async join(name, { state, since } = {}) {
+  async join(name, { state, since, directHistory } = {}) {
     checkName(name, "room");
     const existing = this.rooms.get(name);
     if (existing) {
@@ -90,6 +97,7 @@ export class RoomClient extends Endpoint {
       return existing;
     }
     const room = new Room(this, name, state);
+    if (directHistory) room.directSeq = 0;
     if (Number.isInteger(since) && /** @type {number} */ (since) >= 0) room.history.seq = /** @type {number} */ (since);
     this.rooms.set(name, room);
     try {
@@ -144,6 +152,45 @@ export class RoomClient extends Endpoint {
   }
 
   /**
+   * The rooms our identity is in by its account (any of its windows, tabs or kernels
+   * joined them, on any device), newest first: what a new window rejoins.
+   * @returns {Promise<string[]>}
+   */
+  async myRooms() {
+    const reply = await this._ask({ type: LIST_MY_ROOMS }, MY_ROOMS);
+    return Array.isArray(reply.rooms) ? reply.rooms.filter((/** @type {unknown} */ room) => typeof room === "string") : [];
+  }
+
+  /**
+   * Leave `name` for good: no window of ours rejoins it. Resolves true if it was remembered.
+   * @param {string} name
+   * @returns {Promise<boolean>}
+   */
+  async forget(name) {
+    checkName(name, "room");
+    await this.leave(name);
+    const reply = await this._ask({ type: FORGET_ROOM, room: name }, ROOM_FORGOTTEN);
+    return reply.forgotten === true;
+  }
+
+  /**
+   * `frame`'s answer on the socket connected now (waiting for one, again after a disconnect).
+   * @param {Record<string, any>} frame
+   * @param {string} expect
+   * @returns {Promise<Record<string, any>>}
+   */
+  async _ask(frame, expect) {
+    for (;;) {
+      await this._waitReady();
+      try {
+        return await this._request(this._ws, { ...frame }, expect);
+      } catch (error) {
+        if (!(error instanceof Disconnected)) throw error;
+      }
+    }
+  }
+
+  /**
    * Leave `name`: what was sent there and not acknowledged fails.
    * @param {string} name
    */
@@ -183,6 +230,7 @@ export class RoomClient extends Endpoint {
     /** @type {Record<string, any>} */
     const payload = { ...LARGE_ROOM_JOIN, ...room.history.resume() };
     if (Object.keys(room.state).length) payload.state = room.state;
+    if (room.directSeq !== null) payload[DIRECT_SINCE] = room.directSeq;
     let reply;
     try {
       reply = await this._request(ws, { type: JOIN_ROOM, room: room.name, payload }, ROOM_JOINED);

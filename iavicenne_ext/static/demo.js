@@ -34,6 +34,7 @@ const ui = {
   room: /** @type {HTMLInputElement} */ ($("room")),
   private: /** @type {HTMLInputElement} */ ($("private")),
   rooms: $("rooms"),
+  myRooms: $("my-rooms"),
   roomsRefresh: $("rooms-refresh"),
   access: $("access"),
   accessMembers: $("access-members"),
@@ -60,6 +61,8 @@ const demo = {
   /** @type {PeerNetwork | null} */ peers: null,
   /** @type {Record<string, any> | null} the joined room's entry in the listing (access, owner, members) */ access: null,
   /** @type {import("./shared.js").SharedState | null} */ shared: null,
+  /** joins started (the newest one stands) */ joins: 0,
+  /** invitations and removals made here (a listing read before one is stale) */ accessChanges: 0,
 };
 /** The REST API of the page's server, before and after joining. */
 const api = new RoomsAPI(new Server());
@@ -244,6 +247,7 @@ function verifiedTag(name, identity) {
 async function renderRooms() {
   /** @type {any[]} */
   let rooms;
+  const changes = demo.accessChanges; // a listing read before an invitation must not undo it
   try {
     rooms = await api.listRooms();
   } catch (error) {
@@ -274,7 +278,7 @@ async function renderRooms() {
   );
   if (!rooms.length) ui.rooms.replaceChildren(Object.assign(document.createElement("li"), { className: "hint", textContent: "none with members now" }));
   const joined = demo.room && rooms.find((/** @type {any} */ r) => r.room === demo.room?.name);
-  if (joined) {
+  if (joined && changes === demo.accessChanges) {
     demo.access = joined;
     renderAccess();
   }
@@ -324,6 +328,7 @@ async function changeMembers(what, username) {
   if (!room || !username) return;
   try {
     demo.access = what === "invite" ? await api.invite(room.name, username) : await api.removeMember(room.name, username);
+    demo.accessChanges += 1;
     notice(what === "invite" ? `${username} may enter ${room.name} now` : `${username} removed from ${room.name}`);
     renderAccess();
   } catch (error) {
@@ -451,6 +456,9 @@ const watched = new WeakSet();
  * @param {string} roomName
  */
 async function join(name, roomName) {
+  // a newer join (the form used again before this one is done) takes over: this one stops
+  const generation = ++demo.joins;
+  const superseded = () => generation !== demo.joins;
   ui.joinError.textContent = "";
   ui.joinButton.disabled = true;
   showConnection("connecting");
@@ -468,11 +476,20 @@ async function join(name, roomName) {
       });
     }
     await client.open();
+    if (superseded()) {
+      client.close();
+      return;
+    }
     if (ui.private.checked) {
       demo.access = await client.createRoom(roomName, { access: "private" });
       notice(`made ${roomName} private: invite who may enter`);
     }
-    const room = await client.join(roomName, { state: { kind: "browser", page: "demo" } });
+    // directHistory: our kept direct messages there come back too (after a reload, on another device)
+    const room = await client.join(roomName, { state: { kind: "browser", page: "demo" }, directHistory: true });
+    if (superseded()) {
+      client.close();
+      return;
+    }
     demo.room = room;
     renderAccess();
     ui.roomName.textContent = safeName(roomName);
@@ -481,6 +498,7 @@ async function join(name, roomName) {
     pendingLines.length = 0; // the last room's lines still waiting for a frame
     notice(`joined ${roomName} as ${client.userId}`);
     renderRooms();
+    renderMyRooms();
     room.on("presence", (/** @type {any} */ event) => {
       if (event.kind === "joined" && event.userId !== client.userId) notice(`${event.userId} joined`);
       if (event.kind === "left") notice(`${event.userId} left`);
@@ -541,6 +559,7 @@ async function join(name, roomName) {
     localStorage.setItem("iavicenne-demo", JSON.stringify({ name, room: roomName }));
     ui.message.focus();
   } catch (error) {
+    if (superseded()) return; // its client was closed by the newer join
     ui.joinError.textContent = /** @type {Error} */ (error).message;
     showConnection(demo.client?.state ?? "closed");
     await leave();
@@ -631,7 +650,12 @@ ui.inviteForm.addEventListener("submit", (event) => {
 });
 ui.roomsRefresh.addEventListener("click", () => renderRooms());
 ui.leave.addEventListener("click", async () => {
+  // leaving here is for good: the server forgets the room for us (no window rejoins it)
+  const { client, room } = demo;
+  if (client && room) await client.forget(room.name).catch((/** @type {Error} */ error) => notice(error.message, true));
+  localStorage.removeItem("iavicenne-demo");
   await leave();
+  renderMyRooms();
   showConnection("idle");
   ui.connection.textContent = "not connected";
 });
@@ -648,3 +672,41 @@ ui.name.value = params.get("name") ?? /** @type {any} */ (saved).name ?? "";
 ui.room.value = params.get("room") ?? /** @type {any} */ (saved).room ?? "";
 if (params.get("room")) join(ui.name.value, ui.room.value);
 else renderRooms();
+renderMyRooms();
+
+/**
+ * The rooms the server remembers for us (joined in any tab, on any device, by a kernel too),
+ * newest first, each rejoined with one click; the newest fills an empty Room field. (Not
+ * joined unasked: the page is one room at a time, and the form is the person's.)
+ */
+async function renderMyRooms() {
+  const probe = new RoomClient({});
+  try {
+    await probe.open();
+    const rooms = await probe.myRooms();
+    if (rooms.length && !ui.room.value) ui.room.value = rooms[0];
+    ui.myRooms.replaceChildren(
+      ...rooms.map((name) => {
+        const item = document.createElement("li");
+        item.dataset.room = name;
+        const rejoin = document.createElement("button");
+        rejoin.type = "button";
+        rejoin.className = "quiet my-room";
+        rejoin.textContent = safeName(name);
+        rejoin.title = `rejoin ${name}`;
+        rejoin.addEventListener("click", () => {
+          ui.room.value = name;
+          ui.private.checked = false;
+          join(ui.name.value.trim(), name);
+        });
+        item.append(rejoin);
+        return item;
+      }),
+    );
+    if (!rooms.length) ui.myRooms.replaceChildren(Object.assign(document.createElement("li"), { className: "hint", textContent: "none yet" }));
+  } catch {
+    // not connected: the form is there
+  } finally {
+    probe.close();
+  }
+}

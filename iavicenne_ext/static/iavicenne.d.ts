@@ -306,6 +306,8 @@ export declare class Room {
   left: boolean;
   readonly seq: number | null;
   readonly epoch: string | null;
+  /** The last kept direct message's direct_seq delivered (null: not known yet). */
+  directSeq: number | null;
   on(kind: "message", callback: (message: Message) => void): Unsubscribe;
   /** Direct messages the libraries send each other (payload key `CONTROL_KEY`): never chat. */
   on(kind: "control", callback: (message: Message) => void): Unsubscribe;
@@ -393,9 +395,16 @@ export declare class RoomClient implements Endpoint {
   waitConnected(): Promise<void>;
   reconnectNow(): void;
   close(): void;
-  /** `since`: replay the room's messages after that seq on join (0: all the history the server keeps). */
-  join(room: string, options?: { state?: Record<string, Json>; since?: number }): Promise<Room>;
+  /**
+   * `since`: replay the room's messages after that seq on join (0: all the history the server keeps).
+   * `directHistory`: the kept direct messages of our conversations there too (`direct: true`).
+   */
+  join(room: string, options?: { state?: Record<string, Json>; since?: number; directHistory?: boolean }): Promise<Room>;
   leave(room: string): Promise<void>;
+  /** The rooms our identity is in by its account (any window, tab, kernel, device), newest first. */
+  myRooms(): Promise<string[]>;
+  /** Leave `room` for good (no window of ours rejoins it); true if it was remembered. */
+  forget(room: string): Promise<boolean>;
   on(kind: "connected", callback: (event: ConnectedEvent) => void): Unsubscribe;
   on(kind: "disconnected", callback: (event: DisconnectedEvent) => void): Unsubscribe;
   on(kind: "reconnecting", callback: (event: ReconnectingEvent) => void): Unsubscribe;

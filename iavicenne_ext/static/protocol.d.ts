@@ -56,7 +56,14 @@ export declare const REPLY_TO: "reply_to";
 /** the longest quote of the replied-to message's ``content`` a reply carries (characters) */
 export declare const REPLY_QUOTE_MAX_LENGTH: 140;
 
-export declare const ROOM_REQUESTS: readonly ("connect" | "delete-message" | "direct-message" | "disconnect" | "edit-message" | "join-room" | "leave-room" | "list-members" | "message" | "moderate" | "presence" | "read" | "shared")[];
+// continuity (docs/protocol.md, "Continuity"): the rooms an identity is in, remembered by the
+// server (asked for, and forgotten, by name), and kept direct messages replayed on join
+export declare const LIST_MY_ROOMS: "list-my-rooms";
+export declare const MY_ROOMS: "my-rooms";
+export declare const FORGET_ROOM: "forget-room";
+export declare const ROOM_FORGOTTEN: "room-forgotten";
+
+export declare const ROOM_REQUESTS: readonly ("connect" | "delete-message" | "direct-message" | "disconnect" | "edit-message" | "forget-room" | "join-room" | "leave-room" | "list-members" | "list-my-rooms" | "message" | "moderate" | "presence" | "read" | "shared")[];
 
 /**
  * A ``moderate`` request's ``action``: what a room's owner does to one member (by username).
@@ -111,6 +118,13 @@ export declare const SIGNALING_REQUESTS: readonly ("answer" | "ice-candidate" | 
 
 /** the longest ``ref`` a client may give a request (echoed in the answer) */
 export declare const REF_MAX_LENGTH: 128;
+
+/**
+ * join-room payload field: the last ``direct_seq`` the client has (its kept direct
+ * messages after it are replayed); room-joined answers the room's last one as ``direct_seq``
+ */
+export declare const DIRECT_SINCE: "direct_since";
+export declare const DIRECT_SEQ: "direct_seq";
 
 // -- errors.py. Refusals: the codes of error frames and of closed sockets, and `ProtocolError`.
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */

@@ -62,7 +62,14 @@ export const REPLY_TO = "reply_to";
 /** the longest quote of the replied-to message's ``content`` a reply carries (characters) */
 export const REPLY_QUOTE_MAX_LENGTH = 140;
 
-export const ROOM_REQUESTS = Object.freeze(["connect", "delete-message", "direct-message", "disconnect", "edit-message", "join-room", "leave-room", "list-members", "message", "moderate", "presence", "read", "shared"]);
+// continuity (docs/protocol.md, "Continuity"): the rooms an identity is in, remembered by the
+// server (asked for, and forgotten, by name), and kept direct messages replayed on join
+export const LIST_MY_ROOMS = "list-my-rooms";
+export const MY_ROOMS = "my-rooms";
+export const FORGET_ROOM = "forget-room";
+export const ROOM_FORGOTTEN = "room-forgotten";
+
+export const ROOM_REQUESTS = Object.freeze(["connect", "delete-message", "direct-message", "disconnect", "edit-message", "forget-room", "join-room", "leave-room", "list-members", "list-my-rooms", "message", "moderate", "presence", "read", "shared"]);
 
 /**
  * A ``moderate`` request's ``action``: what a room's owner does to one member (by username).
@@ -120,6 +127,13 @@ export const SIGNALING_REQUESTS = Object.freeze(["answer", "ice-candidate", "joi
 
 /** the longest ``ref`` a client may give a request (echoed in the answer) */
 export const REF_MAX_LENGTH = 128;
+
+/**
+ * join-room payload field: the last ``direct_seq`` the client has (its kept direct
+ * messages after it are replayed); room-joined answers the room's last one as ``direct_seq``
+ */
+export const DIRECT_SINCE = "direct_since";
+export const DIRECT_SEQ = "direct_seq";
 
 // -- errors.py. Refusals: the codes of error frames and of closed sockets, and `ProtocolError`.
 /** Machine-readable ``code`` of an error frame (an addition; ``message`` stays the seed's). */

@@ -4,7 +4,7 @@
  * room and sends what it asks to; the room keeps the members' view and the history's seq.
  */
 
-import { SeqTracker } from "./delivery.js";
+import { SeenSet, SeqTracker } from "./delivery.js";
 import { checkName, IAvicenneError } from "./errors.js";
 import { Emitter } from "./events.js";
 import {
@@ -12,6 +12,7 @@ import {
   DELETE_MESSAGE,
   DIRECT_MESSAGE,
   EDIT_MESSAGE,
+  DIRECT_SEQ,
   LIST_MEMBERS,
   MEMBERS,
   MEMBERS_CURSOR_PREFIX,
@@ -143,6 +144,16 @@ export class Room {
     this.history = new SeqTracker();
     this.events = new Emitter();
     this.left = false;
+    /**
+     * The last kept direct message's `direct_seq` delivered (docs/protocol.md, "Continuity"):
+     * null until known (a join with `directHistory`, or a live one); each rejoin asks for
+     * what came after it, and each is delivered once.
+     * @type {number | null}
+     */
+    this.directSeq = null;
+    /** @type {Set<number>} the direct_seq of the kept direct messages we sent from here */
+    this._sentDirect = new Set();
+    this._directSeen = new SeenSet(1000);
     this._settled = false;
     // large rooms: list-members requests under way (ref -> the user_id their page starts
     // after), and which room-joined they follow (a newer one drops them)
@@ -234,7 +245,13 @@ export class Room {
    * @returns {Promise<Record<string, any>>}
    */
   direct(to, content) {
-    return this._reliable(() => ({ type: DIRECT_MESSAGE, room: this.name, to: checkName(to, "to"), payload: payloadOf(content) }));
+    return this._reliable(() => ({ type: DIRECT_MESSAGE, room: this.name, to: checkName(to, "to"), payload: payloadOf(content) })).then(
+      (ack) => {
+        // kept: a replay after a reconnect brings it back to us; we sent it, so it is not news
+        if (Number.isInteger(ack?.[DIRECT_SEQ])) this._sentDirect.add(ack[DIRECT_SEQ]);
+        return ack;
+      },
+    );
   }
 
   /**
@@ -285,6 +302,7 @@ export class Room {
 
   /** @param {Record<string, any>} frame */
   _onJoined(frame) {
+    if (this.directSeq === null && Number.isInteger(frame[DIRECT_SEQ])) this.directSeq = frame[DIRECT_SEQ];
     const gap = this.history.joined(frame);
     if (gap) this._emit("gap", { room: this.name, ...gap });
     this._generation += 1;
@@ -373,7 +391,11 @@ export class Room {
       if (!known) {
         this.members.set(userId, { user_id: userId, identity: {}, state: {}, connections: 1, ...entry });
         this._emit("presence", { room: this.name, kind: "joined", userId, state, members: [...this.members.values()] });
-      } else if (JSON.stringify(known.state ?? {}) !== JSON.stringify(state) || JSON.stringify(known.identity) !== JSON.stringify(entry.identity)) {
+      } else if (
+        JSON.stringify(known.state ?? {}) !== JSON.stringify(state) ||
+        JSON.stringify(known.identity) !== JSON.stringify(entry.identity) ||
+        (Number.isInteger(entry.connections) && entry.connections !== known.connections)
+      ) {
         Object.assign(known, entry);
         this._emit("presence", { room: this.name, kind: "state", userId, state, members: [...this.members.values()] });
       }
@@ -385,6 +407,14 @@ export class Room {
    * @param {Record<string, any>} frame
    */
   _onDirectMessage(frame) {
+    const directSeq = frame[DIRECT_SEQ];
+    if (Number.isInteger(directSeq)) {
+      // a kept one: live or replayed, once
+      // each once (live ones from two servers may come out of order: a set, not the highest)
+      if (!this._directSeen.add(String(directSeq))) return;
+      this.directSeq = Math.max(this.directSeq ?? 0, directSeq); // a rejoin asks for what follows
+      if (this._sentDirect.has(directSeq)) return;
+    }
     this._emit(isControl(frame.message) ? "control" : "message", messageOf(this.name, frame, true));
   }
 
@@ -419,6 +449,7 @@ export class Room {
       const member = this.members.get(userId) ?? { user_id: userId, identity: {}, state: {}, connections: 1 };
       if (frame.identity) member.identity = frame.identity;
       if (frame.state) member.state = frame.state;
+      if (Number.isInteger(frame.connections)) member.connections = frame.connections; // each connection counts
       this.members.set(userId, member);
       kind = frame.type === USER_JOINED ? "joined" : "state";
     }

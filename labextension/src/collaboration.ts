@@ -30,6 +30,7 @@ import {
   messageText,
   parseOffer,
   peopleOnline,
+  roomsToRejoin,
   samePresence,
 } from "./model";
 import { copyFieldsOf } from "./received";
@@ -196,7 +197,10 @@ export class Collaboration {
     }
     this.changed.emit();
     await this.refreshRooms();
-    for (const name of this.settings.rooms) {
+    // the rooms the person is in (remembered by the server across reloads, tabs and
+    // devices), and those of the settings
+    const remembered = await this.client.myRooms().catch(() => [] as string[]);
+    for (const name of roomsToRejoin(remembered, this.settings.rooms)) {
       await this.join(name).catch(() => {});
     }
   }
@@ -217,7 +221,8 @@ export class Collaboration {
     if (!client) throw new Error("not connected to the rooms yet");
     const existing = this.rooms.get(name);
     if (existing) return existing;
-    const room = await client.join(name, { state: this.presenceState(), since: 0 });
+    // the kept history, and our kept direct messages there (both back after a reload)
+    const room = await client.join(name, { state: this.presenceState(), since: 0, directHistory: true });
     const joined = new JoinedRoom(room);
     this.rooms.set(name, joined);
     this.sentPresence.set(name, this.presence);
@@ -256,7 +261,8 @@ export class Collaboration {
     this.sentPresence.delete(name);
     this.networks.get(name)?.close();
     this.networks.delete(name);
-    await joined.room.leave().catch(() => {});
+    // leaving in the panel is for good: no window of ours rejoins it
+    await (this.client ? this.client.forget(name) : joined.room.leave()).catch(() => {});
     this.changed.emit();
     void this.refreshRooms();
   }

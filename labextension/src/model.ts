@@ -281,6 +281,17 @@ export function isPlain(text: string): boolean {
   return PLAIN.test(text);
 }
 
+/**
+ * The rooms a window joins when it opens: those the server remembers for the person (any
+ * window, tab, kernel or device joined them; newest first), then the settings' rooms the
+ * person has not forgotten; each once, oldest first so the newest is joined last.
+ */
+export function roomsToRejoin(remembered: readonly string[], fromSettings: readonly string[]): string[] {
+  const ordered = [...remembered].reverse();
+  for (const room of fromSettings) if (!ordered.includes(room)) ordered.unshift(room);
+  return [...new Set(ordered)];
+}
+
 /** The text of a room message: the seed's `content` field, as the other clients put it. */
 export function messageText(content: Record<string, Json> | undefined): string {
   const value = content?.content;

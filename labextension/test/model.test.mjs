@@ -4,6 +4,7 @@ import { test } from "node:test";
 
 import {
   isPlain,
+  roomsToRejoin,
   completeMention,
   completions,
   connectionLabel,
@@ -158,4 +159,10 @@ test("isPlain: plain chat is shown as text; anything Markdown would change goes 
   for (const text of ["The **cohort** is ready", "a\nb", "1. first", "see https://example.org", "www.example.org", "![x](/hub/logout)", "<b>x</b>", "a & b", "`code`", "# title", "- item", "[link](x)"]) {
     assert.equal(isPlain(text), false, text);
   }
+});
+
+test("roomsToRejoin: the remembered rooms, newest joined last, and the settings' ones, each once", () => {
+  assert.deepEqual(roomsToRejoin(["b", "a"], []), ["a", "b"]);
+  assert.deepEqual(roomsToRejoin(["b", "a"], ["a", "c"]), ["c", "a", "b"]);
+  assert.deepEqual(roomsToRejoin([], ["c", "c"]), ["c"]);
 });

@@ -570,3 +570,95 @@ async def test_a_private_room_never_inherits_a_public_document(backend: Backend)
         outcome = await broker.create_access(private("p", "alice"), max_per_owner=2)
         # refused while the public room lives on; created, it starts with no document
         assert outcome is CreateOutcome.EXISTS or (await broker.shared_load("p")).updates == []
+
+
+# -- presence of one user through several connections ------------------------------------
+async def test_a_member_folds_its_own_connections_only(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.join("r", entry("c1", "alice", "alice"))
+        await broker.join("r", entry("m1", "mallory", "mallory"))
+        assert await broker.join("r", entry("c2", "alice", "alice")) is JoinOutcome.AGAIN
+        await broker.set_state("r", "c2", p.encode({"status": "kernel"}), 2.0)
+        alice = await broker.member("r", "alice")
+        assert alice is not None and alice.connections == 2 and json.loads(alice.state) == {"status": "kernel"}
+        await broker.set_state("r", "c1", p.encode({"status": "lab"}), 3.0)
+        await broker.set_state("r", "m1", p.encode({"status": "mallory's"}), 9.0)  # another user: not alice's
+        alice = await broker.member("r", "alice")
+        assert alice is not None and json.loads(alice.state) == {"status": "lab"}
+        assert not await broker.leave("r", "c1", "alice")
+        alice = await broker.member("r", "alice")  # one connection left, its state the user's now
+        assert alice is not None and alice.connections == 1 and json.loads(alice.state) == {"status": "kernel"}
+        assert [m.to_json() for m in await broker.members("r") if m.user_id == "alice"] == [alice.to_json()]
+        assert await broker.member("r", "bob") is None and await broker.member("nowhere", "alice") is None
+
+
+# -- continuity: remembered rooms and kept direct messages ---------------------------------
+async def test_rooms_are_remembered_per_identity_newest_first_and_forgotten(backend: Backend) -> None:
+    async with backend(max_remembered_rooms=3) as (broker, _):
+        for at, room in enumerate(["a", "b", "c"]):
+            await broker.remember_room("alice", room, float(at))
+        await broker.remember_room("mallory", "m", 1.0)
+        await broker.remember_room("alice", "a", 10.0)  # joined again: the newest
+        assert await broker.remembered_rooms("alice") == ["a", "c", "b"]
+        await broker.remember_room("alice", "d", 11.0)  # over the budget: the oldest goes
+        assert await broker.remembered_rooms("alice") == ["d", "a", "c"]
+        assert await broker.forget_room("alice", "c") and not await broker.forget_room("alice", "c")
+        assert not await broker.forget_room("mallory", "a")  # nobody forgets another's rooms
+        assert await broker.remembered_rooms("alice") == ["d", "a"]
+        assert await broker.remembered_rooms("mallory") == ["m"] and await broker.remembered_rooms("nobody") == []
+
+
+def direct(sender: str, to: str, text: str) -> bytes:
+    return p.encoded(p.DIRECT_MESSAGE, user_id=sender, to=to, message={"content": text}, room="r", identity={"username": sender})
+
+
+async def test_direct_messages_are_kept_per_conversation_and_replayed_to_its_two_people(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        assert await broker.direct_replay("r", "alice", 0) == ([], 0)
+        first = await broker.direct_keep("r", "alice", "bob", direct("alice", "bob", "hi bob"))
+        second = await broker.direct_keep("r", "bob", "alice", direct("bob", "alice", "hi alice"))
+        other = await broker.direct_keep("r", "mallory", "carol", direct("mallory", "carol", "psst"))
+        elsewhere = await broker.direct_keep("s", "alice", "bob", direct("alice", "bob", "in s"))
+        assert (first, second, other) == (1, 2, 3) and elsewhere == 1  # one counter per room
+
+        def texts(frames: list[bytes]) -> list[tuple[int, str]]:
+            return [(json.loads(f)["direct_seq"], json.loads(f)["message"]["content"]) for f in frames]
+
+        for username in ("alice", "bob"):
+            frames, last = await broker.direct_replay("r", username, 0)
+            assert texts(frames) == [(1, "hi bob"), (2, "hi alice")] and last == 3
+        frames, _ = await broker.direct_replay("r", "alice", 1)
+        assert texts(frames) == [(2, "hi alice")]
+        frames, _ = await broker.direct_replay("r", "mallory", 0)  # her own conversation only
+        assert texts(frames) == [(3, "psst")]
+        assert (await broker.direct_replay("r", "eve", 0))[0] == []
+        await broker.direct_forget("r")  # the room's access record was deleted
+        assert (await broker.direct_replay("r", "alice", 0))[0] == []
+        assert texts((await broker.direct_replay("s", "bob", 0))[0]) == [(1, "in s")]
+        # the counter never goes back: a client's direct_since stays meaningful
+        assert await broker.direct_keep("r", "alice", "bob", direct("alice", "bob", "again")) == 4
+
+
+async def test_a_conversation_keeps_its_newest_within_its_budgets_and_no_other_pays(backend: Backend) -> None:
+    async with backend(direct_history_size=3, direct_history_bytes=100_000) as (broker, _):
+        await broker.direct_keep("r", "alice", "bob", direct("alice", "bob", "kept"))
+        for n in range(10):  # mallory floods her conversation with bob
+            await broker.direct_keep("r", "mallory", "bob", direct("mallory", "bob", f"flood {n}"))
+        alice_frames, _ = await broker.direct_replay("r", "alice", 0)
+        assert [json.loads(f)["message"]["content"] for f in alice_frames] == ["kept"]
+        bob_frames, _ = await broker.direct_replay("r", "bob", 0)
+        assert [json.loads(f)["message"]["content"] for f in bob_frames] == ["kept", "flood 7", "flood 8", "flood 9"]
+    size = len(direct("alice", "bob", "x" * 100))
+    async with backend(direct_history_bytes=2 * size + 10) as (broker, _):
+        for n in range(4):
+            await broker.direct_keep("r", "alice", "bob", direct("alice", "bob", str(n) * 100))
+        frames, _ = await broker.direct_replay("r", "bob", 0)
+        assert [json.loads(f)["message"]["content"][0] for f in frames] == ["2", "3"]
+
+
+async def test_a_conversation_is_forgotten_after_its_ttl(backend: Backend) -> None:
+    async with backend(direct_history_ttl=0.3) as (broker, _):
+        await broker.direct_keep("r", "alice", "bob", direct("alice", "bob", "soon gone"))
+        assert len((await broker.direct_replay("r", "bob", 0))[0]) == 1
+        await asyncio.sleep(0.6)
+        assert (await broker.direct_replay("r", "bob", 0))[0] == []

@@ -137,3 +137,24 @@ async def test_edits_deletions_and_read_positions_survive_a_restart(store: Open,
     with sqlite3.connect(tmp_path / "rooms.sqlite3") as db:
         frames = b"".join(bytes(row[0]) for row in db.execute("SELECT frame FROM messages"))
     assert b"m1" not in frames and b"m0, edited" in frames
+
+
+async def test_remembered_rooms_and_direct_messages_survive_a_restart(store: Open) -> None:
+    """alice's rooms and her conversation with bob are back after a restart, for the two of
+    them only (mallory, in the same room, replays nothing); the direct_seq goes on."""
+    async with store(max_remembered_rooms=2) as broker:
+        for n, room in enumerate(("old", "r", "team")):
+            await broker.remember_room("alice", room, 1000.0 + n)
+        assert await broker.forget_room("alice", "team")
+        await broker.direct_keep("r", "alice", "bob", message("between us"))
+        await broker.direct_keep("r", "bob", "alice", message("ok"))
+    async with store(max_remembered_rooms=2) as broker:
+        assert await broker.remembered_rooms("alice") == ["r"]  # "old" went over the budget
+        frames, last = await broker.direct_replay("r", "bob", 0)
+        assert last == 2
+        assert [json.loads(frame)["message"]["content"] for frame in frames] == ["between us", "ok"]
+        assert await broker.direct_replay("r", "mallory", 0) == ([], 2)
+        assert await broker.direct_keep("r", "alice", "bob", message("again")) == 3
+        await broker.direct_forget("r")
+    async with store() as broker:
+        assert (await broker.direct_replay("r", "alice", 0))[0] == []

@@ -12,8 +12,9 @@ Two Chromium contexts log in through the Hub's form and land in JupyterLab, noth
 first: no service page visited, no XSRF check relaxed. Both panels go online; alice makes a
 private room and invites bob, who sees it in his listing and joins; a message each way; a
 group room; bob cannot use alice's server; a file from alice's Lab to bob's; Follow across
-the two servers asks bob for a copy, which opens at his cell in alice's Lab; after logging
-out and in again the panel is online again. Seconds from login to panel online are printed (median of 3 logins).
+the two servers asks bob for a copy, which opens at his cell in alice's Lab; after a reload
+the rooms and a direct message are back; after logging out and in again the panel is online
+again. Seconds from login to panel online are printed (median of 3 logins).
 """
 
 from __future__ import annotations
@@ -497,6 +498,30 @@ def test_follow_across_servers_asks_for_a_copy(hub: Hub, windows: dict[str, Wind
     saved = hub.workdir / "home" / "alice" / "from-bob" / "review.ipynb"
     assert saved.read_bytes() == (hub.workdir / "home" / "bob" / "review.ipynb").read_bytes()
     expect(bob.page.locator(".Toastify__toast").filter(has_text="saved review.ipynb as from-bob/review.ipynb")).to_be_visible()
+
+
+def test_the_rooms_and_a_direct_message_are_back_after_a_reload(windows: dict[str, Window]) -> None:
+    alice, bob = windows["alice"], windows["bob"]
+    alice.call("await c.send('q4-private', 'between us: the Q4 draft is ready', 'bob');")
+    conversation = (
+        "for (let i = 0; i < 200; i++) { const room = c.rooms.get('q4-private');"
+        " const hits = room ? room.entries.filter((e) => e.direct && e.text === arg) : [];"
+        " if (hits.length) return hits.map((e) => [e.userId, e.to]); await new Promise((r) => setTimeout(r, 100)); }"
+        " return null;"
+    )
+    assert bob.call(conversation, "between us: the Q4 draft is ready") == [["alice", "bob"]]
+    for window in (alice, bob):
+        # a reload: the rooms come back from the room service's memory, the settings name none
+        window.page.reload()
+        window.page.wait_for_function(PANEL_SETTLED)
+        assert window.page.evaluate(PANEL_ONLINE), window.page.evaluate("() => window.iavicenneLab.collaboration.problem")
+        rooms = window.call(
+            "for (let i = 0; i < 200 && !(c.rooms.has('lobby') && c.rooms.has('q4-private')); i++)"
+            " await new Promise((r) => setTimeout(r, 100)); return [...c.rooms.keys()].sort();"
+        )
+        assert {"lobby", "q4-private"} <= set(rooms), rooms
+        assert "tumour-board" not in rooms or window is alice, rooms  # refused to bob: never his
+        assert window.call(conversation, "between us: the Q4 draft is ready") == [["alice", "bob"]]
 
 
 def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:

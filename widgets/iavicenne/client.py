@@ -82,14 +82,18 @@ class RoomClient(Endpoint):
         await client.start()
         return client
 
-    async def join(self, room: str, *, state: dict[str, Any] | None = None) -> Room:
-        """Join `room` (kept across reconnects); `NameTaken` if another user holds our user_id there."""
+    async def join(self, room: str, *, state: dict[str, Any] | None = None, direct_history: bool = False) -> Room:
+        """Join `room` (kept across reconnects); `NameTaken` if another user holds our user_id there.
+
+        `direct_history`: the kept direct messages of our conversations there come first, as
+        ``message`` events with ``direct=True`` (docs/protocol.md, "Continuity").
+        """
         p.check_name(room, "room")
         existing = self.rooms.get(room)
         if existing is not None:
             await existing.joined
             return existing
-        handle = Room(self, room, state)
+        handle = Room(self, room, state, direct_history=direct_history)
         self.rooms[room] = handle
         try:
             while not handle.joined.done():
@@ -133,6 +137,42 @@ class RoomClient(Endpoint):
     async def unread(self) -> list[dict[str, Any]]:
         """Our unread counts, room by room (`RoomsAPI.unread`)."""
         return await self.api.unread()
+
+    # -- continuity: the rooms the server remembers for us (docs/protocol.md) -----------
+    async def my_rooms(self) -> list[str]:
+        """The rooms our identity is in by its account (any of its windows, tabs, kernels
+        joined them, on any device), newest first."""
+        reply = await self._ask({"type": p.LIST_MY_ROOMS}, p.MY_ROOMS)
+        return [room for room in reply.get("rooms") or [] if isinstance(room, str)]
+
+    async def rejoin_my_rooms(self, *, state: dict[str, Any] | None = None, direct_history: bool = True) -> list[Room]:
+        """Join every room of `my_rooms` (opt-in: a kernel joins what its code says); those
+        that refuse us now (removed, deleted) are skipped."""
+        joined = []
+        for name in await self.my_rooms():
+            try:
+                joined.append(await self.join(name, state=state, direct_history=direct_history))
+            except RequestFailed:
+                continue
+        return joined
+
+    async def forget(self, room: str) -> bool:
+        """Leave `room` for good: no window of ours rejoins it. True if it was remembered."""
+        await self.leave(room)
+        reply = await self._ask({"type": p.FORGET_ROOM, "room": p.check_name(room, "room")}, p.ROOM_FORGOTTEN)
+        return bool(reply.get("forgotten"))
+
+    async def _ask(self, frame: dict[str, Any], expect: str) -> dict[str, Any]:
+        """`frame`'s answer on the socket connected now (waiting for one)."""
+        while True:
+            await self._wait_ready()
+            ws = self._ws
+            if ws is None:
+                continue
+            try:
+                return await self._request(ws, frame, expect=expect)
+            except Disconnected:
+                continue
 
     async def leave(self, room: str) -> None:
         handle = self.rooms.pop(room, None)

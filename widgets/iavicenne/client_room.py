@@ -10,6 +10,12 @@ the view is the room's once the last page is in (then a ``snapshot`` presence ev
 (what was said before we came): the protocol's ``since`` replay, asked for on the socket
 we are joined on, so nothing changes for the others.
 
+**Kept direct messages.** ``RoomClient.join(room, direct_history=True)`` asks for the kept
+direct messages of our identity's conversations in the room (docs/protocol.md,
+"Continuity"): they arrive as ``message`` events with ``direct=True``. Once the room's
+``direct_seq`` is known (that join, or a live direct message), every rejoin after a
+reconnect asks for what came after it, so none sent while we were away is lost.
+
 **Control messages.** A direct message whose payload carries the key ``"iavicenne"``
 (`CONTROL`) is the library talking to itself across kernels (a peer link relayed
 through the server, a connection describing itself): it is a ``control`` event, never
@@ -30,7 +36,7 @@ from tornado.websocket import WebSocketClientConnection
 import iavicenne_protocol as p
 
 from .connection import Disconnected
-from .delivery import SeqTracker
+from .delivery import SeenSet, SeqTracker
 from .errors import ClientError, RequestFailed
 from .events import EventEmitter, EventStream, Gap, Message, MessageChange, PresenceEvent
 
@@ -115,10 +121,14 @@ class _HistoryFetch:
 class Room:
     """One joined room of a `RoomClient`: send, direct, presence, and its own events."""
 
-    def __init__(self, client: RoomOwner, name: str, state: dict[str, Any] | None) -> None:
+    def __init__(self, client: RoomOwner, name: str, state: dict[str, Any] | None, *, direct_history: bool = False) -> None:
         self.client = client
         self.name = name
         self.state = state or {}
+        # the last direct_seq delivered (docs/protocol.md "Continuity"); 0 asks for every kept one
+        self.direct_seq: int | None = 0 if direct_history else None
+        self._sent_direct: set[int] = set()  # the direct_seq of the kept ones we sent from here
+        self._direct_seen = SeenSet(1000)
         self.members: dict[str, dict[str, Any]] = {}
         self.history = SeqTracker()
         self.events = EventEmitter()
@@ -212,7 +222,11 @@ class Room:
         payload = {"content": content} if isinstance(content, str) else content
         self._check_open()
         frame = {"type": p.DIRECT_MESSAGE, "room": self.name, "to": to, "payload": payload}
-        return await self.client.send_reliable(frame, self.name)
+        ack = await self.client.send_reliable(frame, self.name)
+        if isinstance(ack.get(p.DIRECT_SEQ), int):
+            # kept: a replay after a reconnect brings it back to us; we sent it, so it is not news
+            self._sent_direct.add(ack[p.DIRECT_SEQ])
+        return ack
 
     async def set_state(self, state: dict[str, Any]) -> None:
         """Set this connection's presence state (kept across reconnects)."""
@@ -274,6 +288,8 @@ class Room:
         if self.state:
             payload["state"] = self.state
         payload.update(self.history.resume())
+        if self.direct_seq is not None:
+            payload[p.DIRECT_SINCE] = self.direct_seq
         return payload
 
     def take_joined(self, frame: dict[str, Any]) -> None:
@@ -289,6 +305,9 @@ class Room:
         gap = self.history.joined(frame)
         if gap is not None:
             self.emit("gap", Gap(self.name, gap.since, gap.epoch_changed))
+        direct_seq = frame.get(p.DIRECT_SEQ)
+        if isinstance(direct_seq, int) and self.direct_seq is None:
+            self.direct_seq = direct_seq
         self._generation += 1
         self._pages.clear()
         self._apply_page(frame.get("members", []), "", frame.get("members_next"))
@@ -352,12 +371,24 @@ class Room:
             if known is None:
                 self.members[user_id] = {"user_id": user_id, "connections": 1, **entry}
                 self.emit("presence", PresenceEvent(self.name, "joined", user_id, state, dict(self.members)))
-            elif known.get("state") != state or known.get("identity") != entry.get("identity"):
+            elif (
+                known.get("state") != state
+                or known.get("identity") != entry.get("identity")
+                or known.get("connections", 1) != entry.get("connections", known.get("connections", 1))
+            ):
                 known.update(entry)
                 self.emit("presence", PresenceEvent(self.name, "state", user_id, state, dict(self.members)))
 
     def take_message(self, frame: dict[str, Any], *, direct: bool = False) -> None:
         seq = None if direct else frame.get("seq")
+        direct_seq = frame.get(p.DIRECT_SEQ) if direct else None
+        if isinstance(direct_seq, int):  # a kept direct message: each once, live or replayed
+            # each once (live ones from two servers may come out of order: a set, not the highest)
+            if not self._direct_seen.add(direct_seq):
+                return
+            self.direct_seq = max(self.direct_seq or 0, direct_seq)  # a rejoin asks for what follows
+            if direct_seq in self._sent_direct:
+                return
         fetch = self._fetch
         if (
             fetch is not None
@@ -427,6 +458,8 @@ class Room:
             member = self.members.setdefault(user_id, {"user_id": user_id, "connections": 1})
             member["identity"] = frame.get("identity", member.get("identity", {}))
             member["state"] = frame.get("state", member.get("state", {}))
+            if isinstance(frame.get("connections"), int):  # each of the user's connections counts
+                member["connections"] = frame["connections"]
             event = "joined" if kind == p.USER_JOINED else "state"
         state = frame.get("state") or {}
         self.emit("presence", PresenceEvent(self.name, event, user_id, state, dict(self.members)))

@@ -46,6 +46,7 @@ from ..base import (
 from ..events import Emitted
 from ..interfaces import Broker
 from . import envelope
+from .continuity import RedisContinuity
 from .feed import RoomFeed
 from .kept_messages import KeptMessages
 from .keys import Keys, dedup_name
@@ -64,7 +65,7 @@ def _chat_room(room: str) -> str:
 _SENT, _DUPLICATE, _FULL = 0, 1, 2
 
 
-class RedisBroker(KeptMessages, Broker):
+class RedisBroker(KeptMessages, RedisContinuity, Broker):
     """Rooms in Redis, shared by every server with the same URL and prefix."""
 
     def __init__(
@@ -84,9 +85,17 @@ class RedisBroker(KeptMessages, Broker):
         max_replay_bytes: int = 4 * MiB,
         max_dedup_per_identity: int = 10_000,
         shared_bytes_total: int = 256 * MiB,
+        max_remembered_rooms: int = 100,
+        direct_history_size: int = 200,
+        direct_history_bytes: int = 256 * 1024,
+        direct_history_ttl: float = 30 * 24 * 3600.0,
         log: logging.Logger | None = None,
     ) -> None:
         super().__init__(
+            max_remembered_rooms=max_remembered_rooms,
+            direct_history_size=direct_history_size,
+            direct_history_bytes=direct_history_bytes,
+            direct_history_ttl=direct_history_ttl,
             history_size=history_size,
             history_ttl=history_ttl,
             dedup_ttl=dedup_ttl,
@@ -360,6 +369,19 @@ class RedisBroker(KeptMessages, Broker):
     async def entries(self, room: str) -> list[PresenceEntry]:
         raw = await self._link.command("HVALS", self._keys.of("presence", room))
         return [PresenceEntry.from_json(json.loads(item)) for item in raw]
+
+    async def member(self, room: str, user_id: str) -> Member | None:
+        # the user's connections from the room's sorted ``user_id NUL conn`` set: its own time
+        prefix = user_id.encode() + b"\x00"
+        found = await self._link.command(
+            "ZRANGEBYLEX", self._keys.of("member-conns", room), b"[" + prefix, b"[" + prefix + b"\xff"
+        )
+        conns = [bytes(item)[len(prefix) :] for item in found]
+        if not conns:
+            return None
+        raw = await self._link.command("HMGET", self._keys.of("presence", room), *conns)
+        folded = fold_members([PresenceEntry.from_json(json.loads(item)) for item in raw if item is not None])
+        return folded[0] if folded else None
 
     async def is_present(self, room: str, user_id: str) -> bool:
         return bool(await self._link.command("HEXISTS", self._keys.of("users", room), user_id))

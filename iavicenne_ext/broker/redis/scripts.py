@@ -42,6 +42,10 @@ NAMES = (
     "shared_compact",
     "shared_delete",
     "shared_audit",
+    # kept direct messages (continuity.py)
+    "direct_keep",
+    "direct_replay",
+    "direct_forget",
     # in the deployment's slot (keys.DEPLOYMENT_TAG)
     "heartbeat",
     "dead_servers",

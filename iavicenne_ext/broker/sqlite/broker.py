@@ -37,12 +37,14 @@ import logging
 import re
 import sqlite3
 import time
+from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
 from ...access import RoomAccess
 from ..base import BrokerUnavailable, CreateOutcome, DedupKey, MemberOutcome, Published, ReadState, SharedAppended
 from ..memory import MemoryBroker, _RoomState
+from ..memory_continuity import Conversation, DirectLog
 from . import schema as sql
 from .journal import Journal
 from .schema import StoreError, open_store
@@ -168,6 +170,12 @@ class SQLiteBroker(MemoryBroker):
         await self._journal.committed()
         return state
 
+    async def direct_keep(self, room: str, sender: str, recipient: str, frame: bytes) -> int:
+        self._writable()
+        seq = await super().direct_keep(room, sender, recipient, frame)
+        await self._journal.committed()  # a kept direct message is acked once in the file
+        return seq
+
     async def remember_identity(self, username: str, name_skeleton: str) -> None:
         known = name_skeleton in self._identities
         await super().remember_identity(username, name_skeleton)
@@ -203,6 +211,23 @@ class SQLiteBroker(MemoryBroker):
 
     def _persist_read(self, room: str, username: str, seq: int) -> None:
         self._journal.write(sql.PUT_READ, (room, username, seq))
+
+    def _persist_remembered(self, username: str, room: str, at: float | None) -> None:
+        if at is None:
+            self._journal.write(sql.DROP_REMEMBERED, (username, room))
+        else:
+            self._journal.write(sql.PUT_REMEMBERED, (username, room, at))
+
+    def _persist_direct(self, conversation: Conversation, seq: int, frame: bytes, at: float) -> None:
+        room, first, second = conversation
+        self._journal.write(sql.PUT_DIRECT, (room, seq, first, second, frame, at))
+        self._journal.write(sql.PUT_DIRECT_SEQ, (room, seq))
+
+    def _persist_direct_cut(self, conversation: Conversation, seq: int) -> None:
+        self._journal.write(sql.CUT_DIRECT, (*conversation, seq))
+
+    def _persist_conversation_dropped(self, conversation: Conversation) -> None:
+        self._journal.write(sql.DROP_CONVERSATION, tuple(conversation))
 
     def _persist_access(self, room: str, access: RoomAccess | None) -> None:
         if access is None:
@@ -266,6 +291,7 @@ class SQLiteBroker(MemoryBroker):
         for name_skeleton, username in db.execute("SELECT skeleton, username FROM identities"):
             self._identities[name_skeleton] = username
         self._load_shared(db)
+        self._load_continuity(db)
         self._expire(mono)
 
     def _load_dedup(self, db: sqlite3.Connection, wall: float, mono: float) -> None:
@@ -275,6 +301,20 @@ class SQLiteBroker(MemoryBroker):
         for identity, room, user_id, ref, seq, at in rows:
             records = self._records(identity, mono)
             self._remember(records, DedupKey(room, identity, user_id, ref), seq, mono - max(0.0, wall - at))
+
+    def _load_continuity(self, db: sqlite3.Connection) -> None:
+        """The remembered rooms (oldest joined first) and the kept direct messages."""
+        for username, room, at in db.execute("SELECT username, room, at FROM remembered ORDER BY at"):
+            self.remembered.setdefault(username, OrderedDict())[room] = at
+        self.direct_seqs.update(db.execute("SELECT room, seq FROM direct_seqs"))
+        rows = db.execute("SELECT room, seq, first, second, frame, at FROM direct_messages ORDER BY room, seq")
+        for room, seq, first, second, frame, at in rows:
+            log = self.direct_logs.setdefault(Conversation(room, first, second), DirectLog())
+            log.frames.append((seq, bytes(frame)))
+            log.size += len(frame)
+            log.touched = max(log.touched, at)
+        self.reindex_direct()
+        self._expire_direct(time.time())
 
     def _load_shared(self, db: sqlite3.Connection) -> None:
         lives = dict(db.execute("SELECT room, life FROM shared_docs").fetchall())

@@ -44,6 +44,14 @@ CREATE TABLE IF NOT EXISTS identities (skeleton TEXT PRIMARY KEY, username TEXT 
 CREATE TABLE IF NOT EXISTS reads (
     room TEXT NOT NULL, username TEXT NOT NULL, seq INTEGER NOT NULL, PRIMARY KEY (room, username)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS remembered (
+    username TEXT NOT NULL, room TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (username, room)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS direct_messages (
+    room TEXT NOT NULL, seq INTEGER NOT NULL, first TEXT NOT NULL, second TEXT NOT NULL,
+    frame BLOB NOT NULL, at REAL NOT NULL, PRIMARY KEY (room, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS direct_seqs (room TEXT PRIMARY KEY, seq INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS shared_docs (room TEXT PRIMARY KEY, life TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS shared_updates (
     room TEXT NOT NULL, pos INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (room, pos)
@@ -66,6 +74,12 @@ DROP_ACCESS = "DELETE FROM access WHERE room = ?"
 PUT_IDENTITY = "INSERT OR IGNORE INTO identities (skeleton, username) VALUES (?, ?)"
 PUT_READ = "INSERT OR REPLACE INTO reads (room, username, seq) VALUES (?, ?, ?)"
 DROP_READS = "DELETE FROM reads WHERE room = ?"
+PUT_REMEMBERED = "INSERT OR REPLACE INTO remembered (username, room, at) VALUES (?, ?, ?)"
+DROP_REMEMBERED = "DELETE FROM remembered WHERE username = ? AND room = ?"
+PUT_DIRECT = "INSERT OR REPLACE INTO direct_messages (room, seq, first, second, frame, at) VALUES (?, ?, ?, ?, ?, ?)"
+PUT_DIRECT_SEQ = "INSERT OR REPLACE INTO direct_seqs (room, seq) VALUES (?, ?)"
+CUT_DIRECT = "DELETE FROM direct_messages WHERE room = ? AND first = ? AND second = ? AND seq <= ?"
+DROP_CONVERSATION = "DELETE FROM direct_messages WHERE room = ? AND first = ? AND second = ?"
 PUT_DOC = "INSERT OR REPLACE INTO shared_docs (room, life) VALUES (?, ?)"
 PUT_UPDATE = "INSERT OR REPLACE INTO shared_updates (room, pos, data) VALUES (?, ?, ?)"
 CUT_UPDATES = "DELETE FROM shared_updates WHERE room = ? AND pos <= ?"

@@ -13,8 +13,11 @@ first: no service page visited, no XSRF check relaxed. Both panels go online; al
 private room and invites bob, who sees it in his listing and joins; a message each way; a
 group room; bob cannot use alice's server; a file from alice's Lab to bob's; Follow across
 the two servers asks bob for a copy, which opens at his cell in alice's Lab; after a reload
-the rooms and a direct message are back; after logging out and in again the panel is online
-again. Seconds from login to panel online are printed (median of 3 logins).
+the rooms and a direct message are back; bob, hostile, fails visibly while alice stays logged
+in (display names ``alice`` and ``\u0430lice`` refused, images of /hub/logout and of a remote
+host shown as links and never fetched, a U+202E file name shown neutralised, her next save
+succeeds); after logging out and in again the panel is online again. Seconds from login to
+panel online are printed (median of 3 logins).
 """
 
 from __future__ import annotations
@@ -39,6 +42,8 @@ from typing import Any
 
 import psutil
 import pytest
+from lab.test_lab_flood import member
+from lab.test_lab_panel import RLO_NAME
 from servers import RedisProcess, redis_binary
 
 from iavicenne_ext.testing import FOREIGN_SERVER_VARIABLES, LOOPBACK, free_port, wait_until
@@ -522,6 +527,102 @@ def test_the_rooms_and_a_direct_message_are_back_after_a_reload(windows: dict[st
         assert {"lobby", "q4-private"} <= set(rooms), rooms
         assert "tumour-board" not in rooms or window is alice, rooms  # refused to bob: never his
         assert window.call(conversation, "between us: the Q4 draft is ready") == [["alice", "bob"]]
+
+
+# -- bob, hostile: names, messages, file names, a flood ---------------------------------------
+
+# the panel shows `room` (its members and chat), as a click on the room's name does
+SHOW_ROOM = "async (room) => { await window.jupyterapp.commands.execute('iavicenne:open-panel'); await window.iavicenneLab.panel.joinAndShow(room); }"
+# bob's display name, as the panel's settings set it: leave, say it, join again (test_lab_panel's)
+REJOIN_AS = """async ([room, name]) => {
+    const { collaboration, panel } = window.iavicenneLab;
+    await collaboration.leave(room);
+    collaboration.setPresence({ ...collaboration.currentPresence, display_name: name });
+    await panel.joinAndShow(room);
+}"""
+# c.offerFile(room, to, name, bytes) once a peer link to `to` is up; the transfer's id
+OFFER = (
+    "for (let i = 0; i < 100; i++) {"
+    " try { return (await c.offerFile(arg.room, arg.to, arg.name, new TextEncoder().encode(arg.text))).id; }"
+    " catch (e) { if (!String(e.message).includes('no peer links')) throw e; }"
+    " await new Promise((r) => setTimeout(r, 100)); } return null;"
+)
+LOGOUT_IMAGE = "/hub/logout"
+REMOTE_IMAGE = "http://203.0.113.9/track.png"  # TEST-NET-3: nobody answers there
+
+
+def test_bobs_attempts_fail_visibly_while_alice_stays_logged_in(hub: Hub, windows: dict[str, Window]) -> None:
+    """test_lab_panel.py's test_names_cannot_lie_and_a_message_fetches_nothing, on the Hub:
+    the image that would log alice out is /hub/logout, and her next save must succeed."""
+    import nbformat
+    from playwright.sync_api import expect
+
+    alice, bob = windows["alice"], windows["bob"]
+    fetched: list[str] = []
+
+    def watch(request: Any) -> None:
+        if LOGOUT_IMAGE in request.url or REMOTE_IMAGE in request.url:
+            fetched.append(request.url)
+
+    alice.context.on("request", watch)
+    alice.refused.clear()
+    try:
+        for window in (alice, bob):
+            window.page.evaluate(SHOW_ROOM, "lobby")
+        expect(member(alice.page, "bob")).to_be_visible()
+
+        # bob's display name alice, or a look-alike: refused, he is told why, alice never sees it
+        for impostor in ("alice", "\u0430lice"):
+            bob.page.evaluate(REJOIN_AS, ["lobby", impostor])
+            refusal = bob.page.locator("#iavicenne-panel .iav-lab-join-error")
+            expect(refusal).to_contain_text(f"could not join lobby: display name '{impostor}' looks like 'alice'")
+            expect(refusal).to_contain_text("(code name-taken)")
+            expect(member(alice.page, "bob")).to_have_count(0)
+        # a name the Hub's room service lets him use: never shown without his username
+        bob.page.evaluate(REJOIN_AS, ["lobby", "Alice Smith"])
+        expect(member(alice.page, "bob").locator(".iav-lab-member-name-id")).to_have_text("@bob")
+        expect(member(alice.page, "bob").locator(".iav-lab-member-name")).to_have_text("Alice Smith")
+
+        # images that would log alice out of the Hub or tell a tracker she read: links, nothing fetched
+        bob.call("await c.send('lobby', arg);", f"@alice look ![x]({LOGOUT_IMAGE}) and ![y]({REMOTE_IMAGE})")
+        said = alice.page.locator("#iavicenne-panel .iav-lab-message").filter(has_text="look")
+        expect(said.locator(".iav-lab-sender-id")).to_have_text("@bob")
+        expect(said.locator("a").filter(has_text="image: x")).to_have_attribute("href", LOGOUT_IMAGE)
+        expect(said.locator("a").filter(has_text="image: y")).to_have_attribute("href", REMOTE_IMAGE)
+        assert said.locator("img, iframe, [style], [src], [srcset]").count() == 0
+
+        # a file name that reverses itself: its real characters shown
+        offered = bob.call(OFFER, {"room": "lobby", "to": "alice", "name": RLO_NAME, "text": "abc"})
+        assert offered
+        toast = alice.page.locator(".Toastify__toast").filter(
+            has_text="@bob (Alice Smith) sends you report[U+202E]fdp.py (3 bytes)"
+        )
+        expect(toast).to_be_visible()
+        toast.get_by_text("Decline").click()
+
+        # she is still logged in: her next save succeeds
+        notebook = nbformat.v4.new_notebook()
+        notebook.metadata = {"kernelspec": {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}}
+        path = hub.workdir / "home" / "alice" / "after-bob.ipynb"
+        nbformat.write(notebook, path)
+        alice.page.evaluate("() => window.jupyterapp.commands.execute('docmanager:open', { path: 'after-bob.ipynb' })")
+        alice.page.wait_for_function(
+            "() => { const w = window.jupyterapp.shell.currentWidget; return w && w.context && w.context.path === 'after-bob.ipynb' && w.context.isReady; }"
+        )
+        alice.page.evaluate(
+            "async () => { const w = window.jupyterapp.shell.currentWidget;"
+            " w.context.model.sharedModel.insertCell(0, { cell_type: 'markdown', source: 'saved after bob tried' });"
+            " await w.context.save(); }"
+        )
+        assert "saved after bob tried" in path.read_text()
+        alice.page.wait_for_timeout(1000)  # what would load would have by now
+        assert fetched == [], fetched
+        assert alice.refused == [], alice.refused
+        assert alice.page.evaluate(PANEL_ONLINE)
+    finally:
+        alice.context.remove_listener("request", watch)
+        bob.page.evaluate(REJOIN_AS, ["lobby", "bob"])
+    print(f"requests for bob's images from alice's window: {len(fetched)}")
 
 
 def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:

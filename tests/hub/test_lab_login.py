@@ -16,8 +16,9 @@ the two servers asks bob for a copy, which opens at his cell in alice's Lab; aft
 the rooms and a direct message are back; bob, hostile, fails visibly while alice stays logged
 in (display names ``alice`` and ``\u0430lice`` refused, images of /hub/logout and of a remote
 host shown as links and never fetched, a U+202E file name shown neutralised, her next save
-succeeds); after logging out and in again the panel is online again. Seconds from login to
-panel online are printed (median of 3 logins).
+succeeds); Save as… over her file asks, and Keep both keeps it; after logging out and in
+again the panel is online again. Seconds from login to panel online are printed (median of 3
+logins).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from typing import Any
 
 import psutil
 import pytest
+from lab.test_lab_files import dialog_button, save_as
 from lab.test_lab_flood import member
 from lab.test_lab_panel import RLO_NAME
 from servers import RedisProcess, redis_binary
@@ -623,6 +625,35 @@ def test_bobs_attempts_fail_visibly_while_alice_stays_logged_in(hub: Hub, window
         alice.context.remove_listener("request", watch)
         bob.page.evaluate(REJOIN_AS, ["lobby", "bob"])
     print(f"requests for bob's images from alice's window: {len(fetched)}")
+
+
+TRANSFER_DONE = (
+    "for (let i = 0; i < 600; i++) { const t = c.transfers.get(arg);"
+    " if (t && ['done', 'failed', 'declined'].includes(t.state)) return [t.state, t.error];"
+    " await new Promise((r) => setTimeout(r, 100)); } return null;"
+)
+
+
+def test_save_as_over_alices_file_asks_and_keep_both_keeps_hers(hub: Hub, windows: dict[str, Window]) -> None:
+    """test_lab_files.py's test_save_as_never_loses_a_file, its Keep both, on the Hub."""
+    from playwright.sync_api import expect
+
+    alice, bob = windows["alice"], windows["bob"]
+    home = hub.workdir / "home" / "alice"
+    mine = bytes(range(256)) * 96  # alice's 24 KB
+    (home / "report.csv").write_bytes(mine)
+    offered = bob.call(OFFER, {"room": "lobby", "to": "alice", "name": "report.csv", "text": "bob's 18 bytes!!!!"})
+    assert offered
+    # her own file's name, typed (the suggestion is in the folder she last saved in: from-bob/)
+    save_as(alice.page, "report.csv", "report.csv")
+    expect(alice.page.locator(".jp-Dialog-header")).to_contain_text("report.csv exists")
+    expect(alice.page.locator(".jp-Dialog-body")).to_contain_text("report (1).csv")
+    for label in ("Replace", "Keep both", "Cancel"):
+        expect(dialog_button(alice.page, label)).to_be_visible()
+    dialog_button(alice.page, "Keep both").click()
+    assert bob.call(TRANSFER_DONE, offered) == ["done", None]
+    assert (home / "report.csv").read_bytes() == mine
+    assert (home / "report (1).csv").read_bytes() == b"bob's 18 bytes!!!!"
 
 
 def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:

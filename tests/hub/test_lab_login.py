@@ -16,7 +16,8 @@ the two servers asks bob for a copy, which opens at his cell in alice's Lab; aft
 the rooms and a direct message are back; bob, hostile, fails visibly while alice stays logged
 in (display names ``alice`` and ``\u0430lice`` refused, images of /hub/logout and of a remote
 host shown as links and never fetched, a U+202E file name shown neutralised, her next save
-succeeds); Save as… over her file asks, and Keep both keeps it; after logging out and in
+succeeds); Save as… over her file asks, and Keep both keeps it; a kernel of each user joins
+the room beside their Lab window (each person once, 2 connections); after logging out and in
 again the panel is online again. Seconds from login to panel online are printed (median of 3
 logins).
 """
@@ -654,6 +655,46 @@ def test_save_as_over_alices_file_asks_and_keep_both_keeps_hers(hub: Hub, window
     assert bob.call(TRANSFER_DONE, offered) == ["done", None]
     assert (home / "report.csv").read_bytes() == mine
     assert (home / "report (1).csv").read_bytes() == b"bob's 18 bytes!!!!"
+
+
+# a kernel of the page's own server, started by its JupyterLab, runs `code`: (status, what it printed)
+START_KERNEL = """async (code) => {
+    const kernel = await window.jupyterapp.serviceManager.kernels.startNew({ name: 'python3' });
+    (window.iavKernels = window.iavKernels || []).push(kernel);
+    let printed = '';
+    const future = kernel.requestExecute({ code });
+    future.onIOPub = (msg) => {
+        if (msg.header.msg_type === 'stream') printed += msg.content.text;
+        if (msg.header.msg_type === 'error') printed += `${msg.content.ename}: ${msg.content.evalue}`;
+    };
+    const reply = await future.done;
+    return [reply.content.status, printed];
+}"""
+STOP_KERNELS = "async () => { for (const kernel of window.iavKernels || []) await kernel.shutdown(); window.iavKernels = []; }"
+# what a notebook does, with no arguments: its server's Hub environment says where the room service is
+JOIN_FROM_A_KERNEL = (
+    "import iavicenne\nclient = await iavicenne.connect()\nlobby = await client.join('lobby')\nprint(client.user_id)"
+)
+
+
+def test_kernels_of_both_users_are_in_the_room_with_their_lab_windows(windows: dict[str, Window]) -> None:
+    from playwright.sync_api import expect
+
+    try:
+        for user, window in windows.items():
+            window.page.evaluate(SHOW_ROOM, "lobby")
+            status, printed = window.page.evaluate(START_KERNEL, JOIN_FROM_A_KERNEL)
+            assert (status, printed.strip()) == ("ok", user), printed
+        # each person once, with their two connections (the Lab window and the kernel)
+        for window in windows.values():
+            for user in windows:
+                expect(member(window.page, user)).to_have_count(1)
+                expect(member(window.page, user).locator(".iav-lab-connections")).to_have_text("2 connections")
+    finally:
+        for window in windows.values():
+            window.page.evaluate(STOP_KERNELS)
+    for user in windows:
+        expect(member(windows["alice"].page, user).locator(".iav-lab-connections")).to_have_text("1 connection")
 
 
 def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:

@@ -17,9 +17,10 @@ the rooms and a direct message are back; bob, hostile, fails visibly while alice
 in (display names ``alice`` and ``\u0430lice`` refused, images of /hub/logout and of a remote
 host shown as links and never fetched, a U+202E file name shown neutralised, her next save
 succeeds); Save as… over her file asks, and Keep both keeps it; a kernel of each user joins
-the room beside their Lab window (each person once, 2 connections); after logging out and in
-again the panel is online again. Seconds from login to panel online are printed (median of 3
-logins).
+the room beside their Lab window (each person once, 2 connections); bob's flood of 1,500
+messages in 15 s is refused by the chat budget, and alice's mute hides him; after logging
+out and in again the panel is online again. Printed: seconds from login to panel online
+(median of 3 logins), the longest main-thread task of alice's window during the flood.
 """
 
 from __future__ import annotations
@@ -45,8 +46,9 @@ from typing import Any
 import psutil
 import pytest
 from lab.test_lab_files import dialog_button, save_as
-from lab.test_lab_flood import member
+from lab.test_lab_flood import MAX_MESSAGES_SHOWN, STALL_BOUND_MS, member, shown
 from lab.test_lab_panel import RLO_NAME
+from lab_flood_support import LONG_TASKS, longest
 from servers import RedisProcess, redis_binary
 
 from iavicenne_ext.testing import FOREIGN_SERVER_VARIABLES, LOOPBACK, free_port, wait_until
@@ -265,6 +267,7 @@ class Window:
         # Chromium offers its loopback address as an ICE candidate only to a page that may use
         # the camera (as in tests/lab/test_lab_panel.py)
         self.context.grant_permissions(["camera", "microphone"], origin=hub.url.rstrip("/"))
+        self.context.add_init_script(LONG_TASKS)  # the main thread's long tasks, for the flood
         self.page = self.context.new_page()
         self.page.set_default_timeout(TIMEOUT_MS)
         self.refused: list[str] = []
@@ -695,6 +698,72 @@ def test_kernels_of_both_users_are_in_the_room_with_their_lab_windows(windows: d
             window.page.evaluate(STOP_KERNELS)
     for user in windows:
         expect(member(windows["alice"].page, user).locator(".iav-lab-connections")).to_have_text("1 connection")
+
+
+# bob's client sends `count` messages to the room evenly over `seconds`, not waiting for acks
+FLOOD = """const room = c.rooms.get(arg.room).room;
+const refused = {}; let accepted = 0; let last = -1; let option = null;
+const started = performance.now(); const sent = [];
+for (let i = 0; i < arg.count; i++) {
+    const wait = started + (i * arg.seconds * 1000) / arg.count - performance.now();
+    if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    sent.push(room.send({ content: `${arg.text} ${i}` }).then(
+        () => { accepted++; last = Math.max(last, i); },
+        (e) => { const code = String(e.code || e.message); refused[code] = (refused[code] || 0) + 1; option = option || (e.frame && e.frame.option); },
+    ));
+}
+await Promise.all(sent);
+return { accepted, refused, last, option, took: (performance.now() - started) / 1000 };"""
+# one message, sent again once bob's budget allows (after the flood's refusals)
+SEND_WHEN_ALLOWED = (
+    "for (let i = 0; i < 100; i++) { try { await c.send(arg.room, arg.text); return true; }"
+    " catch (e) { if (e.code !== 'limit-exceeded') throw e; await new Promise((r) => setTimeout(r, 1000 * (e.frame.retry_after || 0.1))); } }"
+    " return false;"
+)
+
+
+def test_bobs_flood_is_refused_and_alices_mute_hides_him(windows: dict[str, Window]) -> None:
+    """test_lab_flood.py's flood on the Hub, with the docs' budgets: 1,500 messages in 15 s
+    from bob's Lab, each mentioning alice; her window's longest task is printed."""
+    from playwright.sync_api import expect
+
+    alice, bob = windows["alice"], windows["bob"]
+    alice.page.evaluate(SHOW_ROOM, "flood")
+    bob.call("await c.join('flood');")
+    expect(member(alice.page, "bob")).to_be_visible()
+    started = alice.page.evaluate("() => { window.__iavLongTasks = []; return performance.now(); }")
+    sent = bob.call(FLOOD, {"room": "flood", "count": 1500, "seconds": 15, "text": "@alice flood"})
+    # the room service's chat budget refuses most of them, and says which option
+    assert sent["refused"].get("limit-exceeded") and sent["option"] == "chat_messages_per_second", sent
+    assert 0 < sent["accepted"] < 1500, sent
+    expect(shown(alice.page, f"@alice flood {sent['last']}")).to_be_visible()
+    alice.page.wait_for_timeout(1000)  # for what follows the last
+    tasks = alice.page.evaluate("(from) => window.__iavLongTasks.filter((t) => t.start + t.duration >= from)", started)
+    longest_ms = max((task["duration"] for task in tasks), default=0.0)
+    in_dom = alice.page.locator("#iavicenne-panel .iav-lab-message").count()
+    notified = alice.page.locator(".Toastify__toast").filter(has_text="mentioned you in flood").count()
+    print(
+        f"\nbob's flood into alice's Lab on the Hub: {sent['accepted']} accepted, refused {sent['refused']} in "
+        f"{sent['took']:.1f} s; longest main-thread task {longest(longest_ms)} ({len(tasks)} over 50 ms); "
+        f"{in_dom} messages in the DOM, {notified} notifications"
+    )
+    assert in_dom <= MAX_MESSAGES_SHOWN, in_dom
+    assert notified <= 5, notified
+    assert longest_ms < STALL_BOUND_MS, tasks
+
+    # alice mutes bob for herself: his next message is not shown to her, hers is
+    mute = member(alice.page, "bob").locator(".iav-lab-mute")
+    mute.click()
+    try:
+        expect(mute).to_have_text("Unmute")
+        assert bob.call(SEND_WHEN_ALLOWED, {"room": "flood", "text": "bob, muted"})
+        alice.call("await c.send('flood', 'alice, after the mute');")  # after his: the room's order
+        expect(shown(alice.page, "alice, after the mute")).to_be_visible()
+        assert shown(alice.page, "bob, muted").count() == 0
+        assert shown(alice.page, "@alice flood").count() == 0  # his earlier ones are hidden too
+    finally:
+        mute.click()
+        expect(mute).to_have_text("Mute")
 
 
 def test_a_missing_room_service_is_named_in_the_panel(hub: Hub, windows: dict[str, Window]) -> None:

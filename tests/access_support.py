@@ -8,6 +8,7 @@ own ``jupyter_server_config.py`` (for `GroupAnalysts`), which puts this folder o
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -15,11 +16,12 @@ from typing import Any, ClassVar
 from jupyter_server.auth.identity import User
 from room_support import TwoAnalysts
 from servers import connect as connect_to
+from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient
 
 import iavicenne_protocol as p
-from iavicenne_ext.testing import JupyterProcess, WSClient
+from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
 
 NAMES = ("alice", "bob", "carol", "erin")
 #: the groups each analyst is in, as JupyterHub would grant them (read:users:groups)
@@ -103,3 +105,41 @@ async def _answer(client: WSClient) -> dict[str, Any]:
         frame = await client.recv()
         if frame.get("type") in (p.JOINED, p.ERROR):
             return frame
+
+
+def configured(server: JupyterProcess, server_config: str = SERVER_CONFIG) -> JupyterProcess:
+    """`server` with `server_config` (by default this module's identity provider: alice,
+    bob, carol, erin, with groups)."""
+    server.config.mkdir(parents=True, exist_ok=True)
+    (server.config / "jupyter_server_config.py").write_text(server_config)
+    return server
+
+
+#: what the rooms-with-members tests run on: one server on the default store, and two
+#: servers sharing a Redis (alice on one, bob on the other)
+KINDS = ["sqlite", "redis"]
+
+
+def deployed(
+    kind: str,
+    workdir: Path,
+    label: str,
+    *,
+    homes: dict[str, int] | None = None,
+    server_config: str = SERVER_CONFIG,
+    **options: Any,
+) -> Iterator[Deployment]:
+    """A module fixture's body: the `Deployment` of `kind` ("sqlite", "memory" or "redis")
+    with `options`, stopped (and its Redis keys dropped) when the module is done."""
+    if kind == "redis":
+        url, prefix = shared_redis_url(), unique_prefix(label)
+        servers = [configured(jupyter_on_redis(workdir, url, prefix, f"server{i}", **options), server_config) for i in range(2)]
+    else:
+        url, prefix = "", ""
+        servers = [configured(JupyterProcess(workdir, name=kind, options={"broker": kind, **options}), server_config)]
+    try:
+        yield Deployment(kind, start_all(servers), **({} if homes is None else {"home": dict(homes)}))
+    finally:
+        stop_all(servers)
+        if prefix:
+            drop_prefix(url, prefix)

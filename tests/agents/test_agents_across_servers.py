@@ -7,30 +7,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from access_support import SERVER_CONFIG, Deployment
+from access_support import Deployment, deployed
 from agent_support import agent_of
-from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 import iavicenne_protocol as p
-from iavicenne_ext.testing import JupyterProcess, start_all, stop_all
-
-
-def _configured(server: JupyterProcess) -> JupyterProcess:
-    server.config.mkdir(parents=True, exist_ok=True)
-    (server.config / "jupyter_server_config.py").write_text(SERVER_CONFIG)
-    return server
 
 
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp("agents-redis")
-    url, prefix = shared_redis_url(), unique_prefix("agents")
-    servers = [_configured(jupyter_on_redis(workdir, url, prefix, f"server{i}")) for i in range(2)]
-    try:
-        yield Deployment("redis", start_all(servers))
-    finally:
-        stop_all(servers)
-        drop_prefix(url, prefix)
+    yield from deployed("redis", tmp_path_factory.mktemp("agents-redis"), "agents")
 
 
 async def test_an_agent_answers_a_mention_from_another_server(deployment: Deployment) -> None:

@@ -34,6 +34,7 @@ from servers import connect as connect_to
 from tornado.websocket import WebSocketClientConnection
 
 from iavicenne_ext.app import IAvicenne
+from iavicenne_ext.identity import Identity
 from iavicenne_ext.pytest_plugin import WSClient
 
 MiB = 1024 * 1024
@@ -429,6 +430,7 @@ class Held:
     key: str
     user_id: str
     identity: dict[str, Any] = field(default_factory=lambda: {"username": "mallory", "name": "mallory"})
+    who: Identity = field(default_factory=lambda: Identity("mallory", "mallory", "mallory"))
 
     def send(self, frame: bytes, *, replay: bool = False) -> None:
         pass

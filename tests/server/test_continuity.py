@@ -12,36 +12,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from access_support import SERVER_CONFIG, Deployment
-from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
+from access_support import KINDS, Deployment, deployed
 
 import iavicenne_protocol as p
-from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
+from iavicenne_ext.testing import WSClient
 
 
-def _configured(server: JupyterProcess) -> JupyterProcess:
-    server.config.mkdir(parents=True, exist_ok=True)
-    (server.config / "jupyter_server_config.py").write_text(SERVER_CONFIG)
-    return server
-
-
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=KINDS)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp(f"continuity-{request.param}")
-    if request.param == "memory":
-        servers = [_configured(JupyterProcess(workdir, name="memory", options={"broker": "memory"}))]
-        try:
-            yield Deployment("memory", start_all(servers))
-        finally:
-            stop_all(servers)
-        return
-    url, prefix = shared_redis_url(), unique_prefix("continuity")
-    servers = [_configured(jupyter_on_redis(workdir, url, prefix, f"server{i}")) for i in range(2)]
-    try:
-        yield Deployment("redis", start_all(servers))
-    finally:
-        stop_all(servers)
-        drop_prefix(url, prefix)
+    yield from deployed(request.param, tmp_path_factory.mktemp(f"continuity-{request.param}"), "continuity")
 
 
 @pytest.fixture

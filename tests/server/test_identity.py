@@ -321,4 +321,6 @@ async def test_a_browser_creates_a_room_with_the_xsrf_token_as_jupyter_asks(base
         "owner": owner,
         "group": None,
         "members": [],
+        "muted": [],
+        "removed": [],
     }

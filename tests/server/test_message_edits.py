@@ -15,18 +15,17 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from access_support import TESTS, Deployment, call, headers
-from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
+from access_support import KINDS, TESTS, Deployment, call, deployed, headers
 from tornado.httpclient import AsyncHTTPClient
 
 import iavicenne_protocol as p
-from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
+from iavicenne_ext.testing import WSClient
 
 # GroupAnalysts (alice, bob, carol, erin) and mallory, each with a token of their own
 SERVER_CONFIG = f"""
 import sys
 sys.path.insert(0, {str(TESTS)!r})
-from access_support import GroupAnalysts
+from access_support import KINDS, deployed, GroupAnalysts
 
 class WithMallory(GroupAnalysts):
     analysts = {{**GroupAnalysts.analysts, "mallory-token": "mallory"}}
@@ -36,29 +35,11 @@ c.ServerApp.identity_provider_class = WithMallory
 HOMES = {"alice": 0, "bob": 1, "carol": 1, "erin": 0, "mallory": 0}
 
 
-def _configured(server: JupyterProcess) -> JupyterProcess:
-    server.config.mkdir(parents=True, exist_ok=True)
-    (server.config / "jupyter_server_config.py").write_text(SERVER_CONFIG)
-    return server
-
-
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=KINDS)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp(f"edits-{request.param}")
-    if request.param == "memory":
-        servers = [_configured(JupyterProcess(workdir, name="memory", options={"broker": "memory"}))]
-        try:
-            yield Deployment("memory", start_all(servers), dict(HOMES))
-        finally:
-            stop_all(servers)
-        return
-    url, prefix = shared_redis_url(), unique_prefix("edits")
-    servers = [_configured(jupyter_on_redis(workdir, url, prefix, f"server{i}")) for i in range(2)]
-    try:
-        yield Deployment("redis", start_all(servers), dict(HOMES))
-    finally:
-        stop_all(servers)
-        drop_prefix(url, prefix)
+    yield from deployed(
+        request.param, tmp_path_factory.mktemp(f"edits-{request.param}"), "edits", homes=HOMES, server_config=SERVER_CONFIG
+    )
 
 
 @pytest.fixture

@@ -17,50 +17,29 @@ from typing import Any
 
 import pycrdt
 import pytest
-from access_support import SERVER_CONFIG, Deployment
+from access_support import KINDS, Deployment, deployed
 from room_support import eventually
-from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 import iavicenne_protocol as p
 from iavicenne import RoomClient
 from iavicenne.shared import CUT, SharedState, share
 from iavicenne_ext.shared_depth import DocumentDepth, check_depth, update_depth
-from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
+from iavicenne_ext.testing import WSClient
 from iavicenne_protocol import SyncMessage
 
 LIFTED = 20_000  # the highest max_shared_depth (shared_depth.DEPTH_CEILING)
 
 
-def _configured(server: JupyterProcess) -> JupyterProcess:
-    server.config.mkdir(parents=True, exist_ok=True)
-    (server.config / "jupyter_server_config.py").write_text(SERVER_CONFIG)
-    return server
-
-
 def _deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, **options: Any) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp(f"depth-{request.param}")
-    if request.param == "memory":
-        servers = [_configured(JupyterProcess(workdir, name="memory", options={"broker": "memory", **options}))]
-        try:
-            yield Deployment("memory", start_all(servers))
-        finally:
-            stop_all(servers)
-        return
-    url, prefix = shared_redis_url(), unique_prefix("depth")
-    servers = [_configured(jupyter_on_redis(workdir, url, prefix, f"server{i}", **options)) for i in range(2)]
-    try:
-        yield Deployment("redis", start_all(servers))
-    finally:
-        stop_all(servers)
-        drop_prefix(url, prefix)
+    yield from deployed(request.param, tmp_path_factory.mktemp(f"depth-{request.param}"), "depth", **options)
 
 
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=KINDS)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     yield from _deployment(request, tmp_path_factory)  # the default bound
 
 
-@pytest.fixture(scope="module", params=["memory"])
+@pytest.fixture(scope="module", params=["sqlite"])
 def lifted(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     yield from _deployment(request, tmp_path_factory, max_shared_depth=LIFTED)
 

@@ -15,42 +15,22 @@ from typing import Any
 
 import pycrdt
 import pytest
-from access_support import SERVER_CONFIG, Deployment
+from access_support import KINDS, Deployment, configured, deployed
 from room_support import eventually
 from servers import drop_prefix, jupyter_on_redis, shared_redis_url, unique_prefix
 
 import iavicenne_protocol as p
 from iavicenne import RoomClient
 from iavicenne.shared import SharedState, share
-from iavicenne_ext.testing import JupyterProcess, WSClient, start_all, stop_all
+from iavicenne_ext.testing import WSClient, start_all, stop_all
 from iavicenne_protocol import SyncMessage, decode_sync
 
-SMALL = {"max_shared_bytes": 20_000, "max_shared_update_bytes": 8_000, "shared_compact_every": 20}
+SMALL: dict[str, Any] = {"max_shared_bytes": 20_000, "max_shared_update_bytes": 8_000, "shared_compact_every": 20}
 
 
-def _configured(server: JupyterProcess) -> JupyterProcess:
-    server.config.mkdir(parents=True, exist_ok=True)
-    (server.config / "jupyter_server_config.py").write_text(SERVER_CONFIG)
-    return server
-
-
-@pytest.fixture(scope="module", params=["memory", "redis"])
+@pytest.fixture(scope="module", params=KINDS)
 def deployment(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
-    workdir = tmp_path_factory.mktemp(f"shared-{request.param}")
-    if request.param == "memory":
-        servers = [_configured(JupyterProcess(workdir, name="memory", options={"broker": "memory", **SMALL}))]
-        try:
-            yield Deployment("memory", start_all(servers))
-        finally:
-            stop_all(servers)
-        return
-    url, prefix = shared_redis_url(), unique_prefix("shared")
-    servers = [_configured(jupyter_on_redis(workdir, url, prefix, f"server{i}", **SMALL)) for i in range(2)]
-    try:
-        yield Deployment("redis", start_all(servers))
-    finally:
-        stop_all(servers)
-        drop_prefix(url, prefix)
+    yield from deployed(request.param, tmp_path_factory.mktemp(f"shared-{request.param}"), "shared", **SMALL)
 
 
 @pytest.fixture
@@ -247,7 +227,7 @@ async def test_with_redis_the_document_survives_every_server_restarting(
 ) -> None:
     url, prefix = shared_redis_url(), unique_prefix("shared-restart")
     workdir = tmp_path_factory.mktemp("shared-restart")
-    servers = [_configured(jupyter_on_redis(workdir, url, prefix, f"server{i}", **SMALL)) for i in range(2)]
+    servers = [configured(jupyter_on_redis(workdir, url, prefix, f"server{i}", **SMALL)) for i in range(2)]
     deployment = Deployment("redis", start_all(servers))
     try:
         kernels = Kernels(deployment, opened)

@@ -2,8 +2,8 @@
 back by a Redis broker as the servers of the new deployment will.
 
 Two identities and a hostile one: alice owns the rooms, bob is invited to her private room
-and has a direct conversation with her; mallory is invited nowhere and must stay out after
-the move as before it.
+and has a direct conversation with her; mallory is invited nowhere and removed from the
+public room, and must stay out of both after the move as before it.
 """
 
 from __future__ import annotations
@@ -60,6 +60,10 @@ async def fill(path: Path) -> dict[str, History]:
     store = SQLiteBroker(path=str(path), **BUDGETS)
     await store.start()
     try:
+        # alice's public room, where she removed mallory; her private room, bob invited
+        await store.create_access(RoomAccess(PUBLIC, p.AccessKind.PUBLIC, "alice"), max_per_owner=10)
+        await store.moderate(PUBLIC, "mallory", p.ModerationAction.REMOVE)
+        await store.remember_identity("alice", "alice")
         for n in range(5):
             await store.publish(PUBLIC, message(f"hello {n}"), dedup=dedup(PUBLIC, "alice", "alice", f"a-{n}"))
         kept = message("typo")
@@ -88,7 +92,7 @@ async def test_a_store_moves_into_redis_with_its_past(tmp_path: Path, target: tu
 
     moved = migrate(path, url, prefix)
     assert moved.returncode == 0, moved.stderr
-    assert "2 rooms, 7 messages, 1 access records, 1 shared documents, 1 direct messages" in moved.stdout
+    assert "2 rooms, 7 messages, 2 access records, 1 shared documents, 1 direct messages" in moved.stdout
 
     broker = RedisBroker(url=url, prefix=prefix, **BUDGETS)
     await broker.start()
@@ -108,7 +112,11 @@ async def test_a_store_moves_into_redis_with_its_past(tmp_path: Path, target: tu
         assert access is not None and access.owner == "alice" and access.members == {"bob"}
         assert may_enter(Identity("bob", "bob", "bob"), access)
         assert not may_enter(Identity("mallory", "mallory", "mallory"), access)
-        assert await broker.get_access(PUBLIC) is None
+        lobby = await broker.get_access(PUBLIC)
+        assert lobby is not None and lobby.removed == {"mallory"}
+        assert may_enter(Identity("bob", "bob", "bob"), lobby)
+        assert not may_enter(Identity("mallory", "mallory", "mallory"), lobby)  # still out
+        assert await broker.identity_named("alice") == "alice"  # her name stays hers
 
         shared = await broker.shared_load(PUBLIC)
         doc: pycrdt.Doc[pycrdt.Text] = pycrdt.Doc()

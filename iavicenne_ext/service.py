@@ -10,10 +10,14 @@ or a Hub token such as a kernel's ``$JUPYTERHUB_API_TOKEN``), run with iAvicenne
 - no other server extension is loaded, terminals are off, and its root directory is an
   empty one of its own;
 - broker='redis', with ``$IAVICENNE_REDIS_URL``, which the Hub gives to this service
-  alone (the service's ``environment``): no user's server or kernel holds it.
+  alone (the service's ``environment``): no user's server or kernel holds it;
+- without ``$IAVICENNE_REDIS_URL``, broker='sqlite': the local store, in the service's own
+  Jupyter data directory (``IAvicenne.store_path``), so a small Hub needs no Redis at all.
 
 Several of them (services of other names, or processes behind one address) may share one
-Redis: that is how the rooms scale out. Options are passed as to any Jupyter server
+Redis: that is how the rooms scale out. Replicas need Redis: each local store is its
+own, and a second service on the same file is refused at start (the store's lock);
+``iavicenne-migrate`` copies the store into Redis when a Hub grows (docs/redis.md). Options are passed as to any Jupyter server
 (``iavicenne-room-service --IAvicenne.history_size=5000``).
 """
 
@@ -57,14 +61,15 @@ class RoomService(JupyterHubSingleUser):
         return "jupyterhub"
 
 
-def service_arguments(root_dir: str) -> list[str]:
-    """The server options that make the room service what the module docstring says."""
+def service_arguments(root_dir: str, *, redis: bool = True) -> list[str]:
+    """The server options that make the room service what the module docstring says
+    (`redis`: whether it was given ``$IAVICENNE_REDIS_URL``; otherwise the local store)."""
     return [
         f"--ServerApp.root_dir={root_dir}",
         f"--ServerApp.authorizer_class={RoomServiceAuthorizer.__module__}.{RoomServiceAuthorizer.__qualname__}",
         "--ServerApp.terminals_enabled=False",
         "--ServerApp.default_url=/iavicenne/",
-        "--IAvicenne.broker=redis",
+        "--IAvicenne.broker=redis" if redis else "--IAvicenne.broker=sqlite",
         "--IAvicenne.room_service=",  # the rooms are here
     ]
 
@@ -78,16 +83,19 @@ def main(argv: list[str] | None = None) -> None:
             "'command': ['iavicenne-room-service'] and a 'url'; README 'Deploy on JupyterHub'); "
             f"missing: ${', $'.join(missing)}"
         )
-    if not os.environ.get(REDIS_URL_VARIABLE):
-        sys.exit(
-            f"iavicenne-room-service needs ${REDIS_URL_VARIABLE}: set it in the service's 'environment' "
-            "(c.JupyterHub.services), and nowhere users' servers could read it"
+    redis = bool(os.environ.get(REDIS_URL_VARIABLE))
+    if not redis:
+        print(
+            f"iavicenne-room-service: no ${REDIS_URL_VARIABLE}, the rooms are kept in the local store "
+            "(IAvicenne.store_path); replicas need Redis: set it in the service's 'environment' "
+            "(c.JupyterHub.services), and nowhere users' servers could read it",
+            file=sys.stderr,
         )
     # user-controlled configuration (~/.jupyter) must not shape a shared, trusted process
     os.environ.setdefault("JUPYTERHUB_DISABLE_USER_CONFIG", "1")
     root_dir = tempfile.mkdtemp(prefix="iavicenne-room-service-")
     atexit.register(shutil.rmtree, root_dir, ignore_errors=True)
-    RoomService.launch_instance([*service_arguments(root_dir), *(sys.argv[1:] if argv is None else argv)])
+    RoomService.launch_instance([*service_arguments(root_dir, redis=redis), *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

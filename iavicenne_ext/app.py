@@ -626,6 +626,7 @@ class IAvicenne(ExtensionApp):
                     (r"/iavicenne/ws/mcp/?", ServiceSocketRelay, {**sockets, "path": p.ROOMS_PATH}),
                     (r"/iavicenne/ws/signaling/?", ServiceSocketRelay, {**sockets, "path": p.SIGNALING_PATH}),
                     (r"/iavicenne/api/rooms(/.*)?", ServiceRestRelay, relay),
+                    (r"/iavicenne/api/search(/.*)?", ServiceRestRelay, {**relay, "api": "search"}),
                 ]
             )
             return

@@ -132,8 +132,10 @@ async def test_the_notebook_room_edits_replies_deletes_and_counts_unread(base: s
     assert (await alice.mark_read())["unread"] == 0
     markdown = await bob.export("md")
     assert "final" in markdown and "draft" not in markdown and "@alice" in markdown
+    assert [hit["seq"] for hit in await bob.search("final")] == [seq] and await bob.search("draft") == []
     await alice.delete(seq)
     assert "final" not in await bob.export("md")
+    assert await bob.search("final") == []
 
 
 @pytest.mark.timeout(60)

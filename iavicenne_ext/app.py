@@ -25,7 +25,7 @@ from .handlers.budgets import Quotas
 from .handlers.config import RoomsConfigHandler
 from .handlers.page import STATIC_DIR, DemoPageHandler, StaticHandler
 from .handlers.rest import RoomBudgets, RoomListHandler, RoomMemberHandler, RoomMembersHandler
-from .handlers.room_history import RoomExportHandler, RoomReadHandler
+from .handlers.room_history import RoomExportHandler, RoomReadHandler, SearchHandler
 from .handlers.rooms import RoomSocketHandler
 from .handlers.service_relay import ServiceRestRelay, ServiceSocketRelay
 from .handlers.signaling import SignalingSocketHandler
@@ -430,6 +430,12 @@ class IAvicenne(ExtensionApp):
         config=True,
         help="Members (invited usernames) a private room may have.",
     )
+    max_search_results = Int(
+        50,
+        config=True,
+        help="Messages one search (GET iavicenne/api/search) answers at most: its default limit, "
+        "and a larger limit is refused with limit-exceeded.",
+    )
 
     # -- rooms of thousands (docs/protocol.md, "Large rooms") ----------------------------
     max_snapshot_members = Int(
@@ -620,13 +626,14 @@ class IAvicenne(ExtensionApp):
                     (r"/iavicenne/ws/mcp/?", ServiceSocketRelay, {**sockets, "path": p.ROOMS_PATH}),
                     (r"/iavicenne/ws/signaling/?", ServiceSocketRelay, {**sockets, "path": p.SIGNALING_PATH}),
                     (r"/iavicenne/api/rooms(/.*)?", ServiceRestRelay, relay),
+                    (r"/iavicenne/api/search(/.*)?", ServiceRestRelay, {**relay, "api": "search"}),
                 ]
             )
             return
         shared: dict[str, Any] = {"hub": self.hub, "quotas": self.quotas}
         rest: dict[str, Any] = {
             "hub": self.hub,
-            "budgets": RoomBudgets(self.max_private_rooms_per_identity, self.max_room_members),
+            "budgets": RoomBudgets(self.max_private_rooms_per_identity, self.max_room_members, self.max_search_results),
         }
         self.handlers.extend(
             [
@@ -635,6 +642,7 @@ class IAvicenne(ExtensionApp):
                 (r"/iavicenne/api/rooms/?", RoomListHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/members/([^/]+)/?", RoomMemberHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/export/?", RoomExportHandler, rest),
+                (r"/iavicenne/api/search/?", SearchHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/read/?", RoomReadHandler, rest),
                 (r"/iavicenne/api/rooms/([^/]+)/?", RoomMembersHandler, rest),
             ]

@@ -30,7 +30,7 @@ import iavicenne_protocol as p
 from .access import RoomAccess, may_receive
 from .broker.base import BrokerUnavailable, DedupKey, JoinOutcome, Member, MemberOutcome, MembersPage, PresenceEntry, Published
 from .broker.events import DirectFrame, PresenceFrame, RoomFrame
-from .broker.interfaces import Broker
+from .broker.interfaces import Broker, MessageSearch
 from .continuity import Continuity
 from .local_rooms import Connection, LocalRoom, Waiting, signaling_room
 from .message_edits import MessageEdits
@@ -74,6 +74,7 @@ class RoomHub(SignalingRooms):
             messages=broker, history=broker, access_records=broker, reads=broker, max_message_bytes=max_message_bytes
         )
         self.continuity = Continuity(broker, broker, broker, log, max_message_bytes=max_message_bytes)
+        self.search: MessageSearch = broker  # full-text search of kept messages (REST)
 
     # -- requests ---------------------------------------------------------------------
     async def join(

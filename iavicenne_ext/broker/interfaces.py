@@ -11,7 +11,8 @@ As centrifuge sets them apart, each a few methods on one concept:
 - `HistoryEditor`: a kept message read and rewritten in place (edits, deletions);
 - `ReadPositions`: each person's read position per room (unread counts);
 - `RememberedRooms`: the chat rooms each identity joined, so its next window rejoins them;
-- `DirectHistory`: the kept direct messages of each conversation (two identities in a room).
+- `DirectHistory`: the kept direct messages of each conversation (two identities in a room);
+- `MessageSearch`: full-text search of the rooms' kept messages (search.py).
 
 A backend implements all of them (`Broker`): `MemoryBroker` keeps everything in this
 process (one server, no setup), `RedisBroker` keeps it in Redis so several Jupyter servers
@@ -42,6 +43,7 @@ from .base import (
     page_of,
 )
 from .events import BrokerEvent, Deliver, Emitted
+from .search import Found
 
 
 class MessageBroker(ABC):
@@ -331,6 +333,23 @@ class DirectHistory(ABC):
         said there in private is never replayed)."""
 
 
+class MessageSearch(ABC):
+    """Full-text search of the rooms' kept messages (search.py says what matches).
+
+    Who may read which room is the caller's business: it names the rooms to search.
+    """
+
+    @abstractmethod
+    async def searchable_rooms(self) -> list[str]:
+        """The rooms a search without a room may look in (the backend says which)."""
+
+    @abstractmethod
+    async def search(self, rooms: list[str], words: list[str], limit: int) -> list[Found]:
+        """At most `limit` kept messages of `rooms` matching every one of `words` (`search.terms`),
+        newest first; none when `words` is empty. Deleted messages are never found, edited
+        ones by their new text only."""
+
+
 class Broker(
     MessageBroker,
     PresenceManager,
@@ -341,6 +360,7 @@ class Broker(
     ReadPositions,
     RememberedRooms,
     DirectHistory,
+    MessageSearch,
 ):
     """A whole backend: every interface above, its budgets and its life cycle.
 

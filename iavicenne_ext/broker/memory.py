@@ -59,6 +59,7 @@ from .events import Emitted, Publication
 from .interfaces import Broker
 from .memory_continuity import MemoryContinuity
 from .memory_shared import SharedLogs
+from .search import Found, matches, searchable_text
 
 # What keeping costs beside the frame's own bytes, counted against history_bytes_total so
 # that many tiny messages or many empty rooms cannot hold more memory than the budget says
@@ -297,6 +298,22 @@ class MemoryBroker(MemoryContinuity, Broker):
     async def room_exists(self, room: str) -> bool:
         self._expire(time.monotonic())
         return room in self._rooms
+
+    # -- search (search.py): a scan of the kept history, newest first --------------------
+    async def searchable_rooms(self) -> list[str]:
+        return [name for name, state in self._rooms.items() if state.history]
+
+    async def search(self, rooms: list[str], words: list[str], limit: int) -> list[Found]:
+        if not words or limit <= 0:
+            return []
+        found: list[tuple[int, Found]] = []
+        for room in dict.fromkeys(rooms):
+            state = self._rooms.get(room)
+            for _, frame, order in state.history if state is not None else ():
+                text = searchable_text(frame)
+                if text is not None and matches(words, text):
+                    found.append((order, Found(room, frame)))
+        return [hit for _, hit in heapq.nlargest(limit, found, key=lambda item: item[0])]
 
     # -- fan-out --------------------------------------------------------------------------
     async def subscribe(self, room: str) -> None:

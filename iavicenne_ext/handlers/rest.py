@@ -41,6 +41,7 @@ class RoomBudgets:
 
     max_private_rooms_per_identity: int
     max_room_members: int
+    max_search_results: int = 50
 
 
 class RoomsAPIError(web.HTTPError):
@@ -54,7 +55,7 @@ class RoomsAPIError(web.HTTPError):
         self.fields = fields
 
 
-def _limit(option: str, limit: int, what: str) -> RoomsAPIError:
+def limit_refusal(option: str, limit: int, what: str) -> RoomsAPIError:
     error = p.limit_exceeded(option, limit, what)
     return RoomsAPIError(403, error.code, error.message, **error.fields)
 
@@ -196,7 +197,9 @@ class RoomListHandler(_RoomsAPIHandler):
             raise RoomsAPIError(400, p.ErrorCode.INVALID_FIELD, "'group' is for a group room (access: 'group')")
         budgets = self.budgets
         if len(invited) > budgets.max_room_members:
-            raise _limit("max_room_members", budgets.max_room_members, f"room not created: {len(invited)} members are too many")
+            raise limit_refusal(
+                "max_room_members", budgets.max_room_members, f"room not created: {len(invited)} members are too many"
+            )
         access = RoomAccess(room, kind, who.username, group if kind == p.AccessKind.GROUP else None, invited)
         try:
             outcome = await self.hub.create_access(access, max_per_owner=budgets.max_private_rooms_per_identity)
@@ -209,7 +212,7 @@ class RoomListHandler(_RoomsAPIHandler):
                 f"room {room!r} exists already (it has an access record, members or history); choose another name",
             )
         if outcome is CreateOutcome.BUDGET:
-            raise _limit(
+            raise limit_refusal(
                 "max_private_rooms_per_identity",
                 budgets.max_private_rooms_per_identity,
                 f"room not created: {who.username} created as many rooms with members as it may; delete one first",
@@ -271,7 +274,9 @@ class RoomMemberHandler(_RoomsAPIHandler):
         if outcome is MemberOutcome.MISSING or access_now is None:
             raise self.unknown(room)  # deleted meanwhile
         if outcome is MemberOutcome.FULL:
-            raise _limit("max_room_members", self.budgets.max_room_members, f"{username} not invited: room {room!r} is full")
+            raise limit_refusal(
+                "max_room_members", self.budgets.max_room_members, f"{username} not invited: room {room!r} is full"
+            )
         self.finish_json(access_now.to_json())
 
     @web.authenticated

@@ -8,6 +8,8 @@ the caller may not enter answered as if it did not exist (404).
 - ``GET rooms/<room>/read``                   the caller's read position and unread count
 - ``PUT rooms/<room>/read``  ``{"seq": n}``   move it forward; the caller's connections in
   the room get the new ``unread``
+- ``GET search?q=...&room=...&limit=n``        the newest kept messages matching `q` (every
+  word, as a word's beginning) in the rooms the caller may enter, or in `room` only
 - ``GET rooms?unread=1``                      the listing (rest.py) with the caller's
   ``read``, ``seq`` and ``unread`` in each room, and the rooms it has a read position in
   (under the room service, rooms/... is what a user's server relays)
@@ -25,12 +27,13 @@ import iavicenne_protocol as p
 
 from .. import export
 from ..access import may_enter
+from ..broker import search
 from ..broker.base import BrokerUnavailable, ReadState
 from ..broker.events import PersonalFrame
 from ..identity import Identity
 from ..rooms import RoomHub
 from . import AUTH_RESOURCE
-from .rest import RoomsAPIError, _RoomsAPIHandler
+from .rest import RoomsAPIError, _RoomsAPIHandler, limit_refusal
 
 
 def _state_json(state: ReadState) -> dict[str, Any]:
@@ -70,6 +73,64 @@ class RoomExportHandler(_RoomHistoryHandler):
             self.finish(
                 json.dumps(export.to_chat(room, history.epoch, messages), indent=1), set_content_type=export.FORMATS[kind]
             )
+
+
+#: longest query accepted (characters)
+MAX_QUERY_LENGTH = 500
+
+
+class SearchHandler(_RoomHistoryHandler):
+    """`{base_url}iavicenne/api/search?q=...&room=...&limit=n`: full-text search (broker/search.py)."""
+
+    @web.authenticated
+    @authorized("read", resource=AUTH_RESOURCE)
+    async def get(self) -> None:
+        query = self.get_argument("q", "")
+        if not query.strip():
+            raise RoomsAPIError(400, p.ErrorCode.INVALID_FIELD, "q must be the text to search for")
+        if len(query) > MAX_QUERY_LENGTH:
+            raise RoomsAPIError(400, p.ErrorCode.INVALID_FIELD, f"q is too long: at most {MAX_QUERY_LENGTH} characters")
+        words = search.terms(query)
+        if len(words) > search.MAX_TERMS:
+            raise RoomsAPIError(400, p.ErrorCode.INVALID_FIELD, f"q has too many words: at most {search.MAX_TERMS}")
+        budget = self.budgets.max_search_results
+        limit_text = self.get_argument("limit", str(budget))
+        if not limit_text.isdigit() or int(limit_text) < 1:
+            raise RoomsAPIError(400, p.ErrorCode.INVALID_FIELD, "limit must be a positive integer")
+        limit = int(limit_text)
+        if limit > budget:
+            raise limit_refusal("max_search_results", budget, f"limit {limit} is more results than a search gives")
+        room = self.get_argument("room", None)
+        try:
+            if room is not None:
+                rooms = [await self.readable(room)]
+            else:
+                rooms = await self.readable_rooms()
+            found = await self.hub.search.search(rooms, words, limit)
+        except BrokerUnavailable as error:
+            raise web.HTTPError(503, str(error)) from None
+        hits = []
+        for hit in found:
+            for message in export.kept_messages([hit.frame]):
+                hits.append(
+                    {
+                        "room": hit.room,
+                        "seq": message.seq,
+                        "author": message.username,
+                        "display_name": message.display_name,
+                        "text": message.text,
+                        "time": message.timestamp,
+                        "edited": message.edited,
+                    }
+                )
+        self.finish_json({"q": query, "limit": limit, "results": hits})
+
+    async def readable_rooms(self) -> list[str]:
+        """The rooms a search without `room` looks in: those the broker offers and those the
+        caller has a read position in, that the caller may enter now."""
+        names = set(await self.hub.search.searchable_rooms())
+        names.update(await self.hub.edits.reads.read_rooms(self.who.username))
+        return [name for name in sorted(names) if may_enter(self.who, await self.hub.access(name))]
 
 
 class RoomReadHandler(_RoomHistoryHandler):

@@ -7,7 +7,7 @@ service is another server behind the Hub (``/services/<name>/``), with a login o
 that only a page navigation through the Hub's OAuth can get; a ``fetch`` or a WebSocket
 from the page cannot. So the page does not speak to the service: it speaks to its own
 server, at the same paths as to any server holding rooms (``iavicenne/ws/mcp``,
-``iavicenne/ws/signaling``, ``iavicenne/api/rooms...``), and the server relays each socket
+``iavicenne/ws/signaling``, ``iavicenne/api/rooms...``, ``iavicenne/api/search``), and the server relays each socket
 and call to the service with its own Hub token (``$JUPYTERHUB_API_TOKEN``, the one its
 kernels speak to the service with, whose scopes the docs' configuration gives:
 ``access:services!service=<name>``, ``read:users:groups!user``).
@@ -78,12 +78,14 @@ class _Relay:
 
 
 class ServiceRestRelay(_Relay, APIHandler):
-    """`{base_url}iavicenne/api/rooms[/...]`: the service's rooms REST API, as this server's user."""
+    """`{base_url}iavicenne/api/rooms[/...]` (and ``.../search``): the service's REST API at
+    the same path, as this server's user."""
 
     auth_resource = AUTH_RESOURCE
 
-    def initialize(self, *, locator: RoomServiceLocator) -> None:
+    def initialize(self, *, locator: RoomServiceLocator, api: str = "rooms") -> None:
         self.locator = locator
+        self.api = api  # the service's endpoint this route relays to
 
     async def relay(self, tail: str) -> None:
         location = await self.service()
@@ -92,7 +94,7 @@ class ServiceRestRelay(_Relay, APIHandler):
         if body is not None:
             headers["Content-Type"] = self.request.headers.get("Content-Type", "application/json")
         request = HTTPRequest(
-            f"{location.rooms_url}iavicenne/api/rooms{tail}{_query(self.request.query)}",
+            f"{location.rooms_url}iavicenne/api/{self.api}{tail}{_query(self.request.query)}",
             method=self.request.method or "GET",
             headers=headers,
             body=body,

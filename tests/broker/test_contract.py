@@ -25,7 +25,7 @@ from servers import drop_prefix, shared_redis_url, unique_prefix
 
 import iavicenne_protocol as p
 from iavicenne_ext.access import RoomAccess
-from iavicenne_ext.broker import MemoryBroker
+from iavicenne_ext.broker import MemoryBroker, search
 from iavicenne_ext.broker.base import CreateOutcome, JoinOutcome, MemberOutcome, ReadState
 from iavicenne_ext.broker.events import (
     BrokerEvent,
@@ -39,6 +39,7 @@ from iavicenne_ext.broker.events import (
     Supersede,
 )
 from iavicenne_ext.broker.interfaces import Broker
+from iavicenne_ext.broker.search import Found
 from iavicenne_ext.broker.sqlite import SQLiteBroker
 
 #: the budgets a test does not set
@@ -662,3 +663,61 @@ async def test_a_conversation_is_forgotten_after_its_ttl(backend: Backend) -> No
         assert len((await broker.direct_replay("r", "bob", 0))[0]) == 1
         await asyncio.sleep(0.6)
         assert (await broker.direct_replay("r", "bob", 0))[0] == []
+
+
+# -- search (broker/search.py) -------------------------------------------------------------
+def said(found: list[Found]) -> list[tuple[str, int, str]]:
+    return [(hit.room, json.loads(hit.frame)["seq"], json.loads(hit.frame)["message"]["content"]) for hit in found]
+
+
+def tombstone(seq: int) -> bytes:
+    """A deleted message as message_edits.py keeps it: no text."""
+    return p.with_seq(seq, p.encode({"type": p.MESSAGE, "user_id": "u", "message": {}, "deleted": {"by": "alice"}}))
+
+
+async def test_a_search_finds_only_in_the_rooms_it_names_and_only_what_is_said_now(backend: Backend) -> None:
+    """mallory names only the room it may read: alice's private words, however exactly
+    quoted, are not found; an edit is found by its new text only, a deletion not at all."""
+    async with backend(history_size=4) as (broker, _):
+        outcome = await broker.create_access(private("alices", "alice"), max_per_owner=10)
+        assert outcome is CreateOutcome.CREATED
+        await broker.publish("alices", message("the launch code is swordfish"))
+        await broker.publish("open", message("Swordfish is a fish"))
+        await broker.publish("open", message("lunch at noon"))
+        await broker.publish("open", message("a typo that gets edited"))
+        await broker.publish("open", message("a regret that gets deleted"))
+        terms = search.terms
+        assert "alices" in await broker.searchable_rooms()
+        assert said(await broker.search(["open"], terms("the launch code is swordfish"), 10)) == []
+        assert said(await broker.search(["open"], terms("SWORD"), 10)) == [("open", 1, "Swordfish is a fish")]
+        both = said(await broker.search(["open", "alices"], terms("swordfish"), 10))
+        assert sorted(both) == [("alices", 1, "the launch code is swordfish"), ("open", 1, "Swordfish is a fish")]
+        edited = rewritten(3, "a mistake now corrected")
+        for seq, frame in ((3, edited), (4, tombstone(4))):
+            kept = await broker.kept_message("open", seq)
+            assert kept is not None and await broker.rewrite_message("open", seq, kept, frame)
+        assert said(await broker.search(["open"], terms("typo"), 10)) == []
+        assert said(await broker.search(["open"], terms("corrected mistake"), 10)) == [("open", 3, "a mistake now corrected")]
+        assert said(await broker.search(["open"], terms("regret"), 10)) == []
+        assert said(await broker.search(["open"], terms("gets"), 10)) == []
+        # newest first, within the limit; what history_size trims is not found any more
+        await broker.publish("open", message("a fish for lunch"))  # seq 5: seq 1 leaves the history
+        assert said(await broker.search(["open"], terms("fish"), 10)) == [("open", 5, "a fish for lunch")]
+        assert said(await broker.search(["open"], terms("lunch"), 1)) == [("open", 5, "a fish for lunch")]
+        assert [seq for _, seq, _ in said(await broker.search(["open"], terms("lunch"), 10))] == [5, 2]
+
+
+async def test_a_search_reads_fts_syntax_as_text(backend: Backend) -> None:
+    async with backend() as (broker, _):
+        await broker.publish("r", message('she said "near" OR far * NEAR(x y) AND NOT'))
+        await broker.publish("r", message("something else entirely"))
+        expected = {'"near"': [1], "OR": [1], "far *": [1], "NEAR(x y)": [1], 'NOT "': [1], "^far": [1], "-else": [2]}
+        expected |= {"col:near": [], "near*": [1], "{text}: else": [], "x + y": [1], "'": []}
+        for query, seqs_found in expected.items():
+            found = said(await broker.search(["r"], search.terms(query), 10))
+            assert [seq for _, seq, _ in found] == seqs_found, query
+        assert said(await broker.search(["r"], search.terms("NEAR OR"), 10)) == [
+            ("r", 1, 'she said "near" OR far * NEAR(x y) AND NOT')
+        ]
+        assert await broker.search(["r"], search.terms('"* ( ) -'), 10) == []  # no word: nothing
+        assert await broker.search([], search.terms("near"), 10) == []

@@ -8,6 +8,7 @@ restart, are hers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 from collections.abc import AsyncIterator, Callable
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 from broker_support import dedup, entry, message
 
+from iavicenne_ext.broker import search
 from iavicenne_ext.broker.sqlite import SQLiteBroker, StoreError
 
 Open = Callable[..., Any]
@@ -158,3 +160,28 @@ async def test_remembered_rooms_and_direct_messages_survive_a_restart(store: Ope
         await broker.direct_forget("r")
     async with store() as broker:
         assert (await broker.direct_replay("r", "alice", 0))[0] == []
+
+
+async def test_the_search_index_follows_the_file_and_a_store_without_one_is_indexed_at_start(store: Open, tmp_path: Path) -> None:
+    """What a budget cuts leaves the index with its message (the triggers); a store written
+    before the index existed (its tables dropped here) is indexed when it is opened."""
+    async with store(history_size=2) as broker:
+        for text in ("alpha one", "alpha two", "alpha three"):
+            await broker.publish("r", message(text))
+        await broker.publish("mallorys", message("alpha from mallory"))
+    path = tmp_path / "rooms.sqlite3"
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        assert db.execute("SELECT count(*) FROM message_search_rows").fetchone() == (3,)  # seq 1 cut
+        assert db.execute("SELECT count(*) FROM message_search").fetchone() == (3,)
+        for statement in (
+            "DROP TRIGGER messages_search_put",
+            "DROP TRIGGER messages_search_rewrite",
+            "DROP TRIGGER messages_search_cut",
+            "DROP TABLE message_search",
+            "DROP TABLE message_search_rows",
+            "DELETE FROM meta WHERE key = 'search'",
+        ):
+            db.execute(statement)
+    async with store(history_size=2) as broker:
+        found = await broker.search(["r"], search.terms("ALPHA"), 10)
+        assert [json.loads(hit.frame)["message"]["content"] for hit in found] == ["alpha three", "alpha two"]

@@ -132,5 +132,31 @@ async def test_the_notebook_room_edits_replies_deletes_and_counts_unread(base: s
     assert (await alice.mark_read())["unread"] == 0
     markdown = await bob.export("md")
     assert "final" in markdown and "draft" not in markdown and "@alice" in markdown
+    assert [hit["seq"] for hit in await bob.search("final")] == [seq] and await bob.search("draft") == []
     await alice.delete(seq)
     assert "final" not in await bob.export("md")
+    assert await bob.search("final") == []
+
+
+@pytest.mark.timeout(60)
+async def test_search_from_python_finds_what_we_may_read(base: str, opened: list[Any], server_token: str) -> None:
+    """alice's private room is not searched for mallory, whatever her query says."""
+    alice_client = await client(opened, base, "alice-token")
+    mallory_client = await client(opened, base, server_token)
+    await alice_client.create_room("hideout", members=[])
+    hideout = await alice_client.join("hideout")
+    lobby = await alice_client.join("lobby")
+    await hideout.send("the key is under the mat")
+    await lobby.send("the key to success is rest")
+    hits = await alice_client.search("key")
+    assert sorted((hit["room"], hit["author"], hit["text"]) for hit in hits) == [
+        ("hideout", "alice", "the key is under the mat"),
+        ("lobby", "alice", "the key to success is rest"),
+    ]
+    assert [hit["room"] for hit in await alice_client.search("KEY", room="hideout", limit=1)] == ["hideout"]
+    for query in ("the key is under the mat", '"under" OR mat*', "NEAR(key mat)"):
+        assert all(hit["room"] == "lobby" for hit in await mallory_client.search(query)), query
+    with pytest.raises(RequestFailed):  # as if it did not exist
+        await mallory_client.search("key", room="hideout")
+    with pytest.raises(ValueError, match="q is the text"):
+        await mallory_client.search("  ")

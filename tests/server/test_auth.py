@@ -25,7 +25,7 @@ from tornado.web import Application
 from tornado.websocket import WebSocketHandler, websocket_connect
 
 ROOM_SOCKET = "iavicenne/ws/mcp"
-REST = ["iavicenne/api/rooms", "iavicenne/api/rooms/r1"]
+REST = ["iavicenne/api/rooms", "iavicenne/api/rooms/r1", "iavicenne/api/search?q=r1"]
 
 
 class NoWritingForBob(Authorizer):

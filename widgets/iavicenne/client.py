@@ -134,6 +134,11 @@ class RoomClient(Endpoint):
         """Room `room`'s history as Markdown (``"md"``) or jupyterlab-chat ``.chat`` JSON (``"chat"``)."""
         return await self.api.export_room(room, format)
 
+    async def search(self, q: str, room: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """Kept messages saying every word of `q`, newest first, in the rooms we may enter
+        (or `room` only): ``room``, ``seq``, ``author``, ``text``, ``time`` (`RoomsAPI.search`)."""
+        return await self.api.search(q, room=room, limit=limit)
+
     async def unread(self) -> list[dict[str, Any]]:
         """Our unread counts, room by room (`RoomsAPI.unread`)."""
         return await self.api.unread()

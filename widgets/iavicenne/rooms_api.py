@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import iavicenne_protocol as p
 
@@ -84,6 +84,24 @@ class RoomsAPI:
             raise ValueError(f"format is 'md' or 'chat', not {format!r}")
         text: str = await self._call("GET", f"rooms/{quote(room, safe='')}/export?format={format}", raw=True)
         return text
+
+    async def search(self, q: str, *, room: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        """The newest kept messages that say every word of `q` (each as a word's beginning,
+        ignoring case; `q` is text, never a query syntax), in the rooms we may enter, or in
+        `room` only; at most `limit` (the server's ``max_search_results`` when None). Each:
+        ``room``, ``seq``, ``author`` (a verified username), ``text``, ``time``."""
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError("q is the text to search for, a non-empty string")
+        query: dict[str, Any] = {"q": q}
+        if room is not None:
+            query["room"] = p.check_name(room, "room")
+        if limit is not None:
+            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+                raise ValueError(f"limit is a positive integer, not {limit!r}")
+            query["limit"] = limit
+        answer = await self._call("GET", f"search?{urlencode(query)}")
+        results = answer.get("results") if isinstance(answer, dict) else None
+        return [hit for hit in results if isinstance(hit, dict)] if isinstance(results, list) else []
 
     async def unread(self) -> list[dict[str, Any]]:
         """Our unread counts: each room we may enter (or have read in) with ``read`` (our

@@ -300,6 +300,12 @@ class RoomSession:
         assert self.client is not None
         return await self.client.export_room(self.name, format)
 
+    async def search(self, q: str, limit: int | None = None) -> list[dict[str, Any]]:
+        """This room's kept messages saying every word of `q`, newest first (`RoomClient.search`)."""
+        await self.ready(None)
+        assert self.client is not None
+        return await self.client.search(q, room=self.name, limit=limit)
+
     async def _on_room(self, act: Callable[[ClientRoom], Awaitable[dict[str, Any]]]) -> dict[str, Any]:
         return await act(await self.joined_room())
 

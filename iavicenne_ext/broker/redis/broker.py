@@ -45,6 +45,7 @@ from ..base import (
 )
 from ..events import Emitted
 from ..interfaces import Broker
+from ..search import Found, found_in, newest
 from . import envelope
 from .continuity import RedisContinuity
 from .feed import RoomFeed
@@ -458,6 +459,21 @@ class RedisBroker(KeptMessages, RedisContinuity, Broker):
 
     async def room_exists(self, room: str) -> bool:
         return bool(await self._link.command("EXISTS", self._keys.of("meta", room), self._keys.of("presence", room)))
+
+    # -- search (search.py): a scan of each room's replayable history ----------------------
+    async def searchable_rooms(self) -> list[str]:
+        # Redis keeps no list of the rooms with history: those with members now, and those
+        # with an access record (a search that names its room looks in any other)
+        return sorted(set(await self.rooms()) | set(await self.all_access()))
+
+    async def search(self, rooms: list[str], words: list[str], limit: int) -> list[Found]:
+        if not words or limit <= 0:
+            return []
+        found: list[Found] = []
+        for room in dict.fromkeys(rooms):
+            # what a join would replay: the newest messages within max_replay_bytes
+            found.extend(found_in(room, (await self.history(room, 0, None)).messages, words))
+        return newest(found, limit)
 
     # -- rooms with members ---------------------------------------------------------------
     @staticmethod

@@ -45,6 +45,7 @@ from ...access import RoomAccess
 from ..base import BrokerUnavailable, CreateOutcome, DedupKey, MemberOutcome, Published, ReadState, SharedAppended
 from ..memory import MemoryBroker, _RoomState
 from ..memory_continuity import Conversation, DirectLog
+from ..search import Found, fts_query
 from . import schema as sql
 from .journal import Journal
 from .schema import StoreError, open_store
@@ -181,6 +182,17 @@ class SQLiteBroker(MemoryBroker):
         await super().remember_identity(username, name_skeleton)
         if not known:
             await self._journal.committed()
+
+    # -- search: the FTS5 index of the kept messages (schema.SEARCH), read in a thread ------
+    async def search(self, rooms: list[str], words: list[str], limit: int) -> list[Found]:
+        if not words or limit <= 0 or not rooms:
+            return []
+        params = (fts_query(words), json.dumps(list(dict.fromkeys(rooms))), limit)
+
+        def read(db: sqlite3.Connection) -> list[Found]:
+            return [Found(room, bytes(frame)) for room, frame in db.execute(sql.SEARCH_MESSAGES, params)]
+
+        return await self._journal.query_in_thread(read)
 
     # -- the hooks: each change, as the memory broker makes it, onto the journal ------------
     def _persist_room(self, state: _RoomState) -> None:

@@ -63,7 +63,8 @@ class Journal:
         self._flush_pending = False
         self._retry: asyncio.TimerHandle | None = None
         self._closed = False
-        self._checkpointing: asyncio.Future[None] | None = None
+        # the connection in use in a thread (a checkpoint, a search): no commit meanwhile
+        self._checkpointing: asyncio.Future[Any] | None = None
         self._since_checkpoint = 0
         self.commits = 0  # transactions written (for the benchmarks)
 
@@ -104,6 +105,22 @@ class Journal:
         self._flush()
         try:
             return read(self.db)
+        except sqlite3.Error as error:
+            raise BrokerUnavailable(f"the store could not be read: {error}") from None
+
+    async def query_in_thread(self, read: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `read` on the store in a thread (a search: it may take longer than a commit
+        should block the loop), after what is appended is committed. The connection is one:
+        commits wait meanwhile, as for a checkpoint (the fan-out does not)."""
+        while self._checkpointing is not None:
+            await asyncio.shield(self._checkpointing)
+        self._flush()
+        loop = asyncio.get_running_loop()
+        reading = loop.run_in_executor(None, read, self.db)
+        self._checkpointing = reading
+        reading.add_done_callback(self._checkpointed)
+        try:
+            return await asyncio.shield(reading)
         except sqlite3.Error as error:
             raise BrokerUnavailable(f"the store could not be read: {error}") from None
 
@@ -165,7 +182,7 @@ class Journal:
         except sqlite3.Error as error:  # the next one tries again; the WAL keeps everything
             self.log.warning("iavicenne: the store %s could not be checkpointed: %s", self.path, error)
 
-    def _checkpointed(self, done: asyncio.Future[None]) -> None:
+    def _checkpointed(self, done: asyncio.Future[Any]) -> None:
         self._checkpointing = None
         if self._changes:
             self._schedule()

@@ -58,6 +58,65 @@ CREATE TABLE IF NOT EXISTS shared_updates (
 ) WITHOUT ROWID;
 """
 
+
+def _text_of(row: str) -> str:
+    """SQL for the searchable text of a `messages` row (search.searchable_text's rule): the
+    ``message.content`` string of a ``message`` frame not deleted, else NULL. Nested CASEs:
+    a frame that is not JSON must not make a commit fail."""
+    frame = f"CAST({row}.frame AS TEXT)"
+    return (
+        f"CASE WHEN json_valid({frame}) THEN CASE WHEN json_extract({frame}, '$.type') = 'message' "
+        f"AND json_type({frame}, '$.deleted') IS NULL AND json_type({frame}, '$.message.content') = 'text' "
+        f"THEN json_extract({frame}, '$.message.content') END END"
+    )
+
+
+# full-text search (broker/search.py): message_search is an FTS5 index of each kept
+# message's text, its rowid the id of the message's row in message_search_rows (the
+# messages table has no rowid). Triggers on messages keep it in step with every way a
+# message is written, rewritten (edited: the new text only; deleted: no text) or cut, so
+# the broker's hooks need not know about it.
+SEARCH = [
+    "CREATE TABLE IF NOT EXISTS message_search_rows "
+    "(id INTEGER PRIMARY KEY, room TEXT NOT NULL, seq INTEGER NOT NULL, UNIQUE (room, seq))",
+    "CREATE VIRTUAL TABLE IF NOT EXISTS message_search USING fts5(text, tokenize = 'unicode61 remove_diacritics 0')",
+    f"""CREATE TRIGGER IF NOT EXISTS messages_search_put AFTER INSERT ON messages BEGIN
+        DELETE FROM message_search WHERE rowid IN
+            (SELECT id FROM message_search_rows WHERE room = new.room AND seq = new.seq);
+        INSERT OR REPLACE INTO message_search_rows (room, seq) VALUES (new.room, new.seq);
+        INSERT INTO message_search (rowid, text)
+            SELECT id, {_text_of("new")} FROM message_search_rows WHERE room = new.room AND seq = new.seq;
+    END""",
+    f"""CREATE TRIGGER IF NOT EXISTS messages_search_rewrite AFTER UPDATE OF frame ON messages BEGIN
+        DELETE FROM message_search WHERE rowid IN
+            (SELECT id FROM message_search_rows WHERE room = new.room AND seq = new.seq);
+        INSERT INTO message_search (rowid, text)
+            SELECT id, {_text_of("new")} FROM message_search_rows WHERE room = new.room AND seq = new.seq;
+    END""",
+    """CREATE TRIGGER IF NOT EXISTS messages_search_cut AFTER DELETE ON messages BEGIN
+        DELETE FROM message_search WHERE rowid IN
+            (SELECT id FROM message_search_rows WHERE room = old.room AND seq = old.seq);
+        DELETE FROM message_search_rows WHERE room = old.room AND seq = old.seq;
+    END""",
+]
+# a store written before the index existed: its messages indexed once, at start
+SEARCH_FILL = [
+    "DELETE FROM message_search",
+    "DELETE FROM message_search_rows",
+    "INSERT INTO message_search_rows (room, seq) SELECT room, seq FROM messages",
+    f"INSERT INTO message_search (rowid, text) SELECT message_search_rows.id, {_text_of('messages')} "
+    "FROM message_search_rows JOIN messages USING (room, seq)",
+    "INSERT OR REPLACE INTO meta (key, value) VALUES ('search', '1')",
+]
+# the newest kept messages of some rooms (a JSON list) matching an FTS5 query
+SEARCH_MESSAGES = """
+SELECT message_search_rows.room, messages.frame FROM message_search
+JOIN message_search_rows ON message_search_rows.id = message_search.rowid
+JOIN messages ON messages.room = message_search_rows.room AND messages.seq = message_search_rows.seq
+WHERE message_search MATCH ? AND message_search_rows.room IN (SELECT value FROM json_each(?))
+ORDER BY messages.at DESC, messages.seq DESC LIMIT ?
+"""
+
 # -- the changes the broker's hooks write (each a constant: the journal groups runs of one) --
 PUT_ROOM = "INSERT OR REPLACE INTO rooms (room, epoch, seq, emptied_at) VALUES (?, ?, ?, ?)"
 SET_EMPTIED = "UPDATE rooms SET emptied_at = ? WHERE room = ?"
@@ -135,6 +194,11 @@ def open_store(path: str, *, busy_timeout: float = 2.0) -> sqlite3.Connection:
         db.execute("BEGIN IMMEDIATE")
         for statement in TABLES.split(";"):
             if statement.strip():
+                db.execute(statement)
+        for statement in SEARCH:
+            db.execute(statement)
+        if db.execute("SELECT 1 FROM meta WHERE key = 'search'").fetchone() is None:
+            for statement in SEARCH_FILL:
                 db.execute(statement)
         db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
         db.execute("COMMIT")

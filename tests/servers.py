@@ -17,6 +17,7 @@ The Jupyter servers themselves are `iavicenne_ext.testing.JupyterProcess`es.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import datetime
 import ipaddress
 import os
@@ -29,6 +30,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+import psutil
 import pytest
 import redis
 from tornado.httpclient import HTTPRequest
@@ -239,3 +241,21 @@ async def connect(
         await client.send({"type": p.CONNECT, "payload": {"user_id": user_id}})
         await client.expect(p.CONNECT)
     return client
+
+
+def stop_with_children(proc: subprocess.Popen[Any]) -> None:
+    """Terminate `proc` (a Hub: it stops its servers, service and proxy itself), then kill
+    whatever of its children it left behind (a Hub stopped while it was starting)."""
+    if proc.poll() is not None:
+        return
+    started = psutil.Process(proc.pid).children(recursive=True)
+    proc.terminate()
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    _, alive = psutil.wait_procs(started, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.Error):
+            child.kill()

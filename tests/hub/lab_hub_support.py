@@ -24,9 +24,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import psutil
 from lab_flood_support import LONG_TASKS
-from servers import RedisProcess
+from servers import RedisProcess, stop_with_children
 
 from iavicenne_ext.testing import FOREIGN_SERVER_VARIABLES, LOOPBACK, free_port, wait_until
 
@@ -191,19 +190,8 @@ class Hub:
             return False
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        started = psutil.Process(self.proc.pid).children(recursive=True)
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        _, alive = psutil.wait_procs(started, timeout=10)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        if self.proc is not None:
+            stop_with_children(self.proc)
 
 
 # -- browsers ----------------------------------------------------------------------------------

@@ -19,7 +19,6 @@ deployment (the service and Redis out of the users' reach).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
@@ -38,7 +37,7 @@ from typing import Any
 import psutil
 import pytest
 import websocket
-from servers import RedisProcess, redis_binary
+from servers import RedisProcess, redis_binary, stop_with_children
 
 from iavicenne_ext.testing import FOREIGN_SERVER_VARIABLES, LOOPBACK, free_port, other_server_extensions, wait_until
 
@@ -234,21 +233,8 @@ class Hub:
         return self.proc.pid
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        # the Hub stops the servers (cleanup_servers), the service and the proxy; whatever of
-        # them is still there after it (a Hub stopped while it was starting) is killed
-        started = psutil.Process(self.proc.pid).children(recursive=True)
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        _, alive = psutil.wait_procs(started, timeout=10)
-        for proc in alive:
-            with contextlib.suppress(psutil.Error):
-                proc.kill()
+        if self.proc is not None:
+            stop_with_children(self.proc)
 
     # -- HTTP -----------------------------------------------------------------------------------
     def request(
